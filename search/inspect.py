@@ -1,0 +1,115 @@
+"""Read-only views of studies: `status`, `studies`, `export` and the `--dry-run` plan. Nothing here writes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.space import GridSpec
+from search.study import INTERNAL_ATTRS, StudyError, open_storage, spec_of, tally
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """An existing study, read-only in spirit: a missing DB or study is a `StudyError`, never created."""
+    storage = open_storage(storage_url, create=False)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = optuna.get_all_study_names(storage)
+        raise StudyError(f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'})") from None
+
+
+def study_names(storage_url: str) -> list[str]:
+    """The studies in a storage."""
+    return optuna.get_all_study_names(open_storage(storage_url, create=False))
+
+
+def status(study: optuna.Study) -> dict[str, Any]:
+    """Grid size, complete / running / failed (given up) / waiting (attempts left) / remaining, best value, ETA."""
+    spec = spec_of(study)
+    trials = study.get_trials(deepcopy=False)
+    out_dir = Path(study.user_attrs.get("out_dir", "."))
+    t = tally(spec, trials, out_dir)
+    durations = [(tr.datetime_complete - tr.datetime_start).total_seconds() for tr in trials
+                 if tr.state == TrialState.COMPLETE and tr.datetime_start and tr.datetime_complete]
+    waiting = len(t.pending) - len(t.running & {p.point.grid_key for p in t.pending})
+    mean = sum(durations) / len(durations) if durations else None
+    best = None
+    if t.done:
+        best_trial = study.best_trial
+        best = {"value": best_trial.value, "number": best_trial.number, "params": best_trial.params}
+    return {
+        "study": study.study_name,
+        "objective": {"metric": spec.objective[0], "direction": spec.objective[1]},
+        "grid_size": len(spec.points),
+        "complete": len(t.done),
+        "running": len(t.running),
+        "failed": len(t.given_up),
+        "waiting": waiting,
+        "remaining": len(spec.points) - len(t.done),
+        "trials": len(trials),
+        "best": best,
+        "mean_trial_seconds": mean,
+        "eta_seconds": None if mean is None else mean * (waiting + len(t.running)) / max(len(t.running), 1),
+    }
+
+
+def plan(spec: GridSpec, storage_url: str, out_dir: Path) -> dict[str, Any]:
+    """What `search run` would do, from the study if it exists; creates nothing."""
+    trials = []
+    try:
+        trials = load_study(spec.name, storage_url).get_trials(deepcopy=False)
+    except StudyError:
+        pass
+    t = tally(spec, trials, out_dir)
+    return {"study": spec.name, "grid_size": len(spec.points), "complete": len(t.done), "to_run": len(t.pending),
+            "given_up": len(t.given_up), "storage": storage_url, "out_dir": str(out_dir),
+            "first_points": [p.point.params for p in t.pending[:5]]}
+
+
+def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: number, grid_key, state, attempt, every param, the objective value, every metric,
+    start/complete times and duration, failure reason. Internal bookkeeping attrs are left out."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        row: dict[str, Any] = {"number": trial.number, "grid_key": attrs.get("grid_key"),
+                               "state": trial.state.name, "attempt": attrs.get("attempt"),
+                               "baseline": attrs.get("baseline")}
+        row.update(trial.params)
+        row["value"] = trial.value
+        row.update({k: v for k, v in attrs.items() if k not in INTERNAL_ATTRS and k not in trial.params})
+        start, end = trial.datetime_start, trial.datetime_complete
+        row["datetime_start"] = start.isoformat() if start else None
+        row["datetime_complete"] = end.isoformat() if end else None
+        row["duration_s"] = (end - start).total_seconds() if start and end else None
+        row["fail_reason"] = attrs.get("fail_reason")
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Rows as CSV (columns in first-seen order), written atomically."""
+    import pandas as pd
+
+    from trainer.files import atomic_write_bytes
+
+    frame = pd.DataFrame(rows)
+    atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def format_status(info: dict[str, Any]) -> str:
+    """A few human lines for `search status`."""
+    from search.progress import format_seconds
+
+    best = info["best"]
+    best_text = "–" if best is None else f"{best['value']:.4f} (trial {best['number']})"
+    eta = info["eta_seconds"]
+    return (f"{info['study']}: {info['grid_size']} points · {info['complete']} complete · {info['running']} running"
+            f" · {info['failed']} failed · {info['waiting']} waiting · {info['remaining']} remaining\n"
+            f"  best {info['objective']['metric']}: {best_text} · ETA "
+            f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'}")

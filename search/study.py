@@ -1,0 +1,304 @@
+"""The Optuna study in SQLite and its exactly-once bookkeeping (DESIGN §4). Only the `search run` driver writes.
+
+A point is done when it has a COMPLETE trial. Trials are created directly as RUNNING with their params, grid_key and
+attempt in one transaction (no enqueue/ask, so no WAITING or zombie trial can exist), and finished with `tell` after
+their metrics are stored as user attrs. Each parameter keeps one distribution for the life of the study: numbers use
+Float/IntDistribution (whose range may grow), categories use the choices recorded by the study's first trial.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import math
+import os
+import sqlite3
+import typing
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
+                                  IntDistribution)
+from optuna.trial import FrozenTrial, TrialState
+
+from search.space import GridSpec, Point, parse_space
+from trainer.cams import CAM_METHODS
+from trainer.config import AUGMENTATIONS, PIXEL_REPLACEMENTS, TrialConfig
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Attributes the driver keeps on each trial besides the metrics.
+INTERNAL_ATTRS = ("grid_key", "attempt", "baseline", "fail_reason", "fail_kind")
+# Failures that are not the trial's fault and do not use up an attempt.
+NOT_COUNTED = ("orphaned", "interrupted")
+CLOSED_CHOICES = {"cam_method": tuple(CAM_METHODS), "pixel_replacement": PIXEL_REPLACEMENTS,
+                  "augmentation": AUGMENTATIONS, "cam_target": ("true", "predicted")}
+UNIT_INTERVAL = ("threshold", "multiply_weight", "wrong_subset", "label_smoothing")
+
+
+class StudyError(RuntimeError):
+    """The study cannot be opened or run as asked; the message says why and what to do."""
+
+
+def default_storage(study: str) -> str:
+    """`sqlite:///runs/<study>.db`."""
+    return f"sqlite:///runs/{study}.db"
+
+
+def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
+    """An RDB storage with a long busy timeout; SQLite files are put in WAL mode so readers never block the
+    writer. With `create=False` a missing SQLite file is an error instead of a new empty DB."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if not path.exists():
+            if not create:
+                raise StudyError(f"no study database at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
+            conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}
+                                          if url.startswith("sqlite") else {})
+    except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreadable file
+        raise StudyError(f"cannot open storage {url}: {exc}") from None
+
+
+class DriverLock:
+    """An exclusive `flock` on `<out>/driver.lock`: one driver per study. The kernel drops it when the holder dies,
+    so a killed driver never leaves a stale lock."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / "driver.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> DriverLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(self.fd)
+            raise StudyError(f"another driver is running this study ({holder}; lock {self.path})") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+@dataclass
+class PendingPoint:
+    """A point to run now: which attempt this is, and the folder of its last try (to resume from)."""
+
+    point: Point
+    attempt: int
+    previous_workdir: Path | None
+
+
+@dataclass
+class Tally:
+    """Where each point of a space stands in a study."""
+
+    done: set[str]
+    running: set[str]
+    attempts: Counter
+    pending: list[PendingPoint]
+    given_up: list[Point]
+
+
+def tally(spec: GridSpec, trials: list[FrozenTrial], out_dir: Path) -> Tally:
+    """Done (COMPLETE), running, attempts used (failures that count), pending (attempts left) and given-up points."""
+    done, running, attempts, last_dir = set(), set(), Counter(), {}
+    for trial in trials:
+        key = trial.user_attrs.get("grid_key")
+        if trial.state == TrialState.COMPLETE:
+            done.add(key)
+        elif trial.state == TrialState.RUNNING:
+            running.add(key)
+        elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") not in NOT_COUNTED:
+            attempts[key] += 1
+        if trial.state != TrialState.COMPLETE:
+            last_dir[key] = trial_workdir(out_dir, trial.number, key)
+    pending, given_up = [], []
+    for p in spec.points:
+        if p.grid_key in done:
+            continue
+        if attempts[p.grid_key] < spec.max_attempts:
+            pending.append(PendingPoint(p, attempts[p.grid_key] + 1, last_dir.get(p.grid_key)))
+        else:
+            given_up.append(p)
+    return Tally(done, running, attempts, pending, given_up)
+
+
+def trial_workdir(out_dir: Path, number: int, key: str) -> Path:
+    """`<out>/trials/<number>-<grid_key[:8]>`."""
+    return out_dir / "trials" / f"{number}-{key[:8]}"
+
+
+class GridStudy:
+    """The driver's handle on one study: create or load it, reconcile, list what to run, record results."""
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, spec: GridSpec,
+                 out_dir: Path) -> None:
+        self.study, self.storage, self.spec, self.out_dir = study, storage, spec, out_dir
+        self.study_id = storage.get_study_id_from_name(study.study_name)
+        self._distributions = self._recorded_distributions()
+        self._values: dict[str, list] = {}
+        for point in spec.points:
+            for axis, value in point.params.items():
+                self._values.setdefault(axis, []).append(value)
+
+    @classmethod
+    def open(cls, spec: GridSpec, storage_url: str, out_dir: Path) -> GridStudy:
+        """Create the study, or load it and check that `spec` only extends what it already ran."""
+        storage = open_storage(storage_url, create=True)
+        study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
+                                    direction=spec.objective[1])
+        stored = study.user_attrs.get("space")
+        if stored is not None:
+            _check_extension(GridSpec(spec.name, stored), spec, study)
+        handle = cls(study, storage, spec, out_dir)
+        handle._check_categories()
+        study.set_user_attr("space", spec.data)
+        study.set_user_attr("spec_hash", spec.digest())
+        study.set_user_attr("out_dir", str(out_dir.resolve()))
+        return handle
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------
+    def reconcile(self) -> tuple[int, int]:
+        """Finish trials left RUNNING by a dead driver: COMPLETE when their `result.json` exists, else FAIL
+        (`orphaned`, not counted as an attempt). Returns (completed, failed)."""
+        completed = failed = 0
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            key = trial.user_attrs.get("grid_key", "")
+            result = read_result(trial_workdir(self.out_dir, trial.number, key))
+            if result is not None and self.finish(trial.number, result["metrics"]) is None:
+                completed += 1
+            elif result is not None:
+                failed += 1
+            else:
+                self.fail(trial.number, "orphaned: the driver stopped while this trial ran", "orphaned")
+                failed += 1
+        return completed, failed
+
+    def pending(self) -> list[PendingPoint]:
+        """Points without a COMPLETE trial that have attempts left, in grid_key order."""
+        return tally(self.spec, self.study.get_trials(deepcopy=False), self.out_dir).pending
+
+    def start(self, pending: PendingPoint) -> int:
+        """Create the RUNNING trial of a point (params, grid_key and attempt in one transaction); its number."""
+        point = pending.point
+        template = FrozenTrial(
+            number=-1, state=TrialState.RUNNING, value=None,
+            datetime_start=datetime.datetime.now(), datetime_complete=None,
+            params=point.params, distributions={k: self._distribution(k) for k in point.params},
+            user_attrs={"grid_key": point.grid_key, "attempt": pending.attempt, "baseline": point.baseline},
+            system_attrs={}, intermediate_values={}, trial_id=-1)
+        trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
+        return self.storage.get_trial_number_from_id(trial_id)
+
+    def finish(self, number: int, metrics: dict[str, Any]) -> str | None:
+        """Store `metrics` as user attrs, then tell COMPLETE with the objective; FAIL if the objective is missing
+        or not finite (Optuna would raise and leave the trial RUNNING). Returns None, or the failure reason."""
+        metric = self.spec.objective[0]
+        value = metrics.get(metric)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        for key, item in metrics.items():
+            if isinstance(item, float) and not math.isfinite(item):
+                item = None  # JSON cannot hold nan/inf
+            self.storage.set_trial_user_attr(trial_id, key, item)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            reason = f"objective {metric} is {value!r}, not a finite number"
+            self.fail(number, reason, "error")
+            return reason
+        self.study.tell(number, float(value))
+        return None
+
+    def fail(self, number: int, reason: str, kind: str = "error") -> None:
+        """Record the one-line `reason` and tell FAIL. `kind` "orphaned"/"interrupted" does not use an attempt."""
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        self.storage.set_trial_user_attr(trial_id, "fail_reason", one_line(reason))
+        self.storage.set_trial_user_attr(trial_id, "fail_kind", kind)
+        self.study.tell(number, state=TrialState.FAIL)
+
+    # -- distributions -------------------------------------------------------------------------------------
+    def _recorded_distributions(self) -> dict[str, BaseDistribution]:
+        recorded: dict[str, BaseDistribution] = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            for name, dist in trial.distributions.items():
+                recorded.setdefault(name, dist)
+        return recorded
+
+    def _distribution(self, axis: str) -> BaseDistribution:
+        recorded = self._distributions.get(axis)
+        values = self._values[axis]
+        if isinstance(recorded, CategoricalDistribution):
+            return recorded
+        kind = _axis_kind(axis)
+        if kind is float:
+            low, high = (0.0, 1.0) if axis in UNIT_INTERVAL else (min(values), max(values))
+            return FloatDistribution(min(low, min(values)), max(high, max(values)))
+        if kind is int:
+            return IntDistribution(min(0, min(values)), max(values))
+        return CategoricalDistribution(CLOSED_CHOICES.get(axis) or sorted(set(values), key=str))
+
+    def _check_categories(self) -> None:
+        for axis, values in self._values.items():
+            recorded = self._distributions.get(axis)
+            if isinstance(recorded, CategoricalDistribution):
+                new = sorted({v for v in values if v not in recorded.choices}, key=str)
+                if new:
+                    raise StudyError(
+                        f"study {self.spec.name!r}: axis {axis} gains {new}, but Optuna fixed its choices "
+                        f"{list(recorded.choices)} at the study's first trial; run the new values as a new study "
+                        f"(--study NEW_NAME)")
+
+
+def _axis_kind(axis: str) -> type | None:
+    if axis == "seed":
+        return int
+    hint = typing.get_type_hints(TrialConfig).get(axis)
+    return hint if hint in (int, float) else None
+
+
+def _check_extension(old: GridSpec, new: GridSpec, study: optuna.Study) -> None:
+    """Refuse a space that changes `fixed:`/datasets/objective or drops points the study already has."""
+    advice = "run it as a new study (--study NEW_NAME)"
+    if old.digest() != new.digest():
+        changed = [k for k in ("fixed", "datasets", "objective") if old.data[k] != new.data[k]]
+        raise StudyError(f"study {new.name!r} was created with different {', '.join(changed)}: {advice}")
+    new_keys = {p.grid_key for p in new.points}
+    removed = [p for p in old.points if p.grid_key not in new_keys]
+    if removed:
+        raise StudyError(f"study {new.name!r}: this space removes {len(removed)} of its points "
+                         f"(e.g. {removed[0].params}); keep the old values or {advice}")
+
+
+def read_result(workdir: Path) -> dict | None:
+    """A trial folder's `result.json`, or None when absent or unreadable."""
+    try:
+        return json.loads((workdir / "result.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """The first non-empty line of `text`, shortened to `limit` characters."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "unknown error")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def spec_of(study: optuna.Study, validate: bool = False) -> GridSpec:
+    """The space stored on a study; `validate` checks it again as `search resume` must (dataset roots exist…)."""
+    data = study.user_attrs.get("space")
+    if data is None:
+        raise StudyError(f"study {study.study_name!r} holds no space: it was not made by `search run`")
+    if validate:
+        return parse_space(dict(data), Path(f"<study {study.study_name}>"), study.study_name)
+    return GridSpec(study.study_name, data)

@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from trainer.config import ConfigError, TrialConfig, parse_proxy_steps
+from tests.conftest import tiny_config
+
+
+def test_json_round_trip_and_defaults(tmp_path):
+    config = TrialConfig.from_dict(tiny_config())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    again = TrialConfig.from_json_file(path)
+    assert again == config
+    assert again.digest() == config.digest()
+    assert again.pixel_replacement == "blended" and again.split.val == 0.15
+    assert config.epochs == 2 and config.schedule == [1, "p", 1]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"treshold": 0.5}, "treshold: unknown field"),
+    ({"threshold": 1.5}, "threshold: expected a number in [0, 1]"),
+    ({"threshold": "high"}, "threshold: expected a number"),
+    ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer.lr: expected a number"),
+    ({"optimizer": {"name": "rmsprop"}}, "optimizer.name: expected one of"),
+    ({"cam_method": "magiccam"}, "cam_method: expected one of"),
+    ({"batch_size": "big"}, "batch_size: expected an integer or 'auto'"),
+    ({"proxy_steps": "5,x,3"}, "proxy_steps"),
+    ({"dataset": {"kind": "imagefolder"}}, "dataset.root: expected a folder path"),
+    ({"wrong_subset": 0}, "wrong_subset: expected a fraction in (0, 1]"),
+    ({"clear_every_step": "yes"}, "clear_every_step: expected true/false"),
+])
+def test_errors_name_the_field(change, message):
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict(tiny_config(**change))
+    assert message in str(err.value)
+
+
+def test_yaml_true_means_true_class():
+    assert TrialConfig.from_dict(tiny_config(cam_target=True)).cam_target == "true"
+    assert TrialConfig.from_dict(tiny_config(cam_target="predicted")).cam_target == "predicted"
+
+
+@pytest.mark.parametrize("text", ["", "p,5", "5,p", "5,p,p,3", "0", "5;p;3", "-1,p,2"])
+def test_bad_proxy_steps(text):
+    if text == "p,5":
+        assert parse_proxy_steps(text) == ["p", 5]  # a proxy step before any training is allowed
+        return
+    with pytest.raises(ConfigError):
+        parse_proxy_steps(text)

@@ -1,0 +1,266 @@
+"""The resolved configuration of one trial: typed, validated, and round-tripped through JSON.
+
+A `TrialConfig` is exactly what `config.json` in a trial folder holds and what `search trial CONFIG.json` takes.
+`TrialConfig.from_dict` checks every key and type and raises `ConfigError` naming the field path; omitted fields take
+the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DATASET_KINDS = (
+    "digits", "fashion_mnist", "imagefolder",
+    "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets",
+)
+PIXEL_REPLACEMENTS = ("blended", "black", "mean", "max", "min", "halfmax")
+AUGMENTATIONS = ("none", "flip")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("none", "onecycle", "cosine", "step")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; the message names its field path."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Where the images come from (DESIGN §7)."""
+
+    kind: str
+    root: str | None = None
+    download: bool = False
+    limit_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of each class held out for validation and test; the rest trains."""
+
+    val: float = 0.15
+    test: float = 0.15
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Learning-rate schedule over the whole trial, set on every batch (see `trainer.loop.learning_rate`)."""
+
+    name: str = "none"
+    max_lr: float | None = None
+    pct_start: float = 0.3
+    step_size: int = 1
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one training trial needs: the `fixed:` fields of a space, one value per grid axis, and the seed."""
+
+    dataset: DatasetConfig
+    image_size: int = 64
+    split: SplitConfig = field(default_factory=SplitConfig)
+    batch_size: int | Literal["auto"] = 32
+    architecture: str = "resnet18"
+    pretrained: bool = False
+    pretrained_path: str | None = None
+    cam_method: str = "gradcam"
+    cam_target: Literal["true", "predicted"] = "true"
+    cam_batch_size: int = 32
+    threshold: float = 0.5
+    multiply_weight: float = 0.5
+    proxy_steps: str = "1,p,1"
+    wrong_subset: float = 1.0
+    clear_every_step: bool = False
+    pixel_replacement: str = "blended"
+    augmentation: str = "flip"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    label_smoothing: float = 0.0
+    mixed_precision: bool = False
+    target_val_accuracy: float | None = None
+    num_workers: int = 0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        """Build and validate a config from plain data (parsed JSON or YAML); raise `ConfigError` on any problem."""
+        config = _build(cls, data, "")
+        validate(config)
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> TrialConfig:
+        """Read a `config.json`; a parse error or invalid field raises `ConfigError` naming the file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read JSON ({exc})") from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data; `TrialConfig.from_dict(c.to_dict()) == c`."""
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A hash of every field that can change a result (`num_workers` cannot)."""
+        data = self.to_dict()
+        data.pop("num_workers")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def schedule(self) -> list[int | str]:
+        """`proxy_steps` parsed: integers are epochs of training, "p" a proxy step."""
+        return parse_proxy_steps(self.proxy_steps)
+
+    @property
+    def epochs(self) -> int:
+        """Total training epochs: the sum of the integers in `proxy_steps`."""
+        return sum(t for t in self.schedule if isinstance(t, int))
+
+
+def parse_proxy_steps(text: str) -> list[int | str]:
+    """Parse "5,p,9" into [5, "p", 9]; raise `ConfigError` unless every token is a positive integer or "p",
+    no two "p" are adjacent, and a "p" is always followed by training epochs."""
+    tokens: list[int | str] = []
+    for raw in str(text).split(","):
+        token = raw.strip().lower()
+        if token == "p":
+            tokens.append("p")
+        elif token.isdigit() and int(token) > 0:
+            tokens.append(int(token))
+        else:
+            raise ConfigError(
+                f"proxy_steps: {text!r} must be comma-separated positive integers (epochs) and 'p' (proxy steps)"
+            )
+    for a, b in zip(tokens, tokens[1:] + [None]):
+        if a == "p" and not isinstance(b, int):
+            raise ConfigError(f"proxy_steps: {text!r}: every 'p' must be followed by a number of training epochs")
+    return tokens
+
+
+def validate(config: TrialConfig) -> None:
+    """Check value ranges and names that types alone cannot; raise `ConfigError` naming the field."""
+    from trainer.cams import CAM_METHODS  # late: cams imports torch and grad-cam
+
+    def need(ok: bool, path: str, expected: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{path}: expected {expected}, got {value!r}")
+
+    ds = config.dataset
+    need(ds.kind in DATASET_KINDS, "dataset.kind", f"one of {', '.join(DATASET_KINDS)}", ds.kind)
+    need(ds.kind in ("digits", "fashion_mnist") or bool(ds.root), "dataset.root", "a folder path", ds.root)
+    need(ds.limit_per_class is None or ds.limit_per_class > 0, "dataset.limit_per_class", "a positive integer",
+         ds.limit_per_class)
+    need(16 <= config.image_size <= 1024, "image_size", "an integer in [16, 1024]", config.image_size)
+    for name in ("val", "test"):
+        value = getattr(config.split, name)
+        need(0 < value < 1, f"split.{name}", "a fraction in (0, 1)", value)
+    need(config.split.val + config.split.test < 1, "split", "val + test < 1", dataclasses.asdict(config.split))
+    need(config.batch_size == "auto" or config.batch_size >= 1, "batch_size", "a positive integer or 'auto'",
+         config.batch_size)
+    need(config.cam_method in CAM_METHODS, "cam_method", f"one of {', '.join(CAM_METHODS)}", config.cam_method)
+    need(config.cam_batch_size >= 1, "cam_batch_size", "a positive integer", config.cam_batch_size)
+    for name in ("threshold", "multiply_weight"):
+        need(0 <= getattr(config, name) <= 1, name, "a number in [0, 1]", getattr(config, name))
+    need(0 < config.wrong_subset <= 1, "wrong_subset", "a fraction in (0, 1]", config.wrong_subset)
+    parse_proxy_steps(config.proxy_steps)
+    need(config.pixel_replacement in PIXEL_REPLACEMENTS, "pixel_replacement",
+         f"one of {', '.join(PIXEL_REPLACEMENTS)}", config.pixel_replacement)
+    need(config.augmentation in AUGMENTATIONS, "augmentation", f"one of {', '.join(AUGMENTATIONS)}",
+         config.augmentation)
+    need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {', '.join(OPTIMIZERS)}",
+         config.optimizer.name)
+    need(config.optimizer.lr > 0, "optimizer.lr", "a positive number", config.optimizer.lr)
+    need(config.scheduler.name in SCHEDULERS, "scheduler.name", f"one of {', '.join(SCHEDULERS)}",
+         config.scheduler.name)
+    need(0 < config.scheduler.pct_start < 1, "scheduler.pct_start", "a fraction in (0, 1)",
+         config.scheduler.pct_start)
+    need(config.scheduler.step_size >= 1, "scheduler.step_size", "a positive integer", config.scheduler.step_size)
+    need(0 <= config.label_smoothing < 1, "label_smoothing", "a number in [0, 1)", config.label_smoothing)
+    need(config.num_workers >= 0, "num_workers", "a non-negative integer", config.num_workers)
+    need(config.seed >= 0, "seed", "a non-negative integer", config.seed)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Instantiate dataclass `cls` from `data`, checking keys and types recursively."""
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field (allowed: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], prefix + name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required field is missing")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    """Return `value` checked against type `hint` (ints accepted where floats are expected)."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(option, value, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r}")
+    if origin is Literal:
+        # YAML reads an unquoted `true` as a boolean; `cam_target: true` means the true class.
+        candidate = "true" if value is True else value
+        if candidate in typing.get_args(hint):
+            return candidate
+        raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r}")
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if origin is Literal:
+        return " or ".join(repr(v) for v in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))

@@ -1,0 +1,160 @@
+"""timm models by name, the CAM target layer of each family, and a fast compatibility check.
+
+`check(architecture, cam_method, image_size)` is what the space validator calls before anything is created: it builds
+the model on PyTorch's `meta` device (no memory, no compute) and fails fast on an unknown architecture, a CAM method
+that cannot work on it, or a target layer so small that every CAM would be constant.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+from torch import nn
+
+TOKEN_FAMILIES = ("VisionTransformer", "Deit", "Eva", "Beit")
+TRANSFORMERS = TOKEN_FAMILIES + ("SwinTransformer",)
+# method -> (families it cannot run on, why)
+CAM_UNSUITABLE = {
+    "fullgrad": (TRANSFORMERS, "has no 2D conv/batch-norm biases, which FullGrad reads"),
+    "shapleycam": (TRANSFORMERS, "uses fused attention, which has no second derivative (ShapleyCAM needs one)"),
+}
+
+
+class ModelError(ValueError):
+    """An architecture, weights file or architecture/CAM combination that cannot be used; the message says why."""
+
+
+class TokensToMap:
+    """Reshape ViT tokens (B, prefix + h*w, C) to a CAM feature map (B, C, h, w), dropping the prefix tokens."""
+
+    def __init__(self, num_prefix_tokens: int) -> None:
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = tokens[:, self.num_prefix_tokens:, :]
+        side = int(round(x.shape[1] ** 0.5))
+        if side * side != x.shape[1]:
+            raise ModelError(f"cannot reshape {x.shape[1]} patch tokens to a square grid")
+        return x.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
+
+
+def channels_last_to_first(x: torch.Tensor) -> torch.Tensor:
+    """Swin blocks work on (B, H, W, C); CAMs need (B, C, H, W)."""
+    return x.permute(0, 3, 1, 2)
+
+
+@dataclass
+class CamTarget:
+    """The layer a CAM reads and how to turn its output into (B, C, h, w)."""
+
+    layer: nn.Module
+    reshape_transform: Callable | None
+
+
+def _family(model: nn.Module) -> str:
+    return type(model).__name__
+
+
+def _size_kwargs(architecture: str, image_size: int) -> dict:
+    # Transformers fix their patch grid at creation: build them for the trial's image size.
+    name = architecture.lower()
+    if any(name.startswith(p) for p in ("vit", "deit", "swin", "eva", "beit", "test_vit")):
+        return {"img_size": image_size}
+    return {}
+
+
+def create_model(architecture: str, num_classes: int, image_size: int, pretrained: bool = False,
+                 pretrained_path: str | None = None) -> nn.Module:
+    """A timm model with a fresh `num_classes` head. `pretrained` downloads weights from timm's hub;
+    `pretrained_path` loads a local state dict (tensors only) and ignores a mismatched classifier."""
+    if architecture not in available_architectures():
+        raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
+    kwargs = _size_kwargs(architecture, image_size)
+    try:
+        model = timm.create_model(architecture, pretrained=pretrained and not pretrained_path,
+                                  num_classes=num_classes, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot download pretrained weights for {architecture} (offline? use pretrained_path "
+                         f"or pretrained: false): {exc}") from None
+    if pretrained_path:
+        path = Path(pretrained_path)
+        if not path.is_file():
+            raise ModelError(f"pretrained_path: {path} does not exist")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        own = model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not usable:
+            raise ModelError(f"pretrained_path: {path} holds no weights that fit {architecture}")
+        model.load_state_dict(usable, strict=False)
+    return model
+
+
+@functools.cache
+def available_architectures() -> frozenset[str]:
+    """Every architecture name timm can build."""
+    return frozenset(timm.list_models())
+
+
+def cam_target(model: nn.Module) -> CamTarget:
+    """The CAM target layer of `model`, chosen per family; the last feature stage otherwise."""
+    family = _family(model)
+    if family in TOKEN_FAMILIES or hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
+        return CamTarget(model.blocks[-1].norm1, TokensToMap(model.num_prefix_tokens))
+    if family == "SwinTransformer":
+        return CamTarget(model.layers[-1].blocks[-1].norm1, channels_last_to_first)
+    if family == "EfficientNet":
+        return CamTarget(model.bn2, None)  # after conv_head, which feature_info omits
+    module_name = model.feature_info[-1]["module"]
+    return CamTarget(model.get_submodule(module_name), None)
+
+
+@functools.cache
+def feature_map_size(architecture: str, image_size: int) -> tuple[int, int]:
+    """(h, w) of the CAM feature map at `image_size`, measured with a shape-only forward on the meta device."""
+    with torch.device("meta"):
+        model = timm.create_model(architecture, pretrained=False, num_classes=2, **_size_kwargs(architecture,
+                                                                                                image_size))
+    target = cam_target(model)
+    seen: list[tuple[int, int]] = []
+
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        out = target.reshape_transform(output) if target.reshape_transform else output
+        seen.append(tuple(out.shape[-2:]))
+
+    handle = target.layer.register_forward_hook(hook)
+    try:
+        model.eval()(torch.empty(1, 3, image_size, image_size, device="meta"))
+    finally:
+        handle.remove()
+    return seen[-1]
+
+
+def check(architecture: str, cam_method: str | None, image_size: int) -> None:
+    """Raise `ModelError` unless `architecture` builds at `image_size` and `cam_method` (None: no CAM) can give
+    non-constant maps on it."""
+    from trainer.cams import CAM_METHODS
+
+    if architecture not in available_architectures():
+        raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
+    if cam_method is not None and cam_method not in CAM_METHODS:
+        raise ModelError(f"unknown CAM method {cam_method!r} (allowed: {', '.join(CAM_METHODS)})")
+    try:
+        h, w = feature_map_size(architecture, image_size)
+    except Exception as exc:  # timm raises assorted errors for sizes a model cannot take
+        raise ModelError(f"{architecture} cannot run at image_size {image_size}: {exc}") from None
+    if cam_method is None:
+        return
+    with torch.device("meta"):
+        family = _family(timm.create_model(architecture, pretrained=False, num_classes=2,
+                                           **_size_kwargs(architecture, image_size)))
+    families, why = CAM_UNSUITABLE.get(cam_method, ((), ""))
+    if family in families:
+        raise ModelError(f"{cam_method} does not work on {architecture}: {family} {why}")
+    if h * w <= 1:
+        raise ModelError(f"{architecture} at {image_size} px has a {h}x{w} CAM feature map, so every "
+                         f"{cam_method} map would be constant: use a larger image_size")

@@ -54,13 +54,15 @@ class Executor(Protocol):
 
 
 def run_task(config: dict[str, Any], workdir: str, threads: int) -> dict[str, Any]:
-    """Run one trial in this process and return its metrics: the body of every Ray task."""
+    """Run one trial in this Ray worker and return its metrics (with the Ray node that ran it)."""
+    import ray
     import torch
 
     from trainer import TrialConfig, run_trial
 
     torch.set_num_threads(max(1, threads))
-    return run_trial(TrialConfig.from_dict(config), workdir).metrics
+    metrics = run_trial(TrialConfig.from_dict(config), workdir).metrics
+    return {**metrics, "ray_node": ray.get_runtime_context().get_node_id()}
 
 
 class RayExecutor:

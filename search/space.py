@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from trainer.config import ConfigError, DatasetConfig, TrialConfig, _build, parse_proxy_steps
+from trainer.config import DATASET_KINDS, ConfigError, DatasetConfig, TrialConfig, _build, parse_proxy_steps
 from trainer.models import ModelError, check
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -178,7 +178,7 @@ def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: boo
     for i, entry in enumerate(raw_baselines):
         baselines.append(_parse_axes(entry, f"baselines[{i}]", fixed, datasets, problem, required=False))
 
-    if "dataset" not in grid and len(datasets) != 1:
+    if "dataset" not in grid and len(datasets) > 1:
         problem("grid.dataset", f"required when datasets: names {len(datasets)} datasets")
     if problems:
         raise SpaceError(problems)
@@ -210,7 +210,11 @@ def _parse_datasets(raw: Any, problem, check_roots: bool) -> dict[str, dict]:
         try:
             ds = _build(DatasetConfig, entry, f"datasets.{name}.")
         except ConfigError as exc:
-            problem(f"datasets.{name}", str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc))
+            key, _, message = str(exc).partition(": ")
+            problem(key, message)
+            continue
+        if ds.kind not in DATASET_KINDS:
+            problem(f"datasets.{name}.kind", f"expected one of {', '.join(DATASET_KINDS)}, got {ds.kind!r}")
             continue
         data = dataclasses.asdict(ds)
         if ds.root is not None:

@@ -1,0 +1,80 @@
+"""`search run` end to end with real Ray (num_cpus=2), real trials and a real SQLite study."""
+
+import os
+
+import optuna
+import pytest
+import ray
+from optuna.trial import TrialState
+from rich.console import Console
+
+from search.driver import RunOptions, run_study
+from search.inspect import export_rows, load_study, status
+from search.space import parse_space
+from search.study import trial_workdir
+from tests.search.helpers import space, spec
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def run(spec_, tmp_path, executor="ray"):
+    options = RunOptions(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", executor)
+    return run_study(spec_, options, Console(file=open(os.devnull, "w"))), options
+
+
+def trials_of(options, name="tiny"):
+    return optuna.load_study(study_name=name, storage=options.storage).get_trials(deepcopy=False)
+
+
+def test_ray_run_completes_every_point_once(local_ray, tmp_path):
+    s = spec(baselines=[{"proxy_steps": "2"}])
+    code, options = run(s, tmp_path)
+    assert code == 0
+    trials = trials_of(options)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
+    assert sorted(t.user_attrs["grid_key"] for t in trials) == sorted(p.grid_key for p in s.points)
+    for t in trials:
+        workdir = trial_workdir(options.out_dir, t.number, t.user_attrs["grid_key"])
+        assert (workdir / "result.json").exists() and t.value == t.user_attrs["val_accuracy"]
+        assert t.user_attrs["proxy_images"] > 0 or t.user_attrs["baseline"]
+    info = status(load_study("tiny", options.storage))
+    assert info["complete"] == 5 and info["remaining"] == 0 and info["best"]["value"] == max(t.value for t in trials)
+    rows = export_rows(load_study("tiny", options.storage))
+    assert len(rows) == 5 and {"threshold", "cam_method", "test_accuracy", "duration_s"} <= set(rows[0])
+    assert "fail_kind" not in rows[0]
+    again, _ = run(s, tmp_path)  # the same command again: nothing to do
+    assert again == 0 and len(trials_of(options)) == 5
+
+
+def test_failing_points_are_retried_and_the_study_goes_on(local_ray, tmp_path):
+    lonely = tmp_path / "one_class"
+    (lonely / "only").mkdir(parents=True)  # exists, so the space is valid; the trial itself fails
+    data = space(datasets={"digits": {"kind": "digits", "limit_per_class": 20},
+                           "lonely": {"kind": "imagefolder", "root": str(lonely)}},
+                 grid={"dataset": ["digits", "lonely"], "threshold": [0.5]})
+    code, options = run(parse_space(data, tmp_path / "s.yaml"), tmp_path)
+    assert code == 1
+    trials = trials_of(options)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and {t.user_attrs["attempt"] for t in failed} == {1, 2}
+    assert all("DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"]
+               for t in failed)
+    assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
+    assert any("2 class folders" in (r["fail_reason"] or "") for r in export_rows(load_study("tiny", options.storage)))
+
+
+def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):
+    data = space(fixed={"image_size": 64, "architecture": "test_resnet", "proxy_steps": "2",
+                        "optimizer": {"name": "sgd", "lr": 1.0e12}}, grid={"threshold": [0.5]})
+    code, options = run(parse_space(data, tmp_path / "s.yaml"), tmp_path, executor="local")
+    assert code == 1
+    trials = trials_of(options)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all("loss became" in t.user_attrs["fail_reason"] for t in trials)
+    stderr_log = trial_workdir(options.out_dir, 0, trials[0].user_attrs["grid_key"]) / "stderr.log"
+    assert "trial failed: TrialError: loss became" in stderr_log.read_text()

@@ -1,0 +1,30 @@
+from search.space import CAM_AXES, grid_key
+from tests.search.helpers import fixed_without, spec
+
+
+def test_grid_key_ignores_order():
+    assert grid_key({"a": 1, "b": "x"}) == grid_key({"b": "x", "a": 1})
+    a = spec(grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6]})
+    b = spec(grid={"threshold": [0.6, 0.3], "cam_method": ["eigencam", "gradcam"]})
+    assert [p.grid_key for p in a.points] == [p.grid_key for p in b.points]
+
+
+def test_repeats_baselines_and_resolution():
+    s = spec(repeats=3, fixed=fixed_without("architecture"), grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "architecture": ["test_resnet"]},
+             baselines=[{"proxy_steps": "2", "augmentation": ["none", "flip"]}])
+    grid = [p for p in s.points if not p.baseline]
+    baselines = [p for p in s.points if p.baseline]
+    assert len(grid) == 2 * 3 and len(baselines) == 2 * 3
+    assert {p.params["seed"] for p in s.points} == {0, 1, 2}
+    for point in baselines:
+        assert not set(point.params) & set(CAM_AXES)  # a baseline has no CAM axes…
+        assert point.params["architecture"] == "test_resnet"  # …but keeps the other grid axes
+        config = point.config()
+        assert config.proxy_steps == "2" and "p" not in config.schedule
+    config = grid[0].config()
+    assert config.image_size == 64 and config.dataset.kind == "digits" and config.proxy_steps == "1,p,1"
+
+
+def test_the_spec_digest_covers_fixed_only():
+    assert spec().digest() == spec(grid={"threshold": [0.1]}).digest()
+    assert spec().digest() != spec(fixed={**fixed_without("image_size"), "image_size": 96}).digest()

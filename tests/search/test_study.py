@@ -1,0 +1,153 @@
+"""Exactly-once bookkeeping on a real SQLite study, and immunity to each Optuna trap of ENVIRONMENT.md."""
+
+import math
+import sqlite3
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from search.study import DriverLock, GridStudy, StudyError, trial_workdir
+from trainer.cams import CAM_METHODS
+from trainer.files import atomic_write_json
+from tests.search.helpers import fixed_without, spec
+
+METRICS = {"val_accuracy": 0.5, "test_accuracy": 0.4, "train_seconds": 1.0}
+
+
+def open_study(tmp_path, **changes):
+    return GridStudy.open(spec(**changes), f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+
+
+def run_all(grid, value=0.5):
+    for pending in grid.pending():
+        number = grid.start(pending)
+        assert grid.finish(number, {**METRICS, "val_accuracy": value}) is None
+
+
+def states(grid):
+    return [t.state for t in grid.study.get_trials(deepcopy=False)]
+
+
+def test_failed_points_are_rerun_until_max_attempts(tmp_path):
+    grid = open_study(tmp_path)
+    assert len(grid.pending()) == 4
+    first = grid.pending()[0]
+    grid.fail(grid.start(first), "boom")
+    again = [p for p in grid.pending() if p.point.grid_key == first.point.grid_key]
+    assert again and again[0].attempt == 2  # unlike GridSampler, FAIL is not "done"
+    grid.fail(grid.start(again[0]), "boom again")
+    grid = open_study(tmp_path)
+    assert first.point.grid_key not in {p.point.grid_key for p in grid.pending()}
+    assert len(grid.pending()) == 3
+
+
+def test_reordered_lists_are_the_same_grid(tmp_path):
+    grid = open_study(tmp_path)
+    run_all(grid)
+    reordered = open_study(tmp_path, grid={"threshold": [0.6, 0.3], "cam_method": ["eigencam", "gradcam"]})
+    assert reordered.pending() == []
+    assert {p.grid_key for p in reordered.spec.points} == {p.grid_key for p in grid.spec.points}
+
+
+def test_new_values_run_only_the_new_points(tmp_path):
+    run_all(open_study(tmp_path))
+    grid = open_study(tmp_path, grid={"cam_method": ["gradcam", "eigencam", "layercam"],
+                                      "threshold": [0.3, 0.6, 0.9]})
+    pending = grid.pending()
+    assert len(pending) == 9 - 4
+    assert all(p.point.params["cam_method"] == "layercam" or p.point.params["threshold"] == 0.9 for p in pending)
+    run_all(grid)  # new categorical value and a wider float range are accepted by the same study
+    assert states(grid).count(TrialState.COMPLETE) == 9
+
+
+def test_an_open_set_categorical_cannot_grow_and_says_why(tmp_path):
+    fixed = fixed_without("architecture")
+    run_all(open_study(tmp_path, fixed=fixed, grid={"architecture": ["test_resnet"], "threshold": [0.5]}))
+    with pytest.raises(StudyError, match="axis architecture gains \\['test_efficientnet'\\].*--study NEW_NAME"):
+        open_study(tmp_path, fixed=fixed, grid={"architecture": ["test_resnet", "test_efficientnet"],
+                                                "threshold": [0.5]})
+
+
+def test_incompatible_changes_are_refused(tmp_path):
+    run_all(open_study(tmp_path))
+    with pytest.raises(StudyError, match="different fixed"):
+        open_study(tmp_path, fixed={**fixed_without("image_size"), "image_size": 96})
+    with pytest.raises(StudyError, match="removes 2 of its points"):
+        open_study(tmp_path, grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]})
+
+
+def test_nan_objective_ends_fail_with_a_reason_not_running(tmp_path):
+    grid = open_study(tmp_path)
+    number = grid.start(grid.pending()[0])
+    reason = grid.finish(number, {**METRICS, "val_accuracy": math.nan})
+    trial = grid.study.get_trials(deepcopy=False)[number]
+    assert trial.state == TrialState.FAIL and "not a finite number" in reason
+    assert trial.user_attrs["fail_reason"] == reason
+    assert TrialState.RUNNING not in states(grid)
+
+
+def test_metrics_are_stored_before_tell_and_the_last_point_completes(tmp_path):
+    grid = open_study(tmp_path)
+    run_all(grid, value=0.75)
+    trials = grid.study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # no RuntimeError at the grid's end
+    assert all(t.user_attrs["test_accuracy"] == 0.4 and t.value == 0.75 for t in trials)
+    assert grid.pending() == []
+
+
+def test_params_are_real_optuna_params(tmp_path):
+    grid = open_study(tmp_path)
+    run_all(grid)
+    trial = grid.study.get_trials(deepcopy=False)[0]
+    assert isinstance(trial.distributions["threshold"], FloatDistribution)
+    assert trial.distributions["cam_method"] == CategoricalDistribution(tuple(CAM_METHODS))
+    assert set(trial.params) == {"cam_method", "threshold", "seed"}
+    frame = grid.study.trials_dataframe()
+    assert {"params_threshold", "params_cam_method", "user_attrs_grid_key"} <= set(frame.columns)
+
+
+def test_reconcile_completes_finished_orphans_and_fails_the_rest(tmp_path):
+    grid = open_study(tmp_path)
+    a, b = grid.pending()[:2]
+    na, nb = grid.start(a), grid.start(b)
+    atomic_write_json(trial_workdir(grid.out_dir, na, a.point.grid_key) / "result.json", {"metrics": METRICS})
+    grid = open_study(tmp_path)  # a new driver after a crash
+    assert grid.reconcile() == (1, 1)
+    trials = grid.study.get_trials(deepcopy=False)
+    assert trials[na].state == TrialState.COMPLETE and trials[na].user_attrs["val_accuracy"] == 0.5
+    assert trials[nb].state == TrialState.FAIL and trials[nb].user_attrs["fail_kind"] == "orphaned"
+    retry = [p for p in grid.pending() if p.point.grid_key == b.point.grid_key][0]
+    assert retry.attempt == 1  # an orphan does not use up an attempt
+    assert retry.previous_workdir == trial_workdir(grid.out_dir, nb, b.point.grid_key)
+
+
+def test_sqlite_is_in_wal_mode(tmp_path):
+    open_study(tmp_path)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_second_driver_is_refused_and_a_dead_ones_lock_is_not_stale(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from search.study import DriverLock\n"
+        f"with DriverLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(StudyError, match=f"another driver is running this study \\(pid {holder.pid}"):
+        with DriverLock(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with DriverLock(tmp_path):
+        pass
+
+
+def test_study_direction_and_space_are_stored(tmp_path):
+    grid = open_study(tmp_path)
+    loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/s.db")
+    assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert loaded.user_attrs["space"] == grid.spec.data and loaded.user_attrs["spec_hash"] == grid.spec.digest()

@@ -93,6 +93,7 @@ def learning_rate(config: TrialConfig, progress: float, epoch: int) -> float:
 
 
 def _train(config: TrialConfig, workdir: Path, device: torch.device) -> TrialResult:
+    started = time.perf_counter()
     torch.manual_seed(config.seed)
     log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
     config_file = workdir / "config.json"
@@ -203,6 +204,7 @@ def _train(config: TrialConfig, workdir: Path, device: torch.device) -> TrialRes
         "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "batch_size": batch_size,
         "seed": config.seed,
+        "trial_seconds": time.perf_counter() - started,  # this run's wall time: data, model, training, tests
     }
     result = {
         "metrics": metrics,

@@ -12,7 +12,7 @@ from trainer import TrialConfig, TrialError, run_trial
 from trainer.proxy import load_proxies
 from tests.conftest import tiny_config
 
-TIMING_KEYS = {"train_seconds", "proxy_seconds", "peak_rss_mb", "seconds"}
+TIMING_KEYS = {"train_seconds", "proxy_seconds", "peak_rss_mb", "seconds", "trial_seconds"}
 
 
 def metrics_lines(workdir):

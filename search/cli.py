@@ -155,15 +155,34 @@ def export(study: str = typer.Option(..., help="study name"),
            storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
            out: Optional[Path] = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)")) -> None:
     """Write one CSV row per trial: number, grid_key, state, attempt, params, metrics, durations, failure."""
-    from search.inspect import export_rows, load_study, write_csv
+    from results.load import trial_rows
+    from search.inspect import load_study, write_csv
 
     try:
-        rows = export_rows(load_study(study, storage or default_storage(study)))
+        rows = trial_rows(load_study(study, storage or default_storage(study)))
     except StudyError as exc:
         fail(str(exc))
     path = out or Path("runs") / study / "trials.csv"
     write_csv(rows, path)
     print(f"{len(rows)} trials -> {path}")
+
+
+@app.command()
+def report(study: str = typer.Option(..., help="study name"),
+           storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+           out: Optional[Path] = typer.Option(None, help="folder (default runs/<study>/report/)"),
+           to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard")) -> None:
+    """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
+    from results.report import build_report
+    from search.inspect import load_study
+
+    try:
+        loaded = load_study(study, storage or default_storage(study))
+    except StudyError as exc:
+        fail(str(exc))
+    made = build_report(loaded, out or Path("runs") / study / "report", to_dashboard,
+                        say=lambda line: print(line, file=sys.stderr))
+    print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 
 
 @app.command()

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.space import GridSpec
-from search.study import INTERNAL_ATTRS, StudyError, open_storage, spec_of, tally
+from search.study import StudyError, open_storage, spec_of, tally
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:
@@ -69,27 +69,6 @@ def plan(spec: GridSpec, storage_url: str, out_dir: Path) -> dict[str, Any]:
     return {"study": spec.name, "grid_size": len(spec.points), "complete": len(t.done), "to_run": len(t.pending),
             "given_up": len(t.given_up), "storage": storage_url, "out_dir": str(out_dir),
             "first_points": [p.point.params for p in t.pending[:5]]}
-
-
-def export_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per trial: number, grid_key, state, attempt, every param, the objective value, every metric,
-    start/complete times and duration, failure reason. Internal bookkeeping attrs are left out."""
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        attrs = trial.user_attrs
-        row: dict[str, Any] = {"number": trial.number, "grid_key": attrs.get("grid_key"),
-                               "state": trial.state.name, "attempt": attrs.get("attempt"),
-                               "baseline": attrs.get("baseline")}
-        row.update(trial.params)
-        row["value"] = trial.value
-        row.update({k: v for k, v in attrs.items() if k not in INTERNAL_ATTRS and k not in trial.params})
-        start, end = trial.datetime_start, trial.datetime_complete
-        row["datetime_start"] = start.isoformat() if start else None
-        row["datetime_complete"] = end.isoformat() if end else None
-        row["duration_s"] = (end - start).total_seconds() if start and end else None
-        row["fail_reason"] = attrs.get("fail_reason")
-        rows.append(row)
-    return rows
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:

@@ -21,7 +21,6 @@ from typing import Any
 import yaml
 
 from trainer.config import DATASET_KINDS, ConfigError, DatasetConfig, TrialConfig, _build, parse_proxy_steps
-from trainer.models import ModelError, check
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 TOP_KEYS = ("study", "objective", "repeats", "max_attempts", "resources", "datasets", "fixed", "grid", "baselines")
@@ -292,6 +291,8 @@ def _check_values(data: dict, problem) -> None:
 
 def _check_points(spec: GridSpec, problem) -> None:
     """Check each (architecture, CAM method, image size) of the grid once, before anything is made."""
+    from trainer.models import ModelError, check  # loads torch and timm: only when validating a new space
+
     reported: set[str] = set()
     combos = {(p.setting("architecture"), p.setting("cam_method") if "p" in parse_proxy_steps(
         p.setting("proxy_steps")) else None, p.setting("image_size")) for p in spec.points}

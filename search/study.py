@@ -26,8 +26,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import GridSpec, Point, parse_space
-from trainer.cams import CAM_METHODS
-from trainer.config import AUGMENTATIONS, PIXEL_REPLACEMENTS, TrialConfig
+from trainer.config import AUGMENTATIONS, CAM_METHOD_NAMES, PIXEL_REPLACEMENTS, TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -35,7 +34,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 INTERNAL_ATTRS = ("grid_key", "attempt", "baseline", "fail_reason", "fail_kind")
 # Failures that are not the trial's fault and do not use up an attempt.
 NOT_COUNTED = ("orphaned", "interrupted")
-CLOSED_CHOICES = {"cam_method": tuple(CAM_METHODS), "pixel_replacement": PIXEL_REPLACEMENTS,
+CLOSED_CHOICES = {"cam_method": CAM_METHOD_NAMES, "pixel_replacement": PIXEL_REPLACEMENTS,
                   "augmentation": AUGMENTATIONS, "cam_target": ("true", "predicted")}
 UNIT_INTERVAL = ("threshold", "multiply_weight", "wrong_subset", "label_smoothing")
 

@@ -22,6 +22,7 @@ from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
 from torch import nn
 
+from trainer.config import CAM_METHOD_NAMES
 from trainer.models import TokensToMap, cam_target
 
 CAM_METHODS: dict[str, type] = {
@@ -42,6 +43,7 @@ CAM_METHODS: dict[str, type] = {
     "fem": FEM,
     "randomcam": RandomCAM,  # a control: proxies from random maps
 }
+assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
 GRADIENT_CAMS = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam")
 
 # ScoreCAM and AblationCAM draw a tqdm bar per batch into every trial's log; TQDM_DISABLE cannot stop them because

@@ -21,6 +21,10 @@ DATASET_KINDS = (
     "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets",
 )
 PIXEL_REPLACEMENTS = ("blended", "black", "mean", "max", "min", "halfmax")
+# Every pytorch-grad-cam method that applies to classification (the registry is `trainer.cams.CAM_METHODS`).
+CAM_METHOD_NAMES = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam", "gradcamelementwise",
+                    "eigencam", "eigengradcam", "kpcacam", "scorecam", "ablationcam", "fullgrad", "shapleycam",
+                    "finercam", "fem", "randomcam")
 AUGMENTATIONS = ("none", "flip")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine", "step")
@@ -159,8 +163,6 @@ def parse_proxy_steps(text: str) -> list[int | str]:
 
 def validate(config: TrialConfig) -> None:
     """Check value ranges and names that types alone cannot; raise `ConfigError` naming the field."""
-    from trainer.cams import CAM_METHODS  # late: cams imports torch and grad-cam
-
     def need(ok: bool, path: str, expected: str, value: Any) -> None:
         if not ok:
             raise ConfigError(f"{path}: expected {expected}, got {value!r}")
@@ -177,7 +179,8 @@ def validate(config: TrialConfig) -> None:
     need(config.split.val + config.split.test < 1, "split", "val + test < 1", dataclasses.asdict(config.split))
     need(config.batch_size == "auto" or config.batch_size >= 1, "batch_size", "a positive integer or 'auto'",
          config.batch_size)
-    need(config.cam_method in CAM_METHODS, "cam_method", f"one of {', '.join(CAM_METHODS)}", config.cam_method)
+    need(config.cam_method in CAM_METHOD_NAMES, "cam_method", f"one of {', '.join(CAM_METHOD_NAMES)}",
+         config.cam_method)
     need(config.cam_batch_size >= 1, "cam_batch_size", "a positive integer", config.cam_batch_size)
     for name in ("threshold", "multiply_weight"):
         need(0 <= getattr(config, name) <= 1, name, "a number in [0, 1]", getattr(config, name))

@@ -16,6 +16,8 @@ import timm
 import torch
 from torch import nn
 
+from trainer.config import CAM_METHOD_NAMES
+
 TOKEN_FAMILIES = ("VisionTransformer", "Deit", "Eva", "Beit")
 TRANSFORMERS = TOKEN_FAMILIES + ("SwinTransformer",)
 # method -> (families it cannot run on, why)
@@ -137,12 +139,10 @@ def feature_map_size(architecture: str, image_size: int) -> tuple[int, int]:
 def check(architecture: str, cam_method: str | None, image_size: int) -> None:
     """Raise `ModelError` unless `architecture` builds at `image_size` and `cam_method` (None: no CAM) can give
     non-constant maps on it."""
-    from trainer.cams import CAM_METHODS
-
     if architecture not in available_architectures():
         raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
-    if cam_method is not None and cam_method not in CAM_METHODS:
-        raise ModelError(f"unknown CAM method {cam_method!r} (allowed: {', '.join(CAM_METHODS)})")
+    if cam_method is not None and cam_method not in CAM_METHOD_NAMES:
+        raise ModelError(f"unknown CAM method {cam_method!r} (allowed: {', '.join(CAM_METHOD_NAMES)})")
     try:
         h, w = feature_map_size(architecture, image_size)
     except Exception as exc:  # timm raises assorted errors for sizes a model cannot take

@@ -13,7 +13,8 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
-from search.inspect import export_rows, load_study, status
+from results.load import trial_rows
+from search.inspect import load_study, status
 from search.study import StudyError
 from tests.search.helpers import write_space
 
@@ -71,7 +72,7 @@ def test_kill_9_then_the_same_command_finishes_without_redoing_work(tmp_path):
 
     def readers():
         status(load_study("tiny", storage))
-        export_rows(load_study("tiny", storage))
+        trial_rows(load_study("tiny", storage))
         reads["db"] += 1
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from search.driver import RunOptions, run_study
-from search.inspect import export_rows, load_study, status
+from results.load import trial_rows
+from search.inspect import load_study, status
 from search.space import parse_space
 from search.study import trial_workdir
 from tests.search.helpers import space, spec
@@ -44,7 +45,7 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
         assert t.user_attrs["proxy_images"] > 0 or t.user_attrs["baseline"]
     info = status(load_study("tiny", options.storage))
     assert info["complete"] == 5 and info["remaining"] == 0 and info["best"]["value"] == max(t.value for t in trials)
-    rows = export_rows(load_study("tiny", options.storage))
+    rows = trial_rows(load_study("tiny", options.storage))
     assert len(rows) == 5 and {"threshold", "cam_method", "test_accuracy", "duration_s"} <= set(rows[0])
     assert "fail_kind" not in rows[0]
     again, _ = run(s, tmp_path)  # the same command again: nothing to do
@@ -65,7 +66,7 @@ def test_failing_points_are_retried_and_the_study_goes_on(local_ray, tmp_path):
     assert all("DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"]
                for t in failed)
     assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
-    assert any("2 class folders" in (r["fail_reason"] or "") for r in export_rows(load_study("tiny", options.storage)))
+    assert any("2 class folders" in (r["fail_reason"] or "") for r in trial_rows(load_study("tiny", options.storage)))
 
 
 def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):

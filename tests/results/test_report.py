@@ -1,0 +1,93 @@
+"""`search report` on a real (tiny) study: tables agree with the export, and the HTML renders in headless
+Chromium with no console errors, drawn SVG in every figure, and a screenshot that is not blank."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from PIL import Image
+from rich.console import Console
+
+from results.report import build_report
+from search.driver import RunOptions, run_study
+from search.inspect import load_study
+from tests.search.helpers import spec
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    try:
+        s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+                 baselines=[{"proxy_steps": "2"}])
+        options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")
+        assert run_study(s, options, Console(file=open(os.devnull, "w"))) == 0
+    finally:
+        ray.shutdown()
+    return root
+
+
+def test_report_tables_agree_with_the_export(study_dir):
+    storage = f"sqlite:///{study_dir}/study.db"
+    made = build_report(load_study("tiny", storage), study_dir / "report", say=lambda _: None)
+    done = subprocess.run([sys.executable, "-m", "search", "export", "--study", "tiny", "--storage", storage,
+                           "--out", str(study_dir / "trials.csv")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    export = pd.read_csv(study_dir / "trials.csv")
+    export = export[export["state"] == "COMPLETE"]
+    verdicts = pd.read_csv(study_dir / "report" / "tables" / "verdicts.csv")
+    assert len(verdicts) == 2
+    for _, row in verdicts.iterrows():
+        threshold = float(re.search(r"threshold=([\d.]+)", row["configuration"]).group(1))
+        mine = export[(export["threshold"] == threshold)].sort_values("seed")["test_accuracy"].to_numpy()
+        base = export[export["baseline"] == True].sort_values("seed")["test_accuracy"].to_numpy()  # noqa: E712
+        assert row["mean_config"] == pytest.approx(mine.mean()) and row["mean_baseline"] == pytest.approx(base.mean())
+        assert row["mean_diff"] == pytest.approx((mine - base).mean())
+    titles = [title for title, _ in made.figures]
+    assert "CAMs of two trained models" in titles and "learning curves" in titles
+    for name in ("verdicts", "best_configurations", "by_threshold", "by_dataset_architecture"):
+        assert (study_dir / "report" / "tables" / f"{name}.tex").exists()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_offline_in_headless_chromium(study_dir, tmp_path):
+    html = study_dir / "report" / "report.html"
+    if not html.exists():
+        build_report(load_study("tiny", f"sqlite:///{study_dir}/study.db"), study_dir / "report", say=lambda _: None)
+    text = html.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r"<link[^>]*\bhref=", text)  # all inline
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
+    dom = subprocess.run([*common, "--enable-logging=stderr", "--v=0", "--dump-dom", html.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert "Uncaught" not in dom.stderr and ":ERROR:CONSOLE" not in dom.stderr, dom.stderr[-2000:]
+    figures = dom.stdout.split("class=\"figure\"")[1:]
+    assert len(figures) >= 6
+    for figure in figures:
+        assert "main-svg" in figure and re.search(r"<(path|image|rect)\b", figure), figure[:300]
+    shot = tmp_path / "report.png"
+    subprocess.run([*common, "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and plots, not a blank page
+
+
+def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
+
+    study = load_study("tiny", f"sqlite:///{study_dir}/study.db")
+    made = build_report(study, study_dir / "report_dashboard", to_dashboard=True, say=lambda _: None)
+    reread = load_study("tiny", f"sqlite:///{study_dir}/study.db")
+    stored = get_plotly_graph_objects(reread._storage.get_study_system_attrs(reread._study_id))
+    assert len(stored) == len(made.figures) >= 6
+    assert "learning-curves" in stored and '"data"' in stored["learning-curves"]

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from search.space import SpaceError, load_space, missing_roots
+from search.space import STUDY_NAME, SpaceError, load_space, missing_roots
 from search.study import StudyError, default_storage
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -30,8 +30,15 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
+def _study_dir(study: str) -> Path:
+    """`runs/<study>`, for a valid study name only: names never become paths unchecked."""
+    if not STUDY_NAME.match(study):
+        fail(f"{study!r} is not a valid study name (letters, digits, '_', '.', '-'; starting with a letter or digit)")
+    return Path("runs") / study
+
+
 def _out_dir(study: str, out: Optional[Path]) -> Path:
-    return (out or Path("runs") / study).resolve()
+    return (out or _study_dir(study)).resolve()
 
 
 @app.command()
@@ -65,11 +72,11 @@ def resume(study: str = typer.Option(..., help="study name"),
     from search.inspect import load_study
     from search.study import spec_of
 
-    storage = storage or default_storage(study)
     try:
+        storage = storage or default_storage(study)
         stored = load_study(study, storage)
         spec = spec_of(stored, validate=True)
-        out = out or Path(stored.user_attrs.get("out_dir", Path("runs") / study))
+        out = out or Path(stored.user_attrs.get("out_dir", _study_dir(study)))
     except (StudyError, SpaceError) as exc:
         fail(str(exc))
     _run_spec(spec, storage, out, executor, ray_address, None, None, None, None, False)
@@ -162,7 +169,7 @@ def export(study: str = typer.Option(..., help="study name"),
         rows = trial_rows(load_study(study, storage or default_storage(study)))
     except StudyError as exc:
         fail(str(exc))
-    path = out or Path("runs") / study / "trials.csv"
+    path = out or _study_dir(study) / "trials.csv"
     write_csv(rows, path)
     print(f"{len(rows)} trials -> {path}")
 
@@ -180,7 +187,7 @@ def report(study: str = typer.Option(..., help="study name"),
         loaded = load_study(study, storage or default_storage(study))
     except StudyError as exc:
         fail(str(exc))
-    made = build_report(loaded, out or Path("runs") / study / "report", to_dashboard,
+    made = build_report(loaded, out or _study_dir(study) / "report", to_dashboard,
                         say=lambda line: print(line, file=sys.stderr))
     print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 
@@ -220,8 +227,10 @@ def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
           out: Path = typer.Option(..., help="the trial folder"),
           device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1… (default: CUDA when available)")) -> None:
     """Run one trial in this process (no Optuna, no Ray): what each Ray task does, and a debugging aid."""
-    from trainer import ConfigError, TrialConfig, run_trial
     from search.dispatch import FAILURE_PREFIX
+    from trainer import ConfigError, TrialConfig, run_trial
+    from trainer.data import DataError
+    from trainer.models import ModelError
 
     try:
         trial_config = TrialConfig.from_json_file(config)
@@ -238,7 +247,9 @@ def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
     except Exception as exc:  # the reason goes on one line, for the driver and the person reading
         print(f"{FAILURE_PREFIX}{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
               file=sys.stderr)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, (DataError, ModelError)) else 1)
+    finally:
+        logging.getLogger("trainer").removeHandler(handler)
     print(json.dumps(result.metrics, indent=2))
 
 

@@ -31,12 +31,21 @@ class TrialTask:
 
 @dataclass
 class Completion:
-    """How a task ended: `metrics` when it succeeded, else a one-line `reason` (`kind` "error" or "interrupted")."""
+    """How a task ended: `metrics` when it succeeded, else a one-line `reason` and its `failure_kind`."""
 
     task: TrialTask
     metrics: dict[str, Any] | None = None
     reason: str | None = None
-    kind: str = "error"
+
+    @property
+    def kind(self) -> str:
+        return failure_kind(self.reason or "")
+
+
+def failure_kind(reason: str) -> str:
+    """"disk_full" when the reason is a full disk (the machine's fault: it does not use up an attempt), else
+    "error"."""
+    return "disk_full" if "disk full" in reason or "[Errno 28]" in reason or "No space left" in reason else "error"
 
 
 class Executor(Protocol):

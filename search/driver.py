@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from search.dispatch import Executor, LocalExecutor, RayExecutor, TrialTask
+from search.dispatch import Executor, LocalExecutor, RayExecutor, TrialTask, failure_kind
 from search.progress import RunProgress
 from search.space import GridSpec
 from search.study import DriverLock, GridStudy, PendingPoint, tally, trial_workdir
@@ -51,8 +51,10 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
         if options.max_trials is not None:
             queue = deque(list(queue)[: options.max_trials])
         if not queue:
-            console.print(f"{spec.name}: nothing to run ({len(spec.points)} points)")
-            return _exit_code(grid)
+            given_up = tally(spec, grid.study.get_trials(deepcopy=False), grid.out_dir).given_up
+            console.print(f"{spec.name}: nothing to run ({len(spec.points)} points, {len(given_up)} of them failed "
+                          f"{spec.max_attempts} times)")
+            return EXIT_FAILED if given_up else EXIT_OK
         executor = _make_executor(spec, options)
         previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
@@ -68,6 +70,8 @@ def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], cons
     complete = [t.value for t in grid.study.get_trials(deepcopy=False) if t.value is not None]
     best = (max if direction == "maximize" else min)(complete) if complete else None
     inflight: dict[int, PendingPoint] = {}
+    failed_here: set[str] = set()
+    completed_here: set[str] = set()
     progress = RunProgress(console, spec.name, len(spec.points), len(complete), metric, executor.slots, best)
     with progress:
         try:
@@ -76,11 +80,19 @@ def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], cons
                     pending = queue.popleft()
                     number = grid.start(pending)
                     workdir = trial_workdir(grid.out_dir, number, pending.point.grid_key)
-                    _carry_over(pending.previous_workdir, workdir)
                     config = pending.point.config()
-                    executor.submit(TrialTask(number, pending.point.grid_key, config.to_dict(), workdir))
-                    inflight[number] = pending
                     progress.started(number, workdir, config.epochs)
+                    try:
+                        _carry_over(pending.previous_workdir, workdir)
+                        executor.submit(TrialTask(number, pending.point.grid_key, config.to_dict(), workdir))
+                    except OSError as exc:  # e.g. a full disk under --out: this trial fails, the study goes on
+                        reason = f"cannot start the trial: {exc}"
+                        grid.fail(number, reason, failure_kind(reason))
+                        failed_here.add(pending.point.grid_key)
+                        _retry(queue, pending, workdir, spec.max_attempts)
+                        progress.finished(number, False, None, False, f"FAIL {reason}")
+                        continue
+                    inflight[number] = pending
                 for done in executor.wait(timeout=0.5):
                     number = done.task.number
                     pending = inflight.pop(number)
@@ -90,6 +102,7 @@ def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], cons
                         reason = done.reason
                         grid.fail(number, reason, done.kind)
                     ok = reason is None
+                    (completed_here if ok else failed_here).add(pending.point.grid_key)
                     value = done.metrics.get(metric) if ok else None
                     better = value is not None and (progress.best is None or (
                         value > progress.best if direction == "maximize" else value < progress.best))
@@ -98,8 +111,7 @@ def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], cons
                         text = f"COMPLETE {metric}={value:.4f} · {shown}"
                     else:
                         text = f"FAIL (attempt {pending.attempt}/{spec.max_attempts}) {reason} · {shown}"
-                        if pending.attempt < spec.max_attempts:
-                            queue.append(PendingPoint(pending.point, pending.attempt + 1, done.task.workdir))
+                        _retry(queue, pending, done.task.workdir, spec.max_attempts)
                     progress.finished(number, ok, value, better, text)
                 progress.update(len(queue))
         except KeyboardInterrupt:
@@ -107,13 +119,13 @@ def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], cons
                 grid.fail(task.number, "interrupted: the driver was stopped", "interrupted")
             console.print(f"interrupted: {len(inflight)} running trials stopped; run the same command to resume")
             return EXIT_INTERRUPTED
-    return _exit_code(grid)
+    return EXIT_FAILED if failed_here - completed_here else EXIT_OK
 
 
-def _exit_code(grid: GridStudy) -> int:
-    """1 when some point used up its attempts without completing."""
-    given_up = tally(grid.spec, grid.study.get_trials(deepcopy=False), grid.out_dir).given_up
-    return EXIT_FAILED if given_up else EXIT_OK
+def _retry(queue: deque[PendingPoint], pending: PendingPoint, workdir: Path, max_attempts: int) -> None:
+    """Queue the point again if it has attempts left, resuming from `workdir`."""
+    if pending.attempt < max_attempts:
+        queue.append(PendingPoint(pending.point, pending.attempt + 1, workdir))
 
 
 def _make_executor(spec: GridSpec, options: RunOptions) -> Executor:

@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-from trainer.config import DATASET_KINDS, ConfigError, DatasetConfig, TrialConfig, _build, parse_proxy_steps
+from trainer.config import (DATASET_KINDS, ConfigError, DatasetConfig, SplitConfig, TrialConfig, _build,
+                            parse_proxy_steps)
+from trainer.data import DataError, check_image_folder
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 TOP_KEYS = ("study", "objective", "repeats", "max_attempts", "resources", "datasets", "fixed", "grid", "baselines")
@@ -164,6 +166,8 @@ def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: boo
     if not isinstance(fixed, dict):
         problem("fixed", f"expected a mapping of TrialConfig fields, got {type(fixed).__name__}")
         fixed = {}
+    if check_roots:
+        _check_folders(datasets, fixed, problem)
     for key in fixed:
         if key not in CONFIG_FIELDS or key in ("dataset", "seed"):
             problem(f"fixed.{key}", "unknown field (allowed: TrialConfig fields except dataset and seed)")
@@ -224,6 +228,20 @@ def _parse_datasets(raw: Any, problem, check_roots: bool) -> dict[str, dict]:
             data["root"] = str(root)
         out[str(name)] = data
     return out
+
+
+def _check_folders(datasets: dict[str, dict], fixed: dict, problem) -> None:
+    """Image folders that cannot make a trial (too few classes or images) are bad input, found now."""
+    try:
+        split = _build(SplitConfig, fixed.get("split", {}), "fixed.split.")
+    except ConfigError:
+        return  # reported with the other fixed: problems
+    for name, ds in datasets.items():
+        if ds["kind"] == "imagefolder" and Path(ds["root"]).exists():
+            try:
+                check_image_folder(Path(ds["root"]), split)
+            except DataError as exc:
+                problem(f"datasets.{name}.root", str(exc).removeprefix("imagefolder: "))
 
 
 def _parse_axes(raw: Any, where: str, fixed: dict, datasets: dict, problem, required: bool) -> dict[str, list]:

@@ -25,15 +25,16 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
                                   IntDistribution)
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import GridSpec, Point, parse_space
+from search.space import STUDY_NAME, GridSpec, Point, parse_space
 from trainer.config import AUGMENTATIONS, CAM_METHOD_NAMES, PIXEL_REPLACEMENTS, TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Attributes the driver keeps on each trial besides the metrics.
 INTERNAL_ATTRS = ("grid_key", "attempt", "baseline", "fail_reason", "fail_kind")
-# Failures that are not the trial's fault and do not use up an attempt.
-NOT_COUNTED = ("orphaned", "interrupted")
+# Failures that are not the trial's fault and do not use up an attempt (across runs; a run retries each point at
+# most max_attempts times whatever the cause).
+NOT_COUNTED = ("orphaned", "interrupted", "disk_full")
 CLOSED_CHOICES = {"cam_method": CAM_METHOD_NAMES, "pixel_replacement": PIXEL_REPLACEMENTS,
                   "augmentation": AUGMENTATIONS, "cam_target": ("true", "predicted")}
 UNIT_INTERVAL = ("threshold", "multiply_weight", "wrong_subset", "label_smoothing")
@@ -44,7 +45,10 @@ class StudyError(RuntimeError):
 
 
 def default_storage(study: str) -> str:
-    """`sqlite:///runs/<study>.db`."""
+    """`sqlite:///runs/<study>.db`; a study name that is not a plain name never becomes a path."""
+    if not STUDY_NAME.match(study):
+        raise StudyError(f"{study!r} is not a valid study name (letters, digits, '_', '.', '-'; starting with a "
+                         f"letter or digit)")
     return f"sqlite:///runs/{study}.db"
 
 

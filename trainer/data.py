@@ -173,13 +173,33 @@ def _fashion_mnist(root: Path, image_size: int) -> ImageSet:
                     pixels=_resize_gray(np.concatenate(images), image_size))
 
 
-def _image_folder(root: Path, image_size: int) -> ImageSet:
-    """`root/<class>/<image>`; files that are not readable images are skipped and counted."""
+def _class_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DataError(f"imagefolder: {root} is not a folder")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def check_image_folder(root: Path, split: SplitConfig) -> None:
+    """Fail fast, before any trial, on a folder that cannot make one: not a folder, fewer than 2 class folders
+    with images, or a class with fewer than 3 images (it could not appear in train, val and test). Counts files by
+    name only; unreadable ones are found (and skipped) when a trial loads the folder."""
+    counts = {d.name: sum(1 for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+              for d in _class_dirs(root)}
+    with_images = {name: n for name, n in counts.items() if n}
+    if len(with_images) < 2:
+        empty = sorted(set(counts) - set(with_images))
+        raise DataError(f"imagefolder: {root} needs at least 2 class folders with images, found "
+                        f"{len(with_images)}" + (f" (empty: {', '.join(empty[:5])})" if empty else ""))
+    small = sorted(name for name, n in with_images.items() if n < 3)
+    if small:
+        raise DataError(f"imagefolder: class {small[0]!r} in {root} has {with_images[small[0]]} image(s); every class "
+                        f"needs at least 3 to appear in train, val (split {split.val}) and test (split {split.test})")
+
+
+def _image_folder(root: Path, image_size: int) -> ImageSet:
+    """`root/<class>/<image>`; files that are not readable images are skipped and counted."""
     files, labels, classes, skipped = [], [], [], 0
-    for class_dir in class_dirs:
+    for class_dir in _class_dirs(root):
         readable = []
         for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
             if path.suffix.lower() not in IMAGE_SUFFIXES or not _is_readable_image(path):

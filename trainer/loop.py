@@ -8,6 +8,7 @@ trial computes exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import io
 import json
@@ -15,6 +16,7 @@ import logging
 import math
 import platform
 import resource
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,9 +32,9 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from trainer.augment import augment_batch
 from trainer.config import TrialConfig
-from trainer.data import IndexedImages, load_images, make_split, model_input
+from trainer.data import DataError, IndexedImages, load_images, make_split, model_input
 from trainer.files import atomic_write_bytes, atomic_write_json, write_jsonl
-from trainer.models import create_model
+from trainer.models import ModelError, create_model
 from trainer.proxy import gallery, load_proxies, make_proxy_images, save_gallery, save_proxies
 
 log = logging.getLogger("trainer")
@@ -57,13 +59,25 @@ def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = Non
 
     A folder that already holds this config's `result.json` returns it without training again."""
     workdir = Path(workdir)
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    with _trial_log(workdir):
-        done = _finished_result(config, workdir)
-        if done is not None:
-            log.info("result.json already present: nothing to do")
-            return TrialResult(done["metrics"], workdir)
-        return _train(config, workdir, select_device(device))
+    try:
+        with _trial_log(workdir):
+            done = _finished_result(config, workdir)
+            if done is not None:
+                log.info("result.json already present: nothing to do")
+                return TrialResult(done["metrics"], workdir)
+            return _train(config, workdir, select_device(device))
+    except (DataError, ModelError):
+        # Bad input found before the first epoch: leave nothing half-written behind.
+        if created and not (workdir / "checkpoint.pt").exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and "disk full" not in str(exc):  # say what filled up
+            free = shutil.disk_usage(workdir).free
+            raise OSError(exc.errno, f"disk full under {workdir} ({free} bytes free): {exc}") from None
+        raise
 
 
 def select_device(requested: str | None = None) -> torch.device:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import copy
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
+from optuna.trial import TrialState
 
 from search.space import GridSpec, parse_space
 
@@ -45,3 +51,62 @@ def spec(**changes) -> GridSpec:
 def write_space(path: Path, **changes) -> Path:
     path.write_text(yaml.safe_dump(space(**changes)))
     return path
+
+
+def start_driver(space_file: Path, cwd: Path, executor: str = "local", *extra: str) -> subprocess.Popen:
+    """`search run SPACE --executor EXECUTOR` in a subprocess (stdout and stderr together, as text)."""
+    return subprocess.Popen([sys.executable, "-m", "search", "run", str(space_file), "--executor", executor, *extra],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def trials(cwd: Path, name: str = "tiny") -> list:
+    """The trials of the study under `cwd/runs/`, [] while it does not exist."""
+    from search.inspect import load_study
+    from search.study import StudyError
+
+    try:
+        return load_study(name, f"sqlite:///{cwd}/runs/{name}.db").get_trials(deepcopy=False)
+    except StudyError:
+        return []
+
+
+def wait_for_complete(cwd: Path, count: int, process: subprocess.Popen, timeout: float = 240) -> list:
+    """Wait until the study has `count` COMPLETE trials (failing if the driver exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [t for t in trials(cwd) if t.state == TrialState.COMPLETE]
+        if len(done) >= count:
+            return done
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError("no progress")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_each_point_complete_once(cwd: Path, points: int) -> dict[int, float]:
+    """Every point COMPLETE exactly once, nothing RUNNING; returns {trial number: value} of the COMPLETE ones."""
+    all_trials = trials(cwd)
+    complete = Counter(t.user_attrs["grid_key"] for t in all_trials if t.state == TrialState.COMPLETE)
+    assert len(complete) == points and set(complete.values()) == {1}, complete
+    assert not [t for t in all_trials if t.state == TrialState.RUNNING]
+    return {t.number: t.value for t in all_trials if t.state == TrialState.COMPLETE}
+
+
+def assert_orphans_resumed(cwd: Path) -> int:
+    """Each orphaned trial that had a checkpoint was re-run from it; returns how many were."""
+    all_trials = trials(cwd)
+    resumed = 0
+    for orphan in [t for t in all_trials if t.user_attrs.get("fail_kind") in ("orphaned", "interrupted")]:
+        key = orphan.user_attrs["grid_key"]
+        folder = cwd / "runs" / "tiny" / "trials"
+        if not (folder / f"{orphan.number}-{key[:8]}" / "checkpoint.pt").exists():
+            continue
+        rerun = min(t.number for t in all_trials if t.user_attrs["grid_key"] == key and t.number > orphan.number)
+        assert "resuming after epoch" in (folder / f"{rerun}-{key[:8]}" / "trial.log").read_text()
+        resumed += 1
+    return resumed

@@ -11,9 +11,8 @@ from rich.console import Console
 from search.driver import RunOptions, run_study
 from results.load import trial_rows
 from search.inspect import load_study, status
-from search.space import parse_space
 from search.study import trial_workdir
-from tests.search.helpers import space, spec
+from tests.search.helpers import spec
 
 
 @pytest.fixture(scope="module")
@@ -50,32 +49,3 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
     assert "fail_kind" not in rows[0]
     again, _ = run(s, tmp_path)  # the same command again: nothing to do
     assert again == 0 and len(trials_of(options)) == 5
-
-
-def test_failing_points_are_retried_and_the_study_goes_on(local_ray, tmp_path):
-    lonely = tmp_path / "one_class"
-    (lonely / "only").mkdir(parents=True)  # exists, so the space is valid; the trial itself fails
-    data = space(datasets={"digits": {"kind": "digits", "limit_per_class": 20},
-                           "lonely": {"kind": "imagefolder", "root": str(lonely)}},
-                 grid={"dataset": ["digits", "lonely"], "threshold": [0.5]})
-    code, options = run(parse_space(data, tmp_path / "s.yaml"), tmp_path)
-    assert code == 1
-    trials = trials_of(options)
-    failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 2 and {t.user_attrs["attempt"] for t in failed} == {1, 2}
-    assert all("DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"]
-               for t in failed)
-    assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
-    assert any("2 class folders" in (r["fail_reason"] or "") for r in trial_rows(load_study("tiny", options.storage)))
-
-
-def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):
-    data = space(fixed={"image_size": 64, "architecture": "test_resnet", "proxy_steps": "2",
-                        "optimizer": {"name": "sgd", "lr": 1.0e12}}, grid={"threshold": [0.5]})
-    code, options = run(parse_space(data, tmp_path / "s.yaml"), tmp_path, executor="local")
-    assert code == 1
-    trials = trials_of(options)
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert all("loss became" in t.user_attrs["fail_reason"] for t in trials)
-    stderr_log = trial_workdir(options.out_dir, 0, trials[0].user_attrs["grid_key"]) / "stderr.log"
-    assert "trial failed: TrialError: loss became" in stderr_log.read_text()

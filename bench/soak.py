@@ -1,0 +1,109 @@
+"""Soak: SIGKILL the `search run` driver at random moments, many times, then let it finish; prove nothing was lost.
+
+    python bench/soak.py --kills 50            # ~10 minutes on 2 CPU cores
+    python bench/soak.py --kills 5 --points 8  # a quick look
+
+Prints one JSON object: kills, points, trials, orphaned trials, how many resumed from their checkpoint, and the
+losses (completed trials that changed, points not COMPLETE exactly once, trials left RUNNING), which must all be 0.
+Exit status 0 when nothing was lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from optuna.trial import TrialState  # noqa: E402
+
+from tests.search.helpers import assert_orphans_resumed, start_driver, trials, write_space  # noqa: E402
+
+CAMS = ["gradcam", "eigencam", "gradcamplusplus", "layercam", "xgradcam", "hirescam", "eigengradcam", "kpcacam"]
+FIXED = {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "2,p,2",
+         "optimizer": {"name": "adamw", "lr": 0.003}}
+
+
+def soak(kills: int, points: int, seed: int, workdir: Path) -> dict:
+    """Run the soak in `workdir`; return its figures."""
+    thresholds = [round(0.1 + 0.8 * i / max(points // len(CAMS) - 1, 1), 3) for i in range(max(points // len(CAMS), 1))]
+    grid = {"cam_method": CAMS[: min(points, len(CAMS))], "threshold": thresholds}
+    space = write_space(workdir / "tiny.yaml", grid=grid, fixed=FIXED)
+    n_points = len(grid["cam_method"]) * len(thresholds)
+    rng = random.Random(seed)
+    seen: dict[int, float] = {}
+    changed = done_kills = early_exits = 0
+    start = time.monotonic()
+    while done_kills < kills and early_exits < 3:
+        driver = start_driver(space, workdir, "local")
+        time.sleep(rng.uniform(0.5, 12.0))
+        if driver.poll() is not None:  # it finished before the kill: the grid is done (or the driver is broken)
+            early_exits += 1
+            continue
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        done_kills += 1
+        now = {t.number: t.value for t in trials(workdir) if t.state == TrialState.COMPLETE}
+        changed += sum(now.get(n) != v for n, v in seen.items())
+        seen = now
+        print(f"kill {done_kills}/{kills}: {len(now)}/{n_points} complete", file=sys.stderr, flush=True)
+    final = subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local"], cwd=workdir,
+                           capture_output=True, text=True)
+    all_trials = trials(workdir)
+    complete = Counter(t.user_attrs["grid_key"] for t in all_trials if t.state == TrialState.COMPLETE)
+    now = {t.number: t.value for t in all_trials if t.state == TrialState.COMPLETE}
+    changed += sum(now.get(n) != v for n, v in seen.items())
+    try:
+        resumed = assert_orphans_resumed(workdir)
+        not_resumed = 0
+    except AssertionError:
+        resumed, not_resumed = 0, 1
+    figures = {
+        "kills": done_kills,
+        "points": n_points,
+        "trials": len(all_trials),
+        "orphaned": sum(t.user_attrs.get("fail_kind") == "orphaned" for t in all_trials),
+        "resumed_from_checkpoint": resumed,
+        "changed_completed_trials": changed,
+        "points_not_complete_exactly_once": n_points - sum(1 for c in complete.values() if c == 1),
+        "left_running": sum(t.state == TrialState.RUNNING for t in all_trials),
+        "orphans_not_resumed": not_resumed,
+        "final_exit_code": final.returncode,
+        "database_locked_errors": (final.stdout + final.stderr).count("database is locked"),
+        "seconds": round(time.monotonic() - start, 1),
+    }
+    losses = ("changed_completed_trials", "points_not_complete_exactly_once", "left_running", "orphans_not_resumed",
+              "final_exit_code", "database_locked_errors")
+    figures["lost"] = sum(figures[k] for k in losses)
+    figures["ok"] = figures["lost"] == 0
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--points", type=int, default=64, help="grid size (rounded to a multiple of 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        figures = soak(args.kills, args.points, args.seed, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+            figures = soak(args.kills, args.points, args.seed, Path(tmp))
+    print(json.dumps(figures))
+    return 0 if figures["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

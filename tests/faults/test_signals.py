@@ -1,0 +1,36 @@
+"""SIGINT or SIGTERM to the driver: running trials are stopped and recorded as interrupted (not an attempt), exit
+130, and the same command again finishes the study."""
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.search.helpers import (assert_each_point_complete_once, start_driver, trials, wait_for_complete,
+                                  write_space)
+
+GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_cleanly_with_130_and_the_next_run_resumes(tmp_path, signum):
+    space = write_space(tmp_path / "tiny.yaml", grid=GRID)
+    driver = start_driver(space, tmp_path, "ray")
+    wait_for_complete(tmp_path, 1, driver)
+    driver.send_signal(signum)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    assert "run the same command to resume" in output
+    assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]
+    assert all(t.user_attrs["fail_kind"] == "interrupted" for t in trials(tmp_path) if t.state == TrialState.FAIL)
+
+    again = subprocess.run([sys.executable, "-m", "search", "run", str(space)], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_each_point_complete_once(tmp_path, 6)
+    info = json.loads(subprocess.run([sys.executable, "-m", "search", "status", "--study", "tiny", "--json"],
+                                     cwd=tmp_path, capture_output=True, text=True, timeout=120).stdout)
+    assert info["complete"] == 6 and info["failed"] == 0 and info["remaining"] == 0

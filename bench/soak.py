@@ -1,6 +1,6 @@
 """Soak: SIGKILL the `search run` driver at random moments, many times, then let it finish; prove nothing was lost.
 
-    python bench/soak.py --kills 50            # ~10 minutes on 2 CPU cores
+    python bench/soak.py --kills 50            # ~15 minutes on 2 CPU cores
     python bench/soak.py --kills 5 --points 8  # a quick look
 
 Prints one JSON object: kills, points, trials, orphaned trials, how many resumed from their checkpoint, and the
@@ -45,7 +45,7 @@ def soak(kills: int, points: int, seed: int, workdir: Path) -> dict:
     start = time.monotonic()
     while done_kills < kills and early_exits < 3:
         driver = start_driver(space, workdir, "local")
-        time.sleep(rng.uniform(0.5, 12.0))
+        time.sleep(rng.uniform(1.0, 20.0))
         if driver.poll() is not None:  # it finished before the kill: the grid is done (or the driver is broken)
             early_exits += 1
             continue
@@ -72,7 +72,7 @@ def soak(kills: int, points: int, seed: int, workdir: Path) -> dict:
         "points": n_points,
         "trials": len(all_trials),
         "orphaned": sum(t.user_attrs.get("fail_kind") == "orphaned" for t in all_trials),
-        "resumed_from_checkpoint": resumed,
+        "completed_after_resuming_from_checkpoint": resumed,
         "changed_completed_trials": changed,
         "points_not_complete_exactly_once": n_points - sum(1 for c in complete.values() if c == 1),
         "left_running": sum(t.state == TrialState.RUNNING for t in all_trials),

@@ -243,11 +243,11 @@ def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
         result = run_trial(trial_config, out, device)
     except KeyboardInterrupt:
         print(f"{FAILURE_PREFIX}interrupted", file=sys.stderr)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except Exception as exc:  # the reason goes on one line, for the driver and the person reading
         print(f"{FAILURE_PREFIX}{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
               file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, (DataError, ModelError)) else 1)
+        raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, (DataError, ModelError)) else 1) from None
     finally:
         logging.getLogger("trainer").removeHandler(handler)
     print(json.dumps(result.metrics, indent=2))

@@ -54,18 +54,39 @@ def default_storage(study: str) -> str:
 
 def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     """An RDB storage with a long busy timeout; SQLite files are put in WAL mode so readers never block the
-    writer. With `create=False` a missing SQLite file is an error instead of a new empty DB."""
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+    writer. With `create=False` (every reader) nothing is ever written: a missing SQLite file, or one whose tables
+    are still being created by a starting driver, is a `StudyError`."""
+    if not url.startswith("sqlite:///"):
+        return _rdb_storage(url, create)
+    path = Path(url[len("sqlite:///"):])
+    if not create:
         if not path.exists():
-            if not create:
-                raise StudyError(f"no study database at {path}")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            raise StudyError(f"no study database at {path}")
+        if not _initialized(path):
+            raise StudyError(f"the study database at {path} is still being created; try again in a moment")
+        return _rdb_storage(url, create)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Optuna creates tables and stamps the schema in several transactions: creators take turns.
+    with open(path.with_name(path.name + ".init-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
             conn.execute("PRAGMA journal_mode=WAL")
+        return _rdb_storage(url, create)
+
+
+def _initialized(path: Path) -> bool:
+    """Whether Optuna finished creating the schema (the alembic stamp is its last step)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+            return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}
-                                          if url.startswith("sqlite") else {})
+                                          if url.startswith("sqlite") else {}, skip_table_creation=not create)
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreadable file
         raise StudyError(f"cannot open storage {url}: {exc}") from None
 
@@ -126,8 +147,10 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], out_dir: Path) -> Tally:
             running.add(key)
         elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") not in NOT_COUNTED:
             attempts[key] += 1
-        if trial.state != TrialState.COMPLETE:
-            last_dir[key] = trial_workdir(out_dir, trial.number, key)
+        if trial.state != TrialState.COMPLETE:  # resume from the latest try that got as far as a checkpoint
+            workdir = trial_workdir(out_dir, trial.number, key)
+            if (workdir / "checkpoint.pt").exists():
+                last_dir[key] = workdir
     pending, given_up = [], []
     for p in spec.points:
         if p.grid_key in done:
@@ -200,7 +223,7 @@ class GridStudy:
         template = FrozenTrial(
             number=-1, state=TrialState.RUNNING, value=None,
             datetime_start=datetime.datetime.now(), datetime_complete=None,
-            params=point.params, distributions={k: self._distribution(k) for k in point.params},
+            params=point.params, distributions=self.distributions(point),
             user_attrs={"grid_key": point.grid_key, "attempt": pending.attempt, "baseline": point.baseline},
             system_attrs={}, intermediate_values={}, trial_id=-1)
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
@@ -231,6 +254,10 @@ class GridStudy:
         self.study.tell(number, state=TrialState.FAIL)
 
     # -- distributions -------------------------------------------------------------------------------------
+    def distributions(self, point: Point) -> dict[str, BaseDistribution]:
+        """The Optuna distribution of each of a point's params in this study."""
+        return {name: self._distribution(name) for name in point.params}
+
     def _recorded_distributions(self) -> dict[str, BaseDistribution]:
         recorded: dict[str, BaseDistribution] = {}
         for trial in self.study.get_trials(deepcopy=False):

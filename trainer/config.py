@@ -25,7 +25,8 @@ PIXEL_REPLACEMENTS = ("blended", "black", "mean", "max", "min", "halfmax")
 CAM_METHOD_NAMES = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam", "gradcamelementwise",
                     "eigencam", "eigengradcam", "kpcacam", "scorecam", "ablationcam", "fullgrad", "shapleycam",
                     "finercam", "fem", "randomcam")
-AUGMENTATIONS = ("none", "flip")
+AUGMENTATIONS = ("none", "flip", "cutout", "random_erasing", "hide_and_seek", "gridmask", "augmix", "mixup", "cutmix",
+                 "resizemix", "smoothmix", "ricap", "samplepairing", "saliencymix", "snapmix", "attentive_cutmix")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine", "step")
 
@@ -62,13 +63,32 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Learning-rate schedule over the whole trial, set on every batch (see `trainer.loop.learning_rate`)."""
+    """Learning-rate schedule over the whole trial, set on every batch (see `trainer.schedule.learning_rate`)."""
 
     name: str = "none"
     max_lr: float | None = None
     pct_start: float = 0.3
     step_size: int = 1
     gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The parameters of each augmentation (see `trainer.augment` and `trainer.mixing`)."""
+
+    max_degrees: float = 10.0          # flip: rotation range
+    cutout_size: float = 0.5           # cutout: side of the square, as a fraction of the image side
+    erasing_probability: float = 0.5   # random_erasing
+    hide_grid: int = 4                 # hide_and_seek: patches per side
+    hide_probability: float = 0.5      # hide_and_seek
+    gridmask_ratio: float = 0.6        # gridmask: kept fraction of each grid period
+    augmix_severity: int = 3           # augmix
+    mix_alpha: float = 1.0             # mixup, cutmix, saliencymix, snapmix: λ ~ Beta(α, α)
+    resize_min: float = 0.1            # resizemix: scale range of the pasted image
+    resize_max: float = 0.8
+    ricap_beta: float = 0.3            # ricap: boundary ~ Beta(β, β)
+    attentive_grid: int = 7            # attentive_cutmix: grid cells per side
+    attentive_cells: int = 6           # attentive_cutmix: cells pasted
 
 
 @dataclass(frozen=True)
@@ -92,6 +112,10 @@ class TrialConfig:
     clear_every_step: bool = False
     pixel_replacement: str = "blended"
     augmentation: str = "flip"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    class_loss_weight: float = 1.0        # α of seed 002, eq. 8
+    saliency_loss_weight: float = 0.0     # β: saliency-map consistency between original and augmented images
+    invariance_loss_weight: float = 0.0   # γ: logit invariance (eq. 6)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     label_smoothing: float = 0.0
@@ -190,6 +214,20 @@ def validate(config: TrialConfig) -> None:
          f"one of {', '.join(PIXEL_REPLACEMENTS)}", config.pixel_replacement)
     need(config.augmentation in AUGMENTATIONS, "augmentation", f"one of {', '.join(AUGMENTATIONS)}",
          config.augmentation)
+    aug = config.augment
+    for name in ("cutout_size", "erasing_probability", "hide_probability", "gridmask_ratio", "resize_min",
+                 "resize_max"):
+        need(0 < getattr(aug, name) <= 1, f"augment.{name}", "a number in (0, 1]", getattr(aug, name))
+    need(aug.resize_min <= aug.resize_max, "augment.resize_min", "at most resize_max", aug.resize_min)
+    for name in ("mix_alpha", "ricap_beta"):
+        need(getattr(aug, name) > 0, f"augment.{name}", "a positive number", getattr(aug, name))
+    for name in ("hide_grid", "attentive_grid", "augmix_severity"):
+        need(1 <= getattr(aug, name) <= 10 if name == "augmix_severity" else getattr(aug, name) >= 1,
+             f"augment.{name}", "a positive integer (augmix_severity: 1-10)", getattr(aug, name))
+    need(1 <= aug.attentive_cells <= aug.attentive_grid ** 2, "augment.attentive_cells",
+         "between 1 and attentive_grid²", aug.attentive_cells)
+    for name in ("class_loss_weight", "saliency_loss_weight", "invariance_loss_weight"):
+        need(getattr(config, name) >= 0, name, "a non-negative number", getattr(config, name))
     need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {', '.join(OPTIMIZERS)}",
          config.optimizer.name)
     need(config.optimizer.lr > 0, "optimizer.lr", "a positive number", config.optimizer.lr)

@@ -38,12 +38,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def to_unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images (B, 3, S, S) -> float32 in [0, 1] on `device` (augmentations work in this space)."""
+    return images.to(device, non_blocking=True).float().div_(255)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> ImageNet-normalised, on their device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 def model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 images (B, 3, S, S) -> ImageNet-normalised float32 on `device` (done on the device: it is cheap there)."""
-    x = images.to(device, non_blocking=True).float().div_(255)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(to_unit(images, device))
 
 
 class DataError(RuntimeError):

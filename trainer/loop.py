@@ -13,7 +13,6 @@ import importlib.metadata
 import io
 import json
 import logging
-import math
 import platform
 import resource
 import shutil
@@ -32,13 +31,16 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from trainer.augment import augment_batch
 from trainer.config import TrialConfig
-from trainer.data import DataError, IndexedImages, load_images, make_split, model_input
+from trainer.data import DataError, IndexedImages, load_images, make_split, model_input, normalize, to_unit
 from trainer.files import atomic_write_bytes, atomic_write_json, write_jsonl
 from trainer.models import ModelError, create_model
 from trainer.proxy import gallery, load_proxies, make_proxy_images, save_gallery, save_proxies
+from trainer.saliency_loss import saliency_terms
+from trainer.schedule import learning_rate
 
 log = logging.getLogger("trainer")
 CPU_DEFAULT_BATCH_SIZE = 32
+CAM_AUGMENTATIONS = ("snapmix", "attentive_cutmix")  # they read the live model's CAMs
 VERSIONED = ("torch", "torchvision", "timm", "grad-cam", "numpy", "scikit-learn")
 
 
@@ -87,25 +89,6 @@ def select_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def learning_rate(config: TrialConfig, progress: float, epoch: int) -> float:
-    """The learning rate at `progress` in [0, 1] of the trial (epoch `epoch`), per `config.scheduler`.
-
-    `onecycle` warms up from max_lr/25 to max_lr over `pct_start`, then anneals (cosine) to max_lr/25e4."""
-    base, sched = config.optimizer.lr, config.scheduler
-    if sched.name == "none":
-        return base
-    if sched.name == "cosine":
-        return base * 0.5 * (1 + math.cos(math.pi * progress))
-    if sched.name == "step":
-        return base * sched.gamma ** (epoch // sched.step_size)
-    peak = sched.max_lr or base
-    start, end = peak / 25, peak / 25e4
-    if progress < sched.pct_start:
-        return start + (peak - start) * 0.5 * (1 - math.cos(math.pi * progress / sched.pct_start))
-    rest = (progress - sched.pct_start) / (1 - sched.pct_start)
-    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * rest))
-
-
 def _train(config: TrialConfig, workdir: Path, device: torch.device) -> TrialResult:
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -133,7 +116,6 @@ def _train(config: TrialConfig, workdir: Path, device: torch.device) -> TrialRes
     optimizer = _optimizer(config, model)
     amp = config.mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     state = _resume(workdir, config, model, optimizer, scaler)
     proxies: dict[str, Dataset] = {name: load_proxies(workdir / "proxies" / name) for name in state["proxy_files"]}
@@ -171,8 +153,8 @@ def _train(config: TrialConfig, workdir: Path, device: torch.device) -> TrialRes
             # One epoch of training on the originals plus the active proxies.
             train_data = ConcatDataset([train_set, *proxies.values()])
             start = time.perf_counter()
-            train_loss, train_accuracy, lr = _train_epoch(config, model, optimizer, scaler, criterion, train_data,
-                                                          batch_size, index, device, amp)
+            train_loss, train_accuracy, lr = _train_epoch(config, model, optimizer, scaler, train_data,
+                                                          len(images.classes), batch_size, index, device, amp)
             seconds = time.perf_counter() - start
             val_loss, val_accuracy, _, _ = evaluate(model, val_set, batch_size, device, amp, config.num_workers)
             row = {"epoch": index + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
@@ -249,9 +231,10 @@ def _plan(config: TrialConfig) -> Iterator[tuple[str, int]]:
 
 
 def _train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, criterion: nn.Module, data: Dataset, batch_size: int, epoch: int,
+                 scaler: torch.amp.GradScaler, data: Dataset, num_classes: int, batch_size: int, epoch: int,
                  device: torch.device, amp: bool) -> tuple[float, float, float]:
-    """Train one epoch; return mean loss, accuracy and the last learning rate. Raises TrialError on a NaN/inf loss."""
+    """Train one epoch; return mean loss, accuracy (against the hard labels) and the last learning rate.
+    Raises TrialError on a NaN/inf loss."""
     seed = config.seed * 100_003 + epoch
     torch.manual_seed(seed)
     shuffle, augment = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
@@ -260,16 +243,24 @@ def _train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.O
                         num_workers=config.num_workers, drop_last=len(data) % batch_size == 1,
                         pin_memory=device.type == "cuda")
     model.train()
+    saliency_loss = config.saliency_loss_weight > 0 or config.invariance_loss_weight > 0
     total_loss, correct, seen, lr = 0.0, 0, 0, config.optimizer.lr
     for i, (x, y) in enumerate(loader):
         lr = learning_rate(config, (epoch + i / len(loader)) / config.epochs, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = augment_batch(model_input(x, device), config.augmentation, augment)
         y = y.to(device, non_blocking=True)
+        originals = to_unit(x, device)
+        batch = augment_batch(originals, y, num_classes, config.augmentation, augment, config.augment,
+                              model if config.augmentation in CAM_AUGMENTATIONS else None)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            logits = model(x)
-            loss = criterion(logits, y)
+            if saliency_loss:
+                logits, l_sal, l_inv = saliency_terms(model, originals, batch, y)
+            else:
+                logits, l_sal, l_inv = model(normalize(batch.images)), 0.0, 0.0
+            l_class = F.cross_entropy(logits.float(), batch.targets, label_smoothing=config.label_smoothing)
+            loss = (config.class_loss_weight * l_class + config.saliency_loss_weight * l_sal
+                    + config.invariance_loss_weight * l_inv)
         if not torch.isfinite(loss):
             raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
                              f"(lr {lr:.3g}): training diverged")

@@ -122,7 +122,8 @@ def test_messy_folder_still_trains_and_counts_what_it_skipped(tmp_path):
     (folder / "empty_class").mkdir()                                              # empty class folder: ignored
     Image.fromarray(np.full((3000, 4000, 3), 200, np.uint8)).save(folder / "0" / "huge.png")  # 12 Mpx
     for mode in ("RGBA", "P", "CMYK", "I;16", "1"):                               # mixed modes
-        Image.new(mode, (20, 30)).save(folder / "1" / f"mode_{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png'}")
+        suffix = "jpg" if mode == "CMYK" else "png"
+        Image.new(mode, (20, 30)).save(folder / "1" / f"mode_{mode.replace(';', '')}.{suffix}")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"dataset": {"kind": "imagefolder", "root": str(folder)}, **FIXED,
                                   "batch_size": 8, "split": {"val": 0.25, "test": 0.25}}))

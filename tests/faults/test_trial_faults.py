@@ -65,7 +65,7 @@ def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path):
     def remove_files_after_the_first_epoch():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not removed.is_set():
-            for metrics in (tmp_path / "out" / "trials").glob(f"*-{shrinking.grid_key[:8]}/metrics.jsonl"):
+            for _ in (tmp_path / "out" / "trials").glob(f"*-{shrinking.grid_key[:8]}/metrics.jsonl"):
                 for image in folder.rglob("*.png"):
                     image.unlink()
                 removed.set()

@@ -7,7 +7,9 @@ import pytest
 import ray
 from optuna.trial import TrialState
 from rich.console import Console
+from typer.testing import CliRunner
 
+from search.cli import app
 from search.driver import RunOptions, run_study
 from results.load import trial_rows
 from search.inspect import load_study, status
@@ -49,3 +51,6 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
     assert "fail_kind" not in rows[0]
     again, _ = run(s, tmp_path)  # the same command again: nothing to do
     assert again == 0 and len(trials_of(options)) == 5
+    resumed = CliRunner().invoke(app, ["resume", "--study", "tiny", "--storage", options.storage,
+                                       "--executor", "local"])  # the space read back from the study itself
+    assert resumed.exit_code == 0 and "nothing to run (5 points" in resumed.output

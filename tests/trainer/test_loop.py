@@ -131,3 +131,17 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(tmp_path):
     uninterrupted = run_trial(config, tmp_path / "whole").metrics
     assert comparable([resumed]) == comparable([uninterrupted])
     assert comparable(metrics_lines(workdir)) == comparable(metrics_lines(tmp_path / "whole"))
+
+
+@pytest.mark.parametrize("augmentation", ["none", "flip", "cutout", "random_erasing", "hide_and_seek", "gridmask",
+                                          "augmix", "mixup", "cutmix", "resizemix", "smoothmix", "ricap",
+                                          "samplepairing", "saliencymix", "snapmix", "attentive_cutmix"])
+def test_every_augmentation_combines_with_proxies_and_the_saliency_loss(tmp_path, augmentation):
+    with_saliency = augmentation in ("flip", "cutmix", "snapmix")  # one per kind of map transform: warp, paste, CAM
+    config = TrialConfig.from_dict(tiny_config(augmentation=augmentation, saliency_loss_weight=0.5 * with_saliency,
+                                               invariance_loss_weight=0.1 * with_saliency,
+                                               dataset={"kind": "digits", "limit_per_class": 8}))
+    metrics = run_trial(config, tmp_path).metrics
+    rows = metrics_lines(tmp_path)
+    assert metrics["proxy_images"] > 0 and len(rows) == 2
+    assert all(np.isfinite(r["train_loss"]) for r in rows)

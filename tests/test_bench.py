@@ -1,0 +1,35 @@
+"""Every benchmark's --quick form runs and prints its one JSON object, so the scripts cannot rot. (Their figures
+are not checked here: speed targets live in bench/ and the README, never in timed tests.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+EXPECTED = {
+    "proxy_step.py": {"rows", "worst_gradient_cam_ratio", "reference_speedup"},
+    "trainer.py": {"ours_images_per_s", "bare_images_per_s", "ratio"},
+    "augmentations.py": {"step_ratio", "saliency_loss_step_ratio"},
+    "orchestrator.py": {"sequential_s", "local", "ray"},
+    "large_study.py": {"status_s", "export_s", "report_s"},
+    "memory.py": {"driver_peak_rss_mb", "trials"},
+}
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_quick_benchmark_prints_its_figures(script):
+    done = subprocess.run([sys.executable, script, "--quick"], cwd=BENCH, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert EXPECTED[script] <= set(figures) and figures["machine"]["cores"] >= 1
+
+
+def test_soak_quick():
+    done = subprocess.run([sys.executable, "soak.py", "--kills", "2", "--points", "8"], cwd=BENCH,
+                          capture_output=True, text=True, timeout=900)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and figures["ok"] and figures["lost"] == 0, figures

@@ -41,15 +41,21 @@ def images_for(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def floor(model, x01, labels, batch=64) -> None:
     model.zero_grad(set_to_none=True)
     for i in range(0, len(x01), batch):
-        F.cross_entropy(model(normalize(x01[i:i + batch])), labels[i:i + batch]).backward()
+        F.cross_entropy(model(normalize(x01[i:i + batch])), labels[i:i + batch].to(x01.device)).backward()
     model.zero_grad(set_to_none=True)
+    _sync(x01.device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def ours(model, x01, labels, method, out: Path, batch=64) -> torch.Tensor:
     proxies = []
     for i in range(0, len(x01), batch):
         maps = compute_cams(model, normalize(x01[i:i + batch]), labels[i:i + batch], method, batch)
-        proxies.append((replace_pixels(x01[i:i + batch], maps, THRESHOLD, WEIGHT, "blended") * 255).round()
+        proxies.append((replace_pixels(x01[i:i + batch].cpu(), maps, THRESHOLD, WEIGHT, "blended") * 255).round()
                        .to(torch.uint8))
     pixels = torch.cat(proxies)
     save_proxies(ProxyStep(pixels, labels, np.arange(len(labels)), torch.zeros(0), 0, 0.0), out / "step-0.npz")
@@ -68,7 +74,7 @@ def reference(model, x01, labels, method, folder: Path, chunk=64) -> None:
         batch = torch.stack([normalize(x01[j:j + 1])[0] for j in range(i, min(i + chunk, len(x01)))])
         maps = torch.from_numpy(cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c))
                                                                   for c in labels[i:i + chunk]]))
-        out = replace_pixels(x01[i:i + chunk], maps, THRESHOLD, WEIGHT, "blended")
+        out = replace_pixels(x01[i:i + chunk].cpu(), maps, THRESHOLD, WEIGHT, "blended")
         for k, img in enumerate(out):
             Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
                 folder / f"proxy_{i + k}.jpeg")
@@ -82,12 +88,14 @@ def main() -> None:
     args = parser.parse_args()
     cases = [(64, 32, 1)] if args.quick else [(64, 256, 3), (64, 1024, 1), (224, 64, 1)]
     methods = ("gradcam",) if args.quick else GRADIENT_CAMS
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size, n, repeats in cases:
-            model = create_model("resnet18", 10, size)
+            model = create_model("resnet18", 10, size).to(device)
             x01, labels = images_for(n, size)
+            x01 = x01.to(device)
             base = median_seconds(lambda: floor(model, x01, labels), repeats)
             for method in methods:
                 mine = median_seconds(lambda: ours(model, x01, labels, method, Path(tmp)), repeats)
@@ -105,7 +113,7 @@ def main() -> None:
             first = torch.from_numpy(np.asarray(Image.open(folder / "proxy_0.jpeg"))).permute(2, 0, 1).float()
             mine["reference_max_abs_diff_0_255"] = float((first - ours_pixels[0]).abs().mean())
     gradient = [r["ours_over_floor"] for r in rows if r["method"] in GRADIENT_CAMS]
-    emit({"benchmark": "proxy_step", "model": "resnet18", "rows": rows,
+    emit({"benchmark": "proxy_step", "model": "resnet18", "device": str(device), "rows": rows,
           "worst_gradient_cam_ratio": max(gradient), "goal_ratio": 1.5,
           "reference_speedup": min(r["reference_over_ours"] for r in rows if "reference_over_ours" in r),
           "goal_speedup": 5.0})

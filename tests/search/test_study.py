@@ -122,7 +122,12 @@ def test_reconcile_completes_finished_orphans_and_fails_the_rest(tmp_path):
     assert trials[nb].state == TrialState.FAIL and trials[nb].user_attrs["fail_kind"] == "orphaned"
     retry = [p for p in grid.pending() if p.point.grid_key == b.point.grid_key][0]
     assert retry.attempt == 1  # an orphan does not use up an attempt
-    assert retry.previous_workdir == trial_workdir(grid.out_dir, nb, b.point.grid_key)
+    assert retry.previous_workdir is None  # it left no checkpoint: nothing to resume from
+    orphan_dir = trial_workdir(grid.out_dir, nb, b.point.grid_key)
+    orphan_dir.mkdir(parents=True)
+    (orphan_dir / "checkpoint.pt").write_bytes(b"epoch 1")
+    retry = [p for p in grid.pending() if p.point.grid_key == b.point.grid_key][0]
+    assert retry.previous_workdir == orphan_dir
 
 
 def test_sqlite_is_in_wal_mode(tmp_path):

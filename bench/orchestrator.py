@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from common import ROOT, emit, time_search
-from search.inspect import load_study
+from search.inspect import load_trials
 from search.space import load_space
 
 
@@ -53,7 +53,7 @@ def main() -> None:
             cwd.mkdir()
             start = time.time()
             total = time_search(["run", str(tmp / "space.yaml"), "--executor", executor, "--max-concurrent", "1"], cwd)
-            trials = load_study("bench", f"sqlite:///{cwd}/runs/bench.db").get_trials(deepcopy=False)
+            trials = load_trials("bench", f"sqlite:///{cwd}/runs/bench.db")
             startup = min(t.datetime_start.timestamp() for t in trials) - start
             figures[executor] = {"total_s": total, "startup_s": startup,
                                  "overhead": (total - startup) / sequential - 1}

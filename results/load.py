@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from optuna.trial import FrozenTrial
 
 from search.space import GridSpec
 from search.study import INTERNAL_ATTRS, spec_of, trial_workdir
@@ -40,10 +41,9 @@ class StudyData:
         return self.trials[self.trials["state"] == "COMPLETE"]
 
 
-def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     """One dict per trial: number, grid_key, state, attempt, baseline, every param, the objective value, every
     metric, start/complete times and duration, failure reason. Internal bookkeeping attrs are left out."""
-    trials = study.get_trials(deepcopy=False)
     params = sorted({name for t in trials for name in t.params})
     metrics = sorted({name for t in trials for name in t.user_attrs} - set(INTERNAL_ATTRS) - set(params))
     rows = []
@@ -64,10 +64,11 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def load_study_data(study: optuna.Study) -> StudyData:
-    """The trial table of a study made by `search run`, with each axis's resolved `setting_<axis>` column."""
+def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData:
+    """The trial table of a study made by `search run` whose trials are `trials`, with each axis's resolved
+    `setting_<axis>` column."""
     spec = spec_of(study)
-    frame = pd.DataFrame(trial_rows(study))
+    frame = pd.DataFrame(trial_rows(trials))
     points = {p.grid_key: p for p in spec.points}
     axes = sorted({name for p in spec.points for name in p.params if name != "seed"} | {"dataset", "architecture"})
     if len(frame):

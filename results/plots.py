@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
 
 from results.load import StudyData
 from results.tables import memory_metric
@@ -51,12 +52,15 @@ def parallel_coordinates(data: StudyData) -> go.Figure | None:
     return fig.update_layout(title="Proxy-attention settings against test accuracy")
 
 
-def importances(study: optuna.Study, data: StudyData) -> go.Figure | None:
-    """Optuna's parameter importances for the objective, over the proxy trials' axes."""
+def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
+    """Optuna's parameter importances for the objective, over the proxy trials' axes (`trials` are the study's)."""
     proxy = data.complete[data.complete["baseline"] != True]  # noqa: E712
     params = [a for a in data.axes if a in proxy and proxy[a].notna().all() and proxy[a].nunique() > 1]
     if len(proxy) < 4 or not params:
         return None
+    # An in-memory copy of the finished trials: the evaluator would otherwise read the whole study again.
+    study = optuna.create_study(direction=data.spec.objective[1])
+    study.add_trials([t for t in trials if t.state == TrialState.COMPLETE])
     try:
         scores = optuna.importance.get_param_importances(study, params=params)
     except (RuntimeError, ValueError):  # too few distinct trials for the evaluator

@@ -16,6 +16,7 @@ from typing import Callable
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
+from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
 from results import plots, tables
@@ -33,17 +34,17 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def build_report(study: optuna.Study, out_dir: Path, to_dashboard: bool = False,
+def build_report(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path, to_dashboard: bool = False,
                  say: Callable[[str], None] = print) -> Report:
-    """Write the tables and `report.html` of `study` under `out_dir` (and push the figures to optuna-dashboard
-    when `to_dashboard`); return what was written."""
-    data = load_study_data(study)
+    """Write the tables and `report.html` of `study` (whose trials are `trials`) under `out_dir`, and push the
+    figures to optuna-dashboard when `to_dashboard`; return what was written."""
+    data = load_study_data(study, trials)
     notes: list[str] = []
     made = {"verdicts": tables.paired_comparisons(data), "best_configurations": tables.best_configurations(data),
             "by_dataset_architecture": tables.dataset_architecture_table(data), **tables.axis_tables(data)}
     for name, table in made.items():
         tables.write_table(table, out_dir / "tables", name)
-    figures = _figures(study, data, notes)
+    figures = _figures(trials, data, notes)
     _static_images(figures, out_dir / "figures", notes)
     if to_dashboard:
         from optuna_dashboard import save_plotly_graph_object
@@ -58,10 +59,10 @@ def build_report(study: optuna.Study, out_dir: Path, to_dashboard: bool = False,
     return Report(path, made, figures, notes)
 
 
-def _figures(study: optuna.Study, data: StudyData, notes: list[str]) -> list[tuple[str, go.Figure]]:
+def _figures(trials: list[FrozenTrial], data: StudyData, notes: list[str]) -> list[tuple[str, go.Figure]]:
     figures: list[tuple[str, go.Figure | None]] = [(f"by {a}", plots.accuracy_by_axis(data, a)) for a in data.axes]
     figures.append(("parallel coordinates", plots.parallel_coordinates(data)))
-    figures.append(("importances", plots.importances(study, data)))
+    figures.append(("importances", plots.importances(trials, data)))
     picked = _best_pair(data)
     curves = load_curves(data)
     figures.append(("learning curves", plots.learning_curves(curves, data, [n for n in picked if n is not None])))

@@ -123,12 +123,12 @@ def status(study: Optional[str] = typer.Option(None, help="study name (default: 
            storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """Grid size, complete / running / failed / waiting / remaining, best value and ETA of each study."""
-    from search.inspect import format_status, load_study, status as study_status
+    from search.inspect import format_status, load_study, load_trials, status as study_status
 
     infos = []
     try:
         for name, url in _studies(study, storage):
-            infos.append(study_status(load_study(name, url)))
+            infos.append(study_status(load_study(name, url), load_trials(name, url)))
     except StudyError as exc:
         fail(str(exc))
     if as_json:
@@ -163,10 +163,10 @@ def export(study: str = typer.Option(..., help="study name"),
            out: Optional[Path] = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)")) -> None:
     """Write one CSV row per trial: number, grid_key, state, attempt, params, metrics, durations, failure."""
     from results.load import trial_rows
-    from search.inspect import load_study, write_csv
+    from search.inspect import load_trials, write_csv
 
     try:
-        rows = trial_rows(load_study(study, storage or default_storage(study)))
+        rows = trial_rows(load_trials(study, storage or default_storage(study)))
     except StudyError as exc:
         fail(str(exc))
     path = out or _study_dir(study) / "trials.csv"
@@ -181,13 +181,14 @@ def report(study: str = typer.Option(..., help="study name"),
            to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard")) -> None:
     """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
     from results.report import build_report
-    from search.inspect import load_study
+    from search.inspect import load_study, load_trials
 
     try:
-        loaded = load_study(study, storage or default_storage(study))
+        storage = storage or default_storage(study)
+        loaded, trials = load_study(study, storage), load_trials(study, storage)
     except StudyError as exc:
         fail(str(exc))
-    made = build_report(loaded, out or _study_dir(study) / "report", to_dashboard,
+    made = build_report(loaded, trials, out or _study_dir(study) / "report", to_dashboard,
                         say=lambda line: print(line, file=sys.stderr))
     print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 

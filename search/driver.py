@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from optuna.trial import TrialState
 from rich.console import Console
 
 from search.dispatch import Executor, LocalExecutor, RayExecutor, TrialTask, failure_kind
@@ -51,7 +52,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
         if options.max_trials is not None:
             queue = deque(list(queue)[: options.max_trials])
         if not queue:
-            given_up = tally(spec, grid.study.get_trials(deepcopy=False), grid.out_dir).given_up
+            given_up = tally(spec, grid.trials(), grid.out_dir).given_up
             console.print(f"{spec.name}: nothing to run ({len(spec.points)} points, {len(given_up)} of them failed "
                           f"{spec.max_attempts} times)")
             return EXIT_FAILED if given_up else EXIT_OK
@@ -67,7 +68,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
 def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], console: Console) -> int:
     spec = grid.spec
     metric, direction = spec.objective
-    complete = [t.value for t in grid.study.get_trials(deepcopy=False) if t.value is not None]
+    complete = [t.value for t in grid.trials((TrialState.COMPLETE,))]
     best = (max if direction == "maximize" else min)(complete) if complete else None
     inflight: dict[int, PendingPoint] = {}
     failed_here: set[str] = set()

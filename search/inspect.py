@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from search.space import GridSpec
 from search.study import StudyError, open_storage, spec_of, tally
+from search.trials import read_trials
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:
     """An existing study, read-only in spirit: a missing DB or study is a `StudyError`, never created."""
-    storage = open_storage(storage_url, create=False)
+    storage = _reader(storage_url)
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -23,15 +25,29 @@ def load_study(name: str, storage_url: str) -> optuna.Study:
         raise StudyError(f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'})") from None
 
 
+def load_trials(name: str, storage_url: str) -> list[FrozenTrial]:
+    """Every trial of an existing study, read in bulk (`search.trials.read_trials`)."""
+    try:
+        return read_trials(_reader(storage_url), name)
+    except KeyError:
+        raise StudyError(f"no study {name!r} in {storage_url}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _reader(storage_url: str) -> optuna.storages.RDBStorage:
+    """One reading storage per URL and process: opening one checks the schema version, a fifth of a second."""
+    return open_storage(storage_url, create=False)
+
+
 def study_names(storage_url: str) -> list[str]:
     """The studies in a storage."""
-    return optuna.get_all_study_names(open_storage(storage_url, create=False))
+    return optuna.get_all_study_names(_reader(storage_url))
 
 
-def status(study: optuna.Study) -> dict[str, Any]:
-    """Grid size, complete / running / failed (given up) / waiting (attempts left) / remaining, best value, ETA."""
+def status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
+    """Grid size, complete / running / failed (given up) / waiting (attempts left) / remaining, best value and
+    ETA of `study`, whose trials are `trials`."""
     spec = spec_of(study)
-    trials = study.get_trials(deepcopy=False)
     out_dir = Path(study.user_attrs.get("out_dir", "."))
     t = tally(spec, trials, out_dir)
     durations = [(tr.datetime_complete - tr.datetime_start).total_seconds() for tr in trials
@@ -39,8 +55,10 @@ def status(study: optuna.Study) -> dict[str, Any]:
     waiting = len(t.pending) - len(t.running & {p.point.grid_key for p in t.pending})
     mean = sum(durations) / len(durations) if durations else None
     best = None
-    if t.done:
-        best_trial = study.best_trial
+    complete = [tr for tr in trials if tr.state == TrialState.COMPLETE]
+    if complete:
+        pick = max if spec.objective[1] == "maximize" else min
+        best_trial = pick(complete, key=lambda tr: tr.value)
         best = {"value": best_trial.value, "number": best_trial.number, "params": best_trial.params}
     return {
         "study": study.study_name,
@@ -62,7 +80,7 @@ def plan(spec: GridSpec, storage_url: str, out_dir: Path) -> dict[str, Any]:
     """What `search run` would do, from the study if it exists; creates nothing."""
     trials = []
     try:
-        trials = load_study(spec.name, storage_url).get_trials(deepcopy=False)
+        trials = load_trials(spec.name, storage_url)
     except StudyError:
         pass
     t = tally(spec, trials, out_dir)

@@ -22,7 +22,6 @@ import yaml
 
 from trainer.config import (DATASET_KINDS, ConfigError, DatasetConfig, SplitConfig, TrialConfig, _build,
                             parse_proxy_steps)
-from trainer.data import DataError, check_image_folder
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 TOP_KEYS = ("study", "objective", "repeats", "max_attempts", "resources", "datasets", "fixed", "grid", "baselines")
@@ -232,6 +231,8 @@ def _parse_datasets(raw: Any, problem, check_roots: bool) -> dict[str, dict]:
 
 def _check_folders(datasets: dict[str, dict], fixed: dict, problem) -> None:
     """Image folders that cannot make a trial (too few classes or images) are bad input, found now."""
+    from trainer.data import DataError, check_image_folder  # loads torch: only when validating a new space
+
     try:
         split = _build(SplitConfig, fixed.get("split", {}), "fixed.split.")
     except ConfigError:

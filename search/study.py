@@ -26,6 +26,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import STUDY_NAME, GridSpec, Point, parse_space
+from search.trials import read_trials
 from trainer.config import AUGMENTATIONS, CAM_METHOD_NAMES, PIXEL_REPLACEMENTS, TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -197,11 +198,15 @@ class GridStudy:
         return handle
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
+    def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        """The study's trials (only `states` if given), read in bulk."""
+        return read_trials(self.storage, self.spec.name, states)
+
     def reconcile(self) -> tuple[int, int]:
         """Finish trials left RUNNING by a dead driver: COMPLETE when their `result.json` exists, else FAIL
         (`orphaned`, not counted as an attempt). Returns (completed, failed)."""
         completed = failed = 0
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        for trial in self.trials((TrialState.RUNNING,)):
             key = trial.user_attrs.get("grid_key", "")
             result = read_result(trial_workdir(self.out_dir, trial.number, key))
             if result is not None and self.finish(trial.number, result["metrics"]) is None:
@@ -215,7 +220,7 @@ class GridStudy:
 
     def pending(self) -> list[PendingPoint]:
         """Points without a COMPLETE trial that have attempts left, in grid_key order."""
-        return tally(self.spec, self.study.get_trials(deepcopy=False), self.out_dir).pending
+        return tally(self.spec, self.trials(), self.out_dir).pending
 
     def start(self, pending: PendingPoint) -> int:
         """Create the RUNNING trial of a point (params, grid_key and attempt in one transaction); its number."""
@@ -260,7 +265,7 @@ class GridStudy:
 
     def _recorded_distributions(self) -> dict[str, BaseDistribution]:
         recorded: dict[str, BaseDistribution] = {}
-        for trial in self.study.get_trials(deepcopy=False):
+        for trial in self.trials():
             for name, dist in trial.distributions.items():
                 recorded.setdefault(name, dist)
         return recorded

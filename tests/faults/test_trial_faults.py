@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from results.load import trial_rows
-from search.inspect import load_study
+from search.inspect import load_trials
 from search.space import parse_space
 from search.study import trial_workdir
 from tests.conftest import write_digit_folder
@@ -36,7 +36,7 @@ def test_a_trial_that_raises_is_retried_and_the_study_goes_on(local_ray, tmp_pat
     assert all("DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"]
                for t in failed)
     assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
-    assert any("2 class folders" in (r["fail_reason"] or "") for r in trial_rows(load_study("tiny", options.storage)))
+    assert any("2 class folders" in (r["fail_reason"] or "") for r in trial_rows(load_trials("tiny", options.storage)))
 
 
 def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):
@@ -82,6 +82,6 @@ def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path):
     assert "cannot read image" in failed[0].user_attrs["fail_reason"]
     assert "at least 2 class folders" in failed[1].user_attrs["fail_reason"]
     assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
-    rows = trial_rows(load_study("tiny", options.storage))
+    rows = trial_rows(load_trials("tiny", options.storage))
     assert sum("cannot read image" in (r["fail_reason"] or "") for r in rows) == 1
     assert all("\n" not in (r["fail_reason"] or "") for r in rows)

@@ -19,14 +19,20 @@ def test_a_killed_worker_is_retried(local_ray, tmp_path):
     killed = []
 
     def kill_one_running_trial():
+        # Kill the worker of a trial that has a checkpoint, found by the trial.log it holds open: with two trials
+        # running, killing any worker could hit the one that has no checkpoint yet and there is nothing to resume.
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            if list((tmp_path / "out" / "trials").glob("*/checkpoint.pt")):
-                for process in psutil.process_iter(["pid", "cmdline"]):
-                    if "ray::run_task" in " ".join(process.info["cmdline"] or []):
-                        process.kill()
-                        killed.append(process.info["pid"])
-                        break
+            logs = {str(c.parent / "trial.log") for c in (tmp_path / "out" / "trials").glob("*/checkpoint.pt")}
+            for process in psutil.process_iter(["pid", "cmdline"]):
+                if logs and "ray::run_task" in " ".join(process.info["cmdline"] or []):
+                    try:
+                        if logs & {f.path for f in process.open_files()}:
+                            process.kill()
+                            killed.append(process.info["pid"])
+                            break
+                    except psutil.Error:
+                        continue
             time.sleep(0.02)
 
     thread = threading.Thread(target=kill_one_running_trial)

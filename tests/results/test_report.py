@@ -16,7 +16,7 @@ from rich.console import Console
 
 from results.report import build_report
 from search.driver import RunOptions, run_study
-from search.inspect import load_study
+from search.inspect import load_study, load_trials
 from tests.search.helpers import spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,7 +40,7 @@ def study_dir(tmp_path_factory):
 
 def test_report_tables_agree_with_the_export(study_dir):
     storage = f"sqlite:///{study_dir}/study.db"
-    made = build_report(load_study("tiny", storage), study_dir / "report", say=lambda _: None)
+    made = build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None)
     done = subprocess.run([sys.executable, "-m", "search", "export", "--study", "tiny", "--storage", storage,
                            "--out", str(study_dir / "trials.csv")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -64,7 +64,8 @@ def test_report_tables_agree_with_the_export(study_dir):
 def test_report_renders_offline_in_headless_chromium(study_dir, tmp_path):
     html = study_dir / "report" / "report.html"
     if not html.exists():
-        build_report(load_study("tiny", f"sqlite:///{study_dir}/study.db"), study_dir / "report", say=lambda _: None)
+        storage = f"sqlite:///{study_dir}/study.db"
+        build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None)
     text = html.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r"<link[^>]*\bhref=", text)  # all inline
     common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
@@ -86,7 +87,7 @@ def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
     study = load_study("tiny", f"sqlite:///{study_dir}/study.db")
-    made = build_report(study, study_dir / "report_dashboard", to_dashboard=True, say=lambda _: None)
+    made = build_report(study, load_trials("tiny", f"sqlite:///{study_dir}/study.db"), study_dir / "report_dashboard", to_dashboard=True, say=lambda _: None)
     reread = load_study("tiny", f"sqlite:///{study_dir}/study.db")
     stored = get_plotly_graph_objects(reread._storage.get_study_system_attrs(reread._study_id))
     assert len(stored) == len(made.figures) >= 6

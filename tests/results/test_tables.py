@@ -40,7 +40,7 @@ def data(tmp_path):
         number = grid.start(pending)
         grid.finish(number, {"val_accuracy": val, "test_accuracy": test, "test_f1_macro": test - 0.1,
                              "train_seconds": 10.0 + seed, "peak_rss_mb": 500.0})
-    return load_study_data(grid.study)
+    return load_study_data(grid.study, grid.trials())
 
 
 def by_hand(diffs):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from search.cli import app
 from search.driver import RunOptions, run_study
 from results.load import trial_rows
-from search.inspect import load_study, status
+from search.inspect import load_study, load_trials, status
 from search.study import trial_workdir
 from tests.search.helpers import spec
 
@@ -44,9 +44,9 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
         workdir = trial_workdir(options.out_dir, t.number, t.user_attrs["grid_key"])
         assert (workdir / "result.json").exists() and t.value == t.user_attrs["val_accuracy"]
         assert t.user_attrs["proxy_images"] > 0 or t.user_attrs["baseline"]
-    info = status(load_study("tiny", options.storage))
+    info = status(load_study("tiny", options.storage), load_trials("tiny", options.storage))
     assert info["complete"] == 5 and info["remaining"] == 0 and info["best"]["value"] == max(t.value for t in trials)
-    rows = trial_rows(load_study("tiny", options.storage))
+    rows = trial_rows(load_trials("tiny", options.storage))
     assert len(rows) == 5 and {"threshold", "cam_method", "test_accuracy", "duration_s"} <= set(rows[0])
     assert "fail_kind" not in rows[0]
     again, _ = run(s, tmp_path)  # the same command again: nothing to do

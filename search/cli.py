@@ -20,7 +20,7 @@ from search.study import StudyError, default_storage
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Run, resume, inspect and report grids of Proxy Attention experiments.")
-console = Console(stderr=False)
+console = Console(stderr=False, soft_wrap=True)  # a message is one line, in logs too
 EXIT_BAD_INPUT = 2
 
 

@@ -57,7 +57,7 @@ class Executor(Protocol):
 
     def wait(self, timeout: float) -> list[Completion]: ...
 
-    def cancel_all(self) -> list[TrialTask]: ...
+    def cancel_all(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -127,12 +127,10 @@ class RayExecutor:
                 done.append(Completion(task, reason=f"{type(exc).__name__}: {one_line(str(exc))}"))
         return done
 
-    def cancel_all(self) -> list[TrialTask]:
-        tasks = list(self.inflight.values())
+    def cancel_all(self) -> None:
         for ref in self.inflight:
             self.ray.cancel(ref, force=True)
         self.inflight.clear()
-        return tasks
 
     def close(self) -> None:
         if self.started:
@@ -179,10 +177,10 @@ class LocalExecutor:
             return [Completion(task, metrics=result["metrics"])]
         return [Completion(task, reason=_failure_line(task.workdir, process.returncode))]
 
-    def cancel_all(self) -> list[TrialTask]:
+    def cancel_all(self) -> None:
         if self.running is None:
-            return []
-        process, task = self.running
+            return
+        process, _ = self.running
         process.terminate()
         try:
             process.wait(timeout=10)
@@ -190,7 +188,6 @@ class LocalExecutor:
             process.kill()
             process.wait()
         self.running = None
-        return [task]
 
     def close(self) -> None:
         self.cancel_all()

@@ -116,9 +116,11 @@ def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], cons
                     progress.finished(number, ok, value, better, text)
                 progress.update(len(queue))
         except KeyboardInterrupt:
-            for task in executor.cancel_all():
-                grid.fail(task.number, "interrupted: the driver was stopped", "interrupted")
-            console.print(f"interrupted: {len(inflight)} running trials stopped; run the same command to resume")
+            executor.cancel_all()
+            # From the study, not `inflight`: the signal may land between creating a trial and submitting it.
+            completed, stopped = grid.reconcile("interrupted: the driver was stopped", "interrupted")
+            finished = f" ({completed} had finished and were recorded)" if completed else ""
+            console.print(f"interrupted: {stopped} running trials stopped{finished}; run the same command to resume")
             return EXIT_INTERRUPTED
     return EXIT_FAILED if failed_here - completed_here else EXIT_OK
 

@@ -202,9 +202,11 @@ class GridStudy:
         """The study's trials (only `states` if given), read in bulk."""
         return read_trials(self.storage, self.spec.name, states)
 
-    def reconcile(self) -> tuple[int, int]:
-        """Finish trials left RUNNING by a dead driver: COMPLETE when their `result.json` exists, else FAIL
-        (`orphaned`, not counted as an attempt). Returns (completed, failed)."""
+    def reconcile(self, reason: str = "orphaned: the driver stopped while this trial ran",
+                  kind: str = "orphaned") -> tuple[int, int]:
+        """Finish every RUNNING trial (left by a dead driver, or by this one when it is stopped): COMPLETE when its
+        `result.json` exists, else FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an attempt).
+        Returns (completed, failed)."""
         completed = failed = 0
         for trial in self.trials((TrialState.RUNNING,)):
             key = trial.user_attrs.get("grid_key", "")
@@ -214,7 +216,7 @@ class GridStudy:
             elif result is not None:
                 failed += 1
             else:
-                self.fail(trial.number, "orphaned: the driver stopped while this trial ran", "orphaned")
+                self.fail(trial.number, reason, kind)
                 failed += 1
         return completed, failed
 

@@ -1,15 +1,21 @@
 """SIGINT or SIGTERM to the driver: running trials are stopped and recorded as interrupted (not an attempt), exit
 130, and the same command again finishes the study."""
 
+import io
 import json
 import signal
 import subprocess
 import sys
+from collections import deque
 
 import pytest
 from optuna.trial import TrialState
+from rich.console import Console
 
-from tests.search.helpers import (assert_each_point_complete_once, start_driver, trials, wait_for_complete,
+from search.dispatch import LocalExecutor, TrialTask
+from search.driver import _drive
+from search.study import GridStudy
+from tests.search.helpers import (assert_each_point_complete_once, spec, start_driver, trials, wait_for_complete,
                                   write_space)
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
@@ -34,3 +40,28 @@ def test_signal_stops_cleanly_with_130_and_the_next_run_resumes(tmp_path, signum
     info = json.loads(subprocess.run([sys.executable, "-m", "search", "status", "--study", "tiny", "--json"],
                                      cwd=tmp_path, capture_output=True, text=True, timeout=120).stdout)
     assert info["complete"] == 6 and info["failed"] == 0 and info["remaining"] == 0
+
+
+class SignalOnSecondSubmit(LocalExecutor):
+    """The real local executor, except that a Ctrl-C lands while the second trial is being submitted: after the
+    driver created it in the study, before anything runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.submits = 0
+
+    def submit(self, task: TrialTask) -> None:
+        self.submits += 1
+        if self.submits == 2:
+            raise KeyboardInterrupt
+        super().submit(task)
+
+
+def test_a_signal_between_creating_and_submitting_a_trial_leaves_nothing_running(tmp_path):
+    grid = GridStudy.open(spec(), f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    code = _drive(grid, SignalOnSecondSubmit(), deque(grid.pending()), Console(file=io.StringIO()))
+    assert code == 130
+    done = grid.trials()
+    assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert done[1].user_attrs["fail_kind"] == "interrupted"
+    assert len(grid.pending()) == 3 and all(p.attempt == 1 for p in grid.pending())  # an interruption uses none

@@ -11,26 +11,40 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import GridSpec
-from search.study import StudyError, open_storage, spec_of, tally
+from search.study import StudyError, open_storage, spec_of, tally, wait_for_creator
 from search.trials import read_trials
 
 
 def load_study(name: str, storage_url: str) -> optuna.Study:
-    """An existing study, read-only in spirit: a missing DB or study is a `StudyError`, never created."""
+    """An existing study made by `search run`, read-only in spirit: a missing DB or study is a `StudyError`, never
+    created. A study that a starting driver is still creating is waited for."""
     storage = _reader(storage_url)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
+    study = _existing(name, storage)
+    if study is None or "space" not in study.user_attrs:  # a driver creates the study, then stores its space
+        wait_for_creator(storage_url)
+        study = _existing(name, storage)
+    if study is None:
         names = optuna.get_all_study_names(storage)
-        raise StudyError(f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'})") from None
+        raise StudyError(f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'})")
+    return study
 
 
 def load_trials(name: str, storage_url: str) -> list[FrozenTrial]:
     """Every trial of an existing study, read in bulk (`search.trials.read_trials`)."""
+    storage = _reader(storage_url)
+    if _existing(name, storage) is None:
+        wait_for_creator(storage_url)
     try:
-        return read_trials(_reader(storage_url), name)
+        return read_trials(storage, name)
     except KeyError:
         raise StudyError(f"no study {name!r} in {storage_url}") from None
+
+
+def _existing(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,6 +8,7 @@ Float/IntDistribution (whose range may grow), categories use the choices recorde
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
@@ -16,6 +17,7 @@ import os
 import sqlite3
 import typing
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,24 +57,59 @@ def default_storage(study: str) -> str:
 
 def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     """An RDB storage with a long busy timeout; SQLite files are put in WAL mode so readers never block the
-    writer. With `create=False` (every reader) nothing is ever written: a missing SQLite file, or one whose tables
-    are still being created by a starting driver, is a `StudyError`."""
-    if not url.startswith("sqlite:///"):
+    writer. A creator calls it inside `creating(url)`. With `create=False` (every reader) nothing is ever written:
+    a missing SQLite file, or one without Optuna's schema, is a `StudyError`; one whose schema a starting driver is
+    creating is waited for."""
+    path = _sqlite_path(url)
+    if path is None:
         return _rdb_storage(url, create)
-    path = Path(url[len("sqlite:///"):])
     if not create:
         if not path.exists():
             raise StudyError(f"no study database at {path}")
         if not _initialized(path):
-            raise StudyError(f"the study database at {path} is still being created; try again in a moment")
+            wait_for_creator(url)
+            if not _initialized(path):
+                raise StudyError(f"the study database at {path} has no Optuna schema (not made by `search run`?)")
         return _rdb_storage(url, create)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Optuna creates tables and stamps the schema in several transactions: creators take turns.
+    with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
+        conn.execute("PRAGMA journal_mode=WAL")
+    return _rdb_storage(url, create)
+
+
+@contextlib.contextmanager
+def creating(url: str) -> Iterator[None]:
+    """Held by a driver while it creates or opens the schema, the study and the space stored on it, which Optuna
+    writes in several transactions: a reader that finds one of them missing waits for it (`wait_for_creator`).
+    An `flock` on `<db>.init-lock` beside an SQLite file, freed by the kernel if the driver dies."""
+    path = _sqlite_path(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".init-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
-            conn.execute("PRAGMA journal_mode=WAL")
-        return _rdb_storage(url, create)
+        yield
+
+
+def wait_for_creator(url: str) -> None:
+    """Block while a driver holds `creating(url)`. The lock is opened read-only, and skipped when no driver ever
+    made one: a reader never writes."""
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    try:
+        fd = os.open(path.with_name(path.name + ".init-lock"), os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
 
 
 def _initialized(path: Path) -> bool:
@@ -184,17 +221,18 @@ class GridStudy:
     @classmethod
     def open(cls, spec: GridSpec, storage_url: str, out_dir: Path) -> GridStudy:
         """Create the study, or load it and check that `spec` only extends what it already ran."""
-        storage = open_storage(storage_url, create=True)
-        study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
-                                    direction=spec.objective[1])
-        stored = study.user_attrs.get("space")
-        if stored is not None:
-            _check_extension(GridSpec(spec.name, stored), spec, study)
-        handle = cls(study, storage, spec, out_dir)
-        handle._check_categories()
-        study.set_user_attr("space", spec.data)
-        study.set_user_attr("spec_hash", spec.digest())
-        study.set_user_attr("out_dir", str(out_dir.resolve()))
+        with creating(storage_url):
+            storage = open_storage(storage_url, create=True)
+            study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
+                                        direction=spec.objective[1])
+            stored = study.user_attrs.get("space")
+            if stored is not None:
+                _check_extension(GridSpec(spec.name, stored), spec, study)
+            handle = cls(study, storage, spec, out_dir)
+            handle._check_categories()
+            study.set_user_attr("space", spec.data)
+            study.set_user_attr("spec_hash", spec.digest())
+            study.set_user_attr("out_dir", str(out_dir.resolve()))
         return handle
 
     # -- bookkeeping ---------------------------------------------------------------------------------------

@@ -4,13 +4,16 @@ import math
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from search.study import DriverLock, GridStudy, StudyError, trial_workdir
+from search.inspect import load_study
+from search.study import DriverLock, GridStudy, StudyError, creating, open_storage, trial_workdir
 from trainer.cams import CAM_METHODS
 from trainer.files import atomic_write_json
 from tests.search.helpers import fixed_without, spec
@@ -156,3 +159,42 @@ def test_study_direction_and_space_are_stored(tmp_path):
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/s.db")
     assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE
     assert loaded.user_attrs["space"] == grid.spec.data and loaded.user_attrs["spec_hash"] == grid.spec.digest()
+
+
+def in_thread(fn):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    time.sleep(0.5)
+    assert thread.is_alive() and not out  # waiting, not failing
+    return thread, out
+
+
+def test_a_reader_waits_for_a_starting_driver_to_create_the_schema(tmp_path):
+    url, path = f"sqlite:///{tmp_path}/s.db", tmp_path / "s.db"
+    sqlite3.connect(path).close()  # the file exists, its tables do not yet
+    with creating(url):
+        reader, opened = in_thread(lambda: open_storage(url, create=False))
+        optuna.storages.RDBStorage(url)  # the driver makes the schema, then lets go
+    reader.join(timeout=30)
+    assert len(opened) == 1
+
+
+def test_a_reader_waits_for_a_starting_driver_to_store_the_space(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    with creating(url):
+        study = optuna.create_study(study_name="s", storage=open_storage(url, create=True))
+        reader, loaded = in_thread(lambda: load_study("s", url))
+        study.set_user_attr("space", {"grid": {}})
+    reader.join(timeout=30)
+    assert loaded[0].user_attrs["space"] == {"grid": {}}
+
+
+def test_a_reader_refuses_a_database_without_optunas_schema_and_leaves_it_alone(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    before = path.read_bytes()
+    with pytest.raises(StudyError, match="no Optuna schema"):
+        open_storage(f"sqlite:///{path}", create=False)
+    assert path.read_bytes() == before and not (tmp_path / "other.db.init-lock").exists()

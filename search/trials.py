@@ -67,8 +67,8 @@ def read_trials(storage: optuna.storages.RDBStorage, study_name: str,
     out = []
     for r in trials:
         parts = by_trial[r.trial_id]
-        values = [parts["values"][k] for k in sorted(parts["values"])] or None
-        out.append(FrozenTrial(number=r.number, state=TrialState[r.state], value=None, values=values,
+        objectives = [parts["values"][k] for k in sorted(parts["values"])] or None
+        out.append(FrozenTrial(number=r.number, state=TrialState[r.state], value=None, values=objectives,
                                datetime_start=_datetime(r.datetime_start),
                                datetime_complete=_datetime(r.datetime_complete), params=parts["params"],
                                distributions=parts["dists"], user_attrs=parts["user"],

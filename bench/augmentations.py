@@ -4,7 +4,7 @@
     python bench/augmentations.py --quick   # test_resnet, median of 2
 
 A step: augment on the device, forward, loss, backward, optimiser step (the loop's own code path). Goal for the
-saliency loss: ≤ 3× a plain step (seed 002, Table 4, reports 7–9×).
+saliency loss: ≤ 3× a plain step (Al-afandi et al. 2022, Table 4, report 7–9×).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-
 from common import emit, median_seconds
-from trainer.augment import augment_batch, augmentations
+
+from trainer.augmentations import REGISTRY, augment_batch
 from trainer.config import AugmentConfig
 from trainer.data import DatasetConfig, load_images, normalize, to_unit
 from trainer.loop import CAM_AUGMENTATIONS
@@ -42,17 +42,18 @@ def main() -> None:
     args = parser.parse_args()
     arch, repeats = ("test_resnet", 2) if args.quick else ("resnet18", 5)
     data = load_images(DatasetConfig(kind="digits"), 64)
-    x01 = to_unit(torch.from_numpy(data.pixels[:32]), torch.device("cpu"))
+    x01 = to_unit(data.take(range(32)), torch.device("cpu"))
     y = torch.from_numpy(data.labels[:32])
     torch.manual_seed(0)
     model = create_model(arch, 10, 64).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     plain = median_seconds(lambda: step(model, optimizer, x01, y, "none", generator, False), repeats)
-    rows = {name: median_seconds(lambda: step(model, optimizer, x01, y, name, generator, False), repeats) / plain
-            for name in augmentations()}
-    saliency = {name: median_seconds(lambda: step(model, optimizer, x01, y, name, generator, True), repeats) / plain
-                for name in ("flip", "cutmix")}
+    def ratio(name: str, saliency: bool) -> float:
+        return median_seconds(lambda: step(model, optimizer, x01, y, name, generator, saliency), repeats) / plain
+
+    rows = {name: ratio(name, False) for name in REGISTRY}
+    saliency = {name: ratio(name, True) for name in ("flip", "cutmix")}
     emit({"benchmark": "augmentations", "model": arch, "batch": 32, "plain_step_s": plain,
           "step_ratio": rows, "saliency_loss_step_ratio": saliency, "goal_saliency_ratio": 3.0})
 

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import ROOT, emit, median_seconds, time_search
 from optuna.trial import FrozenTrial, TrialState
 
-from common import ROOT, emit, median_seconds, time_search
 from search.space import parse_space
 from search.study import GridStudy
 
@@ -43,7 +43,7 @@ def fill(grid: GridStudy) -> int:
     rng = np.random.default_rng(0)
     now = datetime.datetime.now()
     for pending in grid.pending():
-        values = dict(zip(METRICS, rng.random(len(METRICS)).tolist()))
+        values = dict(zip(METRICS, rng.random(len(METRICS)).tolist(), strict=False))
         template = FrozenTrial(number=-1, state=TrialState.COMPLETE, value=values["val_accuracy"],
                                datetime_start=now, datetime_complete=now + datetime.timedelta(seconds=30),
                                params=pending.point.params, distributions=grid.distributions(pending.point),

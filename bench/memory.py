@@ -19,6 +19,8 @@ from pathlib import Path
 
 from common import ROOT, emit
 
+from trainer.folder import CONFIG
+
 DRIVER = """
 import resource, sys
 from pathlib import Path
@@ -52,8 +54,8 @@ def main() -> None:
             folder.mkdir()
             config = {"dataset": {"kind": "digits", "limit_per_class": limit}, "image_size": 64,
                       "architecture": "test_resnet", "proxy_steps": "1,p,1"}
-            (folder / "config.json").write_text(json.dumps(config))
-            done = subprocess.run([sys.executable, "-m", "search", "trial", str(folder / "config.json"), "--out",
+            (folder / CONFIG).write_text(json.dumps(config))
+            done = subprocess.run([sys.executable, "-m", "search", "trial", str(folder / CONFIG), "--out",
                                    str(folder)], cwd=ROOT, check=True, capture_output=True, text=True)
             metrics = json.loads(done.stdout)
             trials.append({"images": limit * 10 if limit else 1797, "peak_rss_mb": metrics["peak_rss_mb"]})

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import yaml
-
 from common import ROOT, emit, time_search
-from search.inspect import load_trials
+
 from search.space import load_space
+from search.status import load_trials
+from trainer.folder import CONFIG
 
 
 def space(k: int) -> dict:
@@ -45,8 +46,8 @@ def main() -> None:
         for i, point in enumerate(spec.points):
             folder = tmp / "sequential" / str(i)
             folder.mkdir(parents=True)
-            (folder / "config.json").write_text(json.dumps(point.config().to_dict()))
-            sequential += time_search(["trial", str(folder / "config.json"), "--out", str(folder)], ROOT)
+            (folder / CONFIG).write_text(json.dumps(point.config().to_dict()))
+            sequential += time_search(["trial", str(folder / CONFIG), "--out", str(folder)], ROOT)
         figures["sequential_s"] = sequential
         for executor in ("local", "ray"):
             cwd = tmp / executor

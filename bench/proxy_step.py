@@ -4,7 +4,8 @@
     python bench/proxy_step.py --quick   # CI-sized
 
 Floor: one forward+backward pass of the same model over the same images. Ours: CAMs (batched, hooks released) +
-replacement + the step's one .npz. Reference (seed 000, Algorithm 2 as the thesis code ran it): a CAM object made per
+replacement + the step's one .npz. Reference (Algorithm 2 of Mukherjee, "Proxy Attention: Comparing and Combining
+Augmentation with Attention", MSc thesis, University of Groningen, 2023, as its code ran it): a CAM object made per
 chunk and never released, the batch stacked from a Python list, each proxy saved as its own JPEG in the dataset's
 folder. Goals: ours ÷ floor ≤ 1.5 for the gradient CAMs; reference ÷ ours ≥ 5 (outputs equal up to JPEG loss).
 """
@@ -18,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import emit, median_seconds
 
-from common import emit, median_seconds  # noqa: I001  (bench/ is the script's folder)
 from trainer.cams import CAM_METHODS, GRADIENT_CAMS, compute_cams
 from trainer.data import normalize
 from trainer.models import cam_target, create_model
@@ -35,7 +36,7 @@ def images_for(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     data = load_images(DatasetConfig(kind="digits"), size)
     index = np.arange(n) % len(data)
-    return torch.from_numpy(data.pixels[index]).float() / 255, torch.from_numpy(data.labels[index])
+    return data.take(index).float() / 255, torch.from_numpy(data.labels[index])
 
 
 def floor(model, x01, labels, batch=64) -> None:
@@ -58,7 +59,9 @@ def ours(model, x01, labels, method, out: Path, batch=64) -> torch.Tensor:
         proxies.append((replace_pixels(x01[i:i + batch].cpu(), maps, THRESHOLD, WEIGHT, "blended") * 255).round()
                        .to(torch.uint8))
     pixels = torch.cat(proxies)
-    save_proxies(ProxyStep(pixels, labels, np.arange(len(labels)), torch.zeros(0), 0, 0.0), out / "step-0.npz")
+    n = len(labels)
+    save_proxies(ProxyStep(pixels.numpy(), labels.numpy(), np.arange(n), np.zeros((n, 1, 1), np.uint8),
+                           np.zeros(0, np.int64), {}, 0.0), out / "step-0.npz")
     return pixels
 
 
@@ -96,15 +99,16 @@ def main() -> None:
             model = create_model("resnet18", 10, size).to(device)
             x01, labels = images_for(n, size)
             x01 = x01.to(device)
-            base = median_seconds(lambda: floor(model, x01, labels), repeats)
+            base = median_seconds(lambda m=model, x=x01, y=labels: floor(m, x, y), repeats)
             for method in methods:
-                mine = median_seconds(lambda: ours(model, x01, labels, method, Path(tmp)), repeats)
+                mine = median_seconds(lambda m=model, x=x01, y=labels, k=method: ours(m, x, y, k, Path(tmp)), repeats)
                 rows.append({"size": size, "images": n, "method": method, "floor_s": base, "ours_s": mine,
                              "ours_over_floor": mine / base})
             folder = Path(tmp) / f"dataset-{size}-{n}"
             folder.mkdir()
-            theirs = median_seconds(lambda: reference(model, x01, labels, "gradcam", folder), 1, warmup=0)
-            mine = [r for r in rows if r["size"] == size and r["images"] == n and r["method"] == "gradcam"][0]
+            theirs = median_seconds(lambda m=model, x=x01, y=labels, f=folder: reference(m, x, y, "gradcam", f), 1,
+                                    warmup=0)
+            mine = next(r for r in rows if r["size"] == size and r["images"] == n and r["method"] == "gradcam")
             mine["reference_s"] = theirs
             mine["reference_over_ours"] = theirs / mine["ours_s"]
             ours_pixels = ours(model, x01, labels, "gradcam", Path(tmp)).float()

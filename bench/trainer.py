@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-
 from common import emit
+
 from trainer import TrialConfig, run_trial
-from trainer.data import IndexedImages, load_images, make_split, model_input
+from trainer.data import Part, batches, load_images, make_split, model_input
 from trainer.loop import evaluate
 from trainer.models import create_model
 
@@ -44,7 +43,7 @@ def main() -> None:
     resolved = TrialConfig.from_dict(config)
     images = load_images(resolved.dataset, resolved.image_size)
     split = make_split(images, resolved.split, resolved.seed)
-    train, val = IndexedImages(images, np.asarray(split["train"])), IndexedImages(images, np.asarray(split["val"]))
+    train, val = Part(images, np.asarray(split["train"])), Part(images, np.asarray(split["val"]))
     with tempfile.TemporaryDirectory() as tmp:
         one = timed_trial(config, 1, Path(tmp) / "one")
         three = timed_trial(config, 3, Path(tmp) / "three")
@@ -57,11 +56,10 @@ def main() -> None:
     ours_epoch = (three - one) / 2 - val_seconds
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loader = DataLoader(train, batch_size=64, shuffle=True)
     model.train()
     start = time.perf_counter()
-    for _ in range(2):
-        for x, y in loader:
+    for epoch in range(2):
+        for x, y in batches(train, 64, torch.Generator().manual_seed(epoch)):
             loss = F.cross_entropy(model(model_input(x, device)), y)
             optimizer.zero_grad()
             loss.backward()

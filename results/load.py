@@ -1,8 +1,9 @@
-"""Read a study into tidy tables: one row per trial (`trial_table`), one row per epoch (`load_curves`).
+"""Read a study into tidy tables: one row per trial (`load_study_data`), one row per epoch (`load_curves`).
 
-Only reads: the study database and the trial folders. Every trial row carries its params, its metrics and, under
-`setting_<axis>`, the value every axis of the space resolved to for it (a baseline has no `threshold` param, but its
-`setting_augmentation` is known), which is what pairing a configuration with its baseline needs.
+Only reads: the study database and the artifact store. Every trial row carries its params, its metrics and, under
+`setting_<axis>`, the value each axis of the space resolved to for it (blank where the axis cannot apply: a baseline
+has no threshold). A configuration (a point without its seed) gets a short label — P1, P2… for proxy attention,
+B1… for baselines, C1… for controls — and `legend` says what each label is.
 """
 
 from __future__ import annotations
@@ -16,70 +17,94 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from search.space import GridSpec
-from search.study import INTERNAL_ATTRS, spec_of, trial_workdir
+from search.grid import GridSpec, Point
+from search.store import ArtifactStore
+from search.study import INTERNAL_ATTRS, spec_of, trial_folder
+from trainer.folder import TrialFolder
+
+KIND_PREFIX = {"proxy": "P", "baseline": "B", "control": "C"}
 
 
 @dataclass
 class StudyData:
-    """A study as tables: `trials` (one row per trial) and what is needed to read them."""
+    """A study as tables: `trials` (one row per trial), `legend` (one row per configuration label)."""
 
     name: str
     spec: GridSpec
     trials: pd.DataFrame
-    out_dir: Path
+    legend: pd.DataFrame
+    store: ArtifactStore
 
     @property
     def axes(self) -> list[str]:
-        """The axes of the space (params other than the seed), in a stable order."""
-        names = {name for p in self.spec.points for name in p.params if name != "seed"}
-        return sorted(names)
+        """The axes of the space (the seed aside), sorted."""
+        return self.spec.axes
 
     @property
     def complete(self) -> pd.DataFrame:
         """COMPLETE trials only: the ones every statistic uses."""
         return self.trials[self.trials["state"] == "COMPLETE"]
 
+    @property
+    def proxy_trials(self) -> pd.DataFrame:
+        """Complete proxy-attention trials (not baselines, not controls)."""
+        return self.complete[self.complete["kind"] == "proxy"]
+
+    @property
+    def reference_trials(self) -> pd.DataFrame:
+        """Complete baselines and controls: what proxy attention is compared against."""
+        return self.complete[self.complete["kind"] != "proxy"]
+
 
 def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """One dict per trial: number, grid_key, state, attempt, baseline, every param, the objective value, every
-    metric, start/complete times and duration, failure reason. Internal bookkeeping attrs are left out."""
+    """One dict per trial: number, grid_key, state, attempt, kind, every param, the objective value, every metric,
+    start/complete times and duration, failure reason, rung where halving stopped it."""
     params = sorted({name for t in trials for name in t.params})
     metrics = sorted({name for t in trials for name in t.user_attrs} - set(INTERNAL_ATTRS) - set(params))
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
-        row: dict[str, Any] = {"number": trial.number, "grid_key": attrs.get("grid_key"),
-                               "state": trial.state.name, "attempt": attrs.get("attempt"),
+        row: dict[str, Any] = {"number": trial.number, "grid_key": attrs.get("grid_key"), "state": trial.state.name,
+                               "attempt": attrs.get("attempt"), "kind": attrs.get("kind"),
                                "baseline": attrs.get("baseline")}
         row.update({name: trial.params.get(name) for name in params})
         row["value"] = trial.value
-        row.update({name: attrs.get(name) for name in metrics})
+        row.update({name: _scalar(attrs.get(name)) for name in metrics})
         start, end = trial.datetime_start, trial.datetime_complete
         row["datetime_start"] = start.isoformat() if start else None
         row["datetime_complete"] = end.isoformat() if end else None
         row["duration_s"] = (end - start).total_seconds() if start and end else None
         row["fail_reason"] = attrs.get("fail_reason")
+        row["pruned_at"] = attrs.get("pruned_at")
+        row["prune_reason"] = attrs.get("prune_reason")
         rows.append(row)
     return rows
 
 
+def _scalar(value: Any) -> Any:
+    return ",".join(map(str, value)) if isinstance(value, list) else value
+
+
 def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData:
-    """The trial table of a study made by `search run` whose trials are `trials`, with each axis's resolved
-    `setting_<axis>` column."""
+    """The trial table of a study made by `search run` whose trials are `trials`."""
     spec = spec_of(study)
-    frame = pd.DataFrame(trial_rows(trials))
     points = {p.grid_key: p for p in spec.points}
-    axes = sorted({name for p in spec.points for name in p.params if name != "seed"} | {"dataset", "architecture"})
+    frame = pd.DataFrame(trial_rows(trials))
+    legend = _legend(spec)
     if len(frame):
-        for axis in axes:
-            frame[f"setting_{axis}"] = [_setting(points.get(key), axis, spec) for key in frame["grid_key"]]
-        frame["config"] = [_config_label(points.get(key)) for key in frame["grid_key"]]
-    out_dir = Path(study.user_attrs.get("out_dir", Path("runs") / study.study_name))
-    return StudyData(study.study_name, spec, frame, out_dir)
+        keys = frame["grid_key"]
+        frame["kind"] = [points[k].kind if k in points else kind for k, kind in zip(keys, frame["kind"], strict=True)]
+        for axis in sorted(set(spec.axes) | {"dataset", "architecture", "proxy_steps"}):
+            frame[f"setting_{axis}"] = [_setting(points.get(k), axis, spec) for k in keys]
+        labels = dict(zip(legend["configuration"], legend["label"], strict=True)) if len(legend) else {}
+        frame["config"] = [_config_text(points.get(k)) for k in keys]
+        frame["label"] = [labels.get(c) for c in frame["config"]]
+    store = ArtifactStore(study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir")
+                          or Path("runs") / study.study_name)
+    return StudyData(study.study_name, spec, frame, legend, store)
 
 
-def _setting(point, axis: str, spec: GridSpec) -> Any:
+def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:
     if point is None:
         return None
     if axis == "dataset":
@@ -87,28 +112,67 @@ def _setting(point, axis: str, spec: GridSpec) -> Any:
     return point.setting(axis)
 
 
-def _config_label(point) -> str | None:
+def _config_text(point: Point | None) -> str | None:
     """A configuration: the point's params without the seed, as `k=v` text (its seeds are its repeats)."""
     if point is None:
         return None
-    label = ", ".join(f"{k}={v}" for k, v in sorted(point.params.items()) if k != "seed")
-    return ("baseline: " if point.baseline else "") + (label or "(fixed)")
+    return ", ".join(f"{k}={v}" for k, v in sorted(point.params.items()) if k != "seed") or "(fixed)"
 
 
-def workdir_of(data: StudyData, row: pd.Series) -> Path:
-    """The trial folder of a trial-table row."""
-    return trial_workdir(data.out_dir, int(row["number"]), row["grid_key"])
+def _legend(spec: GridSpec) -> pd.DataFrame:
+    """One row per configuration: its short label, kind and full settings (labels numbered per kind)."""
+    seen: dict[str, Point] = {}
+    for point in spec.points:
+        seen.setdefault(_config_text(point), point)
+    rows, counts = [], dict.fromkeys(KIND_PREFIX, 0)
+    for text, point in sorted(seen.items(), key=lambda kv: (list(KIND_PREFIX).index(kv[1].kind), kv[0])):
+        counts[point.kind] += 1
+        rows.append({"label": f"{KIND_PREFIX[point.kind]}{counts[point.kind]}", "kind": point.kind,
+                     "configuration": text})
+    return pd.DataFrame(rows, columns=["label", "kind", "configuration"])
 
 
-def load_curves(data: StudyData, numbers: list[int] | None = None) -> pd.DataFrame:
-    """Per-epoch rows from `metrics.jsonl` of the COMPLETE trials `numbers` (all when None), with `number`."""
-    trials = data.complete if numbers is None else data.complete[data.complete["number"].isin(numbers)]
+def folder_of(data: StudyData, row: pd.Series) -> TrialFolder:
+    """The trial folder of a trial-table row, in the study's artifact store."""
+    return data.store.folder(trial_folder(int(row["number"]), row["grid_key"]))
+
+
+def load_curves(data: StudyData, numbers: list[int] | None = None, states: tuple[str, ...] = ("COMPLETE",)
+                ) -> pd.DataFrame:
+    """Per-epoch rows from `metrics.jsonl` of the trials `numbers` (all when None) in `states`, with `number`."""
+    trials = data.trials[data.trials["state"].isin(states)] if len(data.trials) else data.trials
+    if numbers is not None:
+        trials = trials[trials["number"].isin(numbers)]
     rows = []
     for _, row in trials.iterrows():
-        path = workdir_of(data, row) / "metrics.jsonl"
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            continue  # a trial folder on another node, or removed
-        rows += [{"number": int(row["number"]), "config": row["config"], **json.loads(line)} for line in lines]
+        rows += [{"number": int(row["number"]), "config": row["config"], "label": row["label"],
+                  "kind": row["kind"], "state": row["state"], **line} for line in folder_of(data, row).read_metrics()]
     return pd.DataFrame(rows)
+
+
+def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """What `search export` writes: one row per trial with every axis's setting as text (so a schedule "4" stays
+    "4" in pandas), the configuration label, and the study's fixed settings (so two studies' CSVs differ)."""
+    data = load_study_data(study, trials)
+    frame = data.trials
+    if not len(frame):
+        return []
+    for column in [c for c in frame.columns if c.startswith("setting_")]:
+        frame[column] = [None if v is None or (isinstance(v, float) and v != v) else json.dumps(v).strip('"')
+                         for v in frame[column]]
+    fixed = _flatten(spec_of(study).data["fixed"])
+    dataset = data.spec.data["datasets"]
+    for key, value in {"study": data.name, **{f"fixed_{k}": v for k, v in fixed.items()},
+                       "datasets": json.dumps(dataset, sort_keys=True)}.items():
+        frame[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+    return frame.drop(columns=["config"]).to_dict("records")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

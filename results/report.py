@@ -1,7 +1,8 @@
 """`search report`: the tables (CSV, Markdown, LaTeX) and one self-contained HTML report of plotly figures.
 
-The HTML inlines plotly.js once, so it opens with no network. Sections: the grid and what ran, what failed and why,
-the verdict table, the best configurations, the figures, then the per-axis tables.
+The HTML inlines plotly.js once, so it opens with no network. Sections: the grid and what ran (and any warning),
+what failed and why, the verdicts (how many comparisons, in which families, how corrected), successive halving, the
+best configurations, what the proxy steps made, the figures, then the per-axis tables and the legend of labels.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import html
 import importlib.util
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import pandas as pd
@@ -19,9 +20,15 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
-from results import plots, tables
-from results.load import StudyData, load_curves, load_study_data, workdir_of
+from results import plots, present, tables
+from results.load import StudyData, folder_of, load_curves, load_study_data
+from search.progress import chance_warning
 from trainer.files import atomic_write_bytes
+
+STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222;background:#fff}"
+         "table{border-collapse:collapse;font-size:12px;width:100%;table-layout:auto}"
+         "td,th{padding:2px 6px;border-bottom:1px solid #ddd;overflow-wrap:anywhere;text-align:left}"
+         ".figure{max-width:100%;overflow:hidden}.note{color:#555;font-size:12px}.warning{color:#a40000}")
 
 
 @dataclass
@@ -35,15 +42,19 @@ class Report:
 
 
 def build_report(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path, to_dashboard: bool = False,
-                 say: Callable[[str], None] = print) -> Report:
+                 correction: str = "holm", say: Callable[[str], None] = print) -> Report:
     """Write the tables and `report.html` of `study` (whose trials are `trials`) under `out_dir`, and push the
     figures to optuna-dashboard when `to_dashboard`; return what was written."""
     data = load_study_data(study, trials)
     notes: list[str] = []
-    made = {"verdicts": tables.paired_comparisons(data), "best_configurations": tables.best_configurations(data),
-            "by_dataset_architecture": tables.dataset_architecture_table(data), **tables.axis_tables(data)}
-    for name, table in made.items():
-        tables.write_table(table, out_dir / "tables", name)
+    verdicts = tables.paired_comparisons(data, correction=correction)
+    raw = {"verdicts": verdicts, "families": tables.family_summary(verdicts),
+           "best_configurations": tables.best_configurations(data), "proxy_statistics": tables.proxy_statistics(data),
+           "halving": tables.halving_table(data), "legend": data.legend,
+           "by_dataset_architecture": tables.dataset_architecture_table(data), **tables.axis_tables(data)}
+    shown = _presented(raw, correction)
+    for name, table in raw.items():
+        present.write(shown[name], table, out_dir / "tables")
     figures = _figures(trials, data, notes)
     _static_images(figures, out_dir / "figures", notes)
     if to_dashboard:
@@ -53,10 +64,36 @@ def build_report(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path, 
             save_plotly_graph_object(study, fig, graph_object_id=_slug(title))
         notes.append(f"{len(figures)} figures saved to optuna-dashboard")
     path = out_dir / "report.html"
-    atomic_write_bytes(path, _html(data, made, figures, notes).encode())
+    atomic_write_bytes(path, _html(data, raw, shown, figures, notes, trials, correction).encode())
     for note in notes:
         say(note)
-    return Report(path, made, figures, notes)
+    return Report(path, raw, figures, notes)
+
+
+def _presented(raw: dict[str, pd.DataFrame], correction: str) -> dict[str, present.Shown]:
+    captions = {"families": "Comparisons made, per family", "best_configurations": "Best configurations by the "
+                "study's objective (a validation metric), with their test accuracy", "proxy_statistics": "What the "
+                "proxy steps made (means over seeds)", "halving": "Successive halving: seeds complete and stopped, "
+                "per configuration", "legend": "Configuration labels", "by_dataset_architecture": "Per dataset and "
+                "architecture"}
+    shown = {"verdicts": present.verdicts(raw["verdicts"], correction) if len(raw["verdicts"]) else
+             present.plain("verdicts", raw["verdicts"], "Each proxy-attention configuration against its references")}
+    for name, table in raw.items():
+        if name == "verdicts":
+            continue
+        if name.startswith("by_"):
+            shown[name] = present.summary(name, table, captions.get(name, f"By {name[3:].replace('_', ' ')}"))
+        elif name == "best_configurations":
+            ci = [c for c in table.columns if c.startswith("test_accuracy_ci")]
+            clipped = table.copy()
+            for c in ci:
+                clipped[c] = clipped[c].clip(0, 1)
+            shown[name] = present.plain(name, clipped, captions[name],
+                                        ["Ranked by the validation objective, never by test accuracy; the test "
+                                         "interval is a 95% t-interval over seeds, clipped to [0, 1]."])
+        else:
+            shown[name] = present.plain(name, table, captions.get(name, name))
+    return shown
 
 
 def _figures(trials: list[FrozenTrial], data: StudyData, notes: list[str]) -> list[tuple[str, go.Figure]]:
@@ -64,40 +101,41 @@ def _figures(trials: list[FrozenTrial], data: StudyData, notes: list[str]) -> li
     figures.append(("parallel coordinates", plots.parallel_coordinates(data)))
     figures.append(("importances", plots.importances(trials, data)))
     picked = _best_pair(data)
-    curves = load_curves(data)
-    figures.append(("learning curves", plots.learning_curves(curves, data, [n for n in picked if n is not None])))
+    curves = load_curves(data, states=("COMPLETE", "PRUNED"))
+    complete_curves = curves[curves["state"] == "COMPLETE"] if len(curves) else curves
+    figures.append(("learning curves", plots.learning_curves(complete_curves, [n for n in picked if n is not None])))
+    figures.append(("successive halving", plots.halving_curves(curves, data)))
     figures += [(f"cost {i}", fig) for i, fig in enumerate(plots.cost(data))]
-    figures.append(("proxy images per step", plots.proxy_counts(curves)))
+    figures.append(("proxy images per step", plots.proxy_counts(complete_curves)))
     if all(n is not None for n in picked):
-        baseline_dir, proxy_dir = (workdir_of(data, data.complete[data.complete["number"] == n].iloc[0])
-                                   for n in picked)
+        baseline, proxy = (folder_of(data, data.complete[data.complete["number"] == n].iloc[0]) for n in picked)
         try:
             from results.visual import cam_comparison  # loads torch: only when there is something to compare
 
-            figures.append(("CAMs of two trained models", cam_comparison(baseline_dir, proxy_dir)))
-        except (OSError, KeyError) as exc:  # checkpoints on another node, or removed
+            figures.append(("CAMs of two trained models", cam_comparison(baseline, proxy)))
+        except (OSError, KeyError) as exc:  # checkpoints removed from the store
             notes.append(f"CAM comparison skipped: {exc}")
     else:
         notes.append("CAM comparison skipped: it needs a complete baseline and a complete proxy trial")
-    skipped = [title for title, fig in figures if fig is None]
+    skipped = [title for title, fig in figures if fig is None and title != "successive halving"]
     if skipped:
         notes.append(f"not enough data for: {', '.join(skipped)}")
     return [(title, fig) for title, fig in figures if fig is not None]
 
 
 def _best_pair(data: StudyData) -> tuple[int | None, int | None]:
-    """The best baseline trial and the best proxy trial by validation accuracy, the baseline on the proxy's
-    dataset, architecture and seed when there is one."""
-    complete = data.complete
-    proxies = complete[complete["baseline"] != True].sort_values("val_accuracy", ascending=False)  # noqa: E712
-    baselines = complete[complete["baseline"] == True].sort_values("val_accuracy", ascending=False)  # noqa: E712
+    """The best baseline trial and the best proxy trial by the objective, the baseline on the proxy's dataset,
+    architecture and seed when there is one."""
+    metric, direction = data.spec.objective
+    ascending = direction == "minimize"
+    proxies = data.proxy_trials.sort_values(metric, ascending=ascending)
+    baselines = data.complete[data.complete["kind"] == "baseline"].sort_values(metric, ascending=ascending)
     if proxies.empty or baselines.empty:
         return None, None
     best = proxies.iloc[0]
-    keys = tables.pairing_columns(data) + ["seed"]
+    keys = ["setting_dataset", "setting_architecture", "seed"]
     same = baselines[(baselines[keys] == best[keys]).all(axis=1)]
-    baseline = (same if len(same) else baselines).iloc[0]
-    return int(baseline["number"]), int(best["number"])
+    return int((same if len(same) else baselines).iloc[0]["number"]), int(best["number"])
 
 
 def _static_images(figures: list[tuple[str, go.Figure]], folder: Path, notes: list[str]) -> None:
@@ -114,45 +152,55 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _table_html(table: pd.DataFrame) -> str:
-    if table.empty:
+def _table(shown: present.Shown) -> str:
+    if shown.frame.empty:
         return "<p><em>nothing to show</em></p>"
-    return table.to_html(index=False, na_rep="–", float_format=lambda v: f"{v:.4f}", border=0, classes="table")
+    notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in shown.notes)
+    return shown.frame.to_html(index=False, border=0, classes="table", escape=True) + notes
 
 
-def _html(data: StudyData, made: dict[str, pd.DataFrame], figures: list[tuple[str, go.Figure]],
-          notes: list[str]) -> str:
-    trials = data.trials
-    states = trials["state"].value_counts().to_dict() if len(trials) else {}
-    failed = trials[trials["state"] == "FAIL"][["number", "config", "attempt", "fail_reason"]] if len(trials) \
-        else pd.DataFrame()
+def _html(data: StudyData, raw: dict[str, pd.DataFrame], shown: dict[str, present.Shown],
+          figures: list[tuple[str, go.Figure]], notes: list[str], trials: list[FrozenTrial], correction: str) -> str:
+    frame = data.trials
+    states = frame["state"].value_counts().to_dict() if len(frame) else {}
     metric, direction = data.spec.objective
+    verdicts = raw["verdicts"]
+    failed = frame[frame["state"] == "FAIL"][["number", "label", "attempt", "fail_reason"]] if len(frame) else \
+        pd.DataFrame()
+    split = sorted(data.complete["test_part"].dropna().unique()) if "test_part" in data.complete else []
+    warning = chance_warning(trials)
     parts = [
         f"<h1>Study {html.escape(data.name)}</h1>",
         "<h2>The grid and what ran</h2>",
         f"<p>{len(data.spec.points)} points ({data.spec.data['repeats']} seeds each); objective: {direction} "
-        f"{html.escape(metric)}. Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ".</p>",
+        f"{html.escape(metric)}. Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ". Test set: "
+        + (", ".join("the dataset's official test part" if s == "official" else "a stratified random split"
+                     for s in split) or "–") + ".</p>",
         f"<p>Axes: {html.escape(', '.join(data.axes))}. Fixed: <code>{html.escape(str(data.spec.data['fixed']))}"
         "</code></p>",
-        "<h2>What failed and why</h2>", _table_html(failed),
-        "<h2>Verdicts: each proxy configuration against its baseline (paired by seed, test accuracy)</h2>",
-        "<p>“better” or “worse” only when the 95% CI of the paired differences excludes zero, over at least "
-        f"{tables.MIN_PAIRS_FOR_VERDICT} seeds.</p>",
-        _table_html(made["verdicts"]),
-        "<h2>Best configurations by validation accuracy</h2>", _table_html(made["best_configurations"]),
-        "<h2>Figures</h2>",
+        f"<p class='warning'>{html.escape(warning)}</p>" if warning else "",
+        "<h2>What failed and why</h2>", _table(present.plain("failed", failed, "Failed tries")),
+        "<h2>Verdicts</h2>",
+        f"<p>{len(verdicts)} comparisons in {len(raw['families'])} families (one per dataset, architecture and kind "
+        f"of reference), corrected by {html.escape(correction)}; verdicts use complete trials only"
+        + (f"; {int(verdicts['pruned_config'].sum())} stopped trials of these configurations are left out" if
+           len(verdicts) and verdicts["pruned_config"].any() else "") + ".</p>",
+        _table(shown["families"]), _table(shown["verdicts"]),
     ]
+    if len(raw["halving"]):
+        parts += ["<h2>Successive halving</h2>", _table(shown["halving"])]
+    parts += ["<h2>Best configurations</h2>", _table(shown["best_configurations"]),
+              "<h2>What the proxy steps made</h2>", _table(shown["proxy_statistics"]), "<h2>Figures</h2>"]
     for title, fig in figures:
         parts.append(f"<div class='figure' id='{_slug(title)}'>"
-                     + fig.to_html(full_html=False, include_plotlyjs=False) + "</div>")
-    parts.append("<h2>Per dataset and architecture</h2>" + _table_html(made["by_dataset_architecture"]))
-    for name, table in made.items():
+                     + fig.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True}) + "</div>")
+    parts.append("<h2>Per dataset and architecture</h2>" + _table(shown["by_dataset_architecture"]))
+    for name in raw:
         if name.startswith("by_") and name != "by_dataset_architecture":
-            parts.append(f"<h2>By {html.escape(name[3:])}</h2>" + _table_html(table))
+            parts.append(f"<h2>By {html.escape(name[3:].replace('_', ' '))}</h2>" + _table(shown[name]))
+    parts.append("<h2>Configuration labels</h2>" + _table(shown["legend"]))
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "table{border-collapse:collapse;font-size:13px}td,th{padding:2px 8px;border-bottom:1px solid #ddd}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(data.name)} report</title>"
-            f"<style>{style}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+            f"<style>{STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
             f"<body>{''.join(parts)}</body></html>")

@@ -1,27 +1,26 @@
-"""Comparison tables from a trial table: pure functions of data frames, plus CSV / Markdown / LaTeX writers.
+"""Comparison tables from a study's trial table: pure functions of data frames (the writers are `results.latex`).
 
-Statistics use COMPLETE trials only. A 95% confidence interval is mean ± t(0.975, n-1)·sd/√n over seeds. A proxy
-configuration is paired with each baseline configuration that shares its dataset, architecture, augmentation and
-every other non-CAM axis, seed by seed (the same seed means the same split); the verdict is "better" or "worse" only
-when the CI of the paired differences excludes zero and there are at least three pairs, else "no evidence".
+Statistics use COMPLETE trials only. Seeds are the units: trials that share a seed share the split and the initial
+weights, so a summary first averages within each (seed, setting) and then takes its interval over seeds, within one
+dataset and architecture. Each proxy configuration is paired seed by seed with each *reference* that matches it:
+every baseline (no proxies) that shares its dataset, architecture, augmentation and other non-CAM settings, and every
+control (`randomcam`: the same steps with random maps; `duplicate`: the same wrong images, unmasked) that shares all
+its settings the control has. A family is every comparison of one kind of reference within one (dataset,
+architecture): the claims a thesis makes there ("on CIFAR-100 with ResNet-18, these configurations beat the
+baseline"). See `results.stats` for the tests, the corrections and the verdict.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
+from results import stats
 from results.load import StudyData
-from search.space import CAM_AXES
-from trainer.files import atomic_write_bytes
+from search.grid import CAM_AXES
 
-PAIRING_ALWAYS = ("dataset", "architecture", "augmentation")
-# With two seeds the t quantile is 12.7 and identical differences give a zero-width interval: too little to call.
-MIN_PAIRS_FOR_VERDICT = 3
+BUDGET_TOLERANCE = 0.05  # paired budgets further apart than this are flagged
 
 
 def memory_metric(trials: pd.DataFrame) -> str:
@@ -30,157 +29,211 @@ def memory_metric(trials: pd.DataFrame) -> str:
     return "peak_gpu_mem_mb" if gpu is not None and gpu.notna().any() else "peak_rss_mb"
 
 
-def mean_ci(values: pd.Series | np.ndarray) -> dict[str, float]:
-    """n, mean, sample sd and the 95% t-interval of the mean (NaN bounds when n < 2)."""
-    x = np.asarray(pd.Series(values).dropna(), dtype=float)
-    n = len(x)
-    mean = float(x.mean()) if n else math.nan
-    sd = float(x.std(ddof=1)) if n > 1 else math.nan
-    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+def summary_metrics(trials: pd.DataFrame) -> list[str]:
+    return ["test_accuracy", "test_f1_macro", "train_seconds", memory_metric(trials)]
 
 
-def summarize(trials: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """One row per group of `by`: n, and mean / sd / CI bounds of each metric."""
+def summarize_over_seeds(trials: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per group of `by`: seeds (n), trials, and mean / sd / 95% CI of each metric over seeds (each seed's
+    value being the mean of its trials in the group)."""
     rows = []
     for key, group in trials.groupby(by, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(by, key))
-        row["n"] = len(group)
+        row = {**dict(zip(by, key, strict=True)), "seeds": group["seed"].nunique(), "trials": len(group)}
         for metric in metrics:
-            summary = mean_ci(group[metric]) if metric in group else mean_ci([])
+            per_seed = group.groupby("seed")[metric].mean() if metric in group else pd.Series(dtype=float)
+            summary = stats.mean_ci(per_seed.tolist())
             row.update({f"{metric}_{k}": v for k, v in summary.items() if k != "n"})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def summary_metrics(trials: pd.DataFrame) -> list[str]:
-    return ["test_accuracy", "test_f1_macro", "train_seconds", memory_metric(trials)]
-
-
 def axis_tables(data: StudyData) -> dict[str, pd.DataFrame]:
-    """Per axis: the summary of each value. CAM axes use proxy trials only (a baseline has no threshold); other
-    axes are split into proxy and baseline trials."""
+    """Per axis, per (dataset, architecture): the summary of each value over seeds. CAM axes use proxy trials only;
+    other axes keep proxy trials and references apart."""
     complete = data.complete
     metrics = summary_metrics(complete)
+    place = ["setting_dataset", "setting_architecture"]
     tables = {}
     for axis in data.axes:
+        if axis in ("dataset", "architecture"):
+            continue
         column = f"setting_{axis}"
         if axis in CAM_AXES:
-            table = summarize(complete[complete["baseline"] != True], [column], metrics)  # noqa: E712
+            table = summarize_over_seeds(complete[complete["kind"] == "proxy"], [*place, column], metrics)
         else:
-            table = summarize(complete, [column, "baseline"], metrics)
-        tables[f"by_{axis}"] = table.rename(columns={column: axis})
+            table = summarize_over_seeds(complete, [*place, column, "kind"], metrics)
+        tables[f"by_{axis}"] = table.rename(columns={column: axis, "setting_dataset": "dataset",
+                                                     "setting_architecture": "architecture"})
     return tables
 
 
 def dataset_architecture_table(data: StudyData) -> pd.DataFrame:
-    """The summary per (dataset, architecture, baseline or not)."""
-    complete = data.complete
-    table = summarize(complete, ["setting_dataset", "setting_architecture", "baseline"], summary_metrics(complete))
+    """The summary per (dataset, architecture, kind of configuration), over seeds."""
+    table = summarize_over_seeds(data.complete, ["setting_dataset", "setting_architecture", "kind"],
+                                 summary_metrics(data.complete))
     return table.rename(columns={"setting_dataset": "dataset", "setting_architecture": "architecture"})
 
 
-def pairing_columns(data: StudyData) -> list[str]:
-    """What a configuration and its baseline must share: every non-CAM axis except proxy_steps."""
-    axes = set(PAIRING_ALWAYS) | {a for a in data.axes if a not in CAM_AXES and a != "proxy_steps"}
-    return [f"setting_{a}" for a in sorted(axes) if f"setting_{a}" in data.trials]
+def _matches(reference: pd.Series, config: pd.Series, axes: list[str]) -> bool:
+    """Whether `reference` (a baseline or control configuration) is the one to compare `config` with."""
+    for axis in axes:
+        mine, theirs = config[f"setting_{axis}"], reference[f"setting_{axis}"]
+        if axis == "cam_method":
+            continue
+        if reference["kind"] == "baseline" and (axis in CAM_AXES or axis == "proxy_steps"):
+            continue
+        if _missing(theirs):  # a setting the reference does not have (a control without a mask)
+            continue
+        if mine != theirs:
+            return False
+    return True
 
 
-def paired_comparisons(data: StudyData, metric: str = "test_accuracy") -> pd.DataFrame:
-    """Each proxy configuration against each matching baseline configuration, paired by seed: mean difference,
-    its 95% CI, paired t-test and Wilcoxon p-values, and the verdict."""
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def paired_comparisons(data: StudyData, metric: str = "test_accuracy", correction: str = "holm",
+                       alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """Each proxy configuration against each matching baseline and control, paired by seed, with the budgets of
+    both sides, the family it belongs to, raw and adjusted p-values, the adjusted interval and the verdict."""
     complete = data.complete
-    keys = pairing_columns(data)
-    baselines = complete[complete["baseline"] == True]  # noqa: E712
-    proxies = complete[complete["baseline"] != True]  # noqa: E712
+    axes = [a for a in sorted(set(data.axes) | {"dataset", "architecture"}) if f"setting_{a}" in complete]
+    proxies, references = data.proxy_trials, data.reference_trials
+    first = {label: group.iloc[0] for label, group in references.groupby("label", sort=True)}
     rows = []
-    for config, group in proxies.groupby("config", sort=True):
-        shared = group.iloc[0][keys]
-        match = baselines[(baselines[keys] == shared).all(axis=1)] if keys else baselines
-        for base_config, base in match.groupby("config", sort=True):
-            paired = group.set_index("seed")[metric].to_frame("config").join(
-                base.set_index("seed")[metric].to_frame("baseline"), how="inner").dropna()
-            diffs = paired["config"] - paired["baseline"]
-            rows.append({"configuration": config, "baseline": base_config,
-                         **_paired_stats(paired["config"], paired["baseline"], diffs)})
+    for label, group in proxies.groupby("label", sort=True):
+        head = group.iloc[0]
+        for ref_label, ref_head in first.items():
+            if not _matches(ref_head, head, axes):
+                continue
+            ref = references[references["label"] == ref_label]
+            paired = group.set_index("seed")[[metric, "epochs", "images_seen"]].join(
+                ref.set_index("seed")[[metric, "epochs", "images_seen"]], how="inner", rsuffix="_ref").dropna(
+                subset=[metric, f"{metric}_ref"])
+            comparison = stats.paired(paired[metric] - paired[f"{metric}_ref"])
+            rows.append({
+                "dataset": head["setting_dataset"], "architecture": head["setting_architecture"],
+                "configuration": label, "reference": ref_label, "reference_kind": _reference_kind(ref_head),
+                "n": comparison.n, "mean_config": paired[metric].mean(),
+                "mean_reference": paired[f"{metric}_ref"].mean(),
+                "mean_diff": comparison.mean_diff, "sd_diff": comparison.sd, "t_p": comparison.t_p,
+                "wilcoxon_p": comparison.wilcoxon_p,
+                "epochs_config": paired["epochs"].mean(), "epochs_reference": paired["epochs_ref"].mean(),
+                "images_config": paired["images_seen"].mean(), "images_reference": paired["images_seen_ref"].mean(),
+                "pruned_config": int(_pruned(data, label)), "_comparison": comparison})
     table = pd.DataFrame(rows)
-    return table.sort_values("mean_diff", ascending=False, ignore_index=True) if len(table) else table
+    if not len(table):
+        return table
+    table["budget_note"] = [_budget_note(r) for r in table.itertuples()]
+    return _correct(table, correction, alpha)
 
 
-def _paired_stats(config: pd.Series, baseline: pd.Series, diffs: pd.Series) -> dict:
-    summary = mean_ci(diffs)
-    n = summary["n"]
-    t_p = float(stats.ttest_1samp(diffs, 0).pvalue) if n > 1 and diffs.std() > 0 else math.nan
-    wilcoxon_p = float(stats.wilcoxon(diffs).pvalue) if n > 0 and (diffs != 0).any() else math.nan
-    if n < MIN_PAIRS_FOR_VERDICT:
-        verdict = "no evidence"
-    elif summary["ci_low"] > 0:
-        verdict = "better"
-    elif summary["ci_high"] < 0:
-        verdict = "worse"
-    else:
-        verdict = "no evidence"
-    return {"n": n, "mean_config": float(config.mean()) if n else math.nan,
-            "mean_baseline": float(baseline.mean()) if n else math.nan, "mean_diff": summary["mean"],
-            "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "t_p": t_p, "wilcoxon_p": wilcoxon_p,
-            "verdict": verdict}
+def _reference_kind(row: pd.Series) -> str:
+    return "baseline" if row["kind"] == "baseline" else f"control ({row['setting_cam_method']})"
+
+
+def _pruned(data: StudyData, label: str) -> int:
+    trials = data.trials
+    return int(((trials["label"] == label) & (trials["state"] == "PRUNED")).sum()) if len(trials) else 0
+
+
+def _budget_note(row) -> str:
+    notes = []
+    for what, mine, theirs in (("epochs", row.epochs_config, row.epochs_reference),
+                               ("images seen", row.images_config, row.images_reference)):
+        if theirs and abs(mine - theirs) > BUDGET_TOLERANCE * theirs:
+            notes.append(f"{what} {mine:.0f} vs {theirs:.0f}")
+    return "budgets differ: " + ", ".join(notes) if notes else ""
+
+
+def _correct(table: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame:
+    """Adjust within each family (dataset, architecture, kind of reference) and call each comparison."""
+    table = table.copy()
+    table["family_size"] = 0
+    table["p_adjusted"] = math.nan
+    table["ci_low"] = math.nan
+    table["ci_high"] = math.nan
+    table["ci_level"] = math.nan
+    table["verdict"] = ""
+    for _, family in table.groupby(["dataset", "architecture", "reference_kind"], sort=False):
+        index = family.index
+        size = int(family["t_p"].notna().sum())
+        adjusted = stats.adjust(family["t_p"].tolist(), correction)
+        called = sum(1 for p in adjusted if not math.isnan(p) and p < alpha)
+        level = stats.interval_level(correction, size, called, alpha)
+        for i, p in zip(index, adjusted, strict=True):
+            comparison = table.at[i, "_comparison"]
+            low, high = comparison.interval(level)
+            table.loc[i, ["family_size", "p_adjusted", "ci_low", "ci_high", "ci_level"]] = [size, p, low, high, level]
+            table.at[i, "verdict"] = stats.verdict(comparison, p if not math.isnan(p) else 1.0, low, high, alpha)
+    table = table.drop(columns=["_comparison"])
+    return table.sort_values(["dataset", "architecture", "mean_diff"], ascending=[True, True, False],
+                             ignore_index=True)
 
 
 def best_configurations(data: StudyData, top: int = 10) -> pd.DataFrame:
-    """The configurations with the highest mean validation accuracy (never chosen by test accuracy), with their
-    test accuracy and its CI."""
+    """Per (dataset, architecture), the configurations with the highest mean of the study's objective (a
+    validation metric, never a test one), with both validation accuracies and the test accuracy and its CI."""
+    metric, direction = data.spec.objective
     rows = []
-    for config, group in data.complete.groupby("config", sort=True):
-        val, test = mean_ci(group["val_accuracy"]), mean_ci(group["test_accuracy"])
-        rows.append({"configuration": config, "n": val["n"], "val_accuracy_mean": val["mean"],
+    for (dataset, arch, label), group in data.complete.groupby(["setting_dataset", "setting_architecture", "label"],
+                                                               sort=True):
+        test = stats.mean_ci(group["test_accuracy"].tolist())
+        rows.append({"dataset": dataset, "architecture": arch, "configuration": label, "kind": group["kind"].iloc[0],
+                     "seeds": group["seed"].nunique(), f"{metric}_mean": group[metric].mean(),
+                     "val_accuracy_mean": group["val_accuracy"].mean(),
+                     "val_accuracy_best_mean": group["val_accuracy_best"].mean(),
                      "test_accuracy_mean": test["mean"], "test_accuracy_ci_low": test["ci_low"],
                      "test_accuracy_ci_high": test["ci_high"]})
     table = pd.DataFrame(rows)
     if not len(table):
         return table
-    return table.sort_values("val_accuracy_mean", ascending=False, ignore_index=True).head(top)
+    table = table.sort_values(["dataset", "architecture", f"{metric}_mean"],
+                              ascending=[True, True, direction == "minimize"], ignore_index=True)
+    return table.groupby(["dataset", "architecture"], sort=False).head(top).reset_index(drop=True)
 
 
-# -- writers ---------------------------------------------------------------------------------------------------
-def _cell(value: object) -> str:
-    if isinstance(value, (float, np.floating)):
-        return "–" if math.isnan(value) else f"{value:.4f}"
-    return "–" if value is None else str(value)
+def proxy_statistics(data: StudyData) -> pd.DataFrame:
+    """What the proxy steps made, per configuration: proxies, the share identical to their source (dropped or
+    kept), all-zero maps and the share of pixels replaced (means over seeds)."""
+    columns = ["proxy_images", "proxy_unchanged", "proxy_unchanged_fraction", "proxy_zero_maps",
+               "proxy_replaced_fraction"]
+    trials = data.complete[data.complete["kind"] != "baseline"]
+    present = [c for c in columns if c in trials]
+    if not len(trials) or not present:
+        return pd.DataFrame()
+    table = trials.groupby(["setting_dataset", "setting_architecture", "label"], sort=True)[present].mean()
+    table = table.reset_index().rename(columns={"setting_dataset": "dataset", "setting_architecture": "architecture",
+                                                "label": "configuration"})
+    return table
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table."""
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(_cell(v).replace("|", "\\|") for v in row) + " |"
-            for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+def halving_table(data: StudyData) -> pd.DataFrame:
+    """Per configuration: seeds complete, and seeds stopped by successive halving at each rung."""
+    trials = data.trials
+    if not len(trials) or "pruned_at" not in trials or not trials["pruned_at"].notna().any():
+        return pd.DataFrame()
+    rows = []
+    for label, group in trials.groupby("label", sort=True):
+        row = {"configuration": label, "complete": int((group["state"] == "COMPLETE").sum())}
+        stopped = group[group["state"] == "PRUNED"]["pruned_at"].dropna()
+        row.update({f"stopped at epoch {int(r)}": int((stopped == r).sum()) for r in sorted(stopped.unique())})
+        rows.append(row)
+    return pd.DataFrame(rows).fillna(0)
 
 
-LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+def family_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per family: comparisons made, and how many came out better / worse / without evidence or verdict."""
+    if not len(verdicts):
+        return pd.DataFrame()
+    rows = []
+    for (dataset, arch, kind), family in verdicts.groupby(["dataset", "architecture", "reference_kind"], sort=True):
+        counts = family["verdict"].value_counts()
+        rows.append({"dataset": dataset, "architecture": arch, "reference": kind, "comparisons": len(family),
+                     "better": int(counts.get("better", 0)), "worse": int(counts.get("worse", 0)),
+                     "no evidence": int(counts.get("no evidence", 0)),
+                     "no verdict": int(sum(v for k, v in counts.items() if k.startswith("no verdict")))})
+    return pd.DataFrame(rows)
 
-
-def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters."""
-    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
-
-
-def to_latex(table: pd.DataFrame) -> str:
-    """A booktabs `tabular` a thesis can `\\input` (needs `\\usepackage{booktabs}`)."""
-    align = "".join("r" if pd.api.types.is_numeric_dtype(table[c]) else "l" for c in table.columns)
-    lines = [f"\\begin{{tabular}}{{{align}}}", r"\toprule",
-             " & ".join(latex_escape(str(c)) for c in table.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(latex_escape(_cell(v)) for v in row) + r" \\" for row in table.itertuples(index=False)]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(table: pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
-    """Write `name`.csv, .md and .tex under `out_dir`; return the paths."""
-    paths = [out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")]
-    atomic_write_bytes(paths[0], table.to_csv(index=False).encode())
-    atomic_write_bytes(paths[1], to_markdown(table).encode())
-    atomic_write_bytes(paths[2], to_latex(table).encode())
-    return paths

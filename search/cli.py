@@ -1,27 +1,37 @@
-"""The `search` command line (DESIGN §2). Exit codes: 0 done, 1 trials failed, 2 bad input, 130 interrupted.
+"""The `search` command line. Exit codes: 0 done, 1 trials failed, 2 bad input, 130 interrupted.
 
 Bad input is one clear line on stderr (no traceback) and creates nothing.
 """
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
-from search.space import STUDY_NAME, SpaceError, load_space, missing_roots
+from search.cluster import cluster_app
+from search.names import study_name_problem
+from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.study import StudyError, default_storage
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Run, resume, inspect and report grids of Proxy Attention experiments.")
+cache_app = typer.Typer(no_args_is_help=True, help="The decoded-image cache of this machine.")
+app.add_typer(cache_app, name="cache")
+app.add_typer(cluster_app, name="cluster")
 console = Console(stderr=False, soft_wrap=True)  # a message is one line, in logs too
 EXIT_BAD_INPUT = 2
+
+
+class ExecutorKind(enum.StrEnum):
+    ray = "ray"
+    local = "local"
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -32,85 +42,105 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def _study_dir(study: str) -> Path:
     """`runs/<study>`, for a valid study name only: names never become paths unchecked."""
-    if not STUDY_NAME.match(study):
-        fail(f"{study!r} is not a valid study name (letters, digits, '_', '.', '-'; starting with a letter or digit)")
+    if (why := study_name_problem(study)) is not None:
+        fail(why)
     return Path("runs") / study
 
 
-def _out_dir(study: str, out: Optional[Path]) -> Path:
-    return (out or _study_dir(study)).resolve()
+def _cache_dir(cache_dir: Path | None, no_cache: bool) -> str | None:
+    from trainer.files import default_cache_dir
+
+    return None if no_cache else str(cache_dir or default_cache_dir())
+
+
+EXECUTOR = typer.Option(ExecutorKind.ray, help="where trials run")
+RAY_ADDRESS = typer.Option(None, help="join this Ray cluster instead of starting one (see `search cluster`)")
+MAX_CONCURRENT = typer.Option(None, help="at most this many jobs at once")
+MAX_TRIALS = typer.Option(None, help="start at most this many new trials in this run")
+ARTIFACTS = typer.Option(None, help="where trial folders go: a path or fsspec URL (s3://…); default --out")
+CACHE_DIR = typer.Option(None, help="decoded-image cache of this machine (default ~/.cache/proxy-attention-search)")
+NO_CACHE = typer.Option(False, "--no-cache", help="decode images in every trial, as before the cache")
+SCRATCH = typer.Option(None, help="node-local folder where trials work when --artifacts is remote")
+NO_SHARE = typer.Option(False, "--no-share", help="train every point from scratch (no shared stems)")
+DRY_RUN = typer.Option(False, help="print what would run and where; touch nothing")
 
 
 @app.command()
 def run(space: Path = typer.Argument(..., help="the space YAML"),
-        study: Optional[str] = typer.Option(None, help="study name (default: the YAML's study: or its file name)"),
-        storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///runs/<study>.db)"),
-        out: Optional[Path] = typer.Option(None, help="folder for trial folders (default runs/<study>/)"),
-        executor: str = typer.Option("ray", help="ray or local"),
-        ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster instead of starting one"),
-        gpus_per_trial: Optional[float] = typer.Option(None, help="overrides resources.gpus_per_trial"),
-        cpus_per_trial: Optional[float] = typer.Option(None, help="overrides resources.cpus_per_trial"),
-        max_concurrent: Optional[int] = typer.Option(None, help="at most this many trials at once"),
-        max_trials: Optional[int] = typer.Option(None, help="start at most this many trials in this run"),
-        dry_run: bool = typer.Option(False, help="print what would run and where; touch nothing")) -> None:
-    """Create or resume the study of SPACE and run every point without a COMPLETE trial."""
+        study: str | None = typer.Option(None, help="study name (default: the YAML's study: or its file name)"),
+        storage: str | None = typer.Option(None, help="Optuna storage URL (default sqlite:///runs/<study>.db)"),
+        out: Path | None = typer.Option(None, help="the run's folder: driver lock, logs (default runs/<study>/)"),
+        artifacts: str | None = ARTIFACTS,
+        executor: ExecutorKind = EXECUTOR,
+        ray_address: str | None = RAY_ADDRESS,
+        gpus_per_trial: float | None = typer.Option(None, help="overrides resources.gpus_per_trial"),
+        cpus_per_trial: float | None = typer.Option(None, help="overrides resources.cpus_per_trial"),
+        max_concurrent: int | None = MAX_CONCURRENT,
+        max_trials: int | None = MAX_TRIALS,
+        max_points: int = typer.Option(DEFAULT_MAX_POINTS, help="refuse a grid with more points than this"),
+        no_share: bool = NO_SHARE,
+        cache_dir: Path | None = CACHE_DIR,
+        no_cache: bool = NO_CACHE,
+        scratch: str | None = SCRATCH,
+        dry_run: bool = DRY_RUN) -> None:
+    """Create or resume the study of SPACE and run every point that is not finished."""
     try:
-        spec = load_space(space, study, check_roots=not dry_run)
+        spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     except SpaceError as exc:
         fail(str(exc))
-    _run_spec(spec, storage, out, executor, ray_address, gpus_per_trial, cpus_per_trial, max_concurrent,
-              max_trials, dry_run)
+    _run_spec(spec, storage, out, artifacts, executor, ray_address, gpus_per_trial, cpus_per_trial, max_concurrent,
+              max_trials, no_share, _cache_dir(cache_dir, no_cache), scratch, dry_run)
 
 
 @app.command()
 def resume(study: str = typer.Option(..., help="study name"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
-           out: Optional[Path] = typer.Option(None, help="folder for trial folders"),
-           executor: str = typer.Option("ray", help="ray or local"),
-           ray_address: Optional[str] = typer.Option(None, help="join this Ray cluster")) -> None:
-    """Run the rest of a study, reading its space back from the study itself."""
-    from search.inspect import load_study
+           storage: str | None = typer.Option(None, help="Optuna storage URL"),
+           out: Path | None = typer.Option(None, help="the run's folder (default: the one the study was run in)"),
+           executor: ExecutorKind = EXECUTOR,
+           ray_address: str | None = RAY_ADDRESS,
+           max_concurrent: int | None = MAX_CONCURRENT,
+           max_trials: int | None = MAX_TRIALS,
+           no_share: bool = NO_SHARE,
+           cache_dir: Path | None = CACHE_DIR,
+           no_cache: bool = NO_CACHE,
+           scratch: str | None = SCRATCH,
+           dry_run: bool = DRY_RUN) -> None:
+    """Run the rest of a study, reading its space back from the study itself (no YAML needed)."""
+    from search.status import load_study
     from search.study import spec_of
 
     try:
         storage = storage or default_storage(study)
         stored = load_study(study, storage)
-        spec = spec_of(stored, validate=True)
+        spec = spec_of(stored, validate=not dry_run)
         out = out or Path(stored.user_attrs.get("out_dir", _study_dir(study)))
+        artifacts = stored.user_attrs.get("artifacts")
     except (StudyError, SpaceError) as exc:
         fail(str(exc))
-    _run_spec(spec, storage, out, executor, ray_address, None, None, None, None, False)
+    _run_spec(spec, storage, out, artifacts, executor, ray_address, None, None, max_concurrent, max_trials,
+              no_share, _cache_dir(cache_dir, no_cache), scratch, dry_run)
 
 
-def _run_spec(spec, storage, out, executor, ray_address, gpus, cpus, max_concurrent, max_trials, dry_run) -> None:
+def _run_spec(spec, storage, out, artifacts, executor, ray_address, gpus, cpus, max_concurrent, max_trials,
+              no_share, cache_dir, scratch, dry_run) -> None:
     from search.driver import RunOptions, run_study
 
-    if executor not in ("ray", "local"):
-        fail(f"--executor: expected ray or local, got {executor!r}")
     for flag, value in (("--gpus-per-trial", gpus), ("--cpus-per-trial", cpus)):
         if value is not None and value < 0:
             fail(f"{flag}: expected a non-negative number, got {value}")
+    if gpus is not None and gpus > 1 and gpus != int(gpus):
+        fail(f"--gpus-per-trial: above 1 it must be a whole number of GPUs, got {gpus}")
     for flag, value in (("--max-concurrent", max_concurrent), ("--max-trials", max_trials)):
         if value is not None and value < 1:
             fail(f"{flag}: expected a positive integer, got {value}")
     storage = storage or default_storage(spec.name)
-    out_dir = _out_dir(spec.name, out)
+    out_dir = (out or _study_dir(spec.name)).resolve()
+    artifacts = artifacts or spec.data.get("artifacts") or str(out_dir)
     if dry_run:
-        from search.inspect import plan
-
-        try:
-            info = plan(spec, storage, out_dir)
-        except StudyError as exc:
-            fail(str(exc))
-        print(f"study {info['study']}: {info['grid_size']} points, {info['complete']} complete, "
-              f"{info['to_run']} to run, {info['given_up']} given up\n"
-              f"storage: {info['storage']}\ntrial folders: {info['out_dir']}/trials/")
-        for params in info["first_points"]:
-            print(f"  would run: {params}")
-        for line in missing_roots(spec):
-            print(f"warning: dataset {line} does not exist yet; those trials would fail")
+        _print_plan(spec, storage, out_dir, artifacts, not no_share)
         return
-    options = RunOptions(storage, out_dir, executor, ray_address, gpus, cpus, max_concurrent, max_trials)
+    options = RunOptions(storage, out_dir, executor.value, ray_address, gpus, cpus, max_concurrent, max_trials,
+                         not no_share, artifacts, cache_dir or spec.data.get("cache_dir"), scratch)
     try:
         code = run_study(spec, options, console)
     except StudyError as exc:
@@ -118,12 +148,35 @@ def _run_spec(spec, storage, out, executor, ray_address, gpus, cpus, max_concurr
     raise typer.Exit(code)
 
 
+def _print_plan(spec, storage: str, out_dir: Path, artifacts: str, share: bool) -> None:
+    from search.status import dry_run_plan
+
+    try:
+        info = dry_run_plan(spec, storage, out_dir, artifacts, share)
+    except StudyError as exc:
+        fail(str(exc))
+    ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
+    print(f"study {info['study']}: {info['grid_size']} points, {info['complete']} complete, {info['pruned']} stopped "
+          f"by halving, {info['to_run']} to run, {info['given_up']} given up\n"
+          f"epochs to compute: {info['epochs_naive']} each point from scratch, {info['epochs_shared']} with "
+          f"{info['stems']} shared stems ({ratio:.2f}x fewer)" + ("" if share else " [--no-share: not used]"))
+    if info["epochs_halving"] is not None:
+        print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")
+    print(f"storage: {info['storage']}\ntrial folders: {info['artifacts']}/trials/")
+    for line in info["datasets"]:
+        print(f"dataset {line}")
+    for params in info["first_points"]:
+        print(f"  would run: {params}")
+    if info["problems"]:
+        fail("; ".join(info["problems"]) + " (search run would refuse this space)")
+
+
 @app.command()
-def status(study: Optional[str] = typer.Option(None, help="study name (default: every study under runs/)"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+def status(study: str | None = typer.Option(None, help="study name (default: every study under runs/)"),
+           storage: str | None = typer.Option(None, help="Optuna storage URL"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
-    """Grid size, complete / running / failed / waiting / remaining, best value and ETA of each study."""
-    from search.inspect import format_status, load_study, load_trials, status as study_status
+    """Grid size, complete / stopped / running / failed / waiting / remaining, best value and ETA of each study."""
+    from search.status import format_status, load_study, load_trials, study_status
 
     infos = []
     try:
@@ -133,12 +186,15 @@ def status(study: Optional[str] = typer.Option(None, help="study name (default: 
         fail(str(exc))
     if as_json:
         print(json.dumps(infos if study is None else infos[0], indent=2, default=str))
+    elif infos:
+        print("\n".join(format_status(i) for i in infos))
     else:
-        print("\n".join(format_status(i) for i in infos) or "no studies")
+        where = storage or f"{Path('runs').resolve()}/*.db"
+        print(f"no studies in {where} (run from the project folder, or give --storage URL / --study NAME)")
 
 
 @app.command()
-def studies(storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: runs/*.db)")) -> None:
+def studies(storage: str | None = typer.Option(None, help="Optuna storage URL (default: runs/*.db)")) -> None:
     """List the studies in the storage."""
     try:
         for name, url in _studies(None, storage):
@@ -147,11 +203,12 @@ def studies(storage: Optional[str] = typer.Option(None, help="Optuna storage URL
         fail(str(exc))
 
 
-def _studies(study: Optional[str], storage: Optional[str]) -> list[tuple[str, str]]:
+def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
     """(name, storage URL) pairs: one named study, or every study in `storage` or in `runs/*.db`."""
-    from search.inspect import study_names
+    from search.status import study_names
 
     if study:
+        _study_dir(study)
         return [(study, storage or default_storage(study))]
     urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(Path("runs").glob("*.db"))]
     return [(name, url) for url in urls for name in study_names(url)]
@@ -159,14 +216,15 @@ def _studies(study: Optional[str], storage: Optional[str]) -> list[tuple[str, st
 
 @app.command()
 def export(study: str = typer.Option(..., help="study name"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
-           out: Optional[Path] = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)")) -> None:
-    """Write one CSV row per trial: number, grid_key, state, attempt, params, metrics, durations, failure."""
-    from results.load import trial_rows
-    from search.inspect import load_trials, write_csv
+           storage: str | None = typer.Option(None, help="Optuna storage URL"),
+           out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)")) -> None:
+    """Write one CSV row per trial: number, state, attempt, every axis's setting, params, metrics, times, failure."""
+    from results.load import export_rows
+    from search.status import load_study, load_trials, write_csv
 
     try:
-        rows = trial_rows(load_trials(study, storage or default_storage(study)))
+        storage = storage or default_storage(study)
+        rows = export_rows(load_study(study, storage), load_trials(study, storage))
     except StudyError as exc:
         fail(str(exc))
     path = out or _study_dir(study) / "trials.csv"
@@ -176,26 +234,30 @@ def export(study: str = typer.Option(..., help="study name"),
 
 @app.command()
 def report(study: str = typer.Option(..., help="study name"),
-           storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
-           out: Optional[Path] = typer.Option(None, help="folder (default runs/<study>/report/)"),
+           storage: str | None = typer.Option(None, help="Optuna storage URL"),
+           out: Path | None = typer.Option(None, help="folder (default runs/<study>/report/)"),
+           correction: str = typer.Option("holm", help="multiple-comparison correction: holm, bh or none"),
            to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard")) -> None:
     """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
     from results.report import build_report
-    from search.inspect import load_study, load_trials
+    from results.stats import CORRECTIONS
+    from search.status import load_study, load_trials
 
+    if correction not in CORRECTIONS:
+        fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
     try:
         storage = storage or default_storage(study)
         loaded, trials = load_study(study, storage), load_trials(study, storage)
     except StudyError as exc:
         fail(str(exc))
-    made = build_report(loaded, trials, out or _study_dir(study) / "report", to_dashboard,
+    made = build_report(loaded, trials, out or _study_dir(study) / "report", to_dashboard, correction,
                         say=lambda line: print(line, file=sys.stderr))
     print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 
 
 @app.command()
-def dashboard(study: Optional[str] = typer.Option(None, help="study whose default storage to open"),
-              storage: Optional[str] = typer.Option(None, help="Optuna storage URL"),
+def dashboard(study: str | None = typer.Option(None, help="study whose default storage to open"),
+              storage: str | None = typer.Option(None, help="Optuna storage URL"),
               host: str = typer.Option("127.0.0.1", help="address to listen on"),
               port: int = typer.Option(8080, help="port")) -> None:
     """Serve optuna-dashboard on the study database (127.0.0.1 unless --host says otherwise)."""
@@ -226,12 +288,13 @@ def _is_loopback(host: str) -> bool:
 @app.command()
 def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
           out: Path = typer.Option(..., help="the trial folder"),
-          device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1… (default: CUDA when available)")) -> None:
-    """Run one trial in this process (no Optuna, no Ray): what each Ray task does, and a debugging aid."""
-    from search.dispatch import FAILURE_PREFIX
+          device: str | None = typer.Option(None, help="cpu, cuda, cuda:1… (default: CUDA when available)"),
+          cache_dir: Path | None = CACHE_DIR,
+          no_cache: bool = NO_CACHE) -> None:
+    """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
     from trainer import ConfigError, TrialConfig, run_trial
     from trainer.data import DataError
-    from trainer.models import ModelError
+    from trainer.modelcheck import ModelError
 
     try:
         trial_config = TrialConfig.from_json_file(config)
@@ -241,17 +304,50 @@ def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("trainer").addHandler(handler)
     try:
-        result = run_trial(trial_config, out, device)
+        result = run_trial(trial_config, out, device, cache_dir=_cache_dir(cache_dir, no_cache))
     except KeyboardInterrupt:
-        print(f"{FAILURE_PREFIX}interrupted", file=sys.stderr)
+        print("trial failed: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
-    except Exception as exc:  # the reason goes on one line, for the driver and the person reading
-        print(f"{FAILURE_PREFIX}{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+    except (DataError, ModelError) as exc:
+        fail(str(exc).splitlines()[0])
+    except Exception as exc:  # the reason goes on one line, for the person reading
+        print(f"trial failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
               file=sys.stderr)
-        raise typer.Exit(EXIT_BAD_INPUT if isinstance(exc, (DataError, ModelError)) else 1) from None
+        raise typer.Exit(1) from None
     finally:
         logging.getLogger("trainer").removeHandler(handler)
     print(json.dumps(result.metrics, indent=2))
+
+
+@cache_app.command("list")
+def cache_list(cache_dir: Path | None = CACHE_DIR) -> None:
+    """The decoded datasets in the cache: key, dataset, image size, images, size on disk."""
+    from trainer.cache import entries
+
+    folder = Path(_cache_dir(cache_dir, False))
+    found = entries(folder)
+    for entry in found:
+        meta = entry.meta
+        print(f"{entry.key}\t{meta['dataset']['kind']} {meta['dataset']['root'] or ''}\t{meta['image_size']} px\t"
+              f"{meta['count']} images\t{entry.size_bytes / 2**20:.1f} MB")
+    print(f"{len(found)} entries in {folder}", file=sys.stderr)
+
+
+@cache_app.command("clear")
+def cache_clear(keys: list[str] = typer.Argument(None, help="entries to remove (default: all)"),
+                cache_dir: Path | None = CACHE_DIR) -> None:
+    """Remove cache entries (all of them, or those named); trials rebuild what they need."""
+    from trainer.cache import entries, remove
+
+    folder = Path(_cache_dir(cache_dir, False))
+    chosen = [e for e in entries(folder) if not keys or e.key in keys]
+    unknown = set(keys or []) - {e.key for e in chosen}
+    if unknown:
+        fail(f"no cache entry {sorted(unknown)[0]!r} in {folder} (see `search cache list`)")
+    freed = sum(e.size_bytes for e in chosen)
+    for entry in chosen:
+        remove(entry)
+    print(f"removed {len(chosen)} entries ({freed / 2**20:.1f} MB) from {folder}")
 
 
 def main() -> None:

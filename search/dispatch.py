@@ -1,51 +1,54 @@
-"""Where trials run: `RayExecutor` (one Ray task per trial, local Ray or a cluster) or `LocalExecutor` (one
-subprocess at a time). Both take `TrialTask`s and hand back `Completion`s; neither touches the study database:
-results travel back as return values (Ray) or `result.json` (local), so a multi-node cluster needs no shared DB.
+"""Where jobs run: `RayExecutor` (one Ray task per job, on a local Ray or a cluster) or `LocalExecutor` (one
+subprocess at a time). Both take `Job`s (`search.worker`) and hand back `Completion`s; neither touches the study
+database: outcomes travel back as return values (Ray) or a small JSON file (local), so a cluster needs no shared
+database.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
-import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from search.study import one_line, read_result
+from search.study import StudyError, one_line
+from search.worker import Job, Settings, job_file, run_job
+from trainer.folder import STDERR
+
+OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "CUDA error: out of memory")
 
 
-@dataclass
-class TrialTask:
-    """One trial to run: its study trial number, point key, resolved config and folder."""
-
-    number: int
-    grid_key: str
-    config: dict[str, Any]
-    workdir: Path
+class ResourceError(StudyError):
+    """The executor cannot run one trial as asked (no GPU, too few on any node); the message says what to change."""
 
 
 @dataclass
 class Completion:
-    """How a task ended: `metrics` when it succeeded, else a one-line `reason` and its `failure_kind`."""
+    """How a job ended: its `outcome` when it ran to its end (or its rung), else a one-line `reason`."""
 
-    task: TrialTask
-    metrics: dict[str, Any] | None = None
+    job: Job
+    outcome: dict[str, Any] | None = None
     reason: str | None = None
 
     @property
     def kind(self) -> str:
-        return failure_kind(self.reason or "")
+        return failure_kind(self.reason or "", self.job.gpus)
 
 
-def failure_kind(reason: str) -> str:
-    """"disk_full" when the reason is a full disk (the machine's fault: it does not use up an attempt), else
-    "error"."""
-    return "disk_full" if "disk full" in reason or "[Errno 28]" in reason or "No space left" in reason else "error"
+def failure_kind(reason: str, gpus: float = 0.0) -> str:
+    """"disk_full" (the machine's fault), "oom" (out of memory on a GPU shared with other trials: retried on a whole
+    one) — neither uses up an attempt — else "error"."""
+    if "disk full" in reason or "[Errno 28]" in reason or "No space left" in reason:
+        return "disk_full"
+    if 0 < gpus < 1 and any(marker in reason for marker in OOM_MARKERS):
+        return "oom"
+    return "error"
 
 
 class Executor(Protocol):
@@ -53,7 +56,7 @@ class Executor(Protocol):
 
     slots: int
 
-    def submit(self, task: TrialTask) -> None: ...
+    def submit(self, job: Job) -> None: ...
 
     def wait(self, timeout: float) -> list[Completion]: ...
 
@@ -62,69 +65,96 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def run_task(config: dict[str, Any], workdir: str, threads: int) -> dict[str, Any]:
-    """Run one trial in this Ray worker and return its metrics (with the Ray node that ran it)."""
+def run_task(job: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A job in a Ray worker: the worker's outcome, plus the Ray node and the GPU ids Ray gave it."""
     import ray
-    import torch
 
-    from trainer import TrialConfig, run_trial
+    outcome = run_job(Job(**job), Settings(**settings))
+    context = ray.get_runtime_context()
+    return {**outcome, "node": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
-    torch.set_num_threads(max(1, threads))
-    metrics = run_trial(TrialConfig.from_dict(config), workdir).metrics
-    return {**metrics, "ray_node": ray.get_runtime_context().get_node_id()}
+
+def cluster_capacity(ray: Any) -> list[dict[str, float]]:
+    """The resources of each live node of the Ray cluster."""
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def check_fits(nodes: list[dict[str, float]], cpus: float, gpus: float) -> None:
+    """Raise `ResourceError` when no node can run one trial of `cpus` CPUs and `gpus` GPUs."""
+    if gpus > 0 and not any(n.get("GPU", 0) for n in nodes):
+        raise ResourceError(f"resources.gpus_per_trial is {gpus:g} but the Ray cluster has no GPU (this machine has "
+                            f"none, or its nodes were started without --num-gpus): set gpus_per_trial: 0 (or "
+                            f"--gpus-per-trial 0) to train on CPUs, or join a cluster with GPUs (--ray-address)")
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    if gpus > most_gpus:
+        raise ResourceError(f"a trial needs {gpus:g} GPUs but no node of the Ray cluster has more than "
+                            f"{most_gpus:g}: lower resources.gpus_per_trial (or --gpus-per-trial)")
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    if cpus > most_cpus:
+        raise ResourceError(f"a trial needs {cpus:g} CPUs but no node of the Ray cluster has more than "
+                            f"{most_cpus:g}: lower resources.cpus_per_trial (or --cpus-per-trial)")
 
 
 class RayExecutor:
-    """One Ray task per trial, with `num_cpus`/`num_gpus` (fractions allowed) from the space or the flags.
+    """One Ray task per job, with `num_cpus`/`num_gpus` (fractions allowed) from the space or the flags.
 
-    Trials that use a GPU run each in a fresh worker process (`max_calls=1`), which frees its GPU memory."""
+    Jobs with a GPU run in a fresh worker process each (`max_calls=1`, which Ray accepts only in `ray.remote`, never
+    in `.options()`), so a finished trial's GPU memory is freed with its process. A job whose trial ran out of
+    memory on a shared GPU is retried with a whole one (`Job.gpus`)."""
 
     def __init__(self, address: str | None, cpus_per_trial: float, gpus_per_trial: float,
-                 max_concurrent: int | None) -> None:
+                 max_concurrent: int | None, settings: Settings) -> None:
+        import os
+
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster needs no token
-        self.ray = ray
+        self.ray, self.settings = ray, settings
         self.started = not ray.is_initialized()
         if self.started:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False,
-                         object_store_memory=256 * 2**20)
-        self.cpus = cpus_per_trial
-        options = {"num_cpus": cpus_per_trial, "num_gpus": gpus_per_trial, "max_retries": 0}
+                ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+        try:
+            nodes = cluster_capacity(ray)
+            check_fits(nodes, cpus_per_trial, gpus_per_trial)
+        except ResourceError:
+            self.close()
+            raise
+        self.cpus, self.gpus = cpus_per_trial, gpus_per_trial
+        self.cpu_task = ray.remote(run_task)
+        self.gpu_task = ray.remote(max_calls=1)(run_task)
+        total_cpus = sum(n.get("CPU", 0) for n in nodes)
+        fits = int(total_cpus // cpus_per_trial)
         if gpus_per_trial:
-            options["max_calls"] = 1
-        self.remote = ray.remote(run_task).options(**options)
-        capacity = ray.cluster_resources()
-        fits = int(capacity.get("CPU", 1) // cpus_per_trial) if cpus_per_trial else 1
-        if gpus_per_trial:
-            fits = min(fits, int(capacity.get("GPU", 0) // gpus_per_trial))
-        if fits < 1:
-            raise RuntimeError(f"the Ray cluster ({capacity}) cannot fit one trial of {cpus_per_trial} CPUs and "
-                               f"{gpus_per_trial} GPUs")
-        self.slots = min(fits, max_concurrent) if max_concurrent else fits
-        self.inflight: dict[Any, TrialTask] = {}
+            fits = min(fits, int(sum(n.get("GPU", 0) for n in nodes) // gpus_per_trial))
+        self.slots = max(1, min(fits, max_concurrent) if max_concurrent else fits)
+        self.inflight: dict[Any, Job] = {}
 
-    def submit(self, task: TrialTask) -> None:
-        ref = self.remote.remote(task.config, str(task.workdir), int(max(1, self.cpus)))
-        self.inflight[ref] = task
+    def submit(self, job: Job) -> None:
+        job.gpus = job.gpus or self.gpus
+        task = self.gpu_task if job.gpus else self.cpu_task
+        settings = Settings(**{**asdict(self.settings), "threads": int(max(1, self.cpus))})
+        ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(asdict(job),
+                                                                                          asdict(settings))
+        self.inflight[ref] = job
 
     def wait(self, timeout: float) -> list[Completion]:
         if not self.inflight:
+            time.sleep(min(timeout, 0.05))
             return []
         ready, _ = self.ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout)
         done = []
         for ref in ready:
-            task = self.inflight.pop(ref)
+            job = self.inflight.pop(ref)
             try:
-                done.append(Completion(task, metrics=self.ray.get(ref)))
+                done.append(Completion(job, outcome=self.ray.get(ref)))
             except self.ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                done.append(Completion(task, reason=f"{type(cause).__name__}: {one_line(str(cause))}"))
+                done.append(Completion(job, reason=f"{type(cause).__name__}: {one_line(str(cause))}"))
             except self.ray.exceptions.RayError as exc:  # the worker or its node died
-                done.append(Completion(task, reason=f"{type(exc).__name__}: {one_line(str(exc))}"))
+                done.append(Completion(job, reason=f"{type(exc).__name__}: {one_line(str(exc))}"))
         return done
 
     def cancel_all(self) -> None:
@@ -138,73 +168,103 @@ class RayExecutor:
 
 
 def _die_with_parent() -> None:
-    # Linux: the trial subprocess gets SIGKILL when the driver dies, even by kill -9.
+    # Linux: the job subprocess gets SIGKILL when the driver dies, even by kill -9.
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class LocalExecutor:
-    """Trials one by one, each `search trial CONFIG.json --out DIR` in a subprocess; its output goes to the trial
-    folder's `stderr.log`."""
+    """Jobs one by one in a warm worker process (`python -m search.worker`), which keeps torch imported between
+    jobs; each job's output goes to its folder's `stderr.log` (or under `logs/` of the run folder when the store is
+    remote). With GPUs each job gets a fresh process, so its GPU memory is freed when it ends. The worker dies with
+    the driver, even by kill -9."""
 
     slots = 1
 
-    def __init__(self) -> None:
-        self.running: tuple[subprocess.Popen, TrialTask] | None = None
+    def __init__(self, settings: Settings, log_dir: Path, gpus_per_trial: float = 0.0) -> None:
+        if gpus_per_trial > 0:
+            import torch
 
-    def submit(self, task: TrialTask) -> None:
-        task.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = task.workdir / "config.json"
-        config_path.write_text(json.dumps(task.config, indent=2, sort_keys=True))
-        with open(task.workdir / "stderr.log", "ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "search", "trial", str(config_path), "--out", str(task.workdir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        self.running = (process, task)
+            if not torch.cuda.is_available():
+                raise ResourceError(f"resources.gpus_per_trial is {gpus_per_trial:g} but this machine has no GPU "
+                                    f"CUDA can use: set gpus_per_trial: 0 (or --gpus-per-trial 0) to train on CPUs")
+        self.settings, self.log_dir, self.fresh = settings, log_dir, gpus_per_trial > 0
+        self.worker: subprocess.Popen | None = None
+        self.running: tuple[Job, Path, Path] | None = None
+
+    def submit(self, job: Job) -> None:
+        from search.store import ArtifactStore
+
+        store = ArtifactStore(self.settings.store)
+        log = store.local_path(job.folder) / STDERR if store.local else self.log_dir / f"{job.label}.log"
+        folder = Path(tempfile.mkdtemp(prefix="pas-job-"))
+        spec = job_file(job, self.settings, log, folder / "job.json")
+        if self.worker is None or self.worker.poll() is not None:
+            self.worker = subprocess.Popen([sys.executable, "-m", "search.worker"], stdin=subprocess.PIPE,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                                           preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.worker.stdin.write(f"{spec}\n")
+        self.worker.stdin.flush()
+        self.running = (job, folder, log)
 
     def wait(self, timeout: float) -> list[Completion]:
         if self.running is None:
+            time.sleep(min(timeout, 0.05))
             return []
-        process, task = self.running
+        job, folder, log = self.running
+        outcome_file = folder / "outcome.json"
         deadline = time.monotonic() + timeout
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process.returncode is None:
+        while not outcome_file.exists() and self.worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not outcome_file.exists() and self.worker.poll() is None:
             return []
         self.running = None
-        result = read_result(task.workdir)
-        if process.returncode == 0 and result is not None:
-            return [Completion(task, metrics=result["metrics"])]
-        return [Completion(task, reason=_failure_line(task.workdir, process.returncode))]
+        try:
+            outcome = json.loads(outcome_file.read_text())
+        except (OSError, ValueError):  # the worker died without one
+            outcome = None
+        _remove(folder)
+        if outcome is None:
+            reason = _death(self.worker.returncode, log)
+            self.worker = None
+        elif outcome.get("status") == "error":
+            reason = outcome["reason"]
+        else:
+            if self.fresh:
+                self.close()
+            return [Completion(job, outcome={**outcome, "node": "local", "gpu_ids": []})]
+        return [Completion(job, reason=reason)]
 
     def cancel_all(self) -> None:
-        if self.running is None:
-            return
-        process, _ = self.running
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        self.running = None
+        if self.running is not None:
+            _remove(self.running[1])
+            self.running = None
+        self.close()
 
     def close(self) -> None:
-        self.cancel_all()
+        if self.worker is None:
+            return
+        if self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        self.worker = None
 
 
-FAILURE_PREFIX = "trial failed: "
+def _remove(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.unlink(missing_ok=True)
+    folder.rmdir()
 
 
-def _failure_line(workdir: Path, returncode: int) -> str:
-    """The reason `search trial` printed last, or how the process died."""
-    try:
-        lines = (workdir / "stderr.log").read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    reasons = [ln[len(FAILURE_PREFIX):] for ln in lines if ln.startswith(FAILURE_PREFIX)]
-    if reasons:
-        return reasons[-1]
+def _death(returncode: int, log: Path) -> str:
+    """How a job process died when it wrote no outcome."""
     if returncode < 0:
         return f"trial process killed by signal {signal.Signals(-returncode).name}"
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
     return f"trial process exited with code {returncode}: {one_line(lines[-1]) if lines else 'no output'}"

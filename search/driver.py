@@ -1,29 +1,36 @@
 """The `search run` driver: the one process that writes the study. Re-running it after any stop is the resume.
 
-Order of work: lock the study, create or load it (refusing incompatible changes), reconcile what a dead driver left
-RUNNING, then keep the executor's slots full with pending points, recording each result as it comes back and
-re-queueing failures while they have attempts left. Ctrl-C/SIGTERM stop running trials, record them as
-`interrupted` (not an attempt) and exit 130.
+Order of work: start the executor (a trial that cannot fit stops the run here, before anything is created), lock
+the study, create or load it (refusing incompatible changes), reconcile what a dead driver left RUNNING, decode the
+datasets into the machine's image cache, plan the shared stems (`search.plan`), then keep the executor's slots full:
+stems first (they unlock many points), then points that continue, then new points in grid_key order. Each result is
+recorded as it comes back; failures are re-queued while they have attempts left; with `halving:` a point stops at
+each rung until its group has been ranked there (`search.halving`). Ctrl-C/SIGTERM stop running trials, record
+them as `interrupted` (not an attempt) and exit 130.
 """
 
 from __future__ import annotations
 
-import shutil
 import signal
-from collections import deque
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.dispatch import Executor, LocalExecutor, RayExecutor, TrialTask, failure_kind
-from search.progress import RunProgress
-from search.space import GridSpec
-from search.study import DriverLock, GridStudy, PendingPoint, tally, trial_workdir
+from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
+from search.grid import GridSpec, schedule_epochs
+from search.halving import Halving, decide
+from search.plan import Plan, Stem, build_plan
+from search.progress import RunProgress, run_summary
+from search.store import ArtifactStore
+from search.study import DriverLock, GridStudy, PendingPoint, trial_folder
+from search.worker import Job, Settings
+from trainer.files import default_cache_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-RESUMABLE_FILES = ("checkpoint.pt", "split.json", "metrics.jsonl")
+POLL_SECONDS = 3.0
 
 
 @dataclass
@@ -38,117 +45,432 @@ class RunOptions:
     cpus_per_trial: float | None = None
     max_concurrent: int | None = None
     max_trials: int | None = None
+    share: bool = True
+    artifacts: str | None = None
+    cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
+    scratch: str | None = None
 
 
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
-    """Run every point of `spec` that has no COMPLETE trial; return the exit code (0, 1 or 130)."""
-    with DriverLock(options.out_dir):
-        grid = GridStudy.open(spec, options.storage, options.out_dir)
-        completed, orphaned = grid.reconcile()
-        if completed or orphaned:
-            console.print(f"reconciled trials a stopped driver left running: {completed} complete, "
-                          f"{orphaned} orphaned (will re-run)")
-        queue = deque(grid.pending())
-        if options.max_trials is not None:
-            queue = deque(list(queue)[: options.max_trials])
-        if not queue:
-            given_up = tally(spec, grid.trials(), grid.out_dir).given_up
-            console.print(f"{spec.name}: nothing to run ({len(spec.points)} points, {len(given_up)} of them failed "
-                          f"{spec.max_attempts} times)")
-            return EXIT_FAILED if given_up else EXIT_OK
-        executor = _make_executor(spec, options)
-        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    """Run every point of `spec` that is not done; return the exit code (0, 1 or 130)."""
+    settings = Settings(options.artifacts or spec.data.get("artifacts") or str(options.out_dir),
+                        options.cache_dir, options.scratch)
+    executor = _make_executor(spec, options, settings)
+    try:
+        store = ArtifactStore(settings.store)
+        store.check_writable()
+        with DriverLock(options.out_dir):
+            grid = GridStudy.open(spec, options.storage, options.out_dir, store)
+            completed, orphaned = grid.reconcile()
+            if completed or orphaned:
+                console.print(f"reconciled trials a stopped driver left running: {completed} complete, "
+                              f"{orphaned} orphaned (will re-run)")
+            run = Run(grid, executor, console, options)
+            if not run.points:
+                console.print(run.nothing_to_run())
+                return EXIT_FAILED if run.tally.given_up else EXIT_OK
+            _prepare_caches(run, settings, console)
+            previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+            try:
+                return run.drive()
+            finally:
+                signal.signal(signal.SIGTERM, previous_term)
+    finally:
+        executor.close()
+
+
+@dataclass
+class PointState:
+    """A point this run must finish: its pending try, its open trial, and the epochs it is known to have done."""
+
+    pending: PendingPoint
+    number: int | None = None
+    history: list[dict] = field(default_factory=list)   # rows of the folder it starts from, then its own
+    reported: int = 0                                    # the last epoch reported to the study
+    running: bool = False
+    ended: bool = False
+    tries: int = 0                                       # in this run: at most max_attempts, whatever the cause
+    previous_epochs: int = 0                             # how far its last try got
+
+
+@dataclass
+class StemState:
+    stem: Stem
+    attempts: int = 0
+    running: bool = False
+    done: bool = False
+    failed: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+class Run:
+    """One `search run`: the points to finish, the stems under them, and what is running."""
+
+    def __init__(self, grid: GridStudy, executor: Executor, console: Console, options: RunOptions) -> None:
+        self.grid, self.executor, self.console, self.options = grid, executor, console, options
+        self.spec, self.store = grid.spec, grid.store
+        self.tally = grid.tally()
+        self.points = {p.point.grid_key: PointState(p) for p in self.tally.pending}
+        self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.data["fixed"], options.share)
+        self.stems = {k: StemState(s) for k, s in self.plan.stems.items()}
+        for state in self.stems.values():
+            record = self.store.folder(state.stem.folder).read_result()
+            if record is not None and record.get("stem", {}).get("epochs") == state.stem.epochs:
+                state.done, state.history = True, self.store.folder(state.stem.folder).read_metrics()
+        for state in self.points.values():
+            if state.pending.previous:
+                state.history = self.store.folder(state.pending.previous).read_metrics()
+                state.previous_epochs = len(state.history)
+        self.halving = Halving.of(self.spec.halving, self.spec.objective)
+        self.rungs = _RungBook(self.halving, self.spec, grid.trials(), self.store) if self.halving else None
+        for point in self.tally.given_up if self.rungs else ():
+            self.rungs.leave(point)
+        self.started = 0
+        self.failed_here: set[str] = set()
+        self.ended_here: set[str] = set()  # complete or stopped by halving
+        self.last_poll = 0.0
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def drive(self) -> int:
+        complete = [t.value for t in self.grid.trials((TrialState.COMPLETE,))]
+        metric, direction = self.spec.objective
+        best = (max if direction == "maximize" else min)(complete) if complete else None
+        self.progress = RunProgress(self.console, self.spec.name, len(self.spec.points), len(complete), metric,
+                                    self.executor.slots, best, direction)
+        with self.progress:
+            try:
+                self._decide_rungs()
+                while True:
+                    for job in self._next_jobs(self.executor.slots - self._running()):
+                        self._submit(job)
+                    if self._running() == 0:
+                        break  # nothing runs and nothing can start: every point ended (or waits on --max-trials)
+                    for done in self.executor.wait(timeout=0.5):
+                        self._finished(done)
+                    self._poll()
+                    self.progress.update(self._waiting())
+            except KeyboardInterrupt:
+                self.executor.cancel_all()
+                # From the study, not what this run holds: the signal may land between creating and submitting.
+                completed, stopped = self.grid.reconcile("interrupted: the driver was stopped", "interrupted")
+                finished = f" ({completed} had finished and were recorded)" if completed else ""
+                self.console.print(f"interrupted: {stopped} running trials stopped{finished}; run the same command "
+                                   "to resume")
+                return EXIT_INTERRUPTED
+        self.console.print(run_summary(self.spec, self.grid.trials(), self.plan, self.options.storage))
+        return EXIT_FAILED if self.failed_here - self.ended_here else EXIT_OK
+
+    def nothing_to_run(self) -> str:
+        t = self.tally
+        lines = [f"{self.spec.name}: all {len(self.spec.points)} points are finished ({len(t.done)} complete, "
+                 f"{len(t.pruned)} stopped by halving); nothing to run"]
+        if t.given_up:
+            lines[0] = (f"{self.spec.name}: nothing to run: {len(t.done)} points complete, {len(t.pruned)} stopped "
+                        f"by halving, {len(t.given_up)} failed all {self.spec.max_attempts} attempts "
+                        f"(`search status --study {self.spec.name}` lists why)")
+        return lines[0]
+
+    def _running(self) -> int:
+        return sum(s.running for s in self.stems.values()) + sum(s.running for s in self.points.values())
+
+    def _waiting(self) -> int:
+        return sum(1 for s in self.points.values() if not s.ended and not s.running)
+
+    # -- what can run -------------------------------------------------------------------------------------
+    def _next_jobs(self, count: int) -> list[Job]:
+        """Up to `count` jobs that can start now: stems (shallow first), then points that continue, then new ones."""
+        jobs: list[Job] = []
+        for state in sorted(self.stems.values(), key=lambda s: (self.plan.depth(s.stem.key), s.stem.key)):
+            if len(jobs) < count and self._stem_ready(state):
+                jobs.append(self._stem_job(state))
+        for key in sorted(self.points, key=lambda k: (self.points[k].number is None, k)):
+            if len(jobs) < count and self._point_ready(self.points[key]):
+                jobs.append(self._point_job(self.points[key]))
+        return jobs
+
+    def _stem_ready(self, state: StemState) -> bool:
+        if state.running or state.done or state.failed:
+            return False
+        parent = self._usable_stem(state.stem.parent)
+        if parent is not None and not self.stems[parent].done:
+            return False
+        return any(k in self.points and not self.points[k].ended for k in state.stem.members)
+
+    def _usable_stem(self, key: str | None) -> str | None:
+        """`key`, or the nearest ancestor that has not failed for good."""
+        while key is not None and self.stems[key].failed:
+            key = self.stems[key].stem.parent
+        return key
+
+    def _start(self, state: PointState) -> tuple[str | None, str | None]:
+        """The folder a point continues (its last try's, or its stem's when that is further on) and the stem
+        whose shared proxy-step inputs it may use; (None, None) with nothing to start from."""
+        stem = self._usable_stem(self.plan.parent.get(state.pending.point.grid_key))
+        done = stem is not None and self.stems[stem].done
+        stem_folder = self.stems[stem].stem.folder if done else None
+        stem_epochs = len(self.stems[stem].history) if done else -1
+        if stem_epochs > len(state.history):  # what it knows of itself only ever grows
+            state.history = list(self.stems[stem].history)
+        if state.pending.previous and state.previous_epochs >= stem_epochs:
+            return state.pending.previous, stem_folder
+        return stem_folder, stem_folder  # (its own folder, once it has a checkpoint, always comes first)
+
+    def _point_ready(self, state: PointState) -> bool:
+        if state.running or state.ended:
+            return False
+        stem = self._usable_stem(self.plan.parent.get(state.pending.point.grid_key))
+        if stem is not None and not self.stems[stem].done and state.pending.previous is None:
+            return False  # its stem will do the start of its training
+        self._start(state)
+        if self.rungs and self.rungs.blocked(state.pending.point, len(state.history)):
+            return False
+        return not (self.options.max_trials is not None and state.number is None
+                    and self.started >= self.options.max_trials)
+
+    def _stem_job(self, state: StemState) -> Job:
+        stem = state.stem
+        parent = self._usable_stem(stem.parent)
+        folder = self.stems[parent].stem.folder if parent else None
+        config = self.points[stem.representative].pending.point.resolved
+        groups = [self.points[k].pending.point.resolved for k in stem.groups]
+        return Job("stem", f"stem {stem.key[:8]}", config, stem.folder, until=stem.epochs, groups=groups,
+                   start_from=folder, stem=folder)
+
+    def _point_job(self, state: PointState) -> Job:
+        point = state.pending.point
+        start, stem = self._start(state)
+        total = schedule_epochs(str(point.setting("proxy_steps")))
+        until = self.halving.next_rung(len(state.history), total) if self.halving and point.kind == "proxy" else None
+        if state.number is None:
+            state.number = self.grid.start(state.pending)
+            self.started += 1
+            state.reported = self.grid.report(state.number, state.history)
+        return Job("trial", f"trial {state.number}", point.resolved, trial_folder(state.number, point.grid_key),
+                   until=until, start_from=start, stem=stem, gpus=1.0 if state.pending.whole_gpu else 0.0,
+                   number=state.number, grid_key=point.grid_key)
+
+    def _submit(self, job: Job) -> None:
+        if job.kind == "stem":
+            self.stems[job.folder.split("/", 1)[1]].running = True
+        else:
+            self.points[job.grid_key].running = True
+        self.progress.started(job.label, job.until or schedule_epochs(str(job.config.get("proxy_steps", "1"))))
         try:
-            return _drive(grid, executor, queue, console)
-        finally:
-            signal.signal(signal.SIGTERM, previous_term)
-            executor.close()
+            self.executor.submit(job)
+        except OSError as exc:  # e.g. a full disk: this job fails, the study goes on
+            self._finished(Completion(job, reason=f"cannot start the job: {exc}"))
+
+    # -- what came back -----------------------------------------------------------------------------------
+    def _finished(self, done: Completion) -> None:
+        job = done.job
+        if job.kind == "stem":
+            self._stem_finished(done)
+        else:
+            self._trial_finished(done)
+
+    def _stem_finished(self, done: Completion) -> None:
+        state = self.stems[done.job.folder.split("/", 1)[1]]
+        state.running = False
+        if done.outcome is not None:
+            state.done = True
+            state.history = self.store.folder(state.stem.folder).read_metrics()
+            self.progress.finished(done.job.label, True, None, False,
+                                   f"stem of {len(state.stem.members)} points: {state.stem.epochs} epochs shared",
+                                   counted=False)
+            self._decide_rungs()
+            return
+        state.attempts += done.kind not in ("disk_full", "interrupted")
+        state.failed = state.attempts >= self.spec.max_attempts
+        then = "its points go on without it" if state.failed else "retrying it"
+        self.progress.finished(done.job.label, False, None, False, f"FAIL {done.reason} ({then})", counted=False)
+
+    def _trial_finished(self, done: Completion) -> None:
+        job, state = done.job, self.points[done.job.grid_key]
+        state.running = False
+        metric = self.spec.objective[0]
+        outcome = done.outcome
+        if outcome is not None:
+            state.history = outcome.get("history") or state.history
+        if outcome is not None and outcome["status"] == "paused":
+            state.reported = self.grid.report(job.number, state.history, state.reported)
+            self.progress.finished(job.label, True, None, False, f"reached epoch {len(state.history)} (rung)",
+                                   counted=False)
+            self._decide_rungs()
+            return
+        if outcome is not None:  # where it ran, beside what it measured
+            metrics = {**outcome["metrics"], "ray_node": outcome.get("node"), "gpu_ids": outcome.get("gpu_ids")}
+            reason = self.grid.finish(job.number, metrics, state.history)
+        else:
+            reason = done.reason
+            self.grid.report(job.number, self.store.folder(job.folder).read_metrics(), state.reported)
+            self.grid.fail(job.number, reason, done.kind)
+        ok = reason is None
+        shown = " ".join(f"{k}={v}" for k, v in state.pending.point.params.items())
+        if ok:
+            state.ended = True
+            self.ended_here.add(job.grid_key)
+            value = outcome["metrics"].get(metric)
+            self.progress.finished(job.label, True, value, self.progress.improves(value),
+                                   f"COMPLETE {metric}={value:.4f} · {shown}")
+            return
+        pending = state.pending
+        self.failed_here.add(job.grid_key)
+        self.progress.finished(job.label, False, None, False,
+                               f"FAIL (attempt {pending.attempt}/{self.spec.max_attempts}) {reason} · {shown}")
+        counted = done.kind not in ("disk_full", "oom")
+        previous = job.folder if self.store.folder(job.folder).has_checkpoint() else pending.previous
+        tries = state.tries + (done.kind != "oom")  # a shared GPU's OOM is retried once more, on a whole GPU
+        if (pending.attempt < self.spec.max_attempts or not counted) and tries < self.spec.max_attempts:
+            attempt = pending.attempt + counted
+            whole = pending.whole_gpu or done.kind == "oom"
+            history = self.store.folder(previous).read_metrics() if previous else []
+            self.points[job.grid_key] = PointState(PendingPoint(pending.point, attempt, previous, whole),
+                                                   history=history, tries=tries, previous_epochs=len(history))
+        else:
+            state.ended, state.number = True, job.number
+            if self.rungs:
+                self.rungs.leave(pending.point)
+                self._decide_rungs()
+
+    def _decide_rungs(self) -> None:
+        if not self.rungs:
+            return
+        for state in self.points.values():
+            if not state.ended:
+                self.rungs.known(state.pending.point, state.history)
+        for key, (rung, reason) in self.rungs.decide_all().items():
+            state = self.points.get(key)
+            if state is None or state.ended:
+                continue
+            if state.number is None:  # stopped right after its stem: it still gets its record
+                state.number = self.grid.start(state.pending)
+            self.grid.prune(state.number, rung, reason, state.history)
+            state.ended = True
+            self.ended_here.add(key)
+            self.progress.finished(f"trial {state.number}", True, None, False, f"PRUNED {reason}", counted=False,
+                                   running=False)
+
+    def _poll(self) -> None:
+        """Report the epochs running trials have done since the last look (optuna-dashboard draws them live)."""
+        if time.monotonic() - self.last_poll < POLL_SECONDS:
+            return
+        self.last_poll = time.monotonic()
+        for key, state in self.points.items():
+            if state.running and state.number is not None:
+                rows = self.store.folder(trial_folder(state.number, key)).read_metrics()
+                self.progress.epoch(f"trial {state.number}", len(rows))
+                if rows and rows[-1]["epoch"] > state.reported:
+                    state.reported = self.grid.report(state.number, rows, state.reported)
+        for state in self.stems.values():
+            if state.running:
+                rows = self.store.folder(state.stem.folder).read_metrics()
+                self.progress.epoch(f"stem {state.stem.key[:8]}", len(rows))
 
 
-def _drive(grid: GridStudy, executor: Executor, queue: deque[PendingPoint], console: Console) -> int:
-    spec = grid.spec
-    metric, direction = spec.objective
-    complete = [t.value for t in grid.trials((TrialState.COMPLETE,))]
-    best = (max if direction == "maximize" else min)(complete) if complete else None
-    inflight: dict[int, PendingPoint] = {}
-    failed_here: set[str] = set()
-    completed_here: set[str] = set()
-    progress = RunProgress(console, spec.name, len(spec.points), len(complete), metric, executor.slots, best)
-    with progress:
-        try:
-            while queue or inflight:
-                while queue and len(inflight) < executor.slots:
-                    pending = queue.popleft()
-                    number = grid.start(pending)
-                    workdir = trial_workdir(grid.out_dir, number, pending.point.grid_key)
-                    config = pending.point.config()
-                    progress.started(number, workdir, config.epochs)
-                    try:
-                        _carry_over(pending.previous_workdir, workdir)
-                        executor.submit(TrialTask(number, pending.point.grid_key, config.to_dict(), workdir))
-                    except OSError as exc:  # e.g. a full disk under --out: this trial fails, the study goes on
-                        reason = f"cannot start the trial: {exc}"
-                        grid.fail(number, reason, failure_kind(reason))
-                        failed_here.add(pending.point.grid_key)
-                        _retry(queue, pending, workdir, spec.max_attempts)
-                        progress.finished(number, False, None, False, f"FAIL {reason}")
-                        continue
-                    inflight[number] = pending
-                for done in executor.wait(timeout=0.5):
-                    number = done.task.number
-                    pending = inflight.pop(number)
-                    if done.metrics is not None:
-                        reason = grid.finish(number, done.metrics)
-                    else:
-                        reason = done.reason
-                        grid.fail(number, reason, done.kind)
-                    ok = reason is None
-                    (completed_here if ok else failed_here).add(pending.point.grid_key)
-                    value = done.metrics.get(metric) if ok else None
-                    better = value is not None and (progress.best is None or (
-                        value > progress.best if direction == "maximize" else value < progress.best))
-                    shown = " ".join(f"{k}={v}" for k, v in pending.point.params.items())
-                    if ok:
-                        text = f"COMPLETE {metric}={value:.4f} · {shown}"
-                    else:
-                        text = f"FAIL (attempt {pending.attempt}/{spec.max_attempts}) {reason} · {shown}"
-                        _retry(queue, pending, done.task.workdir, spec.max_attempts)
-                    progress.finished(number, ok, value, better, text)
-                progress.update(len(queue))
-        except KeyboardInterrupt:
-            executor.cancel_all()
-            # From the study, not `inflight`: the signal may land between creating a trial and submitting it.
-            completed, stopped = grid.reconcile("interrupted: the driver was stopped", "interrupted")
-            finished = f" ({completed} had finished and were recorded)" if completed else ""
-            console.print(f"interrupted: {stopped} running trials stopped{finished}; run the same command to resume")
-            return EXIT_INTERRUPTED
-    return EXIT_FAILED if failed_here - completed_here else EXIT_OK
+class _RungBook:
+    """The values of every proxy point of the space at each rung, and the decisions they allow."""
+
+    def __init__(self, halving: Halving, spec: GridSpec, trials: list, store: ArtifactStore) -> None:
+        self.halving = halving
+        self.groups: dict[tuple, set[str]] = {}
+        self.point_group: dict[str, tuple] = {}
+        self.values: dict[tuple[str, int], float] = {}
+        self.out: dict[str, int] = {}  # grid_key -> rung from which it no longer takes part
+        self.decided: set[tuple[tuple, int]] = set()
+        for p in spec.points:
+            if p.kind == "proxy":
+                group = halving.group(p)
+                self.groups.setdefault(group, set()).add(p.grid_key)
+                self.point_group[p.grid_key] = group
+        finished = {}
+        for t in trials:
+            key = t.user_attrs.get("grid_key")
+            if key in self.point_group and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                finished[key] = t
+        for key, t in finished.items():
+            for rung in halving.rungs:
+                if rung in t.intermediate_values:
+                    self.values[(key, rung)] = t.intermediate_values[rung]
+            if t.state == TrialState.PRUNED:
+                self.out[key] = int(t.user_attrs.get("pruned_at", 0)) + 1
+            elif any((key, r) not in self.values for r in halving.rungs):
+                rows = store.folder(trial_folder(t.number, key)).read_metrics()
+                self.known_key(key, rows)
+
+    def known(self, point, history: list[dict]) -> None:
+        if point.grid_key in self.point_group:
+            self.known_key(point.grid_key, history)
+
+    def known_key(self, key: str, history: list[dict]) -> None:
+        for rung in self.halving.rungs:
+            value = self.halving.value(history, rung)
+            if value is not None:
+                self.values[(key, rung)] = value
+
+    def leave(self, point) -> None:
+        """A point that failed all its attempts takes no further part."""
+        if point.grid_key in self.point_group:
+            self.out[point.grid_key] = 0
+
+    def blocked(self, point, epochs_done: int) -> bool:
+        """Whether a point must wait: a rung it has reached is not decided yet for its group."""
+        group = self.point_group.get(point.grid_key)
+        if group is None:
+            return False
+        return any(rung <= epochs_done and (group, rung) not in self.decided for rung in self.halving.rungs)
+
+    def decide_all(self) -> dict[str, tuple[int, str]]:
+        """Every decision that has become possible: grid_key -> (rung, reason) of the points to stop."""
+        stopped: dict[str, tuple[int, str]] = {}
+        for group, keys in self.groups.items():
+            for rung in self.halving.rungs:
+                if (group, rung) in self.decided:
+                    continue
+                alive = [k for k in keys if self.out.get(k, rung + 1) > rung]
+                if any((k, rung) not in self.values for k in alive):
+                    break
+                for key, reason in decide(self.halving, rung, {k: self.values[(k, rung)] for k in alive}).items():
+                    self.out[key] = rung + 1
+                    stopped[key] = (rung, reason)
+                self.decided.add((group, rung))
+        return stopped
 
 
-def _retry(queue: deque[PendingPoint], pending: PendingPoint, workdir: Path, max_attempts: int) -> None:
-    """Queue the point again if it has attempts left, resuming from `workdir`."""
-    if pending.attempt < max_attempts:
-        queue.append(PendingPoint(pending.point, pending.attempt + 1, workdir))
-
-
-def _make_executor(spec: GridSpec, options: RunOptions) -> Executor:
-    if options.executor == "local":
-        return LocalExecutor()
+def _make_executor(spec: GridSpec, options: RunOptions, settings: Settings) -> Executor:
     cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.resources["cpus_per_trial"]
     gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.resources["gpus_per_trial"]
-    return RayExecutor(options.ray_address, cpus, gpus, options.max_concurrent)
+    if options.executor == "local":
+        return LocalExecutor(settings, options.out_dir / "logs", gpus)
+    return RayExecutor(options.ray_address, cpus, gpus, options.max_concurrent, settings)
 
 
-def _carry_over(previous: Path | None, workdir: Path) -> None:
-    """Copy the last try's checkpoint (and what it needs) so the new trial resumes instead of starting over."""
-    if previous is None or not (previous / "checkpoint.pt").exists():
+def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
+    """Decode every dataset the pending points need into this machine's cache before the first trial, so that
+    the first trials do not all race to build it (workers on other machines build their own, under a lock)."""
+    if settings.cache_dir is None:
         return
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in RESUMABLE_FILES:
-        if (previous / name).exists():
-            shutil.copy2(previous / name, workdir / name)
-    if (previous / "proxies").is_dir():
-        shutil.copytree(previous / "proxies", workdir / "proxies", dirs_exist_ok=True)
+    from search.progress import cache_progress
+    from trainer.cache import ensure
+    from trainer.config import DatasetConfig
+    from trainer.data import DataError
+
+    needed = {(json_key(p.pending.point.dataset), p.pending.point.setting("image_size"))
+              for p in run.points.values()}
+    for dataset, size in sorted(needed):
+        config = DatasetConfig(**dict(dataset))
+        try:
+            with cache_progress(console, f"decoding {config.kind} at {size} px") as progress:
+                ensure(config, size, Path(settings.cache_dir), progress)
+        except DataError as exc:  # its trials will fail with the same reason, and the others go on
+            console.print(f"warning: {config.kind} dataset cannot be decoded: {exc}")
+        except OSError as exc:
+            console.print(f"warning: decoded-image cache unusable in {settings.cache_dir} ({exc}); trials decode "
+                          "images themselves")
+            return
+
+
+def json_key(dataset: dict) -> tuple:
+    return tuple(sorted(dataset.items()))
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

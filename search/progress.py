@@ -1,22 +1,20 @@
-"""Live progress of `search run`: a rich panel on a terminal; one plain line per finished trial otherwise."""
+"""Live progress of `search run`: a rich panel on a terminal, one plain line per finished job otherwise, and the
+summary line every run ends with."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-
-def epochs_done(workdir: Path) -> int:
-    """Epochs a running trial has finished so far (lines in its metrics.jsonl)."""
-    try:
-        with open(workdir / "metrics.jsonl", "rb") as f:
-            return sum(1 for _ in f)
-    except OSError:
-        return 0
+from search.grid import GridSpec
+from search.plan import Plan
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -29,16 +27,30 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def eta_seconds(durations: list[float], remaining: int, parallel: int) -> float | None:
+    """The one ETA: the mean trial duration so far × the trials left ÷ how many run at once."""
+    if not durations:
+        return None
+    return sum(durations) / len(durations) * remaining / max(parallel, 1)
+
+
+def better(value: float | None, best: float | None, direction: str) -> bool:
+    """Whether `value` beats `best` for an objective that is maximised or minimised."""
+    if value is None:
+        return False
+    return best is None or (value > best if direction == "maximize" else value < best)
+
+
 class RunProgress:
-    """Counts and running trials of one `search run`; call `update` often and `finished` per trial."""
+    """Counts and running jobs of one `search run`; call `update` often and `finished` per job."""
 
     def __init__(self, console: Console, name: str, grid_size: int, done: int, metric: str, slots: int,
-                 best: float | None) -> None:
+                 best: float | None, direction: str) -> None:
         self.console, self.name, self.grid_size, self.metric, self.slots = console, name, grid_size, metric, slots
-        self.done, self.failed, self.best = done, 0, best
+        self.done, self.failed, self.best, self.direction = done, 0, best, direction
         self.left = 0
         self.durations: list[float] = []
-        self.running: dict[int, tuple[Path, float, int]] = {}  # number -> (workdir, start, epochs)
+        self.running: dict[str, list] = {}  # label -> [start, epochs done, epochs]
         self.live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
 
     def __enter__(self) -> RunProgress:
@@ -51,29 +63,33 @@ class RunProgress:
             self.live.update(self._panel())
             self.live.__exit__(*exc)
 
-    def started(self, number: int, workdir: Path, epochs: int) -> None:
-        self.running[number] = (workdir, time.monotonic(), epochs)
+    def started(self, label: str, epochs: int) -> None:
+        self.running[label] = [time.monotonic(), 0, epochs]
 
-    def finished(self, number: int, ok: bool, value: float | None, better: bool, text: str) -> None:
-        _, start, _ = self.running.pop(number)
+    def epoch(self, label: str, done: int) -> None:
+        if label in self.running:
+            self.running[label][1] = done
+
+    def improves(self, value: float | None) -> bool:
+        return better(value, self.best, self.direction)
+
+    def finished(self, label: str, ok: bool, value: float | None, improves: bool, text: str, counted: bool = True,
+                 running: bool = True) -> None:
+        """Print one line for a job that ended (`counted`: a trial that completed or failed, not a stem or a rung)."""
+        start = self.running.pop(label, [time.monotonic()])[0] if running else time.monotonic()
         seconds = time.monotonic() - start
-        if ok:
+        if counted and ok:
             self.done += 1
             self.durations.append(seconds)
-            if value is not None and (self.best is None or better):
+            if improves:
                 self.best = value
-        else:
+        elif counted:
             self.failed += 1
-        line = f"[{self.done}/{self.grid_size}] trial {number} {text} ({format_seconds(seconds)})"
+        line = f"[{self.done}/{self.grid_size}] {label} {text} ({format_seconds(seconds)})"
         if self.live:
             self.live.console.print(line, markup=False, highlight=False)
         else:
             print(line, flush=True)
-
-    def eta(self) -> float | None:
-        if not self.durations:
-            return None
-        return sum(self.durations) / len(self.durations) * (self.left + len(self.running)) / max(self.slots, 1)
 
     def update(self, left: int) -> None:
         self.left = left
@@ -82,13 +98,71 @@ class RunProgress:
 
     def _panel(self) -> Table:
         best = "–" if self.best is None else f"{self.best:.4f}"
+        eta = eta_seconds(self.durations, self.left + len(self.running), self.slots)
         table = Table(title=f"{self.name}: {self.done}/{self.grid_size} complete, {len(self.running)} running, "
                             f"{self.failed} failed this run, {self.left} waiting · best {self.metric} {best} · "
-                            f"ETA {format_seconds(self.eta())}", title_justify="left")
-        for column in ("trial", "folder", "epoch", "running for"):
+                            f"ETA {format_seconds(eta)}", title_justify="left")
+        for column in ("job", "epoch", "running for"):
             table.add_column(column)
         now = time.monotonic()
-        for number, (workdir, start, epochs) in sorted(self.running.items()):
-            table.add_row(str(number), workdir.name, f"{epochs_done(workdir)}/{epochs}",
-                          format_seconds(now - start))
+        for label, (start, done, epochs) in sorted(self.running.items()):
+            table.add_row(label, f"{done}/{epochs}", format_seconds(now - start))
         return table
+
+
+def chance_warning(trials: list[FrozenTrial]) -> str | None:
+    """A warning when every complete trial is at chance accuracy (about 1 / classes): nothing was learned."""
+    rows = [t.user_attrs for t in trials if t.state == TrialState.COMPLETE]
+    scored = [(r.get("val_accuracy"), r.get("num_classes")) for r in rows if r.get("num_classes")]
+    if not scored or any(a is None for a, _ in scored):
+        return None
+    if all(a <= 1.5 / k for a, k in scored):
+        classes = sorted({k for _, k in scored})
+        return (f"warning: every complete trial is at chance accuracy (val_accuracy ≤ 1.5 / {classes[0]} classes): "
+                f"the models learned nothing; check the data, the learning rate and the number of epochs")
+    return None
+
+
+def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: str) -> str:
+    """The line every `search run` ends with: where the study stands, the best point, what sharing saved, and
+    the command that reports it."""
+    states = [t.state for t in trials]
+    keys = {t.user_attrs.get("grid_key") for t in trials if t.state == TrialState.COMPLETE}
+    pruned = {t.user_attrs.get("grid_key") for t in trials if t.state == TrialState.PRUNED}
+    failing = len({p.grid_key for p in spec.points} - keys - pruned)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    metric, direction = spec.objective
+    best = (max if direction == "maximize" else min)(complete, key=lambda t: t.value) if complete else None
+    parts = [f"{spec.name}: {len(keys)} of {len(spec.points)} points complete", f"{len(pruned)} stopped by halving",
+             f"{failing} not complete", f"{states.count(TrialState.FAIL)} failed tries"]
+    if best is not None:
+        parts.append(f"best {metric} {best.value:.4f} (trial {best.number})")
+    if plan.stems:
+        parts.append(f"{plan.shared_epochs} of {plan.naive_epochs} epochs trained (shared prefixes)")
+    storage_flag = "" if storage == f"sqlite:///runs/{spec.name}.db" else f" --storage {storage}"
+    parts.append(f"report: search report --study {spec.name}{storage_flag}")
+    warning = chance_warning(trials)
+    return " · ".join(parts) + (f"\n{warning}" if warning else "")
+
+
+@contextlib.contextmanager
+def cache_progress(console: Console, title: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar while the driver decodes a dataset into the cache (a line at each end when not a
+    terminal); yields the callback `trainer.cache.ensure` calls with (done, total)."""
+    if not console.is_terminal:
+        started = time.monotonic()
+        reported = {"total": 0}
+
+        def plain(done: int, total: int) -> None:
+            reported["total"] = total
+        yield plain
+        if reported["total"]:
+            console.print(f"{title}: {reported['total']} images in {format_seconds(time.monotonic() - started)}")
+        return
+    with Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        yield update

@@ -1,38 +1,45 @@
-"""A space YAML (DESIGN §3) -> a frozen, validated `GridSpec` whose `points()` are the grid, one `grid_key` each.
+"""A space YAML -> a frozen, validated `GridSpec` (`search.grid`), every problem found before anything is created.
 
-Validation runs completely before anything is created and collects every problem; `SpaceError` carries them all,
-each naming the file, the key path and what is allowed. A point's `grid_key` hashes its canonical params, so the
-order of values in the YAML never matters.
+Validation collects every problem; `SpaceError` carries them all, each naming the file, the key path and what is
+allowed. Its cost follows what must be checked, not the number of points: the size is a product of axis lengths
+(a space above `max_points` is refused before anything is enumerated), each (architecture, CAM method, image size)
+is checked once, each axis value once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
-import itertools
+import difflib
 import json
-import re
-import typing
-from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainer.config import (DATASET_KINDS, ConfigError, DatasetConfig, SplitConfig, TrialConfig, _build,
-                            parse_proxy_steps)
+from search.grid import CONFIG_FIELDS, DEFAULTS, SCALAR_AXES, GridSpec, blocks, schedule_epochs, size_bound
+from search.names import study_name_problem
+from trainer.config import (
+    CONTROL_METHODS,
+    DATASET_KINDS,
+    ConfigError,
+    DatasetConfig,
+    TrialConfig,
+    _build,
+    parse_proxy_steps,
+)
+from trainer.imagefolder import FolderError, check_image_folder
+from trainer.prefix import proxy_boundaries
 
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-TOP_KEYS = ("study", "objective", "repeats", "max_attempts", "resources", "datasets", "fixed", "grid", "baselines")
-# The proxy-attention axes; baseline points leave them out (they make no proxies).
-CAM_AXES = ("cam_method", "cam_target", "threshold", "multiply_weight", "wrong_subset", "clear_every_step",
-            "pixel_replacement")
-CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
-SCALAR_AXES = tuple(n for n, h in typing.get_type_hints(TrialConfig).items()
-                    if n != "dataset" and not dataclasses.is_dataclass(h))
-OBJECTIVE_METRICS = ("val_accuracy", "val_accuracy_final", "val_loss", "test_accuracy", "test_f1_macro",
-                     "train_seconds")
+TOP_KEYS = ("study", "objective", "repeats", "max_attempts", "resources", "datasets", "fixed", "grid", "baselines",
+            "halving", "artifacts", "cache_dir")
+# What a study may maximise or minimise: metrics every trial reports, per epoch too (for halving and live curves).
+OBJECTIVES = {"val_accuracy": "maximize", "val_accuracy_best": "maximize", "val_loss": "minimize"}
+DEFAULT_MAX_POINTS = 1_000_000
+HINTS = {"lr": "optimizer.lr", "learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
+         "momentum": "optimizer.momentum", "max_lr": "scheduler.max_lr", "epochs": "proxy_steps (its numbers are "
+         "the epochs: \"40\", or \"20,p,19\" with a proxy step after epoch 20)", "val": "split.val",
+         "test": "split.test", "model": "architecture", "cam": "cam_method"}
 
 
 class SpaceError(ValueError):
@@ -43,63 +50,22 @@ class SpaceError(ValueError):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class Point:
-    """One grid point: its axis values (`params`, seed included) and the trial config they resolve to."""
+class _Problems:
+    def __init__(self, path: Path) -> None:
+        self.path, self.lines = path, []
 
-    params: dict[str, Any]
-    resolved: dict[str, Any]
-    baseline: bool
-    grid_key: str
+    def __call__(self, key: str, message: str) -> None:
+        self.lines.append(f"{self.path}: {key}: {message}")
 
-    def config(self) -> TrialConfig:
-        """The validated `TrialConfig` of this point (built on demand: a large grid has many points)."""
-        return TrialConfig.from_dict(self.resolved)
-
-    def setting(self, name: str) -> Any:
-        """A top-level config value of this point, its default when unset."""
-        return self.resolved.get(name, CONFIG_FIELDS[name].default)
+    def raise_any(self) -> None:
+        if self.lines:
+            raise SpaceError(self.lines)
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """A validated space. `data` is its canonical form, stored on the study so `search resume` needs no YAML."""
-
-    name: str
-    data: dict[str, Any]
-
-    @property
-    def objective(self) -> tuple[str, str]:
-        return self.data["objective"]["metric"], self.data["objective"]["direction"]
-
-    @property
-    def max_attempts(self) -> int:
-        return self.data["max_attempts"]
-
-    @property
-    def resources(self) -> dict[str, float]:
-        return self.data["resources"]
-
-    def digest(self) -> str:
-        """Hash of what must not change within a study: `fixed:`, the datasets and the objective."""
-        keep = {k: self.data[k] for k in ("fixed", "datasets", "objective")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
-
-    @functools.cached_property
-    def points(self) -> list[Point]:
-        """Every point: the grid's Cartesian product and each baseline entry, each times `repeats` seeds;
-        duplicates removed, sorted by grid_key for a stable order."""
-        return _expand(self.data)
-
-
-def grid_key(params: dict[str, Any]) -> str:
-    """The canonical hash of a point's params."""
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_space(path: str | Path, study: str | None = None, check_roots: bool = True) -> GridSpec:
+def load_space(path: str | Path, study: str | None = None, check_roots: bool = True,
+               max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:
     """Read and validate a space YAML; `study` overrides its name. Raise `SpaceError` listing every problem.
-    `check_roots=False` accepts dataset roots that do not exist yet (see `missing_roots`)."""
+    `check_roots=False` accepts dataset roots that do not exist yet (see `root_problems`)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -109,37 +75,83 @@ def load_space(path: str | Path, study: str | None = None, check_roots: bool = T
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise SpaceError([f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
-    return parse_space(raw, path, study, check_roots)
+    return parse_space(raw, path, study, check_roots, max_points)
 
 
-def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: bool = True) -> GridSpec:
+def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: bool = True,
+                max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:
     """Validate already-parsed space data (`path` names it in messages and resolves relative dataset roots)."""
-    problems: list[str] = []
-
-    def problem(key: str, message: str) -> None:
-        problems.append(f"{path}: {key}: {message}")
-
+    problem = _Problems(path)
     if not isinstance(raw, dict):
         raise SpaceError([f"{path}: expected a mapping at the top level, got {type(raw).__name__}"])
     for key in raw:
         if key not in TOP_KEYS:
-            problem(key, f"unknown key (allowed: {', '.join(TOP_KEYS)})")
-
+            problem(key, f"unknown key{_suggest(key, TOP_KEYS)} (allowed: {', '.join(TOP_KEYS)})")
     name = study or raw.get("study") or path.stem
-    if not isinstance(name, str) or not STUDY_NAME.match(name):
-        problem("study", f"{name!r} is not a valid study name (letters, digits, '_', '.', '-'; "
-                         "starting with a letter or digit)")
-    objective = raw.get("objective", {"metric": "val_accuracy", "direction": "maximize"})
-    if not isinstance(objective, dict) or set(objective) - {"metric", "direction"}:
-        problem("objective", "expected {metric: NAME, direction: maximize|minimize}")
-        objective = {"metric": "val_accuracy", "direction": "maximize"}
-    objective = {"metric": objective.get("metric", "val_accuracy"),
-                 "direction": objective.get("direction", "maximize")}
-    if objective["metric"] not in OBJECTIVE_METRICS:
-        problem("objective.metric", f"expected one of {', '.join(OBJECTIVE_METRICS)}, got {objective['metric']!r}")
-    if objective["direction"] not in ("maximize", "minimize"):
-        problem("objective.direction", f"expected maximize or minimize, got {objective['direction']!r}")
+    if (why := study_name_problem(name)) is not None:
+        problem("study", why)
+    datasets = _datasets(raw.get("datasets"), problem)
+    fixed = _fixed(raw.get("fixed"), problem)
+    grid = _axes(raw.get("grid"), "grid", fixed, datasets, problem, required=True)
+    raw_baselines = raw.get("baselines") or []
+    if not isinstance(raw_baselines, list):
+        problem("baselines", "expected a list of mappings")
+        raw_baselines = []
+    baselines = [_axes(entry, f"baselines[{i}]", fixed, datasets, problem, required=False)
+                 for i, entry in enumerate(raw_baselines)]
+    if "dataset" not in grid and len(datasets) > 1:
+        problem("grid.dataset", f"required when datasets: names {len(datasets)} datasets")
+    data = {"study": name, "objective": _objective(raw.get("objective"), problem), **_counts(raw, problem),
+            "resources": _resources(raw.get("resources"), problem), "datasets": datasets, "fixed": fixed,
+            "grid": grid, "baselines": baselines, "halving": _halving(raw.get("halving"), problem),
+            "artifacts": _location(raw, "artifacts", problem), "cache_dir": _location(raw, "cache_dir", problem)}
+    problem.raise_any()
+    _check_values(data, problem)
+    problem.raise_any()
+    bound, sizes = size_bound(data)
+    if bound > max_points:
+        problem("grid", f"{bound:,} points ({'; '.join(sizes)}) is above the limit of {max_points:,} "
+                        f"(raise it with --max-points)")
+        problem.raise_any()
+    _check_rules(data, problem)
+    _check_models(data, problem)
+    if check_roots:
+        for line in root_problems(data):
+            problem.lines.append(f"{path}: {line}")
+    problem.raise_any()
+    return GridSpec(name, data)
 
+
+def _suggest(word: str, allowed: tuple[str, ...] | list[str]) -> str:
+    if word in HINTS:
+        return f"; did you mean {HINTS[word]}?"
+    close = difflib.get_close_matches(str(word), list(allowed), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _objective(raw: Any, problem: _Problems) -> dict[str, str]:
+    if raw is None:
+        return {"metric": "val_accuracy", "direction": "maximize"}
+    if not isinstance(raw, dict) or set(raw) - {"metric", "direction"}:
+        problem("objective", "expected {metric: NAME, direction: maximize|minimize}")
+        return {"metric": "val_accuracy", "direction": "maximize"}
+    metric = raw.get("metric", "val_accuracy")
+    allowed = "val_accuracy (the final model's), val_accuracy_best (its best epoch's) or val_loss (the final's)"
+    if str(metric).startswith("test_"):
+        problem("objective.metric", f"{metric} would choose the best configuration on the test set, which then "
+                                    f"reports an optimistic test score; use {allowed}")
+    elif metric not in OBJECTIVES:
+        problem("objective.metric", f"{metric!r} is not a metric every trial reports per epoch; use {allowed}")
+    natural = OBJECTIVES.get(metric, "maximize")
+    direction = raw.get("direction", natural)
+    if direction not in ("maximize", "minimize"):
+        problem("objective.direction", f"expected maximize or minimize, got {direction!r}")
+    elif metric in OBJECTIVES and direction != natural:
+        problem("objective.direction", f"{metric} is only ever {natural}d")
+    return {"metric": metric, "direction": direction}
+
+
+def _counts(raw: dict, problem: _Problems) -> dict[str, int]:
     counts = {}
     for key, default in (("repeats", 1), ("max_attempts", 2)):
         value = raw.get(key, default)
@@ -147,63 +159,32 @@ def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: boo
             problem(key, f"expected a positive integer, got {value!r}")
             value = default
         counts[key] = value
+    return counts
 
-    resources = raw.get("resources") or {}
-    if not isinstance(resources, dict) or set(resources) - {"gpus_per_trial", "cpus_per_trial"}:
+
+def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
+    raw = raw or {}
+    if not isinstance(raw, dict) or set(raw) - {"gpus_per_trial", "cpus_per_trial"}:
         problem("resources", "expected {gpus_per_trial: NUMBER, cpus_per_trial: NUMBER}")
-        resources = {}
-    resources = {"gpus_per_trial": resources.get("gpus_per_trial", 0), "cpus_per_trial": resources.get(
-        "cpus_per_trial", 1)}
+        raw = {}
+    resources = {"gpus_per_trial": raw.get("gpus_per_trial", 0), "cpus_per_trial": raw.get("cpus_per_trial", 1)}
     for key, value in resources.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
                 key == "cpus_per_trial" and value == 0):
             problem(f"resources.{key}", f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} "
                                         f"number, got {value!r}")
-
-    datasets = _parse_datasets(raw.get("datasets"), problem, check_roots)
-    fixed = raw.get("fixed") or {}
-    if not isinstance(fixed, dict):
-        problem("fixed", f"expected a mapping of TrialConfig fields, got {type(fixed).__name__}")
-        fixed = {}
-    if check_roots:
-        _check_folders(datasets, fixed, problem)
-    for key in fixed:
-        if key not in CONFIG_FIELDS or key in ("dataset", "seed"):
-            problem(f"fixed.{key}", "unknown field (allowed: TrialConfig fields except dataset and seed)")
-
-    grid = _parse_axes(raw.get("grid"), "grid", fixed, datasets, problem, required=True)
-    baselines = []
-    raw_baselines = raw.get("baselines") or []
-    if not isinstance(raw_baselines, list):
-        problem("baselines", "expected a list of mappings")
-        raw_baselines = []
-    for i, entry in enumerate(raw_baselines):
-        baselines.append(_parse_axes(entry, f"baselines[{i}]", fixed, datasets, problem, required=False))
-
-    if "dataset" not in grid and len(datasets) > 1:
-        problem("grid.dataset", f"required when datasets: names {len(datasets)} datasets")
-    if problems:
-        raise SpaceError(problems)
-
-    data = {"study": name, "objective": objective, **counts, "resources": resources, "datasets": datasets,
-            "fixed": fixed, "grid": grid, "baselines": baselines}
-    _check_values(data, problem)
-    if problems:
-        raise SpaceError(problems)
-    spec = GridSpec(name, data)
-    _check_points(spec, problem)
-    if problems:
-        raise SpaceError(problems)
-    return spec
+    return resources
 
 
-def missing_roots(spec: GridSpec) -> list[str]:
-    """The datasets whose root does not exist and will not be downloaded, as `name: root` lines."""
-    return [f"{name}: {ds['root']}" for name, ds in spec.data["datasets"].items()
-            if ds["root"] and not ds["download"] and not Path(ds["root"]).exists()]
+def _location(raw: dict, key: str, problem: _Problems) -> str | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        problem(key, f"expected a path or URL, got {value!r}")
+        return None
+    return value
 
 
-def _parse_datasets(raw: Any, problem, check_roots: bool) -> dict[str, dict]:
+def _datasets(raw: Any, problem: _Problems) -> dict[str, dict]:
     if not isinstance(raw, dict) or not raw:
         problem("datasets", "expected a mapping of names to {kind: ..., root: ...}")
         return {}
@@ -221,40 +202,37 @@ def _parse_datasets(raw: Any, problem, check_roots: bool) -> dict[str, dict]:
         data = dataclasses.asdict(ds)
         if ds.root is not None:
             root = Path(ds.root).expanduser()
-            root = root if root.is_absolute() else Path.cwd() / root
-            if check_roots and not ds.download and not root.exists():
-                problem(f"datasets.{name}.root", f"{ds.root} does not exist (set download: true to fetch it)")
-            data["root"] = str(root)
+            data["root"] = str(root if root.is_absolute() else Path.cwd() / root)
         out[str(name)] = data
     return out
 
 
-def _check_folders(datasets: dict[str, dict], fixed: dict, problem) -> None:
-    """Image folders that cannot make a trial (too few classes or images) are bad input, found now."""
-    from trainer.data import DataError, check_image_folder  # loads torch: only when validating a new space
-
-    try:
-        split = _build(SplitConfig, fixed.get("split", {}), "fixed.split.")
-    except ConfigError:
-        return  # reported with the other fixed: problems
-    for name, ds in datasets.items():
-        if ds["kind"] == "imagefolder" and Path(ds["root"]).exists():
-            try:
-                check_image_folder(Path(ds["root"]), split)
-            except DataError as exc:
-                problem(f"datasets.{name}.root", str(exc).removeprefix("imagefolder: "))
+def _fixed(raw: Any, problem: _Problems) -> dict:
+    fixed = raw or {}
+    if not isinstance(fixed, dict):
+        problem("fixed", f"expected a mapping of TrialConfig fields, got {type(fixed).__name__}")
+        return {}
+    allowed = [f for f in CONFIG_FIELDS if f not in ("dataset", "seed")]
+    for key in fixed:
+        if key not in allowed:
+            problem(f"fixed.{key}", f"unknown field{_suggest(key, allowed)} (allowed: {', '.join(allowed)}; "
+                                    "datasets come from datasets:, seeds from repeats:)")
+    return fixed
 
 
-def _parse_axes(raw: Any, where: str, fixed: dict, datasets: dict, problem, required: bool) -> dict[str, list]:
+def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems,
+          required: bool) -> dict[str, list]:
     """Validate one mapping of axis -> list of values (a scalar means a one-value list in baselines)."""
     if not isinstance(raw, dict) or (required and not raw):
         problem(where, "expected a mapping of axis names to lists of values")
         return {}
+    allowed = ["dataset", *(a for a in SCALAR_AXES if a != "seed")]
     axes = {}
     for axis, values in raw.items():
         key = f"{where}.{axis}"
-        if axis != "dataset" and axis not in SCALAR_AXES or axis == "seed":
-            problem(key, f"unknown axis (allowed: dataset, {', '.join(a for a in SCALAR_AXES if a != 'seed')})")
+        if axis not in allowed:
+            problem(key, f"unknown axis{_suggest(axis, allowed)} (allowed: {', '.join(allowed)}; seeds come from "
+                         "repeats:)")
             continue
         if axis in fixed and required:  # a baseline may override fixed: (that is its point)
             problem(key, "is also set in fixed:; an axis cannot be both")
@@ -281,11 +259,37 @@ def _parse_axes(raw: Any, where: str, fixed: dict, datasets: dict, problem, requ
                     parse_proxy_steps(v)
                 except ConfigError as exc:
                     problem(key, str(exc).split(": ", 1)[1])
+                    break
         axes[axis] = values
     return axes
 
 
-def _check_values(data: dict, problem) -> None:
+def _halving(raw: Any, problem: _Problems) -> dict | None:
+    """`halving: {rungs: [EPOCH, …], keep: 1/3, within: [AXIS, …]}` (successive halving, opt-in)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"rungs", "keep", "within"} or "rungs" not in raw:
+        problem("halving", "expected {rungs: [EPOCH, ...], keep: FRACTION, within: [AXIS, ...]}")
+        return None
+    rungs = raw["rungs"]
+    if (not isinstance(rungs, list) or not rungs or any(not isinstance(r, int) or isinstance(r, bool) or r < 1
+                                                        for r in rungs) or rungs != sorted(set(rungs))):
+        problem("halving.rungs", f"expected increasing positive epoch numbers, got {rungs!r}")
+    keep = raw.get("keep", "1/3")
+    try:
+        fraction = float(Fraction(str(keep)))
+    except (ValueError, ZeroDivisionError):
+        fraction = -1.0
+    if not 0 < fraction < 1:
+        problem("halving.keep", f"expected a fraction in (0, 1) such as 1/3 or 0.5, got {keep!r}")
+    within = raw.get("within", ["dataset", "architecture", "seed"])
+    if not isinstance(within, list) or any(not isinstance(a, str) for a in within):
+        problem("halving.within", f"expected a list of axis names, got {within!r}")
+        within = []
+    return {"rungs": rungs, "keep": fraction, "keep_text": str(keep), "within": sorted(within)}
+
+
+def _check_values(data: dict, problem: _Problems) -> None:
     """Check `fixed:` and every axis value on its own, so that each bad value is reported once, by its key."""
     first_dataset = next(iter(data["datasets"].values()), None)
     if first_dataset is None:
@@ -299,22 +303,65 @@ def _check_values(data: dict, problem) -> None:
             problem(f"{where}.{field}" if where == "fixed" else where, message or str(exc))
 
     attempt({}, "fixed")
-    blocks = [("grid", data["grid"])] + [(f"baselines[{i}]", b) for i, b in enumerate(data["baselines"])]
-    for where, axes in blocks:
+    named = [("grid", data["grid"])] + [(f"baselines[{i}]", b) for i, b in enumerate(data["baselines"])]
+    for where, axes in named:
         for axis, values in axes.items():
-            if axis == "dataset":
-                continue
-            for value in values:
-                attempt({axis: value}, f"{where}.{axis}")
+            if axis != "dataset":
+                for value in values:
+                    attempt({axis: value}, f"{where}.{axis}")
 
 
-def _check_points(spec: GridSpec, problem) -> None:
-    """Check each (architecture, CAM method, image size) of the grid once, before anything is made."""
-    from trainer.models import ModelError, check  # loads torch and timm: only when validating a new space
+def _setting_values(data: dict, axis: str) -> set:
+    """Every value `axis` takes in some block (the fixed value or default where a block does not name it)."""
+    fallback = data["fixed"].get(axis, DEFAULTS.get(axis))
+    return {json.dumps(v) for block in blocks(data) for v in block.get(axis, [fallback])}
 
-    reported: set[str] = set()
-    combos = {(p.setting("architecture"), p.setting("cam_method") if "p" in parse_proxy_steps(
-        p.setting("proxy_steps")) else None, p.setting("image_size")) for p in spec.points}
+
+def _check_rules(data: dict, problem: _Problems) -> None:
+    """Rules about combinations: duplicate replacement rules, and halving rungs that could decide something."""
+    rules = {json.loads(v) for v in _setting_values(data, "pixel_replacement")}
+    if {"min", "black"} <= rules:
+        problem("pixel_replacement", "min and black are the same rule here (CAMs are min-max normalised, so every "
+                                     "map's minimum is 0): keep one of them")
+    halving = data["halving"]
+    if not halving:
+        return
+    axes = {a for block in blocks(data) for a in block} | {"seed"}
+    for axis in halving["within"]:
+        if axis not in axes:
+            problem("halving.within", f"{axis!r} is not an axis of this space ({', '.join(sorted(axes))})")
+    for block in blocks(data):
+        methods = block.get("cam_method", [data["fixed"].get("cam_method", DEFAULTS["cam_method"])])
+        for schedule in block.get("proxy_steps", [data["fixed"].get("proxy_steps", DEFAULTS["proxy_steps"])]):
+            tokens = parse_proxy_steps(schedule)
+            if "p" not in tokens or all(m in CONTROL_METHODS for m in methods):
+                continue  # baselines run to the end: every verdict needs them
+            first = proxy_boundaries(TrialConfig.from_dict({"dataset": {"kind": "digits"},
+                                                            "proxy_steps": schedule}))[0]
+            total = schedule_epochs(schedule)
+            for rung in halving["rungs"]:
+                if rung <= first:
+                    problem("halving.rungs", f"rung {rung} is not after the first proxy step of proxy_steps "
+                                             f"{schedule!r} (epoch {first}): its points are all identical there")
+                elif rung >= total:
+                    problem("halving.rungs", f"rung {rung} is not before the end of proxy_steps {schedule!r} "
+                                             f"({total} epochs)")
+
+
+def _check_models(data: dict, problem: _Problems) -> None:
+    """Check each (architecture, CAM method, image size) the space uses once, before anything is made."""
+    from trainer.modelcheck import ModelError, check  # imports torch only for a model not checked before
+
+    fixed, combos = data["fixed"], set()
+    for block in blocks(data):
+        schedules = block.get("proxy_steps", [fixed.get("proxy_steps", DEFAULTS["proxy_steps"])])
+        proxies = any("p" in parse_proxy_steps(s) for s in schedules)
+        methods = [m for m in block.get("cam_method", [fixed.get("cam_method", DEFAULTS["cam_method"])])
+                   if m not in CONTROL_METHODS] if proxies else []
+        for arch in block.get("architecture", [fixed.get("architecture", DEFAULTS["architecture"])]):
+            for size in block.get("image_size", [fixed.get("image_size", DEFAULTS["image_size"])]):
+                combos.update({(arch, None, size), *((arch, m, size) for m in methods)})
+    reported = set()
     for combo in sorted(combos, key=str):
         try:
             check(*combo)
@@ -324,21 +371,23 @@ def _check_points(spec: GridSpec, problem) -> None:
                 problem("grid", str(exc))
 
 
-def _expand(data: dict) -> list[Point]:
-    grid, fixed, datasets = data["grid"], data["fixed"], data["datasets"]
-    blocks = [(grid, False)]
-    for entry in data["baselines"]:
-        rest = {k: v for k, v in grid.items() if k not in entry and k not in CAM_AXES}
-        blocks.append(({**rest, **entry}, True))
-    points: dict[str, Point] = {}
-    for axes, baseline in blocks:
-        names = sorted(axes)
-        for values in itertools.product(*(axes[n] for n in names)):
-            for seed in range(data["repeats"]):
-                params = {**dict(zip(names, values)), "seed": seed}
-                dataset_name = params.get("dataset", next(iter(datasets)))
-                resolved = {**fixed, **{k: v for k, v in params.items() if k != "dataset"},
-                            "dataset": datasets[dataset_name]}
-                key = grid_key(params)
-                points.setdefault(key, Point(params, resolved, baseline, key))
-    return [points[k] for k in sorted(points)]
+def root_problems(data: dict) -> list[str]:
+    """`key: message` lines for dataset roots that cannot make a trial: missing (and not downloaded), or image
+    folders with too few classes or images. `search run` refuses them; `--dry-run` prints them after its plan."""
+    lines = []
+    split = data["fixed"].get("split", {})
+    for name, ds in data["datasets"].items():
+        root = ds["root"]
+        if root is None or ds["download"]:
+            continue
+        if not Path(root).exists():
+            hint = ("an imagefolder root is a folder of class folders: put the dataset there" if ds["kind"] ==
+                    "imagefolder" else "set download: true to fetch it")
+            lines.append(f"datasets.{name}.root: {root} does not exist ({hint})")
+        elif ds["kind"] == "imagefolder":
+            try:
+                check_image_folder(Path(root), split.get("val", 0.15), split.get("test", 0.15))
+            except FolderError as exc:
+                lines.append(f"datasets.{name}.root: {str(exc).removeprefix('imagefolder: ')}")
+    return lines
+

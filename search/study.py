@@ -1,9 +1,11 @@
-"""The Optuna study in SQLite and its exactly-once bookkeeping (DESIGN §4). Only the `search run` driver writes.
+"""The Optuna study in SQLite and its exactly-once bookkeeping. Only the `search run` driver writes.
 
-A point is done when it has a COMPLETE trial. Trials are created directly as RUNNING with their params, grid_key and
-attempt in one transaction (no enqueue/ask, so no WAITING or zombie trial can exist), and finished with `tell` after
-their metrics are stored as user attrs. Each parameter keeps one distribution for the life of the study: numbers use
-Float/IntDistribution (whose range may grow), categories use the choices recorded by the study's first trial.
+A point is done when it has a COMPLETE trial, or a PRUNED one (successive halving stopped it). Trials are created
+directly as RUNNING with their params, grid_key and attempt in one transaction (no enqueue/ask, so no WAITING or
+zombie trial can exist); their per-epoch objective is reported as intermediate values as it comes; they are finished
+with `tell` after their metrics are stored as user attrs. Each parameter keeps one distribution for the life of the
+study: numbers use Float/IntDistribution (whose range may grow), categories the choices of the study's first trial.
+Trial folders live in the artifact store (`search.store`), named `trials/<number>-<grid_key[:8]>`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import json
 import math
 import os
 import sqlite3
@@ -23,23 +24,27 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import STUDY_NAME, GridSpec, Point, parse_space
+from search.grid import GridSpec, Point
+from search.names import study_name_problem
+from search.space import parse_space
+from search.store import ArtifactStore
 from search.trials import read_trials
-from trainer.config import AUGMENTATIONS, CAM_METHOD_NAMES, PIXEL_REPLACEMENTS, TrialConfig
+from trainer.config import AUGMENTATIONS, PIXEL_REPLACEMENTS, PROXY_METHODS, UNCHANGED_PROXIES, TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Attributes the driver keeps on each trial besides the metrics.
-INTERNAL_ATTRS = ("grid_key", "attempt", "baseline", "fail_reason", "fail_kind")
+INTERNAL_ATTRS = ("grid_key", "attempt", "baseline", "kind", "fail_reason", "fail_kind", "pruned_at", "prune_reason",
+                  "whole_gpu")
 # Failures that are not the trial's fault and do not use up an attempt (across runs; a run retries each point at
-# most max_attempts times whatever the cause).
-NOT_COUNTED = ("orphaned", "interrupted", "disk_full")
-CLOSED_CHOICES = {"cam_method": CAM_METHOD_NAMES, "pixel_replacement": PIXEL_REPLACEMENTS,
-                  "augmentation": AUGMENTATIONS, "cam_target": ("true", "predicted")}
+# most max_attempts times whatever the cause). "oom": out of GPU memory on a shared GPU (retried on a whole one).
+NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
+CLOSED_CHOICES = {"cam_method": PROXY_METHODS, "pixel_replacement": PIXEL_REPLACEMENTS,
+                  "augmentation": AUGMENTATIONS, "cam_target": ("true", "predicted"),
+                  "unchanged_proxies": UNCHANGED_PROXIES}
 UNIT_INTERVAL = ("threshold", "multiply_weight", "wrong_subset", "label_smoothing")
 
 
@@ -49,17 +54,16 @@ class StudyError(RuntimeError):
 
 def default_storage(study: str) -> str:
     """`sqlite:///runs/<study>.db`; a study name that is not a plain name never becomes a path."""
-    if not STUDY_NAME.match(study):
-        raise StudyError(f"{study!r} is not a valid study name (letters, digits, '_', '.', '-'; starting with a "
-                         f"letter or digit)")
+    if (why := study_name_problem(study)) is not None:
+        raise StudyError(why)
     return f"sqlite:///runs/{study}.db"
 
 
 def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     """An RDB storage with a long busy timeout; SQLite files are put in WAL mode so readers never block the
-    writer. A creator calls it inside `creating(url)`. With `create=False` (every reader) nothing is ever written:
-    a missing SQLite file, or one without Optuna's schema, is a `StudyError`; one whose schema a starting driver is
-    creating is waited for."""
+    writer. A creator calls it inside `creating(url)`. With `create=False` (every reader) SQLite is opened read-only
+    and nothing is written: a missing file, or one without Optuna's schema, is a `StudyError`; one whose schema a
+    starting driver is creating is waited for."""
     path = _sqlite_path(url)
     if path is None:
         return _rdb_storage(url, create)
@@ -70,7 +74,11 @@ def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
             wait_for_creator(url)
             if not _initialized(path):
                 raise StudyError(f"the study database at {path} has no Optuna schema (not made by `search run`?)")
-        return _rdb_storage(url, create)
+        try:
+            return _rdb_storage(_read_only_url(path), create=False)
+        except StudyError as exc:
+            raise StudyError(f"{exc} (a study copied while its driver ran needs its -wal and -shm files beside it; "
+                             "copy it again after the run, or from a folder you can write)") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
         conn.execute("PRAGMA journal_mode=WAL")
@@ -108,6 +116,18 @@ def wait_for_creator(url: str) -> None:
         os.close(fd)
 
 
+def _read_only_uri(path: Path) -> str:
+    """Read-only SQLite: `mode=ro` where a driver may be writing (the folder is writable, or a copy holds a -wal);
+    an immutable snapshot for a read-only copy of a finished study, which SQLite can then read without creating
+    the -wal and -shm files it otherwise writes beside the database."""
+    live = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) or path.with_name(path.name + "-wal").exists()
+    return f"file:{path.resolve()}?{'mode=ro' if live else 'immutable=1'}"
+
+
+def _read_only_url(path: Path) -> str:
+    return f"sqlite:///{_read_only_uri(path)}&uri=true"
+
+
 def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
 
@@ -115,7 +135,7 @@ def _sqlite_path(url: str) -> Path | None:
 def _initialized(path: Path) -> bool:
     """Whether Optuna finished creating the schema (the alembic stamp is its last step)."""
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+        with sqlite3.connect(_read_only_uri(path), uri=True, timeout=30) as conn:
             return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
     except sqlite3.Error:
         return False
@@ -123,8 +143,10 @@ def _initialized(path: Path) -> bool:
 
 def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}
-                                          if url.startswith("sqlite") else {}, skip_table_creation=not create)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}
+                                             if url.startswith("sqlite") else {}, skip_table_creation=not create)
+        storage.get_all_studies()  # connect now: a file SQLite cannot open fails here, with its reason
+        return storage
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreadable file
         raise StudyError(f"cannot open storage {url}: {exc}") from None
 
@@ -156,11 +178,13 @@ class DriverLock:
 
 @dataclass
 class PendingPoint:
-    """A point to run now: which attempt this is, and the folder of its last try (to resume from)."""
+    """A point to run now: which attempt this is, the store folder of its last try (to resume from), and whether
+    it must have a whole GPU (it ran out of memory on a shared one)."""
 
     point: Point
     attempt: int
-    previous_workdir: Path | None
+    previous: str | None
+    whole_gpu: bool = False
 
 
 @dataclass
@@ -168,49 +192,59 @@ class Tally:
     """Where each point of a space stands in a study."""
 
     done: set[str]
+    pruned: set[str]
     running: set[str]
     attempts: Counter
     pending: list[PendingPoint]
     given_up: list[Point]
 
 
-def tally(spec: GridSpec, trials: list[FrozenTrial], out_dir: Path) -> Tally:
-    """Done (COMPLETE), running, attempts used (failures that count), pending (attempts left) and given-up points."""
-    done, running, attempts, last_dir = set(), set(), Counter(), {}
+def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None = None) -> Tally:
+    """Done (COMPLETE), pruned, running, attempts used (failures that count), pending (attempts left) and given-up
+    points. With a `store`, each pending point resumes from its latest try that got as far as a checkpoint."""
+    done, pruned, running, attempts = set(), set(), set(), Counter()
+    last: dict[str, str] = {}
+    whole_gpu: set[str] = set()
     for trial in trials:
         key = trial.user_attrs.get("grid_key")
         if trial.state == TrialState.COMPLETE:
             done.add(key)
+        elif trial.state == TrialState.PRUNED:
+            pruned.add(key)
         elif trial.state == TrialState.RUNNING:
             running.add(key)
-        elif trial.state == TrialState.FAIL and trial.user_attrs.get("fail_kind") not in NOT_COUNTED:
-            attempts[key] += 1
-        if trial.state != TrialState.COMPLETE:  # resume from the latest try that got as far as a checkpoint
-            workdir = trial_workdir(out_dir, trial.number, key)
-            if (workdir / "checkpoint.pt").exists():
-                last_dir[key] = workdir
+        elif trial.state == TrialState.FAIL:
+            kind = trial.user_attrs.get("fail_kind")
+            attempts[key] += kind not in NOT_COUNTED
+            if kind == "oom" or trial.user_attrs.get("whole_gpu"):
+                whole_gpu.add(key)
+            if store is not None and key not in done:
+                rel = trial_folder(trial.number, key)
+                if store.folder(rel).has_checkpoint():
+                    last[key] = rel
     pending, given_up = [], []
     for p in spec.points:
-        if p.grid_key in done:
+        if p.grid_key in done or p.grid_key in pruned:
             continue
         if attempts[p.grid_key] < spec.max_attempts:
-            pending.append(PendingPoint(p, attempts[p.grid_key] + 1, last_dir.get(p.grid_key)))
+            pending.append(PendingPoint(p, attempts[p.grid_key] + 1, last.get(p.grid_key),
+                                        p.grid_key in whole_gpu))
         else:
             given_up.append(p)
-    return Tally(done, running, attempts, pending, given_up)
+    return Tally(done, pruned, running, attempts, pending, given_up)
 
 
-def trial_workdir(out_dir: Path, number: int, key: str) -> Path:
-    """`<out>/trials/<number>-<grid_key[:8]>`."""
-    return out_dir / "trials" / f"{number}-{key[:8]}"
+def trial_folder(number: int, key: str) -> str:
+    """`trials/<number>-<grid_key[:8]>`, relative to the artifact store."""
+    return f"trials/{number}-{key[:8]}"
 
 
 class GridStudy:
     """The driver's handle on one study: create or load it, reconcile, list what to run, record results."""
 
     def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, spec: GridSpec,
-                 out_dir: Path) -> None:
-        self.study, self.storage, self.spec, self.out_dir = study, storage, spec, out_dir
+                 store: ArtifactStore) -> None:
+        self.study, self.storage, self.spec, self.store = study, storage, spec, store
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self._distributions = self._recorded_distributions()
         self._values: dict[str, list] = {}
@@ -219,8 +253,10 @@ class GridStudy:
                 self._values.setdefault(axis, []).append(value)
 
     @classmethod
-    def open(cls, spec: GridSpec, storage_url: str, out_dir: Path) -> GridStudy:
-        """Create the study, or load it and check that `spec` only extends what it already ran."""
+    def open(cls, spec: GridSpec, storage_url: str, out_dir: Path, store: ArtifactStore | None = None) -> GridStudy:
+        """Create the study, or load it and check that `spec` only extends what it already ran. Trial folders go
+        to `store` (default: `out_dir`)."""
+        store = store or ArtifactStore(out_dir)
         with creating(storage_url):
             storage = open_storage(storage_url, create=True)
             study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
@@ -228,11 +264,12 @@ class GridStudy:
             stored = study.user_attrs.get("space")
             if stored is not None:
                 _check_extension(GridSpec(spec.name, stored), spec, study)
-            handle = cls(study, storage, spec, out_dir)
+            handle = cls(study, storage, spec, store)
             handle._check_categories()
             study.set_user_attr("space", spec.data)
             study.set_user_attr("spec_hash", spec.digest())
             study.set_user_attr("out_dir", str(out_dir.resolve()))
+            study.set_user_attr("artifacts", store.uri)
         return handle
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
@@ -243,24 +280,29 @@ class GridStudy:
     def reconcile(self, reason: str = "orphaned: the driver stopped while this trial ran",
                   kind: str = "orphaned") -> tuple[int, int]:
         """Finish every RUNNING trial (left by a dead driver, or by this one when it is stopped): COMPLETE when its
-        `result.json` exists, else FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an attempt).
-        Returns (completed, failed)."""
+        `result.json` is in the store, else FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an
+        attempt). Returns (completed, failed)."""
         completed = failed = 0
         for trial in self.trials((TrialState.RUNNING,)):
-            key = trial.user_attrs.get("grid_key", "")
-            result = read_result(trial_workdir(self.out_dir, trial.number, key))
-            if result is not None and self.finish(trial.number, result["metrics"]) is None:
+            folder = self.store.folder(trial_folder(trial.number, trial.user_attrs.get("grid_key", "")))
+            result = folder.read_result()
+            if result is not None and self.finish(trial.number, result["metrics"], folder.read_metrics()) is None:
                 completed += 1
             elif result is not None:
                 failed += 1
             else:
+                self.report(trial.number, folder.read_metrics())
                 self.fail(trial.number, reason, kind)
                 failed += 1
         return completed, failed
 
+    def tally(self) -> Tally:
+        """Where each point stands, resuming from the store's checkpoints."""
+        return tally(self.spec, self.trials(), self.store)
+
     def pending(self) -> list[PendingPoint]:
-        """Points without a COMPLETE trial that have attempts left, in grid_key order."""
-        return tally(self.spec, self.trials(), self.out_dir).pending
+        """Points not finished that have attempts left, in grid_key order."""
+        return self.tally().pending
 
     def start(self, pending: PendingPoint) -> int:
         """Create the RUNNING trial of a point (params, grid_key and attempt in one transaction); its number."""
@@ -269,17 +311,35 @@ class GridStudy:
             number=-1, state=TrialState.RUNNING, value=None,
             datetime_start=datetime.datetime.now(), datetime_complete=None,
             params=point.params, distributions=self.distributions(point),
-            user_attrs={"grid_key": point.grid_key, "attempt": pending.attempt, "baseline": point.baseline},
+            user_attrs={"grid_key": point.grid_key, "attempt": pending.attempt, "baseline": point.baseline,
+                        "kind": point.kind, "whole_gpu": pending.whole_gpu},
             system_attrs={}, intermediate_values={}, trial_id=-1)
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         return self.storage.get_trial_number_from_id(trial_id)
 
-    def finish(self, number: int, metrics: dict[str, Any]) -> str | None:
-        """Store `metrics` as user attrs, then tell COMPLETE with the objective; FAIL if the objective is missing
-        or not finite (Optuna would raise and leave the trial RUNNING). Returns None, or the failure reason."""
+    def report(self, number: int, history: list[dict], after: int = 0) -> int:
+        """Store the objective of each epoch of `history` after epoch `after` as the trial's intermediate values
+        (optuna-dashboard draws them live); returns the last epoch reported."""
+        metric = self.spec.objective[0]
+        trial_id = self._id(number)
+        best = -math.inf if self.spec.objective[1] == "maximize" else math.inf
+        for row in history:
+            value = row.get(metric if metric != "val_accuracy_best" else "val_accuracy")
+            if metric == "val_accuracy_best" and value is not None:
+                best = value = max(best, value)
+            if row["epoch"] > after and isinstance(value, (int, float)) and math.isfinite(value):
+                self.storage.set_trial_intermediate_value(trial_id, row["epoch"], float(value))
+        return max([after, *(r["epoch"] for r in history)])
+
+    def finish(self, number: int, metrics: dict[str, Any], history: list[dict] | None = None) -> str | None:
+        """Store the per-epoch values and `metrics` as user attrs, then tell COMPLETE with the objective; FAIL if
+        the objective is missing or not finite (Optuna would raise and leave the trial RUNNING). Returns None, or
+        the failure reason."""
         metric = self.spec.objective[0]
         value = metrics.get(metric)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        if history:
+            self.report(number, history)
+        trial_id = self._id(number)
         for key, item in metrics.items():
             if isinstance(item, float) and not math.isfinite(item):
                 item = None  # JSON cannot hold nan/inf
@@ -291,12 +351,23 @@ class GridStudy:
         self.study.tell(number, float(value))
         return None
 
+    def prune(self, number: int, rung: int, reason: str, history: list[dict]) -> None:
+        """Stop a trial at a halving rung: its values so far, the rung and the reason, then tell PRUNED."""
+        self.report(number, history)
+        trial_id = self._id(number)
+        self.storage.set_trial_user_attr(trial_id, "pruned_at", rung)
+        self.storage.set_trial_user_attr(trial_id, "prune_reason", reason)
+        self.study.tell(number, state=TrialState.PRUNED)
+
     def fail(self, number: int, reason: str, kind: str = "error") -> None:
-        """Record the one-line `reason` and tell FAIL. `kind` "orphaned"/"interrupted" does not use an attempt."""
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        """Record the one-line `reason` and tell FAIL. A `kind` in NOT_COUNTED does not use an attempt."""
+        trial_id = self._id(number)
         self.storage.set_trial_user_attr(trial_id, "fail_reason", one_line(reason))
         self.storage.set_trial_user_attr(trial_id, "fail_kind", kind)
         self.study.tell(number, state=TrialState.FAIL)
+
+    def _id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
     # -- distributions -------------------------------------------------------------------------------------
     def distributions(self, point: Point) -> dict[str, BaseDistribution]:
@@ -353,14 +424,6 @@ def _check_extension(old: GridSpec, new: GridSpec, study: optuna.Study) -> None:
     if removed:
         raise StudyError(f"study {new.name!r}: this space removes {len(removed)} of its points "
                          f"(e.g. {removed[0].params}); keep the old values or {advice}")
-
-
-def read_result(workdir: Path) -> dict | None:
-    """A trial folder's `result.json`, or None when absent or unreadable."""
-    try:
-        return json.loads((workdir / "result.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def one_line(text: str, limit: int = 500) -> str:

@@ -31,8 +31,9 @@ def read_trials(storage: optuna.storages.RDBStorage, study_name: str,
             return conn.execute(sqlalchemy.text(sql), {"study": study_id}).all()
 
         def of_study(table: str, columns: str) -> list:
-            return rows(f"SELECT t.trial_id, {columns} FROM {table} x JOIN trials t ON t.trial_id = x.trial_id "
-                        f"WHERE t.study_id = :study")
+            # Table and column names are this module's constants; the study id is a bound parameter.
+            return rows(f"SELECT t.trial_id, {columns} FROM {table} x JOIN trials t "  # noqa: S608
+                        f"ON t.trial_id = x.trial_id WHERE t.study_id = :study")
 
         # Trials first: a row written after this query belongs to a trial already read (only newer, e.g. the
         # metrics of a trial read as RUNNING) or to a trial not read (ignored), never the other way round.
@@ -59,7 +60,7 @@ def read_trials(storage: optuna.storages.RDBStorage, study_name: str,
         by_trial[trial_id]["values"][objective] = _VALUE.get(kind) or value
     for part, attrs in (("user", user_attrs), ("system", system_attrs)):
         decoded = json.loads("[" + ",".join(value_json for _, _, value_json in attrs) + "]")  # one parse, not 100k
-        for (trial_id, key, _), value in zip(attrs, decoded):
+        for (trial_id, key, _), value in zip(attrs, decoded, strict=False):
             by_trial[trial_id][part][key] = value
     for trial_id, step, value, kind in intermediate:
         by_trial[trial_id]["steps"][step] = math.nan if kind == "NAN" else _VALUE.get(kind) or value

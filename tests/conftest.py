@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,39 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Caches (decoded images, model checks) in a folder of this test session, never the user's: subprocesses inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pas-test-cache-")
+RAY_ARGS = {"num_cpus": 2, "include_dashboard": False, "object_store_memory": 100 * 2**20, "log_to_driver": False}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray with 2 CPUs for the tests of one module."""
+    import ray
+
+    ray.init(**RAY_ARGS)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_ray_gpus():
+    """A real local Ray told that this machine has 2 GPUs (it has none): Ray schedules GPU tasks and sets
+    CUDA_VISIBLE_DEVICES as it would on a GPU machine; the trials themselves fall back to the CPU."""
+    import ray
+
+    ray.init(**RAY_ARGS, num_gpus=2)
+    yield
+    ray.shutdown()
+
+
+# What depends on the machine and the moment, not on the computation: left out when runs are compared.
+TIMING = {"train_seconds", "proxy_seconds", "own_compute_seconds", "trial_seconds", "peak_rss_mb", "seconds",
+          "ray_node", "gpu_ids"}
+
+
+def without_timing(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING}
 
 
 def tiny_config(**overrides) -> dict:

@@ -3,21 +3,19 @@
 Every method is `f(images, targets, generator, params, model) -> Augmented`: `images` (B, C, H, W) in [0, 1],
 `targets` one-hot (B, K); the result carries the new images, the new targets (mixing methods give soft labels; SnapMix's
 need not sum to one), and `same_on_maps`, which applies the very same spatial transform to (B, 1, H, W) maps (what the
-saliency-consistency loss of seed 002 compares against). The caller's tensors are never modified. Random numbers come
-from `generator` (a CPU generator), so a method is reproducible under a seed. The mixing methods live in
-`trainer.mixing`; this module holds the single-image ones and the registry.
+saliency-consistency loss compares against). The caller's tensors are never modified. Random numbers come from
+`generator` (a CPU generator), so a method is reproducible under a seed. This module holds the single-image methods
+and the helpers the mixing ones (`trainer.mixing`) share; `trainer.augmentations` is the registry.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
-
-from trainer.config import AugmentConfig
 
 FILL = (0.485, 0.456, 0.406)  # erased pixels take the ImageNet mean: zero after normalisation
 
@@ -145,25 +143,3 @@ def augmix(images, targets, generator, params, model) -> Augmented:
         torch.manual_seed(seed)
         out = torch.stack([op(img) for img in as_bytes])
     return Augmented(out.to(images.device, images.dtype) / 255, targets.clone(), identity)
-
-
-def augmentations() -> dict[str, Callable[..., Augmented]]:
-    """Every augmentation by name (the `augmentation` axis)."""
-    from trainer import mixing
-
-    return {
-        "none": no_augmentation, "flip": flip, "cutout": cutout, "random_erasing": random_erasing,
-        "hide_and_seek": hide_and_seek, "gridmask": gridmask, "augmix": augmix,
-        "mixup": mixing.mixup, "cutmix": mixing.cutmix, "resizemix": mixing.resizemix,
-        "smoothmix": mixing.smoothmix, "ricap": mixing.ricap, "samplepairing": mixing.samplepairing,
-        "saliencymix": mixing.saliencymix, "snapmix": mixing.snapmix, "attentive_cutmix": mixing.attentive_cutmix,
-    }
-
-
-def augment_batch(images: torch.Tensor, labels: torch.Tensor, num_classes: int, name: str,
-                  generator: torch.Generator, params: AugmentConfig, model: torch.nn.Module | None = None
-                  ) -> Augmented:
-    """Apply augmentation `name` to `images` in [0, 1] with hard `labels`; `model` is the live model (SnapMix and
-    Attentive CutMix read its CAMs)."""
-    targets = F.one_hot(labels, num_classes).to(images.dtype)
-    return augmentations()[name](images, targets, generator, params, model)

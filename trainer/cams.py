@@ -13,10 +13,25 @@ import types
 import numpy as np
 import torch
 from pytorch_grad_cam import (
-    FEM, AblationCAM, EigenCAM, EigenGradCAM, FinerCAM, FullGrad, GradCAM, GradCAMElementWise, GradCAMPlusPlus,
-    HiResCAM, KPCA_CAM, LayerCAM, RandomCAM, ScoreCAM, ShapleyCAM, XGradCAM,
+    FEM,
+    KPCA_CAM,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FinerCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    RandomCAM,
+    ScoreCAM,
+    ShapleyCAM,
+    XGradCAM,
+    ablation_cam,
+    score_cam,
 )
-from pytorch_grad_cam import ablation_cam, score_cam
 from pytorch_grad_cam.ablation_layer import AblationLayer, AblationLayerVit
 from pytorch_grad_cam.utils.find_layers import replace_layer_recursive
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWeightedTarget
@@ -43,7 +58,8 @@ CAM_METHODS: dict[str, type] = {
     "fem": FEM,
     "randomcam": RandomCAM,  # a control: proxies from random maps
 }
-assert tuple(CAM_METHODS) == CAM_METHOD_NAMES
+if tuple(CAM_METHODS) != CAM_METHOD_NAMES:
+    raise AssertionError("trainer.cams.CAM_METHODS and trainer.config.CAM_METHOD_NAMES must name the same methods")
 GRADIENT_CAMS = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam")
 
 # ScoreCAM and AblationCAM draw a tqdm bar per batch into every trial's log; TQDM_DISABLE cannot stop them because
@@ -98,7 +114,7 @@ def _finer_targets(cam: FinerCAM, images: torch.Tensor, classes: torch.Tensor) -
     with torch.no_grad():
         logits = cam.base_cam.model(images).float().cpu()
     targets = []
-    for row, c in zip(logits, classes.tolist()):
+    for row, c in zip(logits, classes.tolist(), strict=False):
         order = torch.argsort((row - row[c]).abs()).tolist()
         targets.append(FinerWeightedTarget(c, [k for k in order if k != c][:3], alpha=1.0))
     return targets

@@ -20,11 +20,18 @@ DATASET_KINDS = (
     "digits", "fashion_mnist", "imagefolder",
     "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets",
 )
+# Kinds whose publishers name a test part (`split: {test: official}` uses it as the test set).
+OFFICIAL_TEST_KINDS = ("fashion_mnist", "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets")
 PIXEL_REPLACEMENTS = ("blended", "black", "mean", "max", "min", "halfmax")
 # Every pytorch-grad-cam method that applies to classification (the registry is `trainer.cams.CAM_METHODS`).
 CAM_METHOD_NAMES = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam", "gradcamelementwise",
                     "eigencam", "eigengradcam", "kpcacam", "scorecam", "ablationcam", "fullgrad", "shapleycam",
                     "finercam", "fem", "randomcam")
+# Controls that make proxies without a CAM: `duplicate` copies the chosen wrong images unmasked (does seeing hard
+# examples twice explain a gain?). Random masks are the CAM method `randomcam`.
+CONTROL_METHODS = ("duplicate",)
+PROXY_METHODS = CAM_METHOD_NAMES + CONTROL_METHODS
+UNCHANGED_PROXIES = ("drop", "keep")
 AUGMENTATIONS = ("none", "flip", "cutout", "random_erasing", "hide_and_seek", "gridmask", "augmix", "mixup", "cutmix",
                  "resizemix", "smoothmix", "ricap", "samplepairing", "saliencymix", "snapmix", "attentive_cutmix")
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -37,7 +44,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Where the images come from (DESIGN §7)."""
+    """Where the images come from: a kind (`digits`, `fashion_mnist`, `imagefolder`, or a torchvision dataset)."""
 
     kind: str
     root: str | None = None
@@ -47,10 +54,11 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Fractions of each class held out for validation and test; the rest trains."""
+    """Fractions of each class held out for validation and test; the rest trains. `test: official` uses the
+    publisher's test part (torchvision datasets, Fashion-MNIST) and draws val from the rest."""
 
     val: float = 0.15
-    test: float = 0.15
+    test: float | Literal["official"] = 0.15
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,7 @@ class TrialConfig:
     architecture: str = "resnet18"
     pretrained: bool = False
     pretrained_path: str | None = None
-    cam_method: str = "gradcam"
+    cam_method: str = "gradcam"            # or a control: "duplicate" (no mask), "randomcam" (random maps)
     cam_target: Literal["true", "predicted"] = "true"
     cam_batch_size: int = 32
     threshold: float = 0.5
@@ -111,9 +119,10 @@ class TrialConfig:
     wrong_subset: float = 1.0
     clear_every_step: bool = False
     pixel_replacement: str = "blended"
+    unchanged_proxies: Literal["drop", "keep"] = "drop"   # proxies a CAM left identical to their source
     augmentation: str = "flip"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    class_loss_weight: float = 1.0        # α of seed 002, eq. 8
+    class_loss_weight: float = 1.0        # α of Al-afandi et al. 2022, eq. 8
     saliency_loss_weight: float = 0.0     # β: saliency-map consistency between original and augmented images
     invariance_loss_weight: float = 0.0   # γ: logit invariance (eq. 6)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -179,7 +188,7 @@ def parse_proxy_steps(text: str) -> list[int | str]:
             raise ConfigError(
                 f"proxy_steps: {text!r} must be comma-separated positive integers (epochs) and 'p' (proxy steps)"
             )
-    for a, b in zip(tokens, tokens[1:] + [None]):
+    for a, b in zip(tokens, [*tokens[1:], None], strict=False):
         if a == "p" and not isinstance(b, int):
             raise ConfigError(f"proxy_steps: {text!r}: every 'p' must be followed by a number of training epochs")
     return tokens
@@ -197,13 +206,16 @@ def validate(config: TrialConfig) -> None:
     need(ds.limit_per_class is None or ds.limit_per_class > 0, "dataset.limit_per_class", "a positive integer",
          ds.limit_per_class)
     need(16 <= config.image_size <= 1024, "image_size", "an integer in [16, 1024]", config.image_size)
-    for name in ("val", "test"):
-        value = getattr(config.split, name)
-        need(0 < value < 1, f"split.{name}", "a fraction in (0, 1)", value)
-    need(config.split.val + config.split.test < 1, "split", "val + test < 1", dataclasses.asdict(config.split))
+    need(0 < config.split.val < 1, "split.val", "a fraction in (0, 1)", config.split.val)
+    if config.split.test == "official":
+        need(ds.kind in OFFICIAL_TEST_KINDS, "split.test", "a fraction (official needs a dataset with an official "
+             f"test part: {', '.join(OFFICIAL_TEST_KINDS)})", config.split.test)
+    else:
+        need(0 < config.split.test < 1, "split.test", "a fraction in (0, 1) or 'official'", config.split.test)
+        need(config.split.val + config.split.test < 1, "split", "val + test < 1", dataclasses.asdict(config.split))
     need(config.batch_size == "auto" or config.batch_size >= 1, "batch_size", "a positive integer or 'auto'",
          config.batch_size)
-    need(config.cam_method in CAM_METHOD_NAMES, "cam_method", f"one of {', '.join(CAM_METHOD_NAMES)}",
+    need(config.cam_method in PROXY_METHODS, "cam_method", f"one of {', '.join(PROXY_METHODS)}",
          config.cam_method)
     need(config.cam_batch_size >= 1, "cam_batch_size", "a positive integer", config.cam_batch_size)
     for name in ("threshold", "multiply_weight"):
@@ -290,9 +302,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
+    elif hint is str and isinstance(value, str):
+        return value
     raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
@@ -42,3 +43,18 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     """Replace `path` with one JSON object per line, atomically."""
     atomic_write_bytes(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())
+
+
+def load_checkpoint(source: Path | io.BytesIO) -> dict[str, Any]:
+    """A checkpoint's tensors and plain data, on the CPU. `weights_only=True`: a checkpoint carrying code is
+    refused, never run. The project's only `torch.load` (ruff bans it elsewhere)."""
+    import torch
+
+    return torch.load(source, map_location="cpu", weights_only=True)  # noqa: TID251
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/proxy-attention-search` (or `~/.cache/…`): per user and machine, outside datasets and
+    runs. The decoded-image cache and the model-check cache live here."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "proxy-attention-search"

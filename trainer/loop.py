@@ -1,40 +1,64 @@
 """One proxy-attention training trial, top to bottom: `run_trial(config, workdir)`.
 
-The trial folder (DESIGN §5) gets `config.json`, `split.json`, `metrics.jsonl` (one line per epoch),
-`checkpoint.pt` (each epoch; a re-run resumes from it), `proxies/step-K.npz`, `tensorboard/`, `cams.png`,
-`trial.log`, and last, atomically, `result.json`. Every epoch's randomness derives from (seed, epoch), so a resumed
-trial computes exactly what an uninterrupted one would.
+The trial folder (`trainer.folder`) gets `config.json`, `split.json`, `metrics.jsonl`, `checkpoint.pt` (after every
+epoch and every proxy step), `proxies/step-K.npz`, `tensorboard/`, `cams.png`, `trial.log`, and last, atomically,
+`result.json`. Every epoch's randomness derives from (seed, epoch), so a trial resumed from a checkpoint computes
+exactly what an uninterrupted one would, whoever wrote the checkpoint: this trial, an earlier try, or a shared stem
+(`run_stem`) whose prefix key (`trainer.prefix`) equals this trial's at that epoch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import importlib.metadata
 import io
 import json
 import logging
+import os
 import platform
 import resource
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from trainer.augment import augment_batch
-from trainer.config import TrialConfig
-from trainer.data import DataError, IndexedImages, load_images, make_split, model_input, normalize, to_unit
-from trainer.files import atomic_write_bytes, atomic_write_json, write_jsonl
-from trainer.models import ModelError, create_model
-from trainer.proxy import gallery, load_proxies, make_proxy_images, save_gallery, save_proxies
+from trainer import folder as files
+from trainer.augmentations import augment_batch
+from trainer.config import CAM_METHOD_NAMES, TrialConfig
+from trainer.data import (
+    Concat,
+    DataError,
+    Part,
+    batches,
+    load_images,
+    loader_options,
+    make_split,
+    model_input,
+    normalize,
+    to_unit,
+)
+from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
+from trainer.modelcheck import ModelError, check
+from trainer.models import create_model
+from trainer.prefix import cam_group_key, prefix_key, proxy_boundaries
+from trainer.proxy import (
+    ProxyInputs,
+    gallery,
+    load_proxies,
+    make_proxy_images,
+    proxy_inputs,
+    save_gallery,
+    save_proxies,
+)
 from trainer.saliency_loss import saliency_terms
 from trainer.schedule import learning_rate
 
@@ -42,6 +66,14 @@ log = logging.getLogger("trainer")
 CPU_DEFAULT_BATCH_SIZE = 32
 CAM_AUGMENTATIONS = ("snapmix", "attentive_cutmix")  # they read the live model's CAMs
 VERSIONED = ("torch", "torchvision", "timm", "grad-cam", "numpy", "scikit-learn")
+# A proxy step's statistics as they appear in the row of the epoch that follows it (metrics.jsonl).
+ROW_FIELDS = {"proxy_images": "proxy_images", "proxy_unchanged": "unchanged", "proxy_zero_maps": "zero_maps",
+              "proxy_constant_maps": "constant_maps", "proxy_replaced_fraction": "replaced_fraction",
+              "wrong_images": "wrong_images", "proxy_seconds": "seconds"}
+# `on_saved(names)` is told which files of the folder were just written (the artifact store uploads them).
+Saved = Callable[[list[str]], None]
+# `shared(step, key)` gives the file of a stem's proxy-step inputs for that step and CAM group, if one exists.
+SharedLookup = Callable[[int, str], Path | None]
 
 
 class TrialError(RuntimeError):
@@ -50,14 +82,38 @@ class TrialError(RuntimeError):
 
 @dataclass
 class TrialResult:
-    """What a finished trial reports: its metrics (numbers, or None where not measured) and its folder."""
+    """What a run of a trial reports: its metrics (None when it stopped at `until` before the end), the per-epoch
+    history so far, and its folder."""
 
-    metrics: dict[str, float | int | None]
+    metrics: dict[str, float | int | None] | None
+    history: list[dict]
     workdir: Path
 
+    @property
+    def paused(self) -> bool:
+        return self.metrics is None
 
-def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = None) -> TrialResult:
-    """Train `config` in `workdir` (resuming from its checkpoint if there is one) and return its metrics.
+
+@dataclass
+class TrainingState:
+    """Everything besides the weights that a checkpoint must carry to continue exactly."""
+
+    epochs_done: int = 0
+    proxy_steps_done: int = 0
+    proxy_files: list[str] = field(default_factory=list)   # the proxies in training now
+    history: list[dict] = field(default_factory=list)      # one row per epoch (metrics.jsonl)
+    steps: list[dict] = field(default_factory=list)        # one row per proxy step (its statistics)
+    batch_size: int | None = None
+    pending: dict = field(default_factory=dict)            # the last proxy step's fields, for the next epoch's row
+    shared_epochs: int = 0                                 # leading epochs a shared stem computed
+    shared_seconds: float = 0.0                            # and the proxy-step time it spent on this path
+
+
+def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = None, *, until: int | None = None,
+              cache_dir: str | Path | None = None, shared: SharedLookup | None = None,
+              on_saved: Saved | None = None) -> TrialResult:
+    """Train `config` in `workdir` (resuming from its checkpoint if there is one) and return its metrics; with
+    `until`, stop after that many epochs (before a proxy step due there) and return without metrics.
 
     A folder that already holds this config's `result.json` returns it without training again."""
     workdir = Path(workdir)
@@ -65,14 +121,16 @@ def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = Non
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         with _trial_log(workdir):
-            done = _finished_result(config, workdir)
-            if done is not None:
+            done = files.TrialFolder(workdir).read_result()
+            if done is not None and done.get("config_digest") == config.digest():
                 log.info("result.json already present: nothing to do")
-                return TrialResult(done["metrics"], workdir)
-            return _train(config, workdir, select_device(device))
+                return TrialResult(done["metrics"], [], workdir)
+            trial = _Trial(config, workdir, select_device(device), cache_dir, shared, on_saved or _nothing)
+            trial.run(until)
+            return trial.finish() if trial.state.epochs_done == config.epochs else trial.pause()
     except (DataError, ModelError):
         # Bad input found before the first epoch: leave nothing half-written behind.
-        if created and not (workdir / "checkpoint.pt").exists():
+        if created and not (workdir / files.CHECKPOINT).exists():
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     except OSError as exc:
@@ -82,142 +140,320 @@ def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = Non
         raise
 
 
+def run_stem(config: TrialConfig, workdir: str | Path, until: int, groups: list[TrialConfig],
+             device: str | None = None, *, cache_dir: str | Path | None = None, shared: SharedLookup | None = None,
+             on_saved: Saved | None = None) -> dict:
+    """Train the prefix that several grid points share: `config` for `until` epochs, then the inputs of the proxy
+    step due there (wrong images and CAMs) for each CAM group in `groups`, saved under `shared/`. Returns the stem's
+    record (also written as `result.json`)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    on_saved = on_saved or _nothing
+    with _trial_log(workdir):
+        trial = _Trial(config, workdir, select_device(device), cache_dir, shared, on_saved,
+                       owner=f"stem:{prefix_key(config, until)}")
+        trial.run(until)
+        step = sum(1 for b in proxy_boundaries(config) if b < until)
+        made = []
+        for group in groups:
+            key = cam_group_key(group, until)
+            name = f"{files.SHARED}/step-{step}-{key}.npz"
+            if not (workdir / name).exists():
+                inputs = proxy_inputs(trial.model, trial.train, group, step, trial.device, trial.batch_size, key)
+                inputs.save(workdir / name)
+                on_saved([name])
+                log.info("shared proxy step %d inputs for %s: %d wrong images, %.2f s", step, group.cam_method,
+                         len(inputs.positions), inputs.seconds)
+            made.append(name)
+        record = {"prefix_key": prefix_key(config, until), "epochs": until, "shared": made,
+                  "seconds": sum(r["seconds"] for r in trial.state.history[trial.state.shared_epochs:])}
+        atomic_write_json(workdir / files.RESULT, {"metrics": {}, "stem": record})
+        on_saved([files.RESULT])
+        return record
+
+
 def select_device(requested: str | None = None) -> torch.device:
-    """`requested` if given, else the first CUDA device when there is one (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+    """`requested` if given, else the first CUDA device when there is one (Ray sets CUDA_VISIBLE_DEVICES to the
+    trial's GPUs, so that is its own), else the CPU, saying so when GPUs were assigned but CUDA is absent."""
     if requested and requested != "auto":
         return torch.device(requested)
-    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda:0")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if visible:
+        log.warning("GPU(s) %s assigned (CUDA_VISIBLE_DEVICES) but CUDA is not available to torch: running on the "
+                    "CPU", visible)
+    return torch.device("cpu")
 
 
-def _train(config: TrialConfig, workdir: Path, device: torch.device) -> TrialResult:
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
-    config_file = workdir / "config.json"
-    if config_file.exists() and TrialConfig.from_json_file(config_file).digest() != config.digest():
-        raise TrialError(f"{workdir} already holds a different trial's config.json")
-    atomic_write_json(config_file, config.to_dict())
-
-    # Data: one split per trial, written once, never redone.
-    images = load_images(config.dataset, config.image_size)
-    split = make_split(images, config.split, config.seed)
-    split_file = workdir / "split.json"
-    if split_file.exists() and json.loads(split_file.read_text())["hash"] != split["hash"]:
-        raise TrialError(f"the dataset changed since this trial started (split hash differs from {split_file})")
-    atomic_write_json(split_file, split)
-    train_set, val_set, test_set = (IndexedImages(images, np.asarray(split[k])) for k in ("train", "val", "test"))
-    log.info("data: %d train / %d val / %d test images, %d classes, %d unreadable files skipped",
-             len(train_set), len(val_set), len(test_set), len(images.classes), images.skipped)
-
-    # Model, optimiser, mixed precision (CUDA only: plain fp32 on the CPU).
-    model = create_model(config.architecture, len(images.classes), config.image_size, config.pretrained,
-                         config.pretrained_path).to(device)
-    batch_size = _batch_size(config, model, len(images.classes), device, len(train_set))
-    optimizer = _optimizer(config, model)
+def precision(config: TrialConfig, device: torch.device) -> tuple[bool, torch.amp.GradScaler]:
+    """Mixed precision (fp16 autocast with a GradScaler) where asked and on CUDA; plain fp32 elsewhere."""
     amp = config.mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-
-    state = _resume(workdir, config, model, optimizer, scaler)
-    proxies: dict[str, Dataset] = {name: load_proxies(workdir / "proxies" / name) for name in state["proxy_files"]}
-    if torch.cuda.is_available() and device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    from torch.utils.tensorboard import SummaryWriter  # slow import; only trials need it
-
-    tensorboard = SummaryWriter(str(workdir / "tensorboard"))
-    pending = {"proxy_images": 0, "proxy_seconds": 0.0, "wrong_images": None}
-    try:
-        for kind, index in _plan(config):
-            if kind == "proxy":
-                if index < state["proxy_steps_done"]:
-                    continue
-                step = make_proxy_images(model, train_set, config, index, device, batch_size)
-                name = f"step-{index}.npz"
-                save_proxies(step, workdir / "proxies" / name)
-                if config.clear_every_step:
-                    proxies.clear()
-                proxies[name] = step.as_dataset()
-                picture = gallery(torch.stack([images.image(int(i)) for i in step.source_indices[:8]])
-                                  if len(step.source_indices) else step.pixels, step.cams, step.pixels)
-                save_gallery(picture, workdir / "cams.png")
-                tensorboard.add_image("proxy/gallery", picture, index, dataformats="HWC")
-                state["proxy_steps_done"] = index + 1
-                state["proxy_files"] = list(proxies)
-                pending = {"proxy_images": len(step.labels), "proxy_seconds": step.seconds, "wrong_images": step.wrong}
-                log.info("proxy step %d: %d wrong training images, %d proxies, %.2f s, %d proxies in training",
-                         index, step.wrong, len(step.labels), step.seconds, sum(len(d) for d in proxies.values()))
-                continue
-            if index < state["epochs_done"]:
-                continue
-
-            # One epoch of training on the originals plus the active proxies.
-            train_data = ConcatDataset([train_set, *proxies.values()])
-            start = time.perf_counter()
-            train_loss, train_accuracy, lr = _train_epoch(config, model, optimizer, scaler, train_data,
-                                                          len(images.classes), batch_size, index, device, amp)
-            seconds = time.perf_counter() - start
-            val_loss, val_accuracy, _, _ = evaluate(model, val_set, batch_size, device, amp, config.num_workers)
-            row = {"epoch": index + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr, "seconds": seconds,
-                   "train_images": len(train_data), **pending}
-            pending = {"proxy_images": 0, "proxy_seconds": 0.0, "wrong_images": None}
-            state["history"].append(row)
-            state["epochs_done"] = index + 1
-            write_jsonl(workdir / "metrics.jsonl", state["history"])
-            for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "proxy_images"):
-                tensorboard.add_scalar(key, row[key], index + 1)
-            _save_checkpoint(workdir, config, model, optimizer, scaler, state)
-            log.info("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, lr %.2e, %.2f s",
-                     index + 1, config.epochs, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds)
-    finally:
-        tensorboard.close()
-
-    # Final evaluation on the test set, which nothing above has touched.
-    test_loss, test_accuracy, predicted, labels = evaluate(model, test_set, batch_size, device, amp,
-                                                           config.num_workers)
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
-    history = state["history"]
-    best = max(history, key=lambda r: r["val_accuracy"])
-    target = config.target_val_accuracy
-    metrics = {
-        "val_accuracy": best["val_accuracy"],
-        "best_epoch": best["epoch"],
-        "val_accuracy_final": history[-1]["val_accuracy"],
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        "test_precision_macro": float(precision),
-        "test_recall_macro": float(recall),
-        "test_f1_macro": float(f1),
-        "train_seconds": sum(r["seconds"] for r in history),
-        "proxy_seconds": sum(r["proxy_seconds"] for r in history),
-        "proxy_images": sum(r["proxy_images"] for r in history),
-        "epochs": len(history),
-        "epochs_to_target": next((r["epoch"] for r in history if r["val_accuracy"] >= target), None)
-        if target is not None else None,
-        "train_images": len(train_set),
-        "skipped_files": images.skipped,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "batch_size": batch_size,
-        "seed": config.seed,
-        "trial_seconds": time.perf_counter() - started,  # this run's wall time: data, model, training, tests
-    }
-    result = {
-        "metrics": metrics,
-        "config_digest": config.digest(),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(images.classes))).tolist(),
-        "classes": images.classes,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "versions": {"python": platform.python_version(),
-                     **{name: importlib.metadata.version(name) for name in VERSIONED}},
-        "split_hash": split["hash"],
-    }
-    atomic_write_json(workdir / "result.json", result)
-    log.info("done: val_accuracy %.4f, test_accuracy %.4f", metrics["val_accuracy"], test_accuracy)
-    return TrialResult(metrics, workdir)
+    if config.mixed_precision and not amp:
+        log.info("mixed_precision: %s has no fp16 autocast here; training in fp32", device)
+    return amp, torch.amp.GradScaler("cuda", enabled=amp)
 
 
-def _plan(config: TrialConfig) -> Iterator[tuple[str, int]]:
+class _Trial:
+    """The live parts of one trial: data, model, optimiser and the training state, restored from a checkpoint."""
+
+    def __init__(self, config: TrialConfig, workdir: Path, device: torch.device, cache_dir: str | Path | None,
+                 shared: SharedLookup | None, on_saved: Saved, owner: str | None = None) -> None:
+        self.config, self.workdir, self.device, self.shared, self.on_saved = config, workdir, device, shared, on_saved
+        self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
+        self.started = time.perf_counter()
+        log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
+        check(config.architecture, config.cam_method if proxy_boundaries(config) and config.cam_method in
+              CAM_METHOD_NAMES else None, config.image_size)
+        self._write_config()
+
+        # Data: one split per trial, written once, never redone.
+        self.images = load_images(config.dataset, config.image_size, cache_dir)
+        self.split = make_split(self.images, config.split, config.seed)
+        split_file = workdir / files.SPLIT
+        if split_file.exists() and json.loads(split_file.read_text())["hash"] != self.split["hash"]:
+            raise TrialError(f"the dataset changed since this trial started (split hash differs from {split_file})")
+        atomic_write_json(split_file, self.split)
+        on_saved([files.CONFIG, files.SPLIT])
+        self.train, self.val, self.test = (Part(self.images, np.asarray(self.split[k]))
+                                           for k in ("train", "val", "test"))
+        log.info("data: %d train / %d val / %d test images, %d classes, %d unreadable files skipped%s",
+                 len(self.train), len(self.val), len(self.test), len(self.images.classes), self.images.skipped,
+                 " (decoded-image cache)" if self.images.cached else "")
+
+        self.amp, self.scaler = precision(config, device)
+        self.model, self.optimizer = self._fresh_model()
+        self.state = self._resume() or TrainingState()
+        if self.state.batch_size is None:
+            self.state.batch_size = _batch_size(config, self.model, len(self.images.classes), device,
+                                                len(self.train))
+        self.proxies = {name: load_proxies(workdir / name, config.image_size) for name in self.state.proxy_files}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.state.batch_size)
+
+    def run(self, until: int | None) -> None:
+        """Every event of the schedule not done yet, stopping once `until` epochs are done."""
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only trials need it
+
+        self.tensorboard = SummaryWriter(str(self.workdir / files.TENSORBOARD))
+        try:
+            for kind, index in plan(self.config):
+                if until is not None and self.state.epochs_done >= until:
+                    break
+                if kind == "proxy" and index >= self.state.proxy_steps_done:
+                    self.proxy_step(index)
+                elif kind == "epoch" and index >= self.state.epochs_done:
+                    self.epoch(index)
+        finally:
+            self.tensorboard.close()
+
+    def proxy_step(self, index: int) -> None:
+        """Make the proxies of step `index` from the current model and put them into training."""
+        config, state = self.config, self.state
+        boundary = proxy_boundaries(config)[index]
+        inputs = self._shared_inputs(index, boundary)
+        step = make_proxy_images(self.model, self.train, config, index, self.device, self.batch_size, inputs)
+        name = files.TrialFolder(self.workdir).proxy_name(index)
+        save_proxies(step, self.workdir / name)
+        if config.clear_every_step:
+            self.proxies.clear()
+        self.proxies[name] = load_proxies(self.workdir / name, config.image_size)
+        count = min(8, len(step.source_indices))
+        originals = self.images.take(step.source_indices[:count]).numpy()
+        picture = gallery(originals, step.maps[:count], step.pixels[:count])
+        save_gallery(picture, self.workdir / files.GALLERY)
+        self.tensorboard.add_image("proxy/gallery", picture, index, dataformats="HWC")
+        stats = {**step.stats, "step": index, "epoch": boundary, "seconds": step.seconds}
+        state.steps.append(stats)
+        state.proxy_steps_done, state.proxy_files = index + 1, list(self.proxies)
+        state.pending = {row: stats[name] for row, name in ROW_FIELDS.items()}
+        if inputs is not None:
+            state.shared_seconds += inputs.seconds
+        log.info("proxy step %d: %d wrong training images, %d chosen, %d proxies (%d unchanged, %s all-zero maps, "
+                 "%.1f%% of pixels replaced), %.2f s, %d proxies in training", index, stats["wrong_images"],
+                 stats["chosen"], stats["proxy_images"], stats["unchanged"], stats["zero_maps"],
+                 100 * (stats["replaced_fraction"] or 0), step.seconds, sum(len(p) for p in self.proxies.values()))
+        if stats["chosen"] and stats["unchanged"] > stats["chosen"] / 2:
+            log.warning("proxy step %d: %d of %d proxies are identical to their source image (%s all-zero maps); "
+                        "they are %s (unchanged_proxies: %s)", index, stats["unchanged"], stats["chosen"],
+                        stats["zero_maps"], "left out of training" if config.unchanged_proxies == "drop" else
+                        "trained on as copies", config.unchanged_proxies)
+        self._save_checkpoint([name, files.GALLERY])
+
+    def epoch(self, index: int) -> None:
+        """One epoch of training on the originals plus the active proxies, then validation."""
+        config, state = self.config, self.state
+        data = Concat([self.train, *self.proxies.values()])
+        start = time.perf_counter()
+        train_loss, train_accuracy, lr = _train_epoch(config, self.model, self.optimizer, self.scaler, data,
+                                                      len(self.images.classes), self.batch_size, index,
+                                                      self.device, self.amp)
+        seconds = time.perf_counter() - start
+        val_loss, val_accuracy, _, _ = evaluate(self.model, self.val, self.batch_size, self.device, self.amp,
+                                                config.num_workers)
+        row = {"epoch": index + 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
+               "val_accuracy": val_accuracy, "lr": lr, "seconds": seconds, "train_images": len(data),
+               "proxies_in_training": len(data) - len(self.train),
+               **dict.fromkeys(ROW_FIELDS), **state.pending}
+        state.pending = {}
+        state.history.append(row)
+        state.epochs_done = index + 1
+        write_jsonl(self.workdir / files.METRICS, state.history)
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "proxies_in_training"):
+            self.tensorboard.add_scalar(key, row[key], index + 1)
+        log.info("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, lr %.2e, %.2f s", index + 1,
+                 config.epochs, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds)
+        self._save_checkpoint([files.METRICS])
+
+    def pause(self) -> TrialResult:
+        log.info("stopped after epoch %d of %d", self.state.epochs_done, self.config.epochs)
+        return TrialResult(None, self.state.history, self.workdir)
+
+    def finish(self) -> TrialResult:
+        """Evaluate once on the test set, which nothing above has touched, and write `result.json` last."""
+        config, state, history = self.config, self.state, self.state.history
+        test_loss, test_accuracy, predicted, labels = evaluate(self.model, self.test, self.batch_size, self.device,
+                                                               self.amp, config.num_workers)
+        precision_, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro",
+                                                                    zero_division=0)
+        best = max(history, key=lambda r: r["val_accuracy"])
+        target = config.target_val_accuracy
+        steps = state.steps
+        chosen = sum(s["chosen"] for s in steps)
+        own_epochs = history[state.shared_epochs:]
+        metrics = {
+            "val_accuracy": history[-1]["val_accuracy"],
+            "val_loss": history[-1]["val_loss"],
+            "val_accuracy_best": best["val_accuracy"],
+            "best_epoch": best["epoch"],
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
+            "test_precision_macro": float(precision_),
+            "test_recall_macro": float(recall),
+            "test_f1_macro": float(f1),
+            "train_seconds": sum(r["seconds"] for r in history),
+            "proxy_seconds": sum(s["seconds"] for s in steps),
+            "own_compute_seconds": sum(r["seconds"] for r in own_epochs)
+            + sum(s["seconds"] for s in steps) - state.shared_seconds,
+            "proxy_steps": len(steps),
+            "proxy_images": sum(s["proxy_images"] for s in steps),
+            "proxy_unchanged": sum(s["unchanged"] for s in steps),
+            "proxy_unchanged_fraction": sum(s["unchanged"] for s in steps) / chosen if chosen else None,
+            "proxy_zero_maps": sum(s["zero_maps"] for s in steps) if steps and all(
+                s["zero_maps"] is not None for s in steps) else None,  # None: no step, or no maps (duplicate)
+            "proxy_replaced_fraction": float(np.mean([s["replaced_fraction"] for s in steps
+                                                      if s["replaced_fraction"] is not None]))
+            if any(s["replaced_fraction"] is not None for s in steps) else None,
+            "epochs": len(history),
+            "num_classes": len(self.images.classes),
+            "images_seen": sum(r["train_images"] for r in history),
+            "train_split_images": len(self.train),
+            "epochs_to_target": next((r["epoch"] for r in history if r["val_accuracy"] >= target), None)
+            if target is not None else None,
+            "skipped_files": self.images.skipped,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(self.device) / 2**20
+            if self.device.type == "cuda" else None,
+            "batch_size": self.batch_size,
+            "mixed_precision_used": self.amp,
+            "seed": config.seed,
+            "test_part": self.split["test_part"],  # "random" (stratified) or "official" (the publisher's)
+            "trial_seconds": time.perf_counter() - self.started,  # this run's wall time: data, model, training
+        }
+        result = {
+            "metrics": metrics,
+            "config_digest": config.digest(),
+            "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(self.images.classes))).tolist(),
+            "classes": self.images.classes,
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+            else platform.processor() or "cpu",
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "versions": {"python": platform.python_version(),
+                         **{name: importlib.metadata.version(name) for name in VERSIONED}},
+            "split_hash": self.split["hash"],
+            "test_part": self.split["test_part"],
+            "proxy_steps": steps,
+        }
+        self.on_saved([files.TENSORBOARD])
+        atomic_write_json(self.workdir / files.RESULT, result)
+        self.on_saved([files.RESULT])
+        log.info("done: val_accuracy %.4f, test_accuracy %.4f", metrics["val_accuracy"], test_accuracy)
+        return TrialResult(metrics, history, self.workdir)
+
+    # -- set-up, checkpoints -----------------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        path = self.workdir / files.CONFIG
+        if path.exists() and TrialConfig.from_json_file(path).digest() != self.config.digest():
+            raise TrialError(f"{self.workdir} already holds a different trial's config.json")
+        atomic_write_json(path, self.config.to_dict())
+
+    def _fresh_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(self.config.seed)
+        model = create_model(self.config.architecture, len(self.images.classes), self.config.image_size,
+                             self.config.pretrained, self.config.pretrained_path).to(self.device)
+        return model, _optimizer(self.config, model)
+
+    def _resume(self) -> TrainingState | None:
+        """The state of `checkpoint.pt` (this trial's, a retry's or a stem's), with the weights loaded; None when
+        there is none, or it is damaged or belongs to another prefix (then the model is rebuilt, untouched)."""
+        path = self.workdir / files.CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            saved = load_checkpoint(path)
+            state = TrainingState(**saved["state"])
+            own = prefix_key(self.config, state.epochs_done, state.proxy_steps_done)
+            if saved["prefix_key"] != own:
+                log.warning("checkpoint.pt belongs to another trial's prefix: starting from scratch")
+                return None
+            missing = [f for f in state.proxy_files if not (self.workdir / f).exists()]
+            if missing:
+                raise FileNotFoundError(missing[0])
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scaler.load_state_dict(saved["scaler"])
+        except Exception as exc:  # a truncated or corrupt file can fail in many ways; all mean "start over"
+            log.warning("checkpoint.pt unusable (%s): starting from scratch", exc)
+            self.model, self.optimizer = self._fresh_model()  # a half-loaded model must not train on
+            self.amp, self.scaler = precision(self.config, self.device)
+            return None
+        if saved["owner"] != self.owner:
+            state.shared_epochs = state.epochs_done  # another's epochs: shared, not this one's own compute
+        log.info("resuming after epoch %d (%d proxy steps done)%s", state.epochs_done, state.proxy_steps_done,
+                 " from a shared stem" if saved["owner"].startswith("stem:") else "")
+        return state
+
+    def _save_checkpoint(self, also: list[str]) -> None:
+        buffer = io.BytesIO()
+        state = self.state
+        torch.save({"prefix_key": prefix_key(self.config, state.epochs_done, state.proxy_steps_done),
+                    "owner": self.owner, "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                    "state": dataclasses.asdict(state)}, buffer)
+        atomic_write_bytes(self.workdir / files.CHECKPOINT, buffer.getvalue())
+        self.on_saved([*also, files.CHECKPOINT])
+
+    def _shared_inputs(self, step: int, boundary: int) -> ProxyInputs | None:
+        """A stem's inputs for this proxy step, when there are some for exactly this prefix and CAM group."""
+        if self.shared is None:
+            return None
+        key = cam_group_key(self.config, boundary)
+        path = self.shared(step, key)
+        if path is None:
+            return None
+        inputs = ProxyInputs.load(path)
+        if inputs.key != key:
+            log.warning("shared proxy inputs %s are for another prefix: computing them here", path)
+            return None
+        log.info("proxy step %d uses a stem's wrong images and CAMs (%s)", step, path.name)
+        return inputs
+
+
+def plan(config: TrialConfig) -> Iterator[tuple[str, int]]:
     """The schedule as events: ("epoch", 0-based epoch) and ("proxy", 0-based proxy step)."""
     epoch = step = 0
     for token in config.schedule:
@@ -230,23 +466,25 @@ def _plan(config: TrialConfig) -> Iterator[tuple[str, int]]:
                 epoch += 1
 
 
+def _nothing(_names: list[str]) -> None:
+    return None
+
+
 def _train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, data: Dataset, num_classes: int, batch_size: int, epoch: int,
+                 scaler: torch.amp.GradScaler, data: Concat, num_classes: int, batch_size: int, epoch: int,
                  device: torch.device, amp: bool) -> tuple[float, float, float]:
     """Train one epoch; return mean loss, accuracy (against the hard labels) and the last learning rate.
     Raises TrialError on a NaN/inf loss."""
     seed = config.seed * 100_003 + epoch
     torch.manual_seed(seed)
     shuffle, augment = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
-    # A last batch of one image breaks batch norm in training mode: drop it then.
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=shuffle,
-                        num_workers=config.num_workers, drop_last=len(data) % batch_size == 1,
-                        pin_memory=device.type == "cuda")
     model.train()
     saliency_loss = config.saliency_loss_weight > 0 or config.invariance_loss_weight > 0
     total_loss, correct, seen, lr = 0.0, 0, 0, config.optimizer.lr
+    n_batches = max(1, -(-len(data) // batch_size))
+    loader = batches(data, batch_size, shuffle, config.num_workers, **loader_options(device))
     for i, (x, y) in enumerate(loader):
-        lr = learning_rate(config, (epoch + i / len(loader)) / config.epochs, epoch)
+        lr = learning_rate(config, (epoch + i / n_batches) / config.epochs, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         y = y.to(device, non_blocking=True)
@@ -275,21 +513,21 @@ def _train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.O
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device, amp: bool = False,
+def evaluate(model: nn.Module, data: Part, batch_size: int, device: torch.device, amp: bool = False,
              num_workers: int = 0) -> tuple[float, float, np.ndarray, np.ndarray]:
     """Mean cross-entropy, accuracy, predictions and labels of `model` on `data` (eval mode, no augmentation)."""
     was_training = model.training
     model.eval()
     losses, predicted, labels = [], [], []
-    for x, y in DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    for x, y in batches(data, batch_size, None, num_workers, **loader_options(device)):
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             logits = model(model_input(x, device)).float()
         losses.append(F.cross_entropy(logits, y.to(device), reduction="sum").item())
         predicted.append(logits.argmax(1).cpu())
         labels.append(y)
     model.train(was_training)
-    predicted, labels = torch.cat(predicted).numpy(), torch.cat(labels).numpy()
-    return sum(losses) / len(labels), float((predicted == labels).mean()), predicted, labels
+    predicted_, labels_ = torch.cat(predicted).numpy(), torch.cat(labels).numpy()
+    return sum(losses) / len(labels_), float((predicted_ == labels_).mean()), predicted_, labels_
 
 
 def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -308,78 +546,48 @@ def _batch_size(config: TrialConfig, model: nn.Module, num_classes: int, device:
         log.warning("batch_size: auto measures GPU memory and needs CUDA; using %d on %s",
                     CPU_DEFAULT_BATCH_SIZE, device)
         return CPU_DEFAULT_BATCH_SIZE
-    return find_batch_size(model, config.image_size, num_classes, device, train_size)
+    size = auto_batch_size(model, config.image_size, num_classes, device, train_size)
+    log.info("batch size finder: %d", size)
+    return size
 
 
-def find_batch_size(model: nn.Module, image_size: int, num_classes: int, device: torch.device,
-                    dataset_size: int, max_batch_size: int = 1024) -> int:
-    """Thesis Algorithm 3: double the batch size until a forward+backward pass runs out of memory, and keep the
-    last size that fit. Unlike the thesis code it never steps the optimiser, so the weights are left unchanged."""
-    fits, size = 1, 2
-    limit = min(max_batch_size, dataset_size)
-    while size <= limit:
+def find_batch_size(fits: Callable[[int], bool], limit: int) -> int:
+    """Thesis Algorithm 3: double the batch size while `fits(size)` (a forward+backward pass that does not run
+    out of memory), and keep the last size that fit, at most `limit`."""
+    best, size = 1, 2
+    while size <= limit and fits(size):
+        best, size = size, size * 2
+    return best
+
+
+def auto_batch_size(model: nn.Module, image_size: int, num_classes: int, device: torch.device, dataset_size: int,
+                    max_batch_size: int = 1024) -> int:
+    """`find_batch_size` with a real memory probe on `device`. Unlike the thesis code it never steps the
+    optimiser, and it puts back the batch-norm statistics that the probe's forward passes update."""
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def fits(size: int) -> bool:
         try:
             x = torch.randn(size, 3, image_size, image_size, device=device)
             F.cross_entropy(model(x), torch.randint(num_classes, (size,), device=device)).backward()
-            fits, size = size, size * 2
+            return True
         except torch.cuda.OutOfMemoryError:
-            break
+            return False
         finally:
             model.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-    log.info("batch size finder: %d", fits)
-    return fits
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
-
-def _save_checkpoint(workdir: Path, config: TrialConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, state: dict) -> None:
-    buffer = io.BytesIO()
-    torch.save({"config_digest": config.digest(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "state": state}, buffer)
-    atomic_write_bytes(workdir / "checkpoint.pt", buffer.getvalue())
-
-
-def _resume(workdir: Path, config: TrialConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler) -> dict:
-    """The training state: fresh, or restored from `checkpoint.pt` (a corrupt or foreign one is ignored, loudly)."""
-    fresh = {"epochs_done": 0, "proxy_steps_done": 0, "proxy_files": [], "history": []}
-    path = workdir / "checkpoint.pt"
-    if not path.exists():
-        return fresh
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved["config_digest"] != config.digest():
-            log.warning("checkpoint.pt belongs to another config: starting from scratch")
-            return fresh
-        missing = [f for f in saved["state"]["proxy_files"] if not (workdir / "proxies" / f).exists()]
-        if missing:
-            raise FileNotFoundError(f"proxies/{missing[0]}")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-    except Exception as exc:  # a truncated or corrupt file can fail in many ways; all mean "start over"
-        log.warning("checkpoint.pt unusable (%s): starting from scratch", exc)
-        return fresh
-    state = saved["state"]
-    log.info("resuming after epoch %d (%d proxy steps done)", state["epochs_done"], state["proxy_steps_done"])
-    return state
-
-
-def _finished_result(config: TrialConfig, workdir: Path) -> dict | None:
-    path = workdir / "result.json"
-    if not path.exists():
-        return None
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return result if result.get("config_digest") == config.digest() else None
+        return find_batch_size(fits, min(max_batch_size, dataset_size))
+    finally:
+        model.load_state_dict(saved)
 
 
 @contextmanager
 def _trial_log(workdir: Path) -> Iterator[None]:
     """Send the trainer's log to `workdir/trial.log` while the trial runs."""
-    handler = logging.FileHandler(workdir / "trial.log")
+    handler = logging.FileHandler(workdir / files.LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

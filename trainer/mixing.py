@@ -1,4 +1,5 @@
-"""Augmentations that mix images and their labels (seed 003: x̃ = B ⊙ x₁ + (1 − B) ⊙ x₂, ỹ = λy₁ + (1 − λ)y₂).
+"""Augmentations that mix images and their labels: x̃ = B ⊙ x₁ + (1 − B) ⊙ x₂, ỹ = λy₁ + (1 − λ)y₂ (Lewy &
+Mańdziuk, "An overview of mixing augmentation methods and augmentation strategies", Artif. Intell. Rev. 56, 2023).
 
 Each image is mixed with a partner drawn by a seeded permutation of the batch. Label weights follow the pixels: for
 box methods λ is measured on the mask actually pasted, not the λ that was drawn. SnapMix and Attentive CutMix read
@@ -76,9 +77,9 @@ def _place(small: torch.Tensor, size: tuple[int, int], tops: torch.Tensor, lefts
     n, c, sh, sw = small.shape
     canvas = small.new_zeros(n, c, *size)
     masks = small.new_zeros(n, 1, *size)
-    for i, (t, l) in enumerate(zip(tops.tolist(), lefts.tolist())):
-        canvas[i, :, t:t + sh, l:l + sw] = small[i]
-        masks[i, :, t:t + sh, l:l + sw] = 1
+    for i, (t, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True)):
+        canvas[i, :, t:t + sh, left:left + sw] = small[i]
+        masks[i, :, t:t + sh, left:left + sw] = 1
     return canvas, masks
 
 
@@ -105,19 +106,19 @@ def ricap(images, targets, generator, params, model) -> Augmented:
     quadrants; labels by each quadrant's area."""
     n, _, h, w = images.shape
     perms = [torch.arange(n, device=images.device)] + [_partner(images, generator) for _ in range(3)]
-    bw = int(round(beta(generator, params.ricap_beta).item() * w))
-    bh = int(round(beta(generator, params.ricap_beta).item() * h))
+    bw = round(beta(generator, params.ricap_beta).item() * w)
+    bh = round(beta(generator, params.ricap_beta).item() * h)
     boxes = [(0, 0, bh, bw), (0, bw, bh, w - bw), (bh, 0, h - bh, bw), (bh, bw, h - bh, w - bw)]
     offsets = [(int(torch.randint(0, h - hh + 1, (1,), generator=generator)),
                 int(torch.randint(0, w - ww + 1, (1,), generator=generator))) for _, _, hh, ww in boxes]
 
     def assemble(x: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(x)
-        for perm, (t, l, hh, ww), (oy, ox) in zip(perms, boxes, offsets):
-            out[:, :, t:t + hh, l:l + ww] = x[perm][:, :, oy:oy + hh, ox:ox + ww]
+        for perm, (t, left, hh, ww), (oy, ox) in zip(perms, boxes, offsets, strict=True):
+            out[:, :, t:t + hh, left:left + ww] = x[perm][:, :, oy:oy + hh, ox:ox + ww]
         return out
 
-    mixed = sum(targets[perm] * (hh * ww / (h * w)) for perm, (_, _, hh, ww) in zip(perms, boxes))
+    mixed = sum(targets[perm] * (hh * ww / (h * w)) for perm, (_, _, hh, ww) in zip(perms, boxes, strict=False))
     return Augmented(assemble(images), mixed, assemble)
 
 

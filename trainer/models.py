@@ -1,34 +1,19 @@
-"""timm models by name, the CAM target layer of each family, and a fast compatibility check.
-
-`check(architecture, cam_method, image_size)` is what the space validator calls before anything is created: it builds
-the model on PyTorch's `meta` device (no memory, no compute) and fails fast on an unknown architecture, a CAM method
-that cannot work on it, or a target layer so small that every CAM would be constant.
-"""
+"""timm models by name, the CAM target layer of each family, and `measure`, what `trainer.modelcheck` needs to
+know of a model (built on PyTorch's `meta` device: no memory, no compute)."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import timm
 import torch
 from torch import nn
 
-from trainer.config import CAM_METHOD_NAMES
-
-TOKEN_FAMILIES = ("VisionTransformer", "Deit", "Eva", "Beit")
-TRANSFORMERS = TOKEN_FAMILIES + ("SwinTransformer",)
-# method -> (families it cannot run on, why)
-CAM_UNSUITABLE = {
-    "fullgrad": (TRANSFORMERS, "has no 2D conv/batch-norm biases, which FullGrad reads"),
-    "shapleycam": (TRANSFORMERS, "uses fused attention, which has no second derivative (ShapleyCAM needs one)"),
-}
-
-
-class ModelError(ValueError):
-    """An architecture, weights file or architecture/CAM combination that cannot be used; the message says why."""
+from trainer.files import load_checkpoint
+from trainer.modelcheck import TOKEN_FAMILIES, ModelError
 
 
 class TokensToMap:
@@ -39,7 +24,7 @@ class TokensToMap:
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         x = tokens[:, self.num_prefix_tokens:, :]
-        side = int(round(x.shape[1] ** 0.5))
+        side = round(x.shape[1] ** 0.5)
         if side * side != x.shape[1]:
             raise ModelError(f"cannot reshape {x.shape[1]} patch tokens to a square grid")
         return x.reshape(x.shape[0], side, side, x.shape[2]).permute(0, 3, 1, 2)
@@ -87,7 +72,7 @@ def create_model(architecture: str, num_classes: int, image_size: int, pretraine
         path = Path(pretrained_path)
         if not path.is_file():
             raise ModelError(f"pretrained_path: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         own = model.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
@@ -105,7 +90,7 @@ def available_architectures() -> frozenset[str]:
 def cam_target(model: nn.Module) -> CamTarget:
     """The CAM target layer of `model`, chosen per family; the last feature stage otherwise."""
     family = _family(model)
-    if family in TOKEN_FAMILIES or hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks"):
+    if family in TOKEN_FAMILIES or (hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks")):
         return CamTarget(model.blocks[-1].norm1, TokensToMap(model.num_prefix_tokens))
     if family == "SwinTransformer":
         return CamTarget(model.layers[-1].blocks[-1].norm1, channels_last_to_first)
@@ -115,46 +100,28 @@ def cam_target(model: nn.Module) -> CamTarget:
     return CamTarget(model.get_submodule(module_name), None)
 
 
-@functools.cache
-def feature_map_size(architecture: str, image_size: int) -> tuple[int, int]:
-    """(h, w) of the CAM feature map at `image_size`, measured with a shape-only forward on the meta device."""
-    with torch.device("meta"):
-        model = timm.create_model(architecture, pretrained=False, num_classes=2, **_size_kwargs(architecture,
-                                                                                                image_size))
-    target = cam_target(model)
-    seen: list[tuple[int, int]] = []
-
-    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        out = target.reshape_transform(output) if target.reshape_transform else output
-        seen.append(tuple(out.shape[-2:]))
-
-    handle = target.layer.register_forward_hook(hook)
-    try:
-        model.eval()(torch.empty(1, 3, image_size, image_size, device="meta"))
-    finally:
-        handle.remove()
-    return seen[-1]
-
-
-def check(architecture: str, cam_method: str | None, image_size: int) -> None:
-    """Raise `ModelError` unless `architecture` builds at `image_size` and `cam_method` (None: no CAM) can give
-    non-constant maps on it."""
+def measure(architecture: str, image_size: int) -> dict:
+    """What `trainer.modelcheck` needs to know of a model, from one shape-only forward on the meta device: its
+    family and the (h, w) of its CAM feature map, or why it cannot be built at this size."""
     if architecture not in available_architectures():
-        raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
-    if cam_method is not None and cam_method not in CAM_METHOD_NAMES:
-        raise ModelError(f"unknown CAM method {cam_method!r} (allowed: {', '.join(CAM_METHOD_NAMES)})")
+        return {"error": f"unknown architecture {architecture!r} (not in timm.list_models())", "family": None,
+                "map": None}
     try:
-        h, w = feature_map_size(architecture, image_size)
+        with torch.device("meta"):
+            model = timm.create_model(architecture, pretrained=False, num_classes=2,
+                                      **_size_kwargs(architecture, image_size))
+        target = cam_target(model)
+        seen: list[tuple[int, int]] = []
+
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            out = target.reshape_transform(output) if target.reshape_transform else output
+            seen.append(tuple(out.shape[-2:]))
+
+        handle = target.layer.register_forward_hook(hook)
+        try:
+            model.eval()(torch.empty(1, 3, image_size, image_size, device="meta"))
+        finally:
+            handle.remove()
     except Exception as exc:  # timm raises assorted errors for sizes a model cannot take
-        raise ModelError(f"{architecture} cannot run at image_size {image_size}: {exc}") from None
-    if cam_method is None:
-        return
-    with torch.device("meta"):
-        family = _family(timm.create_model(architecture, pretrained=False, num_classes=2,
-                                           **_size_kwargs(architecture, image_size)))
-    families, why = CAM_UNSUITABLE.get(cam_method, ((), ""))
-    if family in families:
-        raise ModelError(f"{cam_method} does not work on {architecture}: {family} {why}")
-    if h * w <= 1:
-        raise ModelError(f"{architecture} at {image_size} px has a {h}x{w} CAM feature map, so every "
-                         f"{cam_method} map would be constant: use a larger image_size")
+        return {"error": f"{architecture} cannot run at image_size {image_size}: {exc}", "family": None, "map": None}
+    return {"error": None, "family": _family(model), "map": list(seen[-1])}

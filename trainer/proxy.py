@@ -1,9 +1,18 @@
-"""The proxy step (DESIGN §6): wrong training images -> CAMs -> proxy images that join the training set only.
+"""The proxy step: wrong training images -> CAMs -> proxy images that join the training set only.
 
 With `I` the un-normalised image in [0, 1], `M` its CAM in [0, 1] and `t` the threshold:
-`blended` (thesis Algorithm 1): where(M >= t, (1 - w) * M * I, I); `black`: where(M >= t, 0, I);
-`mean|max|min|halfmax`: where(M >= t, c, I) with c the per-image mean / max / min / max/2 of M.
-A step's proxies are stored as one `proxies/step-K.npz` (uint8 images, labels, source indices).
+`blended` (Algorithm 1 of the Proxy Attention thesis): where(M >= t, (1 - w) * M * I, I); `black`:
+where(M >= t, 0, I); `mean|max|min|halfmax`: where(M >= t, c, I) with c the per-image mean / max / min / max/2 of M.
+
+A step has two parts. Its *inputs* depend only on the model and the CAM method: which training images the model gets
+wrong (eval mode, no augmentation) and the CAM of every one of them, kept as 8-bit maps (M = round(255·M)/255, the
+resolution of any CAM picture). Grid points that share a training prefix share these inputs (`ProxyInputs`, saved by
+a stem). Each point then draws its own seeded subset, `ceil(wrong_subset × N)` of the wrong images, and applies its
+own threshold, weight and rule. A proxy the map left identical to its source (an all-zero Grad-CAM, a threshold above
+every value) is a plain copy of a hard example: `unchanged_proxies: drop` (the default) leaves it out of training, so
+that "proxy attention" means masked images and the `duplicate` control measures copies; `keep` does what the thesis
+code did. Every step records what it made: proxies, unchanged ones, all-zero and constant maps, and the mean share
+of pixels replaced. A step's proxies are one `proxies/step-K.npz` (uncompressed, read back by row).
 """
 
 from __future__ import annotations
@@ -11,6 +20,9 @@ from __future__ import annotations
 import io
 import math
 import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,28 +31,57 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
 
+from trainer.cache import RowFile
 from trainer.cams import compute_cams
-from trainer.config import TrialConfig
-from trainer.data import IndexedImages, TensorImages, model_input
+from trainer.config import CONTROL_METHODS, TrialConfig
+from trainer.data import Part, batches, model_input, proxy_part
 from trainer.files import atomic_write_bytes
+
+
+@dataclass
+class ProxyInputs:
+    """What a proxy step reads from the model: the wrong training positions, the model's predictions there, and
+    one 8-bit CAM per wrong image for `cam_target` (None for the `duplicate` control, which needs no map)."""
+
+    positions: np.ndarray         # (N,) positions in the training split the model gets wrong
+    predicted: np.ndarray         # (N,) its predictions there
+    maps: np.ndarray | None       # (N, S, S) uint8 CAMs of the CAM target class
+    seconds: float
+    key: str = ""                 # the `trainer.prefix.cam_group_key` they were computed for
+
+    def save(self, path: Path) -> None:
+        """One uncompressed .npz, written atomically (a stem writes it; its branches read it)."""
+        buffer = io.BytesIO()
+        arrays = {"positions": self.positions, "predicted": self.predicted, "seconds": np.float64(self.seconds),
+                  "key": np.str_(self.key)}
+        if self.maps is not None:
+            arrays["maps"] = self.maps
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> ProxyInputs:
+        with np.load(path, allow_pickle=False) as data:
+            maps = data.get("maps", None)
+            return cls(data["positions"], data["predicted"], maps, float(data["seconds"]), str(data["key"]))
 
 
 @dataclass
 class ProxyStep:
     """The outcome of one proxy step."""
 
-    pixels: torch.Tensor          # (K, 3, S, S) uint8 proxy images
-    labels: torch.Tensor          # (K,) int64, the true labels of their sources
+    pixels: np.ndarray            # (K, 3, S, S) uint8 proxy images that join training
+    labels: np.ndarray            # (K,) int64, the true labels of their sources
     source_indices: np.ndarray    # (K,) indices into the dataset's ImageSet
-    cams: torch.Tensor            # (K, S, S) float32, the maps that made them
-    wrong: int                    # how many training images were misclassified
+    maps: np.ndarray              # (K, S, S) uint8, the maps that made them (zeros for `duplicate`)
+    dropped: np.ndarray           # ImageSet indices of unchanged proxies left out (`unchanged_proxies: drop`)
+    stats: dict[str, float | int | None]
     seconds: float
 
-    def as_dataset(self) -> TensorImages:
+    def as_part(self, image_size: int) -> Part:
         """The proxies as training data."""
-        return TensorImages(self.pixels, self.labels)
+        return proxy_part(self.pixels, self.labels, image_size)
 
 
 def replace_pixels(images: torch.Tensor, cams: torch.Tensor, threshold: float, weight: float,
@@ -61,81 +102,141 @@ def replace_pixels(images: torch.Tensor, cams: torch.Tensor, threshold: float, w
 
 
 @torch.no_grad()
-def find_wrong(model: nn.Module, train: IndexedImages, batch_size: int, device: torch.device,
+def find_wrong(model: nn.Module, train: Part, batch_size: int, device: torch.device,
                num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Positions in `train` the model misclassifies (eval mode, no augmentation) and its predictions there."""
     was_training = model.training
     model.eval()
-    predictions = []
-    loader = DataLoader(train, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for images, _ in loader:
-        predictions.append(model(model_input(images, device)).argmax(1).cpu())
+    predictions = [model(model_input(images, device)).argmax(1).cpu()
+                   for images, _ in batches(train, batch_size, None, num_workers)]
     model.train(was_training)
-    predicted = torch.cat(predictions).numpy()
-    labels = train.images.labels[train.indices]
-    wrong = np.flatnonzero(predicted != labels)
+    predicted = torch.cat(predictions).numpy() if predictions else np.zeros(0, np.int64)
+    wrong = np.flatnonzero(predicted != train.labels)
     return wrong, predicted[wrong]
 
 
-def make_proxy_images(model: nn.Module, train: IndexedImages, config: TrialConfig, step: int,
-                      device: torch.device, batch_size: int) -> ProxyStep:
-    """Run proxy step number `step` (0-based) of a trial on the original training images `train`."""
+def proxy_inputs(model: nn.Module, train: Part, config: TrialConfig, step: int, device: torch.device,
+                 batch_size: int, key: str = "") -> ProxyInputs:
+    """The wrong training images and the CAM of every one of them (`config`'s method, target and CAM batch)."""
     start = time.perf_counter()
-    wrong, predicted = find_wrong(model, train, batch_size, device, config.num_workers)
-    rng = np.random.default_rng([config.seed, step])
-    count = math.ceil(config.wrong_subset * len(wrong))
-    chosen = np.sort(rng.choice(len(wrong), size=count, replace=False)) if count else np.zeros(0, dtype=int)
-    positions = wrong[chosen]
-    source_indices = train.indices[positions].astype(np.int64)
-    labels = torch.from_numpy(train.images.labels[source_indices].astype(np.int64))
-    targets = labels if config.cam_target == "true" else torch.from_numpy(predicted[chosen].astype(np.int64))
+    positions, predicted = find_wrong(model, train, batch_size, device, config.num_workers)
+    maps = None
+    if config.cam_method not in CONTROL_METHODS:
+        labels = train.labels[positions]
+        targets = torch.from_numpy((labels if config.cam_target == "true" else predicted).astype(np.int64))
+        chunks = []
+        with _seeded_numpy(config.seed, step):  # randomcam draws from numpy's global generator
+            for lo in range(0, len(positions), config.cam_batch_size):
+                images = train.take(positions[lo:lo + config.cam_batch_size])
+                cams = compute_cams(model, model_input(images, device), targets[lo:lo + config.cam_batch_size],
+                                    config.cam_method, config.cam_batch_size)
+                chunks.append(np.round(cams.numpy() * 255).astype(np.uint8))
+        size = config.image_size
+        maps = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
+    return ProxyInputs(positions, predicted, maps, time.perf_counter() - start, key)
 
-    pixels, cams = [], []
-    for lo in range(0, count, config.cam_batch_size):
-        batch = torch.stack([train[int(p)][0] for p in positions[lo:lo + config.cam_batch_size]])
-        maps = compute_cams(model, model_input(batch, device), targets[lo:lo + config.cam_batch_size],
-                            config.cam_method, config.cam_batch_size)
-        proxy = replace_pixels(batch.float() / 255, maps, config.threshold, config.multiply_weight,
-                               config.pixel_replacement)
-        pixels.append((proxy * 255).round().clamp(0, 255).to(torch.uint8))
-        cams.append(maps)
+
+@contextmanager
+def _seeded_numpy(seed: int, step: int) -> Iterator[None]:
+    state = np.random.get_state()
+    np.random.seed(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def make_proxy_images(model: nn.Module, train: Part, config: TrialConfig, step: int, device: torch.device,
+                      batch_size: int, inputs: ProxyInputs | None = None) -> ProxyStep:
+    """Proxy step number `step` (0-based) on the original training images `train`, from `inputs` when a stem
+    computed them, else computing them now."""
+    start = time.perf_counter()
+    if inputs is None:
+        inputs = proxy_inputs(model, train, config, step, device, batch_size)
+    rng = np.random.default_rng([config.seed, step])
+    count = math.ceil(config.wrong_subset * len(inputs.positions))
+    chosen = np.sort(rng.choice(len(inputs.positions), size=count, replace=False)) if count else np.zeros(0, int)
+    positions = inputs.positions[chosen]
     size = config.image_size
+    sources = train.take(positions) if count else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    duplicate = config.cam_method in CONTROL_METHODS
+    maps = np.zeros((count, size, size), np.uint8) if duplicate else inputs.maps[chosen]
+    unit = torch.from_numpy(maps).float() / 255
+    if duplicate:
+        proxies = sources.clone()
+        hot = torch.zeros(count)
+    else:
+        replaced = replace_pixels(sources.float() / 255, unit, config.threshold, config.multiply_weight,
+                                  config.pixel_replacement)
+        proxies = (replaced * 255).round().clamp(0, 255).to(torch.uint8)
+        hot = (unit >= config.threshold).float().flatten(1).mean(1)
+    unchanged = (proxies == sources).flatten(1).all(1).numpy() if count else np.zeros(0, bool)
+    keep = ~unchanged if config.unchanged_proxies == "drop" and not duplicate else np.ones(count, bool)
+    source_indices = train.indices[positions]
+    flat = maps.reshape(count, -1)
+    stats = {
+        "wrong_images": len(inputs.positions),
+        "chosen": int(count),
+        "proxy_images": int(keep.sum()),
+        "unchanged": int(unchanged.sum()),
+        "zero_maps": None if duplicate else int((flat.max(1) == 0).sum()) if count else 0,
+        "constant_maps": None if duplicate else int((flat.max(1) == flat.min(1)).sum()) if count else 0,
+        "replaced_fraction": float(hot.mean()) if count else None,
+    }
     return ProxyStep(
-        pixels=torch.cat(pixels) if pixels else torch.zeros(0, 3, size, size, dtype=torch.uint8),
-        labels=labels,
-        source_indices=source_indices,
-        cams=torch.cat(cams) if cams else torch.zeros(0, size, size),
-        wrong=len(wrong),
-        seconds=time.perf_counter() - start,
-    )
+        pixels=proxies.numpy()[keep], labels=train.labels[positions][keep], source_indices=source_indices[keep],
+        maps=maps[keep], dropped=source_indices[~keep], stats=stats,
+        seconds=inputs.seconds + time.perf_counter() - start)
 
 
 def save_proxies(step: ProxyStep, path: Path) -> None:
-    """Write a step's proxies as one compressed .npz, atomically."""
+    """Write a step's proxies as one uncompressed .npz (so training reads it by row), atomically."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=step.pixels.numpy(), labels=step.labels.numpy(),
-                        source_indices=step.source_indices)
+    np.savez(buffer, images=step.pixels, labels=step.labels, source_indices=step.source_indices,
+             dropped_source_indices=step.dropped)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_proxies(path: Path) -> TensorImages:
-    """Read a `proxies/step-K.npz` back as training data."""
+def load_proxies(path: Path, image_size: int) -> Part:
+    """A `proxies/step-K.npz` as training data: images read by row from the file (an older compressed file is
+    read into memory)."""
     with np.load(path, allow_pickle=False) as data:
-        return TensorImages(torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]))
+        labels = data["labels"]
+        rows = npz_rows(path, "images")
+        pixels = rows if rows is not None else data["images"]
+    return proxy_part(pixels, labels, image_size)
 
 
-def gallery(originals: torch.Tensor, cams: torch.Tensor, proxies: torch.Tensor, rows: int = 8) -> np.ndarray:
+def npz_rows(path: Path, member: str) -> RowFile | None:
+    """Rows of an array stored uncompressed in an .npz, read in place; None when it is compressed."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{member}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = np.frombuffer(f.read(4), dtype="<u2")
+        f.seek(info.header_offset + 30 + int(name_length) + int(extra_length))
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype != np.uint8:
+            return None
+        return RowFile(path, shape[1:], f.tell())
+
+
+def gallery(originals: np.ndarray, maps: np.ndarray, proxies: np.ndarray, rows: int = 8) -> np.ndarray:
     """An (H, W, 3) uint8 picture: one row per example of image | CAM (jet colours) | proxy image."""
     tile = max(originals.shape[-1], 96)
 
     def up(img: np.ndarray) -> np.ndarray:
-        return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(np.ascontiguousarray(img), (tile, tile), interpolation=cv2.INTER_NEAREST)
 
     lines = []
     for k in range(min(rows, len(originals))):
-        heat = cv2.applyColorMap((cams[k].numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-        parts = [up(originals[k].permute(1, 2, 0).numpy()), up(np.ascontiguousarray(heat)),
-                 up(proxies[k].permute(1, 2, 0).numpy())]
+        heat = cv2.applyColorMap(maps[k], cv2.COLORMAP_JET)[..., ::-1]
+        parts = [up(originals[k].transpose(1, 2, 0)), up(heat), up(proxies[k].transpose(1, 2, 0))]
         lines.append(np.concatenate(parts, axis=1))
     if not lines:
         return np.zeros((tile, 3 * tile, 3), dtype=np.uint8)

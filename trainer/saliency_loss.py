@@ -1,4 +1,5 @@
-"""The saliency-consistency loss of seed 002: L = α·L_class + β·L_sal + γ·L_inv (eq. 8).
+"""The saliency-consistency loss of Al-afandi, Magyar & Horváth, "Saliency Map Based Data Augmentation" (2022):
+L = α·L_class + β·L_sal + γ·L_inv (their eq. 8).
 
 Original and augmented images go through the model in one batch. Each image's vanilla-gradient saliency (Simonyan
 et al.: |∂ score of its label / ∂ input|, max over channels) is computed with `create_graph=True`, so L_sal trains the

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.study import trial_workdir
+from search.study import trial_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import spec
 
@@ -41,7 +41,7 @@ def test_disk_full_fails_trials_cleanly_and_loses_nothing(local_ray, tmp_path, s
     assert all("\n" not in t.user_attrs["fail_reason"] for t in failed)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     for t in complete:  # every completed trial's folder is whole
-        result = json.loads((trial_workdir(small_disk, t.number, t.user_attrs["grid_key"]) / "result.json").read_text())
+        result = json.loads((small_disk / trial_folder(t.number, t.user_attrs["grid_key"]) / "result.json").read_text())
         assert result["metrics"]["val_accuracy"] == t.value
     with sqlite3.connect(tmp_path / "study.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

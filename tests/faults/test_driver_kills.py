@@ -10,8 +10,13 @@ import time
 
 from optuna.trial import TrialState
 
-from tests.search.helpers import (assert_each_point_complete_once, assert_orphans_resumed, start_driver, trials,
-                                  write_space)
+from tests.search.helpers import (
+    assert_each_point_complete_once,
+    assert_orphans_resumed,
+    start_driver,
+    trials,
+    write_space,
+)
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 FIXED = {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "2,p,2",

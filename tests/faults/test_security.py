@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import torch
 
-from trainer import TrialConfig, run_trial
 from tests.conftest import tiny_config
 from tests.search.helpers import free_port
+from trainer import TrialConfig, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [p for d in ("trainer", "search", "results", "bench") for p in (ROOT / d).rglob("*.py")]

@@ -6,17 +6,23 @@ import json
 import signal
 import subprocess
 import sys
-from collections import deque
 
 import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.dispatch import LocalExecutor, TrialTask
-from search.driver import _drive
+from search.dispatch import LocalExecutor
+from search.driver import Run, RunOptions
 from search.study import GridStudy
-from tests.search.helpers import (assert_each_point_complete_once, spec, start_driver, trials, wait_for_complete,
-                                  write_space)
+from search.worker import Job, Settings
+from tests.search.helpers import (
+    assert_each_point_complete_once,
+    spec,
+    start_driver,
+    trials,
+    wait_for_complete,
+    write_space,
+)
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 
@@ -46,20 +52,22 @@ class SignalOnSecondSubmit(LocalExecutor):
     """The real local executor, except that a Ctrl-C lands while the second trial is being submitted: after the
     driver created it in the study, before anything runs it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, settings: Settings, log_dir) -> None:
+        super().__init__(settings, log_dir)
         self.submits = 0
 
-    def submit(self, task: TrialTask) -> None:
+    def submit(self, job: Job) -> None:
         self.submits += 1
         if self.submits == 2:
             raise KeyboardInterrupt
-        super().submit(task)
+        super().submit(job)
 
 
 def test_a_signal_between_creating_and_submitting_a_trial_leaves_nothing_running(tmp_path):
-    grid = GridStudy.open(spec(), f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
-    code = _drive(grid, SignalOnSecondSubmit(), deque(grid.pending()), Console(file=io.StringIO()))
+    options = RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "local", share=False, cache_dir=None)
+    grid = GridStudy.open(spec(), options.storage, options.out_dir)
+    executor = SignalOnSecondSubmit(Settings(str(options.out_dir), None), tmp_path / "logs")
+    code = Run(grid, executor, Console(file=io.StringIO()), options).drive()
     assert code == 130
     done = grid.trials()
     assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]

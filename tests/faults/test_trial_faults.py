@@ -5,12 +5,13 @@ import threading
 import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from results.load import trial_rows
-from search.inspect import load_trials
 from search.space import parse_space
-from search.study import trial_workdir
+from search.status import load_trials
+from search.study import trial_folder
 from tests.conftest import write_digit_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import space
@@ -47,11 +48,14 @@ def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):
     trials = trials_of(options)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all("loss became" in t.user_attrs["fail_reason"] for t in trials)
-    stderr_log = trial_workdir(options.out_dir, 0, trials[0].user_attrs["grid_key"]) / "stderr.log"
+    stderr_log = options.out_dir / trial_folder(0, trials[0].user_attrs["grid_key"]) / "stderr.log"
     assert "trial failed: TrialError: loss became" in stderr_log.read_text()
 
 
-def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path):
+@pytest.mark.parametrize("cache", [False, True], ids=["no_cache", "cache"])
+def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path, cache):
+    """Without the decoded-image cache the trial reading the folder fails, saying which file; with it the running
+    trial trains on the snapshot its split was drawn from and completes."""
     folder = write_digit_folder(tmp_path / "shrinking", classes=3, per_class=30, size=64)
     data = space(datasets={"digits": {"kind": "digits", "limit_per_class": 20},
                            "shrinking": {"kind": "imagefolder", "root": str(folder)}},
@@ -73,10 +77,15 @@ def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path):
 
     thread = threading.Thread(target=remove_files_after_the_first_epoch)
     thread.start()
-    code, options = run_in_process(spec, tmp_path)
+    code, options = run_in_process(spec, tmp_path, cache_dir=tmp_path / "cache" if cache else None)
     thread.join()
-    assert removed.is_set() and code == 1
     trials = trials_of(options)
+    if cache:
+        assert removed.is_set() and code == 0 and all(t.state == TrialState.COMPLETE for t in trials)
+        log = options.out_dir / trial_folder(trials[0].number, trials[0].user_attrs["grid_key"]) / "trial.log"
+        assert "decoded-image cache" in log.read_text()
+        return
+    assert removed.is_set() and code == 1
     failed = sorted((t for t in trials if t.state == TrialState.FAIL), key=lambda t: t.number)
     assert [t.user_attrs["attempt"] for t in failed] == [1, 2]  # max_attempts: 2
     assert "cannot read image" in failed[0].user_attrs["fail_reason"]

@@ -1,7 +1,7 @@
 """`search report` on a real (tiny) study: tables agree with the export, and the HTML renders in headless
 Chromium with no console errors, drawn SVG in every figure, and a screenshot that is not blank."""
 
-import os
+import io
 import re
 import shutil
 import subprocess
@@ -16,7 +16,8 @@ from rich.console import Console
 
 from results.report import build_report
 from search.driver import RunOptions, run_study
-from search.inspect import load_study, load_trials
+from search.status import load_study, load_trials
+from tests.conftest import RAY_ARGS
 from tests.search.helpers import spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,12 +28,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
+    ray.init(**RAY_ARGS)
     try:
         s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
                  baselines=[{"proxy_steps": "2"}])
         options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")
-        assert run_study(s, options, Console(file=open(os.devnull, "w"))) == 0
+        assert run_study(s, options, Console(file=io.StringIO())) == 0
     finally:
         ray.shutdown()
     return root
@@ -40,20 +41,25 @@ def study_dir(tmp_path_factory):
 
 def test_report_tables_agree_with_the_export(study_dir):
     storage = f"sqlite:///{study_dir}/study.db"
-    made = build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None)
+    made = build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report",
+                        say=lambda _: None)
     done = subprocess.run([sys.executable, "-m", "search", "export", "--study", "tiny", "--storage", storage,
                            "--out", str(study_dir / "trials.csv")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     export = pd.read_csv(study_dir / "trials.csv")
+    assert set(export["setting_proxy_steps"]) == {"1,p,1", "2"}  # text that survives read_csv, for every trial
+    assert export["fixed_image_size"].eq(64).all() and export["study"].eq("tiny").all()
     export = export[export["state"] == "COMPLETE"]
     verdicts = pd.read_csv(study_dir / "report" / "tables" / "verdicts.csv")
+    legend = pd.read_csv(study_dir / "report" / "tables" / "legend.csv").set_index("label")
     assert len(verdicts) == 2
     for _, row in verdicts.iterrows():
-        threshold = float(re.search(r"threshold=([\d.]+)", row["configuration"]).group(1))
+        threshold = float(re.search(r"threshold=([\d.]+)", legend.loc[row["configuration"], "configuration"]).group(1))
         mine = export[(export["threshold"] == threshold)].sort_values("seed")["test_accuracy"].to_numpy()
-        base = export[export["baseline"] == True].sort_values("seed")["test_accuracy"].to_numpy()  # noqa: E712
-        assert row["mean_config"] == pytest.approx(mine.mean()) and row["mean_baseline"] == pytest.approx(base.mean())
-        assert row["mean_diff"] == pytest.approx((mine - base).mean())
+        base = export[export["kind"] == "baseline"].sort_values("seed")["test_accuracy"].to_numpy()
+        assert row["mean_config"] == pytest.approx(mine.mean())
+        assert row["mean_reference"] == pytest.approx(base.mean())
+        assert row["mean_diff"] == pytest.approx((mine - base).mean()) and row["family_size"] == 2
     titles = [title for title, _ in made.figures]
     assert "CAMs of two trained models" in titles and "learning curves" in titles
     for name in ("verdicts", "best_configurations", "by_threshold", "by_dataset_architecture"):
@@ -65,17 +71,26 @@ def test_report_renders_offline_in_headless_chromium(study_dir, tmp_path):
     html = study_dir / "report" / "report.html"
     if not html.exists():
         storage = f"sqlite:///{study_dir}/study.db"
-        build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None)
+        build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report",
+                     say=lambda _: None)
     text = html.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r"<link[^>]*\bhref=", text)  # all inline
     common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
-    dom = subprocess.run([*common, "--enable-logging=stderr", "--v=0", "--dump-dom", html.as_uri()],
+    # A copy of the report that writes, once drawn, the page's scroll width beside the window's (test-only script).
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", "<script>window.addEventListener('load', () => setTimeout(() => "
+                                  "document.body.setAttribute('data-overflow', document.documentElement.scrollWidth "
+                                  "+ ' ' + window.innerWidth), 500));</script></body>"))
+    dom = subprocess.run([*common, "--window-size=1280,2400", "--enable-logging=stderr", "--v=0", "--dump-dom",
+                          probe.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert "Uncaught" not in dom.stderr and ":ERROR:CONSOLE" not in dom.stderr, dom.stderr[-2000:]
     figures = dom.stdout.split("class=\"figure\"")[1:]
     assert len(figures) >= 6
     for figure in figures:
         assert "main-svg" in figure and re.search(r"<(path|image|rect)\b", figure), figure[:300]
+    widths = re.search(r"data-overflow=\"(\d+) (\d+)\"", dom.stdout)
+    assert widths and int(widths.group(1)) <= int(widths.group(2)), widths  # nothing wider than the page
     shot = tmp_path / "report.png"
     subprocess.run([*common, "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
                    capture_output=True, timeout=120, check=True)
@@ -86,9 +101,11 @@ def test_report_renders_offline_in_headless_chromium(study_dir, tmp_path):
 def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
-    study = load_study("tiny", f"sqlite:///{study_dir}/study.db")
-    made = build_report(study, load_trials("tiny", f"sqlite:///{study_dir}/study.db"), study_dir / "report_dashboard", to_dashboard=True, say=lambda _: None)
-    reread = load_study("tiny", f"sqlite:///{study_dir}/study.db")
+    storage = f"sqlite:///{study_dir}/study.db"
+    study = load_study("tiny", storage)
+    made = build_report(study, load_trials("tiny", storage), study_dir / "report_dashboard", to_dashboard=True,
+                        say=lambda _: None)
+    reread = load_study("tiny", storage)
     stored = get_plotly_graph_objects(reread._storage.get_study_system_attrs(reread._study_id))
     assert len(stored) == len(made.figures) >= 6
     assert "learning-curves" in stored and '"data"' in stored["learning-curves"]

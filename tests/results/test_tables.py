@@ -1,21 +1,38 @@
-"""Tables checked against numbers computed by hand, from a real Optuna study filled through the API."""
+"""Tables checked against numbers computed by hand, from real Optuna studies filled through the API."""
 
 import math
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
+from results import present, stats
 from results.load import load_study_data
-from results.tables import (axis_tables, best_configurations, paired_comparisons, to_latex, to_markdown,
-                            write_table)
+from results.tables import axis_tables, best_configurations, family_summary, paired_comparisons, proxy_statistics
 from search.study import GridStudy
-from tests.search.helpers import spec
+from tests.search.helpers import fixed_without, spec
 
 BASELINE = [0.80, 0.82, 0.78, 0.81]
 REAL = [0.05, 0.06, 0.04, 0.05]     # gradcam: a real improvement on every seed
 NOISE = [0.02, -0.03, 0.01, -0.01]  # eigencam: noise around zero
 T_975_DF3 = 3.182446305284263       # Student's t, 97.5% quantile, 3 degrees of freedom (from a table)
+
+
+def fill(grid, value_of):
+    """Finish every pending point with the metrics `value_of(point)` gives."""
+    for pending in grid.pending():
+        metrics = value_of(pending.point)
+        if metrics is not None:
+            grid.finish(grid.start(pending), metrics)
+
+
+def metrics(test, val=0.7, seed=0):
+    return {"val_accuracy": val, "val_accuracy_best": val, "test_accuracy": test, "test_f1_macro": test - 0.1,
+            "train_seconds": 10.0 + seed, "peak_rss_mb": 500.0, "epochs": 2, "images_seen": 400}
 
 
 @pytest.fixture
@@ -27,75 +44,240 @@ def data(tmp_path):
         params = pending.point.params
         seed = params["seed"]
         if pending.point.baseline:
-            test, val = BASELINE[seed], 0.70
+            m = metrics(BASELINE[seed], 0.70, seed)
         elif params["cam_method"] == "gradcam":
-            test, val = BASELINE[seed] + REAL[seed], 0.75
+            m = metrics(BASELINE[seed] + REAL[seed], 0.75, seed)
             if seed == 0:  # a failed attempt first: its (absurd) metric must not count
                 number = grid.start(pending)
                 trial_id = grid.storage.get_trial_id_from_study_id_trial_number(grid.study_id, number)
                 grid.storage.set_trial_user_attr(trial_id, "test_accuracy", 0.0)
                 grid.fail(number, "boom")
         else:
-            test, val = BASELINE[seed] + NOISE[seed], 0.90  # best by validation, not by test
-        number = grid.start(pending)
-        grid.finish(number, {"val_accuracy": val, "test_accuracy": test, "test_f1_macro": test - 0.1,
-                             "train_seconds": 10.0 + seed, "peak_rss_mb": 500.0})
+            m = metrics(BASELINE[seed] + NOISE[seed], 0.90, seed)  # best by validation, not by test
+        grid.finish(grid.start(pending), m)
     return load_study_data(grid.study, grid.trials())
 
 
-def by_hand(diffs):
+def by_hand(diffs, t_quantile=T_975_DF3):
     n = len(diffs)
     mean = sum(diffs) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = T_975_DF3 * sd / math.sqrt(n)
+    half = t_quantile * sd / math.sqrt(n)
     return mean, mean - half, mean + half
 
 
-def test_paired_verdicts(data):
-    table = paired_comparisons(data).set_index("configuration")
+def label_of(data, cam_method):
+    row = data.legend[data.legend["configuration"].str.contains(f"cam_method={cam_method}")]
+    return row["label"].iloc[0]
+
+
+def test_paired_verdicts_uncorrected(data):
+    table = paired_comparisons(data, correction="none").set_index("configuration")
     assert len(table) == 2
-    real = table.loc["cam_method=gradcam, threshold=0.5"]
+    real = table.loc[label_of(data, "gradcam")]
     mean, low, high = by_hand(REAL)
-    assert real["baseline"] == "baseline: proxy_steps=2" and real["n"] == 4
+    assert real["reference"] == data.legend[data.legend["kind"] == "baseline"]["label"].iloc[0]
+    assert real["n"] == 4 and real["family_size"] == 2 and real["reference_kind"] == "baseline"
     assert real["mean_diff"] == pytest.approx(mean) and real["ci_low"] == pytest.approx(low)
     assert real["ci_high"] == pytest.approx(high) and real["verdict"] == "better"
-    assert real["mean_baseline"] == pytest.approx(np.mean(BASELINE))
+    assert real["mean_reference"] == pytest.approx(np.mean(BASELINE))
     t = mean / (math.sqrt(sum((d - mean) ** 2 for d in REAL) / 3) / 2)
     assert t == pytest.approx(12.247, abs=1e-3) and real["t_p"] == pytest.approx(0.001165, abs=2e-5)
-    assert real["wilcoxon_p"] == pytest.approx(2 / 16)  # exact: all 4 differences positive
-    noise = table.loc["cam_method=eigencam, threshold=0.5"]
+    assert math.isnan(real["wilcoxon_p"])  # 4 pairs: the smallest exact p is 0.125, so it is not shown
+    noise = table.loc[label_of(data, "eigencam")]
     mean, low, high = by_hand(NOISE)
     assert noise["mean_diff"] == pytest.approx(mean) and noise["ci_low"] == pytest.approx(low)
     assert low < 0 < high and noise["verdict"] == "no evidence"
 
 
-def test_failed_trials_do_not_count(data):
-    assert (data.trials["state"] == "FAIL").sum() == 1
+def test_holm_widens_the_interval_to_the_bonferroni_level(data):
+    table = paired_comparisons(data, correction="holm").set_index("configuration")
+    real = table.loc[label_of(data, "gradcam")]
+    p_noise = table.loc[label_of(data, "eigencam")]["t_p"]
+    assert real["p_adjusted"] == pytest.approx(min(1, 2 * min(real["t_p"], p_noise)))
+    t_bonferroni = scipy_stats.t.ppf(1 - 0.05 / 4, 3)  # two comparisons: level 1 - 0.05/2
+    _, low, _high = by_hand(REAL, t_bonferroni)
+    assert real["ci_level"] == pytest.approx(0.975) and real["ci_low"] == pytest.approx(low)
+    assert real["verdict"] == "better"
+
+
+def test_no_verdict_without_variance_or_with_too_few_seeds(tmp_path):
+    s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.5]}, baselines=[{"proxy_steps": "2"}])
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    fill(grid, lambda p: metrics(0.80 if p.baseline else 0.85))  # three identical differences of +0.05
+    table = paired_comparisons(load_study_data(grid.study, grid.trials()))
+    row = table.iloc[0]
+    assert row["mean_diff"] == pytest.approx(0.05) and row["verdict"] == "no verdict (no variance)"
+    assert math.isnan(row["t_p"])
+    assert stats.verdict(stats.paired([0.05, 0.06]), 0.0, 0.01, 0.1) == "no verdict (fewer than 3 seeds)"
+
+
+def holm_by_hand(p):
+    m, order = len(p), sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (m - rank) * p[i])
+        out[i] = min(1.0, running)
+    return out
+
+
+def bh_by_hand(p):
+    m, order = len(p), sorted(range(len(p)), key=lambda i: p[i])
+    out, running = [0.0] * m, 1.0
+    for rank in range(m - 1, -1, -1):
+        i = order[rank]
+        running = min(running, p[i] * m / (rank + 1))
+        out[i] = running
+    return out
+
+
+def test_adjustments_match_the_formulas():
+    p = [0.01, 0.04, 0.03, 0.005, 0.2, 0.04]
+    assert stats.adjust(p, "holm") == pytest.approx(holm_by_hand(p))
+    assert stats.adjust(p, "bh") == pytest.approx(bh_by_hand(p))
+    assert stats.adjust([0.02, math.nan], "holm")[0] == pytest.approx(0.02)  # NaN is not a member of the family
+
+
+@pytest.fixture
+def memory_dir(tmp_path):
+    """A folder on tmpfs when there is one: a study of 1,200 trials commits without waiting for the disk."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return tmp_path
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_many_noise_configurations_give_false_findings_unless_corrected(memory_dir):
+    """200 configurations that change nothing and 3 that add +0.05, 6 seeds each (noise sd 0.01): without a
+    correction several noise ones come out better; with Holm (and with BH) exactly the 3 real ones do."""
+    rng = np.random.default_rng(12)
+    seeds, thresholds = 6, [round(0.001 * (i + 1), 3) for i in range(203)]
+    real = set(thresholds[:3])
+    noise = {t: rng.normal(0, 0.01, seeds) for t in thresholds}
+    base = rng.normal(0.8, 0.02, seeds)
+    s = spec(repeats=seeds, grid={"cam_method": ["gradcam"], "threshold": thresholds},
+             baselines=[{"proxy_steps": "2"}])
+    grid = GridStudy.open(s, f"sqlite:///{memory_dir}/s.db", memory_dir / "out")
+
+    def value(point):
+        seed = point.params["seed"]
+        t = point.params.get("threshold")
+        test = base[seed] if point.baseline else base[seed] + noise[t][seed] + (0.05 if t in real else 0.0)
+        return {"val_accuracy": 0.7, "test_accuracy": test, "epochs": 2, "images_seen": 400}
+
+    fill(grid, value)
+    data = load_study_data(grid.study, grid.trials())
+    threshold_of = {row["label"]: float(row["configuration"].split("threshold=")[1])
+                    for _, row in data.legend.iterrows() if row["kind"] == "proxy"}
+    raw = paired_comparisons(data, correction="none")
+    p_raw = raw["t_p"].tolist()
+    expected_p = [scipy_stats.ttest_1samp(noise[threshold_of[c]] + 0.05 * (threshold_of[c] in real), 0).pvalue
+                  for c in raw["configuration"]]
+    assert p_raw == pytest.approx(expected_p)  # the raw tests are the per-configuration paired t-tests
+    called = [c for c, v in zip(raw["configuration"], raw["verdict"], strict=True) if v == "better"]
+    false_raw = [c for c in called if threshold_of[c] not in real]
+    assert len(false_raw) >= 2  # pure noise "beats" the baseline without a correction
+    for method, by_hand_adjust in (("holm", holm_by_hand), ("bh", bh_by_hand)):
+        table = paired_comparisons(data, correction=method)
+        assert (table["family_size"] == 203).all()
+        order = [table.index[table["configuration"] == c][0] for c in raw["configuration"]]
+        assert table.loc[order, "p_adjusted"].tolist() == pytest.approx(by_hand_adjust(p_raw))
+        verdicts = zip(table["configuration"], table["verdict"], strict=True)
+        better = {threshold_of[c] for c, v in verdicts if v == "better"}
+        if method == "holm":
+            assert better == real  # family-wise: not one false finding here
+        else:
+            assert real <= better and len(better - real) < len(false_raw)  # fewer false findings, none missed
+    summary = family_summary(paired_comparisons(data, correction="holm")).iloc[0]
+    assert summary["comparisons"] == 203 and summary["better"] == 3
+
+
+def test_error_rates_over_many_replicates():
+    """2,000 families of 203 tests (200 true nulls, 3 effects of 8 sd, 6 pairs each): Holm keeps the chance of
+    any false finding under 5%, Benjamini-Hochberg keeps the mean share of false findings under 5%, and neither
+    misses the effects."""
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0, 1, (2000, 203, 6))
+    diffs[:, :3] += 8
+    p = scipy_stats.ttest_1samp(diffs, 0, axis=2).pvalue
+    any_false, fdp, found = [], [], []
+    for row in p:
+        holm = np.asarray(stats.adjust(row.tolist(), "holm")) < 0.05
+        bh = np.asarray(stats.adjust(row.tolist(), "bh")) < 0.05
+        any_false.append(holm[3:].any())
+        fdp.append(bh[3:].sum() / max(bh.sum(), 1))
+        found.append(holm[:3].all() and bh[:3].all())
+    assert np.mean(any_false) <= 0.05 and np.mean(fdp) <= 0.05 and np.mean(found) > 0.9
+
+
+def test_controls_are_paired_on_the_settings_they_have(tmp_path):
+    s = spec(repeats=3, fixed={**fixed_without("proxy_steps"), "proxy_steps": "1,p,1"},
+             grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "wrong_subset": [0.5, 1.0]},
+             baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}])
+    kinds = {p.kind for p in s.points}
+    assert kinds == {"proxy", "baseline", "control"}
+    duplicates = [p for p in s.points if p.params.get("cam_method") == "duplicate"]
+    assert len(duplicates) == 2 * 3 and all("threshold" not in p.params for p in duplicates)  # no mask: merged
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    fill(grid, lambda p: metrics(0.8 + 0.01 * p.params["seed"]))
+    data = load_study_data(grid.study, grid.trials())
+    table = paired_comparisons(data, correction="none")
+    for label, group in table.groupby("configuration"):
+        config = data.legend.set_index("label").loc[label, "configuration"]
+        references = data.legend.set_index("label").loc[group["reference"], "configuration"].tolist()
+        assert sum("proxy_steps=2" in r for r in references) == 1  # the baseline
+        randoms = [r for r in references if "randomcam" in r]
+        assert len(randoms) == 1 and config.replace("gradcam", "randomcam") == randoms[0]  # same t, w, subset
+        duplicate = [r for r in references if "duplicate" in r]
+        subset = config.split("wrong_subset=")[1]
+        assert len(duplicate) == 1 and duplicate[0].endswith(f"wrong_subset={subset}")
+    assert set(table["reference_kind"]) == {"baseline", "control (randomcam)", "control (duplicate)"}
+
+
+def test_axis_summaries_take_their_interval_over_seeds(data):
     by_cam = axis_tables(data)["by_cam_method"].set_index("cam_method")
-    assert by_cam.loc["gradcam", "n"] == 4
-    expected = np.mean([b + r for b, r in zip(BASELINE, REAL)])
+    assert by_cam.loc["gradcam", "seeds"] == 4
+    expected = np.mean([b + r for b, r in zip(BASELINE, REAL, strict=True)])
     assert by_cam.loc["gradcam", "test_accuracy_mean"] == pytest.approx(expected)
-    sd = np.std([b + r for b, r in zip(BASELINE, REAL)], ddof=1)
+    sd = np.std([b + r for b, r in zip(BASELINE, REAL, strict=True)], ddof=1)
     assert by_cam.loc["gradcam", "test_accuracy_ci_high"] == pytest.approx(expected + T_975_DF3 * sd / 2)
     assert by_cam.loc["gradcam", "peak_rss_mb_mean"] == 500.0
+    assert (data.trials["state"] == "FAIL").sum() == 1  # the failed try counts nowhere
 
 
 def test_best_configurations_are_chosen_by_validation_not_test(data):
     best = best_configurations(data)
-    assert best.iloc[0]["configuration"] == "cam_method=eigencam, threshold=0.5"
+    assert best.iloc[0]["configuration"] == label_of(data, "eigencam")
     assert best.iloc[0]["test_accuracy_mean"] < best.iloc[1]["test_accuracy_mean"]
 
 
-def test_latex_markdown_and_csv(data, tmp_path):
-    table = paired_comparisons(data)
-    latex = to_latex(table)
+def test_people_tables_and_latex(data, tmp_path):
+    raw = paired_comparisons(data)
+    shown = present.verdicts(raw, "holm")
+    latex = present.to_latex(shown)
     assert latex.count(r"\begin{tabular}") == latex.count(r"\end{tabular}") == 1
+    assert r"\caption{" in latex and r"\label{tab:verdicts}" in latex and r"\resizebox{\textwidth}" in latex
     assert r"\toprule" in latex and r"\midrule" in latex and r"\bottomrule" in latex
-    assert r"mean\_diff" in latex and "mean_diff" not in latex.replace(r"\_", "")
+    assert "mean\\_diff" not in latex and "ci\\_low" not in latex and "–" not in latex  # readable, ASCII
     body = [line for line in latex.splitlines() if line.endswith(r"\\")]
-    assert len(body) == len(table) + 1
-    assert all(line.replace(r"\&", "").count("&") == len(table.columns) - 1 for line in body)
-    assert len(to_markdown(table).splitlines()) == len(table) + 2
-    paths = write_table(table, tmp_path, "verdicts")
+    assert len(body) == len(raw) + 1
+    assert all(line.replace(r"\&", "").count("&") == len(shown.frame.columns) - 1 for line in body)
+    summary = present.summary("by_x", pd.DataFrame([{"x": 1, "test_accuracy_mean": 0.99, "test_accuracy_sd": 0.02,
+                                                     "test_accuracy_ci_low": 0.95, "test_accuracy_ci_high": 1.03}]),
+                              "x")
+    assert summary.frame.iloc[0]["test accuracy 95% CI"] == "[0.950, 1.000]"  # clipped, and said so
+    assert any("clipped" in note for note in summary.notes)
+    paths = present.write(shown, raw, tmp_path)
     assert [p.name for p in paths] == ["verdicts.csv", "verdicts.md", "verdicts.tex"]
-    assert all(Path(p).stat().st_size > 0 for p in paths)
+    assert pd.read_csv(paths[0])["mean_diff"].tolist() == pytest.approx(raw["mean_diff"].tolist())  # raw in CSV
+
+
+def test_proxy_statistics_average_the_trials(tmp_path):
+    s = spec(repeats=2, grid={"cam_method": ["gradcam"], "threshold": [0.5]})
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    fill(grid, lambda p: {**metrics(0.8), "proxy_images": 10 + p.params["seed"], "proxy_unchanged": 4,
+                          "proxy_unchanged_fraction": 0.25})
+    table = proxy_statistics(load_study_data(grid.study, grid.trials()))
+    assert table.iloc[0]["proxy_images"] == 10.5 and table.iloc[0]["proxy_unchanged_fraction"] == 0.25

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from optuna.trial import TrialState
 
-from search.space import GridSpec, parse_space
+from search.grid import GridSpec
+from search.space import parse_space
 
 BASE = {
     "study": "tiny",
@@ -61,7 +62,7 @@ def start_driver(space_file: Path, cwd: Path, executor: str = "local", *extra: s
 
 def trials(cwd: Path, name: str = "tiny") -> list:
     """The trials of the study under `cwd/runs/`, [] while it does not exist."""
-    from search.inspect import load_study
+    from search.status import load_study
     from search.study import StudyError
 
     try:

@@ -1,6 +1,6 @@
 """Trials spread over a two-node Ray cluster (ray.cluster_utils.Cluster); results come back as return values."""
 
-import os
+import io
 
 import optuna
 import ray
@@ -18,7 +18,7 @@ def test_trials_land_on_both_nodes(tmp_path):
     cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
     try:
         options = RunOptions(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", "ray", ray_address=cluster.address)
-        code = run_study(spec(), options, Console(file=open(os.devnull, "w")))
+        code = run_study(spec(), options, Console(file=io.StringIO()))
         assert code == 0
         trials = optuna.load_study(study_name="tiny", storage=options.storage).get_trials(deepcopy=False)
         assert [t.state for t in trials] == [TrialState.COMPLETE] * 4

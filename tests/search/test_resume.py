@@ -5,8 +5,13 @@ import signal
 import subprocess
 import sys
 
-from tests.search.helpers import (assert_each_point_complete_once, assert_orphans_resumed, start_driver,
-                                  wait_for_complete, write_space)
+from tests.search.helpers import (
+    assert_each_point_complete_once,
+    assert_orphans_resumed,
+    start_driver,
+    wait_for_complete,
+    write_space,
+)
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 

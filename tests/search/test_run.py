@@ -3,25 +3,16 @@
 import os
 
 import optuna
-import pytest
-import ray
 from optuna.trial import TrialState
 from rich.console import Console
 from typer.testing import CliRunner
 
+from results.load import trial_rows
 from search.cli import app
 from search.driver import RunOptions, run_study
-from results.load import trial_rows
-from search.inspect import load_study, load_trials, status
-from search.study import trial_workdir
+from search.status import load_study, load_trials, study_status
+from search.study import trial_folder
 from tests.search.helpers import spec
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def run(spec_, tmp_path, executor="ray"):
@@ -41,10 +32,10 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     assert sorted(t.user_attrs["grid_key"] for t in trials) == sorted(p.grid_key for p in s.points)
     for t in trials:
-        workdir = trial_workdir(options.out_dir, t.number, t.user_attrs["grid_key"])
+        workdir = options.out_dir / trial_folder(t.number, t.user_attrs["grid_key"])
         assert (workdir / "result.json").exists() and t.value == t.user_attrs["val_accuracy"]
         assert t.user_attrs["proxy_images"] > 0 or t.user_attrs["baseline"]
-    info = status(load_study("tiny", options.storage), load_trials("tiny", options.storage))
+    info = study_status(load_study("tiny", options.storage), load_trials("tiny", options.storage))
     assert info["complete"] == 5 and info["remaining"] == 0 and info["best"]["value"] == max(t.value for t in trials)
     rows = trial_rows(load_trials("tiny", options.storage))
     assert len(rows) == 5 and {"threshold", "cam_method", "test_accuracy", "duration_s"} <= set(rows[0])
@@ -53,4 +44,4 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
     assert again == 0 and len(trials_of(options)) == 5
     resumed = CliRunner().invoke(app, ["resume", "--study", "tiny", "--storage", options.storage,
                                        "--executor", "local"])  # the space read back from the study itself
-    assert resumed.exit_code == 0 and "nothing to run (5 points" in resumed.output
+    assert resumed.exit_code == 0 and "all 5 points are finished" in resumed.output

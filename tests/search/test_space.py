@@ -1,4 +1,4 @@
-from search.space import CAM_AXES, grid_key
+from search.grid import CAM_AXES, grid_key
 from tests.search.helpers import fixed_without, spec
 
 

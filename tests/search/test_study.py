@@ -1,4 +1,5 @@
-"""Exactly-once bookkeeping on a real SQLite study, and immunity to each Optuna trap of ENVIRONMENT.md."""
+"""Exactly-once bookkeeping on a real SQLite study, and immunity to each known Optuna trap (FAIL counted as
+done by GridSampler, zombies, nan, attrs after tell…)."""
 
 import math
 import sqlite3
@@ -12,11 +13,11 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from search.inspect import load_study
-from search.study import DriverLock, GridStudy, StudyError, creating, open_storage, trial_workdir
-from trainer.cams import CAM_METHODS
-from trainer.files import atomic_write_json
+from search.status import load_study
+from search.study import DriverLock, GridStudy, StudyError, creating, open_storage, trial_folder
 from tests.search.helpers import fixed_without, spec
+from trainer.config import PROXY_METHODS
+from trainer.files import atomic_write_json
 
 METRICS = {"val_accuracy": 0.5, "test_accuracy": 0.4, "train_seconds": 1.0}
 
@@ -70,7 +71,7 @@ def test_new_values_run_only_the_new_points(tmp_path):
 def test_an_open_set_categorical_cannot_grow_and_says_why(tmp_path):
     fixed = fixed_without("architecture")
     run_all(open_study(tmp_path, fixed=fixed, grid={"architecture": ["test_resnet"], "threshold": [0.5]}))
-    with pytest.raises(StudyError, match="axis architecture gains \\['test_efficientnet'\\].*--study NEW_NAME"):
+    with pytest.raises(StudyError, match=r"axis architecture gains \['test_efficientnet'\].*--study NEW_NAME"):
         open_study(tmp_path, fixed=fixed, grid={"architecture": ["test_resnet", "test_efficientnet"],
                                                 "threshold": [0.5]})
 
@@ -107,7 +108,7 @@ def test_params_are_real_optuna_params(tmp_path):
     run_all(grid)
     trial = grid.study.get_trials(deepcopy=False)[0]
     assert isinstance(trial.distributions["threshold"], FloatDistribution)
-    assert trial.distributions["cam_method"] == CategoricalDistribution(tuple(CAM_METHODS))
+    assert trial.distributions["cam_method"] == CategoricalDistribution(PROXY_METHODS)
     assert set(trial.params) == {"cam_method", "threshold", "seed"}
     frame = grid.study.trials_dataframe()
     assert {"params_threshold", "params_cam_method", "user_attrs_grid_key"} <= set(frame.columns)
@@ -117,20 +118,20 @@ def test_reconcile_completes_finished_orphans_and_fails_the_rest(tmp_path):
     grid = open_study(tmp_path)
     a, b = grid.pending()[:2]
     na, nb = grid.start(a), grid.start(b)
-    atomic_write_json(trial_workdir(grid.out_dir, na, a.point.grid_key) / "result.json", {"metrics": METRICS})
+    atomic_write_json(tmp_path / "out" / trial_folder(na, a.point.grid_key) / "result.json", {"metrics": METRICS})
     grid = open_study(tmp_path)  # a new driver after a crash
     assert grid.reconcile() == (1, 1)
     trials = grid.study.get_trials(deepcopy=False)
     assert trials[na].state == TrialState.COMPLETE and trials[na].user_attrs["val_accuracy"] == 0.5
     assert trials[nb].state == TrialState.FAIL and trials[nb].user_attrs["fail_kind"] == "orphaned"
-    retry = [p for p in grid.pending() if p.point.grid_key == b.point.grid_key][0]
+    retry = next(p for p in grid.pending() if p.point.grid_key == b.point.grid_key)
     assert retry.attempt == 1  # an orphan does not use up an attempt
-    assert retry.previous_workdir is None  # it left no checkpoint: nothing to resume from
-    orphan_dir = trial_workdir(grid.out_dir, nb, b.point.grid_key)
+    assert retry.previous is None  # it left no checkpoint: nothing to resume from
+    orphan_dir = tmp_path / "out" / trial_folder(nb, b.point.grid_key)
     orphan_dir.mkdir(parents=True)
     (orphan_dir / "checkpoint.pt").write_bytes(b"epoch 1")
-    retry = [p for p in grid.pending() if p.point.grid_key == b.point.grid_key][0]
-    assert retry.previous_workdir == orphan_dir
+    retry = next(p for p in grid.pending() if p.point.grid_key == b.point.grid_key)
+    assert retry.previous == trial_folder(nb, b.point.grid_key)  # the store folder it resumes from
 
 
 def test_sqlite_is_in_wal_mode(tmp_path):
@@ -145,9 +146,9 @@ def test_a_second_driver_is_refused_and_a_dead_ones_lock_is_not_stale(tmp_path):
         f"with DriverLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(StudyError, match=f"another driver is running this study \\(pid {holder.pid}"):
-        with DriverLock(tmp_path):
-            pass
+    with pytest.raises(StudyError, match=rf"another driver is running this study \(pid {holder.pid}"), \
+            DriverLock(tmp_path):
+        pass
     holder.kill()
     holder.wait()
     with DriverLock(tmp_path):

@@ -35,11 +35,11 @@ def make_study(tmp_path):
 
 
 def test_read_trials_equals_optunas_get_trials(tmp_path):
-    url, study = make_study(tmp_path)
+    url, _study = make_study(tmp_path)
     expected = optuna.load_study(study_name="t", storage=url).get_trials(deepcopy=False)
     got = read_trials(open_storage(url, create=False), "t")
     assert len(got) == len(expected) == 6
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=False):
         assert (a.number, a.state, a.values, a.params, a.distributions, a.user_attrs, a.system_attrs,
                 a.intermediate_values, a.datetime_start, a.datetime_complete, a._trial_id) == (
             b.number, b.state, b.values, b.params, b.distributions, b.user_attrs, b.system_attrs,

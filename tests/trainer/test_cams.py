@@ -6,13 +6,14 @@ import torch
 from trainer.cams import CAM_METHODS, compute_cams, count_hooks
 from trainer.config import DatasetConfig
 from trainer.data import load_images, model_input
-from trainer.models import TRANSFORMERS, CAM_UNSUITABLE, ModelError, check, create_model
+from trainer.modelcheck import CAM_UNSUITABLE, TRANSFORMERS, ModelError, check
+from trainer.models import create_model
 
 
 @pytest.fixture(scope="module")
 def digits_batch():
     images = load_images(DatasetConfig(kind="digits"), 64)
-    return (model_input(torch.from_numpy(images.pixels[:6]), torch.device("cpu")),
+    return (model_input(images.take(range(6)), torch.device("cpu")),
             torch.from_numpy(images.labels[:6]))
 
 
@@ -31,7 +32,7 @@ def test_every_cam_gives_non_constant_maps_and_leaves_the_model_as_it_was(method
     requires = [p.requires_grad for p in model.parameters()]
     maps = compute_cams(model, x, y, method, batch_size=4)
     assert maps.shape == (6, 64, 64) and maps.dtype == torch.float32
-    assert 0 <= maps.min() and maps.max() <= 1
+    assert maps.min() >= 0 and maps.max() <= 1
     assert (maps.flatten(1).std(1) > 1e-4).all(), f"{method} gave a constant map"
     assert model.training and count_hooks(model) == hooks
     assert all(p.grad is None for p in model.parameters())

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from trainer.config import ConfigError, TrialConfig, parse_proxy_steps
 from tests.conftest import tiny_config
+from trainer.config import ConfigError, TrialConfig, parse_proxy_steps
 
 
 def test_json_round_trip_and_defaults(tmp_path):

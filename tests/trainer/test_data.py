@@ -69,7 +69,8 @@ def test_fashion_mnist_idx_files(tmp_path):
         write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     assert read_idx(tmp_path / "train-images-idx3-ubyte.gz").shape == (30, 28, 28)
     images = load_images(DatasetConfig(kind="fashion_mnist", root=str(tmp_path)), 32)
-    assert len(images) == 40 and images.pixels.shape == (40, 3, 32, 32)
+    assert len(images) == 40 and images.take(range(40)).shape == (40, 3, 32, 32)
+    assert images.official_test.tolist() == [False] * 30 + [True] * 10
     with pytest.raises(DataError, match="dataset-fashion-mnist"):
         load_images(DatasetConfig(kind="fashion_mnist", root=str(tmp_path / "nowhere")), 32)
 

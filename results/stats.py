@@ -1,0 +1,106 @@
+"""The statistics behind every verdict: pure functions of numbers.
+
+A paired comparison is the mean of per-seed differences, its t-interval and the paired t-test; the Wilcoxon
+signed-rank p-value is shown only from the number of pairs at which it can fall below 0.05 (exact two-sided test:
+its smallest p is 2 / 2^n, 0.0625 at n = 5). A family of comparisons has its p-values adjusted — Holm's step-down
+method for the family-wise error rate (Holm, "A simple sequentially rejective multiple test procedure", Scand. J.
+Statist. 6, 1979) or Benjamini–Hochberg for the false discovery rate (Benjamini & Hochberg, JRSS B 57, 1995) — and
+its intervals widened to match: Bonferroni level 1 − α/m with Holm, false-coverage-rate level 1 − Rα/m with BH
+(R = comparisons called; Benjamini & Yekutieli, JASA 100, 2005). A verdict needs the adjusted p below α *and* the
+adjusted interval clear of zero, at least three pairs, and some variance among the differences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CORRECTIONS = ("holm", "bh", "none")
+ALPHA = 0.05
+MIN_PAIRS = 3  # with two pairs the t quantile is 12.7: too little to call anything
+WILCOXON_MIN_PAIRS = next(n for n in range(1, 64) if 2 / 2**n < ALPHA)
+
+
+def mean_ci(values, level: float = 0.95) -> dict[str, float]:
+    """n, mean, sample sd and the `level` t-interval of the mean (NaN bounds when n < 2)."""
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
+    n = len(x)
+    mean = float(x.mean()) if n else math.nan
+    sd = float(x.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+@dataclass
+class Paired:
+    """One paired comparison before correction."""
+
+    n: int
+    mean_diff: float
+    sd: float
+    t_p: float          # two-sided paired t-test (NaN without variance or with fewer than 2 pairs)
+    wilcoxon_p: float   # exact two-sided signed-rank test (NaN below WILCOXON_MIN_PAIRS pairs)
+
+    def interval(self, level: float) -> tuple[float, float]:
+        """The `level` t-interval of the mean difference."""
+        if self.n < 2 or math.isnan(self.sd):
+            return math.nan, math.nan
+        half = stats.t.ppf(0.5 + level / 2, self.n - 1) * self.sd / math.sqrt(self.n)
+        return self.mean_diff - half, self.mean_diff + half
+
+
+def paired(diffs) -> Paired:
+    """The statistics of per-seed differences `diffs`."""
+    d = np.asarray(list(diffs), float)
+    n = len(d)
+    sd = float(d.std(ddof=1)) if n > 1 else math.nan
+    t_p = float(stats.ttest_1samp(d, 0).pvalue) if n > 1 and sd > 0 else math.nan
+    wilcoxon_p = (float(stats.wilcoxon(d, method="exact").pvalue)
+                  if n >= WILCOXON_MIN_PAIRS and (d != 0).any() else math.nan)
+    return Paired(n, float(d.mean()) if n else math.nan, sd, t_p, wilcoxon_p)
+
+
+def adjust(pvalues: list[float], method: str) -> list[float]:
+    """Adjusted p-values of one family (NaN entries stay NaN and do not count in the family size)."""
+    p = np.asarray(pvalues, float)
+    out = np.full(len(p), np.nan)
+    valid = np.flatnonzero(~np.isnan(p))
+    m = len(valid)
+    if m == 0 or method == "none":
+        return p.tolist()
+    order = valid[np.argsort(p[valid], kind="stable")]
+    ranked = p[order]
+    if method == "holm":  # p_(i) · (m − i + 1), made non-decreasing
+        adjusted = np.maximum.accumulate(ranked * (m - np.arange(m)))
+    elif method == "bh":  # p_(i) · m / i, made non-increasing from the largest
+        adjusted = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    else:
+        raise ValueError(f"unknown correction {method!r} (expected one of {', '.join(CORRECTIONS)})")
+    out[order] = np.minimum(adjusted, 1.0)
+    return out.tolist()
+
+
+def interval_level(method: str, family: int, called: int, alpha: float = ALPHA) -> float:
+    """The confidence level of intervals in a family of `family` comparisons of which `called` were called."""
+    if method == "none" or family <= 1:
+        return 1 - alpha
+    if method == "holm":
+        return 1 - alpha / family
+    return 1 - max(called, 1) * alpha / family
+
+
+def verdict(comparison: Paired, p_adjusted: float, low: float, high: float, alpha: float = ALPHA) -> str:
+    """"better" / "worse" when the adjusted p is below `alpha` and the adjusted interval excludes zero; else why
+    not."""
+    if comparison.n < MIN_PAIRS:
+        return "no verdict (fewer than 3 seeds)"
+    if not comparison.sd > 0:
+        return "no verdict (no variance)"
+    if p_adjusted < alpha and low > 0:
+        return "better"
+    if p_adjusted < alpha and high < 0:
+        return "worse"
+    return "no evidence"

@@ -1,0 +1,206 @@
+"""The points of a validated space: the Cartesian product of its axes, its baselines, its seeds.
+
+A point's `params` are its axis values (seed included) with the settings that cannot change its training left out
+(`relevant`): the CAM axes of a point without proxy steps, the mask settings of the `duplicate` control,
+`multiply_weight` outside the `blended` rule, `clear_every_step` with a single proxy step. Two points that differ only
+in such settings are the same experiment, so they are one point. Its `grid_key` hashes its params (the order of
+values in the YAML never matters). A point's `kind` is `baseline` (no proxy step), `control` (the `duplicate` and
+`randomcam` methods: the same wrong images unmasked, or masked at random) or `proxy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import math
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.config import CONTROL_METHODS, TrialConfig, parse_proxy_steps
+from trainer.prefix import FIRST_PROXY_STEP, SCOPES, SECOND_PROXY_STEP
+
+# The proxy-attention axes: they act from a proxy step on (a point without one leaves them out).
+CAM_AXES = tuple(name for name, scope in SCOPES.items() if scope in (FIRST_PROXY_STEP, SECOND_PROXY_STEP))
+CONTROLS = (*CONTROL_METHODS, "randomcam")
+MASK_AXES = ("threshold", "multiply_weight", "pixel_replacement", "cam_target", "cam_batch_size",
+             "unchanged_proxies")  # what a mask needs; the duplicate control has none
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.default is not dataclasses.MISSING}
+SCALAR_AXES = tuple(n for n, h in typing.get_type_hints(TrialConfig).items()
+                    if n != "dataset" and not dataclasses.is_dataclass(h))
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One grid point: its axis values (`params`, seed included), what it is, the axes left out because they
+    cannot change it (`dropped`), and the space's fixed settings and dataset entry it resolves with."""
+
+    params: dict[str, Any]
+    kind: str
+    grid_key: str
+    dropped: tuple[str, ...]
+    fixed: dict[str, Any]
+    dataset: dict[str, Any]
+
+    @property
+    def baseline(self) -> bool:
+        """A point without proxy steps."""
+        return self.kind == "baseline"
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """The trial config of this point as plain data: `fixed:`, its axis values, its dataset entry."""
+        return {**self.fixed, **{k: v for k, v in self.params.items() if k != "dataset"}, "dataset": self.dataset}
+
+    def config(self) -> TrialConfig:
+        """The validated `TrialConfig` of this point (built on demand: a large grid has many points)."""
+        return TrialConfig.from_dict(self.resolved)
+
+    def setting(self, name: str) -> Any:
+        """A top-level config value of this point; None for an axis that does not apply to it."""
+        if name in self.dropped:
+            return None
+        if name in self.params:
+            return self.params[name]
+        return self.fixed.get(name, DEFAULTS.get(name))
+
+
+def grid_key(params: dict[str, Any]) -> str:
+    """The canonical hash of a point's params."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4096)
+def proxy_step_count(proxy_steps: str) -> int:
+    return parse_proxy_steps(proxy_steps).count("p")
+
+
+@functools.lru_cache(maxsize=4096)
+def schedule_epochs(proxy_steps: str) -> int:
+    return sum(t for t in parse_proxy_steps(proxy_steps) if isinstance(t, int))
+
+
+def relevant(params: dict[str, Any], base: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...], str]:
+    """`params` without the axes that cannot change this point's training, those axes, and the point's kind
+    (`base` is the defaults overlaid with `fixed:`)."""
+    def value(name: str) -> Any:
+        return params[name] if name in params else base[name]
+
+    steps = proxy_step_count(str(value("proxy_steps")))
+    if steps == 0:
+        drop: tuple[str, ...] = CAM_AXES
+        kind = "baseline"
+    else:
+        method = value("cam_method")
+        kind = "control" if method in CONTROLS else "proxy"
+        drop = MASK_AXES if method in CONTROL_METHODS else () if value("pixel_replacement") == "blended" \
+            else ("multiply_weight",)  # only the blended rule reads the weight
+        if steps == 1:
+            drop = (*drop, "clear_every_step")  # it only acts from the second proxy step
+    dropped = tuple(sorted(a for a in drop if a in params))
+    if not dropped:
+        return params, (), kind
+    return {k: v for k, v in params.items() if k not in drop}, dropped, kind
+
+
+def blocks(data: dict) -> list[dict[str, list]]:
+    """The grid and each baseline entry as mappings of axis -> values (an entry is crossed with the grid axes it
+    does not name; a block without proxy steps leaves out the CAM axes, which cannot act there)."""
+    grid, fixed = data["grid"], data["fixed"]
+    out = []
+    for block in [grid] + [{**{k: v for k, v in grid.items() if k not in entry}, **entry}
+                           for entry in data["baselines"]]:
+        schedules = block.get("proxy_steps", [fixed.get("proxy_steps", DEFAULTS["proxy_steps"])])
+        if not any(proxy_step_count(str(s)) for s in schedules):
+            block = {k: v for k, v in block.items() if k not in CAM_AXES}
+        out.append(block)
+    return out
+
+
+def size_bound(data: dict) -> tuple[int, list[str]]:
+    """An upper bound of the number of points (before merging settings that cannot matter), computed without
+    enumerating anything, and the sizes it multiplies, block by block (for the message that refuses a space)."""
+    total, parts = 0, []
+    for i, axes in enumerate(blocks(data)):
+        count = math.prod(len(v) for v in axes.values()) * data["repeats"]
+        total += count
+        sizes = " × ".join(f"{a} {len(v)}" for a, v in sorted(axes.items()))
+        parts.append(f"{'grid' if i == 0 else f'baselines[{i - 1}]'}: {sizes} × seeds {data['repeats']}")
+    return total, parts
+
+
+def iter_points(data: dict) -> Iterator[Point]:
+    """Every point of every block, in no particular order, duplicates included."""
+    fixed, datasets = data["fixed"], data["datasets"]
+    base = {**DEFAULTS, **fixed}
+    first_dataset = next(iter(datasets))
+    seeds = [(seed, f'"seed": {seed}') for seed in range(data["repeats"])]
+    for axes in blocks(data):
+        names = sorted(axes)
+        # Each value's JSON once: a point's key text is then a join (what json.dumps(sort_keys=True) writes).
+        encoded = [[(v, f"{json.dumps(n)}: {json.dumps(v)}") for v in axes[n]] for n in names]
+        for combination in itertools.product(*encoded):
+            base_params = {n: v for n, (v, _) in zip(names, combination, strict=True)}
+            texts = [t for _, t in combination]
+            dataset = datasets[base_params.get("dataset", first_dataset)]
+            for seed, seed_text in seeds:
+                params, dropped, kind = relevant({**base_params, "seed": seed}, base)
+                if dropped:
+                    key = grid_key(params)
+                else:
+                    text = "{" + ", ".join(sorted([*texts, seed_text])) + "}"
+                    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+                yield Point(params, kind, key, dropped, fixed, dataset)
+
+
+def expand(data: dict) -> list[Point]:
+    """Every distinct point, sorted by grid_key (a stable pseudo-random order: a grid stopped half-way has
+    covered every axis)."""
+    points: dict[str, Point] = {}
+    for point in iter_points(data):
+        points.setdefault(point.grid_key, point)
+    return [points[k] for k in sorted(points)]
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A validated space. `data` is its canonical form, stored on the study so `search resume` needs no YAML."""
+
+    name: str
+    data: dict[str, Any]
+
+    @property
+    def objective(self) -> tuple[str, str]:
+        return self.data["objective"]["metric"], self.data["objective"]["direction"]
+
+    @property
+    def max_attempts(self) -> int:
+        return self.data["max_attempts"]
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return self.data["resources"]
+
+    @property
+    def halving(self) -> dict[str, Any] | None:
+        return self.data.get("halving")
+
+    def digest(self) -> str:
+        """Hash of what must not change within a study: `fixed:`, the datasets and the objective."""
+        keep = {k: self.data[k] for k in ("fixed", "datasets", "objective")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+    @functools.cached_property
+    def points(self) -> list[Point]:
+        """Every distinct point, sorted by grid_key."""
+        return expand(self.data)
+
+    @property
+    def axes(self) -> list[str]:
+        """The axes of the space (the seed aside), sorted."""
+        return sorted({name for axes in blocks(self.data) for name in axes})

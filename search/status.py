@@ -1,0 +1,184 @@
+"""Read-only views of studies: `status`, `studies`, `export` and the `--dry-run` plan. Nothing here writes.
+
+Readers open SQLite read-only (`open_storage(create=False)`), so a supervisor's read-only copy of a study can be read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.grid import GridSpec, schedule_epochs
+from search.plan import build_plan
+from search.progress import better, chance_warning, eta_seconds, format_seconds
+from search.space import root_problems
+from search.study import StudyError, open_storage, spec_of, tally, wait_for_creator
+from search.trials import read_trials
+
+
+def load_study(name: str, storage_url: str) -> optuna.Study:
+    """An existing study made by `search run`, read-only: a missing DB or study is a `StudyError`, never created.
+    A study that a starting driver is still creating is waited for."""
+    storage = _reader(storage_url)
+    study = _existing(name, storage)
+    if study is None or "space" not in study.user_attrs:  # a driver creates the study, then stores its space
+        wait_for_creator(storage_url)
+        study = _existing(name, storage)
+    if study is None:
+        names = optuna.get_all_study_names(storage)
+        raise StudyError(f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'}; "
+                         "another storage? pass --storage URL)")
+    return study
+
+
+def load_trials(name: str, storage_url: str) -> list[FrozenTrial]:
+    """Every trial of an existing study, read in bulk (`search.trials.read_trials`)."""
+    storage = _reader(storage_url)
+    if _existing(name, storage) is None:
+        wait_for_creator(storage_url)
+    try:
+        return read_trials(storage, name)
+    except KeyError:
+        raise StudyError(f"no study {name!r} in {storage_url} (another storage? pass --storage URL)") from None
+
+
+def _existing(name: str, storage: optuna.storages.RDBStorage) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _reader(storage_url: str) -> optuna.storages.RDBStorage:
+    """One reading storage per URL and process: opening one checks the schema version, a fifth of a second."""
+    return open_storage(storage_url, create=False)
+
+
+def study_names(storage_url: str) -> list[str]:
+    """The studies in a storage."""
+    return optuna.get_all_study_names(_reader(storage_url))
+
+
+def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any]:
+    """Grid size, complete / pruned / running / failed (given up) / waiting (attempts left) / remaining, best value
+    and ETA of `study`, whose trials are `trials`."""
+    spec = spec_of(study)
+    t = tally(spec, trials)
+    metric, direction = spec.objective
+    durations = [(tr.datetime_complete - tr.datetime_start).total_seconds() for tr in trials
+                 if tr.state == TrialState.COMPLETE and tr.datetime_start and tr.datetime_complete]
+    waiting = len(t.pending) - len(t.running & {p.point.grid_key for p in t.pending})
+    best = None
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE and better(trial.value, best and best["value"], direction):
+            best = {"value": trial.value, "number": trial.number, "params": trial.params}
+    parallel = int(study.user_attrs.get("slots") or max(len(t.running), 1))
+    return {
+        "study": study.study_name,
+        "objective": {"metric": metric, "direction": direction},
+        "grid_size": len(spec.points),
+        "complete": len(t.done),
+        "pruned": len(t.pruned),
+        "running": len(t.running),
+        "failed": len(t.given_up),
+        "waiting": waiting,
+        "remaining": len(spec.points) - len(t.done) - len(t.pruned),
+        "trials": len(trials),
+        "best": best,
+        "mean_trial_seconds": sum(durations) / len(durations) if durations else None,
+        "eta_seconds": eta_seconds(durations, waiting + len(t.running), parallel),
+        "artifacts": study.user_attrs.get("artifacts"),
+        "warning": chance_warning(trials),
+    }
+
+
+def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str, share: bool) -> dict[str, Any]:
+    """What `search run` would do, from the study if it exists; creates nothing."""
+    trials = []
+    with contextlib.suppress(StudyError):
+        trials = load_trials(spec.name, storage_url)
+    t = tally(spec, trials)
+    pending = [p.point for p in t.pending]
+    plan = build_plan(pending, spec.data["fixed"], share)
+    return {"study": spec.name, "grid_size": len(spec.points), "complete": len(t.done), "pruned": len(t.pruned),
+            "to_run": len(pending), "given_up": len(t.given_up), "storage": storage_url, "out_dir": str(out_dir),
+            "artifacts": artifacts, "stems": len(plan.stems), "epochs_naive": plan.naive_epochs,
+            "epochs_shared": plan.shared_epochs,
+            "epochs_halving": halving_bound(spec, pending, plan) if spec.halving else None,
+            "first_points": [p.params for p in pending[:5]], "datasets": dataset_summaries(spec),
+            "problems": root_problems(spec.data)}
+
+
+def halving_bound(spec: GridSpec, pending: list, plan) -> int:
+    """Epochs to compute with successive halving, at most: stems as planned; baselines and controls to their end;
+    in each group, at each rung, the kept fraction of points (rounded up) and, of those, the ones with the most work
+    left. (A tie at a cutoff keeps more points than that.)"""
+    from search.halving import Halving
+
+    halving = Halving.of(spec.halving, spec.objective)
+    work = sum(s.epochs - (plan.stems[s.parent].epochs if s.parent else 0) for s in plan.stems.values())
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for p in pending:
+        span = (plan.start_epoch(p.grid_key), schedule_epochs(str(p.setting("proxy_steps"))))
+        if p.kind == "proxy":
+            groups.setdefault(halving.group(p), []).append(span)
+        else:
+            work += span[1] - span[0]
+    for spans in groups.values():
+        marks = [0, *halving.rungs, max(total for _, total in spans)]
+        alive = len(spans)
+        for i, (lo, hi) in enumerate(itertools.pairwise(marks)):
+            if i:
+                alive = math.ceil(halving.keep * alive)
+            lengths = sorted((max(0, min(hi, total) - max(lo, start)) for start, total in spans), reverse=True)
+            work += sum(lengths[:alive])
+    return work
+
+
+def dataset_summaries(spec: GridSpec) -> list[str]:
+    """One line per dataset: its classes, images per class and skipped files (for image folders), so that a root
+    pointed one level too high (two "classes": the dataset and something else) is seen before anything runs."""
+    from trainer.imagefolder import FolderError, summarize_folder
+
+    lines = []
+    for name, ds in spec.data["datasets"].items():
+        if ds["kind"] != "imagefolder":
+            lines.append(f"{name}: {ds['kind']}" + (f" in {ds['root']}" if ds["root"] else ""))
+            continue
+        try:
+            lines.append(f"{name}: {summarize_folder(Path(ds['root'])).describe()} in {ds['root']}")
+        except FolderError as exc:
+            lines.append(f"{name}: {exc}")
+    return lines
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Rows as CSV (columns in first-seen order), written atomically."""
+    import pandas as pd
+
+    from trainer.files import atomic_write_bytes
+
+    atomic_write_bytes(path, pd.DataFrame(rows).to_csv(index=False).encode())
+
+
+def format_status(info: dict[str, Any]) -> str:
+    """A few human lines for `search status`."""
+    best = info["best"]
+    best_text = "–" if best is None else f"{best['value']:.4f} (trial {best['number']})"
+    eta = info["eta_seconds"]
+    lines = [f"{info['study']}: {info['grid_size']} points · {info['complete']} complete · {info['pruned']} stopped "
+             f"by halving · {info['running']} running · {info['failed']} failed · {info['waiting']} waiting · "
+             f"{info['remaining']} remaining",
+             f"  best {info['objective']['metric']}: {best_text} · ETA "
+             f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'}"]
+    if info.get("warning"):
+        lines.append(f"  {info['warning']}")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""One job, where it lands (a Ray task, or a subprocess of the local executor): a trial's run, or a shared stem.
+
+`run_job` prepares the job's folder (from the store's newest checkpoint of its own folder, else of the folder it
+continues: an earlier try, a shared stem), runs the trainer there with uploads as files are saved (`search.store`),
+cleans node-local scratch, and returns the outcome as plain data. It knows nothing of Optuna; Ray only adds who ran
+it (`search.dispatch`). `python -m search.worker` is the local executor's warm worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.store import ArtifactStore, Uploader
+from trainer.folder import LOG, SHARED
+
+SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
+
+
+@dataclass
+class Job:
+    """What to run: a trial (to its end, or to `until`) or a stem (its prefix, then its shared proxy inputs)."""
+
+    kind: str                              # "trial" or "stem"
+    label: str                             # "trial 12", "stem 3f2a…"
+    config: dict[str, Any]
+    folder: str                            # in the store: trials/<n>-<key> or stems/<key>
+    until: int | None = None               # stop after this many epochs (a halving rung, a stem's end)
+    groups: list[dict] = field(default_factory=list)  # a stem's CAM groups (one config each)
+    start_from: str | None = None          # the folder to continue when this one has no checkpoint
+    stem: str | None = None                # the stem whose shared/ holds this job's proxy-step inputs
+    gpus: float = 0.0
+    number: int | None = None              # the Optuna trial (trials only)
+    grid_key: str | None = None
+
+
+@dataclass
+class Settings:
+    """The same for every job of a run."""
+
+    store: str
+    cache_dir: str | None
+    scratch: str | None = None
+    threads: int = 1
+
+
+def scratch_root(settings: Settings) -> Path:
+    """Node-local scratch: `--scratch`, else $PROXY_ATTENTION_SCRATCH (set per node by `search cluster`), else the
+    system's temporary folder."""
+    root = settings.scratch or os.environ.get(SCRATCH_ENV) or str(Path(tempfile.gettempdir()) / "pas-scratch")
+    return Path(root) / hashlib.sha256(settings.store.encode()).hexdigest()[:12]
+
+
+def run_job(job: Job, settings: Settings) -> dict[str, Any]:
+    """Run `job`; return {"status": "complete"|"paused"|"stem", "metrics", "history", "record"}. Raises what the
+    trainer raises (the executor turns it into a failure)."""
+    import torch
+
+    from trainer import TrialConfig, run_trial
+    from trainer.loop import run_stem
+
+    torch.set_num_threads(max(1, settings.threads))
+    store = ArtifactStore(settings.store)
+    scratch = scratch_root(settings)
+    workdir = store.local_path(job.folder) if store.local else scratch / job.folder
+    if not store.local:
+        shutil.rmtree(workdir, ignore_errors=True)  # what a killed earlier try left on this node
+    store.start_from(job.folder, job.start_from, workdir)
+    uploader = None if store.local else Uploader(store, workdir, job.folder)
+
+    def shared(step: int, key: str) -> Path | None:
+        if job.stem is None:
+            return None
+        return store.fetch(f"{job.stem}/{SHARED}/step-{step}-{key}.npz", scratch / "shared")
+
+    config = TrialConfig.from_dict(job.config)
+    try:
+        if job.kind == "stem":
+            groups = [TrialConfig.from_dict(g) for g in job.groups]
+            record = run_stem(config, workdir, job.until, groups, cache_dir=settings.cache_dir, shared=shared,
+                              on_saved=uploader)
+            return {"status": "stem", "record": record}
+        result = run_trial(config, workdir, until=job.until, cache_dir=settings.cache_dir, shared=shared,
+                           on_saved=uploader)
+        return {"status": "paused" if result.paused else "complete", "metrics": result.metrics,
+                "history": result.history}
+    finally:
+        if uploader is not None:
+            uploader([LOG])
+            try:
+                uploader.close()
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def serve() -> int:
+    """`python -m search.worker`: the local executor's warm worker. Reads one job file per line of stdin, runs it
+    with its output in the job's log, and writes its outcome (or its failure) next to the job file, atomically."""
+    for line in sys.stdin:
+        path = Path(line.strip())
+        spec = json.loads(path.read_text())
+        with _output_to(Path(spec["log"])):
+            handler = logging.StreamHandler(sys.stderr)
+            logging.getLogger("trainer").addHandler(handler)
+            try:
+                outcome = run_job(Job(**spec["job"]), Settings(**spec["settings"]))
+            except Exception as exc:  # the reason goes on one line, for the driver and the person reading
+                print(f"trial failed: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+                outcome = {"status": "error", "reason": f"{type(exc).__name__}: {_first_line(exc)}"}
+            finally:
+                logging.getLogger("trainer").removeHandler(handler)
+        tmp = path.with_name("outcome.json.tmp")
+        tmp.write_text(json.dumps(outcome))
+        os.replace(tmp, path.with_name("outcome.json"))
+    return 0
+
+
+@contextlib.contextmanager
+def _output_to(log: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so library output too) to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as target:
+        os.dup2(target.fileno(), 1)
+        os.dup2(target.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def job_file(job: Job, settings: Settings, log: Path, path: Path) -> Path:
+    """Write what `serve` reads."""
+    path.write_text(json.dumps({"job": asdict(job), "settings": asdict(settings), "log": str(log)}))
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

@@ -1,0 +1,123 @@
+"""The GPU path, tested on a machine without one: real Ray is told the node has GPUs (`ray.init(num_gpus=2)`,
+`search cluster head --num-gpus 2`); it schedules GPU tasks and sets CUDA_VISIBLE_DEVICES as on a GPU machine,
+and the trials fall back to the CPU, saying so."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from optuna.trial import TrialState
+from rich.console import Console
+
+from search.dispatch import RayExecutor, run_task
+from search.driver import Run, RunOptions, run_study
+from search.study import GridStudy, trial_folder
+from search.worker import Settings
+from tests.search.helpers import free_port, spec, trials, write_space
+
+RESOURCES = {"gpus_per_trial": 1, "cpus_per_trial": 1}
+
+
+def options(tmp_path, **changes):
+    return RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "ray", cache_dir=None, **changes)
+
+
+def most_at_once(finished) -> int:
+    """The largest number of trials whose [start, complete] intervals overlap."""
+    events = sorted([(t.datetime_start, 1) for t in finished] + [(t.datetime_complete, -1) for t in finished])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize(("gpus", "cpus", "limit"), [(1, 1, 2), (0.5, 0.5, 4)], ids=["whole", "half"])
+def test_trials_get_their_own_gpus(local_ray_gpus, tmp_path, gpus, cpus, limit):
+    s = spec(resources={"gpus_per_trial": gpus, "cpus_per_trial": cpus}, grid={"threshold": [0.2, 0.4, 0.6, 0.8]})
+    o = options(tmp_path, share=False)
+    assert run_study(s, o, Console(file=io.StringIO())) == 0
+    finished = GridStudy.open(s, o.storage, o.out_dir).trials((TrialState.COMPLETE,))
+    assert len(finished) == 4 and most_at_once(finished) <= limit
+    for t in finished:
+        folder = o.out_dir / trial_folder(t.number, t.user_attrs["grid_key"])
+        result = json.loads((folder / "result.json").read_text())
+        assert t.user_attrs["gpu_ids"] and set(t.user_attrs["gpu_ids"]) <= {"0", "1"}
+        assert result["cuda_visible_devices"] == ",".join(t.user_attrs["gpu_ids"])  # what the trial saw
+        assert "but CUDA is not available to torch: running on the CPU" in (folder / "trial.log").read_text()
+
+
+def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_ray_gpus, tmp_path):
+    import ray
+
+    def oom_when_shared(job, settings):  # the exception type and message torch raises when a GPU is full
+        import torch
+
+        if job["gpus"] < 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB "
+                                              "total capacity; 77.81 GiB already allocated)")
+        return run_task(job, settings)
+
+    s = spec(resources={"gpus_per_trial": 0.5, "cpus_per_trial": 1}, grid={"threshold": [0.5]})
+    o = options(tmp_path, share=False)
+    executor = RayExecutor(None, 1, 0.5, None, Settings(str(o.out_dir), None))
+    executor.cpu_task = executor.gpu_task = ray.remote(max_calls=1)(oom_when_shared)
+    grid = GridStudy.open(s, o.storage, o.out_dir)
+    assert Run(grid, executor, Console(file=io.StringIO()), o).drive() == 0
+    first, second = grid.trials()
+    assert first.state == TrialState.FAIL and first.user_attrs["fail_kind"] == "oom"
+    assert "CUDA out of memory" in first.user_attrs["fail_reason"]
+    assert second.state == TrialState.COMPLETE and second.user_attrs["whole_gpu"] is True
+    assert second.user_attrs["attempt"] == 1  # the shared GPU's failure used no attempt
+    assert len(second.user_attrs["gpu_ids"]) == 1
+
+
+def cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_gpus_on_a_machine_without_any_is_refused_before_anything_is_made(tmp_path):
+    space = write_space(tmp_path / "tiny.yaml", resources=RESOURCES)
+    for executor in ("ray", "local"):
+        done = cli(["run", str(space), "--executor", executor], tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "gpus_per_trial: 0 (or --gpus-per-trial 0) to train on CPUs" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def gpu_head(tmp_path):
+    """`search cluster head --num-gpus 2` in its own process group, as a user starts one."""
+    port = free_port()
+    head = subprocess.Popen([sys.executable, "-m", "search", "cluster", "head", "--port", str(port), "--num-cpus",
+                             "2", "--num-gpus", "2", "--block", "--temp-dir", str(tmp_path / "ray"),
+                             "--node-ip-address", "127.0.0.1"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    assert cli(["cluster", "wait", address, "--timeout", "120"], tmp_path).returncode == 0
+    yield address
+    os.killpg(head.pid, 15)
+    head.wait(timeout=60)
+
+
+def test_a_cluster_with_two_gpus_runs_four_half_gpu_trials(tmp_path, gpu_head):
+    space = write_space(tmp_path / "tiny.yaml", resources=RESOURCES, grid={"threshold": [0.2, 0.4, 0.6, 0.8]})
+    done = cli(["run", str(space), "--ray-address", gpu_head, "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5",
+                "--no-share"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    finished = [t for t in trials(tmp_path) if t.state == TrialState.COMPLETE]
+    assert len(finished) == 4 and most_at_once(finished) <= 4
+    assert all(set(t.user_attrs["gpu_ids"]) <= {"0", "1"} and t.user_attrs["gpu_ids"] for t in finished)
+    too_many = cli(["run", str(space), "--study", "other", "--ray-address", gpu_head, "--gpus-per-trial", "4"],
+                   tmp_path)
+    assert too_many.returncode == 2 and "needs 4 GPUs but no node of the Ray cluster has more than 2" in \
+        too_many.stderr
+    assert not (tmp_path / "runs" / "other.db").exists() and not (tmp_path / "runs" / "other").exists()
+    started = time.monotonic()
+    assert cli(["status", "--study", "tiny"], tmp_path).returncode == 0 and time.monotonic() - started < 60

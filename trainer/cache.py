@@ -1,0 +1,306 @@
+"""The decoded-image cache: each (dataset identity, image size) decoded once per machine into one uint8 file.
+
+An entry is a folder `<cache_dir>/<key>/` holding `pixels.u8` (N × 3 × S × S bytes, row i = image i), `labels.npy`
+and `meta.json` (classes, files, skipped count, the identity it was built from, sampled checksums). The key hashes the
+dataset's identity: for a folder every file's name, size and modification time; for a torchvision dataset its kind and
+the files under its root; for the bundled ones their source. A changed dataset therefore gets a new entry, never a
+stale one. Entries are built under an `flock` (trials starting together build once; the others wait) in a temporary
+folder renamed into place, so a reader never sees half an entry. Opening one checks its size and sampled checksums: a
+truncated or damaged entry is rebuilt, not trusted. Trials read rows with `pread`, so the file lives once in the page
+cache, shared by every trial of the machine, and a trial's resident memory does not grow with the dataset.
+Where the cache directory cannot be written (read-only, full), trials fall back to decoding, with one warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainer.config import DatasetConfig
+from trainer.data import (
+    FASHION_MNIST_ROOT,
+    DataError,
+    ImageSet,
+    decode_dataset,
+    decode_image,
+    fashion_mnist_files,
+    list_folder,
+    list_image_folder,
+    load_uncached,
+)
+from trainer.files import atomic_write_json
+
+log = logging.getLogger("trainer")
+FORMAT = 1
+PIXELS, LABELS, META = "pixels.u8", "labels.npy", "meta.json"
+SAMPLED_BLOCKS, BLOCK = 64, 1 << 16
+Progress = Callable[[int, int], None]
+
+
+class RowFile:
+    """uint8 rows (R × shape) of a file from `offset` on, read with one `pread` per row: nothing is mapped into
+    the process, so reading a whole dataset does not grow its resident memory. Safe in forked loader workers."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], offset: int = 0) -> None:
+        self.path, self.shape, self.offset = str(path), tuple(shape), offset
+        self.row_bytes = int(np.prod(shape))
+        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        fd = self._open()
+        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
+        for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
+            view = memoryview(out[i]).cast("B")
+            if os.preadv(fd, [view], self.offset + int(row) * self.row_bytes) != self.row_bytes:
+                raise DataError(f"{self.path}: row {row} is truncated")
+        return out
+
+    def _open(self) -> int:
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.path, os.O_RDONLY))
+        return self._fd[1]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": None}
+
+
+@dataclass
+class Entry:
+    """A cache entry on disk."""
+
+    key: str
+    folder: Path
+    meta: dict
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
+
+
+def identity(config: DatasetConfig, image_size: int) -> dict:
+    """What a cache entry is built from; any change to it (a file added, removed or modified) changes the key."""
+    ident: dict = {"format": FORMAT, "kind": config.kind, "image_size": image_size}
+    if config.kind == "imagefolder":
+        ident["files"] = [[name, path, *_stat(path)] for name, path in list_folder(Path(config.root))]
+    elif config.kind == "fashion_mnist":
+        ident["files"] = [[str(p), *_stat(str(p))] for p in fashion_mnist_files(Path(config.root or
+                                                                                      FASHION_MNIST_ROOT))]
+    elif config.kind == "digits":
+        import sklearn
+
+        ident["source"] = f"scikit-learn {sklearn.__version__} load_digits"
+    else:
+        root = Path(config.root)
+        ident["root"] = str(root.resolve())
+        ident["files"] = sorted([str(p.relative_to(root)), *_stat(str(p))] for p in root.rglob("*") if p.is_file()) \
+            if root.is_dir() else []
+    return ident
+
+
+def _stat(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def entry_key(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def open_cached(config: DatasetConfig, image_size: int, cache_dir: Path,
+                progress: Progress | None = None) -> ImageSet:
+    """The dataset's images from the cache in `cache_dir`, building the entry first when there is none (or it is
+    damaged). A cache dir that cannot be written gives the uncached images, with a warning."""
+    try:
+        entry = ensure(config, image_size, cache_dir, progress)
+    except OSError as exc:
+        log.warning("decoded-image cache unusable in %s (%s): decoding images without it", cache_dir, exc)
+        return load_uncached(config, image_size)
+    return _image_set(entry, image_size)
+
+
+def ensure(config: DatasetConfig, image_size: int, cache_dir: Path, progress: Progress | None = None) -> Entry:
+    """The verified entry of this dataset at this size, built under the entry's lock if missing or damaged.
+    Raises OSError when the cache dir cannot be written, DataError when the dataset cannot be read."""
+    ident = identity(config, image_size)
+    key = entry_key(ident)
+    folder = cache_dir / key
+    entry = _verified(folder, key)
+    if entry is not None:
+        return entry
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir / f"{key}.lock"):
+        entry = _verified(folder, key)  # another process may have built it while we waited
+        if entry is not None:
+            return entry
+        if folder.exists():
+            log.warning("decoded-image cache entry %s is damaged: rebuilding it", folder)
+            shutil.rmtree(folder)
+        return _build(config, image_size, ident, folder, progress)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _verified(folder: Path, key: str) -> Entry | None:
+    """The entry at `folder` if it is complete and its size and sampled checksums match, else None."""
+    try:
+        meta = json.loads((folder / META).read_text())
+        pixels = folder / PIXELS
+        if meta.get("key") != key or pixels.stat().st_size != meta["bytes"]:
+            return None
+        if _sampled_checksums(pixels, meta["bytes"]) != meta["checksums"]:
+            return None
+        if len(np.load(folder / LABELS, allow_pickle=False)) != meta["count"]:
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return Entry(key, folder, meta)
+
+
+def _sampled_checksums(path: Path, size: int) -> list[str]:
+    """SHA-1 of 64 evenly spaced 64 KiB blocks (first and last included): catches truncation, damage and a
+    different file in a few milliseconds, where hashing gigabytes at every trial start would not."""
+    if size == 0:
+        return []
+    starts = sorted({min(size - 1, round(i * (size - 1) / (SAMPLED_BLOCKS - 1))) for i in range(SAMPLED_BLOCKS)})
+    out = []
+    with open(path, "rb") as f:
+        for start in starts:
+            f.seek(start)
+            out.append(hashlib.sha1(f.read(BLOCK), usedforsecurity=False).hexdigest()[:16])
+    return out
+
+
+def _build(config: DatasetConfig, image_size: int, ident: dict, folder: Path, progress: Progress | None) -> Entry:
+    started = time.perf_counter()
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    try:
+        meta = _write_entry(config, image_size, ident, building, progress)
+        os.replace(building, folder)
+    except BaseException as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(exc.errno, f"disk full while building the decoded-image cache in {folder.parent}") \
+                from None
+        raise
+    log.info("decoded-image cache: %d images at %d px in %.1f s -> %s", meta["count"], image_size,
+             time.perf_counter() - started, folder)
+    return Entry(folder.name, folder, meta)
+
+
+def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Path, progress: Progress | None) -> dict:
+    row_shape = (3, image_size, image_size)
+    if config.kind == "imagefolder":
+        listed, labels, classes, skipped = list_image_folder(Path(config.root), verify=False)
+        files, labels, skipped = _decode_files(listed, labels, image_size, folder / PIXELS, progress, skipped)
+        official = None
+    else:
+        decoded = decode_dataset(config, image_size)
+        files, labels, classes, skipped = None, decoded.labels, decoded.classes, decoded.skipped
+        official = decoded.official_test
+        with open(folder / PIXELS, "wb") as f:
+            f.write(np.ascontiguousarray(decoded.pixels).tobytes())
+        if progress:
+            progress(len(labels), len(labels))
+    np.save(folder / LABELS, labels)
+    size = (folder / PIXELS).stat().st_size
+    meta = {"key": folder.name.split(".building")[0], "count": len(labels), "row_shape": list(row_shape),
+            "bytes": size, "checksums": _sampled_checksums(folder / PIXELS, size), "classes": classes,
+            "files": files, "skipped": skipped, "official_test": None if official is None else
+            np.flatnonzero(official).tolist(), "dataset": {"kind": config.kind, "root": config.root},
+            "image_size": image_size, "created": time.time(), "built_by": os.getpid(),
+            "identity_files": len(ident.get("files", []))}
+    atomic_write_json(folder / META, meta)
+    return meta
+
+
+def _decode_files(files: list[str], labels: np.ndarray, image_size: int, path: Path, progress: Progress | None,
+                  skipped: int) -> tuple[list[str], np.ndarray, int]:
+    """Decode image files in parallel into `path`, row by row; files that fail to decode are skipped and counted."""
+    kept_files, kept_labels = [], []
+    chunks = [list(range(i, min(i + 256, len(files)))) for i in range(0, len(files), 256)]
+    workers = max(1, min(len(chunks), os.cpu_count() or 1))
+    with open(path, "wb") as out, ProcessPoolExecutor(workers) as pool:
+        decoded_chunks = pool.map(_decode_chunk, [[files[i] for i in c] for c in chunks], [image_size] * len(chunks))
+        for chunk, decoded in zip(chunks, decoded_chunks, strict=True):
+            for i, pixels in zip(chunk, decoded, strict=True):
+                if pixels is None:
+                    skipped += 1
+                    log.warning("skipped unreadable file %s", files[i])
+                    continue
+                out.write(pixels)
+                kept_files.append(files[i])
+                kept_labels.append(int(labels[i]))
+            if progress:
+                progress(chunk[-1] + 1, len(files))
+    return kept_files, np.asarray(kept_labels, dtype=np.int64), skipped
+
+
+def _decode_chunk(chunk: list[str], image_size: int) -> list[bytes | None]:
+    out: list[bytes | None] = []
+    for name in chunk:
+        try:
+            out.append(decode_image(name, image_size).tobytes())
+        except DataError:
+            out.append(None)
+    return out
+
+
+def _image_set(entry: Entry, image_size: int) -> ImageSet:
+    meta = entry.meta
+    labels = np.load(entry.folder / LABELS, allow_pickle=False)
+    official = None
+    if meta.get("official_test") is not None:
+        official = np.zeros(len(labels), dtype=bool)
+        official[meta["official_test"]] = True
+    classes = meta["classes"]
+    if meta["files"] is not None:  # a class whose every file was unreadable has no label left: drop its name
+        present = sorted(set(labels.tolist()))
+        if len(present) != len(classes):
+            remap = {old: new for new, old in enumerate(present)}
+            labels = np.asarray([remap[v] for v in labels.tolist()], dtype=np.int64)
+            classes = [classes[i] for i in present]
+        if len(classes) < 2:
+            raise DataError(f"imagefolder: {meta['dataset']['root']} needs at least 2 class folders with readable "
+                            f"images, found {len(classes)}")
+    source = RowFile(entry.folder / PIXELS, (3, image_size, image_size))
+    return ImageSet(classes, labels, image_size, source, official, meta["files"], meta["skipped"], cached=True)
+
+
+def entries(cache_dir: Path) -> list[Entry]:
+    """Every complete entry in `cache_dir` (unverified: listing is cheap)."""
+    found = []
+    for folder in sorted(cache_dir.glob("*")) if cache_dir.is_dir() else []:
+        if folder.is_dir() and ".building" not in folder.name:
+            try:
+                found.append(Entry(folder.name, folder, json.loads((folder / META).read_text())))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def remove(entry: Entry) -> None:
+    """Delete an entry (under its lock, so no trial is building it)."""
+    with _locked(entry.folder.parent / f"{entry.key}.lock"):
+        shutil.rmtree(entry.folder, ignore_errors=True)
+    (entry.folder.parent / f"{entry.key}.lock").unlink(missing_ok=True)
+

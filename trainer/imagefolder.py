@@ -1,0 +1,71 @@
+"""The layout of an image-folder dataset (`root/<class>/<image>`), read without decoding and without torch: what
+space validation and `--dry-run` need before any trial runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class FolderError(RuntimeError):
+    """An image folder cannot make a trial; the message says why."""
+
+
+@dataclass
+class FolderSummary:
+    """Images per class folder (by file name) and the files that are not images."""
+
+    root: Path
+    images: dict[str, int]
+    other_files: int
+
+    def describe(self) -> str:
+        counts = sorted(self.images.values())
+        spread = (f"{counts[0]}–{counts[-1]} images per class" if counts and counts[0] != counts[-1]
+                  else f"{counts[0] if counts else 0} images per class")
+        names = ", ".join(list(self.images)[:6]) + (", …" if len(self.images) > 6 else "")
+        return (f"{len(self.images)} classes ({names}), {sum(counts)} images, {spread}, "
+                f"{self.other_files} other files skipped")
+
+
+def class_dirs(root: Path) -> list[Path]:
+    """The class folders of an image folder, sorted."""
+    if not root.is_dir():
+        raise FolderError(f"imagefolder: {root} is not a folder")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def folder_listing(root: Path) -> list[tuple[str, str]]:
+    """(class name, file path) of every file under the class folders of `root`, sorted."""
+    return [(d.name, str(p.resolve())) for d in class_dirs(root)
+            for p in sorted(q for q in d.rglob("*") if q.is_file())]
+
+
+def summarize_folder(root: Path) -> FolderSummary:
+    """Count images (by suffix) per class folder, and the other files."""
+    images, other = {d.name: 0 for d in class_dirs(root)}, 0
+    for name, path in folder_listing(root):
+        if Path(path).suffix.lower() in IMAGE_SUFFIXES:
+            images[name] += 1
+        else:
+            other += 1
+    return FolderSummary(root, images, other)
+
+
+def check_image_folder(root: Path, val: float, test: float | str) -> FolderSummary:
+    """Fail fast, before any trial, on a folder that cannot make one: not a folder, fewer than 2 class folders
+    with images, or a class with fewer than 3 images (it could not appear in train, val and test). Counts files by
+    name only; unreadable ones are found (and skipped) when a trial loads the folder."""
+    summary = summarize_folder(root)
+    with_images = {name: n for name, n in summary.images.items() if n}
+    if len(with_images) < 2:
+        empty = sorted(set(summary.images) - set(with_images))
+        raise FolderError(f"imagefolder: {root} needs at least 2 class folders with images, found "
+                          f"{len(with_images)}" + (f" (empty: {', '.join(empty[:5])})" if empty else ""))
+    small = sorted(name for name, n in with_images.items() if n < 3)
+    if small:
+        raise FolderError(f"imagefolder: class {small[0]!r} in {root} has {with_images[small[0]]} image(s); every "
+                          f"class needs at least 3 to appear in train, val (split {val}) and test (split {test})")
+    return summary

@@ -18,7 +18,7 @@ from common import emit, median_seconds
 from trainer.augmentations import REGISTRY, augment_batch
 from trainer.config import AugmentConfig
 from trainer.data import DatasetConfig, load_images, normalize, to_unit
-from trainer.loop import CAM_AUGMENTATIONS
+from trainer.epoch import CAM_AUGMENTATIONS
 from trainer.models import create_model
 from trainer.saliency_loss import saliency_terms
 

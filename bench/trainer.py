@@ -23,7 +23,7 @@ from common import emit
 
 from trainer import TrialConfig, run_trial
 from trainer.data import Part, batches, load_images, make_split, model_input
-from trainer.loop import evaluate
+from trainer.epoch import evaluate
 from trainer.models import create_model
 
 

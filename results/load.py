@@ -123,7 +123,7 @@ def _legend(spec: GridSpec) -> pd.DataFrame:
     """One row per configuration: its short label, kind and full settings (labels numbered per kind)."""
     seen: dict[str, Point] = {}
     for point in spec.points:
-        seen.setdefault(_config_text(point), point)
+        seen.setdefault(_config_text(point) or "", point)
     rows, counts = [], dict.fromkeys(KIND_PREFIX, 0)
     for text, point in sorted(seen.items(), key=lambda kv: (list(KIND_PREFIX).index(kv[1].kind), kv[0])):
         counts[point.kind] += 1

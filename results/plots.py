@@ -95,7 +95,8 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
     params = [a for a in data.axes if a in proxy and proxy[a].notna().all() and proxy[a].nunique() > 1]
     if len(proxy) < 4 or not params:
         return None
-    study = optuna.create_study(direction=data.spec.objective[1])  # in memory: the evaluator reads it repeatedly
+    # In memory: the evaluator reads the study again and again.
+    study = optuna.create_study(direction=optuna.study.StudyDirection[data.spec.objective[1].upper()])
     study.add_trials([t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("kind") == "proxy"])
     try:
         scores = optuna.importance.get_param_importances(study, params=params)

@@ -47,10 +47,14 @@ def _study_dir(study: str) -> Path:
     return Path("runs") / study
 
 
-def _cache_dir(cache_dir: Path | None, no_cache: bool) -> str | None:
+def _cache_folder(cache_dir: Path | None) -> Path:
     from trainer.files import default_cache_dir
 
-    return None if no_cache else str(cache_dir or default_cache_dir())
+    return cache_dir or default_cache_dir()
+
+
+def _cache_dir(cache_dir: Path | None, no_cache: bool) -> str | None:
+    return None if no_cache else str(_cache_folder(cache_dir))
 
 
 EXECUTOR = typer.Option(ExecutorKind.ray, help="where trials run")
@@ -265,10 +269,10 @@ def dashboard(study: str | None = typer.Option(None, help="study whose default s
 
     from search.study import open_storage
 
-    if not storage and not study:
+    if storage is None and study is None:
         fail("give --storage URL or --study NAME")
     try:
-        backend = open_storage(storage or default_storage(study), create=False)
+        backend = open_storage(storage or default_storage(study or ""), create=False)
     except StudyError as exc:
         fail(str(exc))
     if not _is_loopback(host):
@@ -324,7 +328,7 @@ def cache_list(cache_dir: Path | None = CACHE_DIR) -> None:
     """The decoded datasets in the cache: key, dataset, image size, images, size on disk."""
     from trainer.cache import entries
 
-    folder = Path(_cache_dir(cache_dir, False))
+    folder = _cache_folder(cache_dir)
     found = entries(folder)
     for entry in found:
         meta = entry.meta
@@ -339,7 +343,7 @@ def cache_clear(keys: list[str] = typer.Argument(None, help="entries to remove (
     """Remove cache entries (all of them, or those named); trials rebuild what they need."""
     from trainer.cache import entries, remove
 
-    folder = Path(_cache_dir(cache_dir, False))
+    folder = _cache_folder(cache_dir)
     chosen = [e for e in entries(folder) if not keys or e.key in keys]
     unknown = set(keys or []) - {e.key for e in chosen}
     if unknown:

@@ -8,6 +8,7 @@ workers as $PROXY_ATTENTION_SCRATCH). `search run --ray-address HEAD:PORT` then 
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -132,18 +133,19 @@ def slurm_script(space: Path, nodes: int, gpus_per_node: int, cpus_per_node: int
         f"SEARCH={search}",
         f"PORT={port}",
         'SCRATCH="${SLURM_TMPDIR:-${TMPDIR:-/tmp}}/search-scratch-${SLURM_JOB_ID:-local}"',
+        'RAYTMP="/tmp/ray-${SLURM_JOB_ID:-local}"  # short: Ray keeps Unix sockets in it',
         'mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
         'HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "${NODES[0]}" hostname --ip-address | awk \'{print $1}\')',
         'ADDRESS="$HEAD_IP:$PORT"',
         'srun --nodes=1 --ntasks=1 -w "${NODES[0]}" "$SEARCH" cluster head --port "$PORT" '
         f'--node-ip-address "$HEAD_IP" --num-cpus {cpus_per_node} --num-gpus {gpus_per_node} '
-        '--scratch "$SCRATCH/head" --temp-dir "$SCRATCH/ray-head" --block &',
+        '--scratch "$SCRATCH/head" --temp-dir "$RAYTMP-head" --block &',
         'until "$SEARCH" cluster wait "$ADDRESS" --nodes 1 --timeout 5 2>/dev/null; do sleep 2; done',
         'for i in "${!NODES[@]}"; do',
         '  [ "$i" -eq 0 ] && continue',
         '  srun --nodes=1 --ntasks=1 -w "${NODES[$i]}" "$SEARCH" cluster worker "$ADDRESS" '
         f'--num-cpus {cpus_per_node} --num-gpus {gpus_per_node} --scratch "$SCRATCH/node-$i" '
-        '--temp-dir "$SCRATCH/ray-node-$i" --block &',
+        '--temp-dir "$RAYTMP-node-$i" --block &',
         "done",
         f'"$SEARCH" cluster wait "$ADDRESS" --nodes {nodes} --timeout 300',
         'set +e',
@@ -183,21 +185,25 @@ def wait(address: str = typer.Argument(..., help="the head's HOST:PORT"),
          nodes: int = typer.Option(1, help="wait until this many nodes are alive"),
          timeout: float = typer.Option(120, help="seconds before giving up (exit 1)")) -> None:
     """Wait until the cluster at ADDRESS has NODES live nodes (used by the Slurm script)."""
+    import socket
     import time as clock
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
+    host, _, port = address.rpartition(":")
     deadline = clock.monotonic() + timeout
     while True:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            # ray.init waits a long time on an address where nothing listens: knock first.
+            socket.create_connection((host, int(port)), timeout=2).close()
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
             alive = sum(1 for n in ray.nodes() if n.get("Alive"))
             ray.shutdown()
             if alive >= nodes:
                 print(f"{alive} nodes alive at {address}", file=sys.stderr)
                 return
-        except (ConnectionError, RuntimeError):
+        except (OSError, RuntimeError):  # ConnectionError is an OSError
             pass
         if clock.monotonic() > deadline:
             print(f"error: fewer than {nodes} nodes at {address} after {timeout:g} s", file=sys.stderr)

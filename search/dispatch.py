@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -112,10 +113,11 @@ class RayExecutor:
         self.ray, self.settings = ray, settings
         self.started = not ray.is_initialized()
         if self.started:
+            quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
             if address:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=address, **quiet)
             else:
-                ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+                ray.init(object_store_memory=256 * 2**20, **quiet)
         try:
             nodes = cluster_capacity(ray)
             check_fits(nodes, cpus_per_trial, gpus_per_trial)
@@ -198,24 +200,32 @@ class LocalExecutor:
         log = store.local_path(job.folder) / STDERR if store.local else self.log_dir / f"{job.label}.log"
         folder = Path(tempfile.mkdtemp(prefix="pas-job-"))
         spec = job_file(job, self.settings, log, folder / "job.json")
+        stdin = self._worker().stdin
+        if stdin is None:
+            raise OSError("the worker process has no stdin")
+        stdin.write(f"{spec}\n")
+        stdin.flush()
+        self.running = (job, folder, log)
+
+    def _worker(self) -> subprocess.Popen:
+        """The warm worker, started anew when there is none or it died."""
         if self.worker is None or self.worker.poll() is not None:
             self.worker = subprocess.Popen([sys.executable, "-m", "search.worker"], stdin=subprocess.PIPE,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
                                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        self.worker.stdin.write(f"{spec}\n")
-        self.worker.stdin.flush()
-        self.running = (job, folder, log)
+        return self.worker
 
     def wait(self, timeout: float) -> list[Completion]:
         if self.running is None:
             time.sleep(min(timeout, 0.05))
             return []
         job, folder, log = self.running
+        worker = self._worker() if self.worker is None else self.worker
         outcome_file = folder / "outcome.json"
         deadline = time.monotonic() + timeout
-        while not outcome_file.exists() and self.worker.poll() is None and time.monotonic() < deadline:
+        while not outcome_file.exists() and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        if not outcome_file.exists() and self.worker.poll() is None:
+        if not outcome_file.exists() and worker.poll() is None:
             return []
         self.running = None
         try:
@@ -224,7 +234,7 @@ class LocalExecutor:
             outcome = None
         _remove(folder)
         if outcome is None:
-            reason = _death(self.worker.returncode, log)
+            reason = _death(worker.returncode, log)
             self.worker = None
         elif outcome.get("status") == "error":
             reason = outcome["reason"]

@@ -109,22 +109,26 @@ class Run:
     def __init__(self, grid: GridStudy, executor: Executor, console: Console, options: RunOptions) -> None:
         self.grid, self.executor, self.console, self.options = grid, executor, console, options
         self.spec, self.store = grid.spec, grid.store
+        grid.study.set_user_attr("share", options.share)  # for `search status`: its stems, and its ETA
+        grid.study.set_user_attr("slots", executor.slots)
         self.tally = grid.tally()
         self.points = {p.point.grid_key: PointState(p) for p in self.tally.pending}
         self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.data["fixed"], options.share)
         self.stems = {k: StemState(s) for k, s in self.plan.stems.items()}
-        for state in self.stems.values():
-            record = self.store.folder(state.stem.folder).read_result()
-            if record is not None and record.get("stem", {}).get("epochs") == state.stem.epochs:
-                state.done, state.history = True, self.store.folder(state.stem.folder).read_metrics()
+        for stem_state in self.stems.values():
+            folder = self.store.folder(stem_state.stem.folder)
+            record = folder.read_result()
+            if record is not None and record.get("stem", {}).get("epochs") == stem_state.stem.epochs:
+                stem_state.done, stem_state.history = True, folder.read_metrics()
         for state in self.points.values():
             if state.pending.previous:
                 state.history = self.store.folder(state.pending.previous).read_metrics()
                 state.previous_epochs = len(state.history)
         self.halving = Halving.of(self.spec.halving, self.spec.objective)
         self.rungs = _RungBook(self.halving, self.spec, grid.trials(), self.store) if self.halving else None
-        for point in self.tally.given_up if self.rungs else ():
-            self.rungs.leave(point)
+        if self.rungs is not None:
+            for point in self.tally.given_up:
+                self.rungs.leave(point)
         self.started = 0
         self.failed_here: set[str] = set()
         self.ended_here: set[str] = set()  # complete or stopped by halving
@@ -132,7 +136,7 @@ class Run:
 
     # -- the loop ------------------------------------------------------------------------------------------
     def drive(self) -> int:
-        complete = [t.value for t in self.grid.trials((TrialState.COMPLETE,))]
+        complete = [t.value for t in self.grid.trials((TrialState.COMPLETE,)) if t.value is not None]
         metric, direction = self.spec.objective
         best = (max if direction == "maximize" else min)(complete) if complete else None
         self.progress = RunProgress(self.console, self.spec.name, len(self.spec.points), len(complete), metric,
@@ -205,12 +209,12 @@ class Run:
     def _start(self, state: PointState) -> tuple[str | None, str | None]:
         """The folder a point continues (its last try's, or its stem's when that is further on) and the stem
         whose shared proxy-step inputs it may use; (None, None) with nothing to start from."""
-        stem = self._usable_stem(self.plan.parent.get(state.pending.point.grid_key))
-        done = stem is not None and self.stems[stem].done
-        stem_folder = self.stems[stem].stem.folder if done else None
-        stem_epochs = len(self.stems[stem].history) if done else -1
-        if stem_epochs > len(state.history):  # what it knows of itself only ever grows
-            state.history = list(self.stems[stem].history)
+        key = self._usable_stem(self.plan.parent.get(state.pending.point.grid_key))
+        stem = self.stems[key] if key is not None and self.stems[key].done else None
+        stem_folder = stem.stem.folder if stem else None
+        stem_epochs = len(stem.history) if stem else -1
+        if stem is not None and stem_epochs > len(state.history):  # what it knows of itself only ever grows
+            state.history = list(stem.history)
         if state.pending.previous and state.previous_epochs >= stem_epochs:
             return state.pending.previous, stem_folder
         return stem_folder, stem_folder  # (its own folder, once it has a checkpoint, always comes first)
@@ -253,7 +257,7 @@ class Run:
         if job.kind == "stem":
             self.stems[job.folder.split("/", 1)[1]].running = True
         else:
-            self.points[job.grid_key].running = True
+            self.points[str(job.grid_key)].running = True
         self.progress.started(job.label, job.until or schedule_epochs(str(job.config.get("proxy_steps", "1"))))
         try:
             self.executor.submit(job)
@@ -285,36 +289,39 @@ class Run:
         self.progress.finished(done.job.label, False, None, False, f"FAIL {done.reason} ({then})", counted=False)
 
     def _trial_finished(self, done: Completion) -> None:
-        job, state = done.job, self.points[done.job.grid_key]
+        job, key = done.job, str(done.job.grid_key)
+        state = self.points[key]
+        number = state.number
+        if number is None:
+            raise RuntimeError(f"{job.label} finished without a trial of its own")
         state.running = False
         metric = self.spec.objective[0]
         outcome = done.outcome
         if outcome is not None:
             state.history = outcome.get("history") or state.history
         if outcome is not None and outcome["status"] == "paused":
-            state.reported = self.grid.report(job.number, state.history, state.reported)
+            state.reported = self.grid.report(number, state.history, state.reported)
             self.progress.finished(job.label, True, None, False, f"reached epoch {len(state.history)} (rung)",
                                    counted=False)
             self._decide_rungs()
             return
         if outcome is not None:  # where it ran, beside what it measured
             metrics = {**outcome["metrics"], "ray_node": outcome.get("node"), "gpu_ids": outcome.get("gpu_ids")}
-            reason = self.grid.finish(job.number, metrics, state.history)
+            reason = self.grid.finish(number, metrics, state.history)
         else:
-            reason = done.reason
-            self.grid.report(job.number, self.store.folder(job.folder).read_metrics(), state.reported)
-            self.grid.fail(job.number, reason, done.kind)
-        ok = reason is None
+            reason = done.reason or "unknown failure"
+            self.grid.report(number, self.store.folder(job.folder).read_metrics(), state.reported)
+            self.grid.fail(number, reason, done.kind)
         shown = " ".join(f"{k}={v}" for k, v in state.pending.point.params.items())
-        if ok:
+        if reason is None and outcome is not None:
             state.ended = True
-            self.ended_here.add(job.grid_key)
+            self.ended_here.add(key)
             value = outcome["metrics"].get(metric)
             self.progress.finished(job.label, True, value, self.progress.improves(value),
                                    f"COMPLETE {metric}={value:.4f} · {shown}")
             return
         pending = state.pending
-        self.failed_here.add(job.grid_key)
+        self.failed_here.add(key)
         self.progress.finished(job.label, False, None, False,
                                f"FAIL (attempt {pending.attempt}/{self.spec.max_attempts}) {reason} · {shown}")
         counted = done.kind not in ("disk_full", "oom")
@@ -324,7 +331,7 @@ class Run:
             attempt = pending.attempt + counted
             whole = pending.whole_gpu or done.kind == "oom"
             history = self.store.folder(previous).read_metrics() if previous else []
-            self.points[job.grid_key] = PointState(PendingPoint(pending.point, attempt, previous, whole),
+            self.points[key] = PointState(PendingPoint(pending.point, attempt, previous, whole),
                                                    history=history, tries=tries, previous_epochs=len(history))
         else:
             state.ended, state.number = True, job.number
@@ -337,11 +344,12 @@ class Run:
             return
         for state in self.points.values():
             if not state.ended:
+                self._start(state)  # take in what a finished stem did for it
                 self.rungs.known(state.pending.point, state.history)
         for key, (rung, reason) in self.rungs.decide_all().items():
-            state = self.points.get(key)
-            if state is None or state.ended:
+            if key not in self.points or self.points[key].ended:
                 continue
+            state = self.points[key]
             if state.number is None:  # stopped right after its stem: it still gets its record
                 state.number = self.grid.start(state.pending)
             self.grid.prune(state.number, rung, reason, state.history)
@@ -361,10 +369,10 @@ class Run:
                 self.progress.epoch(f"trial {state.number}", len(rows))
                 if rows and rows[-1]["epoch"] > state.reported:
                     state.reported = self.grid.report(state.number, rows, state.reported)
-        for state in self.stems.values():
-            if state.running:
-                rows = self.store.folder(state.stem.folder).read_metrics()
-                self.progress.epoch(f"stem {state.stem.key[:8]}", len(rows))
+        for stem_state in self.stems.values():
+            if stem_state.running:
+                rows = self.store.folder(stem_state.stem.folder).read_metrics()
+                self.progress.epoch(f"stem {stem_state.stem.key[:8]}", len(rows))
 
 
 class _RungBook:

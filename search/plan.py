@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from search.grid import DEFAULTS, Point, schedule_epochs
-from trainer.config import CONTROL_METHODS, parse_proxy_steps
+from trainer.config import CONTROL_METHODS, proxy_step_epochs
 from trainer.prefix import CAM_GROUP_FIELDS, FIRST_PROXY_STEP, PROGRESS_SCHEDULERS, SCOPES, START
 
 
@@ -63,13 +63,7 @@ class Plan:
 
 @functools.lru_cache(maxsize=4096)
 def _boundaries(proxy_steps: str) -> tuple[int, ...]:
-    out, epochs = [], 0
-    for token in parse_proxy_steps(proxy_steps):
-        if token == "p":
-            out.append(epochs)
-        else:
-            epochs += token
-    return tuple(out)
+    return tuple(proxy_step_epochs(proxy_steps))
 
 
 def build_plan(points: list[Point], fixed: dict, share: bool = True) -> Plan:
@@ -82,12 +76,12 @@ def build_plan(points: list[Point], fixed: dict, share: bool = True) -> Plan:
         params = p.params
         schedule = str(params.get("proxy_steps", base["proxy_steps"]))
         ordered = sorted(params.items())  # values are validated scalars of one type per axis: hashable as they are
-        start = tuple(kv for kv in ordered if kv[0] == "dataset" or SCOPES[kv[0]] == START)
-        proxy = tuple(kv for kv in ordered if SCOPES.get(kv[0]) == FIRST_PROXY_STEP)
+        start_part = tuple(kv for kv in ordered if kv[0] == "dataset" or SCOPES[kv[0]] == START)
+        proxy_part = tuple(kv for kv in ordered if SCOPES.get(kv[0]) == FIRST_PROXY_STEP)
         group = tuple(params.get(f, base[f]) for f in CAM_GROUP_FIELDS)
-        info[p.grid_key] = (ids.setdefault(start, len(ids)), schedule_epochs(schedule), _boundaries(schedule),
-                            ids.setdefault(proxy, len(ids)), params.get("clear_every_step", base["clear_every_step"]),
-                            group)
+        clear = params.get("clear_every_step", base["clear_every_step"])
+        info[p.grid_key] = (ids.setdefault(start_part, len(ids)), schedule_epochs(schedule), _boundaries(schedule),
+                            ids.setdefault(proxy_part, len(ids)), clear, group)
     plan = Plan(naive_epochs=sum(i[1] for i in info.values()))
     if not share:
         plan.parent = dict.fromkeys(info)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
@@ -58,7 +59,7 @@ class RunProgress:
             self.live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.live:
             self.live.update(self._panel())
             self.live.__exit__(*exc)
@@ -113,8 +114,9 @@ class RunProgress:
 def chance_warning(trials: list[FrozenTrial]) -> str | None:
     """A warning when every complete trial is at chance accuracy (about 1 / classes): nothing was learned."""
     rows = [t.user_attrs for t in trials if t.state == TrialState.COMPLETE]
-    scored = [(r.get("val_accuracy"), r.get("num_classes")) for r in rows if r.get("num_classes")]
-    if not scored or any(a is None for a, _ in scored):
+    scored = [(r["val_accuracy"], r["num_classes"]) for r in rows
+              if r.get("num_classes") and r.get("val_accuracy") is not None]
+    if not scored or len(scored) < len(rows):
         return None
     if all(a <= 1.5 / k for a, k in scored):
         classes = sorted({k for _, k in scored})
@@ -132,7 +134,10 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
     failing = len({p.grid_key for p in spec.points} - keys - pruned)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     metric, direction = spec.objective
-    best = (max if direction == "maximize" else min)(complete, key=lambda t: t.value) if complete else None
+    best = None
+    for trial in complete:
+        if better(trial.value, best.value if best else None, direction):
+            best = trial
     parts = [f"{spec.name}: {len(keys)} of {len(spec.points)} points complete", f"{len(pruned)} stopped by halving",
              f"{failing} not complete", f"{states.count(TrialState.FAIL)} failed tries"]
     if best is not None:

@@ -52,7 +52,7 @@ class SpaceError(ValueError):
 
 class _Problems:
     def __init__(self, path: Path) -> None:
-        self.path, self.lines = path, []
+        self.path, self.lines = path, list[str]()
 
     def __call__(self, key: str, message: str) -> None:
         self.lines.append(f"{self.path}: {key}: {message}")
@@ -173,6 +173,9 @@ def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
                 key == "cpus_per_trial" and value == 0):
             problem(f"resources.{key}", f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} "
                                         f"number, got {value!r}")
+        elif key == "gpus_per_trial" and value > 1 and value != int(value):
+            problem(f"resources.{key}", f"above 1 it must be a whole number of GPUs (Ray shares a GPU only in "
+                                        f"fractions below 1), got {value!r}")
     return resources
 
 

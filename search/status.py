@@ -76,11 +76,22 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     durations = [(tr.datetime_complete - tr.datetime_start).total_seconds() for tr in trials
                  if tr.state == TrialState.COMPLETE and tr.datetime_start and tr.datetime_complete]
     waiting = len(t.pending) - len(t.running & {p.point.grid_key for p in t.pending})
-    best = None
+    best_trial = None
     for trial in trials:
-        if trial.state == TrialState.COMPLETE and better(trial.value, best and best["value"], direction):
-            best = {"value": trial.value, "number": trial.number, "params": trial.params}
+        if trial.state == TrialState.COMPLETE and better(trial.value, best_trial.value if best_trial else None,
+                                                         direction):
+            best_trial = trial
+    best = None if best_trial is None else {"value": best_trial.value, "number": best_trial.number,
+                                            "params": best_trial.params}
     parallel = int(study.user_attrs.get("slots") or max(len(t.running), 1))
+    stems = None
+    if study.user_attrs.get("share") and study.user_attrs.get("artifacts"):
+        from search.store import ArtifactStore
+
+        plan = build_plan([p.point for p in t.pending], spec.data["fixed"])
+        store = ArtifactStore(study.user_attrs["artifacts"])
+        done = sum(store.folder(stem.folder).read_result() is not None for stem in plan.stems.values())
+        stems = {"to_run": len(plan.stems) - done, "done": done}
     return {
         "study": study.study_name,
         "objective": {"metric": metric, "direction": direction},
@@ -96,6 +107,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "mean_trial_seconds": sum(durations) / len(durations) if durations else None,
         "eta_seconds": eta_seconds(durations, waiting + len(t.running), parallel),
         "artifacts": study.user_attrs.get("artifacts"),
+        "stems": stems,
         "warning": chance_warning(trials),
     }
 
@@ -124,6 +136,8 @@ def halving_bound(spec: GridSpec, pending: list, plan) -> int:
     from search.halving import Halving
 
     halving = Halving.of(spec.halving, spec.objective)
+    if halving is None:
+        raise ValueError("halving_bound needs a space with halving:")
     work = sum(s.epochs - (plan.stems[s.parent].epochs if s.parent else 0) for s in plan.stems.values())
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for p in pending:
@@ -179,6 +193,9 @@ def format_status(info: dict[str, Any]) -> str:
              f"{info['remaining']} remaining",
              f"  best {info['objective']['metric']}: {best_text} · ETA "
              f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'}"]
+    if info.get("stems"):
+        lines.append(f"  shared stems of the points left: {info['stems']['done']} done, {info['stems']['to_run']} "
+                     "to run")
     if info.get("warning"):
         lines.append(f"  {info['warning']}")
     return "\n".join(lines)

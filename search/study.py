@@ -69,7 +69,7 @@ def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
         return _rdb_storage(url, create)
     if not create:
         if not path.exists():
-            raise StudyError(f"no study database at {path}")
+            raise StudyError(f"no study database at {path} (run from the project folder, or pass --storage URL)")
         if not _initialized(path):
             wait_for_creator(url)
             if not _initialized(path):
@@ -120,7 +120,8 @@ def _read_only_uri(path: Path) -> str:
     """Read-only SQLite: `mode=ro` where a driver may be writing (the folder is writable, or a copy holds a -wal);
     an immutable snapshot for a read-only copy of a finished study, which SQLite can then read without creating
     the -wal and -shm files it otherwise writes beside the database."""
-    live = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) or path.with_name(path.name + "-wal").exists()
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    live = writable or path.with_name(path.name + "-wal").exists()
     return f"file:{path.resolve()}?{'mode=ro' if live else 'immutable=1'}"
 
 
@@ -173,7 +174,8 @@ class DriverLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 @dataclass
@@ -202,11 +204,14 @@ class Tally:
 def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None = None) -> Tally:
     """Done (COMPLETE), pruned, running, attempts used (failures that count), pending (attempts left) and given-up
     points. With a `store`, each pending point resumes from its latest try that got as far as a checkpoint."""
-    done, pruned, running, attempts = set(), set(), set(), Counter()
+    done: set[str] = set()
+    pruned: set[str] = set()
+    running: set[str] = set()
+    attempts: Counter[str] = Counter()
     last: dict[str, str] = {}
     whole_gpu: set[str] = set()
     for trial in trials:
-        key = trial.user_attrs.get("grid_key")
+        key = str(trial.user_attrs.get("grid_key"))
         if trial.state == TrialState.COMPLETE:
             done.add(key)
         elif trial.state == TrialState.PRUNED:
@@ -260,7 +265,7 @@ class GridStudy:
         with creating(storage_url):
             storage = open_storage(storage_url, create=True)
             study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
-                                        direction=spec.objective[1])
+                                        direction=optuna.study.StudyDirection[spec.objective[1].upper()])
             stored = study.user_attrs.get("space")
             if stored is not None:
                 _check_extension(GridSpec(spec.name, stored), spec, study)

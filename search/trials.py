@@ -28,7 +28,7 @@ def read_trials(storage: optuna.storages.RDBStorage, study_name: str,
     wanted = None if states is None else {s.name for s in states}
     with storage.engine.connect() as conn:
         def rows(sql: str) -> list:
-            return conn.execute(sqlalchemy.text(sql), {"study": study_id}).all()
+            return list(conn.execute(sqlalchemy.text(sql), {"study": study_id}).all())
 
         def of_study(table: str, columns: str) -> list:
             # Table and column names are this module's constants; the study id is a bound parameter.

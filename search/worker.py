@@ -86,6 +86,8 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     config = TrialConfig.from_dict(job.config)
     try:
         if job.kind == "stem":
+            if job.until is None:
+                raise ValueError(f"{job.label} has no epoch to stop at")
             groups = [TrialConfig.from_dict(g) for g in job.groups]
             record = run_stem(config, workdir, job.until, groups, cache_dir=settings.cache_dir, shared=shared,
                               on_saved=uploader)

@@ -16,6 +16,16 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pas-test-cache-")
 RAY_ARGS = {"num_cpus": 2, "include_dashboard": False, "object_store_memory": 100 * 2**20, "log_to_driver": False}
 
 
+@pytest.fixture
+def short_dir():
+    """A folder with a short path: Ray's session folder holds Unix sockets, whose paths may not pass 107 bytes."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix="pas-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A real local Ray with 2 CPUs for the tests of one module."""

@@ -37,6 +37,7 @@ from trainer.data import (
     decode_dataset,
     decode_image,
     fashion_mnist_files,
+    folder_root,
     list_folder,
     list_image_folder,
     load_uncached,
@@ -94,7 +95,7 @@ def identity(config: DatasetConfig, image_size: int) -> dict:
     """What a cache entry is built from; any change to it (a file added, removed or modified) changes the key."""
     ident: dict = {"format": FORMAT, "kind": config.kind, "image_size": image_size}
     if config.kind == "imagefolder":
-        ident["files"] = [[name, path, *_stat(path)] for name, path in list_folder(Path(config.root))]
+        ident["files"] = [[name, path, *_stat(path)] for name, path in list_folder(folder_root(config))]
     elif config.kind == "fashion_mnist":
         ident["files"] = [[str(p), *_stat(str(p))] for p in fashion_mnist_files(Path(config.root or
                                                                                       FASHION_MNIST_ROOT))]
@@ -103,7 +104,7 @@ def identity(config: DatasetConfig, image_size: int) -> dict:
 
         ident["source"] = f"scikit-learn {sklearn.__version__} load_digits"
     else:
-        root = Path(config.root)
+        root = Path(config.root or ".")
         ident["root"] = str(root.resolve())
         ident["files"] = sorted([str(p.relative_to(root)), *_stat(str(p))] for p in root.rglob("*") if p.is_file()) \
             if root.is_dir() else []
@@ -210,7 +211,7 @@ def _build(config: DatasetConfig, image_size: int, ident: dict, folder: Path, pr
 def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Path, progress: Progress | None) -> dict:
     row_shape = (3, image_size, image_size)
     if config.kind == "imagefolder":
-        listed, labels, classes, skipped = list_image_folder(Path(config.root), verify=False)
+        listed, labels, classes, skipped = list_image_folder(folder_root(config), verify=False)
         files, labels, skipped = _decode_files(listed, labels, image_size, folder / PIXELS, progress, skipped)
         official = None
     else:

@@ -9,6 +9,7 @@ image by the library: a threshold is relative to each image's own maximum.
 from __future__ import annotations
 
 import types
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ def compute_cams(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, 
     return torch.from_numpy(np.concatenate(maps).astype(np.float32))
 
 
-def _make_cam(method: str, model: nn.Module, target) -> object:
+def _make_cam(method: str, model: nn.Module, target: Any) -> Any:
     cls = CAM_METHODS[method]
     kwargs = {"model": model, "target_layers": [target.layer], "reshape_transform": target.reshape_transform}
     if method == "ablationcam":
@@ -103,7 +104,7 @@ def _make_cam(method: str, model: nn.Module, target) -> object:
     return cls(**kwargs)
 
 
-def _cam_batch(cam: object, method: str, images: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+def _cam_batch(cam: Any, method: str, images: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
     if method == "finercam":
         return cam(input_tensor=images, targets=_finer_targets(cam, images, classes))
     return cam(input_tensor=images, targets=[ClassifierOutputTarget(int(c)) for c in classes])
@@ -120,7 +121,7 @@ def _finer_targets(cam: FinerCAM, images: torch.Tensor, classes: torch.Tensor) -
     return targets
 
 
-def _release(cam: object) -> None:
+def _release(cam: Any) -> None:
     # Not the library's release(): its detach_() raises on gradient views (ShapleyCAM) before removing the hooks.
     hooks = (cam.base_cam if isinstance(cam, FinerCAM) else cam).activations_and_grads
     for handle in hooks.handles:

@@ -194,6 +194,17 @@ def parse_proxy_steps(text: str) -> list[int | str]:
     return tokens
 
 
+def proxy_step_epochs(text: str) -> list[int]:
+    """The number of epochs trained before each proxy step of a schedule: "5,p,9,p,4" -> [5, 14]."""
+    boundaries, epochs = [], 0
+    for token in parse_proxy_steps(text):
+        if isinstance(token, int):
+            epochs += token
+        else:
+            boundaries.append(epochs)
+    return boundaries
+
+
 def validate(config: TrialConfig) -> None:
     """Check value ranges and names that types alone cannot; raise `ConfigError` naming the field."""
     def need(ok: bool, path: str, expected: str, value: Any) -> None:
@@ -275,7 +286,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _coerce(hint: Any, value: Any, path: str) -> Any:
     """Return `value` checked against type `hint` (ints accepted where floats are expected)."""
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path + ".")
+        return _build(typing.cast(type, hint), value, path + ".")
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):

@@ -100,7 +100,7 @@ def decode_image(path: str, image_size: int) -> np.ndarray:
     """One image file as uint8 (3, S, S): RGB, resized bilinearly. The cache stores exactly this."""
     try:
         with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
@@ -177,10 +177,17 @@ def load_images(config: DatasetConfig, image_size: int, cache_dir: str | Path | 
     return images
 
 
+def folder_root(config: DatasetConfig) -> Path:
+    """An image folder's root (validation makes sure there is one)."""
+    if config.root is None:
+        raise DataError("imagefolder: dataset.root is not set")
+    return Path(config.root)
+
+
 def load_uncached(config: DatasetConfig, image_size: int) -> ImageSet:
     """The dataset without a cache: small and torchvision kinds decoded into memory, image folders lazily."""
     if config.kind == "imagefolder":
-        files, labels, classes, skipped = list_image_folder(Path(config.root), verify=True)
+        files, labels, classes, skipped = list_image_folder(folder_root(config), verify=True)
         return ImageSet(classes, labels, image_size, ImageFiles(files, image_size), files=files, skipped=skipped)
     decoded = decode_dataset(config, image_size)
     return ImageSet(decoded.classes, decoded.labels, image_size, InMemory(decoded.pixels), decoded.official_test)
@@ -247,7 +254,10 @@ def _fashion_mnist(root: Path, image_size: int) -> Decoded:
 def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, list[str], int]:
     """Files, labels, classes and skipped count of `root/<class>/<image>`. Files without an image suffix are
     skipped; with `verify`, so are files PIL cannot parse (the cache instead skips what it cannot decode)."""
-    files, labels, classes, skipped = [], [], [], 0
+    files: list[str] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    skipped = 0
     by_class: dict[str, list[str]] = {}
     for name, path in list_folder(root):
         by_class.setdefault(name, [])
@@ -303,7 +313,7 @@ def _torchvision(config: DatasetConfig, image_size: int) -> Decoded:
     pixels, labels, official = [], [], []
     for k, part in enumerate(parts):
         for img, label in part:
-            rgb = img.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
+            rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
             pixels.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             labels.append(int(label))
             official.append(k == len(parts) - 1)
@@ -387,13 +397,12 @@ class Concat:
     def take(self, positions: np.ndarray) -> torch.Tensor:
         """The images at `positions`, in that order, one read per part."""
         which = np.searchsorted(self.offsets, positions, side="right") - 1
-        out = None
-        for k in np.unique(which):
-            mine = np.flatnonzero(which == k)
-            pixels = self.parts[k].take(positions[mine] - self.offsets[k])
-            if out is None:
-                out = torch.empty((len(positions), *pixels.shape[1:]), dtype=torch.uint8)
-            out[mine] = pixels
+        pieces = {int(k): self.parts[k].take(positions[which == k] - self.offsets[k]) for k in np.unique(which)}
+        if len(pieces) == 1:
+            return next(iter(pieces.values()))
+        out = torch.empty((len(positions), *next(iter(pieces.values())).shape[1:]), dtype=torch.uint8)
+        for k, pixels in pieces.items():
+            out[torch.from_numpy(np.flatnonzero(which == k))] = pixels
         return out
 
 

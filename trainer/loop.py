@@ -27,25 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 from trainer import folder as files
-from trainer.augmentations import augment_batch
 from trainer.config import CAM_METHOD_NAMES, TrialConfig
 from trainer.data import (
     Concat,
     DataError,
     Part,
-    batches,
     load_images,
-    loader_options,
     make_split,
-    model_input,
-    normalize,
-    to_unit,
 )
+from trainer.device import batch_size_for, precision, select_device
+from trainer.epoch import TrialError, evaluate, make_optimizer, train_epoch
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
 from trainer.modelcheck import ModelError, check
 from trainer.models import create_model
@@ -59,12 +54,8 @@ from trainer.proxy import (
     save_gallery,
     save_proxies,
 )
-from trainer.saliency_loss import saliency_terms
-from trainer.schedule import learning_rate
 
 log = logging.getLogger("trainer")
-CPU_DEFAULT_BATCH_SIZE = 32
-CAM_AUGMENTATIONS = ("snapmix", "attentive_cutmix")  # they read the live model's CAMs
 VERSIONED = ("torch", "torchvision", "timm", "grad-cam", "numpy", "scikit-learn")
 # A proxy step's statistics as they appear in the row of the epoch that follows it (metrics.jsonl).
 ROW_FIELDS = {"proxy_images": "proxy_images", "proxy_unchanged": "unchanged", "proxy_zero_maps": "zero_maps",
@@ -74,10 +65,6 @@ ROW_FIELDS = {"proxy_images": "proxy_images", "proxy_unchanged": "unchanged", "p
 Saved = Callable[[list[str]], None]
 # `shared(step, key)` gives the file of a stem's proxy-step inputs for that step and CAM group, if one exists.
 SharedLookup = Callable[[int, str], Path | None]
-
-
-class TrialError(RuntimeError):
-    """The trial cannot go on (its loss became NaN, its folder holds another trial…); the message is the reason."""
 
 
 @dataclass
@@ -103,7 +90,7 @@ class TrainingState:
     proxy_files: list[str] = field(default_factory=list)   # the proxies in training now
     history: list[dict] = field(default_factory=list)      # one row per epoch (metrics.jsonl)
     steps: list[dict] = field(default_factory=list)        # one row per proxy step (its statistics)
-    batch_size: int | None = None
+    batch_size: int = 0                                    # 0 until chosen (a number, or `auto`'s finding)
     pending: dict = field(default_factory=dict)            # the last proxy step's fields, for the next epoch's row
     shared_epochs: int = 0                                 # leading epochs a shared stem computed
     shared_seconds: float = 0.0                            # and the proxy-step time it spent on this path
@@ -172,28 +159,6 @@ def run_stem(config: TrialConfig, workdir: str | Path, until: int, groups: list[
         return record
 
 
-def select_device(requested: str | None = None) -> torch.device:
-    """`requested` if given, else the first CUDA device when there is one (Ray sets CUDA_VISIBLE_DEVICES to the
-    trial's GPUs, so that is its own), else the CPU, saying so when GPUs were assigned but CUDA is absent."""
-    if requested and requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda:0")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if visible:
-        log.warning("GPU(s) %s assigned (CUDA_VISIBLE_DEVICES) but CUDA is not available to torch: running on the "
-                    "CPU", visible)
-    return torch.device("cpu")
-
-
-def precision(config: TrialConfig, device: torch.device) -> tuple[bool, torch.amp.GradScaler]:
-    """Mixed precision (fp16 autocast with a GradScaler) where asked and on CUDA; plain fp32 elsewhere."""
-    amp = config.mixed_precision and device.type == "cuda"
-    if config.mixed_precision and not amp:
-        log.info("mixed_precision: %s has no fp16 autocast here; training in fp32", device)
-    return amp, torch.amp.GradScaler("cuda", enabled=amp)
-
-
 class _Trial:
     """The live parts of one trial: data, model, optimiser and the training state, restored from a checkpoint."""
 
@@ -224,8 +189,8 @@ class _Trial:
         self.amp, self.scaler = precision(config, device)
         self.model, self.optimizer = self._fresh_model()
         self.state = self._resume() or TrainingState()
-        if self.state.batch_size is None:
-            self.state.batch_size = _batch_size(config, self.model, len(self.images.classes), device,
+        if not self.state.batch_size:
+            self.state.batch_size = batch_size_for(config, self.model, len(self.images.classes), device,
                                                 len(self.train))
         self.proxies = {name: load_proxies(workdir / name, config.image_size) for name in self.state.proxy_files}
         if device.type == "cuda":
@@ -233,7 +198,7 @@ class _Trial:
 
     @property
     def batch_size(self) -> int:
-        return int(self.state.batch_size)
+        return self.state.batch_size
 
     def run(self, until: int | None) -> None:
         """Every event of the schedule not done yet, stopping once `until` epochs are done."""
@@ -277,7 +242,8 @@ class _Trial:
                  "%.1f%% of pixels replaced), %.2f s, %d proxies in training", index, stats["wrong_images"],
                  stats["chosen"], stats["proxy_images"], stats["unchanged"], stats["zero_maps"],
                  100 * (stats["replaced_fraction"] or 0), step.seconds, sum(len(p) for p in self.proxies.values()))
-        if stats["chosen"] and stats["unchanged"] > stats["chosen"] / 2:
+        chosen, unchanged = int(stats["chosen"] or 0), int(stats["unchanged"] or 0)
+        if chosen and unchanged > chosen / 2:
             log.warning("proxy step %d: %d of %d proxies are identical to their source image (%s all-zero maps); "
                         "they are %s (unchanged_proxies: %s)", index, stats["unchanged"], stats["chosen"],
                         stats["zero_maps"], "left out of training" if config.unchanged_proxies == "drop" else
@@ -289,7 +255,7 @@ class _Trial:
         config, state = self.config, self.state
         data = Concat([self.train, *self.proxies.values()])
         start = time.perf_counter()
-        train_loss, train_accuracy, lr = _train_epoch(config, self.model, self.optimizer, self.scaler, data,
+        train_loss, train_accuracy, lr = train_epoch(config, self.model, self.optimizer, self.scaler, data,
                                                       len(self.images.classes), self.batch_size, index,
                                                       self.device, self.amp)
         seconds = time.perf_counter() - start
@@ -395,7 +361,7 @@ class _Trial:
         torch.manual_seed(self.config.seed)
         model = create_model(self.config.architecture, len(self.images.classes), self.config.image_size,
                              self.config.pretrained, self.config.pretrained_path).to(self.device)
-        return model, _optimizer(self.config, model)
+        return model, make_optimizer(self.config, model)
 
     def _resume(self) -> TrainingState | None:
         """The state of `checkpoint.pt` (this trial's, a retry's or a stem's), with the weights loaded; None when
@@ -457,131 +423,17 @@ def plan(config: TrialConfig) -> Iterator[tuple[str, int]]:
     """The schedule as events: ("epoch", 0-based epoch) and ("proxy", 0-based proxy step)."""
     epoch = step = 0
     for token in config.schedule:
-        if token == "p":
-            yield "proxy", step
-            step += 1
-        else:
+        if isinstance(token, int):
             for _ in range(token):
                 yield "epoch", epoch
                 epoch += 1
+        else:
+            yield "proxy", step
+            step += 1
 
 
 def _nothing(_names: list[str]) -> None:
     return None
-
-
-def _train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, data: Concat, num_classes: int, batch_size: int, epoch: int,
-                 device: torch.device, amp: bool) -> tuple[float, float, float]:
-    """Train one epoch; return mean loss, accuracy (against the hard labels) and the last learning rate.
-    Raises TrialError on a NaN/inf loss."""
-    seed = config.seed * 100_003 + epoch
-    torch.manual_seed(seed)
-    shuffle, augment = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
-    model.train()
-    saliency_loss = config.saliency_loss_weight > 0 or config.invariance_loss_weight > 0
-    total_loss, correct, seen, lr = 0.0, 0, 0, config.optimizer.lr
-    n_batches = max(1, -(-len(data) // batch_size))
-    loader = batches(data, batch_size, shuffle, config.num_workers, **loader_options(device))
-    for i, (x, y) in enumerate(loader):
-        lr = learning_rate(config, (epoch + i / n_batches) / config.epochs, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        y = y.to(device, non_blocking=True)
-        originals = to_unit(x, device)
-        batch = augment_batch(originals, y, num_classes, config.augmentation, augment, config.augment,
-                              model if config.augmentation in CAM_AUGMENTATIONS else None)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            if saliency_loss:
-                logits, l_sal, l_inv = saliency_terms(model, originals, batch, y)
-            else:
-                logits, l_sal, l_inv = model(normalize(batch.images)), 0.0, 0.0
-            l_class = F.cross_entropy(logits.float(), batch.targets, label_smoothing=config.label_smoothing)
-            loss = (config.class_loss_weight * l_class + config.saliency_loss_weight * l_sal
-                    + config.invariance_loss_weight * l_inv)
-        if not torch.isfinite(loss):
-            raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
-                             f"(lr {lr:.3g}): training diverged")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += len(y)
-    return total_loss / max(seen, 1), correct / max(seen, 1), lr
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Part, batch_size: int, device: torch.device, amp: bool = False,
-             num_workers: int = 0) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """Mean cross-entropy, accuracy, predictions and labels of `model` on `data` (eval mode, no augmentation)."""
-    was_training = model.training
-    model.eval()
-    losses, predicted, labels = [], [], []
-    for x, y in batches(data, batch_size, None, num_workers, **loader_options(device)):
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            logits = model(model_input(x, device)).float()
-        losses.append(F.cross_entropy(logits, y.to(device), reduction="sum").item())
-        predicted.append(logits.argmax(1).cpu())
-        labels.append(y)
-    model.train(was_training)
-    predicted_, labels_ = torch.cat(predicted).numpy(), torch.cat(labels).numpy()
-    return sum(losses) / len(labels_), float((predicted_ == labels_).mean()), predicted_, labels_
-
-
-def _optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    opt = config.optimizer
-    if opt.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-
-
-def _batch_size(config: TrialConfig, model: nn.Module, num_classes: int, device: torch.device,
-                train_size: int) -> int:
-    if config.batch_size != "auto":
-        return config.batch_size
-    if device.type != "cuda":
-        log.warning("batch_size: auto measures GPU memory and needs CUDA; using %d on %s",
-                    CPU_DEFAULT_BATCH_SIZE, device)
-        return CPU_DEFAULT_BATCH_SIZE
-    size = auto_batch_size(model, config.image_size, num_classes, device, train_size)
-    log.info("batch size finder: %d", size)
-    return size
-
-
-def find_batch_size(fits: Callable[[int], bool], limit: int) -> int:
-    """Thesis Algorithm 3: double the batch size while `fits(size)` (a forward+backward pass that does not run
-    out of memory), and keep the last size that fit, at most `limit`."""
-    best, size = 1, 2
-    while size <= limit and fits(size):
-        best, size = size, size * 2
-    return best
-
-
-def auto_batch_size(model: nn.Module, image_size: int, num_classes: int, device: torch.device, dataset_size: int,
-                    max_batch_size: int = 1024) -> int:
-    """`find_batch_size` with a real memory probe on `device`. Unlike the thesis code it never steps the
-    optimiser, and it puts back the batch-norm statistics that the probe's forward passes update."""
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def fits(size: int) -> bool:
-        try:
-            x = torch.randn(size, 3, image_size, image_size, device=device)
-            F.cross_entropy(model(x), torch.randint(num_classes, (size,), device=device)).backward()
-            return True
-        except torch.cuda.OutOfMemoryError:
-            return False
-        finally:
-            model.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-    try:
-        return find_batch_size(fits, min(max_batch_size, dataset_size))
-    finally:
-        model.load_state_dict(saved)
 
 
 @contextmanager

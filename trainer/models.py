@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -87,8 +88,8 @@ def available_architectures() -> frozenset[str]:
     return frozenset(timm.list_models())
 
 
-def cam_target(model: nn.Module) -> CamTarget:
-    """The CAM target layer of `model`, chosen per family; the last feature stage otherwise."""
+def cam_target(model: Any) -> CamTarget:
+    """The CAM target layer of `model` (a timm model), chosen per family; the last feature stage otherwise."""
     family = _family(model)
     if family in TOKEN_FAMILIES or (hasattr(model, "num_prefix_tokens") and hasattr(model, "blocks")):
         return CamTarget(model.blocks[-1].norm1, TokensToMap(model.num_prefix_tokens))

@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any
 
-from trainer.config import TrialConfig
+from trainer.config import TrialConfig, proxy_step_epochs
 
 START, FIRST_PROXY_STEP, SECOND_PROXY_STEP, SCHEDULE, NEVER = "start", "proxy", "second_proxy", "schedule", "never"
 SCOPES: dict[str, str] = {
@@ -39,13 +39,7 @@ CAM_GROUP_FIELDS = ("cam_method", "cam_target", "cam_batch_size")
 
 def proxy_boundaries(config: TrialConfig) -> list[int]:
     """The epoch count before each proxy step: "5,p,9,p,4" -> [5, 14]."""
-    boundaries, epochs = [], 0
-    for token in config.schedule:
-        if token == "p":
-            boundaries.append(epochs)
-        else:
-            epochs += token
-    return boundaries
+    return proxy_step_epochs(config.proxy_steps)
 
 
 def prefix_key(config: TrialConfig, epochs: int, steps_done: int | None = None) -> str:

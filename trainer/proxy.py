@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -53,8 +54,8 @@ class ProxyInputs:
     def save(self, path: Path) -> None:
         """One uncompressed .npz, written atomically (a stem writes it; its branches read it)."""
         buffer = io.BytesIO()
-        arrays = {"positions": self.positions, "predicted": self.predicted, "seconds": np.float64(self.seconds),
-                  "key": np.str_(self.key)}
+        arrays: dict[str, Any] = {"positions": self.positions, "predicted": self.predicted,
+                                  "seconds": np.float64(self.seconds), "key": np.str_(self.key)}
         if self.maps is not None:
             arrays["maps"] = self.maps
         np.savez(buffer, **arrays)
@@ -160,7 +161,9 @@ def make_proxy_images(model: nn.Module, train: Part, config: TrialConfig, step: 
     size = config.image_size
     sources = train.take(positions) if count else torch.zeros(0, 3, size, size, dtype=torch.uint8)
     duplicate = config.cam_method in CONTROL_METHODS
-    maps = np.zeros((count, size, size), np.uint8) if duplicate else inputs.maps[chosen]
+    if not duplicate and inputs.maps is None:
+        raise ValueError(f"proxy inputs without maps cannot make {config.cam_method} proxies")
+    maps = np.zeros((count, size, size), np.uint8) if inputs.maps is None else inputs.maps[chosen]
     unit = torch.from_numpy(maps).float() / 255
     if duplicate:
         proxies = sources.clone()

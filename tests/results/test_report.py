@@ -31,7 +31,7 @@ def study_dir(tmp_path_factory):
     ray.init(**RAY_ARGS)
     try:
         s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
-                 baselines=[{"proxy_steps": "2"}])
+                 baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}])
         options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")
         assert run_study(s, options, Console(file=io.StringIO())) == 0
     finally:
@@ -49,11 +49,12 @@ def test_report_tables_agree_with_the_export(study_dir):
     export = pd.read_csv(study_dir / "trials.csv")
     assert set(export["setting_proxy_steps"]) == {"1,p,1", "2"}  # text that survives read_csv, for every trial
     assert export["fixed_image_size"].eq(64).all() and export["study"].eq("tiny").all()
-    export = export[export["state"] == "COMPLETE"]
+    export = export[(export["state"] == "COMPLETE") & (export["kind"] != "control")]
     verdicts = pd.read_csv(study_dir / "report" / "tables" / "verdicts.csv")
     legend = pd.read_csv(study_dir / "report" / "tables" / "legend.csv").set_index("label")
-    assert len(verdicts) == 2
-    for _, row in verdicts.iterrows():
+    assert len(verdicts) == 6  # each threshold: the baseline, its random-mask control, the duplicate control
+    assert sorted(verdicts["reference_kind"].unique()) == ["baseline", "control (duplicate)", "control (randomcam)"]
+    for _, row in verdicts[verdicts["reference_kind"] == "baseline"].iterrows():
         threshold = float(re.search(r"threshold=([\d.]+)", legend.loc[row["configuration"], "configuration"]).group(1))
         mine = export[(export["threshold"] == threshold)].sort_values("seed")["test_accuracy"].to_numpy()
         base = export[export["kind"] == "baseline"].sort_values("seed")["test_accuracy"].to_numpy()
@@ -109,3 +110,23 @@ def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
     stored = get_plotly_graph_objects(reread._storage.get_study_system_attrs(reread._study_id))
     assert len(stored) == len(made.figures) >= 6
     assert "learning-curves" in stored and '"data"' in stored["learning-curves"]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex (.ci/run installs texlive-latex-recommended)")
+def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
+    tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
+    if not tables:
+        storage = f"sqlite:///{study_dir}/study.db"
+        build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report",
+                     say=lambda _: None)
+        tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
+    assert len(tables) >= 8
+    document = tmp_path / "thesis.tex"
+    document.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+                        + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tables) + "\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "thesis.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+    assert (tmp_path / "thesis.pdf").stat().st_size > 1000

@@ -92,17 +92,17 @@ def test_gpus_on_a_machine_without_any_is_refused_before_anything_is_made(tmp_pa
 
 
 @pytest.fixture
-def gpu_head(tmp_path):
+def gpu_head(tmp_path, short_dir):
     """`search cluster head --num-gpus 2` in its own process group, as a user starts one."""
     port = free_port()
     head = subprocess.Popen([sys.executable, "-m", "search", "cluster", "head", "--port", str(port), "--num-cpus",
-                             "2", "--num-gpus", "2", "--block", "--temp-dir", str(tmp_path / "ray"),
+                             "2", "--num-gpus", "2", "--block", "--temp-dir", str(short_dir),
                              "--node-ip-address", "127.0.0.1"], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
     assert cli(["cluster", "wait", address, "--timeout", "120"], tmp_path).returncode == 0
     yield address
-    os.killpg(head.pid, 15)
+    os.killpg(head.pid, 9)
     head.wait(timeout=60)
 
 

@@ -137,3 +137,30 @@ def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(
         if dashboard is not None:
             dashboard.terminate()
             dashboard.wait(timeout=30)
+
+
+def test_halving_over_nested_stems_decides_from_the_stems_epochs(local_ray, tmp_path):
+    """Pairs differing only in clear_every_step share a stem up to their second proxy step (epoch 3), past the
+    rung (epoch 2): their values at the rung come from that stem, and a pair, equal there, shares its fate."""
+    import io
+
+    from rich.console import Console
+
+    from search.driver import RunOptions, run_study
+    from search.study import GridStudy
+    from tests.search.helpers import spec
+
+    s = spec(fixed={**FIXED, "proxy_steps": "1,p,2,p,1"}, halving={**HALVING, "keep": "1/2"},
+             grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6], "clear_every_step": [True, False]})
+    options = RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "ray", cache_dir=None)
+    assert run_study(s, options, Console(file=io.StringIO())) == 0
+    final = GridStudy.open(s, options.storage, options.out_dir).trials()
+    by_key = {t.user_attrs["grid_key"]: t for t in final}
+    assert len(by_key) == 8 and {t.state for t in final} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert any(t.state == TrialState.PRUNED for t in final)
+    for point in s.points:  # each point's twin (the other clear_every_step) met the same fate at the rung
+        twin = next(p for p in s.points if p is not point and {k: v for k, v in p.params.items()
+                                                               if k != "clear_every_step"} ==
+                    {k: v for k, v in point.params.items() if k != "clear_every_step"})
+        assert by_key[point.grid_key].state == by_key[twin.grid_key].state
+        assert by_key[point.grid_key].intermediate_values[2] == by_key[twin.grid_key].intermediate_values[2]

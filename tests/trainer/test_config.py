@@ -48,3 +48,15 @@ def test_bad_proxy_steps(text):
         return
     with pytest.raises(ConfigError):
         parse_proxy_steps(text)
+
+
+def test_the_readme_documents_every_field():
+    """The README's table of fields is `trainer.fields.fields_table()`: a field added without a meaning, or a
+    README not regenerated, fails here (paste the printed table into the README)."""
+    from pathlib import Path
+
+    from trainer.fields import MEANINGS, fields_table, leaf_fields
+
+    assert {name for name, _ in leaf_fields()} == set(MEANINGS)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert fields_table() in readme, fields_table()

@@ -268,7 +268,7 @@ def test_precision_and_transfers_where_cuda_is_absent():
     import torch
 
     from trainer.data import Part, batches, load_images, loader_options
-    from trainer.loop import precision
+    from trainer.device import precision
 
     mixed = TrialConfig.from_dict(tiny_config(mixed_precision=True))
     amp, scaler = precision(mixed, torch.device("cpu"))
@@ -289,7 +289,7 @@ def test_the_batch_size_finder(tmp_path):
     CPU) leaving weights and batch-norm statistics as they were."""
     import torch
 
-    from trainer.loop import auto_batch_size, find_batch_size
+    from trainer.device import auto_batch_size, find_batch_size
     from trainer.models import create_model
 
     class OutOfMemoryAbove48(torch.nn.Module):  # what a GPU does when a batch does not fit

@@ -1,0 +1,73 @@
+"""What a new user meets first: the cache commands, a dry run that says what the real run would say, a folder
+pointed one level too high, `search status` outside a project, and help that lists the choices."""
+
+import re
+
+import yaml
+from typer.testing import CliRunner
+
+from search.cli import app
+from tests.conftest import write_digit_folder
+from trainer.cache import ensure, entries
+from trainer.config import DatasetConfig
+
+FIXED = {"image_size": 64, "architecture": "test_resnet", "proxy_steps": "1,p,1"}
+
+
+def invoke(*args, cwd=None, monkeypatch=None):
+    if monkeypatch is not None:
+        monkeypatch.chdir(cwd)
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cache_list_and_clear(tmp_path):
+    folder = write_digit_folder(tmp_path / "digits", classes=2, per_class=4)
+    cache = tmp_path / "cache"
+    entry = ensure(DatasetConfig(kind="imagefolder", root=str(folder)), 32, cache)
+    listed = invoke("cache", "list", "--cache-dir", cache)
+    assert listed.exit_code == 0 and entry.key in listed.output and "8 images" in listed.output
+    unknown = invoke("cache", "clear", "nope", "--cache-dir", cache)
+    assert unknown.exit_code == 2 and "no cache entry 'nope'" in unknown.output
+    cleared = invoke("cache", "clear", entry.key, "--cache-dir", cache)
+    assert cleared.exit_code == 0 and "removed 1 entries" in cleared.output and entries(cache) == []
+
+
+def space_file(tmp_path, root):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"datasets": {"mine": {"kind": "imagefolder", "root": str(root)}},
+                                    "fixed": FIXED, "grid": {"threshold": [0.5]}}))
+    return path
+
+
+def test_a_missing_folder_is_refused_alike_by_the_dry_run_and_the_run(tmp_path, monkeypatch):
+    space = space_file(tmp_path, tmp_path / "nowhere")
+    dry = invoke("run", space, "--dry-run", cwd=tmp_path, monkeypatch=monkeypatch)
+    real = invoke("run", space, "--executor", "local", cwd=tmp_path, monkeypatch=monkeypatch)
+    hint = "does not exist (an imagefolder root is a folder of class folders: put the dataset there)"
+    assert dry.exit_code == real.exit_code == 2
+    assert hint in dry.output and hint in real.output and "download: true" not in dry.output + real.output
+    assert "would run" in dry.output  # the plan is printed first, then why the run would refuse it
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_dry_run_shows_each_folders_classes(tmp_path, monkeypatch):
+    write_digit_folder(tmp_path / "data" / "digits", classes=3, per_class=5)
+    write_digit_folder(tmp_path / "data" / "other", classes=3, per_class=5)
+    dry = invoke("run", space_file(tmp_path, tmp_path / "data"), "--dry-run", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert dry.exit_code == 0, dry.output  # pointed one level too high: two "classes", each with images…
+    assert re.search(r"dataset mine: 2 classes \(digits, other\), \d+ images", dry.output)  # …which it shows
+
+
+def test_status_outside_a_project_says_where_it_looked(tmp_path, monkeypatch):
+    done = invoke("status", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert done.exit_code == 0 and f"no studies in {tmp_path}/runs/*.db" in done.output
+    missing = invoke("export", "--study", "nope", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert missing.exit_code == 2 and "no study database" in missing.output and "--storage" in missing.output
+
+
+def test_help_lists_choices_and_resume_takes_the_run_flags():
+    run_help = invoke("run", "--help").output
+    assert "ray" in run_help and "local" in run_help
+    resume_help = invoke("resume", "--help").output
+    for flag in ("--max-trials", "--max-concurrent", "--dry-run", "--executor"):
+        assert flag in resume_help

@@ -30,8 +30,11 @@ def moto_server() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -44,9 +47,15 @@ def moto_server() -> tuple[subprocess.Popen, str]:
 
 
 def timed_job(store: str, scratch: Path, epochs: int, n: int) -> float:
-    config = {"dataset": {"kind": "digits", "limit_per_class": 80}, "image_size": 64, "batch_size": 32,
-              "architecture": "test_resnet", "proxy_steps": f"{epochs // 2},p,{epochs - epochs // 2}",
-              "optimizer": {"name": "adamw", "lr": 0.003}, "seed": 0}
+    config = {
+        "dataset": {"kind": "digits", "limit_per_class": 80},
+        "image_size": 64,
+        "batch_size": 32,
+        "architecture": "test_resnet",
+        "proxy_steps": f"{epochs // 2},p,{epochs - epochs // 2}",
+        "optimizer": {"name": "adamw", "lr": 0.003},
+        "seed": 0,
+    }
     start = time.perf_counter()
     run_job(Job("trial", f"trial {n}", config, f"trials/{n}-bench"), Settings(store, None, str(scratch)))
     return time.perf_counter() - start
@@ -58,8 +67,14 @@ def main() -> None:
     args = parser.parse_args()
     epochs, repeats = (2, 1) if args.quick else (4, 3)
     server, endpoint = moto_server()
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                       "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": endpoint})
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+        }
+    )
     try:
         import s3fs
 
@@ -72,10 +87,19 @@ def main() -> None:
             epoch_s = statistics.median(local) / epochs
             leftovers = [p for p in (tmp / "scratch").rglob("*") if p.is_file() and "shared" not in p.parts]
         overhead = (statistics.median(remote) - statistics.median(local)) / epochs
-        emit({"benchmark": "artifacts", "epochs": epochs, "local_store_job_s": statistics.median(local),
-              "s3_store_job_s": statistics.median(remote), "epoch_s": epoch_s,
-              "s3_overhead_per_epoch_s": overhead, "s3_overhead_fraction_of_epoch": overhead / epoch_s,
-              "goal_fraction": 0.05, "scratch_files_left": len(leftovers)})
+        emit(
+            {
+                "benchmark": "artifacts",
+                "epochs": epochs,
+                "local_store_job_s": statistics.median(local),
+                "s3_store_job_s": statistics.median(remote),
+                "epoch_s": epoch_s,
+                "s3_overhead_per_epoch_s": overhead,
+                "s3_overhead_fraction_of_epoch": overhead / epoch_s,
+                "goal_fraction": 0.05,
+                "scratch_files_left": len(leftovers),
+            }
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

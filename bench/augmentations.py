@@ -24,8 +24,7 @@ from trainer.saliency_loss import saliency_terms
 
 
 def step(model, optimizer, x01, y, name, generator, saliency: bool) -> None:
-    batch = augment_batch(x01, y, 10, name, generator, AugmentConfig(),
-                          model if name in CAM_AUGMENTATIONS else None)
+    batch = augment_batch(x01, y, 10, name, generator, AugmentConfig(), model if name in CAM_AUGMENTATIONS else None)
     if saliency:
         logits, l_sal, l_inv = saliency_terms(model, x01, batch, y)
         loss = F.cross_entropy(logits, batch.targets) + l_sal + 0.1 * l_inv
@@ -49,13 +48,23 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     plain = median_seconds(lambda: step(model, optimizer, x01, y, "none", generator, False), repeats)
+
     def ratio(name: str, saliency: bool) -> float:
         return median_seconds(lambda: step(model, optimizer, x01, y, name, generator, saliency), repeats) / plain
 
     rows = {name: ratio(name, False) for name in REGISTRY}
     saliency = {name: ratio(name, True) for name in ("flip", "cutmix")}
-    emit({"benchmark": "augmentations", "model": arch, "batch": 32, "plain_step_s": plain,
-          "step_ratio": rows, "saliency_loss_step_ratio": saliency, "goal_saliency_ratio": 3.0})
+    emit(
+        {
+            "benchmark": "augmentations",
+            "model": arch,
+            "batch": 32,
+            "plain_step_s": plain,
+            "step_ratio": rows,
+            "saliency_loss_step_ratio": saliency,
+            "goal_saliency_ratio": 3.0,
+        }
+    )
 
 
 if __name__ == "__main__":

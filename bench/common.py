@@ -41,11 +41,14 @@ def machine() -> dict:
     """Where the numbers were measured."""
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "python": platform.python_version(),
-            "versions": {p: importlib.metadata.version(p) for p in ("torch", "timm", "grad-cam", "optuna", "ray")}}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "versions": {p: importlib.metadata.version(p) for p in ("torch", "timm", "grad-cam", "optuna", "ray")},
+    }
 
 
 def emit(figures: dict) -> None:

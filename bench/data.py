@@ -78,12 +78,24 @@ def write_idx(root: Path, count: int) -> Path:
 def trial_rss(workdir: Path, dataset: dict, size: int, cache: Path | None) -> float:
     """Peak RSS (MB) of `search trial` training test_resnet one epoch on `dataset` at `size` px."""
     workdir.mkdir(parents=True)
-    config = {"dataset": dataset, "image_size": size, "batch_size": 64, "architecture": "test_resnet",
-              "proxy_steps": "1", "augmentation": "none", "seed": 0}
+    config = {
+        "dataset": dataset,
+        "image_size": size,
+        "batch_size": 64,
+        "architecture": "test_resnet",
+        "proxy_steps": "1",
+        "augmentation": "none",
+        "seed": 0,
+    }
     (workdir / CONFIG).write_text(json.dumps(config))
     args = ["--cache-dir", str(cache)] if cache else ["--no-cache"]
-    done = subprocess.run([sys.executable, "-m", "search", "trial", str(workdir / CONFIG), "--out", str(workdir),
-                           *args], cwd=ROOT, check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "trial", str(workdir / CONFIG), "--out", str(workdir), *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout)["peak_rss_mb"]
 
 
@@ -115,8 +127,9 @@ def main() -> None:
         dataset = {"kind": "fashion_mnist", "root": str(idx)}
         figures["rss_images"] = n_rss + n_rss // 10
         figures["rss_image_size"] = rss_size
-        figures["model_alone_rss_mb"] = trial_rss(tmp / "small", {"kind": "digits", "limit_per_class": 20}, rss_size,
-                                                  None)
+        figures["model_alone_rss_mb"] = trial_rss(
+            tmp / "small", {"kind": "digits", "limit_per_class": 20}, rss_size, None
+        )
         figures["today_trial_rss_mb"] = trial_rss(tmp / "today", dataset, rss_size, None)
         figures["cache_trial_rss_mb"] = trial_rss(tmp / "cached", dataset, rss_size, tmp / "cache")
         figures["cache_rss_beyond_model_mb"] = figures["cache_trial_rss_mb"] - figures["model_alone_rss_mb"]

@@ -27,11 +27,22 @@ from trainer.folder import LOG
 
 
 def space(quick: bool, halving: bool) -> dict:
-    data = {"study": "halving", "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
-            "fixed": {"image_size": 64, "batch_size": 32, "architecture": "test_resnet" if quick else "resnet18",
-                      "proxy_steps": "1,p,4", "optimizer": {"name": "adamw", "lr": 0.003}},
-            "grid": {"cam_method": ["gradcam", "gradcamplusplus", "eigencam"], "threshold": [0.2, 0.5, 0.8],
-                     "multiply_weight": [0.2, 0.5, 0.8]}}
+    data = {
+        "study": "halving",
+        "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
+        "fixed": {
+            "image_size": 64,
+            "batch_size": 32,
+            "architecture": "test_resnet" if quick else "resnet18",
+            "proxy_steps": "1,p,4",
+            "optimizer": {"name": "adamw", "lr": 0.003},
+        },
+        "grid": {
+            "cam_method": ["gradcam", "gradcamplusplus", "eigencam"],
+            "threshold": [0.2, 0.5, 0.8],
+            "multiply_weight": [0.2, 0.5, 0.8],
+        },
+    }
     if halving:
         data["halving"] = {"rungs": [2], "keep": "1/3", "within": ["seed"]}
     return data
@@ -41,16 +52,28 @@ def run(folder: Path, data: dict) -> dict:
     folder.mkdir()
     (folder / "halving.yaml").write_text(yaml.safe_dump(data))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "search", "run", "halving.yaml", "--no-share"], cwd=folder, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "search", "run", "halving.yaml", "--no-share"],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+    )
     seconds = time.perf_counter() - start
     trials = load_trials("halving", f"sqlite:///{folder}/runs/halving.db")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value)
-    epochs = sum(len(re.findall(r"INFO epoch \d+/\d+:", log.read_text()))
-                 for log in (folder / "runs" / "halving").glob(f"*/*/{LOG}"))
-    return {"seconds": seconds, "epochs": epochs, "complete": len(complete),
-            "stopped": sum(t.state == TrialState.PRUNED for t in trials), "best": best.params, "best_value": best.value}
+    epochs = sum(
+        len(re.findall(r"INFO epoch \d+/\d+:", log.read_text()))
+        for log in (folder / "runs" / "halving").glob(f"*/*/{LOG}")
+    )
+    return {
+        "seconds": seconds,
+        "epochs": epochs,
+        "complete": len(complete),
+        "stopped": sum(t.state == TrialState.PRUNED for t in trials),
+        "best": best.params,
+        "best_value": best.value,
+    }
 
 
 def main() -> None:
@@ -60,9 +83,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         halved = run(Path(tmp) / "halving", space(args.quick, True))
         full = run(Path(tmp) / "full", space(args.quick, False))
-    emit({"benchmark": "halving", "points": 27, "halving": halved, "full": full,
-          "epochs_ratio": full["epochs"] / halved["epochs"], "wall_ratio": full["seconds"] / halved["seconds"],
-          "same_best_configuration": halved["best"] == full["best"]})
+    emit(
+        {
+            "benchmark": "halving",
+            "points": 27,
+            "halving": halved,
+            "full": full,
+            "epochs_ratio": full["epochs"] / halved["epochs"],
+            "wall_ratio": full["seconds"] / halved["seconds"],
+            "same_best_configuration": halved["best"] == full["best"],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -23,20 +23,41 @@ from optuna.trial import FrozenTrial, TrialState
 from search.space import parse_space
 from search.study import GridStudy
 
-METRICS = ("val_accuracy", "val_accuracy_final", "best_epoch", "test_accuracy", "test_loss", "test_precision_macro",
-           "test_recall_macro", "test_f1_macro", "train_seconds", "proxy_seconds", "proxy_images", "peak_rss_mb")
+METRICS = (
+    "val_accuracy",
+    "val_accuracy_final",
+    "best_epoch",
+    "test_accuracy",
+    "test_loss",
+    "test_precision_macro",
+    "test_recall_macro",
+    "test_f1_macro",
+    "train_seconds",
+    "proxy_seconds",
+    "proxy_images",
+    "peak_rss_mb",
+)
 
 
 def space(quick: bool) -> dict:
-    grid = {"architecture": ["test_resnet", "test_efficientnet"],
-            "cam_method": ["gradcam", "gradcamplusplus", "eigencam", "layercam", "xgradcam"],
-            "threshold": [0.1, 0.3, 0.5, 0.7, 0.9], "multiply_weight": [0.2, 0.4, 0.6, 0.8, 1.0],
-            "wrong_subset": [0.2, 0.4, 0.6, 0.8, 1.0], "clear_every_step": [True, False],
-            "pixel_replacement": ["blended", "black"], "augmentation": ["none", "flip"]}
+    grid = {
+        "architecture": ["test_resnet", "test_efficientnet"],
+        "cam_method": ["gradcam", "gradcamplusplus", "eigencam", "layercam", "xgradcam"],
+        "threshold": [0.1, 0.3, 0.5, 0.7, 0.9],
+        "multiply_weight": [0.2, 0.4, 0.6, 0.8, 1.0],
+        "wrong_subset": [0.2, 0.4, 0.6, 0.8, 1.0],
+        "clear_every_step": [True, False],
+        "pixel_replacement": ["blended", "black"],
+        "augmentation": ["none", "flip"],
+    }
     if quick:
         grid.update(threshold=[0.5], multiply_weight=[0.4, 0.8], wrong_subset=[0.5, 1.0])
-    return {"study": "large", "datasets": {"digits": {"kind": "digits"}}, "grid": grid,
-            "fixed": {"image_size": 64, "proxy_steps": "2,p,2"}}
+    return {
+        "study": "large",
+        "datasets": {"digits": {"kind": "digits"}},
+        "grid": grid,
+        "fixed": {"image_size": 64, "proxy_steps": "2,p,2"},
+    }
 
 
 def fill(grid: GridStudy) -> int:
@@ -44,14 +65,21 @@ def fill(grid: GridStudy) -> int:
     now = datetime.datetime.now()
     for pending in grid.pending():
         values = dict(zip(METRICS, rng.random(len(METRICS)).tolist(), strict=False))
-        template = FrozenTrial(number=-1, state=TrialState.COMPLETE, value=values["val_accuracy"],
-                               datetime_start=now, datetime_complete=now + datetime.timedelta(seconds=30),
-                               params=pending.point.params, distributions=grid.distributions(pending.point),
-                               user_attrs={"grid_key": pending.point.grid_key, "attempt": 1, "baseline": False,
-                                           **values}, system_attrs={}, intermediate_values={}, trial_id=-1)
+        template = FrozenTrial(
+            number=-1,
+            state=TrialState.COMPLETE,
+            value=values["val_accuracy"],
+            datetime_start=now,
+            datetime_complete=now + datetime.timedelta(seconds=30),
+            params=pending.point.params,
+            distributions=grid.distributions(pending.point),
+            user_attrs={"grid_key": pending.point.grid_key, "attempt": 1, "baseline": False, **values},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=-1,
+        )
         grid.storage.create_new_trial(grid.study_id, template_trial=template)
     return len(grid.spec.points)
-
 
 
 def main() -> None:
@@ -65,16 +93,27 @@ def main() -> None:
         start = time.perf_counter()
         trials = fill(grid)
         fill_seconds = time.perf_counter() - start
-        figures = {"benchmark": "large_study", "trials": trials, "params": 10, "metrics": len(METRICS),
-                   "fill_s": fill_seconds,
-                   "status_s": median_seconds(lambda: time_search(
-                       ["status", "--study", "large", "--storage", storage], ROOT), 3, warmup=0),
-                   "export_s": median_seconds(lambda: time_search(
-                       ["export", "--study", "large", "--storage", storage, "--out", str(tmp / "t.csv")], ROOT),
-                       3, warmup=0),
-                   "report_s": time_search(["report", "--study", "large", "--storage", storage, "--out",
-                                      str(tmp / "report")], ROOT),
-                   "goals_s": {"status": 2, "export": 5, "report": 60}}
+        figures = {
+            "benchmark": "large_study",
+            "trials": trials,
+            "params": 10,
+            "metrics": len(METRICS),
+            "fill_s": fill_seconds,
+            "status_s": median_seconds(
+                lambda: time_search(["status", "--study", "large", "--storage", storage], ROOT), 3, warmup=0
+            ),
+            "export_s": median_seconds(
+                lambda: time_search(
+                    ["export", "--study", "large", "--storage", storage, "--out", str(tmp / "t.csv")], ROOT
+                ),
+                3,
+                warmup=0,
+            ),
+            "report_s": time_search(
+                ["report", "--study", "large", "--storage", storage, "--out", str(tmp / "report")], ROOT
+            ),
+            "goals_s": {"status": 2, "export": 5, "report": 60},
+        }
     emit(figures)
 
 

@@ -46,21 +46,38 @@ def main() -> None:
     points, limits = (100, (10, 30)) if args.quick else (1000, (20, 60, None))
     with tempfile.TemporaryDirectory() as tmp:
         code = DRIVER.format(root=str(ROOT), points=points, tmp=tmp)
-        driver = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                      text=True).stdout.split()[-1])
+        driver = float(
+            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()[-1]
+        )
         trials = []
         for limit in limits:
             folder = Path(tmp) / f"trial-{limit}"
             folder.mkdir()
-            config = {"dataset": {"kind": "digits", "limit_per_class": limit}, "image_size": 64,
-                      "architecture": "test_resnet", "proxy_steps": "1,p,1"}
+            config = {
+                "dataset": {"kind": "digits", "limit_per_class": limit},
+                "image_size": 64,
+                "architecture": "test_resnet",
+                "proxy_steps": "1,p,1",
+            }
             (folder / CONFIG).write_text(json.dumps(config))
-            done = subprocess.run([sys.executable, "-m", "search", "trial", str(folder / CONFIG), "--out",
-                                   str(folder)], cwd=ROOT, check=True, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "search", "trial", str(folder / CONFIG), "--out", str(folder)],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             metrics = json.loads(done.stdout)
             trials.append({"images": limit * 10 if limit else 1797, "peak_rss_mb": metrics["peak_rss_mb"]})
-    emit({"benchmark": "memory", "driver_points": points, "driver_peak_rss_mb": driver, "trials": trials,
-          "this_process_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    emit(
+        {
+            "benchmark": "memory",
+            "driver_points": points,
+            "driver_peak_rss_mb": driver,
+            "trials": trials,
+            "this_process_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,19 @@ from trainer.folder import CONFIG
 
 
 def space(k: int) -> dict:
-    return {"study": "bench", "repeats": k, "datasets": {"digits": {"kind": "digits", "limit_per_class": 15}},
-            "fixed": {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "1,p,1",
-                      "optimizer": {"name": "adamw", "lr": 0.003}},
-            "grid": {"threshold": [0.5]}}
-
+    return {
+        "study": "bench",
+        "repeats": k,
+        "datasets": {"digits": {"kind": "digits", "limit_per_class": 15}},
+        "fixed": {
+            "image_size": 64,
+            "batch_size": 32,
+            "architecture": "test_resnet",
+            "proxy_steps": "1,p,1",
+            "optimizer": {"name": "adamw", "lr": 0.003},
+        },
+        "grid": {"threshold": [0.5]},
+    }
 
 
 def main() -> None:
@@ -56,8 +64,7 @@ def main() -> None:
             total = time_search(["run", str(tmp / "space.yaml"), "--executor", executor, "--max-concurrent", "1"], cwd)
             trials = load_trials("bench", f"sqlite:///{cwd}/runs/bench.db")
             startup = min(t.datetime_start.timestamp() for t in trials) - start
-            figures[executor] = {"total_s": total, "startup_s": startup,
-                                 "overhead": (total - startup) / sequential - 1}
+            figures[executor] = {"total_s": total, "startup_s": startup, "overhead": (total - startup) / sequential - 1}
     figures.update({"goal_overhead": 0.10, "goal_startup_s": 6.0})
     emit(figures)
 

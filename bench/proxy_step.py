@@ -42,7 +42,7 @@ def images_for(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def floor(model, x01, labels, batch=64) -> None:
     model.zero_grad(set_to_none=True)
     for i in range(0, len(x01), batch):
-        F.cross_entropy(model(normalize(x01[i:i + batch])), labels[i:i + batch].to(x01.device)).backward()
+        F.cross_entropy(model(normalize(x01[i : i + batch])), labels[i : i + batch].to(x01.device)).backward()
     model.zero_grad(set_to_none=True)
     _sync(x01.device)
 
@@ -55,13 +55,18 @@ def _sync(device: torch.device) -> None:
 def ours(model, x01, labels, method, out: Path, batch=64) -> torch.Tensor:
     proxies = []
     for i in range(0, len(x01), batch):
-        maps = compute_cams(model, normalize(x01[i:i + batch]), labels[i:i + batch], method, batch)
-        proxies.append((replace_pixels(x01[i:i + batch].cpu(), maps, THRESHOLD, WEIGHT, "blended") * 255).round()
-                       .to(torch.uint8))
+        maps = compute_cams(model, normalize(x01[i : i + batch]), labels[i : i + batch], method, batch)
+        proxies.append(
+            (replace_pixels(x01[i : i + batch].cpu(), maps, THRESHOLD, WEIGHT, "blended") * 255).round().to(torch.uint8)
+        )
     pixels = torch.cat(proxies)
     n = len(labels)
-    save_proxies(ProxyStep(pixels.numpy(), labels.numpy(), np.arange(n), np.zeros((n, 1, 1), np.uint8),
-                           np.zeros(0, np.int64), {}, 0.0), out / "step-0.npz")
+    save_proxies(
+        ProxyStep(
+            pixels.numpy(), labels.numpy(), np.arange(n), np.zeros((n, 1, 1), np.uint8), np.zeros(0, np.int64), {}, 0.0
+        ),
+        out / "step-0.npz",
+    )
     return pixels
 
 
@@ -72,15 +77,16 @@ def reference(model, x01, labels, method, folder: Path, chunk=64) -> None:
 
     target = cam_target(model)
     for i in range(0, len(x01), chunk):
-        cam = CAM_METHODS[method](model=model, target_layers=[target.layer],
-                                  reshape_transform=target.reshape_transform)  # never released
-        batch = torch.stack([normalize(x01[j:j + 1])[0] for j in range(i, min(i + chunk, len(x01)))])
-        maps = torch.from_numpy(cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c))
-                                                                  for c in labels[i:i + chunk]]))
-        out = replace_pixels(x01[i:i + chunk].cpu(), maps, THRESHOLD, WEIGHT, "blended")
+        cam = CAM_METHODS[method](
+            model=model, target_layers=[target.layer], reshape_transform=target.reshape_transform
+        )  # never released
+        batch = torch.stack([normalize(x01[j : j + 1])[0] for j in range(i, min(i + chunk, len(x01)))])
+        maps = torch.from_numpy(
+            cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c)) for c in labels[i : i + chunk]])
+        )
+        out = replace_pixels(x01[i : i + chunk].cpu(), maps, THRESHOLD, WEIGHT, "blended")
         for k, img in enumerate(out):
-            Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
-                folder / f"proxy_{i + k}.jpeg")
+            Image.fromarray((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(folder / f"proxy_{i + k}.jpeg")
     for hooks in [m._forward_hooks for m in model.modules()]:
         hooks.clear()  # undo the leak so the next measurement starts clean
 
@@ -102,12 +108,21 @@ def main() -> None:
             base = median_seconds(lambda m=model, x=x01, y=labels: floor(m, x, y), repeats)
             for method in methods:
                 mine = median_seconds(lambda m=model, x=x01, y=labels, k=method: ours(m, x, y, k, Path(tmp)), repeats)
-                rows.append({"size": size, "images": n, "method": method, "floor_s": base, "ours_s": mine,
-                             "ours_over_floor": mine / base})
+                rows.append(
+                    {
+                        "size": size,
+                        "images": n,
+                        "method": method,
+                        "floor_s": base,
+                        "ours_s": mine,
+                        "ours_over_floor": mine / base,
+                    }
+                )
             folder = Path(tmp) / f"dataset-{size}-{n}"
             folder.mkdir()
-            theirs = median_seconds(lambda m=model, x=x01, y=labels, f=folder: reference(m, x, y, "gradcam", f), 1,
-                                    warmup=0)
+            theirs = median_seconds(
+                lambda m=model, x=x01, y=labels, f=folder: reference(m, x, y, "gradcam", f), 1, warmup=0
+            )
             mine = next(r for r in rows if r["size"] == size and r["images"] == n and r["method"] == "gradcam")
             mine["reference_s"] = theirs
             mine["reference_over_ours"] = theirs / mine["ours_s"]
@@ -117,10 +132,18 @@ def main() -> None:
             first = torch.from_numpy(np.asarray(Image.open(folder / "proxy_0.jpeg"))).permute(2, 0, 1).float()
             mine["reference_max_abs_diff_0_255"] = float((first - ours_pixels[0]).abs().mean())
     gradient = [r["ours_over_floor"] for r in rows if r["method"] in GRADIENT_CAMS]
-    emit({"benchmark": "proxy_step", "model": "resnet18", "device": str(device), "rows": rows,
-          "worst_gradient_cam_ratio": max(gradient), "goal_ratio": 1.5,
-          "reference_speedup": min(r["reference_over_ours"] for r in rows if "reference_over_ours" in r),
-          "goal_speedup": 5.0})
+    emit(
+        {
+            "benchmark": "proxy_step",
+            "model": "resnet18",
+            "device": str(device),
+            "rows": rows,
+            "worst_gradient_cam_ratio": max(gradient),
+            "goal_ratio": 1.5,
+            "reference_speedup": min(r["reference_over_ours"] for r in rows if "reference_over_ours" in r),
+            "goal_speedup": 5.0,
+        }
+    )
 
 
 if __name__ == "__main__":

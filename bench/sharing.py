@@ -27,26 +27,42 @@ from search.space import load_space, parse_space
 from search.status import dry_run_plan
 from trainer.folder import LOG, RESULT
 
-TIMING = {"train_seconds", "proxy_seconds", "own_compute_seconds", "trial_seconds", "peak_rss_mb", "ray_node",
-          "gpu_ids"}
+TIMING = {
+    "train_seconds",
+    "proxy_seconds",
+    "own_compute_seconds",
+    "trial_seconds",
+    "peak_rss_mb",
+    "ray_node",
+    "gpu_ids",
+}
 
 
 def space(quick: bool) -> dict:
     grid = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6], "clear_every_step": [True, False]}
     if not quick:
         grid["wrong_subset"] = [0.5, 1.0]
-    return {"study": "sharing", "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
-            "fixed": {"image_size": 64, "batch_size": 32, "architecture": "test_resnet" if quick else "resnet18",
-                      "proxy_steps": "3,p,1,p,1", "optimizer": {"name": "adamw", "lr": 0.003}},
-            "grid": grid}
+    return {
+        "study": "sharing",
+        "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
+        "fixed": {
+            "image_size": 64,
+            "batch_size": 32,
+            "architecture": "test_resnet" if quick else "resnet18",
+            "proxy_steps": "3,p,1,p,1",
+            "optimizer": {"name": "adamw", "lr": 0.003},
+        },
+        "grid": grid,
+    }
 
 
 def run(folder: Path, data: dict, *extra: str) -> float:
     folder.mkdir()
     (folder / "sharing.yaml").write_text(yaml.safe_dump(data))
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "search", "run", "sharing.yaml", *extra], cwd=folder, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "search", "run", "sharing.yaml", *extra], cwd=folder, check=True, capture_output=True
+    )
     return time.perf_counter() - start
 
 
@@ -60,8 +76,10 @@ def results(folder: Path) -> dict[str, dict]:
 
 
 def epochs(folder: Path) -> int:
-    return sum(len(re.findall(r"INFO epoch \d+/\d+:", log.read_text()))
-               for log in (folder / "runs" / "sharing").glob(f"*/*/{LOG}"))
+    return sum(
+        len(re.findall(r"INFO epoch \d+/\d+:", log.read_text()))
+        for log in (folder / "runs" / "sharing").glob(f"*/*/{LOG}")
+    )
 
 
 def main() -> None:
@@ -77,11 +95,23 @@ def main() -> None:
     thesis = load_space(ROOT / "spaces" / "thesis_grid.yaml", check_roots=False)
     plan = dry_run_plan(thesis, "sqlite:////nonexistent/none.db", Path("/nonexistent"), "/nonexistent", True)
     points = len(parse_space(data, Path("sharing.yaml"), check_roots=False).points)
-    emit({"benchmark": "sharing", "points": points, "shared_s": shared_s, "no_share_s": alone_s,
-          "speedup": alone_s / shared_s, "goal_speedup": 2.0, "epochs_shared": shared_epochs,
-          "epochs_no_share": alone_epochs, "identical_results": same,
-          "thesis_grid_epochs_naive": plan["epochs_naive"], "thesis_grid_epochs_shared": plan["epochs_shared"],
-          "thesis_grid_ratio": plan["epochs_naive"] / plan["epochs_shared"], "thesis_grid_stems": plan["stems"]})
+    emit(
+        {
+            "benchmark": "sharing",
+            "points": points,
+            "shared_s": shared_s,
+            "no_share_s": alone_s,
+            "speedup": alone_s / shared_s,
+            "goal_speedup": 2.0,
+            "epochs_shared": shared_epochs,
+            "epochs_no_share": alone_epochs,
+            "identical_results": same,
+            "thesis_grid_epochs_naive": plan["epochs_naive"],
+            "thesis_grid_epochs_shared": plan["epochs_shared"],
+            "thesis_grid_ratio": plan["epochs_naive"] / plan["epochs_shared"],
+            "thesis_grid_stems": plan["stems"],
+        }
+    )
 
 
 if __name__ == "__main__":

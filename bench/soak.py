@@ -30,8 +30,13 @@ from search.study import StudyError, trial_folder
 from trainer.folder import CHECKPOINT, LOG
 
 CAMS = ["gradcam", "eigencam", "gradcamplusplus", "layercam", "xgradcam", "hirescam", "eigengradcam", "kpcacam"]
-FIXED = {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "2,p,2",
-         "optimizer": {"name": "adamw", "lr": 0.003}}
+FIXED = {
+    "image_size": 64,
+    "batch_size": 32,
+    "architecture": "test_resnet",
+    "proxy_steps": "2,p,2",
+    "optimizer": {"name": "adamw", "lr": 0.003},
+}
 
 
 def trials(workdir: Path) -> list:
@@ -43,8 +48,12 @@ def trials(workdir: Path) -> list:
 
 
 def start_driver(space: Path, workdir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "search", "run", str(space), "--executor", "local"], cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def orphans_not_resumed(workdir: Path, all_trials: list) -> tuple[int, int]:
@@ -66,9 +75,17 @@ def soak(kills: int, points: int, seed: int, workdir: Path) -> dict:
     thresholds = [round(0.1 + 0.8 * i / max(points // len(CAMS) - 1, 1), 3) for i in range(max(points // len(CAMS), 1))]
     grid = {"cam_method": CAMS[: min(points, len(CAMS))], "threshold": thresholds}
     space = workdir / "soak.yaml"
-    space.write_text(yaml.safe_dump({"study": "soak", "max_attempts": 2,
-                                     "datasets": {"digits": {"kind": "digits", "limit_per_class": 20}},
-                                     "fixed": FIXED, "grid": grid}))
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "study": "soak",
+                "max_attempts": 2,
+                "datasets": {"digits": {"kind": "digits", "limit_per_class": 20}},
+                "fixed": FIXED,
+                "grid": grid,
+            }
+        )
+    )
     n_points = len(grid["cam_method"]) * len(thresholds)
     rng = random.Random(seed)
     seen: dict[int, float] = {}
@@ -87,8 +104,12 @@ def soak(kills: int, points: int, seed: int, workdir: Path) -> dict:
         changed += sum(now.get(n) != v for n, v in seen.items())
         seen = now
         print(f"kill {done_kills}/{kills}: {len(now)}/{n_points} complete", file=sys.stderr, flush=True)
-    final = subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local"], cwd=workdir,
-                           capture_output=True, text=True)
+    final = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     all_trials = trials(workdir)
     complete = Counter(t.user_attrs["grid_key"] for t in all_trials if t.state == TrialState.COMPLETE)
     now = {t.number: t.value for t in all_trials if t.state == TrialState.COMPLETE}
@@ -108,8 +129,14 @@ def soak(kills: int, points: int, seed: int, workdir: Path) -> dict:
         "database_locked_errors": (final.stdout + final.stderr).count("database is locked"),
         "seconds": round(time.monotonic() - start, 1),
     }
-    losses = ("changed_completed_trials", "points_not_complete_exactly_once", "left_running", "orphans_not_resumed",
-              "final_exit_code", "database_locked_errors")
+    losses = (
+        "changed_completed_trials",
+        "points_not_complete_exactly_once",
+        "left_running",
+        "orphans_not_resumed",
+        "final_exit_code",
+        "database_locked_errors",
+    )
     figures["lost"] = sum(figures[k] for k in losses)
     figures["ok"] = figures["lost"] == 0
     return figures

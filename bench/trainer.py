@@ -38,8 +38,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     arch, limit = ("test_resnet", 20) if args.quick else ("resnet18", None)
-    config = {"dataset": {"kind": "digits", "limit_per_class": limit}, "image_size": 64, "batch_size": 64,
-              "architecture": arch, "augmentation": "none", "optimizer": {"name": "adamw", "lr": 1e-3}, "seed": 0}
+    config = {
+        "dataset": {"kind": "digits", "limit_per_class": limit},
+        "image_size": 64,
+        "batch_size": 64,
+        "architecture": arch,
+        "augmentation": "none",
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+        "seed": 0,
+    }
     resolved = TrialConfig.from_dict(config)
     images = load_images(resolved.dataset, resolved.image_size)
     split = make_split(images, resolved.split, resolved.seed)
@@ -65,10 +72,20 @@ def main() -> None:
             loss.backward()
             optimizer.step()
     bare_epoch = (time.perf_counter() - start) / 2
-    emit({"benchmark": "trainer", "model": arch, "train_images": len(train), "ours_epoch_s": ours_epoch,
-          "bare_epoch_s": bare_epoch, "ours_images_per_s": len(train) / ours_epoch,
-          "bare_images_per_s": len(train) / bare_epoch, "ratio": bare_epoch / ours_epoch, "goal_ratio": 0.9,
-          "validation_pass_s": val_seconds})
+    emit(
+        {
+            "benchmark": "trainer",
+            "model": arch,
+            "train_images": len(train),
+            "ours_epoch_s": ours_epoch,
+            "bare_epoch_s": bare_epoch,
+            "ours_images_per_s": len(train) / ours_epoch,
+            "bare_images_per_s": len(train) / bare_epoch,
+            "ratio": bare_epoch / ours_epoch,
+            "goal_ratio": 0.9,
+            "validation_pass_s": val_seconds,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -64,9 +64,14 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
-        row: dict[str, Any] = {"number": trial.number, "grid_key": attrs.get("grid_key"), "state": trial.state.name,
-                               "attempt": attrs.get("attempt"), "kind": attrs.get("kind"),
-                               "baseline": attrs.get("baseline")}
+        row: dict[str, Any] = {
+            "number": trial.number,
+            "grid_key": attrs.get("grid_key"),
+            "state": trial.state.name,
+            "attempt": attrs.get("attempt"),
+            "kind": attrs.get("kind"),
+            "baseline": attrs.get("baseline"),
+        }
         row.update({name: trial.params.get(name) for name in params})
         row["value"] = trial.value
         row.update({name: _scalar(attrs.get(name)) for name in metrics})
@@ -99,8 +104,9 @@ def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData
         labels = dict(zip(legend["configuration"], legend["label"], strict=True)) if len(legend) else {}
         frame["config"] = [_config_text(points.get(k)) for k in keys]
         frame["label"] = [labels.get(c) for c in frame["config"]]
-    store = ArtifactStore(study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir")
-                          or Path("runs") / study.study_name)
+    store = ArtifactStore(
+        study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir") or Path("runs") / study.study_name
+    )
     return StudyData(study.study_name, spec, frame, legend, store)
 
 
@@ -127,8 +133,9 @@ def _legend(spec: GridSpec) -> pd.DataFrame:
     rows, counts = [], dict.fromkeys(KIND_PREFIX, 0)
     for text, point in sorted(seen.items(), key=lambda kv: (list(KIND_PREFIX).index(kv[1].kind), kv[0])):
         counts[point.kind] += 1
-        rows.append({"label": f"{KIND_PREFIX[point.kind]}{counts[point.kind]}", "kind": point.kind,
-                     "configuration": text})
+        rows.append(
+            {"label": f"{KIND_PREFIX[point.kind]}{counts[point.kind]}", "kind": point.kind, "configuration": text}
+        )
     return pd.DataFrame(rows, columns=["label", "kind", "configuration"])
 
 
@@ -137,16 +144,26 @@ def folder_of(data: StudyData, row: pd.Series) -> TrialFolder:
     return data.store.folder(trial_folder(int(row["number"]), row["grid_key"]))
 
 
-def load_curves(data: StudyData, numbers: list[int] | None = None, states: tuple[str, ...] = ("COMPLETE",)
-                ) -> pd.DataFrame:
+def load_curves(
+    data: StudyData, numbers: list[int] | None = None, states: tuple[str, ...] = ("COMPLETE",)
+) -> pd.DataFrame:
     """Per-epoch rows from `metrics.jsonl` of the trials `numbers` (all when None) in `states`, with `number`."""
     trials = data.trials[data.trials["state"].isin(states)] if len(data.trials) else data.trials
     if numbers is not None:
         trials = trials[trials["number"].isin(numbers)]
     rows = []
     for _, row in trials.iterrows():
-        rows += [{"number": int(row["number"]), "config": row["config"], "label": row["label"],
-                  "kind": row["kind"], "state": row["state"], **line} for line in folder_of(data, row).read_metrics()]
+        rows += [
+            {
+                "number": int(row["number"]),
+                "config": row["config"],
+                "label": row["label"],
+                "kind": row["kind"],
+                "state": row["state"],
+                **line,
+            }
+            for line in folder_of(data, row).read_metrics()
+        ]
     return pd.DataFrame(rows)
 
 
@@ -158,12 +175,16 @@ def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str
     if not len(frame):
         return []
     for column in [c for c in frame.columns if c.startswith("setting_")]:
-        frame[column] = [None if v is None or (isinstance(v, float) and v != v) else json.dumps(v).strip('"')
-                         for v in frame[column]]
+        frame[column] = [
+            None if v is None or (isinstance(v, float) and v != v) else json.dumps(v).strip('"') for v in frame[column]
+        ]
     fixed = _flatten(spec_of(study).data["fixed"])
     dataset = data.spec.data["datasets"]
-    for key, value in {"study": data.name, **{f"fixed_{k}": v for k, v in fixed.items()},
-                       "datasets": json.dumps(dataset, sort_keys=True)}.items():
+    for key, value in {
+        "study": data.name,
+        **{f"fixed_{k}": v for k, v in fixed.items()},
+        "datasets": json.dumps(dataset, sort_keys=True),
+    }.items():
         frame[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
     return frame.drop(columns=["config"]).to_dict("records")
 

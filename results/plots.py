@@ -38,8 +38,14 @@ def colour(axis: str, value) -> str:
 
 
 def _style(fig: go.Figure, title: str, x: str | None = None, y: str | None = None) -> go.Figure:
-    return fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x, yaxis_title=y,
-                             font={"family": "sans-serif", "size": 13}, legend_title_text="")
+    return fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        xaxis_title=x,
+        yaxis_title=y,
+        font={"family": "sans-serif", "size": 13},
+        legend_title_text="",
+    )
 
 
 def _order(values: pd.Series) -> list:
@@ -62,11 +68,17 @@ def accuracy_by_axis(data: StudyData, axis: str) -> go.Figure | None:
     order = _order(trials[f"setting_{axis}"])
     trials["kind"] = trials["kind"].map(KIND_NAMES)
     trials[axis] = trials[f"setting_{axis}"].astype(str)
-    fig = px.box(trials, x=axis, y="test_accuracy", color="kind", points="all", hover_data=["number", "seed", "label"],
-                 color_discrete_map={KIND_NAMES[k]: c for k, c in KIND_COLOURS.items()},
-                 category_orders={axis: [str(v) for v in order], "kind": list(KIND_NAMES.values())})
-    return _style(fig.update_layout(boxmode="group"), f"Test accuracy by {header(axis)}", header(axis),
-                  "test accuracy")
+    fig = px.box(
+        trials,
+        x=axis,
+        y="test_accuracy",
+        color="kind",
+        points="all",
+        hover_data=["number", "seed", "label"],
+        color_discrete_map={KIND_NAMES[k]: c for k, c in KIND_COLOURS.items()},
+        category_orders={axis: [str(v) for v in order], "kind": list(KIND_NAMES.values())},
+    )
+    return _style(fig.update_layout(boxmode="group"), f"Test accuracy by {header(axis)}", header(axis), "test accuracy")
 
 
 def parallel_coordinates(data: StudyData) -> go.Figure | None:
@@ -80,11 +92,20 @@ def parallel_coordinates(data: StudyData) -> go.Figure | None:
         values = trials[f"setting_{axis}"]
         order = _order(values)
         codes = values.map({v: i for i, v in enumerate(order)})
-        dimensions.append({"label": header(axis), "values": codes, "tickvals": list(range(len(order))),
-                           "ticktext": [str(v) for v in order]})
+        dimensions.append(
+            {
+                "label": header(axis),
+                "values": codes,
+                "tickvals": list(range(len(order))),
+                "ticktext": [str(v) for v in order],
+            }
+        )
     dimensions.append({"label": "test accuracy", "values": trials["test_accuracy"]})
-    fig = go.Figure(go.Parcoords(line={"color": trials["test_accuracy"], "colorscale": "Viridis", "showscale": True},
-                                 dimensions=dimensions))
+    fig = go.Figure(
+        go.Parcoords(
+            line={"color": trials["test_accuracy"], "colorscale": "Viridis", "showscale": True}, dimensions=dimensions
+        )
+    )
     return _style(fig, "Proxy-attention settings against test accuracy (constant settings left out)")
 
 
@@ -103,14 +124,24 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
     except (RuntimeError, ValueError):  # too few distinct trials for the evaluator
         return None
     seeds = proxy["seed"].nunique()
-    caveat = "" if len(proxy) >= MIN_IMPORTANCE_TRIALS and seeds >= MIN_IMPORTANCE_SEEDS else \
-        f" — few trials: read as a hint, not a finding (needs ≥ {MIN_IMPORTANCE_TRIALS} trials, ≥ " \
+    caveat = (
+        ""
+        if len(proxy) >= MIN_IMPORTANCE_TRIALS and seeds >= MIN_IMPORTANCE_SEEDS
+        else f" — few trials: read as a hint, not a finding (needs ≥ {MIN_IMPORTANCE_TRIALS} trials, ≥ "
         f"{MIN_IMPORTANCE_SEEDS} seeds)"
-    fig = go.Figure(go.Bar(x=list(scores.values()), y=[header(k) for k in scores], orientation="h",
-                           marker_color=KIND_COLOURS["proxy"]))
+    )
+    fig = go.Figure(
+        go.Bar(
+            x=list(scores.values()), y=[header(k) for k in scores], orientation="h", marker_color=KIND_COLOURS["proxy"]
+        )
+    )
     fig.update_layout(yaxis={"autorange": "reversed"})
-    return _style(fig, f"Parameter importances for {header(data.spec.objective[0])} (fANOVA; n = {len(proxy)} trials, "
-                       f"{seeds} seeds){caveat}", "importance")
+    return _style(
+        fig,
+        f"Parameter importances for {header(data.spec.objective[0])} (fANOVA; n = {len(proxy)} trials, "
+        f"{seeds} seeds){caveat}",
+        "importance",
+    )
 
 
 def learning_curves(curves: pd.DataFrame, numbers: list[int]) -> go.Figure | None:
@@ -123,9 +154,15 @@ def learning_curves(curves: pd.DataFrame, numbers: list[int]) -> go.Figure | Non
         if rows.empty:
             continue
         kind = rows["kind"].iloc[0]
-        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows["val_accuracy"], mode="lines+markers",
-                                 name=f"trial {number} ({rows['label'].iloc[0]}, {KIND_NAMES.get(kind, kind)})",
-                                 line={"color": KIND_COLOURS.get(kind)}))
+        fig.add_trace(
+            go.Scatter(
+                x=rows["epoch"],
+                y=rows["val_accuracy"],
+                mode="lines+markers",
+                name=f"trial {number} ({rows['label'].iloc[0]}, {KIND_NAMES.get(kind, kind)})",
+                line={"color": KIND_COLOURS.get(kind)},
+            )
+        )
         for epoch in rows[rows["proxy_images"].notna()]["epoch"] - 0.5:
             fig.add_vline(x=epoch, line_dash="dot", line_color="grey")
     fig.update_xaxes(dtick=1).update_layout(legend={"orientation": "h", "y": -0.3})
@@ -142,18 +179,36 @@ def halving_curves(curves: pd.DataFrame, data: StudyData) -> go.Figure | None:
     fig = go.Figure()
     for number, rows in curves[curves["kind"] == "proxy"].groupby("number"):
         stopped = rows["state"].iloc[0] == "PRUNED"
-        fig.add_trace(go.Scatter(x=rows["epoch"], y=rows[column], mode="lines", showlegend=False,
-                                 line={"color": "#bbbbbb" if stopped else KIND_COLOURS["proxy"], "width": 1},
-                                 hovertext=f"trial {number} ({rows['label'].iloc[0]})"))
+        fig.add_trace(
+            go.Scatter(
+                x=rows["epoch"],
+                y=rows[column],
+                mode="lines",
+                showlegend=False,
+                line={"color": "#bbbbbb" if stopped else KIND_COLOURS["proxy"], "width": 1},
+                hovertext=f"trial {number} ({rows['label'].iloc[0]})",
+            )
+        )
         if stopped:
             last = rows.iloc[-1]
-            fig.add_trace(go.Scatter(x=[last["epoch"]], y=[last[column]], mode="markers", showlegend=False,
-                                     marker={"symbol": "x", "color": "#d62728", "size": 8}))
+            fig.add_trace(
+                go.Scatter(
+                    x=[last["epoch"]],
+                    y=[last[column]],
+                    mode="markers",
+                    showlegend=False,
+                    marker={"symbol": "x", "color": "#d62728", "size": 8},
+                )
+            )
     for rung in halving["rungs"]:
         fig.add_vline(x=rung, line_dash="dash", line_color="black", annotation_text=f"rung {rung}")
     fig.update_xaxes(dtick=1)
-    return _style(fig, f"Successive halving: {header(column)} by epoch (grey and ×: stopped; orange: went on)",
-                  "epoch", header(column))
+    return _style(
+        fig,
+        f"Successive halving: {header(column)} by epoch (grey and ×: stopped; orange: went on)",
+        "epoch",
+        header(column),
+    )
 
 
 def cost(data: StudyData) -> list[go.Figure]:
@@ -165,8 +220,14 @@ def cost(data: StudyData) -> list[go.Figure]:
     figures = []
     for x in ("train_seconds", memory_metric(trials)):
         if x in trials and trials[x].notna().any():
-            fig = px.scatter(trials, x=x, y="test_accuracy", color="kind", hover_data=["number", "label"],
-                             color_discrete_map={KIND_NAMES[k]: c for k, c in KIND_COLOURS.items()})
+            fig = px.scatter(
+                trials,
+                x=x,
+                y="test_accuracy",
+                color="kind",
+                hover_data=["number", "label"],
+                color_discrete_map={KIND_NAMES[k]: c for k, c in KIND_COLOURS.items()},
+            )
             figures.append(_style(fig, f"Test accuracy against {header(x)}", header(x), "test accuracy"))
     return figures
 
@@ -179,11 +240,21 @@ def proxy_counts(curves: pd.DataFrame) -> go.Figure | None:
     if steps.empty:
         return None
     steps["proxy step"] = steps.groupby("number").cumcount()
-    long = steps.melt(id_vars=["number", "label", "proxy step"], value_vars=["proxy_images", "proxy_unchanged"],
-                      var_name="what", value_name="images")
+    long = steps.melt(
+        id_vars=["number", "label", "proxy step"],
+        value_vars=["proxy_images", "proxy_unchanged"],
+        var_name="what",
+        value_name="images",
+    )
     long["what"] = long["what"].map({"proxy_images": "proxies in training", "proxy_unchanged": "unchanged by the map"})
-    fig = px.box(long, x="proxy step", y="images", color="what", points="all", hover_data=["number", "label"],
-                 color_discrete_map={"proxies in training": KIND_COLOURS["proxy"],
-                                     "unchanged by the map": "#999999"})
+    fig = px.box(
+        long,
+        x="proxy step",
+        y="images",
+        color="what",
+        points="all",
+        hover_data=["number", "label"],
+        color_discrete_map={"proxies in training": KIND_COLOURS["proxy"], "unchanged by the map": "#999999"},
+    )
     fig.update_xaxes(dtick=1)
     return _style(fig, "Proxy images per proxy step", "proxy step", "images")

@@ -17,12 +17,22 @@ from trainer.files import atomic_write_bytes
 MISSING = "--"
 BOUNDED = ("accuracy", "f1", "precision", "recall", "fraction")  # metrics in [0, 1]
 WIDE = 7  # a LaTeX table with more columns is scaled to the text width
-HEADERS = {"test_accuracy": "test accuracy", "test_f1_macro": "test F1 (macro)", "train_seconds": "train s",
-           "peak_gpu_mem_mb": "peak GPU memory (MB)", "peak_rss_mb": "peak memory (MB)",
-           "val_accuracy": "val. accuracy", "val_accuracy_best": "best val. accuracy", "val_loss": "val. loss",
-           "proxy_images": "proxies", "proxy_unchanged": "unchanged", "proxy_unchanged_fraction": "unchanged share",
-           "proxy_zero_maps": "all-zero maps", "proxy_replaced_fraction": "pixels replaced",
-           "images_seen": "images seen"}
+HEADERS = {
+    "test_accuracy": "test accuracy",
+    "test_f1_macro": "test F1 (macro)",
+    "train_seconds": "train s",
+    "peak_gpu_mem_mb": "peak GPU memory (MB)",
+    "peak_rss_mb": "peak memory (MB)",
+    "val_accuracy": "val. accuracy",
+    "val_accuracy_best": "best val. accuracy",
+    "val_loss": "val. loss",
+    "proxy_images": "proxies",
+    "proxy_unchanged": "unchanged",
+    "proxy_unchanged_fraction": "unchanged share",
+    "proxy_zero_maps": "all-zero maps",
+    "proxy_replaced_fraction": "pixels replaced",
+    "images_seen": "images seen",
+}
 
 
 @dataclass
@@ -97,8 +107,10 @@ def summary(name: str, table: pd.DataFrame, caption: str) -> Shown:
             shown[header(m)] = mean_sd(row, m)
             shown[f"{header(m)} 95% CI"] = interval(row[f"{m}_ci_low"], row[f"{m}_ci_high"], m, clipped)
         rows.append(shown)
-    notes = ["n (seeds) is the unit: each seed's value is the mean of its trials with that setting; intervals are "
-             "95% t-intervals over seeds."]
+    notes = [
+        "n (seeds) is the unit: each seed's value is the mean of its trials with that setting; intervals are "
+        "95% t-intervals over seeds."
+    ]
     if clipped:
         notes.append("Intervals of metrics bounded to [0, 1] are clipped to that range.")
     return Shown(name, pd.DataFrame(rows), caption, notes)
@@ -109,39 +121,70 @@ def verdicts(table: pd.DataFrame, correction: str) -> Shown:
     clipped: list[bool] = []
     rows = []
     for _, r in table.iterrows():
-        rows.append({"dataset": r["dataset"], "architecture": r["architecture"], "config.": r["configuration"],
-                     "reference": r["reference"], "n": number(r["n"]),
-                     "accuracy": f"{number(r['mean_config'])} vs {number(r['mean_reference'])}",
-                     "difference": number(r["mean_diff"]),
-                     "adjusted CI": interval(r["ci_low"], r["ci_high"], "difference", clipped),
-                     "p": p_value(r["t_p"]), "p adjusted": p_value(r["p_adjusted"]),
-                     "family": number(r["family_size"]), "Wilcoxon p": p_value(r["wilcoxon_p"]),
-                     "epochs": f"{number(r['epochs_config'], 0)} vs {number(r['epochs_reference'], 0)}",
-                     "verdict": r["verdict"] + (" †" if r["budget_note"] else "")})
-    notes = [f"Test accuracy, paired by seed. p: paired t-test; adjusted within each family (dataset, "
-             f"architecture, kind of reference) by {_correction_name(correction)}; the interval is the "
-             f"{'Bonferroni' if correction == 'holm' else 'false-coverage' if correction == 'bh' else '95%'} "
-             "interval of the difference. A verdict needs the adjusted p below 0.05, the adjusted interval clear of "
-             "zero, 3 seeds and some variance; Wilcoxon p only from 6 pairs (below that it cannot reach 0.05).",
-             "† the two sides trained on budgets more than 5% apart (epochs or images seen)."]
-    return Shown("verdicts", pd.DataFrame(rows), "Each proxy-attention configuration against its baselines and "
-                 "controls", notes)
+        rows.append(
+            {
+                "dataset": r["dataset"],
+                "architecture": r["architecture"],
+                "config.": r["configuration"],
+                "reference": r["reference"],
+                "n": number(r["n"]),
+                "accuracy": f"{number(r['mean_config'])} vs {number(r['mean_reference'])}",
+                "difference": number(r["mean_diff"]),
+                "adjusted CI": interval(r["ci_low"], r["ci_high"], "difference", clipped),
+                "p": p_value(r["t_p"]),
+                "p adjusted": p_value(r["p_adjusted"]),
+                "family": number(r["family_size"]),
+                "Wilcoxon p": p_value(r["wilcoxon_p"]),
+                "epochs": f"{number(r['epochs_config'], 0)} vs {number(r['epochs_reference'], 0)}",
+                "verdict": r["verdict"] + (" †" if r["budget_note"] else ""),
+            }
+        )
+    notes = [
+        f"Test accuracy, paired by seed. p: paired t-test; adjusted within each family (dataset, "
+        f"architecture, kind of reference) by {_correction_name(correction)}; the interval is the "
+        f"{'Bonferroni' if correction == 'holm' else 'false-coverage' if correction == 'bh' else '95%'} "
+        "interval of the difference. A verdict needs the adjusted p below 0.05, the adjusted interval clear of "
+        "zero, 3 seeds and some variance; Wilcoxon p only from 6 pairs (below that it cannot reach 0.05).",
+        "† the two sides trained on budgets more than 5% apart (epochs or images seen).",
+    ]
+    return Shown(
+        "verdicts", pd.DataFrame(rows), "Each proxy-attention configuration against its baselines and controls", notes
+    )
 
 
 def _correction_name(correction: str) -> str:
-    return {"holm": "Holm's method (family-wise error)", "bh": "Benjamini–Hochberg (false discovery rate)",
-            "none": "nothing (no correction)"}[correction]
+    return {
+        "holm": "Holm's method (family-wise error)",
+        "bh": "Benjamini–Hochberg (false discovery rate)",
+        "none": "nothing (no correction)",
+    }[correction]
 
 
-def plain(name: str, table: pd.DataFrame, caption: str, notes: list[str] | None = None,
-          formats: dict[str, Callable] | None = None) -> Shown:
+def plain(
+    name: str,
+    table: pd.DataFrame,
+    caption: str,
+    notes: list[str] | None = None,
+    formats: dict[str, Callable] | None = None,
+) -> Shown:
     """Any other table: headers made readable, numbers rounded per column, `--` for missing."""
     formats = formats or {}
     rows = []
     for _, row in table.iterrows():
-        rows.append({header(c): formats[c](row[c]) if c in formats else
-                     (number(row[c], digits_for(c)) if isinstance(row[c], (int, float)) and not isinstance(row[c], bool)
-                      else MISSING if _missing(row[c]) else str(row[c])) for c in table.columns})
+        rows.append(
+            {
+                header(c): formats[c](row[c])
+                if c in formats
+                else (
+                    number(row[c], digits_for(c))
+                    if isinstance(row[c], (int, float)) and not isinstance(row[c], bool)
+                    else MISSING
+                    if _missing(row[c])
+                    else str(row[c])
+                )
+                for c in table.columns
+            }
+        )
     return Shown(name, pd.DataFrame(rows, columns=[header(c) for c in table.columns]), caption, notes or [])
 
 
@@ -151,15 +194,31 @@ def to_markdown(shown: Shown) -> str:
     lines = [f"**{shown.caption}**", ""]
     if len(frame.columns):
         lines += ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "|".join("---" for _ in frame.columns) + "|"]
-        lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
-                  for row in frame.itertuples(index=False)]
+        lines += [
+            "| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in frame.itertuples(index=False)
+        ]
     lines += [""] + [f"_{note}_" for note in shown.notes]
     return "\n".join(lines) + "\n"
 
 
-LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
-                 "†": r"$^\dagger$", "–": "--", "≤": r"$\leq$", "×": r"$\times$", "Δ": r"$\Delta$"}
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "†": r"$^\dagger$",
+    "–": "--",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+    "Δ": r"$\Delta$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -172,15 +231,24 @@ def to_latex(shown: Shown) -> str:
     when wide. Needs `\\usepackage{booktabs,graphicx}`."""
     frame = shown.frame
     align = "".join("r" if _numeric(frame[c]) else "l" for c in frame.columns) or "l"
-    body = [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-            " & ".join(latex_escape(c) for c in frame.columns) + r" \\", r"\midrule"]
+    body = [
+        rf"\begin{{tabular}}{{{align}}}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in frame.columns) + r" \\",
+        r"\midrule",
+    ]
     body += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
     body += [r"\bottomrule", r"\end{tabular}"]
     if len(frame.columns) > WIDE:
         body = [r"\resizebox{\textwidth}{!}{%", *body, "}"]
     label = re.sub(r"[^a-z0-9]+", "-", shown.name.lower()).strip("-")
-    lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{latex_escape(shown.caption)}}}",
-             rf"\label{{tab:{label}}}", *body]
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{latex_escape(shown.caption)}}}",
+        rf"\label{{tab:{label}}}",
+        *body,
+    ]
     lines += [rf"\par\smallskip\footnotesize {latex_escape(note)}" for note in shown.notes]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -25,10 +25,12 @@ from results.load import StudyData, folder_of, load_curves, load_study_data
 from search.progress import chance_warning
 from trainer.files import atomic_write_bytes
 
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222;background:#fff}"
-         "table{border-collapse:collapse;font-size:12px;width:100%;table-layout:auto}"
-         "td,th{padding:2px 6px;border-bottom:1px solid #ddd;overflow-wrap:anywhere;text-align:left}"
-         ".figure{max-width:100%;overflow:hidden}.note{color:#555;font-size:12px}.warning{color:#a40000}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222;background:#fff}"
+    "table{border-collapse:collapse;font-size:12px;width:100%;table-layout:auto}"
+    "td,th{padding:2px 6px;border-bottom:1px solid #ddd;overflow-wrap:anywhere;text-align:left}"
+    ".figure{max-width:100%;overflow:hidden}.note{color:#555;font-size:12px}.warning{color:#a40000}"
+)
 
 
 @dataclass
@@ -41,17 +43,29 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def build_report(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path, to_dashboard: bool = False,
-                 correction: str = "holm", say: Callable[[str], None] = print) -> Report:
+def build_report(
+    study: optuna.Study,
+    trials: list[FrozenTrial],
+    out_dir: Path,
+    to_dashboard: bool = False,
+    correction: str = "holm",
+    say: Callable[[str], None] = print,
+) -> Report:
     """Write the tables and `report.html` of `study` (whose trials are `trials`) under `out_dir`, and push the
     figures to optuna-dashboard when `to_dashboard`; return what was written."""
     data = load_study_data(study, trials)
     notes: list[str] = []
     verdicts = tables.paired_comparisons(data, correction=correction)
-    raw = {"verdicts": verdicts, "families": tables.family_summary(verdicts),
-           "best_configurations": tables.best_configurations(data), "proxy_statistics": tables.proxy_statistics(data),
-           "halving": tables.halving_table(data), "legend": data.legend,
-           "by_dataset_architecture": tables.dataset_architecture_table(data), **tables.axis_tables(data)}
+    raw = {
+        "verdicts": verdicts,
+        "families": tables.family_summary(verdicts),
+        "best_configurations": tables.best_configurations(data),
+        "proxy_statistics": tables.proxy_statistics(data),
+        "halving": tables.halving_table(data),
+        "legend": data.legend,
+        "by_dataset_architecture": tables.dataset_architecture_table(data),
+        **tables.axis_tables(data),
+    }
     shown = _presented(raw, correction)
     for name, table in raw.items():
         present.write(shown[name], table, out_dir / "tables")
@@ -71,13 +85,20 @@ def build_report(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path, 
 
 
 def _presented(raw: dict[str, pd.DataFrame], correction: str) -> dict[str, present.Shown]:
-    captions = {"families": "Comparisons made, per family", "best_configurations": "Best configurations by the "
-                "study's objective (a validation metric), with their test accuracy", "proxy_statistics": "What the "
-                "proxy steps made (means over seeds)", "halving": "Successive halving: seeds complete and stopped, "
-                "per configuration", "legend": "Configuration labels", "by_dataset_architecture": "Per dataset and "
-                "architecture"}
-    shown = {"verdicts": present.verdicts(raw["verdicts"], correction) if len(raw["verdicts"]) else
-             present.plain("verdicts", raw["verdicts"], "Each proxy-attention configuration against its references")}
+    captions = {
+        "families": "Comparisons made, per family",
+        "best_configurations": "Best configurations by the "
+        "study's objective (a validation metric), with their test accuracy",
+        "proxy_statistics": "What the proxy steps made (means over seeds)",
+        "halving": "Successive halving: seeds complete and stopped, per configuration",
+        "legend": "Configuration labels",
+        "by_dataset_architecture": "Per dataset and architecture",
+    }
+    shown = {
+        "verdicts": present.verdicts(raw["verdicts"], correction)
+        if len(raw["verdicts"])
+        else present.plain("verdicts", raw["verdicts"], "Each proxy-attention configuration against its references")
+    }
     for name, table in raw.items():
         if name == "verdicts":
             continue
@@ -88,9 +109,15 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str) -> dict[str, prese
             clipped = table.copy()
             for c in ci:
                 clipped[c] = clipped[c].clip(0, 1)
-            shown[name] = present.plain(name, clipped, captions[name],
-                                        ["Ranked by the validation objective, never by test accuracy; the test "
-                                         "interval is a 95% t-interval over seeds, clipped to [0, 1]."])
+            shown[name] = present.plain(
+                name,
+                clipped,
+                captions[name],
+                [
+                    "Ranked by the validation objective, never by test accuracy; the test "
+                    "interval is a 95% t-interval over seeds, clipped to [0, 1]."
+                ],
+            )
         else:
             shown[name] = present.plain(name, table, captions.get(name, name))
     return shown
@@ -159,41 +186,70 @@ def _table(shown: present.Shown) -> str:
     return shown.frame.to_html(index=False, border=0, classes="table", escape=True) + notes
 
 
-def _html(data: StudyData, raw: dict[str, pd.DataFrame], shown: dict[str, present.Shown],
-          figures: list[tuple[str, go.Figure]], notes: list[str], trials: list[FrozenTrial], correction: str) -> str:
+def _html(
+    data: StudyData,
+    raw: dict[str, pd.DataFrame],
+    shown: dict[str, present.Shown],
+    figures: list[tuple[str, go.Figure]],
+    notes: list[str],
+    trials: list[FrozenTrial],
+    correction: str,
+) -> str:
     frame = data.trials
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     metric, direction = data.spec.objective
     verdicts = raw["verdicts"]
-    failed = frame[frame["state"] == "FAIL"][["number", "label", "attempt", "fail_reason"]] if len(frame) else \
-        pd.DataFrame()
+    failed = (
+        frame[frame["state"] == "FAIL"][["number", "label", "attempt", "fail_reason"]] if len(frame) else pd.DataFrame()
+    )
     split = sorted(data.complete["test_part"].dropna().unique()) if "test_part" in data.complete else []
     warning = chance_warning(trials)
     parts = [
         f"<h1>Study {html.escape(data.name)}</h1>",
         "<h2>The grid and what ran</h2>",
         f"<p>{len(data.spec.points)} points ({data.spec.data['repeats']} seeds each); objective: {direction} "
-        f"{html.escape(metric)}. Trials: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + ". Test set: "
-        + (", ".join("the dataset's official test part" if s == "official" else "a stratified random split"
-                     for s in split) or "–") + ".</p>",
+        f"{html.escape(metric)}. Trials: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        + ". Test set: "
+        + (
+            ", ".join(
+                "the dataset's official test part" if s == "official" else "a stratified random split" for s in split
+            )
+            or "–"
+        )
+        + ".</p>",
         f"<p>Axes: {html.escape(', '.join(data.axes))}. Fixed: <code>{html.escape(str(data.spec.data['fixed']))}"
         "</code></p>",
         f"<p class='warning'>{html.escape(warning)}</p>" if warning else "",
-        "<h2>What failed and why</h2>", _table(present.plain("failed", failed, "Failed tries")),
+        "<h2>What failed and why</h2>",
+        _table(present.plain("failed", failed, "Failed tries")),
         "<h2>Verdicts</h2>",
         f"<p>{len(verdicts)} comparisons in {len(raw['families'])} families (one per dataset, architecture and kind "
         f"of reference), corrected by {html.escape(correction)}; verdicts use complete trials only"
-        + (f"; {int(verdicts['pruned_config'].sum())} stopped trials of these configurations are left out" if
-           len(verdicts) and verdicts["pruned_config"].any() else "") + ".</p>",
-        _table(shown["families"]), _table(shown["verdicts"]),
+        + (
+            f"; {int(verdicts['pruned_config'].sum())} stopped trials of these configurations are left out"
+            if len(verdicts) and verdicts["pruned_config"].any()
+            else ""
+        )
+        + ".</p>",
+        _table(shown["families"]),
+        _table(shown["verdicts"]),
     ]
     if len(raw["halving"]):
         parts += ["<h2>Successive halving</h2>", _table(shown["halving"])]
-    parts += ["<h2>Best configurations</h2>", _table(shown["best_configurations"]),
-              "<h2>What the proxy steps made</h2>", _table(shown["proxy_statistics"]), "<h2>Figures</h2>"]
+    parts += [
+        "<h2>Best configurations</h2>",
+        _table(shown["best_configurations"]),
+        "<h2>What the proxy steps made</h2>",
+        _table(shown["proxy_statistics"]),
+        "<h2>Figures</h2>",
+    ]
     for title, fig in figures:
-        parts.append(f"<div class='figure' id='{_slug(title)}'>"
-                     + fig.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True}) + "</div>")
+        parts.append(
+            f"<div class='figure' id='{_slug(title)}'>"
+            + fig.to_html(full_html=False, include_plotlyjs=False, config={"responsive": True})
+            + "</div>"
+        )
     parts.append("<h2>Per dataset and architecture</h2>" + _table(shown["by_dataset_architecture"]))
     for name in raw:
         if name.startswith("by_") and name != "by_dataset_architecture":
@@ -201,6 +257,8 @@ def _html(data: StudyData, raw: dict[str, pd.DataFrame], shown: dict[str, presen
     parts.append("<h2>Configuration labels</h2>" + _table(shown["legend"]))
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(data.name)} report</title>"
-            f"<style>{STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{''.join(parts)}</body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(data.name)} report</title>"
+        f"<style>{STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+        f"<body>{''.join(parts)}</body></html>"
+    )

@@ -41,8 +41,8 @@ class Paired:
     n: int
     mean_diff: float
     sd: float
-    t_p: float          # two-sided paired t-test (NaN without variance or with fewer than 2 pairs)
-    wilcoxon_p: float   # exact two-sided signed-rank test (NaN below WILCOXON_MIN_PAIRS pairs)
+    t_p: float  # two-sided paired t-test (NaN without variance or with fewer than 2 pairs)
+    wilcoxon_p: float  # exact two-sided signed-rank test (NaN below WILCOXON_MIN_PAIRS pairs)
 
     def interval(self, level: float) -> tuple[float, float]:
         """The `level` t-interval of the mean difference."""
@@ -58,8 +58,9 @@ def paired(diffs) -> Paired:
     n = len(d)
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
     t_p = float(stats.ttest_1samp(d, 0).pvalue) if n > 1 and sd > 0 else math.nan
-    wilcoxon_p = (float(stats.wilcoxon(d, method="exact").pvalue)
-                  if n >= WILCOXON_MIN_PAIRS and (d != 0).any() else math.nan)
+    wilcoxon_p = (
+        float(stats.wilcoxon(d, method="exact").pvalue) if n >= WILCOXON_MIN_PAIRS and (d != 0).any() else math.nan
+    )
     return Paired(n, float(d.mean()) if n else math.nan, sd, t_p, wilcoxon_p)
 
 
@@ -93,7 +94,7 @@ def interval_level(method: str, family: int, called: int, alpha: float = ALPHA) 
 
 
 def verdict(comparison: Paired, p_adjusted: float, low: float, high: float, alpha: float = ALPHA) -> str:
-    """"better" / "worse" when the adjusted p is below `alpha` and the adjusted interval excludes zero; else why
+    """ "better" / "worse" when the adjusted p is below `alpha` and the adjusted interval excludes zero; else why
     not."""
     if comparison.n < MIN_PAIRS:
         return "no verdict (fewer than 3 seeds)"

@@ -1,4 +1,4 @@
-"""Comparison tables from a study's trial table: pure functions of data frames (the writers are `results.latex`).
+"""Comparison tables from a study's trial table: pure functions of data frames (the writers are `results.present`).
 
 Statistics use COMPLETE trials only. Seeds are the units: trials that share a seed share the split and the initial
 weights, so a summary first averages within each (seed, setting) and then takes its interval over seeds, within one
@@ -63,15 +63,17 @@ def axis_tables(data: StudyData) -> dict[str, pd.DataFrame]:
             table = summarize_over_seeds(complete[complete["kind"] == "proxy"], [*place, column], metrics)
         else:
             table = summarize_over_seeds(complete, [*place, column, "kind"], metrics)
-        tables[f"by_{axis}"] = table.rename(columns={column: axis, "setting_dataset": "dataset",
-                                                     "setting_architecture": "architecture"})
+        tables[f"by_{axis}"] = table.rename(
+            columns={column: axis, "setting_dataset": "dataset", "setting_architecture": "architecture"}
+        )
     return tables
 
 
 def dataset_architecture_table(data: StudyData) -> pd.DataFrame:
     """The summary per (dataset, architecture, kind of configuration), over seeds."""
-    table = summarize_over_seeds(data.complete, ["setting_dataset", "setting_architecture", "kind"],
-                                 summary_metrics(data.complete))
+    table = summarize_over_seeds(
+        data.complete, ["setting_dataset", "setting_architecture", "kind"], summary_metrics(data.complete)
+    )
     return table.rename(columns={"setting_dataset": "dataset", "setting_architecture": "architecture"})
 
 
@@ -94,8 +96,9 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def paired_comparisons(data: StudyData, metric: str = "test_accuracy", correction: str = "holm",
-                       alpha: float = stats.ALPHA) -> pd.DataFrame:
+def paired_comparisons(
+    data: StudyData, metric: str = "test_accuracy", correction: str = "holm", alpha: float = stats.ALPHA
+) -> pd.DataFrame:
     """Each proxy configuration against each matching baseline and control, paired by seed, with the budgets of
     both sides, the family it belongs to, raw and adjusted p-values, the adjusted interval and the verdict."""
     complete = data.complete
@@ -109,20 +112,34 @@ def paired_comparisons(data: StudyData, metric: str = "test_accuracy", correctio
             if not _matches(ref_head, head, axes):
                 continue
             ref = references[references["label"] == ref_label]
-            paired = group.set_index("seed")[[metric, "epochs", "images_seen"]].join(
-                ref.set_index("seed")[[metric, "epochs", "images_seen"]], how="inner", rsuffix="_ref").dropna(
-                subset=[metric, f"{metric}_ref"])
+            paired = (
+                group.set_index("seed")[[metric, "epochs", "images_seen"]]
+                .join(ref.set_index("seed")[[metric, "epochs", "images_seen"]], how="inner", rsuffix="_ref")
+                .dropna(subset=[metric, f"{metric}_ref"])
+            )
             comparison = stats.paired(paired[metric] - paired[f"{metric}_ref"])
-            rows.append({
-                "dataset": head["setting_dataset"], "architecture": head["setting_architecture"],
-                "configuration": label, "reference": ref_label, "reference_kind": _reference_kind(ref_head),
-                "n": comparison.n, "mean_config": paired[metric].mean(),
-                "mean_reference": paired[f"{metric}_ref"].mean(),
-                "mean_diff": comparison.mean_diff, "sd_diff": comparison.sd, "t_p": comparison.t_p,
-                "wilcoxon_p": comparison.wilcoxon_p,
-                "epochs_config": paired["epochs"].mean(), "epochs_reference": paired["epochs_ref"].mean(),
-                "images_config": paired["images_seen"].mean(), "images_reference": paired["images_seen_ref"].mean(),
-                "pruned_config": int(_pruned(data, label)), "_comparison": comparison})
+            rows.append(
+                {
+                    "dataset": head["setting_dataset"],
+                    "architecture": head["setting_architecture"],
+                    "configuration": label,
+                    "reference": ref_label,
+                    "reference_kind": _reference_kind(ref_head),
+                    "n": comparison.n,
+                    "mean_config": paired[metric].mean(),
+                    "mean_reference": paired[f"{metric}_ref"].mean(),
+                    "mean_diff": comparison.mean_diff,
+                    "sd_diff": comparison.sd,
+                    "t_p": comparison.t_p,
+                    "wilcoxon_p": comparison.wilcoxon_p,
+                    "epochs_config": paired["epochs"].mean(),
+                    "epochs_reference": paired["epochs_ref"].mean(),
+                    "images_config": paired["images_seen"].mean(),
+                    "images_reference": paired["images_seen_ref"].mean(),
+                    "pruned_config": int(_pruned(data, label)),
+                    "_comparison": comparison,
+                }
+            )
     table = pd.DataFrame(rows)
     if not len(table):
         return table
@@ -141,8 +158,10 @@ def _pruned(data: StudyData, label: str) -> int:
 
 def _budget_note(row) -> str:
     notes = []
-    for what, mine, theirs in (("epochs", row.epochs_config, row.epochs_reference),
-                               ("images seen", row.images_config, row.images_reference)):
+    for what, mine, theirs in (
+        ("epochs", row.epochs_config, row.epochs_reference),
+        ("images seen", row.images_config, row.images_reference),
+    ):
         if theirs and abs(mine - theirs) > BUDGET_TOLERANCE * theirs:
             notes.append(f"{what} {mine:.0f} vs {theirs:.0f}")
     return "budgets differ: " + ", ".join(notes) if notes else ""
@@ -169,8 +188,7 @@ def _correct(table: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame
             table.loc[i, ["family_size", "p_adjusted", "ci_low", "ci_high", "ci_level"]] = [size, p, low, high, level]
             table.at[i, "verdict"] = stats.verdict(comparison, p if not math.isnan(p) else 1.0, low, high, alpha)
     table = table.drop(columns=["_comparison"])
-    return table.sort_values(["dataset", "architecture", "mean_diff"], ascending=[True, True, False],
-                             ignore_index=True)
+    return table.sort_values(["dataset", "architecture", "mean_diff"], ascending=[True, True, False], ignore_index=True)
 
 
 def best_configurations(data: StudyData, top: int = 10) -> pd.DataFrame:
@@ -178,35 +196,54 @@ def best_configurations(data: StudyData, top: int = 10) -> pd.DataFrame:
     validation metric, never a test one), with both validation accuracies and the test accuracy and its CI."""
     metric, direction = data.spec.objective
     rows = []
-    for (dataset, arch, label), group in data.complete.groupby(["setting_dataset", "setting_architecture", "label"],
-                                                               sort=True):
+    for (dataset, arch, label), group in data.complete.groupby(
+        ["setting_dataset", "setting_architecture", "label"], sort=True
+    ):
         test = stats.mean_ci(group["test_accuracy"].tolist())
-        rows.append({"dataset": dataset, "architecture": arch, "configuration": label, "kind": group["kind"].iloc[0],
-                     "seeds": group["seed"].nunique(), f"{metric}_mean": group[metric].mean(),
-                     "val_accuracy_mean": group["val_accuracy"].mean(),
-                     "val_accuracy_best_mean": group["val_accuracy_best"].mean(),
-                     "test_accuracy_mean": test["mean"], "test_accuracy_ci_low": test["ci_low"],
-                     "test_accuracy_ci_high": test["ci_high"]})
+        rows.append(
+            {
+                "dataset": dataset,
+                "architecture": arch,
+                "configuration": label,
+                "kind": group["kind"].iloc[0],
+                "seeds": group["seed"].nunique(),
+                f"{metric}_mean": group[metric].mean(),
+                "val_accuracy_mean": group["val_accuracy"].mean(),
+                "val_accuracy_best_mean": group["val_accuracy_best"].mean(),
+                "test_accuracy_mean": test["mean"],
+                "test_accuracy_ci_low": test["ci_low"],
+                "test_accuracy_ci_high": test["ci_high"],
+            }
+        )
     table = pd.DataFrame(rows)
     if not len(table):
         return table
-    table = table.sort_values(["dataset", "architecture", f"{metric}_mean"],
-                              ascending=[True, True, direction == "minimize"], ignore_index=True)
+    table = table.sort_values(
+        ["dataset", "architecture", f"{metric}_mean"],
+        ascending=[True, True, direction == "minimize"],
+        ignore_index=True,
+    )
     return table.groupby(["dataset", "architecture"], sort=False).head(top).reset_index(drop=True)
 
 
 def proxy_statistics(data: StudyData) -> pd.DataFrame:
     """What the proxy steps made, per configuration: proxies, the share identical to their source (dropped or
     kept), all-zero maps and the share of pixels replaced (means over seeds)."""
-    columns = ["proxy_images", "proxy_unchanged", "proxy_unchanged_fraction", "proxy_zero_maps",
-               "proxy_replaced_fraction"]
+    columns = [
+        "proxy_images",
+        "proxy_unchanged",
+        "proxy_unchanged_fraction",
+        "proxy_zero_maps",
+        "proxy_replaced_fraction",
+    ]
     trials = data.complete[data.complete["kind"] != "baseline"]
     present = [c for c in columns if c in trials]
     if not len(trials) or not present:
         return pd.DataFrame()
     table = trials.groupby(["setting_dataset", "setting_architecture", "label"], sort=True)[present].mean()
-    table = table.reset_index().rename(columns={"setting_dataset": "dataset", "setting_architecture": "architecture",
-                                                "label": "configuration"})
+    table = table.reset_index().rename(
+        columns={"setting_dataset": "dataset", "setting_architecture": "architecture", "label": "configuration"}
+    )
     return table
 
 
@@ -231,9 +268,16 @@ def family_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (dataset, arch, kind), family in verdicts.groupby(["dataset", "architecture", "reference_kind"], sort=True):
         counts = family["verdict"].value_counts()
-        rows.append({"dataset": dataset, "architecture": arch, "reference": kind, "comparisons": len(family),
-                     "better": int(counts.get("better", 0)), "worse": int(counts.get("worse", 0)),
-                     "no evidence": int(counts.get("no evidence", 0)),
-                     "no verdict": int(sum(v for k, v in counts.items() if k.startswith("no verdict")))})
+        rows.append(
+            {
+                "dataset": dataset,
+                "architecture": arch,
+                "reference": kind,
+                "comparisons": len(family),
+                "better": int(counts.get("better", 0)),
+                "worse": int(counts.get("worse", 0)),
+                "no evidence": int(counts.get("no evidence", 0)),
+                "no verdict": int(sum(v for k, v in counts.items() if k.startswith("no verdict"))),
+            }
+        )
     return pd.DataFrame(rows)
-

@@ -68,9 +68,22 @@ def cam_comparison(baseline: TrialFolder, proxy: TrialFolder, count: int = 6) ->
         for c, tile in enumerate(tiles, start=1):
             fig.add_trace(go.Image(z=tile), row=r, col=c)
         domain = fig.get_subplot(r, 1).yaxis.domain
-        fig.add_annotation(text=title.replace(" ", "<br>", 1), xref="paper", yref="paper", x=-0.01,
-                           y=(domain[0] + domain[1]) / 2, xanchor="right", yanchor="middle", showarrow=False,
-                           align="right", font={"size": 12})
+        fig.add_annotation(
+            text=title.replace(" ", "<br>", 1),
+            xref="paper",
+            yref="paper",
+            x=-0.01,
+            y=(domain[0] + domain[1]) / 2,
+            xanchor="right",
+            yanchor="middle",
+            showarrow=False,
+            align="right",
+            font={"size": 12},
+        )
     fig.update_xaxes(visible=False).update_yaxes(visible=False)
-    return fig.update_layout(title=f"Same test images, two trained models ({config.cam_method}, true class)",
-                             template="plotly_white", height=170 * len(rows), margin={"l": 130, "r": 10})
+    return fig.update_layout(
+        title=f"Same test images, two trained models ({config.cam_method}, true class)",
+        template="plotly_white",
+        height=170 * len(rows),
+        margin={"l": 130, "r": 10},
+    )

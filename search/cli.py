@@ -20,8 +20,12 @@ from search.names import study_name_problem
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.study import StudyError, default_storage
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Run, resume, inspect and report grids of Proxy Attention experiments.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Run, resume, inspect and report grids of Proxy Attention experiments.",
+)
 cache_app = typer.Typer(no_args_is_help=True, help="The decoded-image cache of this machine.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(cluster_app, name="cluster")
@@ -70,45 +74,63 @@ DRY_RUN = typer.Option(False, help="print what would run and where; touch nothin
 
 
 @app.command()
-def run(space: Path = typer.Argument(..., help="the space YAML"),
-        study: str | None = typer.Option(None, help="study name (default: the YAML's study: or its file name)"),
-        storage: str | None = typer.Option(None, help="Optuna storage URL (default sqlite:///runs/<study>.db)"),
-        out: Path | None = typer.Option(None, help="the run's folder: driver lock, logs (default runs/<study>/)"),
-        artifacts: str | None = ARTIFACTS,
-        executor: ExecutorKind = EXECUTOR,
-        ray_address: str | None = RAY_ADDRESS,
-        gpus_per_trial: float | None = typer.Option(None, help="overrides resources.gpus_per_trial"),
-        cpus_per_trial: float | None = typer.Option(None, help="overrides resources.cpus_per_trial"),
-        max_concurrent: int | None = MAX_CONCURRENT,
-        max_trials: int | None = MAX_TRIALS,
-        max_points: int = typer.Option(DEFAULT_MAX_POINTS, help="refuse a grid with more points than this"),
-        no_share: bool = NO_SHARE,
-        cache_dir: Path | None = CACHE_DIR,
-        no_cache: bool = NO_CACHE,
-        scratch: str | None = SCRATCH,
-        dry_run: bool = DRY_RUN) -> None:
+def run(
+    space: Path = typer.Argument(..., help="the space YAML"),
+    study: str | None = typer.Option(None, help="study name (default: the YAML's study: or its file name)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL (default sqlite:///runs/<study>.db)"),
+    out: Path | None = typer.Option(None, help="the run's folder: driver lock, logs (default runs/<study>/)"),
+    artifacts: str | None = ARTIFACTS,
+    executor: ExecutorKind = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    gpus_per_trial: float | None = typer.Option(None, help="overrides resources.gpus_per_trial"),
+    cpus_per_trial: float | None = typer.Option(None, help="overrides resources.cpus_per_trial"),
+    max_concurrent: int | None = MAX_CONCURRENT,
+    max_trials: int | None = MAX_TRIALS,
+    max_points: int = typer.Option(DEFAULT_MAX_POINTS, help="refuse a grid with more points than this"),
+    no_share: bool = NO_SHARE,
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+    scratch: str | None = SCRATCH,
+    dry_run: bool = DRY_RUN,
+) -> None:
     """Create or resume the study of SPACE and run every point that is not finished."""
     try:
         spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     except SpaceError as exc:
         fail(str(exc))
-    _run_spec(spec, storage, out, artifacts, executor, ray_address, gpus_per_trial, cpus_per_trial, max_concurrent,
-              max_trials, no_share, _cache_dir(cache_dir, no_cache), scratch, dry_run)
+    _run_spec(
+        spec,
+        storage,
+        out,
+        artifacts,
+        executor,
+        ray_address,
+        gpus_per_trial,
+        cpus_per_trial,
+        max_concurrent,
+        max_trials,
+        no_share,
+        _cache_dir(cache_dir, no_cache),
+        scratch,
+        dry_run,
+    )
 
 
 @app.command()
-def resume(study: str = typer.Option(..., help="study name"),
-           storage: str | None = typer.Option(None, help="Optuna storage URL"),
-           out: Path | None = typer.Option(None, help="the run's folder (default: the one the study was run in)"),
-           executor: ExecutorKind = EXECUTOR,
-           ray_address: str | None = RAY_ADDRESS,
-           max_concurrent: int | None = MAX_CONCURRENT,
-           max_trials: int | None = MAX_TRIALS,
-           no_share: bool = NO_SHARE,
-           cache_dir: Path | None = CACHE_DIR,
-           no_cache: bool = NO_CACHE,
-           scratch: str | None = SCRATCH,
-           dry_run: bool = DRY_RUN) -> None:
+def resume(
+    study: str = typer.Option(..., help="study name"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    out: Path | None = typer.Option(None, help="the run's folder (default: the one the study was run in)"),
+    executor: ExecutorKind = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    max_concurrent: int | None = MAX_CONCURRENT,
+    max_trials: int | None = MAX_TRIALS,
+    no_share: bool = NO_SHARE,
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+    scratch: str | None = SCRATCH,
+    dry_run: bool = DRY_RUN,
+) -> None:
     """Run the rest of a study, reading its space back from the study itself (no YAML needed)."""
     from search.status import load_study
     from search.study import spec_of
@@ -121,12 +143,40 @@ def resume(study: str = typer.Option(..., help="study name"),
         artifacts = stored.user_attrs.get("artifacts")
     except (StudyError, SpaceError) as exc:
         fail(str(exc))
-    _run_spec(spec, storage, out, artifacts, executor, ray_address, None, None, max_concurrent, max_trials,
-              no_share, _cache_dir(cache_dir, no_cache), scratch, dry_run)
+    _run_spec(
+        spec,
+        storage,
+        out,
+        artifacts,
+        executor,
+        ray_address,
+        None,
+        None,
+        max_concurrent,
+        max_trials,
+        no_share,
+        _cache_dir(cache_dir, no_cache),
+        scratch,
+        dry_run,
+    )
 
 
-def _run_spec(spec, storage, out, artifacts, executor, ray_address, gpus, cpus, max_concurrent, max_trials,
-              no_share, cache_dir, scratch, dry_run) -> None:
+def _run_spec(
+    spec,
+    storage,
+    out,
+    artifacts,
+    executor,
+    ray_address,
+    gpus,
+    cpus,
+    max_concurrent,
+    max_trials,
+    no_share,
+    cache_dir,
+    scratch,
+    dry_run,
+) -> None:
     from search.driver import RunOptions, run_study
 
     for flag, value in (("--gpus-per-trial", gpus), ("--cpus-per-trial", cpus)):
@@ -143,8 +193,20 @@ def _run_spec(spec, storage, out, artifacts, executor, ray_address, gpus, cpus, 
     if dry_run:
         _print_plan(spec, storage, out_dir, artifacts, not no_share)
         return
-    options = RunOptions(storage, out_dir, executor.value, ray_address, gpus, cpus, max_concurrent, max_trials,
-                         not no_share, artifacts, cache_dir or spec.data.get("cache_dir"), scratch)
+    options = RunOptions(
+        storage,
+        out_dir,
+        executor.value,
+        ray_address,
+        gpus,
+        cpus,
+        max_concurrent,
+        max_trials,
+        not no_share,
+        artifacts,
+        cache_dir or spec.data.get("cache_dir"),
+        scratch,
+    )
     try:
         code = run_study(spec, options, console)
     except StudyError as exc:
@@ -160,10 +222,12 @@ def _print_plan(spec, storage: str, out_dir: Path, artifacts: str, share: bool) 
     except StudyError as exc:
         fail(str(exc))
     ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
-    print(f"study {info['study']}: {info['grid_size']} points, {info['complete']} complete, {info['pruned']} stopped "
-          f"by halving, {info['to_run']} to run, {info['given_up']} given up\n"
-          f"epochs to compute: {info['epochs_naive']} each point from scratch, {info['epochs_shared']} with "
-          f"{info['stems']} shared stems ({ratio:.2f}x fewer)" + ("" if share else " [--no-share: not used]"))
+    print(
+        f"study {info['study']}: {info['grid_size']} points, {info['complete']} complete, {info['pruned']} stopped "
+        f"by halving, {info['to_run']} to run, {info['given_up']} given up\n"
+        f"epochs to compute: {info['epochs_naive']} each point from scratch, {info['epochs_shared']} with "
+        f"{info['stems']} shared stems ({ratio:.2f}x fewer)" + ("" if share else " [--no-share: not used]")
+    )
     if info["epochs_halving"] is not None:
         print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")
     print(f"storage: {info['storage']}\ntrial folders: {info['artifacts']}/trials/")
@@ -176,9 +240,11 @@ def _print_plan(spec, storage: str, out_dir: Path, artifacts: str, share: bool) 
 
 
 @app.command()
-def status(study: str | None = typer.Option(None, help="study name (default: every study under runs/)"),
-           storage: str | None = typer.Option(None, help="Optuna storage URL"),
-           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def status(
+    study: str | None = typer.Option(None, help="study name (default: every study under runs/)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
     """Grid size, complete / stopped / running / failed / waiting / remaining, best value and ETA of each study."""
     from search.status import format_status, load_study, load_trials, study_status
 
@@ -219,9 +285,11 @@ def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
 
 
 @app.command()
-def export(study: str = typer.Option(..., help="study name"),
-           storage: str | None = typer.Option(None, help="Optuna storage URL"),
-           out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)")) -> None:
+def export(
+    study: str = typer.Option(..., help="study name"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)"),
+) -> None:
     """Write one CSV row per trial: number, state, attempt, every axis's setting, params, metrics, times, failure."""
     from results.load import export_rows
     from search.status import load_study, load_trials, write_csv
@@ -237,11 +305,13 @@ def export(study: str = typer.Option(..., help="study name"),
 
 
 @app.command()
-def report(study: str = typer.Option(..., help="study name"),
-           storage: str | None = typer.Option(None, help="Optuna storage URL"),
-           out: Path | None = typer.Option(None, help="folder (default runs/<study>/report/)"),
-           correction: str = typer.Option("holm", help="multiple-comparison correction: holm, bh or none"),
-           to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard")) -> None:
+def report(
+    study: str = typer.Option(..., help="study name"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    out: Path | None = typer.Option(None, help="folder (default runs/<study>/report/)"),
+    correction: str = typer.Option("holm", help="multiple-comparison correction: holm, bh or none"),
+    to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard"),
+) -> None:
     """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
     from results.report import build_report
     from results.stats import CORRECTIONS
@@ -251,19 +321,27 @@ def report(study: str = typer.Option(..., help="study name"),
         fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
     try:
         storage = storage or default_storage(study)
-        loaded, trials = load_study(study, storage), load_trials(study, storage)
+        loaded, trials = load_study(study, storage, writable=to_dashboard), load_trials(study, storage)
     except StudyError as exc:
         fail(str(exc))
-    made = build_report(loaded, trials, out or _study_dir(study) / "report", to_dashboard, correction,
-                        say=lambda line: print(line, file=sys.stderr))
+    made = build_report(
+        loaded,
+        trials,
+        out or _study_dir(study) / "report",
+        to_dashboard,
+        correction,
+        say=lambda line: print(line, file=sys.stderr),
+    )
     print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 
 
 @app.command()
-def dashboard(study: str | None = typer.Option(None, help="study whose default storage to open"),
-              storage: str | None = typer.Option(None, help="Optuna storage URL"),
-              host: str = typer.Option("127.0.0.1", help="address to listen on"),
-              port: int = typer.Option(8080, help="port")) -> None:
+def dashboard(
+    study: str | None = typer.Option(None, help="study whose default storage to open"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8080, help="port"),
+) -> None:
     """Serve optuna-dashboard on the study database (127.0.0.1 unless --host says otherwise)."""
     from optuna_dashboard import run_server
 
@@ -276,8 +354,9 @@ def dashboard(study: str | None = typer.Option(None, help="study whose default s
     except StudyError as exc:
         fail(str(exc))
     if not _is_loopback(host):
-        print(f"warning: the dashboard listens on {host}, reachable from other machines; it has no login",
-              file=sys.stderr)
+        print(
+            f"warning: the dashboard listens on {host}, reachable from other machines; it has no login", file=sys.stderr
+        )
     print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C stops it)", file=sys.stderr)
     run_server(backend, host=host, port=port)
 
@@ -290,11 +369,13 @@ def _is_loopback(host: str) -> bool:
 
 
 @app.command()
-def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
-          out: Path = typer.Option(..., help="the trial folder"),
-          device: str | None = typer.Option(None, help="cpu, cuda, cuda:1… (default: CUDA when available)"),
-          cache_dir: Path | None = CACHE_DIR,
-          no_cache: bool = NO_CACHE) -> None:
+def trial(
+    config: Path = typer.Argument(..., help="a trial's config.json"),
+    out: Path = typer.Option(..., help="the trial folder"),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1… (default: CUDA when available)"),
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+) -> None:
     """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
     from trainer import ConfigError, TrialConfig, run_trial
     from trainer.data import DataError
@@ -315,8 +396,7 @@ def trial(config: Path = typer.Argument(..., help="a trial's config.json"),
     except (DataError, ModelError) as exc:
         fail(str(exc).splitlines()[0])
     except Exception as exc:  # the reason goes on one line, for the person reading
-        print(f"trial failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
+        print(f"trial failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
         raise typer.Exit(1) from None
     finally:
         logging.getLogger("trainer").removeHandler(handler)
@@ -332,14 +412,17 @@ def cache_list(cache_dir: Path | None = CACHE_DIR) -> None:
     found = entries(folder)
     for entry in found:
         meta = entry.meta
-        print(f"{entry.key}\t{meta['dataset']['kind']} {meta['dataset']['root'] or ''}\t{meta['image_size']} px\t"
-              f"{meta['count']} images\t{entry.size_bytes / 2**20:.1f} MB")
+        print(
+            f"{entry.key}\t{meta['dataset']['kind']} {meta['dataset']['root'] or ''}\t{meta['image_size']} px\t"
+            f"{meta['count']} images\t{entry.size_bytes / 2**20:.1f} MB"
+        )
     print(f"{len(found)} entries in {folder}", file=sys.stderr)
 
 
 @cache_app.command("clear")
-def cache_clear(keys: list[str] = typer.Argument(None, help="entries to remove (default: all)"),
-                cache_dir: Path | None = CACHE_DIR) -> None:
+def cache_clear(
+    keys: list[str] = typer.Argument(None, help="entries to remove (default: all)"), cache_dir: Path | None = CACHE_DIR
+) -> None:
     """Remove cache entries (all of them, or those named); trials rebuild what they need."""
     from trainer.cache import entries, remove
 

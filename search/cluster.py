@@ -29,8 +29,16 @@ def _ray() -> str:
     return str(beside) if beside.exists() else "ray"
 
 
-def ray_start_args(address: str | None, port: int, num_cpus: int | None, num_gpus: int | None,
-                   object_store: int, block: bool, node_ip: str | None, temp_dir: str | None) -> list[str]:
+def ray_start_args(
+    address: str | None,
+    port: int,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    object_store: int,
+    block: bool,
+    node_ip: str | None,
+    temp_dir: str | None,
+) -> list[str]:
     """The `ray start` command line of a head (no `address`) or a worker."""
     args = [_ray(), "start"]
     args += ["--address", address] if address else ["--head", "--port", str(port), "--include-dashboard=false"]
@@ -74,25 +82,40 @@ OBJECT_STORE_OPTION = typer.Option(OBJECT_STORE, help="bytes of shared memory fo
 
 
 @cluster_app.command()
-def head(port: int = typer.Option(PORT, help="the port workers and `search run --ray-address` connect to"),
-         num_cpus: int | None = NUM_CPUS, num_gpus: int | None = NUM_GPUS, scratch: Path | None = SCRATCH,
-         object_store: int = OBJECT_STORE_OPTION, block: bool = BLOCK, node_ip_address: str | None = NODE_IP,
-         temp_dir: str | None = TEMP_DIR) -> None:
+def head(
+    port: int = typer.Option(PORT, help="the port workers and `search run --ray-address` connect to"),
+    num_cpus: int | None = NUM_CPUS,
+    num_gpus: int | None = NUM_GPUS,
+    scratch: Path | None = SCRATCH,
+    object_store: int = OBJECT_STORE_OPTION,
+    block: bool = BLOCK,
+    node_ip_address: str | None = NODE_IP,
+    temp_dir: str | None = TEMP_DIR,
+) -> None:
     """Start the head node here; print its address and the command to run on each worker machine."""
     address = f"{node_ip_address or _own_address()}:{port}"
-    print(f"head: {address}\non each worker machine: search cluster worker {address} [--num-gpus N] "
-          f"[--scratch DIR]\nthen: search run SPACE.yaml --ray-address {address}", file=sys.stderr, flush=True)
+    print(
+        f"head: {address}\non each worker machine: search cluster worker {address} [--num-gpus N] "
+        f"[--scratch DIR]\nthen: search run SPACE.yaml --ray-address {address}",
+        file=sys.stderr,
+        flush=True,
+    )
     _exec(ray_start_args(None, port, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir), scratch)
 
 
 @cluster_app.command()
-def worker(address: str = typer.Argument(..., help="the head's HOST:PORT"),
-           num_cpus: int | None = NUM_CPUS, num_gpus: int | None = NUM_GPUS, scratch: Path | None = SCRATCH,
-           object_store: int = OBJECT_STORE_OPTION, block: bool = BLOCK, node_ip_address: str | None = NODE_IP,
-           temp_dir: str | None = TEMP_DIR) -> None:
+def worker(
+    address: str = typer.Argument(..., help="the head's HOST:PORT"),
+    num_cpus: int | None = NUM_CPUS,
+    num_gpus: int | None = NUM_GPUS,
+    scratch: Path | None = SCRATCH,
+    object_store: int = OBJECT_STORE_OPTION,
+    block: bool = BLOCK,
+    node_ip_address: str | None = NODE_IP,
+    temp_dir: str | None = TEMP_DIR,
+) -> None:
     """Join this machine to the cluster whose head is at ADDRESS."""
-    _exec(ray_start_args(address, PORT, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir),
-          scratch)
+    _exec(ray_start_args(address, PORT, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir), scratch)
 
 
 @cluster_app.command()
@@ -112,16 +135,31 @@ def _own_address() -> str:
         return "127.0.0.1"
 
 
-def slurm_script(space: Path, nodes: int, gpus_per_node: int, cpus_per_node: int, partition: str | None,
-                 time_limit: str | None, port: int, artifacts: str | None, run_args: list[str]) -> str:
+def slurm_script(
+    space: Path,
+    nodes: int,
+    gpus_per_node: int,
+    cpus_per_node: int,
+    partition: str | None,
+    time_limit: str | None,
+    port: int,
+    artifacts: str | None,
+    run_args: list[str],
+) -> str:
     """A batch script: the head on the first node, a worker on each other one (each with node-local scratch), then
     `search run` on the head's address. Submitting it again resumes the study on the next allocation."""
     search = shlex.quote(str(Path(sys.executable).parent / "search"))
     project = shlex.quote(str(Path.cwd()))
     run = shlex.join(["run", str(space), *(["--artifacts", artifacts] if artifacts else []), *run_args])
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=search-{space.stem}", f"#SBATCH --nodes={nodes}",
-             "#SBATCH --ntasks-per-node=1", f"#SBATCH --cpus-per-task={cpus_per_node}",
-             f"#SBATCH --gpus-per-node={gpus_per_node}", "#SBATCH --output=slurm-search-%j.out"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=search-{space.stem}",
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --cpus-per-task={cpus_per_node}",
+        f"#SBATCH --gpus-per-node={gpus_per_node}",
+        "#SBATCH --output=slurm-search-%j.out",
+    ]
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
     if time_limit:
@@ -135,7 +173,7 @@ def slurm_script(space: Path, nodes: int, gpus_per_node: int, cpus_per_node: int
         'SCRATCH="${SLURM_TMPDIR:-${TMPDIR:-/tmp}}/search-scratch-${SLURM_JOB_ID:-local}"',
         'RAYTMP="/tmp/ray-${SLURM_JOB_ID:-local}"  # short: Ray keeps Unix sockets in it',
         'mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")',
-        'HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "${NODES[0]}" hostname --ip-address | awk \'{print $1}\')',
+        "HEAD_IP=$(srun --nodes=1 --ntasks=1 -w \"${NODES[0]}\" hostname --ip-address | awk '{print $1}')",
         'ADDRESS="$HEAD_IP:$PORT"',
         'srun --nodes=1 --ntasks=1 -w "${NODES[0]}" "$SEARCH" cluster head --port "$PORT" '
         f'--node-ip-address "$HEAD_IP" --num-cpus {cpus_per_node} --num-gpus {gpus_per_node} '
@@ -148,25 +186,27 @@ def slurm_script(space: Path, nodes: int, gpus_per_node: int, cpus_per_node: int
         '--temp-dir "$RAYTMP-node-$i" --block &',
         "done",
         f'"$SEARCH" cluster wait "$ADDRESS" --nodes {nodes} --timeout 300',
-        'set +e',
+        "set +e",
         f'"$SEARCH" {run} --ray-address "$ADDRESS"',
         "status=$?",
-        'kill $(jobs -p) 2>/dev/null; wait',
+        "kill $(jobs -p) 2>/dev/null; wait",
         "exit $status",
     ]
     return "\n".join(lines) + "\n"
 
 
 @cluster_app.command()
-def slurm(space: Path = typer.Argument(..., help="the space YAML"),
-          nodes: int = typer.Option(..., help="machines to allocate"),
-          gpus_per_node: int = typer.Option(..., help="GPUs per machine"),
-          cpus_per_node: int = typer.Option(8, help="CPUs per machine"),
-          partition: str | None = typer.Option(None, help="Slurm partition"),
-          time: str | None = typer.Option(None, help="time limit, e.g. 24:00:00"),
-          port: int = typer.Option(PORT, help="the head's port"),
-          artifacts: str | None = typer.Option(None, help="artifact store (a shared path or s3://…)"),
-          out: Path | None = typer.Option(None, help="script file (default <space>.sbatch)")) -> None:
+def slurm(
+    space: Path = typer.Argument(..., help="the space YAML"),
+    nodes: int = typer.Option(..., help="machines to allocate"),
+    gpus_per_node: int = typer.Option(..., help="GPUs per machine"),
+    cpus_per_node: int = typer.Option(8, help="CPUs per machine"),
+    partition: str | None = typer.Option(None, help="Slurm partition"),
+    time: str | None = typer.Option(None, help="time limit, e.g. 24:00:00"),
+    port: int = typer.Option(PORT, help="the head's port"),
+    artifacts: str | None = typer.Option(None, help="artifact store (a shared path or s3://…)"),
+    out: Path | None = typer.Option(None, help="script file (default <space>.sbatch)"),
+) -> None:
     """Write a ready sbatch script that starts a Ray cluster over the allocation and runs SPACE on it."""
     if nodes < 1 or gpus_per_node < 0 or cpus_per_node < 1:
         print("error: --nodes and --cpus-per-node must be positive, --gpus-per-node non-negative", file=sys.stderr)
@@ -181,9 +221,11 @@ def slurm(space: Path = typer.Argument(..., help="the space YAML"),
 
 
 @cluster_app.command()
-def wait(address: str = typer.Argument(..., help="the head's HOST:PORT"),
-         nodes: int = typer.Option(1, help="wait until this many nodes are alive"),
-         timeout: float = typer.Option(120, help="seconds before giving up (exit 1)")) -> None:
+def wait(
+    address: str = typer.Argument(..., help="the head's HOST:PORT"),
+    nodes: int = typer.Option(1, help="wait until this many nodes are alive"),
+    timeout: float = typer.Option(120, help="seconds before giving up (exit 1)"),
+) -> None:
     """Wait until the cluster at ADDRESS has NODES live nodes (used by the Slurm script)."""
     import socket
     import time as clock

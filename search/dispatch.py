@@ -43,7 +43,7 @@ class Completion:
 
 
 def failure_kind(reason: str, gpus: float = 0.0) -> str:
-    """"disk_full" (the machine's fault), "oom" (out of memory on a GPU shared with other trials: retried on a whole
+    """ "disk_full" (the machine's fault), "oom" (out of memory on a GPU shared with other trials: retried on a whole
     one) — neither uses up an attempt — else "error"."""
     if "disk full" in reason or "[Errno 28]" in reason or "No space left" in reason:
         return "disk_full"
@@ -83,17 +83,23 @@ def cluster_capacity(ray: Any) -> list[dict[str, float]]:
 def check_fits(nodes: list[dict[str, float]], cpus: float, gpus: float) -> None:
     """Raise `ResourceError` when no node can run one trial of `cpus` CPUs and `gpus` GPUs."""
     if gpus > 0 and not any(n.get("GPU", 0) for n in nodes):
-        raise ResourceError(f"resources.gpus_per_trial is {gpus:g} but the Ray cluster has no GPU (this machine has "
-                            f"none, or its nodes were started without --num-gpus): set gpus_per_trial: 0 (or "
-                            f"--gpus-per-trial 0) to train on CPUs, or join a cluster with GPUs (--ray-address)")
+        raise ResourceError(
+            f"resources.gpus_per_trial is {gpus:g} but the Ray cluster has no GPU (this machine has "
+            f"none, or its nodes were started without --num-gpus): set gpus_per_trial: 0 (or "
+            f"--gpus-per-trial 0) to train on CPUs, or join a cluster with GPUs (--ray-address)"
+        )
     most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
     if gpus > most_gpus:
-        raise ResourceError(f"a trial needs {gpus:g} GPUs but no node of the Ray cluster has more than "
-                            f"{most_gpus:g}: lower resources.gpus_per_trial (or --gpus-per-trial)")
+        raise ResourceError(
+            f"a trial needs {gpus:g} GPUs but no node of the Ray cluster has more than "
+            f"{most_gpus:g}: lower resources.gpus_per_trial (or --gpus-per-trial)"
+        )
     most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
     if cpus > most_cpus:
-        raise ResourceError(f"a trial needs {cpus:g} CPUs but no node of the Ray cluster has more than "
-                            f"{most_cpus:g}: lower resources.cpus_per_trial (or --cpus-per-trial)")
+        raise ResourceError(
+            f"a trial needs {cpus:g} CPUs but no node of the Ray cluster has more than "
+            f"{most_cpus:g}: lower resources.cpus_per_trial (or --cpus-per-trial)"
+        )
 
 
 class RayExecutor:
@@ -103,8 +109,14 @@ class RayExecutor:
     in `.options()`), so a finished trial's GPU memory is freed with its process. A job whose trial ran out of
     memory on a shared GPU is retried with a whole one (`Job.gpus`)."""
 
-    def __init__(self, address: str | None, cpus_per_trial: float, gpus_per_trial: float,
-                 max_concurrent: int | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        address: str | None,
+        cpus_per_trial: float,
+        gpus_per_trial: float,
+        max_concurrent: int | None,
+        settings: Settings,
+    ) -> None:
         import os
 
         import ray
@@ -113,11 +125,15 @@ class RayExecutor:
         self.ray, self.settings = ray, settings
         self.started = not ray.is_initialized()
         if self.started:
-            quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
             if address:
-                ray.init(address=address, **quiet)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             else:
-                ray.init(object_store_memory=256 * 2**20, **quiet)
+                ray.init(
+                    object_store_memory=256 * 2**20,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                )
         try:
             nodes = cluster_capacity(ray)
             check_fits(nodes, cpus_per_trial, gpus_per_trial)
@@ -138,8 +154,7 @@ class RayExecutor:
         job.gpus = job.gpus or self.gpus
         task = self.gpu_task if job.gpus else self.cpu_task
         settings = Settings(**{**asdict(self.settings), "threads": int(max(1, self.cpus))})
-        ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(asdict(job),
-                                                                                          asdict(settings))
+        ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(asdict(job), asdict(settings))
         self.inflight[ref] = job
 
     def wait(self, timeout: float) -> list[Completion]:
@@ -187,8 +202,10 @@ class LocalExecutor:
             import torch
 
             if not torch.cuda.is_available():
-                raise ResourceError(f"resources.gpus_per_trial is {gpus_per_trial:g} but this machine has no GPU "
-                                    f"CUDA can use: set gpus_per_trial: 0 (or --gpus-per-trial 0) to train on CPUs")
+                raise ResourceError(
+                    f"resources.gpus_per_trial is {gpus_per_trial:g} but this machine has no GPU "
+                    f"CUDA can use: set gpus_per_trial: 0 (or --gpus-per-trial 0) to train on CPUs"
+                )
         self.settings, self.log_dir, self.fresh = settings, log_dir, gpus_per_trial > 0
         self.worker: subprocess.Popen | None = None
         self.running: tuple[Job, Path, Path] | None = None
@@ -210,9 +227,14 @@ class LocalExecutor:
     def _worker(self) -> subprocess.Popen:
         """The warm worker, started anew when there is none or it died."""
         if self.worker is None or self.worker.poll() is not None:
-            self.worker = subprocess.Popen([sys.executable, "-m", "search.worker"], stdin=subprocess.PIPE,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-                                           preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "search.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
         return self.worker
 
     def wait(self, timeout: float) -> list[Completion]:

@@ -53,8 +53,9 @@ class RunOptions:
 
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
     """Run every point of `spec` that is not done; return the exit code (0, 1 or 130)."""
-    settings = Settings(options.artifacts or spec.data.get("artifacts") or str(options.out_dir),
-                        options.cache_dir, options.scratch)
+    settings = Settings(
+        options.artifacts or spec.data.get("artifacts") or str(options.out_dir), options.cache_dir, options.scratch
+    )
     executor = _make_executor(spec, options, settings)
     try:
         store = ArtifactStore(settings.store)
@@ -63,8 +64,10 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
             grid = GridStudy.open(spec, options.storage, options.out_dir, store)
             completed, orphaned = grid.reconcile()
             if completed or orphaned:
-                console.print(f"reconciled trials a stopped driver left running: {completed} complete, "
-                              f"{orphaned} orphaned (will re-run)")
+                console.print(
+                    f"reconciled trials a stopped driver left running: {completed} complete, "
+                    f"{orphaned} orphaned (will re-run)"
+                )
             run = Run(grid, executor, console, options)
             if not run.points:
                 console.print(run.nothing_to_run())
@@ -85,12 +88,12 @@ class PointState:
 
     pending: PendingPoint
     number: int | None = None
-    history: list[dict] = field(default_factory=list)   # rows of the folder it starts from, then its own
-    reported: int = 0                                    # the last epoch reported to the study
+    history: list[dict] = field(default_factory=list)  # rows of the folder it starts from, then its own
+    reported: int = 0  # the last epoch reported to the study
     running: bool = False
     ended: bool = False
-    tries: int = 0                                       # in this run: at most max_attempts, whatever the cause
-    previous_epochs: int = 0                             # how far its last try got
+    tries: int = 0  # in this run: at most max_attempts, whatever the cause
+    previous_epochs: int = 0  # how far its last try got
 
 
 @dataclass
@@ -139,8 +142,16 @@ class Run:
         complete = [t.value for t in self.grid.trials((TrialState.COMPLETE,)) if t.value is not None]
         metric, direction = self.spec.objective
         best = (max if direction == "maximize" else min)(complete) if complete else None
-        self.progress = RunProgress(self.console, self.spec.name, len(self.spec.points), len(complete), metric,
-                                    self.executor.slots, best, direction)
+        self.progress = RunProgress(
+            self.console,
+            self.spec.name,
+            len(self.spec.points),
+            len(complete),
+            metric,
+            self.executor.slots,
+            best,
+            direction,
+        )
         with self.progress:
             try:
                 self._decide_rungs()
@@ -158,20 +169,25 @@ class Run:
                 # From the study, not what this run holds: the signal may land between creating and submitting.
                 completed, stopped = self.grid.reconcile("interrupted: the driver was stopped", "interrupted")
                 finished = f" ({completed} had finished and were recorded)" if completed else ""
-                self.console.print(f"interrupted: {stopped} running trials stopped{finished}; run the same command "
-                                   "to resume")
+                self.console.print(
+                    f"interrupted: {stopped} running trials stopped{finished}; run the same command to resume"
+                )
                 return EXIT_INTERRUPTED
         self.console.print(run_summary(self.spec, self.grid.trials(), self.plan, self.options.storage))
         return EXIT_FAILED if self.failed_here - self.ended_here else EXIT_OK
 
     def nothing_to_run(self) -> str:
         t = self.tally
-        lines = [f"{self.spec.name}: all {len(self.spec.points)} points are finished ({len(t.done)} complete, "
-                 f"{len(t.pruned)} stopped by halving); nothing to run"]
+        lines = [
+            f"{self.spec.name}: all {len(self.spec.points)} points are finished ({len(t.done)} complete, "
+            f"{len(t.pruned)} stopped by halving); nothing to run"
+        ]
         if t.given_up:
-            lines[0] = (f"{self.spec.name}: nothing to run: {len(t.done)} points complete, {len(t.pruned)} stopped "
-                        f"by halving, {len(t.given_up)} failed all {self.spec.max_attempts} attempts "
-                        f"(`search status --study {self.spec.name}` lists why)")
+            lines[0] = (
+                f"{self.spec.name}: nothing to run: {len(t.done)} points complete, {len(t.pruned)} stopped "
+                f"by halving, {len(t.given_up)} failed all {self.spec.max_attempts} attempts "
+                f"(`search status --study {self.spec.name}` lists why)"
+            )
         return lines[0]
 
     def _running(self) -> int:
@@ -228,8 +244,9 @@ class Run:
         self._start(state)
         if self.rungs and self.rungs.blocked(state.pending.point, len(state.history)):
             return False
-        return not (self.options.max_trials is not None and state.number is None
-                    and self.started >= self.options.max_trials)
+        return not (
+            self.options.max_trials is not None and state.number is None and self.started >= self.options.max_trials
+        )
 
     def _stem_job(self, state: StemState) -> Job:
         stem = state.stem
@@ -237,8 +254,16 @@ class Run:
         folder = self.stems[parent].stem.folder if parent else None
         config = self.points[stem.representative].pending.point.resolved
         groups = [self.points[k].pending.point.resolved for k in stem.groups]
-        return Job("stem", f"stem {stem.key[:8]}", config, stem.folder, until=stem.epochs, groups=groups,
-                   start_from=folder, stem=folder)
+        return Job(
+            "stem",
+            f"stem {stem.key[:8]}",
+            config,
+            stem.folder,
+            until=stem.epochs,
+            groups=groups,
+            start_from=folder,
+            stem=folder,
+        )
 
     def _point_job(self, state: PointState) -> Job:
         point = state.pending.point
@@ -249,9 +274,18 @@ class Run:
             state.number = self.grid.start(state.pending)
             self.started += 1
             state.reported = self.grid.report(state.number, state.history)
-        return Job("trial", f"trial {state.number}", point.resolved, trial_folder(state.number, point.grid_key),
-                   until=until, start_from=start, stem=stem, gpus=1.0 if state.pending.whole_gpu else 0.0,
-                   number=state.number, grid_key=point.grid_key)
+        return Job(
+            "trial",
+            f"trial {state.number}",
+            point.resolved,
+            trial_folder(state.number, point.grid_key),
+            until=until,
+            start_from=start,
+            stem=stem,
+            gpus=1.0 if state.pending.whole_gpu else 0.0,
+            number=state.number,
+            grid_key=point.grid_key,
+        )
 
     def _submit(self, job: Job) -> None:
         if job.kind == "stem":
@@ -278,9 +312,14 @@ class Run:
         if done.outcome is not None:
             state.done = True
             state.history = self.store.folder(state.stem.folder).read_metrics()
-            self.progress.finished(done.job.label, True, None, False,
-                                   f"stem of {len(state.stem.members)} points: {state.stem.epochs} epochs shared",
-                                   counted=False)
+            self.progress.finished(
+                done.job.label,
+                True,
+                None,
+                False,
+                f"stem of {len(state.stem.members)} points: {state.stem.epochs} epochs shared",
+                counted=False,
+            )
             self._decide_rungs()
             return
         state.attempts += done.kind not in ("disk_full", "interrupted")
@@ -301,8 +340,9 @@ class Run:
             state.history = outcome.get("history") or state.history
         if outcome is not None and outcome["status"] == "paused":
             state.reported = self.grid.report(number, state.history, state.reported)
-            self.progress.finished(job.label, True, None, False, f"reached epoch {len(state.history)} (rung)",
-                                   counted=False)
+            self.progress.finished(
+                job.label, True, None, False, f"reached epoch {len(state.history)} (rung)", counted=False
+            )
             self._decide_rungs()
             return
         if outcome is not None:  # where it ran, beside what it measured
@@ -317,13 +357,19 @@ class Run:
             state.ended = True
             self.ended_here.add(key)
             value = outcome["metrics"].get(metric)
-            self.progress.finished(job.label, True, value, self.progress.improves(value),
-                                   f"COMPLETE {metric}={value:.4f} · {shown}")
+            self.progress.finished(
+                job.label, True, value, self.progress.improves(value), f"COMPLETE {metric}={value:.4f} · {shown}"
+            )
             return
         pending = state.pending
         self.failed_here.add(key)
-        self.progress.finished(job.label, False, None, False,
-                               f"FAIL (attempt {pending.attempt}/{self.spec.max_attempts}) {reason} · {shown}")
+        self.progress.finished(
+            job.label,
+            False,
+            None,
+            False,
+            f"FAIL (attempt {pending.attempt}/{self.spec.max_attempts}) {reason} · {shown}",
+        )
         counted = done.kind not in ("disk_full", "oom")
         previous = job.folder if self.store.folder(job.folder).has_checkpoint() else pending.previous
         tries = state.tries + (done.kind != "oom")  # a shared GPU's OOM is retried once more, on a whole GPU
@@ -331,8 +377,12 @@ class Run:
             attempt = pending.attempt + counted
             whole = pending.whole_gpu or done.kind == "oom"
             history = self.store.folder(previous).read_metrics() if previous else []
-            self.points[key] = PointState(PendingPoint(pending.point, attempt, previous, whole),
-                                                   history=history, tries=tries, previous_epochs=len(history))
+            self.points[key] = PointState(
+                PendingPoint(pending.point, attempt, previous, whole),
+                history=history,
+                tries=tries,
+                previous_epochs=len(history),
+            )
         else:
             state.ended, state.number = True, job.number
             if self.rungs:
@@ -355,8 +405,9 @@ class Run:
             self.grid.prune(state.number, rung, reason, state.history)
             state.ended = True
             self.ended_here.add(key)
-            self.progress.finished(f"trial {state.number}", True, None, False, f"PRUNED {reason}", counted=False,
-                                   running=False)
+            self.progress.finished(
+                f"trial {state.number}", True, None, False, f"PRUNED {reason}", counted=False, running=False
+            )
 
     def _poll(self) -> None:
         """Report the epochs running trials have done since the last look (optuna-dashboard draws them live)."""
@@ -462,8 +513,7 @@ def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
     from trainer.config import DatasetConfig
     from trainer.data import DataError
 
-    needed = {(json_key(p.pending.point.dataset), p.pending.point.setting("image_size"))
-              for p in run.points.values()}
+    needed = {(json_key(p.pending.point.dataset), p.pending.point.setting("image_size")) for p in run.points.values()}
     for dataset, size in sorted(needed):
         config = DatasetConfig(**dict(dataset))
         try:
@@ -472,8 +522,10 @@ def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
         except DataError as exc:  # its trials will fail with the same reason, and the others go on
             console.print(f"warning: {config.kind} dataset cannot be decoded: {exc}")
         except OSError as exc:
-            console.print(f"warning: decoded-image cache unusable in {settings.cache_dir} ({exc}); trials decode "
-                          "images themselves")
+            console.print(
+                f"warning: decoded-image cache unusable in {settings.cache_dir} ({exc}); trials decode "
+                "images themselves"
+            )
             return
 
 

@@ -64,6 +64,8 @@ def decide(halving: Halving, rung: int, values: dict[str, float]) -> dict[str, s
     pruned = {}
     for rank, (key, value) in enumerate(ordered, start=1):
         if sign * value > sign * cutoff:
-            pruned[key] = (f"stopped at epoch {rung}: {halving.metric} {value:.4f} ranks {rank} of {len(ordered)} in "
-                           f"its group; the best {halving.keep_text} go on (cutoff {cutoff:.4f})")
+            pruned[key] = (
+                f"stopped at epoch {rung}: {halving.metric} {value:.4f} ranks {rank} of {len(ordered)} in "
+                f"its group; the best {halving.keep_text} go on (cutoff {cutoff:.4f})"
+            )
     return pruned

@@ -45,8 +45,17 @@ def better(value: float | None, best: float | None, direction: str) -> bool:
 class RunProgress:
     """Counts and running jobs of one `search run`; call `update` often and `finished` per job."""
 
-    def __init__(self, console: Console, name: str, grid_size: int, done: int, metric: str, slots: int,
-                 best: float | None, direction: str) -> None:
+    def __init__(
+        self,
+        console: Console,
+        name: str,
+        grid_size: int,
+        done: int,
+        metric: str,
+        slots: int,
+        best: float | None,
+        direction: str,
+    ) -> None:
         self.console, self.name, self.grid_size, self.metric, self.slots = console, name, grid_size, metric, slots
         self.done, self.failed, self.best, self.direction = done, 0, best, direction
         self.left = 0
@@ -74,8 +83,16 @@ class RunProgress:
     def improves(self, value: float | None) -> bool:
         return better(value, self.best, self.direction)
 
-    def finished(self, label: str, ok: bool, value: float | None, improves: bool, text: str, counted: bool = True,
-                 running: bool = True) -> None:
+    def finished(
+        self,
+        label: str,
+        ok: bool,
+        value: float | None,
+        improves: bool,
+        text: str,
+        counted: bool = True,
+        running: bool = True,
+    ) -> None:
         """Print one line for a job that ended (`counted`: a trial that completed or failed, not a stem or a rung)."""
         start = self.running.pop(label, [time.monotonic()])[0] if running else time.monotonic()
         seconds = time.monotonic() - start
@@ -100,9 +117,12 @@ class RunProgress:
     def _panel(self) -> Table:
         best = "–" if self.best is None else f"{self.best:.4f}"
         eta = eta_seconds(self.durations, self.left + len(self.running), self.slots)
-        table = Table(title=f"{self.name}: {self.done}/{self.grid_size} complete, {len(self.running)} running, "
-                            f"{self.failed} failed this run, {self.left} waiting · best {self.metric} {best} · "
-                            f"ETA {format_seconds(eta)}", title_justify="left")
+        table = Table(
+            title=f"{self.name}: {self.done}/{self.grid_size} complete, {len(self.running)} running, "
+            f"{self.failed} failed this run, {self.left} waiting · best {self.metric} {best} · "
+            f"ETA {format_seconds(eta)}",
+            title_justify="left",
+        )
         for column in ("job", "epoch", "running for"):
             table.add_column(column)
         now = time.monotonic()
@@ -114,14 +134,19 @@ class RunProgress:
 def chance_warning(trials: list[FrozenTrial]) -> str | None:
     """A warning when every complete trial is at chance accuracy (about 1 / classes): nothing was learned."""
     rows = [t.user_attrs for t in trials if t.state == TrialState.COMPLETE]
-    scored = [(r["val_accuracy"], r["num_classes"]) for r in rows
-              if r.get("num_classes") and r.get("val_accuracy") is not None]
+    scored = [
+        (r["val_accuracy"], r["num_classes"])
+        for r in rows
+        if r.get("num_classes") and r.get("val_accuracy") is not None
+    ]
     if not scored or len(scored) < len(rows):
         return None
     if all(a <= 1.5 / k for a, k in scored):
         classes = sorted({k for _, k in scored})
-        return (f"warning: every complete trial is at chance accuracy (val_accuracy ≤ 1.5 / {classes[0]} classes): "
-                f"the models learned nothing; check the data, the learning rate and the number of epochs")
+        return (
+            f"warning: every complete trial is at chance accuracy (val_accuracy ≤ 1.5 / {classes[0]} classes): "
+            f"the models learned nothing; check the data, the learning rate and the number of epochs"
+        )
     return None
 
 
@@ -138,8 +163,12 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
     for trial in complete:
         if better(trial.value, best.value if best else None, direction):
             best = trial
-    parts = [f"{spec.name}: {len(keys)} of {len(spec.points)} points complete", f"{len(pruned)} stopped by halving",
-             f"{failing} not complete", f"{states.count(TrialState.FAIL)} failed tries"]
+    parts = [
+        f"{spec.name}: {len(keys)} of {len(spec.points)} points complete",
+        f"{len(pruned)} stopped by halving",
+        f"{failing} not complete",
+        f"{states.count(TrialState.FAIL)} failed tries",
+    ]
     if best is not None:
         parts.append(f"best {metric} {best.value:.4f} (trial {best.number})")
     if plan.stems:
@@ -160,14 +189,17 @@ def cache_progress(console: Console, title: str) -> Iterator[Callable[[int, int]
 
         def plain(done: int, total: int) -> None:
             reported["total"] = total
+
         yield plain
         if reported["total"]:
             console.print(f"{title}: {reported['total']} images in {format_seconds(time.monotonic() - started)}")
         return
-    with Progress(TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                  transient=True) as bar:
+    with Progress(
+        TextColumn(title), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True
+    ) as bar:
         task = bar.add_task(title, total=None)
 
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+
         yield update

@@ -31,15 +31,35 @@ from trainer.config import (
 from trainer.imagefolder import FolderError, check_image_folder
 from trainer.prefix import proxy_boundaries
 
-TOP_KEYS = ("study", "objective", "repeats", "max_attempts", "resources", "datasets", "fixed", "grid", "baselines",
-            "halving", "artifacts", "cache_dir")
+TOP_KEYS = (
+    "study",
+    "objective",
+    "repeats",
+    "max_attempts",
+    "resources",
+    "datasets",
+    "fixed",
+    "grid",
+    "baselines",
+    "halving",
+    "artifacts",
+    "cache_dir",
+)
 # What a study may maximise or minimise: metrics every trial reports, per epoch too (for halving and live curves).
 OBJECTIVES = {"val_accuracy": "maximize", "val_accuracy_best": "maximize", "val_loss": "minimize"}
 DEFAULT_MAX_POINTS = 1_000_000
-HINTS = {"lr": "optimizer.lr", "learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
-         "momentum": "optimizer.momentum", "max_lr": "scheduler.max_lr", "epochs": "proxy_steps (its numbers are "
-         "the epochs: \"40\", or \"20,p,19\" with a proxy step after epoch 20)", "val": "split.val",
-         "test": "split.test", "model": "architecture", "cam": "cam_method"}
+HINTS = {
+    "lr": "optimizer.lr",
+    "learning_rate": "optimizer.lr",
+    "weight_decay": "optimizer.weight_decay",
+    "momentum": "optimizer.momentum",
+    "max_lr": "scheduler.max_lr",
+    "epochs": 'proxy_steps (its numbers are the epochs: "40", or "20,p,19" with a proxy step after epoch 20)',
+    "val": "split.val",
+    "test": "split.test",
+    "model": "architecture",
+    "cam": "cam_method",
+}
 
 
 class SpaceError(ValueError):
@@ -62,8 +82,9 @@ class _Problems:
             raise SpaceError(self.lines)
 
 
-def load_space(path: str | Path, study: str | None = None, check_roots: bool = True,
-               max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:
+def load_space(
+    path: str | Path, study: str | None = None, check_roots: bool = True, max_points: int = DEFAULT_MAX_POINTS
+) -> GridSpec:
     """Read and validate a space YAML; `study` overrides its name. Raise `SpaceError` listing every problem.
     `check_roots=False` accepts dataset roots that do not exist yet (see `root_problems`)."""
     path = Path(path)
@@ -78,8 +99,9 @@ def load_space(path: str | Path, study: str | None = None, check_roots: bool = T
     return parse_space(raw, path, study, check_roots, max_points)
 
 
-def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: bool = True,
-                max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:
+def parse_space(
+    raw: Any, path: Path, study: str | None = None, check_roots: bool = True, max_points: int = DEFAULT_MAX_POINTS
+) -> GridSpec:
     """Validate already-parsed space data (`path` names it in messages and resolves relative dataset roots)."""
     problem = _Problems(path)
     if not isinstance(raw, dict):
@@ -97,22 +119,35 @@ def parse_space(raw: Any, path: Path, study: str | None = None, check_roots: boo
     if not isinstance(raw_baselines, list):
         problem("baselines", "expected a list of mappings")
         raw_baselines = []
-    baselines = [_axes(entry, f"baselines[{i}]", fixed, datasets, problem, required=False)
-                 for i, entry in enumerate(raw_baselines)]
+    baselines = [
+        _axes(entry, f"baselines[{i}]", fixed, datasets, problem, required=False)
+        for i, entry in enumerate(raw_baselines)
+    ]
     if "dataset" not in grid and len(datasets) > 1:
         problem("grid.dataset", f"required when datasets: names {len(datasets)} datasets")
-    data = {"study": name, "objective": _objective(raw.get("objective"), problem), **_counts(raw, problem),
-            "resources": _resources(raw.get("resources"), problem), "datasets": datasets, "fixed": fixed,
-            "grid": grid, "baselines": baselines, "halving": _halving(raw.get("halving"), problem),
-            "artifacts": _location(raw, "artifacts", problem), "cache_dir": _location(raw, "cache_dir", problem)}
-    problem.raise_any()
-    _check_values(data, problem)
+    data = {
+        "study": name,
+        "objective": _objective(raw.get("objective"), problem),
+        **_counts(raw, problem),
+        "resources": _resources(raw.get("resources"), problem),
+        "datasets": datasets,
+        "fixed": fixed,
+        "grid": grid,
+        "baselines": baselines,
+        "halving": _halving(raw.get("halving"), problem),
+        "artifacts": _location(raw, "artifacts", problem),
+        "cache_dir": _location(raw, "cache_dir", problem),
+    }
     problem.raise_any()
     bound, sizes = size_bound(data)
     if bound > max_points:
-        problem("grid", f"{bound:,} points ({'; '.join(sizes)}) is above the limit of {max_points:,} "
-                        f"(raise it with --max-points)")
+        problem(
+            "grid",
+            f"{bound:,} points ({'; '.join(sizes)}) is above the limit of {max_points:,} (raise it with --max-points)",
+        )
         problem.raise_any()
+    _check_values(data, problem)
+    problem.raise_any()
     _check_rules(data, problem)
     _check_models(data, problem)
     if check_roots:
@@ -138,8 +173,11 @@ def _objective(raw: Any, problem: _Problems) -> dict[str, str]:
     metric = raw.get("metric", "val_accuracy")
     allowed = "val_accuracy (the final model's), val_accuracy_best (its best epoch's) or val_loss (the final's)"
     if str(metric).startswith("test_"):
-        problem("objective.metric", f"{metric} would choose the best configuration on the test set, which then "
-                                    f"reports an optimistic test score; use {allowed}")
+        problem(
+            "objective.metric",
+            f"{metric} would choose the best configuration on the test set, which then "
+            f"reports an optimistic test score; use {allowed}",
+        )
     elif metric not in OBJECTIVES:
         problem("objective.metric", f"{metric!r} is not a metric every trial reports per epoch; use {allowed}")
     natural = OBJECTIVES.get(metric, "maximize")
@@ -169,13 +207,22 @@ def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
         raw = {}
     resources = {"gpus_per_trial": raw.get("gpus_per_trial", 0), "cpus_per_trial": raw.get("cpus_per_trial", 1)}
     for key, value in resources.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (
-                key == "cpus_per_trial" and value == 0):
-            problem(f"resources.{key}", f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} "
-                                        f"number, got {value!r}")
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or value < 0
+            or (key == "cpus_per_trial" and value == 0)
+        ):
+            problem(
+                f"resources.{key}",
+                f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} number, got {value!r}",
+            )
         elif key == "gpus_per_trial" and value > 1 and value != int(value):
-            problem(f"resources.{key}", f"above 1 it must be a whole number of GPUs (Ray shares a GPU only in "
-                                        f"fractions below 1), got {value!r}")
+            problem(
+                f"resources.{key}",
+                f"above 1 it must be a whole number of GPUs (Ray shares a GPU only in "
+                f"fractions below 1), got {value!r}",
+            )
     return resources
 
 
@@ -218,13 +265,15 @@ def _fixed(raw: Any, problem: _Problems) -> dict:
     allowed = [f for f in CONFIG_FIELDS if f not in ("dataset", "seed")]
     for key in fixed:
         if key not in allowed:
-            problem(f"fixed.{key}", f"unknown field{_suggest(key, allowed)} (allowed: {', '.join(allowed)}; "
-                                    "datasets come from datasets:, seeds from repeats:)")
+            problem(
+                f"fixed.{key}",
+                f"unknown field{_suggest(key, allowed)} (allowed: {', '.join(allowed)}; "
+                "datasets come from datasets:, seeds from repeats:)",
+            )
     return fixed
 
 
-def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems,
-          required: bool) -> dict[str, list]:
+def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems, required: bool) -> dict[str, list]:
     """Validate one mapping of axis -> list of values (a scalar means a one-value list in baselines)."""
     if not isinstance(raw, dict) or (required and not raw):
         problem(where, "expected a mapping of axis names to lists of values")
@@ -234,8 +283,9 @@ def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems,
     for axis, values in raw.items():
         key = f"{where}.{axis}"
         if axis not in allowed:
-            problem(key, f"unknown axis{_suggest(axis, allowed)} (allowed: {', '.join(allowed)}; seeds come from "
-                         "repeats:)")
+            problem(
+                key, f"unknown axis{_suggest(axis, allowed)} (allowed: {', '.join(allowed)}; seeds come from repeats:)"
+            )
             continue
         if axis in fixed and required:  # a baseline may override fixed: (that is its point)
             problem(key, "is also set in fixed:; an axis cannot be both")
@@ -275,8 +325,12 @@ def _halving(raw: Any, problem: _Problems) -> dict | None:
         problem("halving", "expected {rungs: [EPOCH, ...], keep: FRACTION, within: [AXIS, ...]}")
         return None
     rungs = raw["rungs"]
-    if (not isinstance(rungs, list) or not rungs or any(not isinstance(r, int) or isinstance(r, bool) or r < 1
-                                                        for r in rungs) or rungs != sorted(set(rungs))):
+    if (
+        not isinstance(rungs, list)
+        or not rungs
+        or any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in rungs)
+        or rungs != sorted(set(rungs))
+    ):
         problem("halving.rungs", f"expected increasing positive epoch numbers, got {rungs!r}")
     keep = raw.get("keep", "1/3")
     try:
@@ -324,8 +378,11 @@ def _check_rules(data: dict, problem: _Problems) -> None:
     """Rules about combinations: duplicate replacement rules, and halving rungs that could decide something."""
     rules = {json.loads(v) for v in _setting_values(data, "pixel_replacement")}
     if {"min", "black"} <= rules:
-        problem("pixel_replacement", "min and black are the same rule here (CAMs are min-max normalised, so every "
-                                     "map's minimum is 0): keep one of them")
+        problem(
+            "pixel_replacement",
+            "min and black are the same rule here (CAMs are min-max normalised, so every "
+            "map's minimum is 0): keep one of them",
+        )
     halving = data["halving"]
     if not halving:
         return
@@ -339,16 +396,20 @@ def _check_rules(data: dict, problem: _Problems) -> None:
             tokens = parse_proxy_steps(schedule)
             if "p" not in tokens or all(m in CONTROL_METHODS for m in methods):
                 continue  # baselines run to the end: every verdict needs them
-            first = proxy_boundaries(TrialConfig.from_dict({"dataset": {"kind": "digits"},
-                                                            "proxy_steps": schedule}))[0]
+            first = proxy_boundaries(TrialConfig.from_dict({"dataset": {"kind": "digits"}, "proxy_steps": schedule}))[0]
             total = schedule_epochs(schedule)
             for rung in halving["rungs"]:
                 if rung <= first:
-                    problem("halving.rungs", f"rung {rung} is not after the first proxy step of proxy_steps "
-                                             f"{schedule!r} (epoch {first}): its points are all identical there")
+                    problem(
+                        "halving.rungs",
+                        f"rung {rung} is not after the first proxy step of proxy_steps "
+                        f"{schedule!r} (epoch {first}): its points are all identical there",
+                    )
                 elif rung >= total:
-                    problem("halving.rungs", f"rung {rung} is not before the end of proxy_steps {schedule!r} "
-                                             f"({total} epochs)")
+                    problem(
+                        "halving.rungs",
+                        f"rung {rung} is not before the end of proxy_steps {schedule!r} ({total} epochs)",
+                    )
 
 
 def _check_models(data: dict, problem: _Problems) -> None:
@@ -359,8 +420,15 @@ def _check_models(data: dict, problem: _Problems) -> None:
     for block in blocks(data):
         schedules = block.get("proxy_steps", [fixed.get("proxy_steps", DEFAULTS["proxy_steps"])])
         proxies = any("p" in parse_proxy_steps(s) for s in schedules)
-        methods = [m for m in block.get("cam_method", [fixed.get("cam_method", DEFAULTS["cam_method"])])
-                   if m not in CONTROL_METHODS] if proxies else []
+        methods = (
+            [
+                m
+                for m in block.get("cam_method", [fixed.get("cam_method", DEFAULTS["cam_method"])])
+                if m not in CONTROL_METHODS
+            ]
+            if proxies
+            else []
+        )
         for arch in block.get("architecture", [fixed.get("architecture", DEFAULTS["architecture"])]):
             for size in block.get("image_size", [fixed.get("image_size", DEFAULTS["image_size"])]):
                 combos.update({(arch, None, size), *((arch, m, size) for m in methods)})
@@ -384,8 +452,11 @@ def root_problems(data: dict) -> list[str]:
         if root is None or ds["download"]:
             continue
         if not Path(root).exists():
-            hint = ("an imagefolder root is a folder of class folders: put the dataset there" if ds["kind"] ==
-                    "imagefolder" else "set download: true to fetch it")
+            hint = (
+                "an imagefolder root is a folder of class folders: put the dataset there"
+                if ds["kind"] == "imagefolder"
+                else "set download: true to fetch it"
+            )
             lines.append(f"datasets.{name}.root: {root} does not exist ({hint})")
         elif ds["kind"] == "imagefolder":
             try:
@@ -393,4 +464,3 @@ def root_problems(data: dict) -> list[str]:
             except FolderError as exc:
                 lines.append(f"datasets.{name}.root: {str(exc).removeprefix('imagefolder: ')}")
     return lines
-

@@ -23,18 +23,20 @@ from search.study import StudyError, open_storage, spec_of, tally, wait_for_crea
 from search.trials import read_trials
 
 
-def load_study(name: str, storage_url: str) -> optuna.Study:
-    """An existing study made by `search run`, read-only: a missing DB or study is a `StudyError`, never created.
-    A study that a starting driver is still creating is waited for."""
-    storage = _reader(storage_url)
+def load_study(name: str, storage_url: str, writable: bool = False) -> optuna.Study:
+    """An existing study made by `search run`, read-only (unless `writable`): a missing DB or study is a
+    `StudyError`, never created. A study that a starting driver is still creating is waited for."""
+    storage = open_storage(storage_url, create=False, writable=True) if writable else _reader(storage_url)
     study = _existing(name, storage)
     if study is None or "space" not in study.user_attrs:  # a driver creates the study, then stores its space
         wait_for_creator(storage_url)
         study = _existing(name, storage)
     if study is None:
         names = optuna.get_all_study_names(storage)
-        raise StudyError(f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'}; "
-                         "another storage? pass --storage URL)")
+        raise StudyError(
+            f"no study {name!r} in {storage_url} (studies there: {', '.join(names) or 'none'}; "
+            "another storage? pass --storage URL)"
+        )
     return study
 
 
@@ -73,16 +75,23 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     spec = spec_of(study)
     t = tally(spec, trials)
     metric, direction = spec.objective
-    durations = [(tr.datetime_complete - tr.datetime_start).total_seconds() for tr in trials
-                 if tr.state == TrialState.COMPLETE and tr.datetime_start and tr.datetime_complete]
+    durations = [
+        (tr.datetime_complete - tr.datetime_start).total_seconds()
+        for tr in trials
+        if tr.state == TrialState.COMPLETE and tr.datetime_start and tr.datetime_complete
+    ]
     waiting = len(t.pending) - len(t.running & {p.point.grid_key for p in t.pending})
     best_trial = None
     for trial in trials:
-        if trial.state == TrialState.COMPLETE and better(trial.value, best_trial.value if best_trial else None,
-                                                         direction):
+        if trial.state == TrialState.COMPLETE and better(
+            trial.value, best_trial.value if best_trial else None, direction
+        ):
             best_trial = trial
-    best = None if best_trial is None else {"value": best_trial.value, "number": best_trial.number,
-                                            "params": best_trial.params}
+    best = (
+        None
+        if best_trial is None
+        else {"value": best_trial.value, "number": best_trial.number, "params": best_trial.params}
+    )
     parallel = int(study.user_attrs.get("slots") or max(len(t.running), 1))
     stems = None
     if study.user_attrs.get("share") and study.user_attrs.get("artifacts"):
@@ -120,13 +129,24 @@ def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str
     t = tally(spec, trials)
     pending = [p.point for p in t.pending]
     plan = build_plan(pending, spec.data["fixed"], share)
-    return {"study": spec.name, "grid_size": len(spec.points), "complete": len(t.done), "pruned": len(t.pruned),
-            "to_run": len(pending), "given_up": len(t.given_up), "storage": storage_url, "out_dir": str(out_dir),
-            "artifacts": artifacts, "stems": len(plan.stems), "epochs_naive": plan.naive_epochs,
-            "epochs_shared": plan.shared_epochs,
-            "epochs_halving": halving_bound(spec, pending, plan) if spec.halving else None,
-            "first_points": [p.params for p in pending[:5]], "datasets": dataset_summaries(spec),
-            "problems": root_problems(spec.data)}
+    return {
+        "study": spec.name,
+        "grid_size": len(spec.points),
+        "complete": len(t.done),
+        "pruned": len(t.pruned),
+        "to_run": len(pending),
+        "given_up": len(t.given_up),
+        "storage": storage_url,
+        "out_dir": str(out_dir),
+        "artifacts": artifacts,
+        "stems": len(plan.stems),
+        "epochs_naive": plan.naive_epochs,
+        "epochs_shared": plan.shared_epochs,
+        "epochs_halving": halving_bound(spec, pending, plan) if spec.halving else None,
+        "first_points": [p.params for p in pending[:5]],
+        "datasets": dataset_summaries(spec),
+        "problems": root_problems(spec.data),
+    }
 
 
 def halving_bound(spec: GridSpec, pending: list, plan) -> int:
@@ -188,14 +208,17 @@ def format_status(info: dict[str, Any]) -> str:
     best = info["best"]
     best_text = "–" if best is None else f"{best['value']:.4f} (trial {best['number']})"
     eta = info["eta_seconds"]
-    lines = [f"{info['study']}: {info['grid_size']} points · {info['complete']} complete · {info['pruned']} stopped "
-             f"by halving · {info['running']} running · {info['failed']} failed · {info['waiting']} waiting · "
-             f"{info['remaining']} remaining",
-             f"  best {info['objective']['metric']}: {best_text} · ETA "
-             f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'}"]
+    lines = [
+        f"{info['study']}: {info['grid_size']} points · {info['complete']} complete · {info['pruned']} stopped "
+        f"by halving · {info['running']} running · {info['failed']} failed · {info['waiting']} waiting · "
+        f"{info['remaining']} remaining",
+        f"  best {info['objective']['metric']}: {best_text} · ETA "
+        f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'}",
+    ]
     if info.get("stems"):
-        lines.append(f"  shared stems of the points left: {info['stems']['done']} done, {info['stems']['to_run']} "
-                     "to run")
+        lines.append(
+            f"  shared stems of the points left: {info['stems']['done']} done, {info['stems']['to_run']} to run"
+        )
     if info.get("warning"):
         lines.append(f"  {info['warning']}")
     return "\n".join(lines)

@@ -196,4 +196,3 @@ class Uploader:
         shutil.rmtree(self.staging, ignore_errors=True)
         if self.error is not None:
             raise StoreError(f"upload to {self.store.uri}/{self.rel} failed: {self.error}") from self.error
-

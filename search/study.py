@@ -27,7 +27,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.grid import GridSpec, Point
+from search.grid import GridSpec, Point, lasting_objects
 from search.names import study_name_problem
 from search.space import parse_space
 from search.store import ArtifactStore
@@ -37,14 +37,27 @@ from trainer.config import AUGMENTATIONS, PIXEL_REPLACEMENTS, PROXY_METHODS, UNC
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # Attributes the driver keeps on each trial besides the metrics.
-INTERNAL_ATTRS = ("grid_key", "attempt", "baseline", "kind", "fail_reason", "fail_kind", "pruned_at", "prune_reason",
-                  "whole_gpu")
+INTERNAL_ATTRS = (
+    "grid_key",
+    "attempt",
+    "baseline",
+    "kind",
+    "fail_reason",
+    "fail_kind",
+    "pruned_at",
+    "prune_reason",
+    "whole_gpu",
+)
 # Failures that are not the trial's fault and do not use up an attempt (across runs; a run retries each point at
 # most max_attempts times whatever the cause). "oom": out of GPU memory on a shared GPU (retried on a whole one).
 NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
-CLOSED_CHOICES = {"cam_method": PROXY_METHODS, "pixel_replacement": PIXEL_REPLACEMENTS,
-                  "augmentation": AUGMENTATIONS, "cam_target": ("true", "predicted"),
-                  "unchanged_proxies": UNCHANGED_PROXIES}
+CLOSED_CHOICES = {
+    "cam_method": PROXY_METHODS,
+    "pixel_replacement": PIXEL_REPLACEMENTS,
+    "augmentation": AUGMENTATIONS,
+    "cam_target": ("true", "predicted"),
+    "unchanged_proxies": UNCHANGED_PROXIES,
+}
 UNIT_INTERVAL = ("threshold", "multiply_weight", "wrong_subset", "label_smoothing")
 
 
@@ -59,11 +72,12 @@ def default_storage(study: str) -> str:
     return f"sqlite:///runs/{study}.db"
 
 
-def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
+def open_storage(url: str, create: bool, writable: bool = False) -> optuna.storages.RDBStorage:
     """An RDB storage with a long busy timeout; SQLite files are put in WAL mode so readers never block the
     writer. A creator calls it inside `creating(url)`. With `create=False` (every reader) SQLite is opened read-only
-    and nothing is written: a missing file, or one without Optuna's schema, is a `StudyError`; one whose schema a
-    starting driver is creating is waited for."""
+    and nothing is written (unless `writable`: `search report --to-dashboard` stores its figures): a missing file,
+    or one without Optuna's schema, is a `StudyError`; one whose schema a starting driver is creating is waited
+    for."""
     path = _sqlite_path(url)
     if path is None:
         return _rdb_storage(url, create)
@@ -75,10 +89,12 @@ def open_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
             if not _initialized(path):
                 raise StudyError(f"the study database at {path} has no Optuna schema (not made by `search run`?)")
         try:
-            return _rdb_storage(_read_only_url(path), create=False)
+            return _rdb_storage(url if writable else _read_only_url(path), create=False)
         except StudyError as exc:
-            raise StudyError(f"{exc} (a study copied while its driver ran needs its -wal and -shm files beside it; "
-                             "copy it again after the run, or from a folder you can write)") from None
+            raise StudyError(
+                f"{exc} (a study copied while its driver ran needs its -wal and -shm files beside it; "
+                "copy it again after the run, or from a folder you can write)"
+            ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
         conn.execute("PRAGMA journal_mode=WAL")
@@ -130,7 +146,7 @@ def _read_only_url(path: Path) -> str:
 
 
 def _sqlite_path(url: str) -> Path | None:
-    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
 
 
 def _initialized(path: Path) -> bool:
@@ -144,8 +160,11 @@ def _initialized(path: Path) -> bool:
 
 def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}}
-                                             if url.startswith("sqlite") else {}, skip_table_creation=not create)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {},
+            skip_table_creation=not create,
+        )
         storage.get_all_studies()  # connect now: a file SQLite cannot open fails here, with its reason
         return storage
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreadable file
@@ -228,14 +247,18 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None
                 if store.folder(rel).has_checkpoint():
                     last[key] = rel
     pending, given_up = [], []
-    for p in spec.points:
-        if p.grid_key in done or p.grid_key in pruned:
-            continue
-        if attempts[p.grid_key] < spec.max_attempts:
-            pending.append(PendingPoint(p, attempts[p.grid_key] + 1, last.get(p.grid_key),
-                                        p.grid_key in whole_gpu))
-        else:
-            given_up.append(p)
+    finished = done | pruned
+    points = spec.points
+    with lasting_objects():
+        for p in points:
+            key = p.grid_key
+            if key in finished:
+                continue
+            used = attempts.get(key, 0)
+            if used < spec.max_attempts:
+                pending.append(PendingPoint(p, used + 1, last.get(key), key in whole_gpu))
+            else:
+                given_up.append(p)
     return Tally(done, pruned, running, attempts, pending, given_up)
 
 
@@ -247,8 +270,9 @@ def trial_folder(number: int, key: str) -> str:
 class GridStudy:
     """The driver's handle on one study: create or load it, reconcile, list what to run, record results."""
 
-    def __init__(self, study: optuna.Study, storage: optuna.storages.RDBStorage, spec: GridSpec,
-                 store: ArtifactStore) -> None:
+    def __init__(
+        self, study: optuna.Study, storage: optuna.storages.RDBStorage, spec: GridSpec, store: ArtifactStore
+    ) -> None:
         self.study, self.storage, self.spec, self.store = study, storage, spec, store
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self._distributions = self._recorded_distributions()
@@ -264,8 +288,12 @@ class GridStudy:
         store = store or ArtifactStore(out_dir)
         with creating(storage_url):
             storage = open_storage(storage_url, create=True)
-            study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
-                                        direction=optuna.study.StudyDirection[spec.objective[1].upper()])
+            study = optuna.create_study(
+                storage=storage,
+                study_name=spec.name,
+                load_if_exists=True,
+                direction=optuna.study.StudyDirection[spec.objective[1].upper()],
+            )
             stored = study.user_attrs.get("space")
             if stored is not None:
                 _check_extension(GridSpec(spec.name, stored), spec, study)
@@ -282,8 +310,9 @@ class GridStudy:
         """The study's trials (only `states` if given), read in bulk."""
         return read_trials(self.storage, self.spec.name, states)
 
-    def reconcile(self, reason: str = "orphaned: the driver stopped while this trial ran",
-                  kind: str = "orphaned") -> tuple[int, int]:
+    def reconcile(
+        self, reason: str = "orphaned: the driver stopped while this trial ran", kind: str = "orphaned"
+    ) -> tuple[int, int]:
         """Finish every RUNNING trial (left by a dead driver, or by this one when it is stopped): COMPLETE when its
         `result.json` is in the store, else FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an
         attempt). Returns (completed, failed)."""
@@ -313,12 +342,24 @@ class GridStudy:
         """Create the RUNNING trial of a point (params, grid_key and attempt in one transaction); its number."""
         point = pending.point
         template = FrozenTrial(
-            number=-1, state=TrialState.RUNNING, value=None,
-            datetime_start=datetime.datetime.now(), datetime_complete=None,
-            params=point.params, distributions=self.distributions(point),
-            user_attrs={"grid_key": point.grid_key, "attempt": pending.attempt, "baseline": point.baseline,
-                        "kind": point.kind, "whole_gpu": pending.whole_gpu},
-            system_attrs={}, intermediate_values={}, trial_id=-1)
+            number=-1,
+            state=TrialState.RUNNING,
+            value=None,
+            datetime_start=datetime.datetime.now(),
+            datetime_complete=None,
+            params=point.params,
+            distributions=self.distributions(point),
+            user_attrs={
+                "grid_key": point.grid_key,
+                "attempt": pending.attempt,
+                "baseline": point.baseline,
+                "kind": point.kind,
+                "whole_gpu": pending.whole_gpu,
+            },
+            system_attrs={},
+            intermediate_values={},
+            trial_id=-1,
+        )
         trial_id = self.storage.create_new_trial(self.study_id, template_trial=template)
         return self.storage.get_trial_number_from_id(trial_id)
 
@@ -408,7 +449,8 @@ class GridStudy:
                     raise StudyError(
                         f"study {self.spec.name!r}: axis {axis} gains {new}, but Optuna fixed its choices "
                         f"{list(recorded.choices)} at the study's first trial; run the new values as a new study "
-                        f"(--study NEW_NAME)")
+                        f"(--study NEW_NAME)"
+                    )
 
 
 def _axis_kind(axis: str) -> type | None:
@@ -427,8 +469,10 @@ def _check_extension(old: GridSpec, new: GridSpec, study: optuna.Study) -> None:
     new_keys = {p.grid_key for p in new.points}
     removed = [p for p in old.points if p.grid_key not in new_keys]
     if removed:
-        raise StudyError(f"study {new.name!r}: this space removes {len(removed)} of its points "
-                         f"(e.g. {removed[0].params}); keep the old values or {advice}")
+        raise StudyError(
+            f"study {new.name!r}: this space removes {len(removed)} of its points "
+            f"(e.g. {removed[0].params}); keep the old values or {advice}"
+        )
 
 
 def one_line(text: str, limit: int = 500) -> str:

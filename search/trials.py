@@ -21,35 +21,44 @@ from optuna.trial import FrozenTrial, TrialState
 _VALUE = {"FINITE": None, "INF_POS": math.inf, "INF_NEG": -math.inf}
 
 
-def read_trials(storage: optuna.storages.RDBStorage, study_name: str,
-                states: Iterable[TrialState] | None = None) -> list[FrozenTrial]:
+def read_trials(
+    storage: optuna.storages.RDBStorage, study_name: str, states: Iterable[TrialState] | None = None
+) -> list[FrozenTrial]:
     """The study's trials in number order, as `Study.get_trials` returns them (optionally only `states`)."""
     study_id = storage.get_study_id_from_name(study_name)
     wanted = None if states is None else {s.name for s in states}
     with storage.engine.connect() as conn:
+
         def rows(sql: str) -> list:
             return list(conn.execute(sqlalchemy.text(sql), {"study": study_id}).all())
 
         def of_study(table: str, columns: str) -> list:
             # Table and column names are this module's constants; the study id is a bound parameter.
-            return rows(f"SELECT t.trial_id, {columns} FROM {table} x JOIN trials t "  # noqa: S608
-                        f"ON t.trial_id = x.trial_id WHERE t.study_id = :study")
+            return rows(
+                f"SELECT t.trial_id, {columns} FROM {table} x JOIN trials t "  # noqa: S608
+                f"ON t.trial_id = x.trial_id WHERE t.study_id = :study"
+            )
 
         # Trials first: a row written after this query belongs to a trial already read (only newer, e.g. the
         # metrics of a trial read as RUNNING) or to a trial not read (ignored), never the other way round.
-        trials = [r for r in rows("SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
-                                  "WHERE study_id = :study ORDER BY number")
-                  if wanted is None or r.state in wanted]
+        trials = [
+            r
+            for r in rows(
+                "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials "
+                "WHERE study_id = :study ORDER BY number"
+            )
+            if wanted is None or r.state in wanted
+        ]
         params = of_study("trial_params", "x.param_name, x.param_value, x.distribution_json")
         values = of_study("trial_values", "x.objective, x.value, x.value_type")
         user_attrs = of_study("trial_user_attributes", "x.key, x.value_json")
         system_attrs = of_study("trial_system_attributes", "x.key, x.value_json")
-        intermediate = of_study("trial_intermediate_values",
-                                "x.step, x.intermediate_value, x.intermediate_value_type")
+        intermediate = of_study("trial_intermediate_values", "x.step, x.intermediate_value, x.intermediate_value_type")
 
     distributions: dict[str, BaseDistribution] = {}  # one parsed object per distinct JSON
-    by_trial: dict[int, dict] = defaultdict(lambda: {"params": {}, "dists": {}, "values": {}, "user": {},
-                                                      "system": {}, "steps": {}})
+    by_trial: dict[int, dict] = defaultdict(
+        lambda: {"params": {}, "dists": {}, "values": {}, "user": {}, "system": {}, "steps": {}}
+    )
     for trial_id, name, internal, dist_json in params:
         if dist_json not in distributions:
             distributions[dist_json] = json_to_distribution(dist_json)
@@ -69,12 +78,22 @@ def read_trials(storage: optuna.storages.RDBStorage, study_name: str,
     for r in trials:
         parts = by_trial[r.trial_id]
         objectives = [parts["values"][k] for k in sorted(parts["values"])] or None
-        out.append(FrozenTrial(number=r.number, state=TrialState[r.state], value=None, values=objectives,
-                               datetime_start=_datetime(r.datetime_start),
-                               datetime_complete=_datetime(r.datetime_complete), params=parts["params"],
-                               distributions=parts["dists"], user_attrs=parts["user"],
-                               system_attrs=parts["system"], intermediate_values=parts["steps"],
-                               trial_id=r.trial_id))
+        out.append(
+            FrozenTrial(
+                number=r.number,
+                state=TrialState[r.state],
+                value=None,
+                values=objectives,
+                datetime_start=_datetime(r.datetime_start),
+                datetime_complete=_datetime(r.datetime_complete),
+                params=parts["params"],
+                distributions=parts["dists"],
+                user_attrs=parts["user"],
+                system_attrs=parts["system"],
+                intermediate_values=parts["steps"],
+                trial_id=r.trial_id,
+            )
+        )
     return out
 
 

@@ -31,16 +31,16 @@ SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
 class Job:
     """What to run: a trial (to its end, or to `until`) or a stem (its prefix, then its shared proxy inputs)."""
 
-    kind: str                              # "trial" or "stem"
-    label: str                             # "trial 12", "stem 3f2a…"
+    kind: str  # "trial" or "stem"
+    label: str  # "trial 12", "stem 3f2a…"
     config: dict[str, Any]
-    folder: str                            # in the store: trials/<n>-<key> or stems/<key>
-    until: int | None = None               # stop after this many epochs (a halving rung, a stem's end)
+    folder: str  # in the store: trials/<n>-<key> or stems/<key>
+    until: int | None = None  # stop after this many epochs (a halving rung, a stem's end)
     groups: list[dict] = field(default_factory=list)  # a stem's CAM groups (one config each)
-    start_from: str | None = None          # the folder to continue when this one has no checkpoint
-    stem: str | None = None                # the stem whose shared/ holds this job's proxy-step inputs
+    start_from: str | None = None  # the folder to continue when this one has no checkpoint
+    stem: str | None = None  # the stem whose shared/ holds this job's proxy-step inputs
     gpus: float = 0.0
-    number: int | None = None              # the Optuna trial (trials only)
+    number: int | None = None  # the Optuna trial (trials only)
     grid_key: str | None = None
 
 
@@ -89,13 +89,18 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             if job.until is None:
                 raise ValueError(f"{job.label} has no epoch to stop at")
             groups = [TrialConfig.from_dict(g) for g in job.groups]
-            record = run_stem(config, workdir, job.until, groups, cache_dir=settings.cache_dir, shared=shared,
-                              on_saved=uploader)
+            record = run_stem(
+                config, workdir, job.until, groups, cache_dir=settings.cache_dir, shared=shared, on_saved=uploader
+            )
             return {"status": "stem", "record": record}
-        result = run_trial(config, workdir, until=job.until, cache_dir=settings.cache_dir, shared=shared,
-                           on_saved=uploader)
-        return {"status": "paused" if result.paused else "complete", "metrics": result.metrics,
-                "history": result.history}
+        result = run_trial(
+            config, workdir, until=job.until, cache_dir=settings.cache_dir, shared=shared, on_saved=uploader
+        )
+        return {
+            "status": "paused" if result.paused else "complete",
+            "metrics": result.metrics,
+            "history": result.history,
+        }
     finally:
         if uploader is not None:
             uploader([LOG])

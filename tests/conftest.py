@@ -48,8 +48,16 @@ def local_ray_gpus():
 
 
 # What depends on the machine and the moment, not on the computation: left out when runs are compared.
-TIMING = {"train_seconds", "proxy_seconds", "own_compute_seconds", "trial_seconds", "peak_rss_mb", "seconds",
-          "ray_node", "gpu_ids"}
+TIMING = {
+    "train_seconds",
+    "proxy_seconds",
+    "own_compute_seconds",
+    "trial_seconds",
+    "peak_rss_mb",
+    "seconds",
+    "ray_node",
+    "gpu_ids",
+}
 
 
 def without_timing(row: dict) -> dict:
@@ -58,10 +66,19 @@ def without_timing(row: dict) -> dict:
 
 def tiny_config(**overrides) -> dict:
     """A digits trial that trains in about a second per epoch on the CPU."""
-    config = {"dataset": {"kind": "digits", "limit_per_class": 30}, "image_size": 64, "batch_size": 32,
-              "architecture": "test_resnet", "cam_method": "gradcam", "threshold": 0.5, "multiply_weight": 0.5,
-              "proxy_steps": "1,p,1", "wrong_subset": 1.0, "optimizer": {"name": "adamw", "lr": 0.003},
-              "seed": 0}
+    config = {
+        "dataset": {"kind": "digits", "limit_per_class": 30},
+        "image_size": 64,
+        "batch_size": 32,
+        "architecture": "test_resnet",
+        "cam_method": "gradcam",
+        "threshold": 0.5,
+        "multiply_weight": 0.5,
+        "proxy_steps": "1,p,1",
+        "wrong_subset": 1.0,
+        "optimizer": {"name": "adamw", "lr": 0.003},
+        "seed": 0,
+    }
     config.update(overrides)
     return config
 

@@ -17,14 +17,18 @@ EXPECTED = {
     "orchestrator.py": {"sequential_s", "local", "ray"},
     "large_study.py": {"status_s", "export_s", "report_s"},
     "memory.py": {"driver_peak_rss_mb", "trials"},
+    "data.py": {"speedup", "cache_trial_rss_mb", "today_trial_rss_mb", "cached_startup_s"},
+    "gpu_check.py": {"benchmark"},
+    "sharing.py": {"speedup", "identical_results", "thesis_grid_ratio"},
+    "halving.py": {"epochs_ratio", "same_best_configuration"},
+    "artifacts.py": {"s3_overhead_fraction_of_epoch", "scratch_files_left"},
+    "dry_run.py": {"thesis_grid_warm_s", "big_grid_s", "refusal"},
 }
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_quick_benchmark_prints_its_figures(script):
-    done = subprocess.run([sys.executable, script, "--quick"], cwd=BENCH, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run([sys.executable, script, "--quick"], cwd=BENCH, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert EXPECTED[script] <= set(figures) and figures["machine"]["cores"] >= 1
-

@@ -38,8 +38,14 @@ def uniform(generator: torch.Generator, n: int, low: float = 0.0, high: float = 
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def box_masks(n: int, size: tuple[int, int], areas: torch.Tensor, generator: torch.Generator,
-              centres: torch.Tensor | None = None, aspect: torch.Tensor | None = None) -> torch.Tensor:
+def box_masks(
+    n: int,
+    size: tuple[int, int],
+    areas: torch.Tensor,
+    generator: torch.Generator,
+    centres: torch.Tensor | None = None,
+    aspect: torch.Tensor | None = None,
+) -> torch.Tensor:
     """(n, 1, H, W) float masks, 1 inside one axis-aligned box per image of about `areas` × H × W pixels, centred
     at `centres` ((n, 2) rows, cols) or at random; clipped to the image."""
     h, w = size
@@ -53,13 +59,18 @@ def box_masks(n: int, size: tuple[int, int], areas: torch.Tensor, generator: tor
     bottom = (centres[:, 0] + bh / 2).round().clamp(0, h).long()
     right = (centres[:, 1] + bw / 2).round().clamp(0, w).long()
     rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-    inside = ((rows >= top.view(n, 1, 1)) & (rows < bottom.view(n, 1, 1))
-              & (cols >= left.view(n, 1, 1)) & (cols < right.view(n, 1, 1)))
+    inside = (
+        (rows >= top.view(n, 1, 1))
+        & (rows < bottom.view(n, 1, 1))
+        & (cols >= left.view(n, 1, 1))
+        & (cols < right.view(n, 1, 1))
+    )
     return inside.float().unsqueeze(1)
 
 
-def erase(images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
-          fill: torch.Tensor | None = None) -> Augmented:
+def erase(
+    images: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, fill: torch.Tensor | None = None
+) -> Augmented:
     """Replace the masked pixels (mask 1) by `fill` (the ImageNet mean by default); labels unchanged; saliency maps
     are zero where the image was erased."""
     masks = masks.to(images.device, images.dtype)
@@ -95,7 +106,7 @@ def flip(images, targets, generator, params, model) -> Augmented:
 def cutout(images, targets, generator, params, model) -> Augmented:
     """Cutout (DeVries & Taylor): one square of side `cutout_size` × the image side, anywhere (clipped)."""
     n, _, h, w = images.shape
-    return erase(images, targets, box_masks(n, (h, w), torch.full((n,), params.cutout_size ** 2), generator))
+    return erase(images, targets, box_masks(n, (h, w), torch.full((n,), params.cutout_size**2), generator))
 
 
 def random_erasing(images, targets, generator, params, model) -> Augmented:

@@ -97,8 +97,9 @@ def identity(config: DatasetConfig, image_size: int) -> dict:
     if config.kind == "imagefolder":
         ident["files"] = [[name, path, *_stat(path)] for name, path in list_folder(folder_root(config))]
     elif config.kind == "fashion_mnist":
-        ident["files"] = [[str(p), *_stat(str(p))] for p in fashion_mnist_files(Path(config.root or
-                                                                                      FASHION_MNIST_ROOT))]
+        ident["files"] = [
+            [str(p), *_stat(str(p))] for p in fashion_mnist_files(Path(config.root or FASHION_MNIST_ROOT))
+        ]
     elif config.kind == "digits":
         import sklearn
 
@@ -106,8 +107,11 @@ def identity(config: DatasetConfig, image_size: int) -> dict:
     else:
         root = Path(config.root or ".")
         ident["root"] = str(root.resolve())
-        ident["files"] = sorted([str(p.relative_to(root)), *_stat(str(p))] for p in root.rglob("*") if p.is_file()) \
-            if root.is_dir() else []
+        ident["files"] = (
+            sorted([str(p.relative_to(root)), *_stat(str(p))] for p in root.rglob("*") if p.is_file())
+            if root.is_dir()
+            else []
+        )
     return ident
 
 
@@ -120,8 +124,7 @@ def entry_key(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def open_cached(config: DatasetConfig, image_size: int, cache_dir: Path,
-                progress: Progress | None = None) -> ImageSet:
+def open_cached(config: DatasetConfig, image_size: int, cache_dir: Path, progress: Progress | None = None) -> ImageSet:
     """The dataset's images from the cache in `cache_dir`, building the entry first when there is none (or it is
     damaged). A cache dir that cannot be written gives the uncached images, with a warning."""
     try:
@@ -200,11 +203,15 @@ def _build(config: DatasetConfig, image_size: int, ident: dict, folder: Path, pr
     except BaseException as exc:
         shutil.rmtree(building, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(exc.errno, f"disk full while building the decoded-image cache in {folder.parent}") \
-                from None
+            raise OSError(exc.errno, f"disk full while building the decoded-image cache in {folder.parent}") from None
         raise
-    log.info("decoded-image cache: %d images at %d px in %.1f s -> %s", meta["count"], image_size,
-             time.perf_counter() - started, folder)
+    log.info(
+        "decoded-image cache: %d images at %d px in %.1f s -> %s",
+        meta["count"],
+        image_size,
+        time.perf_counter() - started,
+        folder,
+    )
     return Entry(folder.name, folder, meta)
 
 
@@ -224,18 +231,29 @@ def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Pa
             progress(len(labels), len(labels))
     np.save(folder / LABELS, labels)
     size = (folder / PIXELS).stat().st_size
-    meta = {"key": folder.name.split(".building")[0], "count": len(labels), "row_shape": list(row_shape),
-            "bytes": size, "checksums": _sampled_checksums(folder / PIXELS, size), "classes": classes,
-            "files": files, "skipped": skipped, "official_test": None if official is None else
-            np.flatnonzero(official).tolist(), "dataset": {"kind": config.kind, "root": config.root},
-            "image_size": image_size, "created": time.time(), "built_by": os.getpid(),
-            "identity_files": len(ident.get("files", []))}
+    meta = {
+        "key": folder.name.split(".building")[0],
+        "count": len(labels),
+        "row_shape": list(row_shape),
+        "bytes": size,
+        "checksums": _sampled_checksums(folder / PIXELS, size),
+        "classes": classes,
+        "files": files,
+        "skipped": skipped,
+        "official_test": None if official is None else np.flatnonzero(official).tolist(),
+        "dataset": {"kind": config.kind, "root": config.root},
+        "image_size": image_size,
+        "created": time.time(),
+        "built_by": os.getpid(),
+        "identity_files": len(ident.get("files", [])),
+    }
     atomic_write_json(folder / META, meta)
     return meta
 
 
-def _decode_files(files: list[str], labels: np.ndarray, image_size: int, path: Path, progress: Progress | None,
-                  skipped: int) -> tuple[list[str], np.ndarray, int]:
+def _decode_files(
+    files: list[str], labels: np.ndarray, image_size: int, path: Path, progress: Progress | None, skipped: int
+) -> tuple[list[str], np.ndarray, int]:
     """Decode image files in parallel into `path`, row by row; files that fail to decode are skipped and counted."""
     kept_files, kept_labels = [], []
     chunks = [list(range(i, min(i + 256, len(files)))) for i in range(0, len(files), 256)]
@@ -281,8 +299,10 @@ def _image_set(entry: Entry, image_size: int) -> ImageSet:
             labels = np.asarray([remap[v] for v in labels.tolist()], dtype=np.int64)
             classes = [classes[i] for i in present]
         if len(classes) < 2:
-            raise DataError(f"imagefolder: {meta['dataset']['root']} needs at least 2 class folders with readable "
-                            f"images, found {len(classes)}")
+            raise DataError(
+                f"imagefolder: {meta['dataset']['root']} needs at least 2 class folders with readable "
+                f"images, found {len(classes)}"
+            )
     source = RowFile(entry.folder / PIXELS, (3, image_size, image_size))
     return ImageSet(classes, labels, image_size, source, official, meta["files"], meta["skipped"], cached=True)
 
@@ -304,4 +324,3 @@ def remove(entry: Entry) -> None:
     with _locked(entry.folder.parent / f"{entry.key}.lock"):
         shutil.rmtree(entry.folder, ignore_errors=True)
     (entry.folder.parent / f"{entry.key}.lock").unlink(missing_ok=True)
-

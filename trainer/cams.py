@@ -68,8 +68,9 @@ GRADIENT_CAMS = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam
 score_cam.tqdm = ablation_cam.tqdm = types.SimpleNamespace(tqdm=lambda iterable, *args, **kwargs: iterable)
 
 
-def compute_cams(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, method: str,
-                 batch_size: int = 32) -> torch.Tensor:
+def compute_cams(
+    model: nn.Module, images: torch.Tensor, classes: torch.Tensor, method: str, batch_size: int = 32
+) -> torch.Tensor:
     """CAMs of `images` (normalised, (B, 3, H, W), on the model's device) for `classes` (B,), as (B, H, W) float32
     on the CPU in [0, 1]. The model comes back in the mode it was in, with no gradients and no hooks."""
     target = cam_target(model)
@@ -77,8 +78,10 @@ def compute_cams(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, 
     cam = _make_cam(method, model, target)
     try:
         with torch.autocast(device_type=images.device.type, enabled=False):
-            maps = [_cam_batch(cam, method, images[i:i + batch_size].float(), classes[i:i + batch_size])
-                    for i in range(0, len(images), batch_size)]
+            maps = [
+                _cam_batch(cam, method, images[i : i + batch_size].float(), classes[i : i + batch_size])
+                for i in range(0, len(images), batch_size)
+            ]
     finally:
         _release(cam)
         if method == "ablationcam" and not any(m is target.layer for m in model.modules()):
@@ -132,5 +135,10 @@ def _release(cam: Any) -> None:
 
 def count_hooks(model: nn.Module) -> int:
     """Forward and backward hooks registered on `model`'s modules (a leak check)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(getattr(m, "_full_backward_hooks", {}) or {}) for m in model.modules())
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_full_backward_hooks", {}) or {})
+        for m in model.modules()
+    )

@@ -8,6 +8,7 @@ the defaults below.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -17,23 +18,61 @@ from pathlib import Path
 from typing import Any, Literal
 
 DATASET_KINDS = (
-    "digits", "fashion_mnist", "imagefolder",
-    "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets",
+    "digits",
+    "fashion_mnist",
+    "imagefolder",
+    "cifar10",
+    "cifar100",
+    "food101",
+    "imagenette",
+    "flowers102",
+    "oxford_pets",
 )
 # Kinds whose publishers name a test part (`split: {test: official}` uses it as the test set).
 OFFICIAL_TEST_KINDS = ("fashion_mnist", "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets")
 PIXEL_REPLACEMENTS = ("blended", "black", "mean", "max", "min", "halfmax")
 # Every pytorch-grad-cam method that applies to classification (the registry is `trainer.cams.CAM_METHODS`).
-CAM_METHOD_NAMES = ("gradcam", "gradcamplusplus", "xgradcam", "hirescam", "layercam", "gradcamelementwise",
-                    "eigencam", "eigengradcam", "kpcacam", "scorecam", "ablationcam", "fullgrad", "shapleycam",
-                    "finercam", "fem", "randomcam")
+CAM_METHOD_NAMES = (
+    "gradcam",
+    "gradcamplusplus",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "gradcamelementwise",
+    "eigencam",
+    "eigengradcam",
+    "kpcacam",
+    "scorecam",
+    "ablationcam",
+    "fullgrad",
+    "shapleycam",
+    "finercam",
+    "fem",
+    "randomcam",
+)
 # Controls that make proxies without a CAM: `duplicate` copies the chosen wrong images unmasked (does seeing hard
 # examples twice explain a gain?). Random masks are the CAM method `randomcam`.
 CONTROL_METHODS = ("duplicate",)
 PROXY_METHODS = CAM_METHOD_NAMES + CONTROL_METHODS
 UNCHANGED_PROXIES = ("drop", "keep")
-AUGMENTATIONS = ("none", "flip", "cutout", "random_erasing", "hide_and_seek", "gridmask", "augmix", "mixup", "cutmix",
-                 "resizemix", "smoothmix", "ricap", "samplepairing", "saliencymix", "snapmix", "attentive_cutmix")
+AUGMENTATIONS = (
+    "none",
+    "flip",
+    "cutout",
+    "random_erasing",
+    "hide_and_seek",
+    "gridmask",
+    "augmix",
+    "mixup",
+    "cutmix",
+    "resizemix",
+    "smoothmix",
+    "ricap",
+    "samplepairing",
+    "saliencymix",
+    "snapmix",
+    "attentive_cutmix",
+)
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine", "step")
 
@@ -84,19 +123,19 @@ class SchedulerConfig:
 class AugmentConfig:
     """The parameters of each augmentation (see `trainer.augment` and `trainer.mixing`)."""
 
-    max_degrees: float = 10.0          # flip: rotation range
-    cutout_size: float = 0.5           # cutout: side of the square, as a fraction of the image side
-    erasing_probability: float = 0.5   # random_erasing
-    hide_grid: int = 4                 # hide_and_seek: patches per side
-    hide_probability: float = 0.5      # hide_and_seek
-    gridmask_ratio: float = 0.6        # gridmask: kept fraction of each grid period
-    augmix_severity: int = 3           # augmix
-    mix_alpha: float = 1.0             # mixup, cutmix, saliencymix, snapmix: λ ~ Beta(α, α)
-    resize_min: float = 0.1            # resizemix: scale range of the pasted image
+    max_degrees: float = 10.0  # flip: rotation range
+    cutout_size: float = 0.5  # cutout: side of the square, as a fraction of the image side
+    erasing_probability: float = 0.5  # random_erasing
+    hide_grid: int = 4  # hide_and_seek: patches per side
+    hide_probability: float = 0.5  # hide_and_seek
+    gridmask_ratio: float = 0.6  # gridmask: kept fraction of each grid period
+    augmix_severity: int = 3  # augmix
+    mix_alpha: float = 1.0  # mixup, cutmix, saliencymix, snapmix: λ ~ Beta(α, α)
+    resize_min: float = 0.1  # resizemix: scale range of the pasted image
     resize_max: float = 0.8
-    ricap_beta: float = 0.3            # ricap: boundary ~ Beta(β, β)
-    attentive_grid: int = 7            # attentive_cutmix: grid cells per side
-    attentive_cells: int = 6           # attentive_cutmix: cells pasted
+    ricap_beta: float = 0.3  # ricap: boundary ~ Beta(β, β)
+    attentive_grid: int = 7  # attentive_cutmix: grid cells per side
+    attentive_cells: int = 6  # attentive_cutmix: cells pasted
 
 
 @dataclass(frozen=True)
@@ -110,7 +149,7 @@ class TrialConfig:
     architecture: str = "resnet18"
     pretrained: bool = False
     pretrained_path: str | None = None
-    cam_method: str = "gradcam"            # or a control: "duplicate" (no mask), "randomcam" (random maps)
+    cam_method: str = "gradcam"  # or a control: "duplicate" (no mask), "randomcam" (random maps)
     cam_target: Literal["true", "predicted"] = "true"
     cam_batch_size: int = 32
     threshold: float = 0.5
@@ -119,12 +158,12 @@ class TrialConfig:
     wrong_subset: float = 1.0
     clear_every_step: bool = False
     pixel_replacement: str = "blended"
-    unchanged_proxies: Literal["drop", "keep"] = "drop"   # proxies a CAM left identical to their source
+    unchanged_proxies: Literal["drop", "keep"] = "drop"  # proxies a CAM left identical to their source
     augmentation: str = "flip"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    class_loss_weight: float = 1.0        # α of Al-afandi et al. 2022, eq. 8
-    saliency_loss_weight: float = 0.0     # β: saliency-map consistency between original and augmented images
-    invariance_loss_weight: float = 0.0   # γ: logit invariance (eq. 6)
+    class_loss_weight: float = 1.0  # α of Al-afandi et al. 2022, eq. 8
+    saliency_loss_weight: float = 0.0  # β: saliency-map consistency between original and augmented images
+    invariance_loss_weight: float = 0.0  # γ: logit invariance (eq. 6)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     label_smoothing: float = 0.0
@@ -207,6 +246,7 @@ def proxy_step_epochs(text: str) -> list[int]:
 
 def validate(config: TrialConfig) -> None:
     """Check value ranges and names that types alone cannot; raise `ConfigError` naming the field."""
+
     def need(ok: bool, path: str, expected: str, value: Any) -> None:
         if not ok:
             raise ConfigError(f"{path}: expected {expected}, got {value!r}")
@@ -214,54 +254,90 @@ def validate(config: TrialConfig) -> None:
     ds = config.dataset
     need(ds.kind in DATASET_KINDS, "dataset.kind", f"one of {', '.join(DATASET_KINDS)}", ds.kind)
     need(ds.kind in ("digits", "fashion_mnist") or bool(ds.root), "dataset.root", "a folder path", ds.root)
-    need(ds.limit_per_class is None or ds.limit_per_class > 0, "dataset.limit_per_class", "a positive integer",
-         ds.limit_per_class)
+    need(
+        ds.limit_per_class is None or ds.limit_per_class > 0,
+        "dataset.limit_per_class",
+        "a positive integer",
+        ds.limit_per_class,
+    )
     need(16 <= config.image_size <= 1024, "image_size", "an integer in [16, 1024]", config.image_size)
     need(0 < config.split.val < 1, "split.val", "a fraction in (0, 1)", config.split.val)
     if config.split.test == "official":
-        need(ds.kind in OFFICIAL_TEST_KINDS, "split.test", "a fraction (official needs a dataset with an official "
-             f"test part: {', '.join(OFFICIAL_TEST_KINDS)})", config.split.test)
+        need(
+            ds.kind in OFFICIAL_TEST_KINDS,
+            "split.test",
+            f"a fraction (official needs a dataset with an official test part: {', '.join(OFFICIAL_TEST_KINDS)})",
+            config.split.test,
+        )
     else:
         need(0 < config.split.test < 1, "split.test", "a fraction in (0, 1) or 'official'", config.split.test)
         need(config.split.val + config.split.test < 1, "split", "val + test < 1", dataclasses.asdict(config.split))
-    need(config.batch_size == "auto" or config.batch_size >= 1, "batch_size", "a positive integer or 'auto'",
-         config.batch_size)
-    need(config.cam_method in PROXY_METHODS, "cam_method", f"one of {', '.join(PROXY_METHODS)}",
-         config.cam_method)
+    need(
+        config.batch_size == "auto" or config.batch_size >= 1,
+        "batch_size",
+        "a positive integer or 'auto'",
+        config.batch_size,
+    )
+    need(config.cam_method in PROXY_METHODS, "cam_method", f"one of {', '.join(PROXY_METHODS)}", config.cam_method)
     need(config.cam_batch_size >= 1, "cam_batch_size", "a positive integer", config.cam_batch_size)
     for name in ("threshold", "multiply_weight"):
         need(0 <= getattr(config, name) <= 1, name, "a number in [0, 1]", getattr(config, name))
     need(0 < config.wrong_subset <= 1, "wrong_subset", "a fraction in (0, 1]", config.wrong_subset)
     parse_proxy_steps(config.proxy_steps)
-    need(config.pixel_replacement in PIXEL_REPLACEMENTS, "pixel_replacement",
-         f"one of {', '.join(PIXEL_REPLACEMENTS)}", config.pixel_replacement)
-    need(config.augmentation in AUGMENTATIONS, "augmentation", f"one of {', '.join(AUGMENTATIONS)}",
-         config.augmentation)
+    need(
+        config.pixel_replacement in PIXEL_REPLACEMENTS,
+        "pixel_replacement",
+        f"one of {', '.join(PIXEL_REPLACEMENTS)}",
+        config.pixel_replacement,
+    )
+    need(
+        config.augmentation in AUGMENTATIONS, "augmentation", f"one of {', '.join(AUGMENTATIONS)}", config.augmentation
+    )
     aug = config.augment
-    for name in ("cutout_size", "erasing_probability", "hide_probability", "gridmask_ratio", "resize_min",
-                 "resize_max"):
+    for name in (
+        "cutout_size",
+        "erasing_probability",
+        "hide_probability",
+        "gridmask_ratio",
+        "resize_min",
+        "resize_max",
+    ):
         need(0 < getattr(aug, name) <= 1, f"augment.{name}", "a number in (0, 1]", getattr(aug, name))
     need(aug.resize_min <= aug.resize_max, "augment.resize_min", "at most resize_max", aug.resize_min)
     for name in ("mix_alpha", "ricap_beta"):
         need(getattr(aug, name) > 0, f"augment.{name}", "a positive number", getattr(aug, name))
     for name in ("hide_grid", "attentive_grid", "augmix_severity"):
-        need(1 <= getattr(aug, name) <= 10 if name == "augmix_severity" else getattr(aug, name) >= 1,
-             f"augment.{name}", "a positive integer (augmix_severity: 1-10)", getattr(aug, name))
-    need(1 <= aug.attentive_cells <= aug.attentive_grid ** 2, "augment.attentive_cells",
-         "between 1 and attentive_grid²", aug.attentive_cells)
+        need(
+            1 <= getattr(aug, name) <= 10 if name == "augmix_severity" else getattr(aug, name) >= 1,
+            f"augment.{name}",
+            "a positive integer (augmix_severity: 1-10)",
+            getattr(aug, name),
+        )
+    need(
+        1 <= aug.attentive_cells <= aug.attentive_grid**2,
+        "augment.attentive_cells",
+        "between 1 and attentive_grid²",
+        aug.attentive_cells,
+    )
     for name in ("class_loss_weight", "saliency_loss_weight", "invariance_loss_weight"):
         need(getattr(config, name) >= 0, name, "a non-negative number", getattr(config, name))
-    need(config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {', '.join(OPTIMIZERS)}",
-         config.optimizer.name)
+    need(
+        config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {', '.join(OPTIMIZERS)}", config.optimizer.name
+    )
     need(config.optimizer.lr > 0, "optimizer.lr", "a positive number", config.optimizer.lr)
-    need(config.scheduler.name in SCHEDULERS, "scheduler.name", f"one of {', '.join(SCHEDULERS)}",
-         config.scheduler.name)
-    need(0 < config.scheduler.pct_start < 1, "scheduler.pct_start", "a fraction in (0, 1)",
-         config.scheduler.pct_start)
+    need(
+        config.scheduler.name in SCHEDULERS, "scheduler.name", f"one of {', '.join(SCHEDULERS)}", config.scheduler.name
+    )
+    need(0 < config.scheduler.pct_start < 1, "scheduler.pct_start", "a fraction in (0, 1)", config.scheduler.pct_start)
     need(config.scheduler.step_size >= 1, "scheduler.step_size", "a positive integer", config.scheduler.step_size)
     need(0 <= config.label_smoothing < 1, "label_smoothing", "a number in [0, 1)", config.label_smoothing)
     need(config.num_workers >= 0, "num_workers", "a non-negative integer", config.num_workers)
     need(config.seed >= 0, "seed", "a non-negative integer", config.seed)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)  # resolving the annotations is slow: once per class
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -269,7 +345,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

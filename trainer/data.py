@@ -33,8 +33,12 @@ log = logging.getLogger("trainer")
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 TORCHVISION_KINDS = {
-    "cifar10": "CIFAR10", "cifar100": "CIFAR100", "food101": "Food101", "imagenette": "Imagenette",
-    "flowers102": "Flowers102", "oxford_pets": "OxfordIIITPet",
+    "cifar10": "CIFAR10",
+    "cifar100": "CIFAR100",
+    "food101": "Food101",
+    "imagenette": "Imagenette",
+    "flowers102": "Flowers102",
+    "oxford_pets": "OxfordIIITPet",
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -141,10 +145,17 @@ class ImageSet:
     def subset(self, keep: np.ndarray) -> ImageSet:
         """The images at rows `keep` (sorted), sharing this set's pixels."""
         rows = keep if self.rows is None else self.rows[keep]
-        return ImageSet(self.classes, self.labels[keep], self.image_size, self.source,
-                        None if self.official_test is None else self.official_test[keep],
-                        None if self.files is None else [self.files[i] for i in keep], self.skipped, rows,
-                        self.cached)
+        return ImageSet(
+            self.classes,
+            self.labels[keep],
+            self.image_size,
+            self.source,
+            None if self.official_test is None else self.official_test[keep],
+            None if self.files is None else [self.files[i] for i in keep],
+            self.skipped,
+            rows,
+            self.cached,
+        )
 
 
 @dataclass
@@ -171,8 +182,9 @@ def load_images(config: DatasetConfig, image_size: int, cache_dir: str | Path | 
     else:
         images = load_uncached(config, image_size)
     if config.limit_per_class:
-        keep = np.concatenate([np.flatnonzero(images.labels == c)[: config.limit_per_class]
-                               for c in range(len(images.classes))])
+        keep = np.concatenate(
+            [np.flatnonzero(images.labels == c)[: config.limit_per_class] for c in range(len(images.classes))]
+        )
         images = images.subset(np.sort(keep))
     return images
 
@@ -225,7 +237,7 @@ def read_idx(path: Path) -> np.ndarray:
     dtype_code, ndim = data[2], data[3]
     if dtype_code != 0x08:
         raise DataError(f"{path}: only unsigned-byte IDX files are supported")
-    shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -236,8 +248,10 @@ def fashion_mnist_files(root: Path) -> list[Path]:
         for what in ("images-idx3", "labels-idx1"):
             matches = sorted(root.glob(f"{part}-{what}-ubyte*"))
             if not matches:
-                raise DataError(f"fashion_mnist: no {part}-{what} IDX file in {root} "
-                                f"(on Debian: apt-get install dataset-fashion-mnist)")
+                raise DataError(
+                    f"fashion_mnist: no {part}-{what} IDX file in {root} "
+                    f"(on Debian: apt-get install dataset-fashion-mnist)"
+                )
             found.append(matches[0])
     return found
 
@@ -272,8 +286,9 @@ def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, 
             classes.append(name)
             files += readable
     if len(classes) < 2:
-        raise DataError(f"imagefolder: {root} needs at least 2 class folders with readable images, "
-                        f"found {len(classes)}")
+        raise DataError(
+            f"imagefolder: {root} needs at least 2 class folders with readable images, found {len(classes)}"
+        )
     if skipped:
         log.warning("imagefolder %s: %d unreadable files skipped", root, skipped)
     return files, np.asarray(labels, dtype=np.int64), classes, skipped
@@ -317,8 +332,12 @@ def _torchvision(config: DatasetConfig, image_size: int) -> Decoded:
             pixels.append(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
             labels.append(int(label))
             official.append(k == len(parts) - 1)
-    return Decoded([str(c) for c in classes], np.asarray(labels, dtype=np.int64), np.stack(pixels),
-                   np.asarray(official, dtype=bool))
+    return Decoded(
+        [str(c) for c in classes],
+        np.asarray(labels, dtype=np.int64),
+        np.stack(pixels),
+        np.asarray(official, dtype=bool),
+    )
 
 
 def _torchvision_part_args(kind: str) -> list[dict]:
@@ -341,8 +360,10 @@ def make_split(images: ImageSet, split: SplitConfig, seed: int) -> dict:
     try:
         if split.test == "official":
             if images.official_test is None or not images.official_test.any():
-                raise DataError("split: test: official needs a dataset with an official test part "
-                                f"({', '.join(OFFICIAL_TEST_KINDS)})")
+                raise DataError(
+                    "split: test: official needs a dataset with an official test part "
+                    f"({', '.join(OFFICIAL_TEST_KINDS)})"
+                )
             rest, test = index[~images.official_test], index[images.official_test]
             train, val = train_test_split(rest, test_size=split.val, stratify=labels[rest], random_state=seed)
         else:
@@ -351,12 +372,19 @@ def make_split(images: ImageSet, split: SplitConfig, seed: int) -> dict:
             train, val = train_test_split(rest, test_size=val_fraction, stratify=labels[rest], random_state=seed)
     except ValueError as exc:
         counts = np.bincount(labels)
-        raise DataError(f"cannot split {len(labels)} images stratified into train/val/test "
-                        f"(smallest class has {counts.min()} images): {exc}") from None
+        raise DataError(
+            f"cannot split {len(labels)} images stratified into train/val/test "
+            f"(smallest class has {counts.min()} images): {exc}"
+        ) from None
     parts = {name: sorted(int(i) for i in idx) for name, idx in (("train", train), ("val", val), ("test", test))}
     digest = hashlib.sha256(json.dumps([parts, labels.tolist(), images.identity()]).encode()).hexdigest()[:16]
-    result = {**parts, "hash": digest, "classes": images.classes, "skipped_files": images.skipped,
-              "test_part": "official" if split.test == "official" else "random"}
+    result = {
+        **parts,
+        "hash": digest,
+        "classes": images.classes,
+        "skipped_files": images.skipped,
+        "test_part": "official" if split.test == "official" else "random",
+    }
     if images.files is not None:
         result["files"] = images.files
     return result
@@ -420,17 +448,28 @@ class _Batches(Dataset):
         return self.data.take(positions), torch.from_numpy(self.data.labels[positions])
 
 
-def batches(data: Part | Concat, batch_size: int, generator: torch.Generator | None, num_workers: int = 0,
-            pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    data: Part | Concat,
+    batch_size: int,
+    generator: torch.Generator | None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, labels) batches of `data`: shuffled by `generator` (None: in order). A last training batch
     of one image is dropped (batch norm cannot train on it)."""
     n = len(data)
     order = (torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)).numpy()
-    cuts = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    cuts = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if generator is not None and cuts and len(cuts[-1]) == 1 and len(cuts) > 1:
         cuts.pop()
-    loader = DataLoader(_Batches(data, cuts), batch_size=None, shuffle=False, num_workers=num_workers,
-                        pin_memory=pin_memory, persistent_workers=False)
+    loader = DataLoader(
+        _Batches(data, cuts),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
     yield from loader
 
 

@@ -25,8 +25,9 @@ def select_device(requested: str | None = None) -> torch.device:
         return torch.device("cuda:0")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     if visible:
-        log.warning("GPU(s) %s assigned (CUDA_VISIBLE_DEVICES) but CUDA is not available to torch: running on the "
-                    "CPU", visible)
+        log.warning(
+            "GPU(s) %s assigned (CUDA_VISIBLE_DEVICES) but CUDA is not available to torch: running on the CPU", visible
+        )
     return torch.device("cpu")
 
 
@@ -38,13 +39,15 @@ def precision(config: TrialConfig, device: torch.device) -> tuple[bool, torch.am
     return amp, torch.amp.GradScaler("cuda", enabled=amp)
 
 
-def batch_size_for(config: TrialConfig, model: nn.Module, num_classes: int, device: torch.device,
-                train_size: int) -> int:
+def batch_size_for(
+    config: TrialConfig, model: nn.Module, num_classes: int, device: torch.device, train_size: int
+) -> int:
     if config.batch_size != "auto":
         return config.batch_size
     if device.type != "cuda":
-        log.warning("batch_size: auto measures GPU memory and needs CUDA; using %d on %s",
-                    CPU_DEFAULT_BATCH_SIZE, device)
+        log.warning(
+            "batch_size: auto measures GPU memory and needs CUDA; using %d on %s", CPU_DEFAULT_BATCH_SIZE, device
+        )
         return CPU_DEFAULT_BATCH_SIZE
     size = auto_batch_size(model, config.image_size, num_classes, device, train_size)
     log.info("batch size finder: %d", size)
@@ -60,8 +63,14 @@ def find_batch_size(fits: Callable[[int], bool], limit: int) -> int:
     return best
 
 
-def auto_batch_size(model: nn.Module, image_size: int, num_classes: int, device: torch.device, dataset_size: int,
-                    max_batch_size: int = 1024) -> int:
+def auto_batch_size(
+    model: nn.Module,
+    image_size: int,
+    num_classes: int,
+    device: torch.device,
+    dataset_size: int,
+    max_batch_size: int = 1024,
+) -> int:
     """`find_batch_size` with a real memory probe on `device`. Unlike the thesis code it never steps the
     optimiser, and it puts back the batch-norm statistics that the probe's forward passes update."""
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}

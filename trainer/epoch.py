@@ -20,9 +20,18 @@ class TrialError(RuntimeError):
     """The trial cannot go on (its loss became NaN, its folder holds another trial…); the message is the reason."""
 
 
-def train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: torch.amp.GradScaler, data: Concat, num_classes: int, batch_size: int, epoch: int,
-                 device: torch.device, amp: bool) -> tuple[float, float, float]:
+def train_epoch(
+    config: TrialConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    data: Concat,
+    num_classes: int,
+    batch_size: int,
+    epoch: int,
+    device: torch.device,
+    amp: bool,
+) -> tuple[float, float, float]:
     """Train one epoch; return mean loss, accuracy (against the hard labels) and the last learning rate.
     Raises TrialError on a NaN/inf loss."""
     seed = config.seed * 100_003 + epoch
@@ -39,8 +48,15 @@ def train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Op
             group["lr"] = lr
         y = y.to(device, non_blocking=True)
         originals = to_unit(x, device)
-        batch = augment_batch(originals, y, num_classes, config.augmentation, augment, config.augment,
-                              model if config.augmentation in CAM_AUGMENTATIONS else None)
+        batch = augment_batch(
+            originals,
+            y,
+            num_classes,
+            config.augmentation,
+            augment,
+            config.augment,
+            model if config.augmentation in CAM_AUGMENTATIONS else None,
+        )
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             l_sal: torch.Tensor | float
             l_inv: torch.Tensor | float
@@ -49,11 +65,15 @@ def train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Op
             else:
                 logits, l_sal, l_inv = model(normalize(batch.images)), 0.0, 0.0
             l_class = F.cross_entropy(logits.float(), batch.targets, label_smoothing=config.label_smoothing)
-            loss = (config.class_loss_weight * l_class + config.saliency_loss_weight * l_sal
-                    + config.invariance_loss_weight * l_inv)
+            loss = (
+                config.class_loss_weight * l_class
+                + config.saliency_loss_weight * l_sal
+                + config.invariance_loss_weight * l_inv
+            )
         if not torch.isfinite(loss):
-            raise TrialError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
-                             f"(lr {lr:.3g}): training diverged")
+            raise TrialError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} (lr {lr:.3g}): training diverged"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -65,8 +85,9 @@ def train_epoch(config: TrialConfig, model: nn.Module, optimizer: torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Part, batch_size: int, device: torch.device, amp: bool = False,
-             num_workers: int = 0) -> tuple[float, float, np.ndarray, np.ndarray]:
+def evaluate(
+    model: nn.Module, data: Part, batch_size: int, device: torch.device, amp: bool = False, num_workers: int = 0
+) -> tuple[float, float, np.ndarray, np.ndarray]:
     """Mean cross-entropy, accuracy, predictions and labels of `model` on `data` (eval mode, no augmentation)."""
     was_training = model.training
     model.eval()

@@ -10,7 +10,7 @@ from trainer.config import TrialConfig
 
 MEANINGS = {
     "dataset.kind": "digits, fashion_mnist, imagefolder, cifar10, cifar100, food101, imagenette, flowers102, "
-                    "oxford_pets",
+    "oxford_pets",
     "dataset.root": "the dataset's folder (an imagefolder's holds one folder per class)",
     "dataset.download": "let torchvision download the dataset into root (needs the network)",
     "dataset.limit_per_class": "use only the first N images of each class",
@@ -22,18 +22,18 @@ MEANINGS = {
     "pretrained": "start from timm's pretrained weights (downloads them)",
     "pretrained_path": "start from a local state dict instead (tensors only; a mismatched head is ignored)",
     "cam_method": "the CAM of the proxy step (16 pytorch-grad-cam methods), or the controls `randomcam` (random "
-                  "maps) and `duplicate` (the wrong images copied unmasked)",
+    "maps) and `duplicate` (the wrong images copied unmasked)",
     "cam_target": "the class a CAM explains: the `true` label or the `predicted` one",
     "cam_batch_size": "images per CAM batch",
     "threshold": "pixels whose CAM value is at least this (maps are min-max normalised) are replaced",
     "multiply_weight": "w of the blended rule: a replaced pixel becomes (1 − w) · M · I",
-    "proxy_steps": "the schedule: numbers are epochs of training, `p` a proxy step (\"20,p,19\"); its epochs are the "
-                   "trial's",
+    "proxy_steps": 'the schedule: numbers are epochs of training, `p` a proxy step ("20,p,19"); its epochs are the '
+    "trial's",
     "wrong_subset": "fraction of the wrong training images drawn (seeded) at each proxy step",
     "clear_every_step": "drop earlier proxies at each new proxy step instead of keeping them",
     "pixel_replacement": "blended, black, mean, max, min (equals black: maps are normalised) or halfmax",
     "unchanged_proxies": "`drop` proxies the map left identical to their source (plain copies), or `keep` them "
-                         "(what the thesis code did)",
+    "(what the thesis code did)",
     "augmentation": "one of the 16 augmentations (see Augmentations)",
     "augment.max_degrees": "flip: rotation range, ± degrees",
     "augment.cutout_size": "cutout: side of the erased square, as a fraction of the image side",

@@ -30,8 +30,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
-            raise OSError(exc.errno, f"disk full while writing {path} ({len(data)} bytes; {free} bytes free "
-                                     f"on that filesystem)") from None
+            raise OSError(
+                exc.errno, f"disk full while writing {path} ({len(data)} bytes; {free} bytes free on that filesystem)"
+            ) from None
         raise
 
 

@@ -23,11 +23,16 @@ class FolderSummary:
 
     def describe(self) -> str:
         counts = sorted(self.images.values())
-        spread = (f"{counts[0]}–{counts[-1]} images per class" if counts and counts[0] != counts[-1]
-                  else f"{counts[0] if counts else 0} images per class")
+        spread = (
+            f"{counts[0]}–{counts[-1]} images per class"
+            if counts and counts[0] != counts[-1]
+            else f"{counts[0] if counts else 0} images per class"
+        )
         names = ", ".join(list(self.images)[:6]) + (", …" if len(self.images) > 6 else "")
-        return (f"{len(self.images)} classes ({names}), {sum(counts)} images, {spread}, "
-                f"{self.other_files} other files skipped")
+        return (
+            f"{len(self.images)} classes ({names}), {sum(counts)} images, {spread}, "
+            f"{self.other_files} other files skipped"
+        )
 
 
 def class_dirs(root: Path) -> list[Path]:
@@ -39,8 +44,9 @@ def class_dirs(root: Path) -> list[Path]:
 
 def folder_listing(root: Path) -> list[tuple[str, str]]:
     """(class name, file path) of every file under the class folders of `root`, sorted."""
-    return [(d.name, str(p.resolve())) for d in class_dirs(root)
-            for p in sorted(q for q in d.rglob("*") if q.is_file())]
+    return [
+        (d.name, str(p.resolve())) for d in class_dirs(root) for p in sorted(q for q in d.rglob("*") if q.is_file())
+    ]
 
 
 def summarize_folder(root: Path) -> FolderSummary:
@@ -62,10 +68,14 @@ def check_image_folder(root: Path, val: float, test: float | str) -> FolderSumma
     with_images = {name: n for name, n in summary.images.items() if n}
     if len(with_images) < 2:
         empty = sorted(set(summary.images) - set(with_images))
-        raise FolderError(f"imagefolder: {root} needs at least 2 class folders with images, found "
-                          f"{len(with_images)}" + (f" (empty: {', '.join(empty[:5])})" if empty else ""))
+        raise FolderError(
+            f"imagefolder: {root} needs at least 2 class folders with images, found "
+            f"{len(with_images)}" + (f" (empty: {', '.join(empty[:5])})" if empty else "")
+        )
     small = sorted(name for name, n in with_images.items() if n < 3)
     if small:
-        raise FolderError(f"imagefolder: class {small[0]!r} in {root} has {with_images[small[0]]} image(s); every "
-                          f"class needs at least 3 to appear in train, val (split {val}) and test (split {test})")
+        raise FolderError(
+            f"imagefolder: class {small[0]!r} in {root} has {with_images[small[0]]} image(s); every "
+            f"class needs at least 3 to appear in train, val (split {val}) and test (split {test})"
+        )
     return summary

@@ -58,9 +58,15 @@ from trainer.proxy import (
 log = logging.getLogger("trainer")
 VERSIONED = ("torch", "torchvision", "timm", "grad-cam", "numpy", "scikit-learn")
 # A proxy step's statistics as they appear in the row of the epoch that follows it (metrics.jsonl).
-ROW_FIELDS = {"proxy_images": "proxy_images", "proxy_unchanged": "unchanged", "proxy_zero_maps": "zero_maps",
-              "proxy_constant_maps": "constant_maps", "proxy_replaced_fraction": "replaced_fraction",
-              "wrong_images": "wrong_images", "proxy_seconds": "seconds"}
+ROW_FIELDS = {
+    "proxy_images": "proxy_images",
+    "proxy_unchanged": "unchanged",
+    "proxy_zero_maps": "zero_maps",
+    "proxy_constant_maps": "constant_maps",
+    "proxy_replaced_fraction": "replaced_fraction",
+    "wrong_images": "wrong_images",
+    "proxy_seconds": "seconds",
+}
 # `on_saved(names)` is told which files of the folder were just written (the artifact store uploads them).
 Saved = Callable[[list[str]], None]
 # `shared(step, key)` gives the file of a stem's proxy-step inputs for that step and CAM group, if one exists.
@@ -87,18 +93,25 @@ class TrainingState:
 
     epochs_done: int = 0
     proxy_steps_done: int = 0
-    proxy_files: list[str] = field(default_factory=list)   # the proxies in training now
-    history: list[dict] = field(default_factory=list)      # one row per epoch (metrics.jsonl)
-    steps: list[dict] = field(default_factory=list)        # one row per proxy step (its statistics)
-    batch_size: int = 0                                    # 0 until chosen (a number, or `auto`'s finding)
-    pending: dict = field(default_factory=dict)            # the last proxy step's fields, for the next epoch's row
-    shared_epochs: int = 0                                 # leading epochs a shared stem computed
-    shared_seconds: float = 0.0                            # and the proxy-step time it spent on this path
+    proxy_files: list[str] = field(default_factory=list)  # the proxies in training now
+    history: list[dict] = field(default_factory=list)  # one row per epoch (metrics.jsonl)
+    steps: list[dict] = field(default_factory=list)  # one row per proxy step (its statistics)
+    batch_size: int = 0  # 0 until chosen (a number, or `auto`'s finding)
+    pending: dict = field(default_factory=dict)  # the last proxy step's fields, for the next epoch's row
+    shared_epochs: int = 0  # leading epochs a shared stem computed
+    shared_seconds: float = 0.0  # and the proxy-step time it spent on this path
 
 
-def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = None, *, until: int | None = None,
-              cache_dir: str | Path | None = None, shared: SharedLookup | None = None,
-              on_saved: Saved | None = None) -> TrialResult:
+def run_trial(
+    config: TrialConfig,
+    workdir: str | Path,
+    device: str | None = None,
+    *,
+    until: int | None = None,
+    cache_dir: str | Path | None = None,
+    shared: SharedLookup | None = None,
+    on_saved: Saved | None = None,
+) -> TrialResult:
     """Train `config` in `workdir` (resuming from its checkpoint if there is one) and return its metrics; with
     `until`, stop after that many epochs (before a proxy step due there) and return without metrics.
 
@@ -127,9 +140,17 @@ def run_trial(config: TrialConfig, workdir: str | Path, device: str | None = Non
         raise
 
 
-def run_stem(config: TrialConfig, workdir: str | Path, until: int, groups: list[TrialConfig],
-             device: str | None = None, *, cache_dir: str | Path | None = None, shared: SharedLookup | None = None,
-             on_saved: Saved | None = None) -> dict:
+def run_stem(
+    config: TrialConfig,
+    workdir: str | Path,
+    until: int,
+    groups: list[TrialConfig],
+    device: str | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    shared: SharedLookup | None = None,
+    on_saved: Saved | None = None,
+) -> dict:
     """Train the prefix that several grid points share: `config` for `until` epochs, then the inputs of the proxy
     step due there (wrong images and CAMs) for each CAM group in `groups`, saved under `shared/`. Returns the stem's
     record (also written as `result.json`)."""
@@ -137,8 +158,15 @@ def run_stem(config: TrialConfig, workdir: str | Path, until: int, groups: list[
     workdir.mkdir(parents=True, exist_ok=True)
     on_saved = on_saved or _nothing
     with _trial_log(workdir):
-        trial = _Trial(config, workdir, select_device(device), cache_dir, shared, on_saved,
-                       owner=f"stem:{prefix_key(config, until)}")
+        trial = _Trial(
+            config,
+            workdir,
+            select_device(device),
+            cache_dir,
+            shared,
+            on_saved,
+            owner=f"stem:{prefix_key(config, until)}",
+        )
         trial.run(until)
         step = sum(1 for b in proxy_boundaries(config) if b < until)
         made = []
@@ -149,11 +177,20 @@ def run_stem(config: TrialConfig, workdir: str | Path, until: int, groups: list[
                 inputs = proxy_inputs(trial.model, trial.train, group, step, trial.device, trial.batch_size, key)
                 inputs.save(workdir / name)
                 on_saved([name])
-                log.info("shared proxy step %d inputs for %s: %d wrong images, %.2f s", step, group.cam_method,
-                         len(inputs.positions), inputs.seconds)
+                log.info(
+                    "shared proxy step %d inputs for %s: %d wrong images, %.2f s",
+                    step,
+                    group.cam_method,
+                    len(inputs.positions),
+                    inputs.seconds,
+                )
             made.append(name)
-        record = {"prefix_key": prefix_key(config, until), "epochs": until, "shared": made,
-                  "seconds": sum(r["seconds"] for r in trial.state.history[trial.state.shared_epochs:])}
+        record = {
+            "prefix_key": prefix_key(config, until),
+            "epochs": until,
+            "shared": made,
+            "seconds": sum(r["seconds"] for r in trial.state.history[trial.state.shared_epochs :]),
+        }
         atomic_write_json(workdir / files.RESULT, {"metrics": {}, "stem": record})
         on_saved([files.RESULT])
         return record
@@ -162,14 +199,25 @@ def run_stem(config: TrialConfig, workdir: str | Path, until: int, groups: list[
 class _Trial:
     """The live parts of one trial: data, model, optimiser and the training state, restored from a checkpoint."""
 
-    def __init__(self, config: TrialConfig, workdir: Path, device: torch.device, cache_dir: str | Path | None,
-                 shared: SharedLookup | None, on_saved: Saved, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        config: TrialConfig,
+        workdir: Path,
+        device: torch.device,
+        cache_dir: str | Path | None,
+        shared: SharedLookup | None,
+        on_saved: Saved,
+        owner: str | None = None,
+    ) -> None:
         self.config, self.workdir, self.device, self.shared, self.on_saved = config, workdir, device, shared, on_saved
         self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
         self.started = time.perf_counter()
         log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
-        check(config.architecture, config.cam_method if proxy_boundaries(config) and config.cam_method in
-              CAM_METHOD_NAMES else None, config.image_size)
+        check(
+            config.architecture,
+            config.cam_method if proxy_boundaries(config) and config.cam_method in CAM_METHOD_NAMES else None,
+            config.image_size,
+        )
         self._write_config()
 
         # Data: one split per trial, written once, never redone.
@@ -180,18 +228,26 @@ class _Trial:
             raise TrialError(f"the dataset changed since this trial started (split hash differs from {split_file})")
         atomic_write_json(split_file, self.split)
         on_saved([files.CONFIG, files.SPLIT])
-        self.train, self.val, self.test = (Part(self.images, np.asarray(self.split[k]))
-                                           for k in ("train", "val", "test"))
-        log.info("data: %d train / %d val / %d test images, %d classes, %d unreadable files skipped%s",
-                 len(self.train), len(self.val), len(self.test), len(self.images.classes), self.images.skipped,
-                 " (decoded-image cache)" if self.images.cached else "")
+        self.train, self.val, self.test = (
+            Part(self.images, np.asarray(self.split[k])) for k in ("train", "val", "test")
+        )
+        log.info(
+            "data: %d train / %d val / %d test images, %d classes, %d unreadable files skipped%s",
+            len(self.train),
+            len(self.val),
+            len(self.test),
+            len(self.images.classes),
+            self.images.skipped,
+            " (decoded-image cache)" if self.images.cached else "",
+        )
 
         self.amp, self.scaler = precision(config, device)
         self.model, self.optimizer = self._fresh_model()
         self.state = self._resume() or TrainingState()
         if not self.state.batch_size:
-            self.state.batch_size = batch_size_for(config, self.model, len(self.images.classes), device,
-                                                len(self.train))
+            self.state.batch_size = batch_size_for(
+                config, self.model, len(self.images.classes), device, len(self.train)
+            )
         self.proxies = {name: load_proxies(workdir / name, config.image_size) for name in self.state.proxy_files}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -238,16 +294,31 @@ class _Trial:
         state.pending = {row: stats[name] for row, name in ROW_FIELDS.items()}
         if inputs is not None:
             state.shared_seconds += inputs.seconds
-        log.info("proxy step %d: %d wrong training images, %d chosen, %d proxies (%d unchanged, %s all-zero maps, "
-                 "%.1f%% of pixels replaced), %.2f s, %d proxies in training", index, stats["wrong_images"],
-                 stats["chosen"], stats["proxy_images"], stats["unchanged"], stats["zero_maps"],
-                 100 * (stats["replaced_fraction"] or 0), step.seconds, sum(len(p) for p in self.proxies.values()))
+        log.info(
+            "proxy step %d: %d wrong training images, %d chosen, %d proxies (%d unchanged, %s all-zero maps, "
+            "%.1f%% of pixels replaced), %.2f s, %d proxies in training",
+            index,
+            stats["wrong_images"],
+            stats["chosen"],
+            stats["proxy_images"],
+            stats["unchanged"],
+            stats["zero_maps"],
+            100 * (stats["replaced_fraction"] or 0),
+            step.seconds,
+            sum(len(p) for p in self.proxies.values()),
+        )
         chosen, unchanged = int(stats["chosen"] or 0), int(stats["unchanged"] or 0)
         if chosen and unchanged > chosen / 2:
-            log.warning("proxy step %d: %d of %d proxies are identical to their source image (%s all-zero maps); "
-                        "they are %s (unchanged_proxies: %s)", index, stats["unchanged"], stats["chosen"],
-                        stats["zero_maps"], "left out of training" if config.unchanged_proxies == "drop" else
-                        "trained on as copies", config.unchanged_proxies)
+            log.warning(
+                "proxy step %d: %d of %d proxies are identical to their source image (%s all-zero maps); "
+                "they are %s (unchanged_proxies: %s)",
+                index,
+                stats["unchanged"],
+                stats["chosen"],
+                stats["zero_maps"],
+                "left out of training" if config.unchanged_proxies == "drop" else "trained on as copies",
+                config.unchanged_proxies,
+            )
         self._save_checkpoint([name, files.GALLERY])
 
     def epoch(self, index: int) -> None:
@@ -255,24 +326,52 @@ class _Trial:
         config, state = self.config, self.state
         data = Concat([self.train, *self.proxies.values()])
         start = time.perf_counter()
-        train_loss, train_accuracy, lr = train_epoch(config, self.model, self.optimizer, self.scaler, data,
-                                                      len(self.images.classes), self.batch_size, index,
-                                                      self.device, self.amp)
+        train_loss, train_accuracy, lr = train_epoch(
+            config,
+            self.model,
+            self.optimizer,
+            self.scaler,
+            data,
+            len(self.images.classes),
+            self.batch_size,
+            index,
+            self.device,
+            self.amp,
+        )
         seconds = time.perf_counter() - start
-        val_loss, val_accuracy, _, _ = evaluate(self.model, self.val, self.batch_size, self.device, self.amp,
-                                                config.num_workers)
-        row = {"epoch": index + 1, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
-               "val_accuracy": val_accuracy, "lr": lr, "seconds": seconds, "train_images": len(data),
-               "proxies_in_training": len(data) - len(self.train),
-               **dict.fromkeys(ROW_FIELDS), **state.pending}
+        val_loss, val_accuracy, _, _ = evaluate(
+            self.model, self.val, self.batch_size, self.device, self.amp, config.num_workers
+        )
+        row = {
+            "epoch": index + 1,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": lr,
+            "seconds": seconds,
+            "train_images": len(data),
+            "proxies_in_training": len(data) - len(self.train),
+            **dict.fromkeys(ROW_FIELDS),
+            **state.pending,
+        }
         state.pending = {}
         state.history.append(row)
         state.epochs_done = index + 1
         write_jsonl(self.workdir / files.METRICS, state.history)
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "proxies_in_training"):
             self.tensorboard.add_scalar(key, row[key], index + 1)
-        log.info("epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, lr %.2e, %.2f s", index + 1,
-                 config.epochs, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds)
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.4f, val loss %.4f acc %.4f, lr %.2e, %.2f s",
+            index + 1,
+            config.epochs,
+            train_loss,
+            train_accuracy,
+            val_loss,
+            val_accuracy,
+            lr,
+            seconds,
+        )
         self._save_checkpoint([files.METRICS])
 
     def pause(self) -> TrialResult:
@@ -282,15 +381,15 @@ class _Trial:
     def finish(self) -> TrialResult:
         """Evaluate once on the test set, which nothing above has touched, and write `result.json` last."""
         config, state, history = self.config, self.state, self.state.history
-        test_loss, test_accuracy, predicted, labels = evaluate(self.model, self.test, self.batch_size, self.device,
-                                                               self.amp, config.num_workers)
-        precision_, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro",
-                                                                    zero_division=0)
+        test_loss, test_accuracy, predicted, labels = evaluate(
+            self.model, self.test, self.batch_size, self.device, self.amp, config.num_workers
+        )
+        precision_, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
         best = max(history, key=lambda r: r["val_accuracy"])
         target = config.target_val_accuracy
         steps = state.steps
         chosen = sum(s["chosen"] for s in steps)
-        own_epochs = history[state.shared_epochs:]
+        own_epochs = history[state.shared_epochs :]
         metrics = {
             "val_accuracy": history[-1]["val_accuracy"],
             "val_loss": history[-1]["val_loss"],
@@ -304,26 +403,32 @@ class _Trial:
             "train_seconds": sum(r["seconds"] for r in history),
             "proxy_seconds": sum(s["seconds"] for s in steps),
             "own_compute_seconds": sum(r["seconds"] for r in own_epochs)
-            + sum(s["seconds"] for s in steps) - state.shared_seconds,
+            + sum(s["seconds"] for s in steps)
+            - state.shared_seconds,
             "proxy_steps": len(steps),
             "proxy_images": sum(s["proxy_images"] for s in steps),
             "proxy_unchanged": sum(s["unchanged"] for s in steps),
             "proxy_unchanged_fraction": sum(s["unchanged"] for s in steps) / chosen if chosen else None,
-            "proxy_zero_maps": sum(s["zero_maps"] for s in steps) if steps and all(
-                s["zero_maps"] is not None for s in steps) else None,  # None: no step, or no maps (duplicate)
-            "proxy_replaced_fraction": float(np.mean([s["replaced_fraction"] for s in steps
-                                                      if s["replaced_fraction"] is not None]))
-            if any(s["replaced_fraction"] is not None for s in steps) else None,
+            "proxy_zero_maps": sum(s["zero_maps"] for s in steps)
+            if steps and all(s["zero_maps"] is not None for s in steps)
+            else None,  # None: no step, or no maps (duplicate)
+            "proxy_replaced_fraction": float(
+                np.mean([s["replaced_fraction"] for s in steps if s["replaced_fraction"] is not None])
+            )
+            if any(s["replaced_fraction"] is not None for s in steps)
+            else None,
             "epochs": len(history),
             "num_classes": len(self.images.classes),
             "images_seen": sum(r["train_images"] for r in history),
             "train_split_images": len(self.train),
             "epochs_to_target": next((r["epoch"] for r in history if r["val_accuracy"] >= target), None)
-            if target is not None else None,
+            if target is not None
+            else None,
             "skipped_files": self.images.skipped,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(self.device) / 2**20
-            if self.device.type == "cuda" else None,
+            if self.device.type == "cuda"
+            else None,
             "batch_size": self.batch_size,
             "mixed_precision_used": self.amp,
             "seed": config.seed,
@@ -335,11 +440,14 @@ class _Trial:
             "config_digest": config.digest(),
             "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(self.images.classes))).tolist(),
             "classes": self.images.classes,
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+            "device": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
             else platform.processor() or "cpu",
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "versions": {"python": platform.python_version(),
-                         **{name: importlib.metadata.version(name) for name in VERSIONED}},
+            "versions": {
+                "python": platform.python_version(),
+                **{name: importlib.metadata.version(name) for name in VERSIONED},
+            },
             "split_hash": self.split["hash"],
             "test_part": self.split["test_part"],
             "proxy_steps": steps,
@@ -359,8 +467,13 @@ class _Trial:
 
     def _fresh_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(self.config.seed)
-        model = create_model(self.config.architecture, len(self.images.classes), self.config.image_size,
-                             self.config.pretrained, self.config.pretrained_path).to(self.device)
+        model = create_model(
+            self.config.architecture,
+            len(self.images.classes),
+            self.config.image_size,
+            self.config.pretrained,
+            self.config.pretrained_path,
+        ).to(self.device)
         return model, make_optimizer(self.config, model)
 
     def _resume(self) -> TrainingState | None:
@@ -389,17 +502,28 @@ class _Trial:
             return None
         if saved["owner"] != self.owner:
             state.shared_epochs = state.epochs_done  # another's epochs: shared, not this one's own compute
-        log.info("resuming after epoch %d (%d proxy steps done)%s", state.epochs_done, state.proxy_steps_done,
-                 " from a shared stem" if saved["owner"].startswith("stem:") else "")
+        log.info(
+            "resuming after epoch %d (%d proxy steps done)%s",
+            state.epochs_done,
+            state.proxy_steps_done,
+            " from a shared stem" if saved["owner"].startswith("stem:") else "",
+        )
         return state
 
     def _save_checkpoint(self, also: list[str]) -> None:
         buffer = io.BytesIO()
         state = self.state
-        torch.save({"prefix_key": prefix_key(self.config, state.epochs_done, state.proxy_steps_done),
-                    "owner": self.owner, "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                    "state": dataclasses.asdict(state)}, buffer)
+        torch.save(
+            {
+                "prefix_key": prefix_key(self.config, state.epochs_done, state.proxy_steps_done),
+                "owner": self.owner,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "state": dataclasses.asdict(state),
+            },
+            buffer,
+        )
         atomic_write_bytes(self.workdir / files.CHECKPOINT, buffer.getvalue())
         self.on_saved([*also, files.CHECKPOINT])
 

@@ -56,8 +56,9 @@ def cutmix(images, targets, generator, params, model) -> Augmented:
 def samplepairing(images, targets, generator, params, model) -> Augmented:
     """SamplePairing (Inoue): the average of two images, keeping the first image's label."""
     perm = _partner(images, generator)
-    return _composite(images, targets, perm, torch.full((images.shape[0], 1, 1, 1), 0.5),
-                      weight=torch.zeros(images.shape[0]))
+    return _composite(
+        images, targets, perm, torch.full((images.shape[0], 1, 1, 1), 0.5), weight=torch.zeros(images.shape[0])
+    )
 
 
 def smoothmix(images, targets, generator, params, model) -> Augmented:
@@ -78,8 +79,8 @@ def _place(small: torch.Tensor, size: tuple[int, int], tops: torch.Tensor, lefts
     canvas = small.new_zeros(n, c, *size)
     masks = small.new_zeros(n, 1, *size)
     for i, (t, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True)):
-        canvas[i, :, t:t + sh, left:left + sw] = small[i]
-        masks[i, :, t:t + sh, left:left + sw] = 1
+        canvas[i, :, t : t + sh, left : left + sw] = small[i]
+        masks[i, :, t : t + sh, left : left + sw] = 1
     return canvas, masks
 
 
@@ -94,8 +95,9 @@ def resizemix(images, targets, generator, params, model) -> Augmented:
     lefts = torch.randint(0, w - sw + 1, (n,), generator=generator)
 
     def shrink(x):
-        return _place(F.interpolate(x[perm], size=(sh, sw), mode="bilinear", align_corners=False), (h, w), tops,
-                      lefts)[0]
+        return _place(F.interpolate(x[perm], size=(sh, sw), mode="bilinear", align_corners=False), (h, w), tops, lefts)[
+            0
+        ]
 
     masks = _place(images.new_zeros(n, 1, sh, sw), (h, w), tops, lefts)[1]
     return _composite(images, targets, perm, masks, partner=shrink(images), partner_maps=shrink)
@@ -109,13 +111,18 @@ def ricap(images, targets, generator, params, model) -> Augmented:
     bw = round(beta(generator, params.ricap_beta).item() * w)
     bh = round(beta(generator, params.ricap_beta).item() * h)
     boxes = [(0, 0, bh, bw), (0, bw, bh, w - bw), (bh, 0, h - bh, bw), (bh, bw, h - bh, w - bw)]
-    offsets = [(int(torch.randint(0, h - hh + 1, (1,), generator=generator)),
-                int(torch.randint(0, w - ww + 1, (1,), generator=generator))) for _, _, hh, ww in boxes]
+    offsets = [
+        (
+            int(torch.randint(0, h - hh + 1, (1,), generator=generator)),
+            int(torch.randint(0, w - ww + 1, (1,), generator=generator)),
+        )
+        for _, _, hh, ww in boxes
+    ]
 
     def assemble(x: torch.Tensor) -> torch.Tensor:
         out = torch.empty_like(x)
         for perm, (t, left, hh, ww), (oy, ox) in zip(perms, boxes, offsets, strict=True):
-            out[:, :, t:t + hh, left:left + ww] = x[perm][:, :, oy:oy + hh, ox:ox + ww]
+            out[:, :, t : t + hh, left : left + ww] = x[perm][:, :, oy : oy + hh, ox : ox + ww]
         return out
 
     mixed = sum(targets[perm] * (hh * ww / (h * w)) for perm, (_, _, hh, ww) in zip(perms, boxes, strict=False))
@@ -169,8 +176,9 @@ def snapmix(images, targets, generator, params, model) -> Augmented:
                 (t2, l2), (b2, r2) = src.min(0).values, src.max(0).values + 1
                 (t1, l1), (b1, r1) = dst.min(0).values, dst.max(0).values + 1
                 patch = x[perm[i], :, t2:b2, l2:r2].unsqueeze(0)
-                out[i, :, t1:b1, l1:r1] = F.interpolate(patch, size=(int(b1 - t1), int(r1 - l1)), mode="bilinear",
-                                                        align_corners=False)[0]
+                out[i, :, t1:b1, l1:r1] = F.interpolate(
+                    patch, size=(int(b1 - t1), int(r1 - l1)), mode="bilinear", align_corners=False
+                )[0]
         return out
 
     keep_box1 = box1 * (box2.flatten(1).sum(1) > 0).view(n, 1, 1, 1)  # no partner box: nothing pasted

@@ -46,8 +46,10 @@ def check(architecture: str, cam_method: str | None, image_size: int) -> None:
         raise ModelError(f"{cam_method} does not work on {architecture}: {facts['family']} {why}")
     h, w = facts["map"]
     if h * w <= 1:
-        raise ModelError(f"{architecture} at {image_size} px has a {h}x{w} CAM feature map, so every "
-                         f"{cam_method} map would be constant: use a larger image_size")
+        raise ModelError(
+            f"{architecture} at {image_size} px has a {h}x{w} CAM feature map, so every "
+            f"{cam_method} map would be constant: use a larger image_size"
+        )
 
 
 @functools.cache

@@ -24,7 +24,7 @@ class TokensToMap:
         self.num_prefix_tokens = num_prefix_tokens
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = tokens[:, self.num_prefix_tokens:, :]
+        x = tokens[:, self.num_prefix_tokens :, :]
         side = round(x.shape[1] ** 0.5)
         if side * side != x.shape[1]:
             raise ModelError(f"cannot reshape {x.shape[1]} patch tokens to a square grid")
@@ -56,19 +56,23 @@ def _size_kwargs(architecture: str, image_size: int) -> dict:
     return {}
 
 
-def create_model(architecture: str, num_classes: int, image_size: int, pretrained: bool = False,
-                 pretrained_path: str | None = None) -> nn.Module:
+def create_model(
+    architecture: str, num_classes: int, image_size: int, pretrained: bool = False, pretrained_path: str | None = None
+) -> nn.Module:
     """A timm model with a fresh `num_classes` head. `pretrained` downloads weights from timm's hub;
     `pretrained_path` loads a local state dict (tensors only) and ignores a mismatched classifier."""
     if architecture not in available_architectures():
         raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
     kwargs = _size_kwargs(architecture, image_size)
     try:
-        model = timm.create_model(architecture, pretrained=pretrained and not pretrained_path,
-                                  num_classes=num_classes, **kwargs)
+        model = timm.create_model(
+            architecture, pretrained=pretrained and not pretrained_path, num_classes=num_classes, **kwargs
+        )
     except OSError as exc:
-        raise ModelError(f"cannot download pretrained weights for {architecture} (offline? use pretrained_path "
-                         f"or pretrained: false): {exc}") from None
+        raise ModelError(
+            f"cannot download pretrained weights for {architecture} (offline? use pretrained_path "
+            f"or pretrained: false): {exc}"
+        ) from None
     if pretrained_path:
         path = Path(pretrained_path)
         if not path.is_file():
@@ -105,12 +109,16 @@ def measure(architecture: str, image_size: int) -> dict:
     """What `trainer.modelcheck` needs to know of a model, from one shape-only forward on the meta device: its
     family and the (h, w) of its CAM feature map, or why it cannot be built at this size."""
     if architecture not in available_architectures():
-        return {"error": f"unknown architecture {architecture!r} (not in timm.list_models())", "family": None,
-                "map": None}
+        return {
+            "error": f"unknown architecture {architecture!r} (not in timm.list_models())",
+            "family": None,
+            "map": None,
+        }
     try:
         with torch.device("meta"):
-            model = timm.create_model(architecture, pretrained=False, num_classes=2,
-                                      **_size_kwargs(architecture, image_size))
+            model = timm.create_model(
+                architecture, pretrained=False, num_classes=2, **_size_kwargs(architecture, image_size)
+            )
         target = cam_target(model)
         seen: list[tuple[int, int]] = []
 

@@ -18,19 +18,38 @@ from trainer.config import TrialConfig, proxy_step_epochs
 
 START, FIRST_PROXY_STEP, SECOND_PROXY_STEP, SCHEDULE, NEVER = "start", "proxy", "second_proxy", "schedule", "never"
 SCOPES: dict[str, str] = {
-    "dataset": START, "image_size": START, "split": START, "batch_size": START, "architecture": START,
-    "pretrained": START, "pretrained_path": START, "augmentation": START, "augment": START,
-    "class_loss_weight": START, "saliency_loss_weight": START, "invariance_loss_weight": START,
-    "optimizer": START, "scheduler": START, "label_smoothing": START, "mixed_precision": START, "seed": START,
+    "dataset": START,
+    "image_size": START,
+    "split": START,
+    "batch_size": START,
+    "architecture": START,
+    "pretrained": START,
+    "pretrained_path": START,
+    "augmentation": START,
+    "augment": START,
+    "class_loss_weight": START,
+    "saliency_loss_weight": START,
+    "invariance_loss_weight": START,
+    "optimizer": START,
+    "scheduler": START,
+    "label_smoothing": START,
+    "mixed_precision": START,
+    "seed": START,
     # The proxy step: which images, which maps, which pixels (the CAMs also depend on their batching).
-    "cam_method": FIRST_PROXY_STEP, "cam_target": FIRST_PROXY_STEP, "cam_batch_size": FIRST_PROXY_STEP,
-    "threshold": FIRST_PROXY_STEP, "multiply_weight": FIRST_PROXY_STEP, "wrong_subset": FIRST_PROXY_STEP,
-    "pixel_replacement": FIRST_PROXY_STEP, "unchanged_proxies": FIRST_PROXY_STEP,
+    "cam_method": FIRST_PROXY_STEP,
+    "cam_target": FIRST_PROXY_STEP,
+    "cam_batch_size": FIRST_PROXY_STEP,
+    "threshold": FIRST_PROXY_STEP,
+    "multiply_weight": FIRST_PROXY_STEP,
+    "wrong_subset": FIRST_PROXY_STEP,
+    "pixel_replacement": FIRST_PROXY_STEP,
+    "unchanged_proxies": FIRST_PROXY_STEP,
     # Clearing earlier proxies only differs once there are earlier proxies.
     "clear_every_step": SECOND_PROXY_STEP,
     "proxy_steps": SCHEDULE,
     # Loader processes, and a metric computed from the finished history.
-    "num_workers": NEVER, "target_val_accuracy": NEVER,
+    "num_workers": NEVER,
+    "target_val_accuracy": NEVER,
 }
 # Schedules that read the trial's progress (epoch / total) depend on the total number of epochs from the start.
 PROGRESS_SCHEDULERS = ("onecycle", "cosine")
@@ -79,8 +98,9 @@ def _check_scopes() -> None:
     fields = {f.name for f in dataclasses.fields(TrialConfig)}
     if set(SCOPES) != fields:
         missing, extra = sorted(fields - set(SCOPES)), sorted(set(SCOPES) - fields)
-        raise AssertionError(f"trainer.prefix.SCOPES must classify every TrialConfig field: missing {missing}, "
-                             f"unknown {extra}")
+        raise AssertionError(
+            f"trainer.prefix.SCOPES must classify every TrialConfig field: missing {missing}, unknown {extra}"
+        )
 
 
 _check_scopes()

@@ -45,17 +45,21 @@ class ProxyInputs:
     """What a proxy step reads from the model: the wrong training positions, the model's predictions there, and
     one 8-bit CAM per wrong image for `cam_target` (None for the `duplicate` control, which needs no map)."""
 
-    positions: np.ndarray         # (N,) positions in the training split the model gets wrong
-    predicted: np.ndarray         # (N,) its predictions there
-    maps: np.ndarray | None       # (N, S, S) uint8 CAMs of the CAM target class
+    positions: np.ndarray  # (N,) positions in the training split the model gets wrong
+    predicted: np.ndarray  # (N,) its predictions there
+    maps: np.ndarray | None  # (N, S, S) uint8 CAMs of the CAM target class
     seconds: float
-    key: str = ""                 # the `trainer.prefix.cam_group_key` they were computed for
+    key: str = ""  # the `trainer.prefix.cam_group_key` they were computed for
 
     def save(self, path: Path) -> None:
         """One uncompressed .npz, written atomically (a stem writes it; its branches read it)."""
         buffer = io.BytesIO()
-        arrays: dict[str, Any] = {"positions": self.positions, "predicted": self.predicted,
-                                  "seconds": np.float64(self.seconds), "key": np.str_(self.key)}
+        arrays: dict[str, Any] = {
+            "positions": self.positions,
+            "predicted": self.predicted,
+            "seconds": np.float64(self.seconds),
+            "key": np.str_(self.key),
+        }
         if self.maps is not None:
             arrays["maps"] = self.maps
         np.savez(buffer, **arrays)
@@ -72,11 +76,11 @@ class ProxyInputs:
 class ProxyStep:
     """The outcome of one proxy step."""
 
-    pixels: np.ndarray            # (K, 3, S, S) uint8 proxy images that join training
-    labels: np.ndarray            # (K,) int64, the true labels of their sources
-    source_indices: np.ndarray    # (K,) indices into the dataset's ImageSet
-    maps: np.ndarray              # (K, S, S) uint8, the maps that made them (zeros for `duplicate`)
-    dropped: np.ndarray           # ImageSet indices of unchanged proxies left out (`unchanged_proxies: drop`)
+    pixels: np.ndarray  # (K, 3, S, S) uint8 proxy images that join training
+    labels: np.ndarray  # (K,) int64, the true labels of their sources
+    source_indices: np.ndarray  # (K,) indices into the dataset's ImageSet
+    maps: np.ndarray  # (K, S, S) uint8, the maps that made them (zeros for `duplicate`)
+    dropped: np.ndarray  # ImageSet indices of unchanged proxies left out (`unchanged_proxies: drop`)
     stats: dict[str, float | int | None]
     seconds: float
 
@@ -85,8 +89,9 @@ class ProxyStep:
         return proxy_part(self.pixels, self.labels, image_size)
 
 
-def replace_pixels(images: torch.Tensor, cams: torch.Tensor, threshold: float, weight: float,
-                   rule: str) -> torch.Tensor:
+def replace_pixels(
+    images: torch.Tensor, cams: torch.Tensor, threshold: float, weight: float, rule: str
+) -> torch.Tensor:
     """Apply replacement `rule` to `images` (B, C, H, W) in [0, 1] where `cams` (B, H, W) >= `threshold`."""
     m = cams.unsqueeze(1).to(images.dtype)
     hot = m >= threshold
@@ -96,28 +101,31 @@ def replace_pixels(images: torch.Tensor, cams: torch.Tensor, threshold: float, w
         fill = torch.zeros_like(images)
     else:
         flat = m.flatten(1)
-        per_image = {"mean": flat.mean(1), "max": flat.amax(1), "min": flat.amin(1),
-                     "halfmax": flat.amax(1) / 2}[rule]
+        per_image = {"mean": flat.mean(1), "max": flat.amax(1), "min": flat.amin(1), "halfmax": flat.amax(1) / 2}[rule]
         fill = per_image.view(-1, 1, 1, 1).expand_as(images)
     return torch.where(hot, fill, images)
 
 
 @torch.no_grad()
-def find_wrong(model: nn.Module, train: Part, batch_size: int, device: torch.device,
-               num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def find_wrong(
+    model: nn.Module, train: Part, batch_size: int, device: torch.device, num_workers: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions in `train` the model misclassifies (eval mode, no augmentation) and its predictions there."""
     was_training = model.training
     model.eval()
-    predictions = [model(model_input(images, device)).argmax(1).cpu()
-                   for images, _ in batches(train, batch_size, None, num_workers)]
+    predictions = [
+        model(model_input(images, device)).argmax(1).cpu()
+        for images, _ in batches(train, batch_size, None, num_workers)
+    ]
     model.train(was_training)
     predicted = torch.cat(predictions).numpy() if predictions else np.zeros(0, np.int64)
     wrong = np.flatnonzero(predicted != train.labels)
     return wrong, predicted[wrong]
 
 
-def proxy_inputs(model: nn.Module, train: Part, config: TrialConfig, step: int, device: torch.device,
-                 batch_size: int, key: str = "") -> ProxyInputs:
+def proxy_inputs(
+    model: nn.Module, train: Part, config: TrialConfig, step: int, device: torch.device, batch_size: int, key: str = ""
+) -> ProxyInputs:
     """The wrong training images and the CAM of every one of them (`config`'s method, target and CAM batch)."""
     start = time.perf_counter()
     positions, predicted = find_wrong(model, train, batch_size, device, config.num_workers)
@@ -128,9 +136,14 @@ def proxy_inputs(model: nn.Module, train: Part, config: TrialConfig, step: int, 
         chunks = []
         with _seeded_numpy(config.seed, step):  # randomcam draws from numpy's global generator
             for lo in range(0, len(positions), config.cam_batch_size):
-                images = train.take(positions[lo:lo + config.cam_batch_size])
-                cams = compute_cams(model, model_input(images, device), targets[lo:lo + config.cam_batch_size],
-                                    config.cam_method, config.cam_batch_size)
+                images = train.take(positions[lo : lo + config.cam_batch_size])
+                cams = compute_cams(
+                    model,
+                    model_input(images, device),
+                    targets[lo : lo + config.cam_batch_size],
+                    config.cam_method,
+                    config.cam_batch_size,
+                )
                 chunks.append(np.round(cams.numpy() * 255).astype(np.uint8))
         size = config.image_size
         maps = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
@@ -147,8 +160,15 @@ def _seeded_numpy(seed: int, step: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def make_proxy_images(model: nn.Module, train: Part, config: TrialConfig, step: int, device: torch.device,
-                      batch_size: int, inputs: ProxyInputs | None = None) -> ProxyStep:
+def make_proxy_images(
+    model: nn.Module,
+    train: Part,
+    config: TrialConfig,
+    step: int,
+    device: torch.device,
+    batch_size: int,
+    inputs: ProxyInputs | None = None,
+) -> ProxyStep:
     """Proxy step number `step` (0-based) on the original training images `train`, from `inputs` when a stem
     computed them, else computing them now."""
     start = time.perf_counter()
@@ -169,8 +189,9 @@ def make_proxy_images(model: nn.Module, train: Part, config: TrialConfig, step: 
         proxies = sources.clone()
         hot = torch.zeros(count)
     else:
-        replaced = replace_pixels(sources.float() / 255, unit, config.threshold, config.multiply_weight,
-                                  config.pixel_replacement)
+        replaced = replace_pixels(
+            sources.float() / 255, unit, config.threshold, config.multiply_weight, config.pixel_replacement
+        )
         proxies = (replaced * 255).round().clamp(0, 255).to(torch.uint8)
         hot = (unit >= config.threshold).float().flatten(1).mean(1)
     unchanged = (proxies == sources).flatten(1).all(1).numpy() if count else np.zeros(0, bool)
@@ -187,16 +208,26 @@ def make_proxy_images(model: nn.Module, train: Part, config: TrialConfig, step: 
         "replaced_fraction": float(hot.mean()) if count else None,
     }
     return ProxyStep(
-        pixels=proxies.numpy()[keep], labels=train.labels[positions][keep], source_indices=source_indices[keep],
-        maps=maps[keep], dropped=source_indices[~keep], stats=stats,
-        seconds=inputs.seconds + time.perf_counter() - start)
+        pixels=proxies.numpy()[keep],
+        labels=train.labels[positions][keep],
+        source_indices=source_indices[keep],
+        maps=maps[keep],
+        dropped=source_indices[~keep],
+        stats=stats,
+        seconds=inputs.seconds + time.perf_counter() - start,
+    )
 
 
 def save_proxies(step: ProxyStep, path: Path) -> None:
     """Write a step's proxies as one uncompressed .npz (so training reads it by row), atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, images=step.pixels, labels=step.labels, source_indices=step.source_indices,
-             dropped_source_indices=step.dropped)
+    np.savez(
+        buffer,
+        images=step.pixels,
+        labels=step.labels,
+        source_indices=step.source_indices,
+        dropped_source_indices=step.dropped,
+    )
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -221,8 +252,7 @@ def npz_rows(path: Path, member: str) -> RowFile | None:
         name_length, extra_length = np.frombuffer(f.read(4), dtype="<u2")
         f.seek(info.header_offset + 30 + int(name_length) + int(extra_length))
         version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-            np.lib.format.read_array_header_2_0
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(f)
         if fortran or dtype != np.uint8:
             return None

@@ -33,8 +33,9 @@ def vanilla_saliency(logits: torch.Tensor, inputs: torch.Tensor, classes: torch.
     return grad.abs().amax(1, keepdim=True)
 
 
-def saliency_terms(model: nn.Module, originals: torch.Tensor, augmented: Augmented,
-                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def saliency_terms(
+    model: nn.Module, originals: torch.Tensor, augmented: Augmented, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits of the augmented images, L_sal and L_inv, for `originals` in [0, 1] and their augmentation."""
     n = originals.shape[0]
     both = normalize(torch.cat([originals, augmented.images])).detach().requires_grad_(True)

@@ -70,8 +70,16 @@ FOLDER_CASES = {
 def test_bad_dataset_folder_refused_by_search_run(tmp_path, case):
     folder = make_folder(tmp_path / "data", case)
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"study": "bad", "datasets": {"d": {"kind": "imagefolder", "root": str(folder)}},
-                                     "fixed": FIXED, "grid": {"threshold": [0.5]}}))
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "study": "bad",
+                "datasets": {"d": {"kind": "imagefolder", "root": str(folder)}},
+                "fixed": FIXED,
+                "grid": {"threshold": [0.5]},
+            }
+        )
+    )
     work = tmp_path / "work"
     work.mkdir()
     done = search("run", str(space), "--executor", "local", cwd=work)
@@ -99,8 +107,10 @@ TRIAL_CONFIGS = {
     "bad_schedule": ('{"dataset": {"kind": "digits"}, "proxy_steps": "3,p"}', "every 'p' must be followed"),
     "bad_replacement": ('{"dataset": {"kind": "digits"}, "pixel_replacement": "blur"}', "pixel_replacement"),
     "unknown_architecture": ('{"dataset": {"kind": "digits"}, "architecture": "resnet1000"}', "unknown architecture"),
-    "missing_weights": ('{"dataset": {"kind": "digits"}, "architecture": "test_resnet", "pretrained_path": '
-                        '"/nonexistent/w.pt"}', "does not exist"),
+    "missing_weights": (
+        '{"dataset": {"kind": "digits"}, "architecture": "test_resnet", "pretrained_path": "/nonexistent/w.pt"}',
+        "does not exist",
+    ),
 }
 
 
@@ -115,20 +125,28 @@ def test_bad_trial_config(tmp_path, case):
 
 def test_messy_folder_still_trains_and_counts_what_it_skipped(tmp_path):
     folder = write_digit_folder(tmp_path / "data", classes=3, per_class=8)
-    (folder / "0" / "zero.png").write_bytes(b"")                                  # 0-byte image
-    (folder / "1" / "readme.txt").write_text("not an image")                      # non-image file
-    (folder / "2" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")        # corrupt JPEG
-    (folder / "empty_class").mkdir()                                              # empty class folder: ignored
+    (folder / "0" / "zero.png").write_bytes(b"")  # 0-byte image
+    (folder / "1" / "readme.txt").write_text("not an image")  # non-image file
+    (folder / "2" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")  # corrupt JPEG
+    (folder / "empty_class").mkdir()  # empty class folder: ignored
     Image.fromarray(np.full((3000, 4000, 3), 200, np.uint8)).save(folder / "0" / "huge.png")  # 12 Mpx
-    for mode in ("RGBA", "P", "CMYK", "I;16", "1"):                               # mixed modes
+    for mode in ("RGBA", "P", "CMYK", "I;16", "1"):  # mixed modes
         suffix = "jpg" if mode == "CMYK" else "png"
         Image.new(mode, (20, 30)).save(folder / "1" / f"mode_{mode.replace(';', '')}.{suffix}")
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"dataset": {"kind": "imagefolder", "root": str(folder)}, **FIXED,
-                                  "batch_size": 8, "split": {"val": 0.25, "test": 0.25}}))
+    config.write_text(
+        json.dumps(
+            {
+                "dataset": {"kind": "imagefolder", "root": str(folder)},
+                **FIXED,
+                "batch_size": 8,
+                "split": {"val": 0.25, "test": 0.25},
+            }
+        )
+    )
     done = search("trial", str(config), "--out", str(tmp_path / "trial"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    metrics = json.loads(done.stdout[done.stdout.index("{"):])
+    metrics = json.loads(done.stdout[done.stdout.index("{") :])
     assert metrics["skipped_files"] == 3
     split = json.loads((tmp_path / "trial" / "split.json").read_text())
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 3 * 8 + 1 + 5

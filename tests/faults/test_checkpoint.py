@@ -15,8 +15,9 @@ def test_damaged_checkpoint_restarts_from_scratch(tmp_path, damage):
     run_trial(config, tmp_path / "t")
     checkpoint = tmp_path / "t" / "checkpoint.pt"
     data = checkpoint.read_bytes()
-    checkpoint.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00\x01garbage" * 100,
-                            "empty": b""}[damage])
+    checkpoint.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"\x00\x01garbage" * 100, "empty": b""}[damage]
+    )
     (tmp_path / "t" / "result.json").unlink()  # as if it was killed before finishing
     metrics = run_trial(config, tmp_path / "t").metrics
     assert "checkpoint.pt unusable" in (tmp_path / "t" / "trial.log").read_text()

@@ -10,23 +10,31 @@ from tests.search.helpers import assert_each_point_complete_once, free_port, sta
 
 
 def test_readers_never_lock_out_the_driver(tmp_path):
-    space = write_space(tmp_path / "tiny.yaml", grid={"cam_method": ["gradcam", "eigencam"],
-                                                      "threshold": [0.3, 0.6, 0.9]})
+    space = write_space(
+        tmp_path / "tiny.yaml", grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
+    )
     storage = f"sqlite:///{tmp_path}/runs/tiny.db"
     port = free_port()
     driver = start_driver(space, tmp_path, "ray")
     while not (tmp_path / "runs" / "tiny.db").exists():
         time.sleep(0.1)
-    dashboard = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--storage", storage,
-                                  "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "search", "dashboard", "--storage", storage, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     reads = {"status": 0, "export": 0, "dashboard": 0}
     errors = []
     try:
         while driver.poll() is None:
-            for name, args in (("status", ["status", "--study", "tiny"]),
-                               ("export", ["export", "--study", "tiny", "--out", str(tmp_path / "t.csv")])):
-                done = subprocess.run([sys.executable, "-m", "search", *args], cwd=tmp_path, capture_output=True,
-                                      text=True, timeout=60)
+            for name, args in (
+                ("status", ["status", "--study", "tiny"]),
+                ("export", ["export", "--study", "tiny", "--out", str(tmp_path / "t.csv")]),
+            ):
+                done = subprocess.run(
+                    [sys.executable, "-m", "search", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+                )
                 if done.returncode == 0:
                     reads[name] += 1
                 elif "no study" not in done.stderr:  # the study is created a moment after the DB file

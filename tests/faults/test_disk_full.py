@@ -35,8 +35,9 @@ def test_disk_full_fails_trials_cleanly_and_loses_nothing(local_ray, tmp_path, s
     trials = optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert failed and any("disk full while writing" in t.user_attrs["fail_reason"] for t in failed)
-    assert all("disk full" in t.user_attrs["fail_reason"] or "[Errno 28]" in t.user_attrs["fail_reason"]
-               for t in failed)
+    assert all(
+        "disk full" in t.user_attrs["fail_reason"] or "[Errno 28]" in t.user_attrs["fail_reason"] for t in failed
+    )
     assert {t.user_attrs["fail_kind"] for t in failed} == {"disk_full"}  # the machine's fault: no attempt used
     assert all("\n" not in t.user_attrs["fail_reason"] for t in failed)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

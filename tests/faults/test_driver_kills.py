@@ -19,8 +19,13 @@ from tests.search.helpers import (
 )
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
-FIXED = {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "2,p,2",
-         "optimizer": {"name": "adamw", "lr": 0.003}}
+FIXED = {
+    "image_size": 64,
+    "batch_size": 32,
+    "architecture": "test_resnet",
+    "proxy_steps": "2,p,2",
+    "optimizer": {"name": "adamw", "lr": 0.003},
+}
 
 
 def test_five_random_kills_lose_nothing(tmp_path):
@@ -35,8 +40,13 @@ def test_five_random_kills_lose_nothing(tmp_path):
         now = {t.number: t.value for t in trials(tmp_path) if t.state == TrialState.COMPLETE}
         assert {n: now[n] for n in seen} == seen  # a completed trial never changes
         seen = now
-    done = subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     final = assert_each_point_complete_once(tmp_path, 6)
     assert {n: final[n] for n in seen} == seen

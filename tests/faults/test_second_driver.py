@@ -12,14 +12,24 @@ def test_second_driver_refused_then_allowed_after_a_kill(tmp_path):
     space = write_space(tmp_path / "tiny.yaml")
     first = start_driver(space, tmp_path, "local")
     wait_for_complete(tmp_path, 1, first)
-    second = subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert second.returncode == 2
     assert f"another driver is running this study (pid {first.pid}" in second.stderr
     assert "Traceback" not in second.stderr
     first.send_signal(signal.SIGKILL)
     first.wait()
-    third = subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert third.returncode == 0, third.stdout + third.stderr
     assert_each_point_complete_once(tmp_path, 4)

@@ -22,18 +22,50 @@ SECURITY_RULES = "S102,S104,S301,S307,S506,S602,S604,S605,TID251"
 
 
 def test_source_passes_the_security_rules():
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", SECURITY_RULES,
-                           "trainer", "search", "results", "bench"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--select",
+            SECURITY_RULES,
+            "trainer",
+            "search",
+            "results",
+            "bench",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout
 
 
 def test_the_security_rules_catch_what_they_must(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import pickle, subprocess, torch, yaml\nyaml.load(open('x'))\npickle.loads(b'')\n"
-                   "subprocess.run('ls', shell=True)\ntorch.load('c.pt')\n")
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
-                           str(ROOT / "pyproject.toml"), "--select", SECURITY_RULES, str(bad)], cwd=tmp_path,
-                          capture_output=True, text=True)
+    bad.write_text(
+        "import pickle, subprocess, torch, yaml\nyaml.load(open('x'))\npickle.loads(b'')\n"
+        "subprocess.run('ls', shell=True)\ntorch.load('c.pt')\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--config",
+            str(ROOT / "pyproject.toml"),
+            "--select",
+            SECURITY_RULES,
+            str(bad),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     for rule in ("S506", "S301", "S602", "TID251"):
         assert rule in done.stdout, (rule, done.stdout)
 
@@ -55,10 +87,15 @@ def test_a_checkpoint_with_code_in_it_is_never_run(tmp_path):
 
 
 def test_study_names_never_become_paths(tmp_path):
-    for args in (["status", "--study", "../../etc/passwd"], ["export", "--study", "../x"],
-                 ["report", "--study", "a/b"], ["resume", "--study", "..", "--executor", "local"]):
-        done = subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=tmp_path,
-                              timeout=120)
+    for args in (
+        ["status", "--study", "../../etc/passwd"],
+        ["export", "--study", "../x"],
+        ["report", "--study", "a/b"],
+        ["resume", "--study", "..", "--executor", "local"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+        )
         assert done.returncode == 2 and "is not a valid study name" in done.stderr, (args, done.stderr)
     assert list(tmp_path.iterdir()) == []
 
@@ -78,16 +115,33 @@ def test_dashboard_binds_loopback_unless_told(tmp_path):
 
     storage = f"sqlite:///{tmp_path}/s.db"
     optuna.create_study(study_name="s", storage=storage)
-    default = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--storage", storage, "--port",
-                                str(free_port())], stderr=subprocess.PIPE, text=True)
+    default = subprocess.Popen(
+        [sys.executable, "-m", "search", "dashboard", "--storage", storage, "--port", str(free_port())],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert listening_addresses(default.pid) == {"127.0.0.1"}
     finally:
         default.terminate()
         _, err = default.communicate(timeout=30)
     assert "warning" not in err
-    exposed = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--storage", storage, "--host",
-                                "0.0.0.0", "--port", str(free_port())], stderr=subprocess.PIPE, text=True)
+    exposed = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "dashboard",
+            "--storage",
+            storage,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert listening_addresses(exposed.pid) == {"0.0.0.0"}
     finally:

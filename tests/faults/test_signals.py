@@ -39,12 +39,20 @@ def test_signal_stops_cleanly_with_130_and_the_next_run_resumes(tmp_path, signum
     assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]
     assert all(t.user_attrs["fail_kind"] == "interrupted" for t in trials(tmp_path) if t.state == TrialState.FAIL)
 
-    again = subprocess.run([sys.executable, "-m", "search", "run", str(space)], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert_each_point_complete_once(tmp_path, 6)
-    info = json.loads(subprocess.run([sys.executable, "-m", "search", "status", "--study", "tiny", "--json"],
-                                     cwd=tmp_path, capture_output=True, text=True, timeout=120).stdout)
+    info = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "search", "status", "--study", "tiny", "--json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
     assert info["complete"] == 6 and info["failed"] == 0 and info["remaining"] == 0
 
 

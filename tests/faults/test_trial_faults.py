@@ -23,9 +23,13 @@ def trials_of(options, name="tiny"):
 
 def test_a_trial_that_raises_is_retried_and_the_study_goes_on(local_ray, tmp_path):
     lonely = write_digit_folder(tmp_path / "one_class", classes=2, per_class=4)  # valid when the space is read…
-    data = space(datasets={"digits": {"kind": "digits", "limit_per_class": 20},
-                           "lonely": {"kind": "imagefolder", "root": str(lonely)}},
-                 grid={"dataset": ["digits", "lonely"], "threshold": [0.5]})
+    data = space(
+        datasets={
+            "digits": {"kind": "digits", "limit_per_class": 20},
+            "lonely": {"kind": "imagefolder", "root": str(lonely)},
+        },
+        grid={"dataset": ["digits", "lonely"], "threshold": [0.5]},
+    )
     spec = parse_space(data, tmp_path / "s.yaml")
     for f in (lonely / "1").iterdir():  # …but a class is gone when the trial runs: the trial raises DataError
         f.unlink()
@@ -34,15 +38,23 @@ def test_a_trial_that_raises_is_retried_and_the_study_goes_on(local_ray, tmp_pat
     trials = trials_of(options)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 2 and {t.user_attrs["attempt"] for t in failed} == {1, 2}
-    assert all("DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"]
-               for t in failed)
+    assert all(
+        "DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"] for t in failed
+    )
     assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
     assert any("2 class folders" in (r["fail_reason"] or "") for r in trial_rows(load_trials("tiny", options.storage)))
 
 
 def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):
-    data = space(fixed={"image_size": 64, "architecture": "test_resnet", "proxy_steps": "2",
-                        "optimizer": {"name": "sgd", "lr": 1.0e12}}, grid={"threshold": [0.5]})
+    data = space(
+        fixed={
+            "image_size": 64,
+            "architecture": "test_resnet",
+            "proxy_steps": "2",
+            "optimizer": {"name": "sgd", "lr": 1.0e12},
+        },
+        grid={"threshold": [0.5]},
+    )
     code, options = run_in_process(parse_space(data, tmp_path / "s.yaml"), tmp_path, executor="local")
     assert code == 1
     trials = trials_of(options)
@@ -57,11 +69,20 @@ def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path, cache):
     """Without the decoded-image cache the trial reading the folder fails, saying which file; with it the running
     trial trains on the snapshot its split was drawn from and completes."""
     folder = write_digit_folder(tmp_path / "shrinking", classes=3, per_class=30, size=64)
-    data = space(datasets={"digits": {"kind": "digits", "limit_per_class": 20},
-                           "shrinking": {"kind": "imagefolder", "root": str(folder)}},
-                 fixed={"image_size": 64, "batch_size": 8, "architecture": "test_resnet",
-                        "proxy_steps": "3,p,3", "optimizer": {"name": "adamw", "lr": 0.003}},
-                 grid={"dataset": ["digits", "shrinking"], "threshold": [0.5]})
+    data = space(
+        datasets={
+            "digits": {"kind": "digits", "limit_per_class": 20},
+            "shrinking": {"kind": "imagefolder", "root": str(folder)},
+        },
+        fixed={
+            "image_size": 64,
+            "batch_size": 8,
+            "architecture": "test_resnet",
+            "proxy_steps": "3,p,3",
+            "optimizer": {"name": "adamw", "lr": 0.003},
+        },
+        grid={"dataset": ["digits", "shrinking"], "threshold": [0.5]},
+    )
     spec = parse_space(data, tmp_path / "s.yaml")
     shrinking = next(p for p in spec.points if p.params["dataset"] == "shrinking")
     removed = threading.Event()

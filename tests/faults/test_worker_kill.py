@@ -11,8 +11,13 @@ from optuna.trial import TrialState
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import spec
 
-FIXED = {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "3,p,3",
-         "optimizer": {"name": "adamw", "lr": 0.003}}
+FIXED = {
+    "image_size": 64,
+    "batch_size": 32,
+    "architecture": "test_resnet",
+    "proxy_steps": "3,p,3",
+    "optimizer": {"name": "adamw", "lr": 0.003},
+}
 
 
 def test_a_killed_worker_is_retried(local_ray, tmp_path):
@@ -50,5 +55,5 @@ def test_a_killed_worker_is_retried(local_ray, tmp_path):
     retry = next(t for t in complete if t.user_attrs["grid_key"] == failed[0].user_attrs["grid_key"])
     assert retry.user_attrs["attempt"] == 2
     assert all(t.user_attrs["attempt"] == 1 for t in complete if t is not retry)
-    log = (tmp_path / "out" / "trials" / f"{retry.number}-{retry.user_attrs['grid_key'][:8]}" / "trial.log")
+    log = tmp_path / "out" / "trials" / f"{retry.number}-{retry.user_attrs['grid_key'][:8]}" / "trial.log"
     assert "resuming after epoch" in log.read_text()

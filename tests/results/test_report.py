@@ -21,8 +21,16 @@ from tests.conftest import RAY_ARGS
 from tests.search.helpers import spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +38,11 @@ def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     ray.init(**RAY_ARGS)
     try:
-        s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
-                 baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}])
+        s = spec(
+            repeats=3,
+            grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+            baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
+        )
         options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")
         assert run_study(s, options, Console(file=io.StringIO())) == 0
     finally:
@@ -41,10 +52,26 @@ def study_dir(tmp_path_factory):
 
 def test_report_tables_agree_with_the_export(study_dir):
     storage = f"sqlite:///{study_dir}/study.db"
-    made = build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report",
-                        say=lambda _: None)
-    done = subprocess.run([sys.executable, "-m", "search", "export", "--study", "tiny", "--storage", storage,
-                           "--out", str(study_dir / "trials.csv")], capture_output=True, text=True, timeout=120)
+    made = build_report(
+        load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "export",
+            "--study",
+            "tiny",
+            "--storage",
+            storage,
+            "--out",
+            str(study_dir / "trials.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     export = pd.read_csv(study_dir / "trials.csv")
     assert set(export["setting_proxy_steps"]) == {"1,p,1", "2"}  # text that survives read_csv, for every trial
@@ -72,29 +99,42 @@ def test_report_renders_offline_in_headless_chromium(study_dir, tmp_path):
     html = study_dir / "report" / "report.html"
     if not html.exists():
         storage = f"sqlite:///{study_dir}/study.db"
-        build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report",
-                     say=lambda _: None)
+        build_report(
+            load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None
+        )
     text = html.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", text) and not re.search(r"<link[^>]*\bhref=", text)  # all inline
     common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000"]
     # A copy of the report that writes, once drawn, the page's scroll width beside the window's (test-only script).
     probe = tmp_path / "probe.html"
-    probe.write_text(text.replace("</body>", "<script>window.addEventListener('load', () => setTimeout(() => "
-                                  "document.body.setAttribute('data-overflow', document.documentElement.scrollWidth "
-                                  "+ ' ' + window.innerWidth), 500));</script></body>"))
-    dom = subprocess.run([*common, "--window-size=1280,2400", "--enable-logging=stderr", "--v=0", "--dump-dom",
-                          probe.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    probe.write_text(
+        text.replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => setTimeout(() => "
+            "document.body.setAttribute('data-overflow', document.documentElement.scrollWidth "
+            "+ ' ' + window.innerWidth), 500));</script></body>",
+        )
+    )
+    dom = subprocess.run(
+        [*common, "--window-size=1280,2400", "--enable-logging=stderr", "--v=0", "--dump-dom", probe.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Uncaught" not in dom.stderr and ":ERROR:CONSOLE" not in dom.stderr, dom.stderr[-2000:]
-    figures = dom.stdout.split("class=\"figure\"")[1:]
+    figures = dom.stdout.split('class="figure"')[1:]
     assert len(figures) >= 6
     for figure in figures:
         assert "main-svg" in figure and re.search(r"<(path|image|rect)\b", figure), figure[:300]
     widths = re.search(r"data-overflow=\"(\d+) (\d+)\"", dom.stdout)
     assert widths and int(widths.group(1)) <= int(widths.group(2)), widths  # nothing wider than the page
     shot = tmp_path / "report.png"
-    subprocess.run([*common, "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [*common, "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.005  # text and plots, not a blank page
 
@@ -103,9 +143,10 @@ def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
     from optuna_dashboard._custom_plot_data import get_plotly_graph_objects
 
     storage = f"sqlite:///{study_dir}/study.db"
-    study = load_study("tiny", storage)
-    made = build_report(study, load_trials("tiny", storage), study_dir / "report_dashboard", to_dashboard=True,
-                        say=lambda _: None)
+    study = load_study("tiny", storage, writable=True)
+    made = build_report(
+        study, load_trials("tiny", storage), study_dir / "report_dashboard", to_dashboard=True, say=lambda _: None
+    )
     reread = load_study("tiny", storage)
     stored = get_plotly_graph_objects(reread._storage.get_study_system_attrs(reread._study_id))
     assert len(stored) == len(made.figures) >= 6
@@ -117,15 +158,24 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
     tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
     if not tables:
         storage = f"sqlite:///{study_dir}/study.db"
-        build_report(load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report",
-                     say=lambda _: None)
+        build_report(
+            load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None
+        )
         tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
     assert len(tables) >= 8
     document = tmp_path / "thesis.tex"
-    document.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
-                        + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tables) + "\\end{document}\n")
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    document.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+        + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tables)
+        + "\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     log = (tmp_path / "thesis.log").read_text(errors="replace")
     assert done.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]

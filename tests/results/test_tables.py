@@ -17,9 +17,9 @@ from search.study import GridStudy
 from tests.search.helpers import fixed_without, spec
 
 BASELINE = [0.80, 0.82, 0.78, 0.81]
-REAL = [0.05, 0.06, 0.04, 0.05]     # gradcam: a real improvement on every seed
+REAL = [0.05, 0.06, 0.04, 0.05]  # gradcam: a real improvement on every seed
 NOISE = [0.02, -0.03, 0.01, -0.01]  # eigencam: noise around zero
-T_975_DF3 = 3.182446305284263       # Student's t, 97.5% quantile, 3 degrees of freedom (from a table)
+T_975_DF3 = 3.182446305284263  # Student's t, 97.5% quantile, 3 degrees of freedom (from a table)
 
 
 def fill(grid, value_of):
@@ -31,14 +31,23 @@ def fill(grid, value_of):
 
 
 def metrics(test, val=0.7, seed=0):
-    return {"val_accuracy": val, "val_accuracy_best": val, "test_accuracy": test, "test_f1_macro": test - 0.1,
-            "train_seconds": 10.0 + seed, "peak_rss_mb": 500.0, "epochs": 2, "images_seen": 400}
+    return {
+        "val_accuracy": val,
+        "val_accuracy_best": val,
+        "test_accuracy": test,
+        "test_f1_macro": test - 0.1,
+        "train_seconds": 10.0 + seed,
+        "peak_rss_mb": 500.0,
+        "epochs": 2,
+        "images_seen": 400,
+    }
 
 
 @pytest.fixture
 def data(tmp_path):
-    s = spec(repeats=4, grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.5]},
-             baselines=[{"proxy_steps": "2"}])
+    s = spec(
+        repeats=4, grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.5]}, baselines=[{"proxy_steps": "2"}]
+    )
     grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
     for pending in grid.pending():
         params = pending.point.params
@@ -157,8 +166,7 @@ def test_many_noise_configurations_give_false_findings_unless_corrected(memory_d
     real = set(thresholds[:3])
     noise = {t: rng.normal(0, 0.01, seeds) for t in thresholds}
     base = rng.normal(0.8, 0.02, seeds)
-    s = spec(repeats=seeds, grid={"cam_method": ["gradcam"], "threshold": thresholds},
-             baselines=[{"proxy_steps": "2"}])
+    s = spec(repeats=seeds, grid={"cam_method": ["gradcam"], "threshold": thresholds}, baselines=[{"proxy_steps": "2"}])
     grid = GridStudy.open(s, f"sqlite:///{memory_dir}/s.db", memory_dir / "out")
 
     def value(point):
@@ -169,12 +177,17 @@ def test_many_noise_configurations_give_false_findings_unless_corrected(memory_d
 
     fill(grid, value)
     data = load_study_data(grid.study, grid.trials())
-    threshold_of = {row["label"]: float(row["configuration"].split("threshold=")[1])
-                    for _, row in data.legend.iterrows() if row["kind"] == "proxy"}
+    threshold_of = {
+        row["label"]: float(row["configuration"].split("threshold=")[1])
+        for _, row in data.legend.iterrows()
+        if row["kind"] == "proxy"
+    }
     raw = paired_comparisons(data, correction="none")
     p_raw = raw["t_p"].tolist()
-    expected_p = [scipy_stats.ttest_1samp(noise[threshold_of[c]] + 0.05 * (threshold_of[c] in real), 0).pvalue
-                  for c in raw["configuration"]]
+    expected_p = [
+        scipy_stats.ttest_1samp(noise[threshold_of[c]] + 0.05 * (threshold_of[c] in real), 0).pvalue
+        for c in raw["configuration"]
+    ]
     assert p_raw == pytest.approx(expected_p)  # the raw tests are the per-configuration paired t-tests
     called = [c for c, v in zip(raw["configuration"], raw["verdict"], strict=True) if v == "better"]
     false_raw = [c for c in called if threshold_of[c] not in real]
@@ -213,9 +226,12 @@ def test_error_rates_over_many_replicates():
 
 
 def test_controls_are_paired_on_the_settings_they_have(tmp_path):
-    s = spec(repeats=3, fixed={**fixed_without("proxy_steps"), "proxy_steps": "1,p,1"},
-             grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "wrong_subset": [0.5, 1.0]},
-             baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}])
+    s = spec(
+        repeats=3,
+        fixed={**fixed_without("proxy_steps"), "proxy_steps": "1,p,1"},
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "wrong_subset": [0.5, 1.0]},
+        baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
+    )
     kinds = {p.kind for p in s.points}
     assert kinds == {"proxy", "baseline", "control"}
     duplicates = [p for p in s.points if p.params.get("cam_method") == "duplicate"]
@@ -264,9 +280,21 @@ def test_people_tables_and_latex(data, tmp_path):
     body = [line for line in latex.splitlines() if line.endswith(r"\\")]
     assert len(body) == len(raw) + 1
     assert all(line.replace(r"\&", "").count("&") == len(shown.frame.columns) - 1 for line in body)
-    summary = present.summary("by_x", pd.DataFrame([{"x": 1, "test_accuracy_mean": 0.99, "test_accuracy_sd": 0.02,
-                                                     "test_accuracy_ci_low": 0.95, "test_accuracy_ci_high": 1.03}]),
-                              "x")
+    summary = present.summary(
+        "by_x",
+        pd.DataFrame(
+            [
+                {
+                    "x": 1,
+                    "test_accuracy_mean": 0.99,
+                    "test_accuracy_sd": 0.02,
+                    "test_accuracy_ci_low": 0.95,
+                    "test_accuracy_ci_high": 1.03,
+                }
+            ]
+        ),
+        "x",
+    )
     assert summary.frame.iloc[0]["test accuracy 95% CI"] == "[0.950, 1.000]"  # clipped, and said so
     assert any("clipped" in note for note in summary.notes)
     paths = present.write(shown, raw, tmp_path)
@@ -277,7 +305,14 @@ def test_people_tables_and_latex(data, tmp_path):
 def test_proxy_statistics_average_the_trials(tmp_path):
     s = spec(repeats=2, grid={"cam_method": ["gradcam"], "threshold": [0.5]})
     grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
-    fill(grid, lambda p: {**metrics(0.8), "proxy_images": 10 + p.params["seed"], "proxy_unchanged": 4,
-                          "proxy_unchanged_fraction": 0.25})
+    fill(
+        grid,
+        lambda p: {
+            **metrics(0.8),
+            "proxy_images": 10 + p.params["seed"],
+            "proxy_unchanged": 4,
+            "proxy_unchanged_fraction": 0.25,
+        },
+    )
     table = proxy_statistics(load_study_data(grid.study, grid.trials()))
     assert table.iloc[0]["proxy_images"] == 10.5 and table.iloc[0]["proxy_unchanged_fraction"] == 0.25

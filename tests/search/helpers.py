@@ -23,8 +23,13 @@ BASE = {
     "max_attempts": 2,
     "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
     "datasets": {"digits": {"kind": "digits", "limit_per_class": 20}},
-    "fixed": {"image_size": 64, "batch_size": 32, "architecture": "test_resnet", "proxy_steps": "1,p,1",
-              "optimizer": {"name": "adamw", "lr": 0.003}},
+    "fixed": {
+        "image_size": 64,
+        "batch_size": 32,
+        "architecture": "test_resnet",
+        "proxy_steps": "1,p,1",
+        "optimizer": {"name": "adamw", "lr": 0.003},
+    },
     "grid": {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6]},
 }
 
@@ -56,8 +61,13 @@ def write_space(path: Path, **changes) -> Path:
 
 def start_driver(space_file: Path, cwd: Path, executor: str = "local", *extra: str) -> subprocess.Popen:
     """`search run SPACE --executor EXECUTOR` in a subprocess (stdout and stderr together, as text)."""
-    return subprocess.Popen([sys.executable, "-m", "search", "run", str(space_file), "--executor", executor, *extra],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", "run", str(space_file), "--executor", executor, *extra],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def trials(cwd: Path, name: str = "tiny") -> list:

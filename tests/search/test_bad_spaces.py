@@ -42,8 +42,13 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_real_process_prints_no_traceback(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "search", "run", str(CORPUS[20])], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(CORPUS[20])],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ") and expected(CORPUS[20]) in done.stderr
     assert list(tmp_path.iterdir()) == []

@@ -34,8 +34,15 @@ def test_cache_list_and_clear(tmp_path):
 
 def space_file(tmp_path, root):
     path = tmp_path / "mine.yaml"
-    path.write_text(yaml.safe_dump({"datasets": {"mine": {"kind": "imagefolder", "root": str(root)}},
-                                    "fixed": FIXED, "grid": {"threshold": [0.5]}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {"mine": {"kind": "imagefolder", "root": str(root)}},
+                "fixed": FIXED,
+                "grid": {"threshold": [0.5]},
+            }
+        )
+    )
     return path
 
 

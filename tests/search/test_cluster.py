@@ -13,8 +13,10 @@ from tests.search.helpers import spec
 
 
 def test_trials_land_on_both_nodes(tmp_path):
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 100 * 2**20,
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": 100 * 2**20, "include_dashboard": False},
+    )
     cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
     try:
         options = RunOptions(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", "ray", ray_address=cluster.address)

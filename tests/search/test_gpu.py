@@ -58,8 +58,10 @@ def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_
         import torch
 
         if job["gpus"] < 1:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB "
-                                              "total capacity; 77.81 GiB already allocated)")
+            raise torch.cuda.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB "
+                "total capacity; 77.81 GiB already allocated)"
+            )
         return run_task(job, settings)
 
     s = spec(resources={"gpus_per_trial": 0.5, "cpus_per_trial": 1}, grid={"threshold": [0.5]})
@@ -77,8 +79,7 @@ def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_
 
 
 def cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_gpus_on_a_machine_without_any_is_refused_before_anything_is_made(tmp_path):
@@ -95,10 +96,29 @@ def test_gpus_on_a_machine_without_any_is_refused_before_anything_is_made(tmp_pa
 def gpu_head(tmp_path, short_dir):
     """`search cluster head --num-gpus 2` in its own process group, as a user starts one."""
     port = free_port()
-    head = subprocess.Popen([sys.executable, "-m", "search", "cluster", "head", "--port", str(port), "--num-cpus",
-                             "2", "--num-gpus", "2", "--block", "--temp-dir", str(short_dir),
-                             "--node-ip-address", "127.0.0.1"], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "cluster",
+            "head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "2",
+            "--block",
+            "--temp-dir",
+            str(short_dir),
+            "--node-ip-address",
+            "127.0.0.1",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     address = f"127.0.0.1:{port}"
     assert cli(["cluster", "wait", address, "--timeout", "120"], tmp_path).returncode == 0
     yield address
@@ -108,16 +128,28 @@ def gpu_head(tmp_path, short_dir):
 
 def test_a_cluster_with_two_gpus_runs_four_half_gpu_trials(tmp_path, gpu_head):
     space = write_space(tmp_path / "tiny.yaml", resources=RESOURCES, grid={"threshold": [0.2, 0.4, 0.6, 0.8]})
-    done = cli(["run", str(space), "--ray-address", gpu_head, "--gpus-per-trial", "0.5", "--cpus-per-trial", "0.5",
-                "--no-share"], tmp_path)
+    done = cli(
+        [
+            "run",
+            str(space),
+            "--ray-address",
+            gpu_head,
+            "--gpus-per-trial",
+            "0.5",
+            "--cpus-per-trial",
+            "0.5",
+            "--no-share",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     finished = [t for t in trials(tmp_path) if t.state == TrialState.COMPLETE]
     assert len(finished) == 4 and most_at_once(finished) <= 4
     assert all(set(t.user_attrs["gpu_ids"]) <= {"0", "1"} and t.user_attrs["gpu_ids"] for t in finished)
-    too_many = cli(["run", str(space), "--study", "other", "--ray-address", gpu_head, "--gpus-per-trial", "4"],
-                   tmp_path)
-    assert too_many.returncode == 2 and "needs 4 GPUs but no node of the Ray cluster has more than 2" in \
-        too_many.stderr
+    too_many = cli(
+        ["run", str(space), "--study", "other", "--ray-address", gpu_head, "--gpus-per-trial", "4"], tmp_path
+    )
+    assert too_many.returncode == 2 and "needs 4 GPUs but no node of the Ray cluster has more than 2" in too_many.stderr
     assert not (tmp_path / "runs" / "other.db").exists() and not (tmp_path / "runs" / "other").exists()
     started = time.monotonic()
     assert cli(["status", "--study", "tiny"], tmp_path).returncode == 0 and time.monotonic() - started < 60

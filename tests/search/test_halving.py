@@ -45,8 +45,13 @@ def value_at(folder, epoch: int) -> float:
 
 
 def run_driver(space, cwd, *extra):
-    return subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local", *extra],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local", *extra],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_halving_stops_exactly_the_points_below_the_cutoff_and_survives_a_kill(tmp_path):
@@ -59,15 +64,19 @@ def test_halving_stops_exactly_the_points_below_the_cutoff_and_survives_a_kill(t
     time.sleep(1.0)
     driver.send_signal(signal.SIGKILL)  # after the rung: decisions made, survivors under way
     driver.wait()
-    before = {t.user_attrs["grid_key"]: (t.number, t.user_attrs["pruned_at"]) for t in trials(tmp_path)
-              if t.state == TrialState.PRUNED}
+    before = {
+        t.user_attrs["grid_key"]: (t.number, t.user_attrs["pruned_at"])
+        for t in trials(tmp_path)
+        if t.state == TrialState.PRUNED
+    }
     assert before and all(rung == 2 for _, rung in before.values())
 
     done = run_driver(space, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     final = trials(tmp_path)
-    pruned = {t.user_attrs["grid_key"]: (t.number, t.user_attrs["pruned_at"]) for t in final
-              if t.state == TrialState.PRUNED}
+    pruned = {
+        t.user_attrs["grid_key"]: (t.number, t.user_attrs["pruned_at"]) for t in final if t.state == TrialState.PRUNED
+    }
     assert pruned == before  # the same decisions, recorded once: nothing stopped twice or resurrected
     complete = {t.user_attrs["grid_key"]: t for t in final if t.state == TrialState.COMPLETE}
     assert len(complete) + len(pruned) == 12 and not set(complete) & set(pruned)
@@ -89,8 +98,9 @@ def test_halving_stops_exactly_the_points_below_the_cutoff_and_survives_a_kill(t
 
 
 def test_a_rung_before_the_first_proxy_step_is_refused(tmp_path):
-    space = write_space(tmp_path / "tiny.yaml", grid=GRID, fixed={**FIXED, "proxy_steps": "2,p,2"},
-                        halving={**HALVING, "rungs": [1]})
+    space = write_space(
+        tmp_path / "tiny.yaml", grid=GRID, fixed={**FIXED, "proxy_steps": "2,p,2"}, halving={**HALVING, "rungs": [1]}
+    )
     done = run_driver(space, tmp_path)
     assert done.returncode == 2 and "rung 1 is not after the first proxy step" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()
@@ -105,8 +115,7 @@ def test_the_dry_run_prints_the_epochs_with_and_without_halving(tmp_path):
 
 
 def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(tmp_path):
-    space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.3, 0.6]},
-                        fixed={**FIXED, "proxy_steps": "1,p,5"})
+    space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.3, 0.6]}, fixed={**FIXED, "proxy_steps": "1,p,5"})
     driver = start_driver(space, tmp_path, "local")
     port = free_port()
     dashboard = None
@@ -115,13 +124,15 @@ def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(
         while not (tmp_path / "runs" / "tiny.db").exists() or not trials(tmp_path):
             assert time.monotonic() < deadline and driver.poll() is None
             time.sleep(0.2)
-        dashboard = subprocess.Popen([sys.executable, "-m", "search", "dashboard", "--study", "tiny", "--port",
-                                      str(port)], cwd=tmp_path, stderr=subprocess.DEVNULL)
+        dashboard = subprocess.Popen(
+            [sys.executable, "-m", "search", "dashboard", "--study", "tiny", "--port", str(port)],
+            cwd=tmp_path,
+            stderr=subprocess.DEVNULL,
+        )
         seen_running = False
         while driver.poll() is None and time.monotonic() < deadline:
             try:
-                detail = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0",
-                                                          timeout=10))
+                detail = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=10))
             except OSError:
                 time.sleep(0.5)
                 continue
@@ -130,8 +141,9 @@ def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(
         assert driver.wait() == 0 and seen_running
         detail = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=10))
         finished = [t for t in detail["trials"] if t["state"] == "Complete"]
-        assert len(finished) == 2 and all([v["step"] for v in t["intermediate_values"]] == list(range(1, 7))
-                                          for t in finished)
+        assert len(finished) == 2 and all(
+            [v["step"] for v in t["intermediate_values"]] == list(range(1, 7)) for t in finished
+        )
     finally:
         driver.kill()
         if dashboard is not None:
@@ -150,8 +162,11 @@ def test_halving_over_nested_stems_decides_from_the_stems_epochs(local_ray, tmp_
     from search.study import GridStudy
     from tests.search.helpers import spec
 
-    s = spec(fixed={**FIXED, "proxy_steps": "1,p,2,p,1"}, halving={**HALVING, "keep": "1/2"},
-             grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6], "clear_every_step": [True, False]})
+    s = spec(
+        fixed={**FIXED, "proxy_steps": "1,p,2,p,1"},
+        halving={**HALVING, "keep": "1/2"},
+        grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6], "clear_every_step": [True, False]},
+    )
     options = RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "ray", cache_dir=None)
     assert run_study(s, options, Console(file=io.StringIO())) == 0
     final = GridStudy.open(s, options.storage, options.out_dir).trials()
@@ -159,8 +174,12 @@ def test_halving_over_nested_stems_decides_from_the_stems_epochs(local_ray, tmp_
     assert len(by_key) == 8 and {t.state for t in final} <= {TrialState.COMPLETE, TrialState.PRUNED}
     assert any(t.state == TrialState.PRUNED for t in final)
     for point in s.points:  # each point's twin (the other clear_every_step) met the same fate at the rung
-        twin = next(p for p in s.points if p is not point and {k: v for k, v in p.params.items()
-                                                               if k != "clear_every_step"} ==
-                    {k: v for k, v in point.params.items() if k != "clear_every_step"})
+        twin = next(
+            p
+            for p in s.points
+            if p is not point
+            and {k: v for k, v in p.params.items() if k != "clear_every_step"}
+            == {k: v for k, v in point.params.items() if k != "clear_every_step"}
+        )
         assert by_key[point.grid_key].state == by_key[twin.grid_key].state
         assert by_key[point.grid_key].intermediate_values[2] == by_key[twin.grid_key].intermediate_values[2]

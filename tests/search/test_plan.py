@@ -35,8 +35,7 @@ def test_no_share_plans_every_point_from_scratch():
 
 
 def test_a_stem_with_one_child_and_no_point_is_merged():
-    s = spec(fixed={**fixed_without("proxy_steps"), "proxy_steps": "2,p,1,p,1"}, grid={"threshold": [0.3]},
-             repeats=1)
+    s = spec(fixed={**fixed_without("proxy_steps"), "proxy_steps": "2,p,1,p,1"}, grid={"threshold": [0.3]}, repeats=1)
     assert not build_plan(s.points, s.data["fixed"]).stems  # one point: nothing to share
     s = sharing_spec(grid={"cam_method": ["gradcam"], "threshold": [0.3], "clear_every_step": [True, False]})
     plan = build_plan(s.points, s.data["fixed"])

@@ -20,8 +20,9 @@ METRICS = {"val_accuracy": 0.5, "val_accuracy_best": 0.5, "test_accuracy": 0.4, 
 @pytest.fixture
 def read_only_copy(tmp_path):
     """A finished study copied onto a tmpfs that is then remounted read-only."""
-    grid = GridStudy.open(spec(repeats=3, baselines=[{"proxy_steps": "2"}]), f"sqlite:///{tmp_path}/s.db",
-                          tmp_path / "out")
+    grid = GridStudy.open(
+        spec(repeats=3, baselines=[{"proxy_steps": "2"}]), f"sqlite:///{tmp_path}/s.db", tmp_path / "out"
+    )
     for pending in grid.pending():
         grid.finish(grid.start(pending), {**METRICS, "seed": pending.point.params["seed"]})
     grid.storage.engine.dispose()  # the driver has finished: its last connection closes and SQLite checkpoints
@@ -44,8 +45,9 @@ def test_read_only_commands_read_a_read_only_copy(tmp_path, read_only_copy):
     storage = f"sqlite:///{read_only_copy}/s.db"
 
     def search(*args):
-        return subprocess.run([sys.executable, "-m", "search", *args], cwd=work, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "search", *args], cwd=work, capture_output=True, text=True, timeout=300
+        )
 
     status = search("status", "--study", "tiny", "--storage", storage, "--json")
     assert status.returncode == 0, status.stderr

@@ -24,8 +24,13 @@ def test_kill_9_then_the_same_command_finishes_without_redoing_work(tmp_path):
     driver.wait()
     values_before = {t.number: t.value for t in before}
 
-    again = subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     values_after = assert_each_point_complete_once(tmp_path, 6)
     assert {n: values_after[n] for n in values_before} == values_before  # earlier results unchanged

@@ -42,6 +42,7 @@ def test_ray_run_completes_every_point_once(local_ray, tmp_path):
     assert "fail_kind" not in rows[0]
     again, _ = run(s, tmp_path)  # the same command again: nothing to do
     assert again == 0 and len(trials_of(options)) == 5
-    resumed = CliRunner().invoke(app, ["resume", "--study", "tiny", "--storage", options.storage,
-                                       "--executor", "local"])  # the space read back from the study itself
+    resumed = CliRunner().invoke(
+        app, ["resume", "--study", "tiny", "--storage", options.storage, "--executor", "local"]
+    )  # the space read back from the study itself
     assert resumed.exit_code == 0 and "all 5 points are finished" in resumed.output

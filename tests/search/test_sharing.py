@@ -40,8 +40,13 @@ def epochs_trained(cwd: Path) -> int:
 
 
 def run(space: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search", "run", str(space), "--executor", "local", *extra],
-                          cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local", *extra],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_shared_and_unshared_runs_give_identical_metrics(tmp_path):
@@ -61,8 +66,13 @@ def test_shared_and_unshared_runs_give_identical_metrics(tmp_path):
     assert epochs_trained(shared) == 14 < epochs_trained(alone) == 32
     assert len(list((shared / "runs" / "tiny" / "stems").iterdir())) == 5
     assert not (alone / "runs" / "tiny" / "stems").exists()
-    status = subprocess.run([sys.executable, "-m", "search", "status", "--study", "tiny"], cwd=shared,
-                            capture_output=True, text=True, timeout=120)
+    status = subprocess.run(
+        [sys.executable, "-m", "search", "status", "--study", "tiny"],
+        cwd=shared,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "8 complete" in status.stdout
 
 
@@ -96,8 +106,13 @@ def test_killing_the_driver_during_a_stem_and_during_branches_loses_nothing(tmp_
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         if condition is stem_running:  # the root stem died half-way: status shows every stem still to run
-            status = subprocess.run([sys.executable, "-m", "search", "status", "--study", "tiny"], cwd=killed,
-                                    capture_output=True, text=True, timeout=120)
+            status = subprocess.run(
+                [sys.executable, "-m", "search", "status", "--study", "tiny"],
+                cwd=killed,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert "shared stems of the points left: 0 done, 5 to run" in status.stdout, status.stdout
     done = run(space, killed)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -10,9 +10,12 @@ def test_grid_key_ignores_order():
 
 
 def test_repeats_baselines_and_resolution():
-    s = spec(repeats=3, fixed=fixed_without("architecture"),
-             grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "architecture": ["test_resnet"]},
-             baselines=[{"proxy_steps": "2", "augmentation": ["none", "flip"]}])
+    s = spec(
+        repeats=3,
+        fixed=fixed_without("architecture"),
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "architecture": ["test_resnet"]},
+        baselines=[{"proxy_steps": "2", "augmentation": ["none", "flip"]}],
+    )
     grid = [p for p in s.points if not p.baseline]
     baselines = [p for p in s.points if p.baseline]
     assert len(grid) == 2 * 3 and len(baselines) == 2 * 3

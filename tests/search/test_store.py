@@ -23,22 +23,27 @@ from search.status import load_study, load_trials
 from search.store import ArtifactStore
 from tests.search.helpers import assert_each_point_complete_once, free_port, trials, write_space
 
-FOLDER_FILES = {"config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "result.json", "trial.log",
-                "cams.png"}
+FOLDER_FILES = {"config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "result.json", "trial.log", "cams.png"}
 GRID = {"threshold": [0.3, 0.6, 0.9]}
 
 
 def search(*args, cwd, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 class Node:
     """A Ray node started the way a user does it, in its own process group."""
 
     def __init__(self, args: list[str], env: dict) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "search", "cluster", *args, "--block"], env=env,
-                                        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "search", "cluster", *args, "--block"],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -56,12 +61,39 @@ def cluster(tmp_path, short_dir):
         env.update(extra_env or {})
         port = free_port()
         address = f"127.0.0.1:{port}"
-        head = Node(["head", "--port", str(port), "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--scratch",
-                     str(tmp_path / "scratch-head"), "--temp-dir", str(short_dir / "head")], env)
+        head = Node(
+            [
+                "head",
+                "--port",
+                str(port),
+                "--num-cpus",
+                "1",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--scratch",
+                str(tmp_path / "scratch-head"),
+                "--temp-dir",
+                str(short_dir / "head"),
+            ],
+            env,
+        )
         nodes.append(head)
         assert search("cluster", "wait", address, "--nodes", "1", cwd=tmp_path, env=env).returncode == 0
-        worker = Node(["worker", address, "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--scratch",
-                       str(tmp_path / "scratch-worker"), "--temp-dir", str(short_dir / "worker")], env)
+        worker = Node(
+            [
+                "worker",
+                address,
+                "--num-cpus",
+                "1",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--scratch",
+                str(tmp_path / "scratch-worker"),
+                "--temp-dir",
+                str(short_dir / "worker"),
+            ],
+            env,
+        )
         nodes.append(worker)
         assert search("cluster", "wait", address, "--nodes", "2", cwd=tmp_path, env=env).returncode == 0
         return address, env, head, worker
@@ -73,8 +105,12 @@ def cluster(tmp_path, short_dir):
 
 def scratch_files(tmp_path):
     """Files left in the nodes' scratch folders, the shared-input cache aside."""
-    return [p for name in ("scratch-head", "scratch-worker") for p in (tmp_path / name).rglob("*")
-            if p.is_file() and "shared" not in p.parts]
+    return [
+        p
+        for name in ("scratch-head", "scratch-worker")
+        for p in (tmp_path / name).rglob("*")
+        if p.is_file() and "shared" not in p.parts
+    ]
 
 
 def check_store(tmp_path, store_uri, storage, points):
@@ -112,8 +148,12 @@ def test_trial_folders_go_to_a_shared_store_and_scratch_is_cleaned(tmp_path, clu
 def s3(tmp_path):
     """moto's S3 server on loopback, a bucket, and the environment that points fsspec at it."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -122,8 +162,12 @@ def s3(tmp_path):
         except OSError:
             assert time.monotonic() < deadline, "moto's server never listened"
             time.sleep(0.2)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
     os.environ.update(env)
     import fsspec.config
     import s3fs
@@ -142,8 +186,9 @@ def s3(tmp_path):
 def test_an_s3_store(tmp_path, cluster, s3):
     address, env, _, _ = cluster(s3)
     space = write_space(tmp_path / "tiny.yaml", grid=GRID)
-    done = search("run", str(space), "--ray-address", address, "--artifacts", "s3://runs-bucket/tiny", cwd=tmp_path,
-                  env=env)
+    done = search(
+        "run", str(space), "--ray-address", address, "--artifacts", "s3://runs-bucket/tiny", cwd=tmp_path, env=env
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     check_store(tmp_path, "s3://runs-bucket/tiny", f"sqlite:///{tmp_path}/runs/tiny.db", 3)
 
@@ -164,13 +209,37 @@ def trial_run_by(node: Node) -> str | None:
 
 def test_a_killed_worker_node_is_retried_on_the_head_from_the_stores_checkpoint(tmp_path, cluster):
     address, env, _, worker = cluster()
-    space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.3, 0.6]},
-                        fixed={"image_size": 64, "batch_size": 8, "architecture": "test_resnet",
-                               "proxy_steps": "3,p,4", "optimizer": {"name": "adamw", "lr": 0.003}})
+    space = write_space(
+        tmp_path / "tiny.yaml",
+        grid={"threshold": [0.3, 0.6]},
+        fixed={
+            "image_size": 64,
+            "batch_size": 8,
+            "architecture": "test_resnet",
+            "proxy_steps": "3,p,4",
+            "optimizer": {"name": "adamw", "lr": 0.003},
+        },
+    )
     store = tmp_path / "store"
-    driver = subprocess.Popen([sys.executable, "-m", "search", "run", str(space), "--ray-address", address,
-                               "--artifacts", str(store), "--no-share"], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "run",
+            str(space),
+            "--ray-address",
+            address,
+            "--artifacts",
+            str(store),
+            "--no-share",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline:
@@ -186,8 +255,11 @@ def test_a_killed_worker_node_is_retried_on_the_head_from_the_stores_checkpoint(
     all_trials = trials(tmp_path)
     failed = [t for t in all_trials if t.state == TrialState.FAIL]
     assert len(failed) == 1 and f"{failed[0].number}-" == killed.split("-")[0] + "-"
-    retry = next(t for t in all_trials if t.state == TrialState.COMPLETE
-                 and t.user_attrs["grid_key"] == failed[0].user_attrs["grid_key"])
+    retry = next(
+        t
+        for t in all_trials
+        if t.state == TrialState.COMPLETE and t.user_attrs["grid_key"] == failed[0].user_attrs["grid_key"]
+    )
     log = (store / "trials" / f"{retry.number}-{retry.user_attrs['grid_key'][:8]}" / "trial.log").read_text()
     assert "resuming after epoch" in log and "resuming after epoch 0" not in log
     assert_each_point_complete_once(tmp_path, 2)
@@ -196,15 +268,29 @@ def test_a_killed_worker_node_is_retried_on_the_head_from_the_stores_checkpoint(
 STAND_INS = {
     "scontrol": "#!/bin/bash\nprintf 'node-a\\nnode-b\\n'\n",
     # srun --nodes=1 --ntasks=1 -w NODE COMMAND...: run COMMAND here (the node's name picks nothing on one machine).
-    "srun": "#!/bin/bash\nwhile [[ $1 == --* || $1 == -w ]]; do [[ $1 == -w ]] && shift; shift; done\nexec \"$@\"\n",
+    "srun": '#!/bin/bash\nwhile [[ $1 == --* || $1 == -w ]]; do [[ $1 == -w ]] && shift; shift; done\nexec "$@"\n',
     "hostname": "#!/bin/bash\necho 127.0.0.1\n",
 }
 
 
 def test_the_slurm_script_is_valid_and_its_commands_run_a_study(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", grid=GRID)
-    made = search("cluster", "slurm", str(space), "--nodes", "2", "--gpus-per-node", "0", "--cpus-per-node", "1",
-                  "--time", "01:00:00", "--port", str(free_port()), cwd=tmp_path)
+    made = search(
+        "cluster",
+        "slurm",
+        str(space),
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "0",
+        "--cpus-per-node",
+        "1",
+        "--time",
+        "01:00:00",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     script = tmp_path / "tiny.sbatch"
     text = script.read_text()
@@ -215,8 +301,13 @@ def test_the_slurm_script_is_valid_and_its_commands_run_a_study(tmp_path):
     for name, body in STAND_INS.items():
         (bin_dir / name).write_text(body)
         (bin_dir / name).chmod(stat.S_IRWXU)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "node-[a-b]",
-           "SLURM_JOB_ID": "42", "TMPDIR": str(tmp_path / "node-tmp")}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "node-[a-b]",
+        "SLURM_JOB_ID": "42",
+        "TMPDIR": str(tmp_path / "node-tmp"),
+    }
     (tmp_path / "node-tmp").mkdir()
     done = subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -59,8 +59,7 @@ def test_reordered_lists_are_the_same_grid(tmp_path):
 
 def test_new_values_run_only_the_new_points(tmp_path):
     run_all(open_study(tmp_path))
-    grid = open_study(tmp_path, grid={"cam_method": ["gradcam", "eigencam", "layercam"],
-                                      "threshold": [0.3, 0.6, 0.9]})
+    grid = open_study(tmp_path, grid={"cam_method": ["gradcam", "eigencam", "layercam"], "threshold": [0.3, 0.6, 0.9]})
     pending = grid.pending()
     assert len(pending) == 9 - 4
     assert all(p.point.params["cam_method"] == "layercam" or p.point.params["threshold"] == 0.9 for p in pending)
@@ -72,8 +71,9 @@ def test_an_open_set_categorical_cannot_grow_and_says_why(tmp_path):
     fixed = fixed_without("architecture")
     run_all(open_study(tmp_path, fixed=fixed, grid={"architecture": ["test_resnet"], "threshold": [0.5]}))
     with pytest.raises(StudyError, match=r"axis architecture gains \['test_efficientnet'\].*--study NEW_NAME"):
-        open_study(tmp_path, fixed=fixed, grid={"architecture": ["test_resnet", "test_efficientnet"],
-                                                "threshold": [0.5]})
+        open_study(
+            tmp_path, fixed=fixed, grid={"architecture": ["test_resnet", "test_efficientnet"], "threshold": [0.5]}
+        )
 
 
 def test_incompatible_changes_are_refused(tmp_path):
@@ -141,13 +141,23 @@ def test_sqlite_is_in_wal_mode(tmp_path):
 
 
 def test_a_second_driver_is_refused_and_a_dead_ones_lock_is_not_stale(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from search.study import DriverLock\n"
-        f"with DriverLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from search.study import DriverLock\n"
+                f"with DriverLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(StudyError, match=rf"another driver is running this study \(pid {holder.pid}"), \
-            DriverLock(tmp_path):
+    with (
+        pytest.raises(StudyError, match=rf"another driver is running this study \(pid {holder.pid}"),
+        DriverLock(tmp_path),
+    ):
         pass
     holder.kill()
     holder.wait()

@@ -14,11 +14,17 @@ def make_study(tmp_path):
     url = f"sqlite:///{tmp_path}/t.db"
     study = optuna.create_study(study_name="t", storage=open_storage(url, create=True), direction="maximize")
     optuna.create_study(study_name="other", storage=open_storage(url, create=True)).optimize(
-        lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)  # a second study's trials must not leak in
+        lambda trial: trial.suggest_float("x", 0, 1), n_trials=3
+    )  # a second study's trials must not leak in
     for i in range(6):
-        trial = study.ask({"cam": CategoricalDistribution(["gradcam", "eigencam", None]),
-                           "threshold": FloatDistribution(0.0, 1.0), "seed": IntDistribution(0, 9),
-                           "flag": CategoricalDistribution([True, False])})
+        trial = study.ask(
+            {
+                "cam": CategoricalDistribution(["gradcam", "eigencam", None]),
+                "threshold": FloatDistribution(0.0, 1.0),
+                "seed": IntDistribution(0, 9),
+                "flag": CategoricalDistribution([True, False]),
+            }
+        )
         trial.set_user_attr("grid_key", f"k{i}")
         trial.set_user_attr("nested", {"a": [1, 2.5, None], "b": "ü"})
         trial.storage.set_trial_system_attr(trial._trial_id, "sys", i)
@@ -40,10 +46,31 @@ def test_read_trials_equals_optunas_get_trials(tmp_path):
     got = read_trials(open_storage(url, create=False), "t")
     assert len(got) == len(expected) == 6
     for a, b in zip(got, expected, strict=False):
-        assert (a.number, a.state, a.values, a.params, a.distributions, a.user_attrs, a.system_attrs,
-                a.intermediate_values, a.datetime_start, a.datetime_complete, a._trial_id) == (
-            b.number, b.state, b.values, b.params, b.distributions, b.user_attrs, b.system_attrs,
-            b.intermediate_values, b.datetime_start, b.datetime_complete, b._trial_id)
+        assert (
+            a.number,
+            a.state,
+            a.values,
+            a.params,
+            a.distributions,
+            a.user_attrs,
+            a.system_attrs,
+            a.intermediate_values,
+            a.datetime_start,
+            a.datetime_complete,
+            a._trial_id,
+        ) == (
+            b.number,
+            b.state,
+            b.values,
+            b.params,
+            b.distributions,
+            b.user_attrs,
+            b.system_attrs,
+            b.intermediate_values,
+            b.datetime_start,
+            b.datetime_complete,
+            b._trial_id,
+        )
     assert got[1].value == math.inf and got[5].state == TrialState.RUNNING and got[5].datetime_complete is None
 
 

@@ -30,8 +30,9 @@ def digits():
 
 
 def run(name, images, labels, model, seed=0, classes=10, **params):
-    return augment_batch(images, labels, classes, name, torch.Generator().manual_seed(seed), AugmentConfig(**params),
-                         model)
+    return augment_batch(
+        images, labels, classes, name, torch.Generator().manual_seed(seed), AugmentConfig(**params), model
+    )
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
@@ -60,7 +61,7 @@ def test_pasted_area_equals_the_label_weight_within_one_pixel_row(name, model):
     a = run(name, images, labels, model, classes=N)
     for i in range(N):
         source = (a.images[i, 0] * N).round().long()
-        share = torch.bincount(source.flatten(), minlength=N).float() / SIZE ** 2
+        share = torch.bincount(source.flatten(), minlength=N).float() / SIZE**2
         assert torch.allclose(share, a.targets[i], atol=1 / SIZE), (i, share, a.targets[i])
 
 

@@ -30,8 +30,9 @@ def folder_config(root: Path) -> DatasetConfig:
 
 def test_the_cache_gives_the_same_split_and_metrics(tmp_path):
     folder = write_digit_folder(tmp_path / "digits", classes=3, per_class=20, size=48)
-    config = TrialConfig.from_dict(tiny_config(dataset={"kind": "imagefolder", "root": str(folder)},
-                                               proxy_steps="1,p,1"))
+    config = TrialConfig.from_dict(
+        tiny_config(dataset={"kind": "imagefolder", "root": str(folder)}, proxy_steps="1,p,1")
+    )
     plain = run_trial(config, tmp_path / "plain")
     cached = run_trial(config, tmp_path / "cached", cache_dir=tmp_path / "cache")
     assert (tmp_path / "plain" / "split.json").read_text() == (tmp_path / "cached" / "split.json").read_text()
@@ -76,8 +77,12 @@ print(json.dumps({"pid": os.getpid(), "built_by": entry.meta["built_by"], "key":
 def test_trials_starting_together_build_one_entry(tmp_path):
     folder = write_digit_folder(tmp_path / "digits", classes=4, per_class=40, size=64)
     cache = tmp_path / "cache"
-    processes = [subprocess.Popen([sys.executable, "-c", BUILD, str(folder), str(cache)], cwd=ROOT,
-                                  stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(folder), str(cache)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     outputs = [json.loads(p.communicate(timeout=300)[0]) for p in processes]
     assert len({o["key"] for o in outputs}) == 1 and len({o["built_by"] for o in outputs}) == 1
     assert sum(o["pid"] == o["built_by"] for o in outputs) == 1  # one built it, the others waited and read it
@@ -120,6 +125,7 @@ def mounts(tmp_path):
         mount_tmpfs(path, options)
         made.append(path)
         return path
+
     yield make
     for path in made:
         subprocess.run(["umount", "-l", str(path)], check=False)

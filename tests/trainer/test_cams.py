@@ -13,8 +13,7 @@ from trainer.models import create_model
 @pytest.fixture(scope="module")
 def digits_batch():
     images = load_images(DatasetConfig(kind="digits"), 64)
-    return (model_input(images.take(range(6)), torch.device("cpu")),
-            torch.from_numpy(images.labels[:6]))
+    return (model_input(images.take(range(6)), torch.device("cpu")), torch.from_numpy(images.labels[:6]))
 
 
 def model_for(method: str) -> str:
@@ -72,8 +71,16 @@ def test_check_fails_fast():
         check("vit_base_patch16_224", "fullgrad", 224)
     with pytest.raises(ModelError, match="unknown CAM method"):
         check("resnet18", "magiccam", 64)
-    for family in ("swin_tiny_patch4_window7_224", "deit_tiny_patch16_224", "efficientnet_b0", "vgg16",
-                   "densenet121", "convnext_tiny", "mobilenetv3_small_100", "resnext50_32x4d"):
+    for family in (
+        "swin_tiny_patch4_window7_224",
+        "deit_tiny_patch16_224",
+        "efficientnet_b0",
+        "vgg16",
+        "densenet121",
+        "convnext_tiny",
+        "mobilenetv3_small_100",
+        "resnext50_32x4d",
+    ):
         check(family, "gradcam", 224)
     assert "SwinTransformer" in TRANSFORMERS
 

@@ -17,19 +17,22 @@ def test_json_round_trip_and_defaults(tmp_path):
     assert config.epochs == 2 and config.schedule == [1, "p", 1]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"treshold": 0.5}, "treshold: unknown field"),
-    ({"threshold": 1.5}, "threshold: expected a number in [0, 1]"),
-    ({"threshold": "high"}, "threshold: expected a number"),
-    ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer.lr: expected a number"),
-    ({"optimizer": {"name": "rmsprop"}}, "optimizer.name: expected one of"),
-    ({"cam_method": "magiccam"}, "cam_method: expected one of"),
-    ({"batch_size": "big"}, "batch_size: expected an integer or 'auto'"),
-    ({"proxy_steps": "5,x,3"}, "proxy_steps"),
-    ({"dataset": {"kind": "imagefolder"}}, "dataset.root: expected a folder path"),
-    ({"wrong_subset": 0}, "wrong_subset: expected a fraction in (0, 1]"),
-    ({"clear_every_step": "yes"}, "clear_every_step: expected true/false"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"treshold": 0.5}, "treshold: unknown field"),
+        ({"threshold": 1.5}, "threshold: expected a number in [0, 1]"),
+        ({"threshold": "high"}, "threshold: expected a number"),
+        ({"optimizer": {"name": "adamw", "lr": "fast"}}, "optimizer.lr: expected a number"),
+        ({"optimizer": {"name": "rmsprop"}}, "optimizer.name: expected one of"),
+        ({"cam_method": "magiccam"}, "cam_method: expected one of"),
+        ({"batch_size": "big"}, "batch_size: expected an integer or 'auto'"),
+        ({"proxy_steps": "5,x,3"}, "proxy_steps"),
+        ({"dataset": {"kind": "imagefolder"}}, "dataset.root: expected a folder path"),
+        ({"wrong_subset": 0}, "wrong_subset: expected a fraction in (0, 1]"),
+        ({"clear_every_step": "yes"}, "clear_every_step: expected true/false"),
+    ],
+)
 def test_errors_name_the_field(change, message):
     with pytest.raises(ConfigError) as err:
         TrialConfig.from_dict(tiny_config(**change))

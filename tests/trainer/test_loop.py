@@ -108,13 +108,15 @@ def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
 
 
 def test_killed_trial_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    config = TrialConfig.from_dict(tiny_config(proxy_steps="2,p,4", dataset={"kind": "digits",
-                                                                           "limit_per_class": 60}))
+    config = TrialConfig.from_dict(tiny_config(proxy_steps="2,p,4", dataset={"kind": "digits", "limit_per_class": 60}))
     workdir = tmp_path / "killed"
     workdir.mkdir()
     (workdir / "config.json").write_text(json.dumps(config.to_dict()))
-    process = subprocess.Popen([sys.executable, "-m", "search", "trial", str(workdir / "config.json"),
-                                "--out", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search", "trial", str(workdir / "config.json"), "--out", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if (workdir / "checkpoint.pt").exists() and (workdir / "metrics.jsonl").exists():
@@ -134,14 +136,37 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert comparable(metrics_lines(workdir)) == comparable(metrics_lines(tmp_path / "whole"))
 
 
-@pytest.mark.parametrize("augmentation", ["none", "flip", "cutout", "random_erasing", "hide_and_seek", "gridmask",
-                                          "augmix", "mixup", "cutmix", "resizemix", "smoothmix", "ricap",
-                                          "samplepairing", "saliencymix", "snapmix", "attentive_cutmix"])
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        "none",
+        "flip",
+        "cutout",
+        "random_erasing",
+        "hide_and_seek",
+        "gridmask",
+        "augmix",
+        "mixup",
+        "cutmix",
+        "resizemix",
+        "smoothmix",
+        "ricap",
+        "samplepairing",
+        "saliencymix",
+        "snapmix",
+        "attentive_cutmix",
+    ],
+)
 def test_every_augmentation_combines_with_proxies_and_the_saliency_loss(tmp_path, augmentation):
     with_saliency = augmentation in ("flip", "cutmix", "snapmix")  # one per kind of map transform: warp, paste, CAM
-    config = TrialConfig.from_dict(tiny_config(augmentation=augmentation, saliency_loss_weight=0.5 * with_saliency,
-                                               invariance_loss_weight=0.1 * with_saliency,
-                                               dataset={"kind": "digits", "limit_per_class": 8}))
+    config = TrialConfig.from_dict(
+        tiny_config(
+            augmentation=augmentation,
+            saliency_loss_weight=0.5 * with_saliency,
+            invariance_loss_weight=0.1 * with_saliency,
+            dataset={"kind": "digits", "limit_per_class": 8},
+        )
+    )
     metrics = run_trial(config, tmp_path).metrics
     rows = metrics_lines(tmp_path)
     assert metrics["proxy_images"] > 0 and len(rows) == 2
@@ -212,8 +237,10 @@ def test_unchanged_proxies_are_counted_from_the_files(tmp_path, rule):
 def test_the_duplicate_control_trains_on_unmasked_copies_of_the_same_draw(tmp_path):
     cam = run_trial(TrialConfig.from_dict(tiny_config(unchanged_proxies="keep")), tmp_path / "cam")
     copy = run_trial(TrialConfig.from_dict(tiny_config(cam_method="duplicate")), tmp_path / "copy")
-    with np.load(tmp_path / "cam" / "proxies" / "step-0.npz") as a, \
-            np.load(tmp_path / "copy" / "proxies" / "step-0.npz") as b:
+    with (
+        np.load(tmp_path / "cam" / "proxies" / "step-0.npz") as a,
+        np.load(tmp_path / "copy" / "proxies" / "step-0.npz") as b,
+    ):
         assert np.array_equal(a["source_indices"], b["source_indices"])  # the same wrong images, the same draw
         copies, sources = b["images"], b["source_indices"]
     from trainer.data import load_images
@@ -237,8 +264,13 @@ def test_the_official_test_split(tmp_path):
     for part, n in (("train", 120), ("t10k", 40)):
         write_idx(tmp_path / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
         write_idx(tmp_path / f"{part}-labels-idx1-ubyte.gz", np.arange(n) % 4)
-    config = TrialConfig.from_dict(tiny_config(dataset={"kind": "fashion_mnist", "root": str(tmp_path)},
-                                               split={"val": 0.2, "test": "official"}, proxy_steps="1"))
+    config = TrialConfig.from_dict(
+        tiny_config(
+            dataset={"kind": "fashion_mnist", "root": str(tmp_path)},
+            split={"val": 0.2, "test": "official"},
+            proxy_steps="1",
+        )
+    )
     metrics = run_trial(config, tmp_path / "t").metrics
     split = json.loads((tmp_path / "t" / "split.json").read_text())
     assert split["test"] == list(range(120, 160)) and split["test_part"] == "official"
@@ -256,9 +288,17 @@ def test_run_trial_refuses_a_model_whose_cams_are_constant(tmp_path):
     with pytest.raises(ModelError, match="1x1 CAM feature map"):
         run_trial(config, tmp_path / "t")
     assert not (tmp_path / "t").exists()  # nothing half-written
-    done = subprocess.run([sys.executable, "-m", "search", "trial", str(tmp_path / "c.json"), "--out",
-                           str(tmp_path / "u")], capture_output=True, text=True, timeout=300,
-                          input=None) if (tmp_path / "c.json").write_text(json.dumps(config.to_dict())) else None
+    done = (
+        subprocess.run(
+            [sys.executable, "-m", "search", "trial", str(tmp_path / "c.json"), "--out", str(tmp_path / "u")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            input=None,
+        )
+        if (tmp_path / "c.json").write_text(json.dumps(config.to_dict()))
+        else None
+    )
     assert done.returncode == 2 and "1x1 CAM feature map" in done.stderr and "Traceback" not in done.stderr
 
 

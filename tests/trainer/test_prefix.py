@@ -14,15 +14,35 @@ from trainer.loop import run_stem
 from trainer.prefix import SCOPES, cam_group_key, prefix_key, proxy_boundaries
 
 SECOND_VALUE = {  # for each field, a value other than tiny_config's, to see which epochs it reaches
-    "dataset": {"kind": "digits", "limit_per_class": 31}, "image_size": 96, "split": {"val": 0.2, "test": 0.15},
-    "batch_size": 16, "architecture": "test_efficientnet", "pretrained": True, "pretrained_path": "/w.pt",
-    "cam_method": "eigencam", "cam_target": "predicted", "cam_batch_size": 8, "threshold": 0.7,
-    "multiply_weight": 0.2, "proxy_steps": "1,p,1,p,1", "wrong_subset": 0.5, "clear_every_step": True,
-    "pixel_replacement": "black", "unchanged_proxies": "keep", "augmentation": "cutout",
-    "augment": dataclasses.asdict(AugmentConfig(cutout_size=0.3)), "class_loss_weight": 0.5,
-    "saliency_loss_weight": 0.2, "invariance_loss_weight": 0.1,
-    "optimizer": dataclasses.asdict(OptimizerConfig(lr=0.01)), "scheduler": {"name": "cosine"},
-    "label_smoothing": 0.1, "mixed_precision": True, "target_val_accuracy": 0.5, "num_workers": 2, "seed": 3,
+    "dataset": {"kind": "digits", "limit_per_class": 31},
+    "image_size": 96,
+    "split": {"val": 0.2, "test": 0.15},
+    "batch_size": 16,
+    "architecture": "test_efficientnet",
+    "pretrained": True,
+    "pretrained_path": "/w.pt",
+    "cam_method": "eigencam",
+    "cam_target": "predicted",
+    "cam_batch_size": 8,
+    "threshold": 0.7,
+    "multiply_weight": 0.2,
+    "proxy_steps": "1,p,1,p,1",
+    "wrong_subset": 0.5,
+    "clear_every_step": True,
+    "pixel_replacement": "black",
+    "unchanged_proxies": "keep",
+    "augmentation": "cutout",
+    "augment": dataclasses.asdict(AugmentConfig(cutout_size=0.3)),
+    "class_loss_weight": 0.5,
+    "saliency_loss_weight": 0.2,
+    "invariance_loss_weight": 0.1,
+    "optimizer": dataclasses.asdict(OptimizerConfig(lr=0.01)),
+    "scheduler": {"name": "cosine"},
+    "label_smoothing": 0.1,
+    "mixed_precision": True,
+    "target_val_accuracy": 0.5,
+    "num_workers": 2,
+    "seed": 3,
 }
 
 
@@ -42,8 +62,12 @@ def test_a_field_changes_the_key_exactly_from_where_it_acts(field):
         return  # the schedule's shape is covered by test_schedules_share_the_epochs_before_they_differ
     differs = [prefix_key(base, e) != prefix_key(other, e) for e in range(4)]
     scope = SCOPES[field]
-    expected = {"start": [True] * 4, "proxy": [False, False, True, True], "second_proxy": [False, False, False, True],
-                "never": [False] * 4}[scope]
+    expected = {
+        "start": [True] * 4,
+        "proxy": [False, False, True, True],
+        "second_proxy": [False, False, False, True],
+        "never": [False] * 4,
+    }[scope]
     assert differs == expected, (field, scope)
 
 
@@ -55,8 +79,9 @@ def test_schedules_share_the_epochs_before_they_differ():
     assert prefix_key(a, 3) == prefix_key(b, 3) != prefix_key(b, 3, steps_done=2)  # the step due at 3 changes it
     assert prefix_key(a, 2) == prefix_key(c, 2)  # no learning-rate schedule reads progress here
     cosine = {"scheduler": {"name": "cosine"}}
-    assert prefix_key(TrialConfig.from_dict(tiny_config(proxy_steps="2,p,2", **cosine)), 2) != \
-        prefix_key(TrialConfig.from_dict(tiny_config(proxy_steps="2,p,3", **cosine)), 2)  # cosine reads the total
+    assert prefix_key(TrialConfig.from_dict(tiny_config(proxy_steps="2,p,2", **cosine)), 2) != prefix_key(
+        TrialConfig.from_dict(tiny_config(proxy_steps="2,p,3", **cosine)), 2
+    )  # cosine reads the total
     with pytest.raises(ValueError):
         prefix_key(a, 5)
 
@@ -64,8 +89,10 @@ def test_schedules_share_the_epochs_before_they_differ():
 def test_a_branch_resumed_from_a_stem_computes_what_it_computes_alone(tmp_path):
     """The stem trains 2 epochs and computes the step's wrong images and CAMs for two CAM groups; branches with
     different CAM settings resume from a copy of its checkpoint and get exactly the metrics of their own runs."""
-    branches = [TrialConfig.from_dict(tiny_config(proxy_steps="2,p,1", cam_method=m, threshold=t, wrong_subset=w))
-                for m, t, w in (("gradcam", 0.3, 1.0), ("gradcam", 0.6, 0.5), ("eigencam", 0.3, 1.0))]
+    branches = [
+        TrialConfig.from_dict(tiny_config(proxy_steps="2,p,1", cam_method=m, threshold=t, wrong_subset=w))
+        for m, t, w in (("gradcam", 0.3, 1.0), ("gradcam", 0.6, 0.5), ("eigencam", 0.3, 1.0))
+    ]
     stem = tmp_path / "stem"
     record = run_stem(branches[0], stem, 2, [branches[0], branches[2]])
     assert record["epochs"] == 2 and len(record["shared"]) == 2

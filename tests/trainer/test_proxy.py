@@ -12,7 +12,7 @@ from trainer.proxy import find_wrong, make_proxy_images, replace_pixels
 
 def hand_made():
     images = torch.tensor([[[[0.2, 0.4], [0.6, 0.8]]] * 3])  # (1, 3, 2, 2)
-    cams = torch.tensor([[[0.0, 0.5], [0.9, 1.0]]])           # (1, 2, 2)
+    cams = torch.tensor([[[0.0, 0.5], [0.9, 1.0]]])  # (1, 2, 2)
     return images, cams
 
 

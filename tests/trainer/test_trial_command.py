@@ -6,14 +6,21 @@ import sys
 
 
 def search(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_trial_on_an_image_folder_writes_every_file_of_design_5(tmp_path, digit_folder):
-    config = {"dataset": {"kind": "imagefolder", "root": str(digit_folder)}, "image_size": 64, "batch_size": 8,
-              "architecture": "test_resnet", "cam_method": "gradcamplusplus", "threshold": 0.4,
-              "proxy_steps": "1,p,1", "split": {"val": 0.25, "test": 0.25}, "pretrained": False}
+    config = {
+        "dataset": {"kind": "imagefolder", "root": str(digit_folder)},
+        "image_size": 64,
+        "batch_size": 8,
+        "architecture": "test_resnet",
+        "cam_method": "gradcamplusplus",
+        "threshold": 0.4,
+        "proxy_steps": "1,p,1",
+        "split": {"val": 0.25, "test": 0.25},
+        "pretrained": False,
+    }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
     out = tmp_path / "trial"
@@ -21,8 +28,16 @@ def test_trial_on_an_image_folder_writes_every_file_of_design_5(tmp_path, digit_
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     assert 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 2
-    for name in ("config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "proxies/step-0.npz", "cams.png",
-                 "result.json", "trial.log"):
+    for name in (
+        "config.json",
+        "split.json",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "proxies/step-0.npz",
+        "cams.png",
+        "result.json",
+        "trial.log",
+    ):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").iterdir())
     assert json.loads((out / "config.json").read_text())["dataset"]["root"] == str(digit_folder)

@@ -76,7 +76,10 @@ def main() -> None:
         }
     )
     try:
+        import fsspec
         import s3fs
+
+        fsspec.config.set_conf_env(fsspec.config.conf)  # fsspec read FSSPEC_* at import: read them again
 
         s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("bench")
         with tempfile.TemporaryDirectory() as tmp:

@@ -90,11 +90,34 @@ def _scalar(value: Any) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
+# The metrics the tables and figures read: a study whose trials lack some (made by an earlier version, or filled
+# by hand) gets empty columns for them instead of failing.
+TABLE_METRICS = (
+    "val_accuracy",
+    "val_accuracy_best",
+    "test_accuracy",
+    "test_f1_macro",
+    "train_seconds",
+    "peak_rss_mb",
+    "peak_gpu_mem_mb",
+    "epochs",
+    "images_seen",
+    "proxy_images",
+    "proxy_unchanged",
+    "proxy_unchanged_fraction",
+    "proxy_zero_maps",
+    "proxy_replaced_fraction",
+    "test_part",
+)
+
+
 def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData:
     """The trial table of a study made by `search run` whose trials are `trials`."""
     spec = spec_of(study)
     points = {p.grid_key: p for p in spec.points}
     frame = pd.DataFrame(trial_rows(trials))
+    if len(frame):
+        frame = frame.reindex(columns=[*frame.columns, *(m for m in TABLE_METRICS if m not in frame.columns)])
     legend = _legend(spec)
     if len(frame):
         keys = frame["grid_key"]

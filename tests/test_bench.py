@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 EXPECTED = {
     "proxy_step.py": {"rows", "worst_gradient_cam_ratio", "reference_speedup"},

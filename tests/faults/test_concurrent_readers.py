@@ -6,7 +6,11 @@ import sys
 import time
 import urllib.request
 
+import pytest
+
 from tests.search.helpers import assert_each_point_complete_once, free_port, start_driver, write_space
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def test_readers_never_lock_out_the_driver(tmp_path):

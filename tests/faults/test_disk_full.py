@@ -15,6 +15,8 @@ from search.study import trial_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import spec
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 
 @pytest.fixture
 def small_disk(tmp_path):

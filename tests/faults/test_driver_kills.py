@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from optuna.trial import TrialState
 
 from tests.search.helpers import (
@@ -17,6 +18,8 @@ from tests.search.helpers import (
     trials,
     write_space,
 )
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 FIXED = {

@@ -5,7 +5,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.search.helpers import assert_each_point_complete_once, start_driver, wait_for_complete, write_space
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def test_second_driver_refused_then_allowed_after_a_kill(tmp_path):

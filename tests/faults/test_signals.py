@@ -24,6 +24,8 @@ from tests.search.helpers import (
     write_space,
 )
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 
 

@@ -16,6 +16,8 @@ from tests.conftest import write_digit_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import space
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 
 def trials_of(options, name="tiny"):
     return optuna.load_study(study_name=name, storage=options.storage).get_trials(deepcopy=False)

@@ -6,10 +6,13 @@ import time
 
 import optuna
 import psutil
+import pytest
 from optuna.trial import TrialState
 
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import spec
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 FIXED = {
     "image_size": 64,

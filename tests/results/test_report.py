@@ -20,6 +20,8 @@ from search.status import load_study, load_trials
 from tests.conftest import RAY_ARGS
 from tests.search.helpers import spec
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
     "--headless",

@@ -158,6 +158,7 @@ def memory_dir(tmp_path):
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_many_noise_configurations_give_false_findings_unless_corrected(memory_dir):
     """200 configurations that change nothing and 3 that add +0.05, 6 seeds each (noise sd 0.01): without a
     correction several noise ones come out better; with Holm (and with BH) exactly the 3 real ones do."""
@@ -316,3 +317,15 @@ def test_proxy_statistics_average_the_trials(tmp_path):
     )
     table = proxy_statistics(load_study_data(grid.study, grid.trials()))
     assert table.iloc[0]["proxy_images"] == 10.5 and table.iloc[0]["proxy_unchanged_fraction"] == 0.25
+
+
+def test_a_study_whose_trials_lack_some_metrics_still_gives_its_tables(tmp_path):
+    """Trials from an earlier version (no val_accuracy_best, no proxy statistics) leave those columns empty."""
+    s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.5]}, baselines=[{"proxy_steps": "2"}])
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    fill(grid, lambda point: {"val_accuracy": 0.7, "test_accuracy": 0.8})
+    data = load_study_data(grid.study, grid.trials())
+    best = best_configurations(data)
+    assert len(best) == 2 and best["val_accuracy_best_mean"].isna().all()
+    assert best["test_accuracy_mean"].tolist() == pytest.approx([0.8, 0.8])
+    assert len(proxy_statistics(data)) == 1

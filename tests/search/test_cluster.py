@@ -3,6 +3,7 @@
 import io
 
 import optuna
+import pytest
 import ray
 from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
@@ -10,6 +11,8 @@ from rich.console import Console
 
 from search.driver import RunOptions, run_study
 from tests.search.helpers import spec
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def test_trials_land_on_both_nodes(tmp_path):

@@ -19,6 +19,8 @@ from search.study import GridStudy, trial_folder
 from search.worker import Settings
 from tests.search.helpers import free_port, spec, trials, write_space
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 RESOURCES = {"gpus_per_trial": 1, "cpus_per_trial": 1}
 
 

@@ -54,6 +54,7 @@ def run_driver(space, cwd, *extra):
     )
 
 
+@pytest.mark.slow
 def test_halving_stops_exactly_the_points_below_the_cutoff_and_survives_a_kill(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", grid=GRID, fixed=FIXED, halving=HALVING)
     driver = start_driver(space, tmp_path, "local")
@@ -114,6 +115,7 @@ def test_the_dry_run_prints_the_epochs_with_and_without_halving(tmp_path):
     assert "with halving: at most 17 epochs (against 25 without)" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(tmp_path):
     space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.3, 0.6]}, fixed={**FIXED, "proxy_steps": "1,p,5"})
     driver = start_driver(space, tmp_path, "local")
@@ -151,6 +153,7 @@ def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(
             dashboard.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_halving_over_nested_stems_decides_from_the_stems_epochs(local_ray, tmp_path):
     """Pairs differing only in clear_every_step share a stem up to their second proxy step (epoch 3), past the
     rung (epoch 2): their values at the rung come from that stem, and a pair, equal there, shares its fate."""

@@ -14,6 +14,8 @@ import pytest
 from search.study import GridStudy
 from tests.search.helpers import spec
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 METRICS = {"val_accuracy": 0.5, "val_accuracy_best": 0.5, "test_accuracy": 0.4, "epochs": 2, "images_seen": 40}
 
 

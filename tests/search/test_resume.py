@@ -5,6 +5,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.search.helpers import (
     assert_each_point_complete_once,
     assert_orphans_resumed,
@@ -12,6 +14,8 @@ from tests.search.helpers import (
     wait_for_complete,
     write_space,
 )
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 

@@ -3,6 +3,7 @@
 import os
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 from typer.testing import CliRunner
@@ -13,6 +14,8 @@ from search.driver import RunOptions, run_study
 from search.status import load_study, load_trials, study_status
 from search.study import trial_folder
 from tests.search.helpers import spec
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def run(spec_, tmp_path, executor="ray"):

@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import without_timing
 from tests.search.helpers import assert_each_point_complete_once, start_driver, trials, write_space
 from tests.search.test_plan import sharing_spec
+
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def write(tmp_path: Path) -> Path:
@@ -49,14 +52,21 @@ def run(space: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_shared_and_unshared_runs_give_identical_metrics(tmp_path):
-    shared, alone = tmp_path / "shared", tmp_path / "alone"
-    for cwd in (shared, alone):
-        cwd.mkdir()
-    space = write(tmp_path)
-    plan = run(space, shared, "--dry-run")
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """The grid planned and run with shared stems, once for this module: its space, folder, plan and run."""
+    tmp = tmp_path_factory.mktemp("sharing")
+    shared = tmp / "shared"
+    shared.mkdir()
+    space = write(tmp)
+    return space, shared, run(space, shared, "--dry-run"), run(space, shared)
+
+
+def test_shared_and_unshared_runs_give_identical_metrics(tmp_path, shared_run):
+    space, shared, plan, done = shared_run
+    alone = tmp_path / "alone"
+    alone.mkdir()
     assert "32 each point from scratch, 14 with 5 shared stems" in plan.stdout, plan.stdout
-    done = run(space, shared)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "14 of 32 epochs trained (shared prefixes)" in done.stdout
     assert run(space, alone, "--no-share").returncode == 0
@@ -86,12 +96,11 @@ def wait_for(condition, process, timeout=300):
     raise AssertionError("never happened")
 
 
-def test_killing_the_driver_during_a_stem_and_during_branches_loses_nothing(tmp_path):
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    for cwd in (reference, killed):
-        cwd.mkdir()
-    space = write(tmp_path)
-    assert run(space, reference).returncode == 0
+def test_killing_the_driver_during_a_stem_and_during_branches_loses_nothing(tmp_path, shared_run):
+    space, reference, _, uninterrupted = shared_run
+    assert uninterrupted.returncode == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
     stems = killed / "runs" / "tiny" / "stems"
 
     def stem_running():  # the root stem has a checkpoint but has not finished

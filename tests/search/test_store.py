@@ -23,6 +23,8 @@ from search.status import load_study, load_trials
 from search.store import ArtifactStore
 from tests.search.helpers import assert_each_point_complete_once, free_port, trials, write_space
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 FOLDER_FILES = {"config.json", "split.json", "metrics.jsonl", "checkpoint.pt", "result.json", "trial.log", "cams.png"}
 GRID = {"threshold": [0.3, 0.6, 0.9]}
 

@@ -201,16 +201,18 @@ def _build_plan(points: list[Point], fixed: dict, share: bool) -> Plan:
             children[parent].discard(node)
             children[parent].add(child)
 
-    by_node = np.argsort(chain_nodes, kind="stable")
-    cuts = np.flatnonzero(np.r_[True, np.diff(chain_nodes[by_node]) != 0, True])
-    members_of = {
-        int(chain_nodes[by_node[a]]): chain_points[by_node[a:b]].tolist() for a, b in itertools.pairwise(cuts)
-    }
+    # Each node's members in grid_key order (the first is the stem's representative), as spans of one array.
+    rank = np.empty(n, np.int64)  # each point's place in grid_key order
+    rank[sorted(range(n), key=keys.__getitem__)] = np.arange(n)
+    order = np.lexsort((rank[chain_points], chain_nodes))
+    member_node, member = chain_nodes[order], chain_points[order]
+    cuts = np.flatnonzero(np.r_[True, member_node[1:] != member_node[:-1], True])
+    span = {int(member_node[a]): (a, b) for a, b in itertools.pairwise(cuts.tolist())}
     before_of = {v: k for k, v in befores.items()}
 
     def name(node: int) -> str:  # what the node means, read off a member: the same stem in every run
         e, c, before, proxy_code, clear_code = nodes[node].tolist()
-        params = points[members_of[node][0]].params
+        params = points[member[span[node][0]]].params
         text = json.dumps(
             [
                 e,
@@ -226,26 +228,32 @@ def _build_plan(points: list[Point], fixed: dict, share: bool) -> Plan:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     names = {node: name(node) for node in parent_of}
-    rank = np.empty(n, np.int64)  # each point's place in grid_key order
-    rank[sorted(range(n), key=keys.__getitem__)] = np.arange(n)
+    # The CAM groups a stem computes: those that two or more members due a proxy step at its epoch share.
+    due_table = np.zeros((len(schedules), int(nodes[:, 0].max()) + 1), bool)
+    for k, text in enumerate(schedules):
+        for b in _boundaries(text):
+            if b < due_table.shape[1]:
+                due_table[k, b] = True
+    due = due_table[schedule[member], nodes[member_node, 0]]
+    due_node, due_member = member_node[due], member[due]
+    _, first, counts = np.unique(
+        due_node * (int(group.max()) + 1) + group[due_member], return_index=True, return_counts=True
+    )
     key_array = _objects(keys)
-    due_at: dict[int, np.ndarray] = {}  # per epoch: the schedules with a proxy step there
+    groups_of: dict[int, list[str]] = defaultdict(list)
+    shared = first[counts >= 2]
+    for node, key in zip(due_node[shared].tolist(), key_array[due_member[shared]].tolist(), strict=True):
+        groups_of[node].append(key)
     for node in sorted(parent_of, key=lambda k: (node_epoch[k], names[k])):  # parents before children
-        e = node_epoch[node]
-        chain = np.asarray(members_of[node], np.int64)
-        chain = chain[np.argsort(rank[chain], kind="stable")]
-        if e not in due_at:
-            due_at[e] = np.asarray([e in _boundaries(text) for text in schedules])
-        due = chain[due_at[e][schedule[chain]]]  # the members with a proxy step due here
-        _, first, counts = np.unique(group[due], return_index=True, return_counts=True)
+        a, b = span[node]
         parent = parent_of[node]
         plan.stems[names[node]] = Stem(
             names[node],
-            e,
+            node_epoch[node],
             None if parent is None else names[parent],
-            keys[chain[0]],
-            tuple(sorted(key_array[due[first[counts >= 2]]].tolist())),
-            frozenset(key_array[chain].tolist()),
+            keys[member[a]],
+            tuple(sorted(groups_of[node])),
+            frozenset(key_array[member[a:b]].tolist()),
         )
     # Each point starts from the last node of its chain (never one merged away: a point ends there).
     last_node = np.full(n, -1, np.int64)

@@ -226,7 +226,7 @@ def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Pa
         files, labels, classes, skipped = None, decoded.labels, decoded.classes, decoded.skipped
         official = decoded.official_test
         with open(folder / PIXELS, "wb") as f:
-            f.write(np.ascontiguousarray(decoded.pixels).tobytes())
+            np.ascontiguousarray(decoded.pixels).tofile(f)  # straight from the array: no second copy
         if progress:
             progress(len(labels), len(labels))
     np.save(folder / LABELS, labels)

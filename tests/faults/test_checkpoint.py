@@ -7,6 +7,8 @@ import pytest
 from tests.conftest import tiny_config, without_timing
 from trainer import TrialConfig, run_trial
 
+pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
+
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_damaged_checkpoint_restarts_from_scratch(tmp_path, damage):

@@ -74,6 +74,7 @@ print(json.dumps({"pid": os.getpid(), "built_by": entry.meta["built_by"], "key":
 """
 
 
+@pytest.mark.slow
 def test_trials_starting_together_build_one_entry(tmp_path):
     folder = write_digit_folder(tmp_path / "digits", classes=4, per_class=40, size=64)
     cache = tmp_path / "cache"

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import tiny_config, without_timing
 from trainer import TrialConfig, TrialError, run_trial
+from trainer.config import AUGMENTATIONS
 from trainer.proxy import load_proxies
 
 
@@ -41,6 +42,7 @@ def test_proxies_enter_training_only(tmp_path):
     assert result.metrics["images_seen"] == sum(r["train_images"] for r in rows)
 
 
+@pytest.mark.slow
 def test_clear_every_step(tmp_path):
     sizes = {}
     for clear in (True, False):
@@ -97,6 +99,7 @@ def test_finished_folder_is_not_trained_again(tmp_path):
     assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
     config = TrialConfig.from_dict(tiny_config(proxy_steps="1,p,1"))
     reference = run_trial(config, tmp_path / "reference").metrics
@@ -107,6 +110,7 @@ def test_corrupt_checkpoint_restarts_with_a_warning(tmp_path):
     assert comparable([metrics]) == comparable([reference])
 
 
+@pytest.mark.slow
 def test_killed_trial_resumes_and_matches_an_uninterrupted_run(tmp_path):
     config = TrialConfig.from_dict(tiny_config(proxy_steps="2,p,4", dataset={"kind": "digits", "limit_per_class": 60}))
     workdir = tmp_path / "killed"
@@ -136,27 +140,7 @@ def test_killed_trial_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert comparable(metrics_lines(workdir)) == comparable(metrics_lines(tmp_path / "whole"))
 
 
-@pytest.mark.parametrize(
-    "augmentation",
-    [
-        "none",
-        "flip",
-        "cutout",
-        "random_erasing",
-        "hide_and_seek",
-        "gridmask",
-        "augmix",
-        "mixup",
-        "cutmix",
-        "resizemix",
-        "smoothmix",
-        "ricap",
-        "samplepairing",
-        "saliencymix",
-        "snapmix",
-        "attentive_cutmix",
-    ],
-)
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
 def test_every_augmentation_combines_with_proxies_and_the_saliency_loss(tmp_path, augmentation):
     with_saliency = augmentation in ("flip", "cutmix", "snapmix")  # one per kind of map transform: warp, paste, CAM
     config = TrialConfig.from_dict(
@@ -281,6 +265,7 @@ def test_the_official_test_split(tmp_path):
         TrialConfig.from_dict(tiny_config(split={"val": 0.2, "test": "official"}))
 
 
+@pytest.mark.slow
 def test_run_trial_refuses_a_model_whose_cams_are_constant(tmp_path):
     from trainer.modelcheck import ModelError
 

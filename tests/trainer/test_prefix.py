@@ -86,6 +86,7 @@ def test_schedules_share_the_epochs_before_they_differ():
         prefix_key(a, 5)
 
 
+@pytest.mark.slow
 def test_a_branch_resumed_from_a_stem_computes_what_it_computes_alone(tmp_path):
     """The stem trains 2 epochs and computes the step's wrong images and CAMs for two CAM groups; branches with
     different CAM settings resume from a copy of its checkpoint and get exactly the metrics of their own runs."""

@@ -4,11 +4,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def search(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "search", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_trial_on_an_image_folder_writes_every_file_of_design_5(tmp_path, digit_folder):
     config = {
         "dataset": {"kind": "imagefolder", "root": str(digit_folder)},
@@ -43,6 +46,7 @@ def test_trial_on_an_image_folder_writes_every_file_of_design_5(tmp_path, digit_
     assert json.loads((out / "config.json").read_text())["dataset"]["root"] == str(digit_folder)
 
 
+@pytest.mark.slow
 def test_bad_config_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"dataset": {"kind": "digits"}, "threshold": 3}))

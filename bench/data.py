@@ -10,6 +10,8 @@ Prints one JSON object:
 - peak RSS of a trial on an in-memory dataset (Fashion-MNIST-shaped IDX files, N images resized to 224 px) without
   the cache and on an already built cache entry (goal: ≤ 1.5 GB beyond the model's own, which is the trial's RSS
   on a tiny dataset);
+- peak RSS of a proxy step (wrong images -> CAMs -> proxies, an untrained model so that most training images are
+  wrong) on a cached dataset of two sizes at the trial's image size: it must not grow with the wrong images;
 - start-up of a trial's data on an already cached image folder (list, fingerprint, verify the entry: goal ≤ 1 s),
   against today's per-file verify().
 """
@@ -103,11 +105,43 @@ def trial_rss(workdir: Path, dataset: dict, size: int, cache: Path | None) -> fl
     return json.loads(done.stdout)["peak_rss_mb"]
 
 
+PROXY_STEP = """
+import json, sys
+import numpy as np, torch
+sys.path.insert(0, {root!r})
+from trainer.config import TrialConfig
+from trainer.data import Part, load_images, make_split
+from trainer.device import peak_rss_mb, reset_peak_rss
+from trainer.models import create_model
+from trainer.proxy import make_proxy_images
+from pathlib import Path
+config = TrialConfig.from_dict({config!r})
+images = load_images(config.dataset, config.image_size, {cache!r})
+train = Part(images, np.asarray(make_split(images, config.split, config.seed)["train"]))
+torch.manual_seed(0)
+model = create_model(config.architecture, len(images.classes), config.image_size)
+reset_peak_rss()
+step = make_proxy_images(model, train, config, 0, torch.device("cpu"), 64, Path({out!r}) / "step-0.npz")
+print(json.dumps({{"wrong_images": step.stats["wrong_images"], "peak_rss_mb": peak_rss_mb()}}))
+"""
+
+
+def proxy_step_rss(workdir: Path, dataset: dict, size: int, cache: Path) -> dict:
+    """Wrong images and peak RSS (MB) of one gradcam proxy step (all wrong images) of an untrained test_resnet on
+    the cached `dataset` at `size` px, in a fresh process."""
+    workdir.mkdir(parents=True)
+    config = {"dataset": dataset, "image_size": size, "architecture": "test_resnet", "wrong_subset": 1.0}
+    code = PROXY_STEP.format(root=str(ROOT), config=config, cache=str(cache), out=str(workdir))
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     files, size, n_rss, rss_size = (300, 64, 2000, 64) if args.quick else (5000, 224, 20000, 224)
+    proxy_sizes = (300, 900) if args.quick else (1000, 4000)
     figures: dict = {"benchmark": "data", "jpegs": files, "image_size": size}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -146,6 +180,17 @@ def main() -> None:
         figures["cache_trial_rss_mb"] = trial_rss(tmp / "cached", dataset, rss_size, tmp / "cache")
         figures["cache_rss_beyond_model_mb"] = figures["cache_trial_rss_mb"] - figures["model_alone_rss_mb"]
         figures["goal_rss_beyond_model_mb"] = 1536
+        steps = []
+        for n in proxy_sizes:
+            small = {"kind": "fashion_mnist", "root": str(write_idx(tmp / f"idx-{n}", n))}
+            load_images(DatasetConfig(**small), rss_size, tmp / "cache")
+            steps.append(proxy_step_rss(tmp / f"step-{n}", small, rss_size, tmp / "cache"))
+        figures["proxy_steps"] = steps
+        figures["proxy_step_rss_growth_mb_per_1000_wrong"] = (
+            1000
+            * (steps[1]["peak_rss_mb"] - steps[0]["peak_rss_mb"])
+            / (steps[1]["wrong_images"] - steps[0]["wrong_images"])
+        )
     emit(figures)
 
 

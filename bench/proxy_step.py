@@ -24,7 +24,8 @@ from common import emit, median_seconds
 from trainer.cams import CAM_METHODS, GRADIENT_CAMS, compute_cams
 from trainer.data import normalize
 from trainer.models import cam_target, create_model
-from trainer.proxy import ProxyStep, replace_pixels, save_proxies
+from trainer.proxy import replace_pixels
+from trainer.rows import write_npz
 
 THRESHOLD, WEIGHT = 0.5, 0.5
 
@@ -61,11 +62,14 @@ def ours(model, x01, labels, method, out: Path, batch=64) -> torch.Tensor:
         )
     pixels = torch.cat(proxies)
     n = len(labels)
-    save_proxies(
-        ProxyStep(
-            pixels.numpy(), labels.numpy(), np.arange(n), np.zeros((n, 1, 1), np.uint8), np.zeros(0, np.int64), {}, 0.0
-        ),
+    write_npz(
         out / "step-0.npz",
+        {
+            "images": pixels.numpy(),
+            "labels": labels.numpy(),
+            "source_indices": np.arange(n),
+            "dropped_source_indices": np.zeros(0, np.int64),
+        },
     )
     return pixels
 

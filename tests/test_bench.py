@@ -19,7 +19,7 @@ EXPECTED = {
     "orchestrator.py": {"sequential_s", "local", "ray"},
     "large_study.py": {"status_s", "export_s", "report_s"},
     "memory.py": {"driver_peak_rss_mb", "trials"},
-    "data.py": {"speedup", "cache_trial_rss_mb", "today_trial_rss_mb", "cached_startup_s"},
+    "data.py": {"speedup", "cache_trial_rss_mb", "today_trial_rss_mb", "cached_startup_s", "proxy_steps"},
     "gpu_check.py": {"benchmark"},
     "sharing.py": {"speedup", "identical_results", "thesis_grid_ratio"},
     "halving.py": {"epochs_ratio", "same_best_configuration"},

@@ -43,39 +43,13 @@ from trainer.data import (
     load_uncached,
 )
 from trainer.files import atomic_write_json
+from trainer.rows import RowFile
 
 log = logging.getLogger("trainer")
 FORMAT = 1
 PIXELS, LABELS, META = "pixels.u8", "labels.npy", "meta.json"
 SAMPLED_BLOCKS, BLOCK = 64, 1 << 16
 Progress = Callable[[int, int], None]
-
-
-class RowFile:
-    """uint8 rows (R × shape) of a file from `offset` on, read with one `pread` per row: nothing is mapped into
-    the process, so reading a whole dataset does not grow its resident memory. Safe in forked loader workers."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], offset: int = 0) -> None:
-        self.path, self.shape, self.offset = str(path), tuple(shape), offset
-        self.row_bytes = int(np.prod(shape))
-        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        fd = self._open()
-        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
-        for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
-            view = memoryview(out[i]).cast("B")
-            if os.preadv(fd, [view], self.offset + int(row) * self.row_bytes) != self.row_bytes:
-                raise DataError(f"{self.path}: row {row} is truncated")
-        return out
-
-    def _open(self) -> int:
-        if self._fd is None or self._fd[0] != os.getpid():
-            self._fd = (os.getpid(), os.open(self.path, os.O_RDONLY))
-        return self._fd[1]
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fd": None}
 
 
 @dataclass

@@ -1,9 +1,12 @@
-"""Where a trial runs: its device, its precision, and its batch size (`batch_size: auto`, thesis Algorithm 3)."""
+"""Where a trial runs: its device, its precision, its batch size (`batch_size: auto`, thesis Algorithm 3), and the
+peak host memory it used."""
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
+import sys
 from collections.abc import Callable
 
 import torch
@@ -29,6 +32,32 @@ def select_device(requested: str | None = None) -> torch.device:
             "GPU(s) %s assigned (CUDA_VISIBLE_DEVICES) but CUDA is not available to torch: running on the CPU", visible
         )
     return torch.device("cpu")
+
+
+def reset_peak_rss() -> bool:
+    """Start counting this process's peak resident memory afresh (Linux: `5` into /proc/self/clear_refs resets the
+    high-water mark to the current size). Without it a trial would report the peak of whatever its process did
+    before: the earlier trials of a reused Ray worker, or the parent it was started from, whose high-water mark
+    Linux carries across exec (`ru_maxrss`). Returns whether it could."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory (MB) since `reset_peak_rss` (Linux's VmHWM), else over the process's life."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
 
 
 def precision(config: TrialConfig, device: torch.device) -> tuple[bool, torch.amp.GradScaler]:

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync'd, then renamed over `path`.
-    A full disk raises OSError(ENOSPC) naming the file and the space left, and leaves the old file as it was."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a temporary file in the same folder, fsync'd and renamed over `path`
+    when the block ends without an error, removed otherwise. A full disk raises OSError(ENOSPC) naming the file and
+    the space left, and leaves the old file as it was."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -30,10 +34,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
-            raise OSError(
-                exc.errno, f"disk full while writing {path} ({len(data)} bytes; {free} bytes free on that filesystem)"
-            ) from None
+            raise OSError(exc.errno, f"disk full while writing {path} ({free} bytes free on that filesystem)") from None
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

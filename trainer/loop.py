@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +38,7 @@ from trainer.data import (
     load_images,
     make_split,
 )
-from trainer.device import batch_size_for, precision, select_device
+from trainer.device import batch_size_for, peak_rss_mb, precision, reset_peak_rss, select_device
 from trainer.epoch import TrialError, evaluate, make_optimizer, train_epoch
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
 from trainer.modelcheck import ModelError, check
@@ -52,7 +51,6 @@ from trainer.proxy import (
     make_proxy_images,
     proxy_inputs,
     save_gallery,
-    save_proxies,
 )
 
 log = logging.getLogger("trainer")
@@ -174,8 +172,13 @@ def run_stem(
             key = cam_group_key(group, until)
             name = f"{files.SHARED}/step-{step}-{key}.npz"
             if not (workdir / name).exists():
-                inputs = proxy_inputs(trial.model, trial.train, group, step, trial.device, trial.batch_size, key)
-                inputs.save(workdir / name)
+                inputs = proxy_inputs(
+                    trial.model, trial.train, group, step, trial.device, trial.batch_size, workdir, key
+                )
+                try:
+                    inputs.save(workdir / name)
+                finally:
+                    inputs.close()
                 on_saved([name])
                 log.info(
                     "shared proxy step %d inputs for %s: %d wrong images, %.2f s",
@@ -212,6 +215,7 @@ class _Trial:
         self.config, self.workdir, self.device, self.shared, self.on_saved = config, workdir, device, shared, on_saved
         self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
         self.started = time.perf_counter()
+        reset_peak_rss()  # this trial's peak, not its worker's
         log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
         check(
             config.architecture,
@@ -277,15 +281,13 @@ class _Trial:
         config, state = self.config, self.state
         boundary = proxy_boundaries(config)[index]
         inputs = self._shared_inputs(index, boundary)
-        step = make_proxy_images(self.model, self.train, config, index, self.device, self.batch_size, inputs)
         name = files.TrialFolder(self.workdir).proxy_name(index)
-        save_proxies(step, self.workdir / name)
+        path = self.workdir / name
+        step = make_proxy_images(self.model, self.train, config, index, self.device, self.batch_size, path, inputs)
         if config.clear_every_step:
             self.proxies.clear()
-        self.proxies[name] = load_proxies(self.workdir / name, config.image_size)
-        count = min(8, len(step.source_indices))
-        originals = self.images.take(step.source_indices[:count]).numpy()
-        picture = gallery(originals, step.maps[:count], step.pixels[:count])
+        self.proxies[name] = load_proxies(path, config.image_size)
+        picture = gallery(*step.shown)
         save_gallery(picture, self.workdir / files.GALLERY)
         self.tensorboard.add_image("proxy/gallery", picture, index, dataformats="HWC")
         stats = {**step.stats, "step": index, "epoch": boundary, "seconds": step.seconds}
@@ -425,7 +427,7 @@ class _Trial:
             if target is not None
             else None,
             "skipped_files": self.images.skipped,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(self.device) / 2**20
             if self.device.type == "cuda"
             else None,

@@ -13,6 +13,10 @@ every value) is a plain copy of a hard example: `unchanged_proxies: drop` (the d
 that "proxy attention" means masked images and the `duplicate` control measures copies; `keep` does what the thesis
 code did. Every step records what it made: proxies, unchanged ones, all-zero and constant maps, and the mean share
 of pixels replaced. A step's proxies are one `proxies/step-K.npz` (uncompressed, read back by row).
+
+Nothing here holds all of a step's images at once: at 224 px the wrong images of a CIFAR-100 split can number tens
+of thousands (150 KB each, 600 KB as floats). CAMs are spooled to a file as they are computed and proxies are made
+`PROXY_CHUNK` images at a time straight into their file, so a step's memory does not grow with the dataset.
 """
 
 from __future__ import annotations
@@ -20,12 +24,10 @@ from __future__ import annotations
 import io
 import math
 import time
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -33,60 +35,67 @@ import torch
 from PIL import Image
 from torch import nn
 
-from trainer.cache import RowFile
 from trainer.cams import compute_cams
 from trainer.config import CONTROL_METHODS, TrialConfig
-from trainer.data import Part, batches, model_input, proxy_part
+from trainer.data import InMemory, Part, batches, model_input, proxy_part
 from trainer.files import atomic_write_bytes
+from trainer.rows import RowFile, SpooledRows, npz_rows, write_npz
+
+PROXY_CHUNK = 64  # images per piece of a proxy step: bounds its memory (64 × 600 KB floats at 224 px)
+GALLERY_ROWS = 8
 
 
 @dataclass
 class ProxyInputs:
     """What a proxy step reads from the model: the wrong training positions, the model's predictions there, and
-    one 8-bit CAM per wrong image for `cam_target` (None for the `duplicate` control, which needs no map)."""
+    one 8-bit CAM per wrong image for `cam_target`, read by row (None for the `duplicate` control, which needs no
+    map): spooled while they are computed, or in place in the .npz a stem saved them to."""
 
     positions: np.ndarray  # (N,) positions in the training split the model gets wrong
     predicted: np.ndarray  # (N,) its predictions there
-    maps: np.ndarray | None  # (N, S, S) uint8 CAMs of the CAM target class
+    maps: SpooledRows | RowFile | InMemory | None  # N rows (S, S) uint8: CAMs of the CAM target class
     seconds: float
     key: str = ""  # the `trainer.prefix.cam_group_key` they were computed for
 
     def save(self, path: Path) -> None:
-        """One uncompressed .npz, written atomically (a stem writes it; its branches read it)."""
-        buffer = io.BytesIO()
-        arrays: dict[str, Any] = {
+        """One uncompressed .npz, written atomically (a stem writes it; its branches read it). Only freshly
+        computed inputs (spooled maps) are saved."""
+        arrays: dict[str, np.ndarray | SpooledRows] = {
             "positions": self.positions,
             "predicted": self.predicted,
-            "seconds": np.float64(self.seconds),
-            "key": np.str_(self.key),
+            "seconds": np.asarray(self.seconds, np.float64),
+            "key": np.asarray(self.key),
         }
         if self.maps is not None:
+            if not isinstance(self.maps, SpooledRows):
+                raise TypeError("ProxyInputs.save: maps read from a file are saved already")
             arrays["maps"] = self.maps
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+        write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> ProxyInputs:
         with np.load(path, allow_pickle=False) as data:
-            maps = data.get("maps", None)
+            maps: RowFile | InMemory | None = None
+            if "maps" in data:
+                maps = npz_rows(path, "maps") or InMemory(data["maps"])  # an older, compressed file: into memory
             return cls(data["positions"], data["predicted"], maps, float(data["seconds"]), str(data["key"]))
+
+    def close(self) -> None:
+        """Free the spooled maps (a file read in place needs nothing)."""
+        if isinstance(self.maps, SpooledRows):
+            self.maps.close()
 
 
 @dataclass
 class ProxyStep:
-    """The outcome of one proxy step."""
+    """The outcome of one proxy step (its proxies are in the file `make_proxy_images` wrote)."""
 
-    pixels: np.ndarray  # (K, 3, S, S) uint8 proxy images that join training
-    labels: np.ndarray  # (K,) int64, the true labels of their sources
+    labels: np.ndarray  # (K,) int64, the true labels of the proxies' sources
     source_indices: np.ndarray  # (K,) indices into the dataset's ImageSet
-    maps: np.ndarray  # (K, S, S) uint8, the maps that made them (zeros for `duplicate`)
     dropped: np.ndarray  # ImageSet indices of unchanged proxies left out (`unchanged_proxies: drop`)
     stats: dict[str, float | int | None]
     seconds: float
-
-    def as_part(self, image_size: int) -> Part:
-        """The proxies as training data."""
-        return proxy_part(self.pixels, self.labels, image_size)
+    shown: tuple[np.ndarray, np.ndarray, np.ndarray]  # the first proxies' sources, maps and proxies (`gallery`)
 
 
 def replace_pixels(
@@ -124,16 +133,24 @@ def find_wrong(
 
 
 def proxy_inputs(
-    model: nn.Module, train: Part, config: TrialConfig, step: int, device: torch.device, batch_size: int, key: str = ""
+    model: nn.Module,
+    train: Part,
+    config: TrialConfig,
+    step: int,
+    device: torch.device,
+    batch_size: int,
+    spool_dir: Path,
+    key: str = "",
 ) -> ProxyInputs:
-    """The wrong training images and the CAM of every one of them (`config`'s method, target and CAM batch)."""
+    """The wrong training images and the CAM of every one of them (`config`'s method, target and CAM batch),
+    the CAMs spooled to an anonymous file in `spool_dir` (`ProxyInputs.close` frees it)."""
     start = time.perf_counter()
     positions, predicted = find_wrong(model, train, batch_size, device, config.num_workers)
     maps = None
     if config.cam_method not in CONTROL_METHODS:
         labels = train.labels[positions]
         targets = torch.from_numpy((labels if config.cam_target == "true" else predicted).astype(np.int64))
-        chunks = []
+        maps = SpooledRows(spool_dir, (config.image_size, config.image_size))
         with _seeded_numpy(config.seed, step):  # randomcam draws from numpy's global generator
             for lo in range(0, len(positions), config.cam_batch_size):
                 images = train.take(positions[lo : lo + config.cam_batch_size])
@@ -144,9 +161,7 @@ def proxy_inputs(
                     config.cam_method,
                     config.cam_batch_size,
                 )
-                chunks.append(np.round(cams.numpy() * 255).astype(np.uint8))
-        size = config.image_size
-        maps = np.concatenate(chunks) if chunks else np.zeros((0, size, size), np.uint8)
+                maps.append(np.round(cams.numpy() * 255).astype(np.uint8))
     return ProxyInputs(positions, predicted, maps, time.perf_counter() - start, key)
 
 
@@ -167,68 +182,88 @@ def make_proxy_images(
     step: int,
     device: torch.device,
     batch_size: int,
+    path: Path,
     inputs: ProxyInputs | None = None,
 ) -> ProxyStep:
     """Proxy step number `step` (0-based) on the original training images `train`, from `inputs` when a stem
-    computed them, else computing them now."""
+    computed them, else computing them now; its proxies are written to `path` (`load_proxies` reads them)."""
     start = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    own_inputs = inputs is None
     if inputs is None:
-        inputs = proxy_inputs(model, train, config, step, device, batch_size)
-    rng = np.random.default_rng([config.seed, step])
-    count = math.ceil(config.wrong_subset * len(inputs.positions))
-    chosen = np.sort(rng.choice(len(inputs.positions), size=count, replace=False)) if count else np.zeros(0, int)
-    positions = inputs.positions[chosen]
-    size = config.image_size
-    sources = train.take(positions) if count else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+        inputs = proxy_inputs(model, train, config, step, device, batch_size, path.parent)
     duplicate = config.cam_method in CONTROL_METHODS
     if not duplicate and inputs.maps is None:
         raise ValueError(f"proxy inputs without maps cannot make {config.cam_method} proxies")
-    maps = np.zeros((count, size, size), np.uint8) if inputs.maps is None else inputs.maps[chosen]
-    unit = torch.from_numpy(maps).float() / 255
-    if duplicate:
-        proxies = sources.clone()
-        hot = torch.zeros(count)
-    else:
-        replaced = replace_pixels(
-            sources.float() / 255, unit, config.threshold, config.multiply_weight, config.pixel_replacement
+    rng = np.random.default_rng([config.seed, step])
+    count = math.ceil(config.wrong_subset * len(inputs.positions))
+    chosen = np.sort(rng.choice(len(inputs.positions), size=count, replace=False)) if count else np.zeros(0, int)
+    size = config.image_size
+    proxies = SpooledRows(path.parent, (3, size, size))
+    kept: list[np.ndarray] = []  # per piece, which chosen images become proxies
+    unchanged = zero_maps = constant_maps = 0
+    replaced = 0.0
+    nothing = np.zeros((0, 3, size, size), np.uint8)
+    shown: tuple[np.ndarray, ...] = (nothing, np.zeros((0, size, size), np.uint8), nothing)
+    try:
+        for lo in range(0, count, PROXY_CHUNK):
+            piece = chosen[lo : lo + PROXY_CHUNK]
+            sources = train.take(inputs.positions[piece])
+            maps = np.zeros((len(piece), size, size), np.uint8) if inputs.maps is None else inputs.maps.take(piece)
+            if duplicate:
+                made = sources.clone()
+            else:
+                unit = torch.from_numpy(maps).float() / 255
+                mixed = replace_pixels(
+                    sources.float() / 255, unit, config.threshold, config.multiply_weight, config.pixel_replacement
+                )
+                made = (mixed * 255).round().clamp(0, 255).to(torch.uint8)
+                replaced += float((unit >= config.threshold).float().flatten(1).mean(1).double().sum())
+                flat = maps.reshape(len(piece), -1)
+                zero_maps += int((flat.max(1) == 0).sum())
+                constant_maps += int((flat.max(1) == flat.min(1)).sum())
+            same = (made == sources).flatten(1).all(1).numpy()
+            unchanged += int(same.sum())
+            keep = ~same if config.unchanged_proxies == "drop" and not duplicate else np.ones(len(piece), bool)
+            kept.append(keep)
+            proxies.append(made.numpy()[keep])
+            if len(shown[0]) < GALLERY_ROWS:
+                parts = (sources.numpy()[keep], maps[keep], made.numpy()[keep])
+                shown = tuple(np.concatenate([a, b])[:GALLERY_ROWS] for a, b in zip(shown, parts, strict=True))
+        keep_all = np.concatenate(kept) if kept else np.zeros(0, bool)
+        positions = inputs.positions[chosen]
+        source_indices = train.indices[positions]
+        labels = train.labels[positions][keep_all]
+        write_npz(
+            path,
+            {
+                "images": proxies,
+                "labels": labels,
+                "source_indices": source_indices[keep_all],
+                "dropped_source_indices": source_indices[~keep_all],
+            },
         )
-        proxies = (replaced * 255).round().clamp(0, 255).to(torch.uint8)
-        hot = (unit >= config.threshold).float().flatten(1).mean(1)
-    unchanged = (proxies == sources).flatten(1).all(1).numpy() if count else np.zeros(0, bool)
-    keep = ~unchanged if config.unchanged_proxies == "drop" and not duplicate else np.ones(count, bool)
-    source_indices = train.indices[positions]
-    flat = maps.reshape(count, -1)
+    finally:
+        proxies.close()
+        if own_inputs:
+            inputs.close()
     stats = {
         "wrong_images": len(inputs.positions),
         "chosen": int(count),
-        "proxy_images": int(keep.sum()),
-        "unchanged": int(unchanged.sum()),
-        "zero_maps": None if duplicate else int((flat.max(1) == 0).sum()) if count else 0,
-        "constant_maps": None if duplicate else int((flat.max(1) == flat.min(1)).sum()) if count else 0,
-        "replaced_fraction": float(hot.mean()) if count else None,
+        "proxy_images": int(keep_all.sum()),
+        "unchanged": unchanged,
+        "zero_maps": None if duplicate else zero_maps,
+        "constant_maps": None if duplicate else constant_maps,
+        "replaced_fraction": (0.0 if duplicate else replaced / count) if count else None,
     }
     return ProxyStep(
-        pixels=proxies.numpy()[keep],
-        labels=train.labels[positions][keep],
-        source_indices=source_indices[keep],
-        maps=maps[keep],
-        dropped=source_indices[~keep],
+        labels=labels,
+        source_indices=source_indices[keep_all],
+        dropped=source_indices[~keep_all],
         stats=stats,
         seconds=inputs.seconds + time.perf_counter() - start,
+        shown=(shown[0], shown[1], shown[2]),
     )
-
-
-def save_proxies(step: ProxyStep, path: Path) -> None:
-    """Write a step's proxies as one uncompressed .npz (so training reads it by row), atomically."""
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        images=step.pixels,
-        labels=step.labels,
-        source_indices=step.source_indices,
-        dropped_source_indices=step.dropped,
-    )
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_proxies(path: Path, image_size: int) -> Part:
@@ -241,25 +276,7 @@ def load_proxies(path: Path, image_size: int) -> Part:
     return proxy_part(pixels, labels, image_size)
 
 
-def npz_rows(path: Path, member: str) -> RowFile | None:
-    """Rows of an array stored uncompressed in an .npz, read in place; None when it is compressed."""
-    with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{member}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            return None
-    with open(path, "rb") as f:
-        f.seek(info.header_offset + 26)
-        name_length, extra_length = np.frombuffer(f.read(4), dtype="<u2")
-        f.seek(info.header_offset + 30 + int(name_length) + int(extra_length))
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        if fortran or dtype != np.uint8:
-            return None
-        return RowFile(path, shape[1:], f.tell())
-
-
-def gallery(originals: np.ndarray, maps: np.ndarray, proxies: np.ndarray, rows: int = 8) -> np.ndarray:
+def gallery(originals: np.ndarray, maps: np.ndarray, proxies: np.ndarray, rows: int = GALLERY_ROWS) -> np.ndarray:
     """An (H, W, 3) uint8 picture: one row per example of image | CAM (jet colours) | proxy image."""
     tile = max(originals.shape[-1], 96)
 

@@ -309,6 +309,22 @@ def test_precision_and_transfers_where_cuda_is_absent():
     assert all(torch.equal(a, b) for a, b in zip(plain, pinned, strict=True))
 
 
+def test_a_trial_reports_its_own_peak_memory_not_its_process_history(tmp_path):
+    """A reused worker (or one exec'd from a large parent) has a high-water mark from before the trial: the trial's
+    `peak_rss_mb` must not include it, and must include what the trial itself holds."""
+    from trainer.device import peak_rss_mb, reset_peak_rss
+
+    big = np.ones(1200 * 2**20 // 8)  # 1.2 GB, touched
+    del big
+    earlier = peak_rss_mb()
+    assert reset_peak_rss() and peak_rss_mb() < earlier - 1000
+    held = np.ones(400 * 2**20 // 8)
+    assert peak_rss_mb() >= 400
+    del held
+    metrics = run_trial(TrialConfig.from_dict(tiny_config(proxy_steps="1")), tmp_path / "t").metrics
+    assert 100 < metrics["peak_rss_mb"] < earlier - 1000
+
+
 def test_the_batch_size_finder(tmp_path):
     """Algorithm 3 with its memory probe replaced by a function of the batch size, and the real probe (on the
     CPU) leaving weights and batch-norm statistics as they were."""

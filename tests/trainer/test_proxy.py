@@ -1,13 +1,23 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from tests.conftest import tiny_config
 from trainer.config import TrialConfig
 from trainer.data import Part, load_images, make_split
 from trainer.models import create_model
-from trainer.proxy import find_wrong, make_proxy_images, replace_pixels
+from trainer.proxy import (
+    PROXY_CHUNK,
+    ProxyInputs,
+    find_wrong,
+    load_proxies,
+    make_proxy_images,
+    proxy_inputs,
+    replace_pixels,
+)
+from trainer.rows import RowFile
 
 
 def hand_made():
@@ -41,24 +51,75 @@ def test_threshold_is_inclusive_and_input_untouched():
     assert torch.equal(images, before)
 
 
-def test_proxy_step_picks_a_seeded_subset_of_wrong_training_images():
-    config = TrialConfig.from_dict(tiny_config(wrong_subset=0.5, seed=3))
+def untrained_step_parts(**overrides):
+    config = TrialConfig.from_dict(tiny_config(**overrides))
     images = load_images(config.dataset, config.image_size)
     split = make_split(images, config.split, config.seed)
     train = Part(images, np.asarray(split["train"]))
     torch.manual_seed(0)
-    model = create_model("test_resnet", 10, 64)
-    wrong, _ = find_wrong(model, train, 32, torch.device("cpu"))
-    step = make_proxy_images(model, train, config, 0, torch.device("cpu"), 32)
+    return config, images, split, train, create_model("test_resnet", 10, 64)
+
+
+def test_proxy_step_picks_a_seeded_subset_of_wrong_training_images(tmp_path):
+    config, images, split, train, model = untrained_step_parts(wrong_subset=0.5, seed=3)
+    cpu = torch.device("cpu")
+    wrong, _ = find_wrong(model, train, 32, cpu)
+    step = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "a.npz")
     assert step.stats["wrong_images"] == len(wrong) > 0
     assert step.stats["chosen"] == math.ceil(0.5 * len(wrong))
     assert len(step.labels) + len(step.dropped) == step.stats["chosen"]
     assert set(step.source_indices) | set(step.dropped) <= set(np.asarray(split["train"])[wrong])
     assert np.array_equal(step.labels, images.labels[step.source_indices])
-    again = make_proxy_images(model, train, config, 0, torch.device("cpu"), 32)
-    assert np.array_equal(again.source_indices, step.source_indices) and np.array_equal(again.pixels, step.pixels)
-    other_step = make_proxy_images(model, train, config, 1, torch.device("cpu"), 32)
+    pixels = load_proxies(tmp_path / "a.npz", 64).take(np.arange(len(step.labels))).numpy()
+    again = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "b.npz")
+    assert np.array_equal(again.source_indices, step.source_indices)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    other_step = make_proxy_images(model, train, config, 1, cpu, 32, tmp_path / "c.npz")
     assert not np.array_equal(other_step.source_indices, step.source_indices)
     originals = images.take(step.source_indices).numpy()
-    assert (step.pixels != originals).reshape(len(originals), -1).any(1).all()  # each proxy differs (drop mode)
-    assert step.pixels.dtype == np.uint8 and step.pixels.shape[1:] == (3, 64, 64)
+    assert (pixels != originals).reshape(len(originals), -1).any(1).all()  # each proxy differs (drop mode)
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (3, 64, 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "c.npz"]  # no spool or temp file left
+
+
+def test_proxy_step_made_in_pieces_equals_the_whole_step_at_once(tmp_path):
+    """Proxies are made PROXY_CHUNK images at a time straight into their file: the file holds exactly what
+    Algorithm 1 gives on all chosen images at once, and the statistics are those of all of them."""
+    config, _, _, train, model = untrained_step_parts(threshold=0.3)
+    cpu = torch.device("cpu")
+    inputs = proxy_inputs(model, train, config, 0, cpu, 32, tmp_path)
+    n = len(inputs.positions)
+    assert n > 2 * PROXY_CHUNK  # several pieces, the last one partial
+    maps = inputs.maps.take(np.arange(n))
+    sources = train.take(inputs.positions)
+    whole = replace_pixels(sources.float() / 255, torch.from_numpy(maps).float() / 255, 0.3, 0.5, "blended") * 255
+    whole = whole.round().clamp(0, 255).to(torch.uint8)
+    changed = ~(whole == sources).flatten(1).all(1).numpy()
+    step = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "p.npz", inputs)
+    with np.load(tmp_path / "p.npz") as saved:
+        assert np.array_equal(saved["images"], whole.numpy()[changed])
+        assert np.array_equal(saved["source_indices"], train.indices[inputs.positions][changed])
+    assert step.stats["unchanged"] == int((~changed).sum())
+    hot = (torch.from_numpy(maps).float() / 255 >= 0.3).float().flatten(1).mean(1)
+    assert step.stats["replaced_fraction"] == pytest.approx(float(hot.double().mean()), abs=1e-6)
+    assert step.stats["zero_maps"] == int((maps.reshape(n, -1).max(1) == 0).sum())
+    assert np.array_equal(step.shown[2], whole.numpy()[changed][:8])
+    assert np.array_equal(step.shown[0], sources.numpy()[changed][:8])
+    inputs.close()
+
+
+def test_proxy_inputs_saved_by_a_stem_are_read_in_place(tmp_path):
+    config, _, _, train, model = untrained_step_parts()
+    cpu = torch.device("cpu")
+    inputs = proxy_inputs(model, train, config, 0, cpu, 32, tmp_path, key="k")
+    inputs.save(tmp_path / "shared.npz")
+    loaded = ProxyInputs.load(tmp_path / "shared.npz")
+    assert isinstance(loaded.maps, RowFile) and loaded.key == "k"
+    rows = np.arange(len(inputs.positions))[::-1]
+    assert np.array_equal(loaded.maps.take(rows), inputs.maps.take(rows))
+    assert np.array_equal(loaded.positions, inputs.positions)
+    own = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "own.npz")
+    shared = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "shared-proxies.npz", loaded)
+    assert (tmp_path / "own.npz").read_bytes() == (tmp_path / "shared-proxies.npz").read_bytes()
+    assert own.stats == shared.stats
+    inputs.close()

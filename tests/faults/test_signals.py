@@ -32,7 +32,9 @@ GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_cleanly_with_130_and_the_next_run_resumes(tmp_path, signum):
     space = write_space(tmp_path / "tiny.yaml", grid=GRID)
-    driver = start_driver(space, tmp_path, "ray")
+    # Unshared, each point trains on its own: after the first finishes, seconds of work remain for the signal
+    # (shared, the branches of a trained stem can all finish before it lands).
+    driver = start_driver(space, tmp_path, "ray", "--no-share")
     wait_for_complete(tmp_path, 1, driver)
     driver.send_signal(signum)
     output, _ = driver.communicate(timeout=120)

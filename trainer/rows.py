@@ -21,24 +21,28 @@ from trainer.files import atomic_file
 COPY_BYTES = 1 << 24
 
 
+def read_rows(fd: int, shape: tuple[int, ...], rows: np.ndarray, offset: int, name: str | int) -> np.ndarray:
+    """Rows `rows` (each `shape` uint8 bytes, from `offset` on) of the open file `fd`, one `pread` per row into one
+    new array, in that order."""
+    row_bytes = int(np.prod(shape))
+    out = np.empty((len(rows), *shape), dtype=np.uint8)
+    for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
+        if os.preadv(fd, [memoryview(out[i]).cast("B")], offset + int(row) * row_bytes) != row_bytes:
+            raise DataError(f"{name}: row {row} is truncated")
+    return out
+
+
 class RowFile:
     """uint8 rows (R × shape) of a file from `offset` on, read with one `pread` per row: nothing is mapped into
     the process, so reading a whole dataset does not grow its resident memory. Safe in forked loader workers."""
 
     def __init__(self, path: Path | str, shape: tuple[int, ...], offset: int = 0) -> None:
         self.path, self.shape, self.offset = str(path), tuple(shape), offset
-        self.row_bytes = int(np.prod(shape))
         self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Rows `rows` as one (len(rows), *shape) uint8 array, in that order."""
-        fd = self._open()
-        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
-        for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
-            view = memoryview(out[i]).cast("B")
-            if os.preadv(fd, [view], self.offset + int(row) * self.row_bytes) != self.row_bytes:
-                raise DataError(f"{self.path}: row {row} is truncated")
-        return out
+        return read_rows(self._open(), self.shape, rows, self.offset, self.path)
 
     def _open(self) -> int:
         if self._fd is None or self._fd[0] != os.getpid():
@@ -61,7 +65,6 @@ class SpooledRows:
     def __init__(self, folder: Path, shape: tuple[int, ...]) -> None:
         self.shape, self.count = tuple(shape), 0
         self.file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (lives as long as this object: `close`)
-        self.row_bytes = int(np.prod(shape))
 
     def __len__(self) -> int:
         return self.count
@@ -76,13 +79,11 @@ class SpooledRows:
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Rows `rows`, in that order (what is appended so far)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and not (rows.min() >= 0 and rows.max() < self.count):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} of {self.count}")
         self.file.flush()
-        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
-        for i, row in enumerate(np.asarray(rows, dtype=np.int64)):
-            if not 0 <= row < self.count:
-                raise IndexError(f"row {row} of {self.count}")
-            os.preadv(self.file.fileno(), [memoryview(out[i]).cast("B")], int(row) * self.row_bytes)
-        return out
+        return read_rows(self.file.fileno(), self.shape, rows, 0, self.file.name)
 
     def close(self) -> None:
         self.file.close()

@@ -2,7 +2,7 @@
 the same K trials run by `search trial` one after another.
 
     python bench/orchestrator.py           # K = 8
-    python bench/orchestrator.py --quick   # K = 3
+    python bench/orchestrator.py --quick   # K = 1
 
 Start-up (process start to the first trial's start, read from the study) is reported apart. Overhead = (run time −
 start-up) ÷ sequential time − 1. Goal: ≤ 10% beyond a start-up of ≤ 6 s.
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    k = 3 if args.quick else 8
+    k = 1 if args.quick else 8
     figures = {"benchmark": "orchestrator", "trials": k}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

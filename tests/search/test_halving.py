@@ -141,8 +141,14 @@ def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(
             seen_running |= any(t["state"] == "Running" and t["intermediate_values"] for t in detail["trials"])
             time.sleep(0.5)
         assert driver.wait() == 0 and seen_running
-        detail = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=10))
-        finished = [t for t in detail["trials"] if t["state"] == "Complete"]
+        # optuna-dashboard serves a study's trial list from a cache for up to 2 s, so the read just after the driver
+        # exits may predate the last trial's completion: read until both show, for as long as the cache could lag.
+        finished: list[dict] = []
+        settle = time.monotonic() + 30
+        while len(finished) < 2 and time.monotonic() < settle:
+            time.sleep(0.5)
+            detail = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/1?after=0", timeout=10))
+            finished = [t for t in detail["trials"] if t["state"] == "Complete"]
         assert len(finished) == 2 and all(
             [v["step"] for v in t["intermediate_values"]] == list(range(1, 7)) for t in finished
         )

@@ -71,6 +71,9 @@ NO_CACHE = typer.Option(False, "--no-cache", help="decode images in every trial,
 SCRATCH = typer.Option(None, help="node-local folder where trials work when --artifacts is remote")
 NO_SHARE = typer.Option(False, "--no-share", help="train every point from scratch (no shared stems)")
 DRY_RUN = typer.Option(False, help="print what would run and where; touch nothing")
+ACCEPT_DATA_CHANGE = typer.Option(
+    False, "--accept-data-change", help="go on although a dataset changed since the study ran (recorded in it)"
+)
 
 
 @app.command()
@@ -92,6 +95,7 @@ def run(
     no_cache: bool = NO_CACHE,
     scratch: str | None = SCRATCH,
     dry_run: bool = DRY_RUN,
+    accept_data_change: bool = ACCEPT_DATA_CHANGE,
 ) -> None:
     """Create or resume the study of SPACE and run every point that is not finished."""
     try:
@@ -113,6 +117,7 @@ def run(
         _cache_dir(cache_dir, no_cache),
         scratch,
         dry_run,
+        accept_data_change,
     )
 
 
@@ -130,6 +135,7 @@ def resume(
     no_cache: bool = NO_CACHE,
     scratch: str | None = SCRATCH,
     dry_run: bool = DRY_RUN,
+    accept_data_change: bool = ACCEPT_DATA_CHANGE,
 ) -> None:
     """Run the rest of a study, reading its space back from the study itself (no YAML needed)."""
     from search.status import load_study
@@ -158,6 +164,7 @@ def resume(
         _cache_dir(cache_dir, no_cache),
         scratch,
         dry_run,
+        accept_data_change,
     )
 
 
@@ -176,6 +183,7 @@ def _run_spec(
     cache_dir,
     scratch,
     dry_run,
+    accept_data_change=False,
 ) -> None:
     from search.driver import RunOptions, run_study
 
@@ -206,6 +214,7 @@ def _run_spec(
         artifacts,
         cache_dir or spec.data.get("cache_dir"),
         scratch,
+        accept_data_change,
     )
     try:
         code = run_study(spec, options, console)

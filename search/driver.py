@@ -19,13 +19,14 @@ from pathlib import Path
 from optuna.trial import TrialState
 from rich.console import Console
 
+from search.databind import DataChanged, check_data
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec, schedule_epochs
 from search.halving import Halving, decide
 from search.plan import Plan, Stem, build_plan
 from search.progress import RunProgress, run_summary
 from search.store import ArtifactStore
-from search.study import DriverLock, GridStudy, PendingPoint, trial_folder
+from search.study import DriverLock, GridStudy, PendingPoint, StudyError, trial_folder
 from search.worker import Job, Settings
 from trainer.files import default_cache_dir
 
@@ -49,6 +50,7 @@ class RunOptions:
     artifacts: str | None = None
     cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
     scratch: str | None = None
+    accept_data_change: bool = False
 
 
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
@@ -60,8 +62,13 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
     try:
         store = ArtifactStore(settings.store)
         store.check_writable()
-        with DriverLock(options.out_dir):
+        with DriverLock(options.storage, spec.name):
             grid = GridStudy.open(spec, options.storage, options.out_dir, store)
+            try:
+                for line in check_data(grid.study, spec.data["datasets"], store, options.accept_data_change):
+                    console.print(f"warning: data changed, accepted (--accept-data-change, recorded): {line}")
+            except DataChanged as exc:
+                raise StudyError(str(exc)) from None
             completed, orphaned = grid.reconcile()
             if completed or orphaned:
                 console.print(

@@ -15,10 +15,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from search.grid import CONFIG_FIELDS, DEFAULTS, SCALAR_AXES, GridSpec, blocks, schedule_epochs, size_bound
 from search.names import study_name_problem
+from search.spacefile import SpaceFileError, read_space_file
 from trainer.config import (
     CONTROL_METHODS,
     DATASET_KINDS,
@@ -48,6 +47,7 @@ TOP_KEYS = (
 # What a study may maximise or minimise: metrics every trial reports, per epoch too (for halving and live curves).
 OBJECTIVES = {"val_accuracy": "maximize", "val_accuracy_best": "maximize", "val_loss": "minimize"}
 DEFAULT_MAX_POINTS = 1_000_000
+MAX_LINE = 300
 HINTS = {
     "lr": "optimizer.lr",
     "learning_rate": "optimizer.lr",
@@ -75,7 +75,9 @@ class _Problems:
         self.path, self.lines = path, list[str]()
 
     def __call__(self, key: str, message: str) -> None:
-        self.lines.append(f"{self.path}: {key}: {message}")
+        line = f"{self.path}: {key}: {message}"
+        # A value is echoed to help, never to flood: a huge one (an alias bomb's, say) is cut to one line.
+        self.lines.append(line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…")
 
     def raise_any(self) -> None:
         if self.lines:
@@ -89,13 +91,9 @@ def load_space(
     `check_roots=False` accepts dataset roots that do not exist yet (see `root_problems`)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SpaceError([f"{path}: cannot read: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise SpaceError([f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
+        raw = read_space_file(path)
+    except SpaceFileError as exc:
+        raise SpaceError([str(exc)]) from None
     return parse_space(raw, path, study, check_roots, max_points)
 
 
@@ -109,8 +107,10 @@ def parse_space(
     for key in raw:
         if key not in TOP_KEYS:
             problem(key, f"unknown key{_suggest(key, TOP_KEYS)} (allowed: {', '.join(TOP_KEYS)})")
-    name = study or raw.get("study") or path.stem
-    if (why := study_name_problem(name)) is not None:
+    name = study if study is not None else raw.get("study", path.stem)
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        problem("study", f"YAML reads {name!r} as a number; quote it to make it a name: study: '{name}'")
+    elif (why := study_name_problem(name)) is not None:
         problem("study", why)
     datasets = _datasets(raw.get("datasets"), problem)
     fixed = _fixed(raw.get("fixed"), problem)
@@ -300,8 +300,8 @@ def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems,
         if any(isinstance(v, (dict, list)) for v in values):
             problem(key, "values must be scalars (numbers, strings, true/false)")
             continue
-        if len({json.dumps(v) for v in values}) != len(values):
-            problem(key, f"repeats a value: {values!r}")
+        if len({_same_value(v) for v in values}) != len(values):
+            problem(key, f"repeats a value: {values!r} (1 and 1.0 are one value)")
         if axis == "dataset":
             for v in values:
                 if v not in datasets:
@@ -315,6 +315,13 @@ def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems,
                     break
         axes[axis] = values
     return axes
+
+
+def _same_value(value: Any) -> str:
+    """A value as the trial sees it: 1 and 1.0 are one threshold (true stays distinct from 1)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return json.dumps(float(value))
+    return json.dumps(value)
 
 
 def _halving(raw: Any, problem: _Problems) -> dict | None:
@@ -352,14 +359,21 @@ def _check_values(data: dict, problem: _Problems) -> None:
     if first_dataset is None:
         return
 
-    def attempt(overrides: dict, where: str) -> None:
+    # Each bad fixed: field is reported once, at its own key, then left out, so that the axes are checked against
+    # the rest of fixed: instead of blaming every axis for it.
+    fixed = dict(data["fixed"])
+
+    def attempt(overrides: dict, where: str) -> str | None:
         try:
-            TrialConfig.from_dict({**data["fixed"], **overrides, "dataset": first_dataset})
+            TrialConfig.from_dict({**fixed, **overrides, "dataset": first_dataset})
         except ConfigError as exc:
             field, _, message = str(exc).partition(": ")
             problem(f"{where}.{field}" if where == "fixed" else where, message or str(exc))
+            return field
+        return None
 
-    attempt({}, "fixed")
+    while (bad := attempt({}, "fixed")) is not None and bad.split(".")[0] in fixed:
+        del fixed[bad.split(".")[0]]
     named = [("grid", data["grid"])] + [(f"baselines[{i}]", b) for i, b in enumerate(data["baselines"])]
     for where, axes in named:
         for axis, values in axes.items():

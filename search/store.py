@@ -72,15 +72,16 @@ class ArtifactStore:
         else:
             self.fs.put_file(str(local), target)
 
-    def upload(self, workdir: Path, rel: str, names: list[str]) -> None:
-        """Upload files (or whole folders) `names` of `workdir` to the folder `rel`."""
-        for name in names:
-            path = workdir / name
-            if path.is_dir():
-                for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                    self.put(child, f"{rel}/{child.relative_to(workdir)}")
-            elif path.exists():
-                self.put(path, f"{rel}/{name}")
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write `data` to the store file `rel`, published whole."""
+        target = f"{self.root}/{rel}"
+        if self.local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            tmp = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+            Path(tmp).write_bytes(data)
+            os.replace(tmp, target)
+        else:
+            self.fs.pipe_file(target, data)
 
     def start_from(self, rel: str, source: str | None, workdir: Path) -> bool:
         """Prepare `workdir` to continue the folder `rel`: from its own checkpoint in the store when it has one,

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import math
 import os
 import sqlite3
+import time
 import typing
 from collections import Counter
 from collections.abc import Iterator
@@ -32,7 +34,9 @@ from search.names import study_name_problem
 from search.space import parse_space
 from search.store import ArtifactStore
 from search.trials import read_trials
+from search.worker import result_tag
 from trainer.config import AUGMENTATIONS, PIXEL_REPLACEMENTS, PROXY_METHODS, UNCHANGED_PROXIES, TrialConfig
+from trainer.files import default_cache_dir
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -172,11 +176,19 @@ def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
 
 
 class DriverLock:
-    """An exclusive `flock` on `<out>/driver.lock`: one driver per study. The kernel drops it when the holder dies,
-    so a killed driver never leaves a stale lock."""
+    """An exclusive `flock` that belongs to the study (its storage URL and name), wherever its outputs go: one
+    driver per study, so two `search run --out A` / `--out B` of one space can never train a point twice. Beside an
+    SQLite file it is `<db>.<study>.driver-lock`; for another storage, a file keyed by URL and name in this user's
+    cache folder (one machine). The kernel drops it when the holder dies, so a killed driver never leaves a stale
+    lock."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / "driver.lock"
+    def __init__(self, storage_url: str, study: str) -> None:
+        path = _sqlite_path(storage_url)
+        if path is not None:
+            self.path = path.with_name(f"{path.name}.{study}.driver-lock")
+        else:
+            digest = hashlib.sha256(f"{storage_url}\n{study}".encode()).hexdigest()[:24]
+            self.path = default_cache_dir() / "driver-locks" / f"{digest}.lock"
         self.fd: int | None = None
 
     def __enter__(self) -> DriverLock:
@@ -185,11 +197,11 @@ class DriverLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = os.pread(self.fd, 400, 0).decode(errors="replace").strip() or "another process"
             os.close(self.fd)
             raise StudyError(f"another driver is running this study ({holder}; lock {self.path})") from None
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}".encode(), 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}, since {time.strftime('%H:%M:%S')}".encode(), 0)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -277,6 +289,7 @@ class GridStudy:
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self._distributions = self._recorded_distributions()
         self._values: dict[str, list] = {}
+        self._points = {p.grid_key: p for p in spec.points}
         for point in spec.points:
             for axis, value in point.params.items():
                 self._values.setdefault(axis, []).append(value)
@@ -314,13 +327,19 @@ class GridStudy:
         self, reason: str = "orphaned: the driver stopped while this trial ran", kind: str = "orphaned"
     ) -> tuple[int, int]:
         """Finish every RUNNING trial (left by a dead driver, or by this one when it is stopped): COMPLETE when its
-        `result.json` is in the store, else FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an
-        attempt). Returns (completed, failed)."""
+        folder holds its own `result.json` (this point's config digest, this trial's number and grid_key), else
+        FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an attempt). Returns (completed, failed)."""
         completed = failed = 0
         for trial in self.trials((TrialState.RUNNING,)):
-            folder = self.store.folder(trial_folder(trial.number, trial.user_attrs.get("grid_key", "")))
+            key = str(trial.user_attrs.get("grid_key", ""))
+            folder = self.store.folder(trial_folder(trial.number, key))
             result = folder.read_result()
-            if result is not None and self.finish(trial.number, result["metrics"], folder.read_metrics()) is None:
+            foreign = result is not None and self._foreign(result, trial.number, key)
+            if foreign:
+                self.report(trial.number, folder.read_metrics())
+                self.fail(trial.number, f"{reason}; its folder's result.json is not its own ({foreign})", kind)
+                failed += 1
+            elif result is not None and self.finish(trial.number, result["metrics"], folder.read_metrics()) is None:
                 completed += 1
             elif result is not None:
                 failed += 1
@@ -329,6 +348,19 @@ class GridStudy:
                 self.fail(trial.number, reason, kind)
                 failed += 1
         return completed, failed
+
+    def _foreign(self, result: dict, number: int, key: str) -> str | None:
+        """Why `result` is not trial `number`'s of point `key`, or None when it is."""
+        point = self._points.get(key)
+        if point is None:
+            return f"grid_key {key[:8]} is not a point of this space"
+        if result.get("config_digest") != point.config().digest():
+            return "another config's digest"
+        if result.get("tag") != result_tag(number, key):
+            return f"written for {result.get('tag')!r}"
+        if not isinstance(result.get("metrics"), dict):
+            return "no metrics"
+        return None
 
     def tally(self) -> Tally:
         """Where each point stands, resuming from the store's checkpoints."""

@@ -61,15 +61,18 @@ def scratch_root(settings: Settings) -> Path:
     return Path(root) / hashlib.sha256(settings.store.encode()).hexdigest()[:12]
 
 
+def result_tag(number: int | None, grid_key: str | None) -> dict[str, Any]:
+    """What a trial's `result.json` carries to say whose it is (checked when a stopped driver's trials are
+    reconciled: a result copied in from another trial's folder is not taken)."""
+    return {"trial_number": number, "grid_key": grid_key}
+
+
 def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     """Run `job`; return {"status": "complete"|"paused"|"stem", "metrics", "history", "record"}. Raises what the
     trainer raises (the executor turns it into a failure)."""
-    import torch
-
     from trainer import TrialConfig, run_trial
     from trainer.loop import run_stem
 
-    torch.set_num_threads(max(1, settings.threads))
     store = ArtifactStore(settings.store)
     scratch = scratch_root(settings)
     workdir = store.local_path(job.folder) if store.local else scratch / job.folder
@@ -90,11 +93,25 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                 raise ValueError(f"{job.label} has no epoch to stop at")
             groups = [TrialConfig.from_dict(g) for g in job.groups]
             record = run_stem(
-                config, workdir, job.until, groups, cache_dir=settings.cache_dir, shared=shared, on_saved=uploader
+                config,
+                workdir,
+                job.until,
+                groups,
+                cache_dir=settings.cache_dir,
+                shared=shared,
+                on_saved=uploader,
+                threads=settings.threads,
             )
             return {"status": "stem", "record": record}
         result = run_trial(
-            config, workdir, until=job.until, cache_dir=settings.cache_dir, shared=shared, on_saved=uploader
+            config,
+            workdir,
+            until=job.until,
+            cache_dir=settings.cache_dir,
+            shared=shared,
+            on_saved=uploader,
+            threads=settings.threads,
+            tag=result_tag(job.number, job.grid_key),
         )
         return {
             "status": "paused" if result.paused else "complete",

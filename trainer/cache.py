@@ -2,12 +2,15 @@
 
 An entry is a folder `<cache_dir>/<key>/` holding `pixels.u8` (N × 3 × S × S bytes, row i = image i), `labels.npy`
 and `meta.json` (classes, files, skipped count, the identity it was built from, sampled checksums). The key hashes the
-dataset's identity: for a folder every file's name, size and modification time; for a torchvision dataset its kind and
+dataset's identity: for a folder every file's name, size, modification and change times and inode (what git's index
+keys on: a restored mtime or a swapped folder still changes it); for a torchvision dataset its kind and
 the files under its root; for the bundled ones their source. A changed dataset therefore gets a new entry, never a
 stale one. Entries are built under an `flock` (trials starting together build once; the others wait) in a temporary
-folder renamed into place, so a reader never sees half an entry. Opening one checks its size and sampled checksums: a
-truncated or damaged entry is rebuilt, not trusted. Trials read rows with `pread`, so the file lives once in the page
-cache, shared by every trial of the machine, and a trial's resident memory does not grow with the dataset.
+folder renamed into place, so a reader never sees half an entry. Opening one checks its size, sampled checksums and the
+labels' hash: a truncated or damaged entry is rebuilt, not trusted; every chunk of pixels is then checked against its
+hash the first time a process reads it (`CheckedRows`), so the whole entry is verified by the reads training does.
+Trials read rows with `pread`, so the file lives once in the page cache, shared by every trial of the machine, and a
+trial's resident memory does not grow with the dataset.
 Where the cache directory cannot be written (read-only, full), trials fall back to decoding, with one warning.
 """
 
@@ -29,9 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import DatasetConfig
+from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
 from trainer.data import (
-    FASHION_MNIST_ROOT,
     DataError,
     ImageSet,
     decode_dataset,
@@ -46,9 +48,10 @@ from trainer.files import atomic_write_json
 from trainer.rows import RowFile
 
 log = logging.getLogger("trainer")
-FORMAT = 1
+FORMAT = 2
 PIXELS, LABELS, META = "pixels.u8", "labels.npy", "meta.json"
 SAMPLED_BLOCKS, BLOCK = 64, 1 << 16
+CHECK_BYTES = 1 << 22  # pixels are verified in chunks of about this size, each the first time a process reads it
 Progress = Callable[[int, int], None]
 
 
@@ -89,9 +92,11 @@ def identity(config: DatasetConfig, image_size: int) -> dict:
     return ident
 
 
-def _stat(path: str) -> tuple[int, int]:
+def _stat(path: str) -> tuple[int, ...]:
+    """What git's index keys a file on: a user can set a file's mtime back (`touch -r`), never its ctime, and a
+    folder swapped for another (`mv`) has other inodes."""
     st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
 
 
 def entry_key(ident: dict) -> str:
@@ -145,7 +150,7 @@ def _verified(folder: Path, key: str) -> Entry | None:
             return None
         if _sampled_checksums(pixels, meta["bytes"]) != meta["checksums"]:
             return None
-        if len(np.load(folder / LABELS, allow_pickle=False)) != meta["count"]:
+        if _file_hash(folder / LABELS) != meta["labels_sha1"] or len(meta["chunk_sha1"]) != _chunks(meta):
             return None
     except (OSError, ValueError, KeyError):
         return None
@@ -164,6 +169,66 @@ def _sampled_checksums(path: Path, size: int) -> list[str]:
             f.seek(start)
             out.append(hashlib.sha1(f.read(BLOCK), usedforsecurity=False).hexdigest()[:16])
     return out
+
+
+def _file_hash(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.sha1(usedforsecurity=False)).hexdigest()
+
+
+def _chunk_rows(row_shape: tuple[int, ...] | list[int]) -> int:
+    return max(1, CHECK_BYTES // int(np.prod(row_shape)))
+
+
+def _chunks(meta: dict) -> int:
+    chunk_bytes = meta["chunk_rows"] * int(np.prod(meta["row_shape"]))
+    return -(-meta["bytes"] // chunk_bytes)
+
+
+def _chunk_hashes(path: Path, chunk_bytes: int) -> list[str]:
+    out = []
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            out.append(hashlib.sha1(block, usedforsecurity=False).hexdigest()[:16])
+    return out
+
+
+class CheckedRows(RowFile):
+    """The rows of a cache entry, each chunk of `chunk_rows` rows checked against its hash the first time this
+    process reads it: the whole entry is verified once per process, by the reads training does anyway, and a byte
+    changed anywhere (not only where the sampled checksums look) fails the trial instead of training on it. A
+    damaged entry is set aside, so the next trial rebuilds it."""
+
+    def __init__(self, entry: Entry, shape: tuple[int, ...]) -> None:
+        super().__init__(entry.folder / PIXELS, shape)
+        self.entry_folder = entry.folder
+        self.chunk_rows = int(entry.meta["chunk_rows"])
+        self.hashes = list(entry.meta["chunk_sha1"])
+        self.checked: set[int] = set()
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        for chunk in np.unique(np.asarray(rows, dtype=np.int64) // self.chunk_rows).tolist():
+            if chunk not in self.checked:
+                self._check(chunk)
+        return super().take(rows)
+
+    def _check(self, chunk: int) -> None:
+        chunk_bytes = self.chunk_rows * int(np.prod(self.shape))
+        data = os.pread(self._open(), chunk_bytes, chunk * chunk_bytes)
+        digest = hashlib.sha1(data, usedforsecurity=False).hexdigest()[:16]
+        if chunk >= len(self.hashes) or digest != self.hashes[chunk]:
+            aside = self.entry_folder.with_name(f"{self.entry_folder.name}.damaged-{os.getpid()}")
+            with contextlib.suppress(OSError):  # readers that have it open keep their descriptors
+                os.replace(self.entry_folder, aside)
+                shutil.rmtree(aside, ignore_errors=True)
+            raise DataError(
+                f"decoded-image cache entry {self.entry_folder} does not match its hashes (rows "
+                f"{chunk * self.chunk_rows}-{(chunk + 1) * self.chunk_rows - 1}): removed; the next trial rebuilds it"
+            )
+        self.checked.add(chunk)
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "checked": set()}  # a loader worker checks what it reads itself
 
 
 def _build(config: DatasetConfig, image_size: int, ident: dict, folder: Path, progress: Progress | None) -> Entry:
@@ -211,6 +276,9 @@ def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Pa
         "row_shape": list(row_shape),
         "bytes": size,
         "checksums": _sampled_checksums(folder / PIXELS, size),
+        "labels_sha1": _file_hash(folder / LABELS),
+        "chunk_rows": _chunk_rows(row_shape),
+        "chunk_sha1": _chunk_hashes(folder / PIXELS, _chunk_rows(row_shape) * int(np.prod(row_shape))),
         "classes": classes,
         "files": files,
         "skipped": skipped,
@@ -277,7 +345,7 @@ def _image_set(entry: Entry, image_size: int) -> ImageSet:
                 f"imagefolder: {meta['dataset']['root']} needs at least 2 class folders with readable "
                 f"images, found {len(classes)}"
             )
-    source = RowFile(entry.folder / PIXELS, (3, image_size, image_size))
+    source = CheckedRows(entry, (3, image_size, image_size))
     return ImageSet(classes, labels, image_size, source, official, meta["files"], meta["skipped"], cached=True)
 
 

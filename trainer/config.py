@@ -73,6 +73,7 @@ AUGMENTATIONS = (
     "snapmix",
     "attentive_cutmix",
 )
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine", "step")
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import struct
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,11 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
-from trainer.config import OFFICIAL_TEST_KINDS, DatasetConfig, SplitConfig
+from trainer.config import FASHION_MNIST_ROOT, OFFICIAL_TEST_KINDS, DatasetConfig, SplitConfig
 from trainer.imagefolder import IMAGE_SUFFIXES, FolderError, folder_listing
 
 log = logging.getLogger("trainer")
 
-FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 TORCHVISION_KINDS = {
     "cifar10": "CIFAR10",
     "cifar100": "CIFAR100",
@@ -105,13 +105,35 @@ class ImageFiles:
 
 
 def decode_image(path: str, image_size: int) -> np.ndarray:
-    """One image file as uint8 (3, S, S): RGB, resized bilinearly. The cache stores exactly this."""
+    """One image file as uint8 (3, S, S): RGB, resized bilinearly. The cache stores exactly this. Deeper than 8 bits
+    per channel (16-bit PNG, 32-bit TIFF) is scaled by its bit depth, not clipped; an image over Pillow's
+    decompression-bomb limit is unreadable, like any broken file."""
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                rgb = _eight_bit(img).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except (
+        OSError,
+        UnidentifiedImageError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from None
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """A single-channel image of more than 8 bits as 8-bit gray, scaled by its depth (Pillow's own `convert`
+    clips at 255, which turns a 16-bit image black and white)."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) <= 65535 else 2.0**32 - 1
+    if img.mode == "F":
+        top = max(1.0, float(values.max(initial=0)))
+    return Image.fromarray(np.clip(np.round(values * 255.0 / top), 0, 255).astype(np.uint8), mode="L")
 
 
 @dataclass
@@ -303,11 +325,12 @@ def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, 
 
 
 def _is_readable_image(path: str) -> bool:
-    # verify() checks structure and checksums without decoding every pixel.
+    # verify() checks structure and checksums without decoding every pixel; a decompression bomb is refused by its
+    # size, as decode_image refuses it.
     try:
         with Image.open(path) as img:
             img.verify()
-        return True
+            return img.size[0] * img.size[1] <= (Image.MAX_IMAGE_PIXELS or 2**62)
     except Exception:  # PIL raises many types for broken files; any of them means "skip it"
         return False
 

@@ -34,6 +34,14 @@ def select_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def set_threads(threads: int) -> int:
+    """Give torch `threads` CPU threads (at least 1) and return the number it uses. Every entry point (`search
+    trial`, the local and Ray workers, stems) goes through here: CPU kernels sum in a different order with another
+    thread count, so the same config gives the same metrics only with the same threads."""
+    torch.set_num_threads(max(1, int(threads)))
+    return torch.get_num_threads()
+
+
 def reset_peak_rss() -> bool:
     """Start counting this process's peak resident memory afresh (Linux: `5` into /proc/self/clear_refs resets the
     high-water mark to the current size). Without it a trial would report the peak of whatever its process did

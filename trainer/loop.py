@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from trainer.data import (
     load_images,
     make_split,
 )
-from trainer.device import batch_size_for, peak_rss_mb, precision, reset_peak_rss, select_device
+from trainer.device import batch_size_for, peak_rss_mb, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import TrialError, evaluate, make_optimizer, train_epoch
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
 from trainer.modelcheck import ModelError, check
@@ -109,21 +110,28 @@ def run_trial(
     cache_dir: str | Path | None = None,
     shared: SharedLookup | None = None,
     on_saved: Saved | None = None,
+    threads: int = 1,
+    tag: dict[str, Any] | None = None,
 ) -> TrialResult:
     """Train `config` in `workdir` (resuming from its checkpoint if there is one) and return its metrics; with
     `until`, stop after that many epochs (before a proxy step due there) and return without metrics.
 
-    A folder that already holds this config's `result.json` returns it without training again."""
+    `threads`: torch's CPU threads (`set_threads`). `tag` (e.g. the trial number and grid key of a study) is written
+    into `result.json`, so that a reader can tell this trial's result from one copied in from another folder.
+
+    A folder that already holds this config's `result.json` (and this `tag`) returns it without training again."""
     workdir = Path(workdir)
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         with _trial_log(workdir):
+            threads = set_threads(threads)
             done = files.TrialFolder(workdir).read_result()
-            if done is not None and done.get("config_digest") == config.digest():
+            if done is not None and done.get("config_digest") == config.digest() and done.get("tag") == tag:
                 log.info("result.json already present: nothing to do")
                 return TrialResult(done["metrics"], [], workdir)
             trial = _Trial(config, workdir, select_device(device), cache_dir, shared, on_saved or _nothing)
+            trial.threads, trial.tag = threads, tag
             trial.run(until)
             return trial.finish() if trial.state.epochs_done == config.epochs else trial.pause()
     except (DataError, ModelError):
@@ -148,6 +156,7 @@ def run_stem(
     cache_dir: str | Path | None = None,
     shared: SharedLookup | None = None,
     on_saved: Saved | None = None,
+    threads: int = 1,
 ) -> dict:
     """Train the prefix that several grid points share: `config` for `until` epochs, then the inputs of the proxy
     step due there (wrong images and CAMs) for each CAM group in `groups`, saved under `shared/`. Returns the stem's
@@ -156,6 +165,7 @@ def run_stem(
     workdir.mkdir(parents=True, exist_ok=True)
     on_saved = on_saved or _nothing
     with _trial_log(workdir):
+        set_threads(threads)
         trial = _Trial(
             config,
             workdir,
@@ -214,6 +224,7 @@ class _Trial:
     ) -> None:
         self.config, self.workdir, self.device, self.shared, self.on_saved = config, workdir, device, shared, on_saved
         self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
+        self.threads, self.tag = torch.get_num_threads(), None
         self.started = time.perf_counter()
         reset_peak_rss()  # this trial's peak, not its worker's
         log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
@@ -453,6 +464,8 @@ class _Trial:
             "split_hash": self.split["hash"],
             "test_part": self.split["test_part"],
             "proxy_steps": steps,
+            "threads": self.threads,
+            "tag": self.tag,
         }
         self.on_saved([files.TENSORBOARD])
         atomic_write_json(self.workdir / files.RESULT, result)

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from search.status import load_study
 from search.study import DriverLock, GridStudy, StudyError, creating, open_storage, trial_folder
+from search.worker import result_tag
 from tests.search.helpers import fixed_without, spec
 from trainer.config import PROXY_METHODS
 from trainer.files import atomic_write_json
@@ -118,7 +119,7 @@ def test_reconcile_completes_finished_orphans_and_fails_the_rest(tmp_path):
     grid = open_study(tmp_path)
     a, b = grid.pending()[:2]
     na, nb = grid.start(a), grid.start(b)
-    atomic_write_json(tmp_path / "out" / trial_folder(na, a.point.grid_key) / "result.json", {"metrics": METRICS})
+    atomic_write_json(tmp_path / "out" / trial_folder(na, a.point.grid_key) / "result.json", own_result(na, a))
     grid = open_study(tmp_path)  # a new driver after a crash
     assert grid.reconcile() == (1, 1)
     trials = grid.study.get_trials(deepcopy=False)
@@ -134,6 +135,36 @@ def test_reconcile_completes_finished_orphans_and_fails_the_rest(tmp_path):
     assert retry.previous == trial_folder(nb, b.point.grid_key)  # the store folder it resumes from
 
 
+def own_result(number, pending, metrics=METRICS) -> dict:
+    """A result.json as trial `number` of `pending`'s point writes it."""
+    return {
+        "metrics": metrics,
+        "config_digest": pending.point.config().digest(),
+        "tag": result_tag(number, pending.point.grid_key),
+    }
+
+
+def test_reconcile_refuses_a_result_copied_from_another_trial(tmp_path):
+    """Hostile pass, item 5: trial 0's result.json (edited to 0.99) copied into trial 1's folder is not taken."""
+    grid = open_study(tmp_path)
+    a, b = grid.pending()[:2]
+    na, nb = grid.start(a), grid.start(b)
+    forged = own_result(na, a, {**METRICS, "val_accuracy": 0.99})
+    for number, pending, result in (
+        (nb, b, forged),  # another point's result
+        (na, a, {**own_result(na, a), "tag": result_tag(nb, a.point.grid_key)}),  # this point's, another trial's
+    ):
+        atomic_write_json(tmp_path / "out" / trial_folder(number, pending.point.grid_key) / "result.json", result)
+    grid = open_study(tmp_path)
+    assert grid.reconcile() == (0, 2)
+    trials = grid.study.get_trials(deepcopy=False)
+    for number in (na, nb):
+        assert trials[number].state == TrialState.FAIL
+        assert "not its own" in trials[number].user_attrs["fail_reason"]
+        assert trials[number].user_attrs["fail_kind"] == "orphaned"  # rerun, no attempt used
+    assert {p.point.grid_key for p in grid.pending()} >= {a.point.grid_key, b.point.grid_key}
+
+
 def test_sqlite_is_in_wal_mode(tmp_path):
     open_study(tmp_path)
     with sqlite3.connect(tmp_path / "s.db") as conn:
@@ -147,7 +178,7 @@ def test_a_second_driver_is_refused_and_a_dead_ones_lock_is_not_stale(tmp_path):
             "-c",
             (
                 "import sys, time; from pathlib import Path; from search.study import DriverLock\n"
-                f"with DriverLock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"
+                f"with DriverLock('sqlite:///{tmp_path}/s.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)"
             ),
         ],
         stdout=subprocess.PIPE,
@@ -156,12 +187,12 @@ def test_a_second_driver_is_refused_and_a_dead_ones_lock_is_not_stale(tmp_path):
     assert holder.stdout.readline().strip() == "held"
     with (
         pytest.raises(StudyError, match=rf"another driver is running this study \(pid {holder.pid}"),
-        DriverLock(tmp_path),
+        DriverLock(f"sqlite:///{tmp_path}/s.db", "tiny"),
     ):
         pass
     holder.kill()
     holder.wait()
-    with DriverLock(tmp_path):
+    with DriverLock(f"sqlite:///{tmp_path}/s.db", "tiny"):
         pass
 
 

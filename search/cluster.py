@@ -1,7 +1,7 @@
 """`search cluster`: start and stop a Ray cluster over several machines, and write a Slurm batch script.
 
-Thin wrappers over `ray start` / `ray stop` with this workload's defaults: no Ray dashboard (it would listen on every
-interface), a small object store (trials return a few kilobytes; their files go to the artifact store), and a
+Thin wrappers over `ray start` / `ray stop` with this workload's defaults: Ray's token authentication on
+(`search.rayauth`; `--no-auth` is the explicit opt-out), no Ray dashboard (it would listen on every interface), a small object store (trials return a few kilobytes; their files go to the artifact store), and a
 per-node scratch folder where trials work when the artifact store is remote (`--scratch`, exported to the node's
 workers as $PROXY_ATTENTION_SCRATCH). `search run --ray-address HEAD:PORT` then dispatches to the cluster.
 """
@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
+from search.rayauth import AuthError, require_token, token_source, worker_token
 from search.worker import SCRATCH_ENV
 
 cluster_app = typer.Typer(no_args_is_help=True, help="Start and stop a Ray cluster; write a Slurm script.")
 OBJECT_STORE = 512 * 2**20
 PORT = 6379
+# What may enter the batch script unquoted: Slurm's own syntax for a partition list and a time limit.
+PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+TIME_LIMIT = re.compile(r"(\d+-)?\d+(:\d+){0,2}")
 
 
 def _ray() -> str:
@@ -57,7 +63,7 @@ def ray_start_args(
 
 
 def _exec(args: list[str], scratch: Path | None) -> None:
-    env = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+    env = dict(os.environ)
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
         env[SCRATCH_ENV] = str(scratch.resolve())
@@ -79,6 +85,27 @@ BLOCK = typer.Option(False, help="stay in the foreground until stopped (Slurm, s
 NODE_IP = typer.Option(None, help="this node's address as the others reach it")
 TEMP_DIR = typer.Option(None, help="Ray's session folder (default /tmp/ray)")
 OBJECT_STORE_OPTION = typer.Option(OBJECT_STORE, help="bytes of shared memory for Ray's object store")
+NO_AUTH = typer.Option(
+    False, "--no-auth", help="no Ray token: anyone who reaches this machine's Ray ports can run code on it"
+)
+
+
+def _auth(no_auth: bool, head: bool) -> None:
+    """Token authentication for a node this command starts (see `search.rayauth`), or the explicit opt-out."""
+    if no_auth:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        mode = require_token(_ray()) if head else require_token()
+        if not head:
+            worker_token()
+    except (AuthError, OSError, subprocess.SubprocessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if mode == "token" and head:
+        print(
+            f"Ray token authentication: on (token from {token_source()}; each worker machine needs the same)",
+            file=sys.stderr,
+        )
 
 
 @cluster_app.command()
@@ -91,8 +118,10 @@ def head(
     block: bool = BLOCK,
     node_ip_address: str | None = NODE_IP,
     temp_dir: str | None = TEMP_DIR,
+    no_auth: bool = NO_AUTH,
 ) -> None:
     """Start the head node here; print its address and the command to run on each worker machine."""
+    _auth(no_auth, head=True)
     address = f"{node_ip_address or _own_address()}:{port}"
     print(
         f"head: {address}\non each worker machine: search cluster worker {address} [--num-gpus N] "
@@ -113,8 +142,10 @@ def worker(
     block: bool = BLOCK,
     node_ip_address: str | None = NODE_IP,
     temp_dir: str | None = TEMP_DIR,
+    no_auth: bool = NO_AUTH,
 ) -> None:
     """Join this machine to the cluster whose head is at ADDRESS."""
+    _auth(no_auth, head=False)
     _exec(ray_start_args(address, PORT, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir), scratch)
 
 
@@ -148,12 +179,23 @@ def slurm_script(
 ) -> str:
     """A batch script: the head on the first node, a worker on each other one (each with node-local scratch), then
     `search run` on the head's address. Submitting it again resumes the study on the next allocation."""
+    for flag, value, pattern in (("--partition", partition, PARTITION), ("--time", time_limit, TIME_LIMIT)):
+        if value is not None and not pattern.fullmatch(value):
+            raise ValueError(f"{flag}: {value!r} is not a Slurm {flag[2:]} (expected {pattern.pattern})")
+    for what, text in (
+        ("the space path", str(space)),
+        ("--artifacts", artifacts or ""),
+        ("this folder", str(Path.cwd())),
+    ):
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"{what} {text!r} holds a control character (a newline would start a new command)")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", space.stem)  # a file name never breaks a #SBATCH line
     search = shlex.quote(str(Path(sys.executable).parent / "search"))
     project = shlex.quote(str(Path.cwd()))
     run = shlex.join(["run", str(space), *(["--artifacts", artifacts] if artifacts else []), *run_args])
     lines = [
         "#!/bin/bash",
-        f"#SBATCH --job-name=search-{space.stem}",
+        f"#SBATCH --job-name=search-{name}",
         f"#SBATCH --nodes={nodes}",
         "#SBATCH --ntasks-per-node=1",
         f"#SBATCH --cpus-per-task={cpus_per_node}",
@@ -215,7 +257,12 @@ def slurm(
         print(f"error: {space} does not exist", file=sys.stderr)
         raise typer.Exit(2)
     path = out or space.with_suffix(".sbatch")
-    path.write_text(slurm_script(space, nodes, gpus_per_node, cpus_per_node, partition, time, port, artifacts, []))
+    try:
+        script = slurm_script(space, nodes, gpus_per_node, cpus_per_node, partition, time, port, artifacts, [])
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    path.write_text(script)
     path.chmod(0o755)
     print(f"{path}: submit with `sbatch {path}` (again to resume)")
 
@@ -230,7 +277,7 @@ def wait(
     import socket
     import time as clock
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
 
     host, _, port = address.rpartition(":")

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from search.rayauth import protect_token_file, require_token
 from search.study import StudyError, one_line
 from search.worker import Job, Settings, job_file, run_job
 from trainer.folder import STDERR
@@ -117,11 +118,9 @@ class RayExecutor:
         max_concurrent: int | None,
         settings: Settings,
     ) -> None:
-        import os
-
         import ray
 
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster needs no token
+        require_token()  # Ray's ports are open on every interface: only a token holder may use them
         self.ray, self.settings = ray, settings
         self.started = not ray.is_initialized()
         if self.started:
@@ -134,6 +133,7 @@ class RayExecutor:
                     log_to_driver=False,
                     logging_level=logging.WARNING,
                 )
+        protect_token_file()  # a local Ray has just written its token, readable by everyone
         try:
             nodes = cluster_capacity(ray)
             check_fits(nodes, cpus_per_trial, gpus_per_trial)

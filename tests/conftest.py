@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Ray with token authentication, as the product runs it; one token for the session, never the user's own.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 # Caches (decoded images, model checks) in a folder of this test session, never the user's: subprocesses inherit it.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pas-test-cache-")
 RAY_ARGS = {"num_cpus": 2, "include_dashboard": False, "object_store_memory": 100 * 2**20, "log_to_driver": False}

@@ -1,9 +1,10 @@
 """`search cluster`: start and stop a Ray cluster over several machines, and write a Slurm batch script.
 
 Thin wrappers over `ray start` / `ray stop` with this workload's defaults: Ray's token authentication on
-(`search.rayauth`; `--no-auth` is the explicit opt-out), no Ray dashboard (it would listen on every interface), a small object store (trials return a few kilobytes; their files go to the artifact store), and a
-per-node scratch folder where trials work when the artifact store is remote (`--scratch`, exported to the node's
-workers as $PROXY_ATTENTION_SCRATCH). `search run --ray-address HEAD:PORT` then dispatches to the cluster.
+(`search.rayauth`; `--no-auth` is the explicit opt-out), no Ray dashboard (it would listen on every interface), a
+small object store (trials return a few kilobytes; their files go to the artifact store), and a per-node scratch
+folder where trials work when the artifact store is remote (`--scratch`, exported to the node's workers as
+$PROXY_ATTENTION_SCRATCH). `search run --ray-address HEAD:PORT` then dispatches to the cluster.
 """
 
 from __future__ import annotations

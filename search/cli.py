@@ -6,9 +6,11 @@ Bad input is one clear line on stderr (no traceback) and creates nothing.
 from __future__ import annotations
 
 import enum
+import errno
 import ipaddress
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from rich.console import Console
 from search.cluster import cluster_app
 from search.names import study_name_problem
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
+from search.store import StoreError, probe_store, resolve_uri
 from search.study import StudyError, default_storage
 
 app = typer.Typer(
@@ -197,7 +200,11 @@ def _run_spec(
             fail(f"{flag}: expected a positive integer, got {value}")
     storage = storage or default_storage(spec.name)
     out_dir = (out or _study_dir(spec.name)).resolve()
-    artifacts = artifacts or spec.data.get("artifacts") or str(out_dir)
+    try:
+        artifacts = resolve_uri(artifacts or spec.data.get("artifacts") or str(out_dir))
+        probe_store(artifacts)
+    except StoreError as exc:
+        fail(str(exc))
     if dry_run:
         _print_plan(spec, storage, out_dir, artifacts, not no_share)
         return
@@ -218,7 +225,7 @@ def _run_spec(
     )
     try:
         code = run_study(spec, options, console)
-    except StudyError as exc:
+    except (StudyError, StoreError) as exc:
         fail(str(exc))
     raise typer.Exit(code)
 
@@ -362,7 +369,14 @@ def dashboard(
         backend = open_storage(storage or default_storage(study or ""), create=False)
     except StudyError as exc:
         fail(str(exc))
-    if not _is_loopback(host):
+    if not 1 <= port <= 65535:
+        fail(f"--port: expected a port in 1-65535, got {port}")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"--host: {host!r} does not resolve to an address of this machine ({exc})")
+    _check_port_free(host, port)
+    if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
         print(
             f"warning: the dashboard listens on {host}, reachable from other machines; it has no login", file=sys.stderr
         )
@@ -370,11 +384,15 @@ def dashboard(
     run_server(backend, host=host, port=port)
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program holds, or an address this machine does not have, before the server starts."""
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                what = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+                fail(f"--port {port} on {host} {what}: choose another --port")
 
 
 @app.command()
@@ -447,5 +465,14 @@ def cache_clear(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A file the command cannot write (a read-only folder, a full disk) or a Ctrl-C
+    before any work is one line and its exit code, never a traceback."""
+    try:
+        app()
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: cannot write or read {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

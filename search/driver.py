@@ -26,7 +26,7 @@ from search.halving import Halving, decide
 from search.plan import Plan, Stem, build_plan
 from search.progress import RunProgress, run_summary
 from search.store import ArtifactStore
-from search.study import DriverLock, GridStudy, PendingPoint, StudyError, trial_folder
+from search.study import DriverLock, GridStudy, PendingPoint, StudyError, one_line, trial_folder
 from search.worker import Job, Settings
 from trainer.files import default_cache_dir
 
@@ -58,6 +58,18 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
     settings = Settings(
         options.artifacts or spec.data.get("artifacts") or str(options.out_dir), options.cache_dir, options.scratch
     )
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(spec, options, settings, console)
+    except KeyboardInterrupt:  # before any trial started: nothing to record
+        console.print("interrupted before any trial started; run the same command to resume")
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
     executor = _make_executor(spec, options, settings)
     try:
         store = ArtifactStore(settings.store)
@@ -80,11 +92,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
                 console.print(run.nothing_to_run())
                 return EXIT_FAILED if run.tally.given_up else EXIT_OK
             _prepare_caches(run, settings, console)
-            previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-            try:
-                return run.drive()
-            finally:
-                signal.signal(signal.SIGTERM, previous_term)
+            return run.drive()
     finally:
         executor.close()
 
@@ -140,6 +148,7 @@ class Run:
             for point in self.tally.given_up:
                 self.rungs.leave(point)
         self.started = 0
+        self.disk_full: str | None = None  # the first disk-full failure: nothing new starts after it
         self.failed_here: set[str] = set()
         self.ended_here: set[str] = set()  # complete or stopped by halving
         self.last_poll = 0.0
@@ -181,7 +190,12 @@ class Run:
                 )
                 return EXIT_INTERRUPTED
         self.console.print(run_summary(self.spec, self.grid.trials(), self.plan, self.options.storage))
-        return EXIT_FAILED if self.failed_here - self.ended_here else EXIT_OK
+        if self.disk_full:
+            self.console.print(
+                f"stopped starting trials: a disk is full ({self.disk_full}); free space and run the same command "
+                "to go on (no attempt was used)"
+            )
+        return EXIT_FAILED if self.disk_full or self.failed_here - self.ended_here else EXIT_OK
 
     def nothing_to_run(self) -> str:
         t = self.tally
@@ -205,8 +219,11 @@ class Run:
 
     # -- what can run -------------------------------------------------------------------------------------
     def _next_jobs(self, count: int) -> list[Job]:
-        """Up to `count` jobs that can start now: stems (shallow first), then points that continue, then new ones."""
+        """Up to `count` jobs that can start now: stems (shallow first), then points that continue, then new ones;
+        none once a disk filled up (each new try would add a folder to the full disk)."""
         jobs: list[Job] = []
+        if self.disk_full:
+            return jobs
         for state in sorted(self.stems.values(), key=lambda s: (self.plan.depth(s.stem.key), s.stem.key)):
             if len(jobs) < count and self._stem_ready(state):
                 jobs.append(self._stem_job(state))
@@ -308,6 +325,8 @@ class Run:
     # -- what came back -----------------------------------------------------------------------------------
     def _finished(self, done: Completion) -> None:
         job = done.job
+        if done.kind == "disk_full" and self.disk_full is None:
+            self.disk_full = one_line(done.reason or "disk full", 200)
         if job.kind == "stem":
             self._stem_finished(done)
         else:
@@ -541,4 +560,9 @@ def json_key(dataset: dict) -> tuple:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: stop cleanly. Installed whatever the driver inherited (a driver started with `&` from a
+    script inherits SIGINT ignored), and further signals are ignored while it records the stop: five quick SIGTERMs
+    end as cleanly as one."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt

@@ -29,6 +29,38 @@ class StoreError(RuntimeError):
     """The store cannot be reached or written; the message says which and why."""
 
 
+def resolve_uri(uri: str) -> str:
+    """The store as every later run, from any folder and any machine, must name it: a local path (or `file://`)
+    made absolute; a store that dies with this process (`memory://`) refused."""
+    protocol, sep, rest = uri.partition("://")
+    if not sep or protocol in ("file", "local"):
+        return str(Path(rest if sep else uri).expanduser().resolve())
+    if protocol == "memory":
+        raise StoreError(f"artifact store {uri}: memory:// is gone when this process ends; give a folder or s3://…")
+    return uri
+
+
+def probe_store(uri: str) -> None:
+    """Check that the store can be written before anything is created (in `--dry-run` too): a local one by making
+    and removing a folder in its nearest existing ancestor (the store itself is not created), a remote one by
+    writing, reading and deleting a marker. Raises `StoreError` saying why not."""
+    store = ArtifactStore(uri)
+    if not store.local:
+        store.check_writable()
+        return
+    path = Path(store.root)
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        raise StoreError(f"artifact store {uri}: {path} is a file, not a folder")
+    probe = path / f".probe-{uuid.uuid4().hex}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise StoreError(f"artifact store {uri}: cannot write in {path} ({exc.strerror or exc})") from None
+
+
 class ArtifactStore:
     """Folders under one root URI."""
 
@@ -57,6 +89,8 @@ class ArtifactStore:
         try:
             self.fs.makedirs(self.root, exist_ok=True)
             self.fs.pipe_file(marker, b"ok")
+            if self.fs.cat_file(marker) != b"ok":
+                raise OSError("a marker written there reads back differently")
             self.fs.rm_file(marker)
         except Exception as exc:  # each filesystem raises its own kinds
             raise StoreError(f"artifact store {self.uri} is not writable: {type(exc).__name__}: {exc}") from None

@@ -84,7 +84,11 @@ def open_storage(url: str, create: bool, writable: bool = False) -> optuna.stora
     for."""
     path = _sqlite_path(url)
     if path is None:
+        if url.startswith("sqlite:"):
+            raise StudyError(f"storage {url}: an in-memory database is gone when the run ends; give a file")
         return _rdb_storage(url, create)
+    if str(path) in (":memory:", "") or "mode=memory" in url:
+        raise StudyError(f"storage {url}: an in-memory database is gone when the run ends; give a file")
     if not create:
         if not path.exists():
             raise StudyError(f"no study database at {path} (run from the project folder, or pass --storage URL)")
@@ -99,10 +103,60 @@ def open_storage(url: str, create: bool, writable: bool = False) -> optuna.stora
                 f"{exc} (a study copied while its driver ran needs its -wal and -shm files beside it; "
                 "copy it again after the run, or from a folder you can write)"
             ) from None
+    if path.exists():
+        check_database_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path) as conn:  # journal_mode=WAL persists in the file
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # journal_mode=WAL persists in the file
         conn.execute("PRAGMA journal_mode=WAL")
     return _rdb_storage(url, create)
+
+
+LOCK_WAIT = 10.0
+
+
+def check_database_file(path: Path) -> None:
+    """Before a driver writes to an existing SQLite file: it must be a sound SQLite database, not locked by another
+    process, and hold Optuna's schema or nothing (never another application's tables). Raises `StudyError`."""
+    if not path.is_file():
+        raise StudyError(f"storage {path} is not a file")
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=LOCK_WAIT)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and not {"studies", "alembic_version"} <= tables:
+                raise StudyError(
+                    f"{path} holds another application's tables ({', '.join(sorted(tables)[:5])}), not an Optuna "
+                    "study: give another --storage file"
+                )
+            if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
+            conn.execute("BEGIN IMMEDIATE")  # what the driver's first write needs
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StudyError(
+                f"{path} is locked by another process for over {LOCK_WAIT:g} s ({_holders(path)}); wait for it "
+                "or stop it"
+            ) from None
+        raise StudyError(f"{path} cannot be opened: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise StudyError(_damaged(path, exc)) from None
+
+
+def _damaged(path: Path, exc: BaseException) -> str:
+    return (
+        f"{path} is damaged ({exc}): restore it from a backup (a copy taken while its driver ran needs its -wal "
+        f"file beside it), try `sqlite3 {path} .recover`, or run a new study (--study NEW_NAME)"
+    )
+
+
+def _holders(path: Path) -> str:
+    """The processes of this machine that have `path` open (Linux /proc), as `pid 12 (python)`."""
+    target, found = str(path.resolve()), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if proc.name != str(os.getpid()) and any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                found.append(f"pid {proc.name} ({(proc / 'comm').read_text().strip()})")
+    return ", ".join(found) or "a process on another machine, or one this user cannot see"
 
 
 @contextlib.contextmanager
@@ -156,9 +210,11 @@ def _sqlite_path(url: str) -> Path | None:
 def _initialized(path: Path) -> bool:
     """Whether Optuna finished creating the schema (the alembic stamp is its last step)."""
     try:
-        with sqlite3.connect(_read_only_uri(path), uri=True, timeout=30) as conn:
+        with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True, timeout=30)) as conn:
             return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
-    except sqlite3.Error:
+    except sqlite3.DatabaseError as exc:
+        if "malformed" in str(exc) or "not a database" in str(exc):
+            raise StudyError(_damaged(path, exc)) from None
         return False
 
 
@@ -299,23 +355,30 @@ class GridStudy:
         """Create the study, or load it and check that `spec` only extends what it already ran. Trial folders go
         to `store` (default: `out_dir`)."""
         store = store or ArtifactStore(out_dir)
-        with creating(storage_url):
-            storage = open_storage(storage_url, create=True)
-            study = optuna.create_study(
-                storage=storage,
-                study_name=spec.name,
-                load_if_exists=True,
-                direction=optuna.study.StudyDirection[spec.objective[1].upper()],
-            )
-            stored = study.user_attrs.get("space")
-            if stored is not None:
-                _check_extension(GridSpec(spec.name, stored), spec, study)
-            handle = cls(study, storage, spec, store)
-            handle._check_categories()
-            study.set_user_attr("space", spec.data)
-            study.set_user_attr("spec_hash", spec.digest())
-            study.set_user_attr("out_dir", str(out_dir.resolve()))
-            study.set_user_attr("artifacts", store.uri)
+        try:
+            with creating(storage_url):
+                return cls._open(spec, storage_url, out_dir, store)
+        except optuna.exceptions.StorageInternalError as exc:
+            raise StudyError(f"storage {storage_url}: {one_line(str(exc))}") from None
+
+    @classmethod
+    def _open(cls, spec: GridSpec, storage_url: str, out_dir: Path, store: ArtifactStore) -> GridStudy:
+        storage = open_storage(storage_url, create=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.name,
+            load_if_exists=True,
+            direction=optuna.study.StudyDirection[spec.objective[1].upper()],
+        )
+        stored = study.user_attrs.get("space")
+        if stored is not None:
+            _check_extension(GridSpec(spec.name, stored), spec, study)
+        handle = cls(study, storage, spec, store)
+        handle._check_categories()
+        study.set_user_attr("space", spec.data)
+        study.set_user_attr("spec_hash", spec.digest())
+        study.set_user_attr("out_dir", str(out_dir.resolve()))
+        study.set_user_attr("artifacts", store.uri)
         return handle
 
     # -- bookkeeping ---------------------------------------------------------------------------------------

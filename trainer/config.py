@@ -11,8 +11,10 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -245,8 +247,54 @@ def proxy_step_epochs(text: str) -> list[int]:
     return boundaries
 
 
+def _in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[float], bool]:
+    def inside(v: float) -> bool:
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    return inside
+
+
+INF = math.inf
+# Every number a trial takes, with its range: checked when a config is built, never first inside a trial. (Floats
+# are finite before they get here: `_coerce` refuses nan and inf.) field path -> (in range?, what is expected)
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "image_size": (_in(16, 1024), "an integer in [16, 1024]"),
+    "dataset.limit_per_class": (_in(1, INF), "a positive integer"),
+    "cam_batch_size": (_in(1, INF), "a positive integer"),
+    "threshold": (_in(0, 1), "a number in [0, 1]"),
+    "multiply_weight": (_in(0, 1), "a number in [0, 1]"),
+    "wrong_subset": (_in(0, 1, low_open=True), "a fraction in (0, 1]"),
+    "augment.max_degrees": (_in(0, 180), "degrees in [0, 180]"),
+    "augment.cutout_size": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "augment.erasing_probability": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "augment.hide_probability": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "augment.gridmask_ratio": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "augment.resize_min": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "augment.resize_max": (_in(0, 1, low_open=True), "a number in (0, 1]"),
+    "augment.mix_alpha": (_in(0, INF, low_open=True), "a positive number"),
+    "augment.ricap_beta": (_in(0, INF, low_open=True), "a positive number"),
+    "augment.hide_grid": (_in(1, INF), "a positive integer"),
+    "augment.attentive_grid": (_in(1, INF), "a positive integer"),
+    "augment.augmix_severity": (_in(1, 10), "an integer in 1-10"),
+    "class_loss_weight": (_in(0, INF), "a non-negative number"),
+    "saliency_loss_weight": (_in(0, INF), "a non-negative number"),
+    "invariance_loss_weight": (_in(0, INF), "a non-negative number"),
+    "optimizer.lr": (_in(0, INF, low_open=True), "a positive number"),
+    "optimizer.weight_decay": (_in(0, INF), "a non-negative number"),
+    "optimizer.momentum": (_in(0, 1, high_open=True), "a number in [0, 1)"),
+    "scheduler.max_lr": (_in(0, INF, low_open=True), "a positive number"),
+    "scheduler.pct_start": (_in(0, 1, True, True), "a fraction in (0, 1)"),
+    "scheduler.step_size": (_in(1, INF), "a positive integer"),
+    "scheduler.gamma": (_in(0, 1, low_open=True), "a factor in (0, 1]"),
+    "label_smoothing": (_in(0, 1, high_open=True), "a number in [0, 1)"),
+    "target_val_accuracy": (_in(0, 1), "an accuracy in [0, 1]"),
+    "num_workers": (_in(0, INF), "a non-negative integer"),
+    "seed": (_in(0, INF), "a non-negative integer"),
+}
+
+
 def validate(config: TrialConfig) -> None:
-    """Check value ranges and names that types alone cannot; raise `ConfigError` naming the field."""
+    """Check value ranges (`RANGES`) and names that types alone cannot; raise `ConfigError` naming the field."""
 
     def need(ok: bool, path: str, expected: str, value: Any) -> None:
         if not ok:
@@ -255,13 +303,12 @@ def validate(config: TrialConfig) -> None:
     ds = config.dataset
     need(ds.kind in DATASET_KINDS, "dataset.kind", f"one of {', '.join(DATASET_KINDS)}", ds.kind)
     need(ds.kind in ("digits", "fashion_mnist") or bool(ds.root), "dataset.root", "a folder path", ds.root)
-    need(
-        ds.limit_per_class is None or ds.limit_per_class > 0,
-        "dataset.limit_per_class",
-        "a positive integer",
-        ds.limit_per_class,
-    )
-    need(16 <= config.image_size <= 1024, "image_size", "an integer in [16, 1024]", config.image_size)
+    for path, (inside, expected) in RANGES.items():
+        value: Any = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value is not None and not isinstance(value, str):
+            need(inside(value), path, expected, value)
     need(0 < config.split.val < 1, "split.val", "a fraction in (0, 1)", config.split.val)
     if config.split.test == "official":
         need(
@@ -280,10 +327,12 @@ def validate(config: TrialConfig) -> None:
         config.batch_size,
     )
     need(config.cam_method in PROXY_METHODS, "cam_method", f"one of {', '.join(PROXY_METHODS)}", config.cam_method)
-    need(config.cam_batch_size >= 1, "cam_batch_size", "a positive integer", config.cam_batch_size)
-    for name in ("threshold", "multiply_weight"):
-        need(0 <= getattr(config, name) <= 1, name, "a number in [0, 1]", getattr(config, name))
-    need(0 < config.wrong_subset <= 1, "wrong_subset", "a fraction in (0, 1]", config.wrong_subset)
+    need(
+        config.pretrained_path is None or bool(config.pretrained_path.strip()),
+        "pretrained_path",
+        "a file path",
+        config.pretrained_path,
+    )
     parse_proxy_steps(config.proxy_steps)
     need(
         config.pixel_replacement in PIXEL_REPLACEMENTS,
@@ -295,45 +344,19 @@ def validate(config: TrialConfig) -> None:
         config.augmentation in AUGMENTATIONS, "augmentation", f"one of {', '.join(AUGMENTATIONS)}", config.augmentation
     )
     aug = config.augment
-    for name in (
-        "cutout_size",
-        "erasing_probability",
-        "hide_probability",
-        "gridmask_ratio",
-        "resize_min",
-        "resize_max",
-    ):
-        need(0 < getattr(aug, name) <= 1, f"augment.{name}", "a number in (0, 1]", getattr(aug, name))
     need(aug.resize_min <= aug.resize_max, "augment.resize_min", "at most resize_max", aug.resize_min)
-    for name in ("mix_alpha", "ricap_beta"):
-        need(getattr(aug, name) > 0, f"augment.{name}", "a positive number", getattr(aug, name))
-    for name in ("hide_grid", "attentive_grid", "augmix_severity"):
-        need(
-            1 <= getattr(aug, name) <= 10 if name == "augmix_severity" else getattr(aug, name) >= 1,
-            f"augment.{name}",
-            "a positive integer (augmix_severity: 1-10)",
-            getattr(aug, name),
-        )
     need(
         1 <= aug.attentive_cells <= aug.attentive_grid**2,
         "augment.attentive_cells",
         "between 1 and attentive_grid²",
         aug.attentive_cells,
     )
-    for name in ("class_loss_weight", "saliency_loss_weight", "invariance_loss_weight"):
-        need(getattr(config, name) >= 0, name, "a non-negative number", getattr(config, name))
     need(
         config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {', '.join(OPTIMIZERS)}", config.optimizer.name
     )
-    need(config.optimizer.lr > 0, "optimizer.lr", "a positive number", config.optimizer.lr)
     need(
         config.scheduler.name in SCHEDULERS, "scheduler.name", f"one of {', '.join(SCHEDULERS)}", config.scheduler.name
     )
-    need(0 < config.scheduler.pct_start < 1, "scheduler.pct_start", "a fraction in (0, 1)", config.scheduler.pct_start)
-    need(config.scheduler.step_size >= 1, "scheduler.step_size", "a positive integer", config.scheduler.step_size)
-    need(0 <= config.label_smoothing < 1, "label_smoothing", "a number in [0, 1)", config.label_smoothing)
-    need(config.num_workers >= 0, "num_workers", "a non-negative integer", config.num_workers)
-    need(config.seed >= 0, "seed", "a non-negative integer", config.seed)
 
 
 @functools.cache
@@ -389,6 +412,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{path}: expected a finite number, got {value!r}")
             return float(value)
     elif hint is str and isinstance(value, str):
         return value

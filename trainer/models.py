@@ -77,7 +77,17 @@ def create_model(
         path = Path(pretrained_path)
         if not path.is_file():
             raise ModelError(f"pretrained_path: {path} does not exist")
-        state = load_checkpoint(path)
+        try:
+            state = load_checkpoint(path)
+        except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
+            raise ModelError(
+                f"pretrained_path: {path} is not a PyTorch state dict ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})"[:300]
+            ) from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ModelError(f"pretrained_path: {path} holds a {type(state).__name__}, not a state dict")
         own = model.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:

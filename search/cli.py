@@ -21,7 +21,7 @@ from search.cluster import cluster_app
 from search.names import study_name_problem
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.store import StoreError, probe_store, resolve_uri
-from search.study import StudyError, default_storage
+from search.study import StudyError, check_storage_url, default_storage
 
 app = typer.Typer(
     add_completion=False,
@@ -201,9 +201,10 @@ def _run_spec(
     storage = storage or default_storage(spec.name)
     out_dir = (out or _study_dir(spec.name)).resolve()
     try:
+        check_storage_url(storage)
         artifacts = resolve_uri(artifacts or spec.data.get("artifacts") or str(out_dir))
         probe_store(artifacts)
-    except StoreError as exc:
+    except (StoreError, StudyError) as exc:
         fail(str(exc))
     if dry_run:
         _print_plan(spec, storage, out_dir, artifacts, not no_share)

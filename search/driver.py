@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -58,6 +59,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
     settings = Settings(
         options.artifacts or spec.data.get("artifacts") or str(options.out_dir), options.cache_dir, options.scratch
     )
+    _STOP.clear()
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _run(spec, options, settings, console)
@@ -65,22 +67,27 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
         console.print("interrupted before any trial started; run the same command to resume")
         return EXIT_INTERRUPTED
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, handler in previous.items():  # after a stop, late signals must not kill the exit
+            signal.signal(sig, signal.SIG_IGN if "requested" in _STOP else handler)
 
 
 def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
-    executor = _make_executor(spec, options, settings)
-    try:
-        store = ArtifactStore(settings.store)
-        store.check_writable()
-        with DriverLock(options.storage, spec.name):
-            grid = GridStudy.open(spec, options.storage, options.out_dir, store)
-            try:
-                for line in check_data(grid.study, spec.data["datasets"], store, options.accept_data_change):
-                    console.print(f"warning: data changed, accepted (--accept-data-change, recorded): {line}")
-            except DataChanged as exc:
-                raise StudyError(str(exc)) from None
+    with DriverLock(options.storage, spec.name):  # first: a refused second driver creates nothing
+        executor = _make_executor(spec, options, settings)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
+            signal.signal(sig, _raise_interrupt)
+        try:
+            store = ArtifactStore(settings.store)
+            store.check_writable()
+
+            def bind_data(study: optuna.Study) -> None:
+                try:
+                    for line in check_data(study, spec.data["datasets"], store, options.accept_data_change):
+                        console.print(f"warning: data changed, accepted (--accept-data-change, recorded): {line}")
+                except DataChanged as exc:
+                    raise StudyError(str(exc)) from None
+
+            grid = GridStudy.open(spec, options.storage, options.out_dir, store, bind_data)
             completed, orphaned = grid.reconcile()
             if completed or orphaned:
                 console.print(
@@ -93,8 +100,8 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
                 return EXIT_FAILED if run.tally.given_up else EXIT_OK
             _prepare_caches(run, settings, console)
             return run.drive()
-    finally:
-        executor.close()
+        finally:
+            executor.close()
 
 
 @dataclass
@@ -172,6 +179,8 @@ class Run:
             try:
                 self._decide_rungs()
                 while True:
+                    if "requested" in _STOP:
+                        raise KeyboardInterrupt
                     for job in self._next_jobs(self.executor.slots - self._running()):
                         self._submit(job)
                     if self._running() == 0:
@@ -559,10 +568,14 @@ def json_key(dataset: dict) -> tuple:
     return tuple(sorted(dataset.items()))
 
 
+_STOP: set[str] = set()  # "requested" once a stop signal came
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     """Ctrl-C or SIGTERM: stop cleanly. Installed whatever the driver inherited (a driver started with `&` from a
-    script inherits SIGINT ignored), and further signals are ignored while it records the stop: five quick SIGTERMs
-    end as cleanly as one."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
+    script inherits SIGINT ignored). Only the first signal raises: five quick SIGTERMs end as cleanly as one. The
+    loop raises it again if Python swallowed it (an exception in a finaliser or a logging lock is only printed)."""
+    if "requested" in _STOP:
+        return
+    _STOP.add("requested")
     raise KeyboardInterrupt

@@ -51,11 +51,12 @@ def _read_text(path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise SpaceFileError(f"{path}: cannot read: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
+        raise SpaceFileError(f"{path}: is {kind}; a space is a YAML file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, device or socket)"
-            raise SpaceFileError(f"{path}: is {kind}; a space is a YAML file")
         data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise SpaceFileError(f"{path}: is larger than {MAX_BYTES // 2**20} MB; a space is a short YAML file")

@@ -20,7 +20,7 @@ import sqlite3
 import time
 import typing
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +82,10 @@ def open_storage(url: str, create: bool, writable: bool = False) -> optuna.stora
     and nothing is written (unless `writable`: `search report --to-dashboard` stores its figures): a missing file,
     or one without Optuna's schema, is a `StudyError`; one whose schema a starting driver is creating is waited
     for."""
+    check_storage_url(url)
     path = _sqlite_path(url)
     if path is None:
-        if url.startswith("sqlite:"):
-            raise StudyError(f"storage {url}: an in-memory database is gone when the run ends; give a file")
         return _rdb_storage(url, create)
-    if str(path) in (":memory:", "") or "mode=memory" in url:
-        raise StudyError(f"storage {url}: an in-memory database is gone when the run ends; give a file")
     if not create:
         if not path.exists():
             raise StudyError(f"no study database at {path} (run from the project folder, or pass --storage URL)")
@@ -157,6 +154,13 @@ def _holders(path: Path) -> str:
             if proc.name != str(os.getpid()) and any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
                 found.append(f"pid {proc.name} ({(proc / 'comm').read_text().strip()})")
     return ", ".join(found) or "a process on another machine, or one this user cannot see"
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a storage that keeps nothing: an in-memory SQLite database is gone when the run ends."""
+    path = _sqlite_path(url)
+    if (url.startswith("sqlite:") and path is None) or str(path) in (":memory:", "") or "mode=memory" in url:
+        raise StudyError(f"storage {url}: an in-memory database is gone when the run ends; give a file")
 
 
 @contextlib.contextmanager
@@ -351,18 +355,33 @@ class GridStudy:
                 self._values.setdefault(axis, []).append(value)
 
     @classmethod
-    def open(cls, spec: GridSpec, storage_url: str, out_dir: Path, store: ArtifactStore | None = None) -> GridStudy:
-        """Create the study, or load it and check that `spec` only extends what it already ran. Trial folders go
-        to `store` (default: `out_dir`)."""
+    def open(
+        cls,
+        spec: GridSpec,
+        storage_url: str,
+        out_dir: Path,
+        store: ArtifactStore | None = None,
+        check: Callable[[optuna.Study], None] | None = None,
+    ) -> GridStudy:
+        """Create the study, or load it and check that `spec` only extends what it already ran, then `check(study)`
+        (the data binding), all before the space is written on it. Trial folders go to `store` (default:
+        `out_dir`)."""
         store = store or ArtifactStore(out_dir)
         try:
             with creating(storage_url):
-                return cls._open(spec, storage_url, out_dir, store)
+                return cls._open(spec, storage_url, out_dir, store, check)
         except optuna.exceptions.StorageInternalError as exc:
             raise StudyError(f"storage {storage_url}: {one_line(str(exc))}") from None
 
     @classmethod
-    def _open(cls, spec: GridSpec, storage_url: str, out_dir: Path, store: ArtifactStore) -> GridStudy:
+    def _open(
+        cls,
+        spec: GridSpec,
+        storage_url: str,
+        out_dir: Path,
+        store: ArtifactStore,
+        check: Callable[[optuna.Study], None] | None,
+    ) -> GridStudy:
         storage = open_storage(storage_url, create=True)
         study = optuna.create_study(
             storage=storage,
@@ -375,6 +394,8 @@ class GridStudy:
             _check_extension(GridSpec(spec.name, stored), spec, study)
         handle = cls(study, storage, spec, store)
         handle._check_categories()
+        if check is not None:
+            check(study)
         study.set_user_attr("space", spec.data)
         study.set_user_attr("spec_hash", spec.digest())
         study.set_user_attr("out_dir", str(out_dir.resolve()))

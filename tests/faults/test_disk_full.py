@@ -42,6 +42,9 @@ def test_disk_full_fails_trials_cleanly_and_loses_nothing(local_ray, tmp_path, s
     )
     assert {t.user_attrs["fail_kind"] for t in failed} == {"disk_full"}  # the machine's fault: no attempt used
     assert all("\n" not in t.user_attrs["fail_reason"] for t in failed)
+    # Once a disk is full nothing new starts (each try would add a folder to it): only the trials already running
+    # when the first one failed (2 slots) can fail too.
+    assert len(failed) <= 2, [t.user_attrs["fail_reason"] for t in failed]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     for t in complete:  # every completed trial's folder is whole
         result = json.loads((small_disk / trial_folder(t.number, t.user_attrs["grid_key"]) / "result.json").read_text())

@@ -403,12 +403,15 @@ def trial(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1… (default: CUDA when available)"),
     cache_dir: Path | None = CACHE_DIR,
     no_cache: bool = NO_CACHE,
+    threads: int = typer.Option(1, help="torch CPU threads (as `search run` gives a trial: its cpus_per_trial)"),
 ) -> None:
     """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
     from trainer import ConfigError, TrialConfig, run_trial
     from trainer.data import DataError
     from trainer.modelcheck import ModelError
 
+    if threads < 1:
+        fail(f"--threads: expected a positive integer, got {threads}")
     try:
         trial_config = TrialConfig.from_json_file(config)
     except ConfigError as exc:
@@ -417,7 +420,7 @@ def trial(
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("trainer").addHandler(handler)
     try:
-        result = run_trial(trial_config, out, device, cache_dir=_cache_dir(cache_dir, no_cache))
+        result = run_trial(trial_config, out, device, cache_dir=_cache_dir(cache_dir, no_cache), threads=threads)
     except KeyboardInterrupt:
         print("trial failed: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None

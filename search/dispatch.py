@@ -153,8 +153,9 @@ class RayExecutor:
     def submit(self, job: Job) -> None:
         job.gpus = job.gpus or self.gpus
         task = self.gpu_task if job.gpus else self.cpu_task
-        settings = Settings(**{**asdict(self.settings), "threads": int(max(1, self.cpus))})
-        ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(asdict(job), asdict(settings))
+        ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(
+            asdict(job), asdict(self.settings)
+        )
         self.inflight[ref] = job
 
     def wait(self, timeout: float) -> list[Completion]:

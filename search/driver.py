@@ -56,8 +56,12 @@ class RunOptions:
 
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
     """Run every point of `spec` that is not done; return the exit code (0, 1 or 130)."""
+    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.resources["cpus_per_trial"]
     settings = Settings(
-        options.artifacts or spec.data.get("artifacts") or str(options.out_dir), options.cache_dir, options.scratch
+        options.artifacts or spec.data.get("artifacts") or str(options.out_dir),
+        options.cache_dir,
+        options.scratch,
+        threads=int(max(1, cpus)),  # every executor: a trial's torch threads are its CPUs
     )
     _STOP.clear()
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -59,7 +59,7 @@ def test_a_second_driver_with_another_out_is_refused(tmp_path):
             sys.executable,
             "-c",
             "import time; from search.study import DriverLock\n"
-            f"with DriverLock('sqlite:///runs/tiny.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)",
+            "with DriverLock('sqlite:///runs/tiny.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)",
         ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -75,7 +75,7 @@ def test_a_second_driver_with_another_out_is_refused(tmp_path):
     assert not (tmp_path / "runs" / "B").exists()
 
 
-# -- 2. a study is bound to its data ------------------------------------------------------------------------------------
+# -- 2. a study is bound to its data -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_changed_dataset_is_refused_then_accepted_and_recorded(tmp_path):
     """Item 2: deleting and adding images between two runs mixed two datasets into one study, silently."""
@@ -191,7 +191,7 @@ def test_16_bit_pngs_keep_their_grey_levels(tmp_path, mode):
     assert np.abs(pixels[0].astype(float) - expected).max() <= 2
 
 
-# -- 7, 8, 16. stores and storage that vanish or cannot be used ---------------------------------------------------------
+# -- 7, 8, 16. stores and storage that vanish or cannot be used --------------------------------------------------------
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -449,8 +449,8 @@ def test_every_number_is_checked_when_the_config_is_built(change, message):
 
 def test_a_pretrained_path_that_is_not_a_checkpoint_is_said_so(tmp_path):
     """Item 23: `pretrained_path: /etc/passwd` was an IndexError inside the trial."""
-    from trainer.models import create_model
     from trainer.modelcheck import ModelError
+    from trainer.models import create_model
 
     with pytest.raises(ModelError, match="is not a PyTorch state dict"):
         create_model("test_resnet", 3, 64, pretrained_path="/etc/passwd")
@@ -476,3 +476,30 @@ def test_five_quick_sigterms_end_as_cleanly_as_one(tmp_path):
     assert driver.returncode == 130, out
     assert "interrupted:" in out and "Traceback" not in out
     assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]
+
+
+# -- determinism across entry points ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_one_config_gives_the_same_metrics_through_every_entry_point(tmp_path, local_ray):
+    """`search trial` gave val 0.183 / test 0.133 where `search run` of the same config gave 0.167 / 0.100: the
+    worker set torch's threads to cpus_per_trial, `search trial` did not. One function sets them everywhere."""
+    import json
+
+    from tests.conftest import without_timing
+    from tests.faults.conftest import run_in_process
+
+    s = spec(grid={"threshold": [0.4]}, resources={"cpus_per_trial": 2, "gpus_per_trial": 0})
+    metrics = {}
+    for executor in ("local", "ray"):
+        code, options = run_in_process(s, tmp_path / executor, executor=executor)
+        assert code == 0
+        folder = next((options.out_dir / "trials").iterdir())
+        result = json.loads((folder / "result.json").read_text())
+        assert result["threads"] == 2
+        metrics[executor] = without_timing(result["metrics"])
+    config = next((tmp_path / "local" / "out" / "trials").iterdir()) / "config.json"
+    direct = search("trial", str(config), "--out", str(tmp_path / "direct"), "--threads", "2", cwd=tmp_path)
+    assert direct.returncode == 0, direct.stderr
+    metrics["trial"] = without_timing(json.loads((tmp_path / "direct" / "result.json").read_text())["metrics"])
+    assert metrics["local"] == metrics["ray"] == metrics["trial"]
+    assert json.loads((tmp_path / "direct" / "result.json").read_text())["threads"] == 2

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from search.cluster import cluster_app
 from search.names import study_name_problem
-from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
+from search.space import DEFAULT_MAX_POINTS, GPUS_ABOVE_ONE, SpaceError, load_space
 from search.store import StoreError, probe_store, resolve_uri
 from search.study import StudyError, check_storage_url, default_storage
 
@@ -193,8 +193,8 @@ def _run_spec(
     for flag, value in (("--gpus-per-trial", gpus), ("--cpus-per-trial", cpus)):
         if value is not None and value < 0:
             fail(f"{flag}: expected a non-negative number, got {value}")
-    if gpus is not None and gpus > 1 and gpus != int(gpus):
-        fail(f"--gpus-per-trial: above 1 it must be a whole number of GPUs, got {gpus}")
+    if gpus is not None and gpus > 1:
+        fail(f"--gpus-per-trial: {GPUS_ABOVE_ONE}, got {gpus:g}")
     for flag, value in (("--max-concurrent", max_concurrent), ("--max-trials", max_trials)):
         if value is not None and value < 1:
             fail(f"{flag}: expected a positive integer, got {value}")

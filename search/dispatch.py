@@ -21,9 +21,8 @@ from typing import Any, Protocol
 from search.rayauth import protect_token_file, require_token
 from search.study import StudyError, one_line
 from search.worker import Job, Settings, job_file, run_job
+from trainer.failures import is_disk_full, is_out_of_memory
 from trainer.folder import STDERR
-
-OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "CUDA error: out of memory")
 
 
 class ResourceError(StudyError):
@@ -46,9 +45,9 @@ class Completion:
 def failure_kind(reason: str, gpus: float = 0.0) -> str:
     """ "disk_full" (the machine's fault), "oom" (out of memory on a GPU shared with other trials: retried on a whole
     one) — neither uses up an attempt — else "error"."""
-    if "disk full" in reason or "[Errno 28]" in reason or "No space left" in reason:
+    if is_disk_full(reason):
         return "disk_full"
-    if 0 < gpus < 1 and any(marker in reason for marker in OOM_MARKERS):
+    if 0 < gpus < 1 and is_out_of_memory(reason):
         return "oom"
     return "error"
 
@@ -207,7 +206,8 @@ class LocalExecutor:
                     f"resources.gpus_per_trial is {gpus_per_trial:g} but this machine has no GPU "
                     f"CUDA can use: set gpus_per_trial: 0 (or --gpus-per-trial 0) to train on CPUs"
                 )
-        self.settings, self.log_dir, self.fresh = settings, log_dir, gpus_per_trial > 0
+        self.settings, self.log_dir, self.gpus = settings, log_dir, gpus_per_trial
+        self.fresh = gpus_per_trial > 0
         self.worker: subprocess.Popen | None = None
         self.running: tuple[Job, Path, Path] | None = None
 
@@ -215,6 +215,7 @@ class LocalExecutor:
         from search.store import ArtifactStore
 
         store = ArtifactStore(self.settings.store)
+        job.gpus = job.gpus or self.gpus  # a job given no GPU hides them (`search.worker.run_job`)
         log = store.local_path(job.folder) / STDERR if store.local else self.log_dir / f"{job.label}.log"
         folder = Path(tempfile.mkdtemp(prefix="pas-job-"))
         spec = job_file(job, self.settings, log, folder / "job.json")
@@ -256,14 +257,14 @@ class LocalExecutor:
         except (OSError, ValueError):  # the worker died without one
             outcome = None
         _remove(folder)
+        if self.fresh:  # a GPU job's process ends with the job, whatever its outcome: no sticky CUDA error or
+            self.close()  # reserved memory reaches the next one
         if outcome is None:
             reason = _death(worker.returncode, log)
             self.worker = None
         elif outcome.get("status") == "error":
             reason = outcome["reason"]
         else:
-            if self.fresh:
-                self.close()
             return [Completion(job, outcome={**outcome, "node": "local", "gpu_ids": []})]
         return [Completion(job, reason=reason)]
 

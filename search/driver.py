@@ -76,11 +76,11 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
 
 
 def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
-    with DriverLock(options.storage, spec.name):  # first: a refused second driver creates nothing
-        executor = _make_executor(spec, options, settings)
-        for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
-            signal.signal(sig, _raise_interrupt)
-        try:
+    executor = _make_executor(spec, options, settings)  # first: a trial that cannot fit is refused, nothing made
+    for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
+        signal.signal(sig, _raise_interrupt)
+    try:
+        with DriverLock(options.storage, spec.name):  # then: a refused second driver makes nothing either
             store = ArtifactStore(settings.store)
             store.check_writable()
 
@@ -104,8 +104,8 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
                 return EXIT_FAILED if run.tally.given_up else EXIT_OK
             _prepare_caches(run, settings, console)
             return run.drive()
-        finally:
-            executor.close()
+    finally:
+        executor.close()
 
 
 @dataclass

@@ -48,6 +48,10 @@ TOP_KEYS = (
 OBJECTIVES = {"val_accuracy": "maximize", "val_accuracy_best": "maximize", "val_loss": "minimize"}
 DEFAULT_MAX_POINTS = 1_000_000
 MAX_LINE = 300
+GPUS_ABOVE_ONE = (
+    "at most 1: a trial trains on one GPU (there is no DataParallel/DDP here); use 1, or a fraction such as 0.5 "
+    "to share one"
+)
 HINTS = {
     "lr": "optimizer.lr",
     "learning_rate": "optimizer.lr",
@@ -217,12 +221,8 @@ def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
                 f"resources.{key}",
                 f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} number, got {value!r}",
             )
-        elif key == "gpus_per_trial" and value > 1 and value != int(value):
-            problem(
-                f"resources.{key}",
-                f"above 1 it must be a whole number of GPUs (Ray shares a GPU only in "
-                f"fractions below 1), got {value!r}",
-            )
+        elif key == "gpus_per_trial" and value > 1:
+            problem(f"resources.{key}", f"{GPUS_ABOVE_ONE}, got {value!r}")
     return resources
 
 

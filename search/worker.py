@@ -71,7 +71,13 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     """Run `job`; return {"status": "complete"|"paused"|"stem", "metrics", "history", "record"}. Raises what the
     trainer raises (the executor turns it into a failure)."""
     from trainer import TrialConfig, run_trial
+    from trainer.device import cap_gpu_memory, hide_gpus
     from trainer.loop import run_stem
+
+    if not job.gpus:
+        hide_gpus()
+    elif job.gpus < 1:
+        cap_gpu_memory(job.gpus)
 
     store = ArtifactStore(settings.store)
     scratch = scratch_root(settings)

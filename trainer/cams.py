@@ -76,6 +76,9 @@ def compute_cams(
     target = cam_target(model)
     was_training = model.training
     cam = _make_cam(method, model, target)
+    # ScoreCAM builds images × channels × 3 × H × W at once (resnet50 at 224 px: 1.2 GB per image) and then scores
+    # image by image anyway: one image per call costs nothing and bounds its memory by one image's share.
+    batch_size = 1 if method == "scorecam" else batch_size
     try:
         with torch.autocast(device_type=images.device.type, enabled=False):
             maps = [

@@ -10,13 +10,22 @@ import sys
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainer.config import TrialConfig
+from trainer.failures import is_out_of_memory
 
 log = logging.getLogger("trainer")
 CPU_DEFAULT_BATCH_SIZE = 32
+
+
+def hide_gpus() -> None:
+    """Make this process see no GPU (a trial given none): Ray 2.60 no longer clears CUDA_VISIBLE_DEVICES for tasks
+    that ask for no GPU (ray-project/ray#62492), so a CPU trial would otherwise train on GPU 0 beside the GPU
+    trials and run them out of memory. CUDA reads the variable when it initialises, which torch does lazily."""
+    if torch.cuda.is_initialized():
+        log.warning("CUDA was initialised in this process before its trial: it may still see a GPU")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def select_device(requested: str | None = None) -> torch.device:
@@ -68,6 +77,15 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
 
 
+def gpu_peaks(device: torch.device) -> tuple[float, float]:
+    """This process's peak GPU memory (MB) on `device` since the last reset: what tensors held (allocated) and what
+    the caching allocator took from the GPU (reserved: what other trials on a shared GPU could not have; the CUDA
+    context and library workspaces come on top). (0, 0) off CUDA."""
+    if device.type != "cuda":
+        return 0.0, 0.0
+    return torch.cuda.max_memory_allocated(device) / 2**20, torch.cuda.max_memory_reserved(device) / 2**20
+
+
 def precision(config: TrialConfig, device: torch.device) -> tuple[bool, torch.amp.GradScaler]:
     """Mixed precision (fp16 autocast with a GradScaler) where asked and on CUDA; plain fp32 elsewhere."""
     amp = config.mixed_precision and device.type == "cuda"
@@ -77,7 +95,7 @@ def precision(config: TrialConfig, device: torch.device) -> tuple[bool, torch.am
 
 
 def batch_size_for(
-    config: TrialConfig, model: nn.Module, num_classes: int, device: torch.device, train_size: int
+    config: TrialConfig, model: nn.Module, num_classes: int, device: torch.device, train_size: int, amp: bool
 ) -> int:
     if config.batch_size != "auto":
         return config.batch_size
@@ -86,7 +104,7 @@ def batch_size_for(
             "batch_size: auto measures GPU memory and needs CUDA; using %d on %s", CPU_DEFAULT_BATCH_SIZE, device
         )
         return CPU_DEFAULT_BATCH_SIZE
-    size = auto_batch_size(model, config.image_size, num_classes, device, train_size)
+    size = auto_batch_size(config, model, num_classes, device, train_size, amp, limit_bytes=gpu_memory_limit(device))
     log.info("batch size finder: %d", size)
     return size
 
@@ -100,27 +118,63 @@ def find_batch_size(fits: Callable[[int], bool], limit: int) -> int:
     return best
 
 
+HEADROOM = 0.85  # of the trial's GPU memory: the probe's peak must leave room for what varies between batches
+_MEMORY_FRACTION: list[float] = [1.0]
+
+
+def cap_gpu_memory(fraction: float) -> None:
+    """A trial given a fraction of a GPU (`gpus_per_trial: 0.5`) may allocate only that share: Ray shares a GPU
+    without isolating memory, so the first trial's `batch_size: auto` would otherwise size itself for the whole
+    GPU and run the others out of memory. A no-op without CUDA."""
+    _MEMORY_FRACTION[0] = fraction
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(fraction)
+
+
+def gpu_memory_limit(device: torch.device) -> int | None:
+    """The bytes this trial may use on `device` (its share of the GPU), or None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return int(torch.cuda.get_device_properties(device).total_memory * _MEMORY_FRACTION[0])
+
+
 def auto_batch_size(
+    config: TrialConfig,
     model: nn.Module,
-    image_size: int,
     num_classes: int,
     device: torch.device,
     dataset_size: int,
+    amp: bool,
     max_batch_size: int = 1024,
+    limit_bytes: int | None = None,
 ) -> int:
-    """`find_batch_size` with a real memory probe on `device`. Unlike the thesis code it never steps the
-    optimiser, and it puts back the batch-norm statistics that the probe's forward passes update."""
+    """`find_batch_size` probing the trial's real step (`trainer.epoch.train_step`: its augmentation, mixed
+    precision, optimiser state and losses, the saliency loss's double backward included) on random images. A size
+    fits when it raises no out-of-memory error (torch's, cuBLAS's or cuDNN's) and its peak reserved memory stays
+    under HEADROOM of `limit_bytes`. Unlike the thesis code, the weights and batch-norm statistics are put back."""
+    from trainer.epoch import make_optimizer, train_step  # the step itself, not a copy of it
+
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
 
     def fits(size: int) -> bool:
+        optimizer = make_optimizer(config, model)  # its state is allocated by the step, as in training
+        scaler = torch.amp.GradScaler(device.type, enabled=amp)
         try:
-            x = torch.randn(size, 3, image_size, image_size, device=device)
-            F.cross_entropy(model(x), torch.randint(num_classes, (size,), device=device)).backward()
-            return True
-        except torch.cuda.OutOfMemoryError:
-            return False
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            x = torch.rand(size, 3, config.image_size, config.image_size, generator=generator).to(device)
+            y = torch.randint(num_classes, (size,), generator=generator).to(device)
+            train_step(config, model, optimizer, scaler, x, y, num_classes, generator, amp)
+            peak = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else 0
+            return limit_bytes is None or peak <= HEADROOM * limit_bytes
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:  # cuBLAS and cuDNN say it their own way
+            if isinstance(exc, torch.cuda.OutOfMemoryError) or is_out_of_memory(str(exc)):
+                return False
+            raise
         finally:
             model.zero_grad(set_to_none=True)
+            del optimizer
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 

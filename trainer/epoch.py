@@ -38,7 +38,6 @@ def train_epoch(
     torch.manual_seed(seed)
     shuffle, augment = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     model.train()
-    saliency_loss = config.saliency_loss_weight > 0 or config.invariance_loss_weight > 0
     total_loss, correct, seen, lr = 0.0, 0, 0, config.optimizer.lr
     n_batches = max(1, -(-len(data) // batch_size))
     loader = batches(data, batch_size, shuffle, config.num_workers, **loader_options(device))
@@ -47,41 +46,61 @@ def train_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         y = y.to(device, non_blocking=True)
-        originals = to_unit(x, device)
-        batch = augment_batch(
-            originals,
-            y,
-            num_classes,
-            config.augmentation,
-            augment,
-            config.augment,
-            model if config.augmentation in CAM_AUGMENTATIONS else None,
-        )
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            l_sal: torch.Tensor | float
-            l_inv: torch.Tensor | float
-            if saliency_loss:
-                logits, l_sal, l_inv = saliency_terms(model, originals, batch, y)
-            else:
-                logits, l_sal, l_inv = model(normalize(batch.images)), 0.0, 0.0
-            l_class = F.cross_entropy(logits.float(), batch.targets, label_smoothing=config.label_smoothing)
-            loss = (
-                config.class_loss_weight * l_class
-                + config.saliency_loss_weight * l_sal
-                + config.invariance_loss_weight * l_inv
-            )
+        loss, logits = train_step(config, model, optimizer, scaler, to_unit(x, device), y, num_classes, augment, amp)
         if not torch.isfinite(loss):
             raise TrialError(
                 f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} (lr {lr:.3g}): training diverged"
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum().item())
         seen += len(y)
     return total_loss / max(seen, 1), correct / max(seen, 1), lr
+
+
+def train_step(
+    config: TrialConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    originals: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+    amp: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch of images in [0, 1] (augmentation, the losses in use, the scaled backward
+    and the step); returns the loss and the logits. `batch_size: auto` probes memory with this very step. A
+    non-finite loss is returned, not stepped on."""
+    saliency_loss = config.saliency_loss_weight > 0 or config.invariance_loss_weight > 0
+    batch = augment_batch(
+        originals,
+        y,
+        num_classes,
+        config.augmentation,
+        generator,
+        config.augment,
+        model if config.augmentation in CAM_AUGMENTATIONS else None,
+    )
+    with torch.autocast(device_type=originals.device.type, dtype=torch.float16, enabled=amp):
+        l_sal: torch.Tensor | float
+        l_inv: torch.Tensor | float
+        if saliency_loss:
+            logits, l_sal, l_inv = saliency_terms(model, originals, batch, y)
+        else:
+            logits, l_sal, l_inv = model(normalize(batch.images)), 0.0, 0.0
+        l_class = F.cross_entropy(logits.float(), batch.targets, label_smoothing=config.label_smoothing)
+        loss = (
+            config.class_loss_weight * l_class
+            + config.saliency_loss_weight * l_sal
+            + config.invariance_loss_weight * l_inv
+        )
+    if not torch.isfinite(loss):
+        return loss, logits
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
 
 
 @torch.no_grad()

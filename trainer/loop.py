@@ -39,7 +39,7 @@ from trainer.data import (
     load_images,
     make_split,
 )
-from trainer.device import batch_size_for, peak_rss_mb, precision, reset_peak_rss, select_device, set_threads
+from trainer.device import batch_size_for, gpu_peaks, peak_rss_mb, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import TrialError, evaluate, make_optimizer, train_epoch
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
 from trainer.modelcheck import ModelError, check
@@ -99,6 +99,13 @@ class TrainingState:
     pending: dict = field(default_factory=dict)  # the last proxy step's fields, for the next epoch's row
     shared_epochs: int = 0  # leading epochs a shared stem computed
     shared_seconds: float = 0.0  # and the proxy-step time it spent on this path
+    peak_gpu_mem_mb: float = 0.0  # over every segment of the trial (a rung's pause, a retry), not its last alone
+    peak_gpu_reserved_mb: float = 0.0
+
+    def note_gpu_peaks(self, device: torch.device) -> None:
+        allocated, reserved = gpu_peaks(device)
+        self.peak_gpu_mem_mb = max(self.peak_gpu_mem_mb, allocated)
+        self.peak_gpu_reserved_mb = max(self.peak_gpu_reserved_mb, reserved)
 
 
 def run_trial(
@@ -261,7 +268,7 @@ class _Trial:
         self.state = self._resume() or TrainingState()
         if not self.state.batch_size:
             self.state.batch_size = batch_size_for(
-                config, self.model, len(self.images.classes), device, len(self.train)
+                config, self.model, len(self.images.classes), device, len(self.train), self.amp
             )
         self.proxies = {name: load_proxies(workdir / name, config.image_size) for name in self.state.proxy_files}
         if device.type == "cuda":
@@ -398,6 +405,7 @@ class _Trial:
             self.model, self.test, self.batch_size, self.device, self.amp, config.num_workers
         )
         precision_, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
+        state.note_gpu_peaks(self.device)
         best = max(history, key=lambda r: r["val_accuracy"])
         target = config.target_val_accuracy
         steps = state.steps
@@ -439,9 +447,8 @@ class _Trial:
             else None,
             "skipped_files": self.images.skipped,
             "peak_rss_mb": peak_rss_mb(),
-            "peak_gpu_mem_mb": torch.cuda.max_memory_allocated(self.device) / 2**20
-            if self.device.type == "cuda"
-            else None,
+            "peak_gpu_mem_mb": self.state.peak_gpu_mem_mb if self.device.type == "cuda" else None,
+            "peak_gpu_reserved_mb": self.state.peak_gpu_reserved_mb if self.device.type == "cuda" else None,
             "batch_size": self.batch_size,
             "mixed_precision_used": self.amp,
             "seed": config.seed,
@@ -488,6 +495,7 @@ class _Trial:
             self.config.image_size,
             self.config.pretrained,
             self.config.pretrained_path,
+            double_backward=self.config.saliency_loss_weight > 0 or self.config.invariance_loss_weight > 0,
         ).to(self.device)
         return model, make_optimizer(self.config, model)
 
@@ -509,7 +517,12 @@ class _Trial:
                 raise FileNotFoundError(missing[0])
             self.model.load_state_dict(saved["model"])
             self.optimizer.load_state_dict(saved["optimizer"])
-            self.scaler.load_state_dict(saved["scaler"])
+            if saved["scaler"] and self.scaler.is_enabled():
+                self.scaler.load_state_dict(saved["scaler"])
+            elif self.scaler.is_enabled():
+                # Written without a GPU (the CPU fallback: its scaler was disabled and saved nothing). The weights
+                # and optimiser are good; only the loss scale starts afresh (it settles within a few steps).
+                log.info("checkpoint.pt has no loss-scaler state (written without mixed precision): a fresh scaler")
         except Exception as exc:  # a truncated or corrupt file can fail in many ways; all mean "start over"
             log.warning("checkpoint.pt unusable (%s): starting from scratch", exc)
             self.model, self.optimizer = self._fresh_model()  # a half-loaded model must not train on
@@ -528,6 +541,7 @@ class _Trial:
     def _save_checkpoint(self, also: list[str]) -> None:
         buffer = io.BytesIO()
         state = self.state
+        state.note_gpu_peaks(self.device)
         torch.save(
             {
                 "prefix_key": prefix_key(self.config, state.epochs_done, state.proxy_steps_done),

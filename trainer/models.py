@@ -57,10 +57,18 @@ def _size_kwargs(architecture: str, image_size: int) -> dict:
 
 
 def create_model(
-    architecture: str, num_classes: int, image_size: int, pretrained: bool = False, pretrained_path: str | None = None
+    architecture: str,
+    num_classes: int,
+    image_size: int,
+    pretrained: bool = False,
+    pretrained_path: str | None = None,
+    double_backward: bool = False,
 ) -> nn.Module:
     """A timm model with a fresh `num_classes` head. `pretrained` downloads weights from timm's hub;
-    `pretrained_path` loads a local state dict (tensors only) and ignores a mismatched classifier."""
+    `pretrained_path` loads a local state dict (tensors only) and ignores a mismatched classifier.
+    `double_backward` (the saliency loss differentiates an input gradient) turns timm's fused attention off: the
+    flash and memory-efficient kernels of `scaled_dot_product_attention` have no second derivative, on the CPU or
+    on CUDA (pytorch/pytorch#116350), so every transformer would fail; the math path has one."""
     if architecture not in available_architectures():
         raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
     kwargs = _size_kwargs(architecture, image_size)
@@ -93,6 +101,10 @@ def create_model(
         if not usable:
             raise ModelError(f"pretrained_path: {path} holds no weights that fit {architecture}")
         model.load_state_dict(usable, strict=False)
+    if double_backward:
+        for module in model.modules():
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
     return model
 
 

@@ -1,7 +1,8 @@
 """The saliency-consistency loss of Al-afandi, Magyar & Horváth, "Saliency Map Based Data Augmentation" (2022):
 L = α·L_class + β·L_sal + γ·L_inv (their eq. 8).
 
-Original and augmented images go through the model in one batch. Each image's vanilla-gradient saliency (Simonyan
+Original and augmented images go through the model in one batch, in float32 even under mixed precision (see
+`saliency_terms`). Each image's vanilla-gradient saliency (Simonyan
 et al.: |∂ score of its label / ∂ input|, max over channels) is computed with `create_graph=True`, so L_sal trains the
 network. The original maps are put through the augmentation's own spatial transform (`Augmented.same_on_maps`: the
 same flip/rotation, erased region, pasted box or blend) to give the expected map of each augmented image; every map
@@ -38,8 +39,11 @@ def saliency_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits of the augmented images, L_sal and L_inv, for `originals` in [0, 1] and their augmentation."""
     n = originals.shape[0]
-    both = normalize(torch.cat([originals, augmented.images])).detach().requires_grad_(True)
-    logits = model(both)
+    both = normalize(torch.cat([originals, augmented.images])).float().detach().requires_grad_(True)
+    # In float32 whatever autocast says: an fp16 input gradient taken without loss scaling underflows to zero (the
+    # term silently vanishes) or overflows to inf, and a GradScaler cannot scale a gradient taken inside the loss.
+    with torch.autocast(device_type=both.device.type, enabled=False):
+        logits = model(both)
     classes = torch.cat([labels, augmented.targets.argmax(1)])
     maps = vanilla_saliency(logits.float(), both, classes)
     expected = normalize_maps(augmented.same_on_maps(normalize_maps(maps[:n])))

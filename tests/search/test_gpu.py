@@ -156,7 +156,59 @@ def test_a_cluster_with_two_gpus_runs_four_half_gpu_trials(tmp_path, gpu_head):
     too_many = cli(
         ["run", str(space), "--study", "other", "--ray-address", gpu_head, "--gpus-per-trial", "4"], tmp_path
     )
-    assert too_many.returncode == 2 and "needs 4 GPUs but no node of the Ray cluster has more than 2" in too_many.stderr
+    assert too_many.returncode == 2 and "at most 1: a trial trains on one GPU" in too_many.stderr
     assert not (tmp_path / "runs" / "other.db").exists() and not (tmp_path / "runs" / "other").exists()
     started = time.monotonic()
     assert cli(["status", "--study", "tiny"], tmp_path).returncode == 0 and time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_a_trial_given_no_gpu_sees_none(tmp_path, executor):
+    """Issue 25, item 2: Ray 2.60 no longer clears CUDA_VISIBLE_DEVICES for tasks that ask for no GPU, so with a
+    driver whose environment has CUDA_VISIBLE_DEVICES=0,1 (Ray then declares 2 GPUs) every CPU trial would pick
+    cuda:0 on a GPU machine. A trial given no GPU hides them, and its result.json says what it saw."""
+    import os
+
+    space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.5]})
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", executor, "--gpus-per-trial", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (folder,) = (tmp_path / "runs" / "tiny" / "trials").iterdir()
+    result = json.loads((folder / "result.json").read_text())
+    assert result["cuda_visible_devices"] == "" and result["device"] != "cuda"
+    assert "CUDA is not available" not in (folder / "trial.log").read_text()  # it was given none, not denied one
+
+
+def test_the_local_executor_ends_a_gpu_job_s_process_whatever_its_outcome(tmp_path):
+    """Issue 25, item 4: only a successful GPU job closed the local worker, so a sticky CUDA error (or reserved
+    memory) of a failed one reached every later job."""
+    from search.dispatch import LocalExecutor
+    from search.worker import Job
+
+    executor = LocalExecutor(Settings(str(tmp_path / "store"), None), tmp_path / "logs")
+    executor.fresh = True  # what gpus_per_trial > 0 sets (a CPU machine cannot make one: it has no CUDA)
+    try:
+        bad = Job("trial", "trial 0", {"dataset": {"kind": "digits"}, "architecture": "no_such_model"}, "trials/0-x")
+        executor.submit(bad)
+        worker = executor.worker
+        (done,) = _wait(executor)
+        assert done.outcome is None and done.reason
+        assert executor.worker is None and worker is not None and worker.poll() is not None
+    finally:
+        executor.close()
+
+
+def _wait(executor, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = executor.wait(timeout=1)
+        if done:
+            return done
+    raise AssertionError("the job never finished")

@@ -347,9 +347,10 @@ def test_the_batch_size_finder(tmp_path):
     assert find_batch_size(lambda size: True, 100) == 64  # never above the data
     assert find_batch_size(lambda size: False, 100) == 1
     model = create_model("test_resnet", 10, 32)
-    assert auto_batch_size(OutOfMemoryAbove48(model), 32, 10, torch.device("cpu"), 1000) == 32
+    probe = TrialConfig.from_dict(tiny_config(image_size=32))
+    assert auto_batch_size(probe, OutOfMemoryAbove48(model), 10, torch.device("cpu"), 1000, False) == 32
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert auto_batch_size(model, 32, 10, torch.device("cpu"), 8, max_batch_size=8) == 8
+    assert auto_batch_size(probe, model, 10, torch.device("cpu"), 8, False, max_batch_size=8) == 8
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # running means untouched
     config = TrialConfig.from_dict(tiny_config(batch_size="auto", proxy_steps="1"))

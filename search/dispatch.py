@@ -117,9 +117,9 @@ class RayExecutor:
         max_concurrent: int | None,
         settings: Settings,
     ) -> None:
+        require_token()  # before Ray is imported: it reads RAY_AUTH_MODE once, then keeps it
         import ray
 
-        require_token()  # Ray's ports are open on every interface: only a token holder may use them
         self.ray, self.settings = ray, settings
         self.started = not ray.is_initialized()
         if self.started:

@@ -20,7 +20,7 @@ EXPECTED = {
     "large_study.py": {"status_s", "export_s", "report_s"},
     "memory.py": {"driver_peak_rss_mb", "trials"},
     "data.py": {"speedup", "cache_trial_rss_mb", "today_trial_rss_mb", "cached_startup_s", "proxy_steps"},
-    "gpu_check.py": {"benchmark"},
+    "gpu_check.py": {"benchmark", "cases", "ok", "failed", "skipped"},
     "sharing.py": {"speedup", "identical_results", "thesis_grid_ratio"},
     "halving.py": {"epochs_ratio", "same_best_configuration"},
     "artifacts.py": {"s3_overhead_fraction_of_epoch", "scratch_files_left"},
@@ -34,3 +34,19 @@ def test_quick_benchmark_prints_its_figures(script):
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert EXPECTED[script] <= set(figures) and figures["machine"]["cores"] >= 1
+
+
+def test_the_device_check_prints_every_case_and_its_summary_whatever_happens():
+    """bench/gpu_check.py: one JSON line per case as it ends, and the summary even when the budget is spent."""
+    done = subprocess.run(
+        [sys.executable, "gpu_check.py", "--quick", "--budget", "1"],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    cases, summary = lines[:-1], lines[-1]
+    assert len(cases) == summary["cases"] == 9 and all(c["ok"] is None and "skipped" in c for c in cases)
+    assert summary["skipped"] == [c["case"] for c in cases] and summary["benchmark"] == "gpu_check"

@@ -4,6 +4,7 @@ without one never starts, and the token file is its owner's alone. Item 12: noth
 the Slurm script."""
 
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -12,9 +13,7 @@ from pathlib import Path
 import pytest
 
 from search.cluster import slurm_script
-from search.dispatch import RayExecutor
 from search.rayauth import protect_token_file, require_token
-from search.worker import Settings
 
 CLIENT = (
     "import logging, ray\n"
@@ -33,24 +32,38 @@ def connect(address: str, env: dict) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.slow
-def test_a_local_run_s_ray_refuses_a_client_without_its_token(tmp_path, monkeypatch):
-    import ray
+DRIVER = (
+    "import os, time\n"
+    "os.environ.pop('RAY_AUTH_MODE', None)  # what a user's shell has: the executor turns the token on itself\n"
+    "from search.dispatch import RayExecutor\n"
+    "from search.worker import Settings\n"
+    "executor = RayExecutor(None, 1, 0, None, Settings({store!r}, None))\n"
+    "import ray\n"
+    "print(ray.get_runtime_context().gcs_address, os.environ['RAY_AUTH_MODE'], flush=True)\n"
+    "time.sleep(300)\n"
+)
 
-    monkeypatch.delenv("RAY_AUTH_MODE")  # what a user's shell has: the executor turns the token on itself
-    executor = RayExecutor(None, 1, 0, None, Settings(str(tmp_path / "store"), None))
+
+@pytest.mark.slow
+def test_a_local_run_s_ray_refuses_a_client_without_its_token(tmp_path):
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER.format(store=str(tmp_path / "store"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        assert os.environ["RAY_AUTH_MODE"] == "token"
-        address = ray.get_runtime_context().gcs_address
+        address, mode = driver.stdout.readline().split()
+        assert mode == "token"
         stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
         assert connect(address, {**stranger, "RAY_AUTH_MODE": "disabled"}).startswith("REFUSED")
         wrong = {**stranger, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
         assert connect(address, wrong).startswith("REFUSED")
-        assert connect(address, dict(os.environ)) == "CONNECTED 1"
+        assert connect(address, dict(os.environ)) == "CONNECTED 1"  # the holder of the token gets in
     finally:
-        executor.close()
-        if ray.is_initialized():
-            ray.shutdown()
+        os.killpg(driver.pid, signal.SIGTERM)
+        driver.wait(timeout=60)
 
 
 def test_turning_the_token_off_is_explicit_and_warned(monkeypatch, capsys):

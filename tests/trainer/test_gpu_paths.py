@@ -134,3 +134,18 @@ def test_scorecam_gets_one_image_at_a_time():
     finally:
         ScoreCAM.get_cam_weights = original
     assert calls == [1, 1, 1] and maps.shape == (3, 64, 64)
+
+
+def test_peak_gpu_memory_covers_every_segment_of_a_trial(tmp_path, monkeypatch):
+    """Item 8: `peak_gpu_mem_mb` was `max_memory_allocated` of the last segment only (a trial paused at a rung or
+    resumed reported its last stretch), and left out reserved memory."""
+    import trainer.loop
+    from trainer.files import load_checkpoint
+
+    peaks = iter([(900.0, 1200.0), (900.0, 1200.0), (300.0, 400.0), (300.0, 400.0), (300.0, 400.0)])
+    monkeypatch.setattr(trainer.loop, "gpu_peaks", lambda device: next(peaks, (300.0, 400.0)))  # the CUDA seam
+    config = TrialConfig.from_dict(tiny_config(proxy_steps="2"))
+    run_trial(config, tmp_path / "t", until=1)  # the first segment peaks high
+    run_trial(config, tmp_path / "t")  # the second lower: the trial's peak is still the first's
+    state = load_checkpoint(tmp_path / "t" / "checkpoint.pt")["state"]
+    assert (state["peak_gpu_mem_mb"], state["peak_gpu_reserved_mb"]) == (900.0, 1200.0)

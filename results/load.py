@@ -106,7 +106,8 @@ TABLE_METRICS = (
     "proxy_unchanged",
     "proxy_unchanged_fraction",
     "proxy_zero_maps",
-    "proxy_replaced_fraction",
+    "proxy_hot_fraction",
+    "proxy_changed_fraction",
     "test_part",
 )
 

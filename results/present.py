@@ -30,7 +30,8 @@ HEADERS = {
     "proxy_unchanged": "unchanged",
     "proxy_unchanged_fraction": "unchanged share",
     "proxy_zero_maps": "all-zero maps",
-    "proxy_replaced_fraction": "pixels replaced",
+    "proxy_hot_fraction": "pixels at/above t",
+    "proxy_changed_fraction": "pixels changed",
     "images_seen": "images seen",
 }
 

@@ -228,13 +228,15 @@ def best_configurations(data: StudyData, top: int = 10) -> pd.DataFrame:
 
 def proxy_statistics(data: StudyData) -> pd.DataFrame:
     """What the proxy steps made, per configuration: proxies, the share identical to their source (dropped or
-    kept), all-zero maps and the share of pixels replaced (means over seeds)."""
+    kept), all-zero maps, and the shares of the trained proxies' pixels at or above the threshold and changed
+    (means over seeds)."""
     columns = [
         "proxy_images",
         "proxy_unchanged",
         "proxy_unchanged_fraction",
         "proxy_zero_maps",
-        "proxy_replaced_fraction",
+        "proxy_hot_fraction",
+        "proxy_changed_fraction",
     ]
     trials = data.complete[data.complete["kind"] != "baseline"]
     present = [c for c in columns if c in trials]

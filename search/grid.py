@@ -95,16 +95,18 @@ def schedule_epochs(proxy_steps: str) -> int:
     return sum(t for t in parse_proxy_steps(proxy_steps) if isinstance(t, int))
 
 
-DECIDERS = ("proxy_steps", "cam_method", "pixel_replacement")  # what `irrelevant` reads, in its order
+DECIDERS = ("proxy_steps", "cam_method", "pixel_replacement", "control")  # what `irrelevant` reads, in its order
 
 
 @functools.lru_cache(maxsize=4096)
-def irrelevant(proxy_steps: str, cam_method: str, pixel_replacement: str) -> tuple[frozenset[str], str]:
+def irrelevant(
+    proxy_steps: str, cam_method: str, pixel_replacement: str, control: str = "none"
+) -> tuple[frozenset[str], str]:
     """The axes that cannot change a point with these settings, and its kind."""
     steps = proxy_step_count(proxy_steps)
     if steps == 0:
         return frozenset(CAM_AXES), "baseline"
-    kind = "control" if cam_method in CONTROLS else "proxy"
+    kind = "control" if cam_method in CONTROLS or control != "none" else "proxy"
     drop: set[str] = set()
     if cam_method in CONTROL_METHODS:
         drop.update(MASK_AXES)  # no mask at all

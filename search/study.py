@@ -35,7 +35,14 @@ from search.space import parse_space
 from search.store import ArtifactStore
 from search.trials import read_trials
 from search.worker import result_tag
-from trainer.config import AUGMENTATIONS, PIXEL_REPLACEMENTS, PROXY_METHODS, UNCHANGED_PROXIES, TrialConfig
+from trainer.config import (
+    AUGMENTATIONS,
+    MATCHED_CONTROLS,
+    PIXEL_REPLACEMENTS,
+    PROXY_METHODS,
+    UNCHANGED_PROXIES,
+    TrialConfig,
+)
 from trainer.files import default_cache_dir
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -61,6 +68,7 @@ CLOSED_CHOICES = {
     "augmentation": AUGMENTATIONS,
     "cam_target": ("true", "predicted"),
     "unchanged_proxies": UNCHANGED_PROXIES,
+    "control": MATCHED_CONTROLS,
 }
 UNIT_INTERVAL = ("threshold", "multiply_weight", "wrong_subset", "label_smoothing")
 

@@ -57,6 +57,7 @@ CAM_METHOD_NAMES = (
 CONTROL_METHODS = ("duplicate",)
 PROXY_METHODS = CAM_METHOD_NAMES + CONTROL_METHODS
 UNCHANGED_PROXIES = ("drop", "keep")
+MATCHED_CONTROLS = ("none", "random_location", "matched_duplicate")
 AUGMENTATIONS = (
     "none",
     "flip",
@@ -162,6 +163,7 @@ class TrialConfig:
     clear_every_step: bool = False
     pixel_replacement: str = "blended"
     unchanged_proxies: Literal["drop", "keep"] = "drop"  # proxies a CAM left identical to their source
+    control: Literal["none", "random_location", "matched_duplicate"] = "none"  # a matched control of this config
     augmentation: str = "flip"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     class_loss_weight: float = 1.0  # α of Al-afandi et al. 2022, eq. 8
@@ -327,6 +329,12 @@ def validate(config: TrialConfig) -> None:
         config.batch_size,
     )
     need(config.cam_method in PROXY_METHODS, "cam_method", f"one of {', '.join(PROXY_METHODS)}", config.cam_method)
+    need(
+        config.control == "none" or config.cam_method in CAM_METHOD_NAMES,
+        "control",
+        "none with the unmatched controls (a matched control copies a CAM method's own proxy step)",
+        config.control,
+    )
     need(
         config.pretrained_path is None or bool(config.pretrained_path.strip()),
         "pretrained_path",

@@ -34,6 +34,9 @@ MEANINGS = {
     "pixel_replacement": "blended, black, mean, max, min (equals black: maps are normalised) or halfmax",
     "unchanged_proxies": "`drop` proxies the map left identical to their source (plain copies), or `keep` them "
     "(what the thesis code did)",
+    "control": "`none`, or a control matched to this very configuration: `random_location` (each proxy replaces as "
+    "many pixels with the same values as its CAM did, where a smooth random map ranks highest) or "
+    "`matched_duplicate` (the very images it trained as proxies, unmasked)",
     "augmentation": "one of the 16 augmentations (see Augmentations)",
     "augment.max_degrees": "flip: rotation range, ± degrees",
     "augment.cutout_size": "cutout: side of the erased square, as a fraction of the image side",

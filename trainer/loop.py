@@ -31,7 +31,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 from trainer import folder as files
-from trainer.config import CAM_METHOD_NAMES, TrialConfig
+from trainer.config import CAM_METHOD_NAMES, CONTROL_METHODS, TrialConfig
 from trainer.data import (
     Concat,
     DataError,
@@ -62,7 +62,8 @@ ROW_FIELDS = {
     "proxy_unchanged": "unchanged",
     "proxy_zero_maps": "zero_maps",
     "proxy_constant_maps": "constant_maps",
-    "proxy_replaced_fraction": "replaced_fraction",
+    "proxy_hot_fraction": "hot_fraction",
+    "proxy_changed_fraction": "changed_fraction",
     "wrong_images": "wrong_images",
     "proxy_seconds": "seconds",
 }
@@ -106,6 +107,12 @@ class TrainingState:
         allocated, reserved = gpu_peaks(device)
         self.peak_gpu_mem_mb = max(self.peak_gpu_mem_mb, allocated)
         self.peak_gpu_reserved_mb = max(self.peak_gpu_reserved_mb, reserved)
+
+
+def _mean_over_steps(steps: list[dict], name: str) -> float | None:
+    """The mean of a proxy step statistic over the steps that have it (None: no step had any proxy)."""
+    values = [s[name] for s in steps if s.get(name) is not None]
+    return float(np.mean(values)) if values else None
 
 
 def run_trial(
@@ -316,19 +323,20 @@ class _Trial:
             state.shared_seconds += inputs.seconds
         log.info(
             "proxy step %d: %d wrong training images, %d chosen, %d proxies (%d unchanged, %s all-zero maps, "
-            "%.1f%% of pixels replaced), %.2f s, %d proxies in training",
+            "%.1f%% of their pixels at or above the threshold, %.1f%% changed), %.2f s, %d proxies in training",
             index,
             stats["wrong_images"],
             stats["chosen"],
             stats["proxy_images"],
             stats["unchanged"],
             stats["zero_maps"],
-            100 * (stats["replaced_fraction"] or 0),
+            100 * (stats["hot_fraction"] or 0),
+            100 * (stats["changed_fraction"] or 0),
             step.seconds,
             sum(len(p) for p in self.proxies.values()),
         )
         chosen, unchanged = int(stats["chosen"] or 0), int(stats["unchanged"] or 0)
-        if chosen and unchanged > chosen / 2:
+        if chosen and unchanged > chosen / 2 and config.cam_method not in CONTROL_METHODS:  # copies: its point
             log.warning(
                 "proxy step %d: %d of %d proxies are identical to their source image (%s all-zero maps); "
                 "they are %s (unchanged_proxies: %s)",
@@ -433,11 +441,7 @@ class _Trial:
             "proxy_zero_maps": sum(s["zero_maps"] for s in steps)
             if steps and all(s["zero_maps"] is not None for s in steps)
             else None,  # None: no step, or no maps (duplicate)
-            "proxy_replaced_fraction": float(
-                np.mean([s["replaced_fraction"] for s in steps if s["replaced_fraction"] is not None])
-            )
-            if any(s["replaced_fraction"] is not None for s in steps)
-            else None,
+            **{f"proxy_{name}": _mean_over_steps(steps, name) for name in ("hot_fraction", "changed_fraction")},
             "epochs": len(history),
             "num_classes": len(self.images.classes),
             "images_seen": sum(r["train_images"] for r in history),

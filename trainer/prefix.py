@@ -44,6 +44,7 @@ SCOPES: dict[str, str] = {
     "wrong_subset": FIRST_PROXY_STEP,
     "pixel_replacement": FIRST_PROXY_STEP,
     "unchanged_proxies": FIRST_PROXY_STEP,
+    "control": FIRST_PROXY_STEP,
     # Clearing earlier proxies only differs once there are earlier proxies.
     "clear_every_step": SECOND_PROXY_STEP,
     "proxy_steps": SCHEDULE,

@@ -12,7 +12,8 @@ own threshold, weight and rule. A proxy the map left identical to its source (an
 every value) is a plain copy of a hard example: `unchanged_proxies: drop` (the default) leaves it out of training, so
 that "proxy attention" means masked images and the `duplicate` control measures copies; `keep` does what the thesis
 code did. Every step records what it made: proxies, unchanged ones, all-zero and constant maps, and the mean share
-of pixels replaced. A step's proxies are one `proxies/step-K.npz` (uncompressed, read back by row).
+of pixels at or above the threshold (`hot_fraction`) and actually changed (`changed_fraction`), both over the
+proxies that train. A step's proxies are one `proxies/step-K.npz` (uncompressed, read back by row).
 
 Nothing here holds all of a step's images at once: at 224 px the wrong images of a CIFAR-100 split can number tens
 of thousands (150 KB each, 600 KB as floats). CAMs are spooled to a file as they are computed and proxies are made
@@ -202,7 +203,8 @@ def make_proxy_images(
     proxies = SpooledRows(path.parent, (3, size, size))
     kept: list[np.ndarray] = []  # per piece, which chosen images become proxies
     unchanged = zero_maps = constant_maps = 0
-    replaced = 0.0
+    hot = changed = 0.0  # summed over the proxies that train: their share of pixels at or above t, and changed
+    location = np.random.default_rng([config.seed, step, 1])  # its own stream: the draw of images is unchanged
     nothing = np.zeros((0, 3, size, size), np.uint8)
     shown: tuple[np.ndarray, ...] = (nothing, np.zeros((0, size, size), np.uint8), nothing)
     try:
@@ -214,17 +216,22 @@ def make_proxy_images(
                 made = sources.clone()
             else:
                 unit = torch.from_numpy(maps).float() / 255
-                mixed = replace_pixels(
-                    sources.float() / 255, unit, config.threshold, config.multiply_weight, config.pixel_replacement
-                )
-                made = (mixed * 255).round().clamp(0, 255).to(torch.uint8)
-                replaced += float((unit >= config.threshold).float().flatten(1).mean(1).double().sum())
+                made = _replace(sources, unit, config)
                 flat = maps.reshape(len(piece), -1)
                 zero_maps += int((flat.max(1) == 0).sum())
                 constant_maps += int((flat.max(1) == flat.min(1)).sum())
             same = (made == sources).flatten(1).all(1).numpy()
             unchanged += int(same.sum())
             keep = ~same if config.unchanged_proxies == "drop" and not duplicate else np.ones(len(piece), bool)
+            if config.control == "random_location":  # the same values, the same images, elsewhere
+                maps = relocate(maps, location)
+                unit = torch.from_numpy(maps).float() / 255
+                made = _replace(sources, unit, config)
+            elif config.control == "matched_duplicate":  # the very images the configuration trains, unmasked
+                made = sources.clone()
+            if not duplicate:
+                hot += float((unit >= config.threshold)[keep].float().flatten(1).mean(1).double().sum())
+                changed += float((made != sources).any(1)[keep].float().flatten(1).mean(1).double().sum())
             kept.append(keep)
             proxies.append(made.numpy()[keep])
             if len(shown[0]) < GALLERY_ROWS:
@@ -254,7 +261,8 @@ def make_proxy_images(
         "unchanged": unchanged,
         "zero_maps": None if duplicate else zero_maps,
         "constant_maps": None if duplicate else constant_maps,
-        "replaced_fraction": (0.0 if duplicate else replaced / count) if count else None,
+        "hot_fraction": _share(hot, keep_all, duplicate),
+        "changed_fraction": _share(changed, keep_all, duplicate),
     }
     return ProxyStep(
         labels=labels,
@@ -264,6 +272,38 @@ def make_proxy_images(
         seconds=inputs.seconds + time.perf_counter() - start,
         shown=(shown[0], shown[1], shown[2]),
     )
+
+
+def _replace(sources: torch.Tensor, unit_maps: torch.Tensor, config: TrialConfig) -> torch.Tensor:
+    """uint8 proxies of uint8 `sources` under maps in [0, 1] (`replace_pixels` with the config's rule)."""
+    mixed = replace_pixels(
+        sources.float() / 255, unit_maps, config.threshold, config.multiply_weight, config.pixel_replacement
+    )
+    return (mixed * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _share(total: float, keep: np.ndarray, duplicate: bool) -> float | None:
+    """The mean share of pixels over the proxies that train (0 for the unmasked duplicate; None without any)."""
+    trained = int(keep.sum())
+    if not trained:
+        return None
+    return 0.0 if duplicate else total / trained
+
+
+def relocate(maps: np.ndarray, rng: np.random.Generator, cells: int = 7) -> np.ndarray:
+    """The random-location control's maps: each (S, S) uint8 map's own values, rearranged so that their order
+    follows a smooth random field (Gaussian noise on a `cells` × `cells` grid, resized bilinearly): the same
+    values, so exactly as many pixels at or above any threshold and the same per-image mean, max and min, in
+    random, blob-shaped places."""
+    out = np.empty_like(maps)
+    size = maps.shape[-1]
+    for k, cam in enumerate(maps):
+        field = cv2.resize(rng.standard_normal((cells, cells)).astype(np.float32), (size, size))
+        field += rng.uniform(0, 1e-4, (size, size)).astype(np.float32)  # ties broken at random
+        flat = np.empty(cam.size, np.uint8)
+        flat[np.argsort(field, axis=None, kind="stable")] = np.sort(cam, axis=None)
+        out[k] = flat.reshape(cam.shape)
+    return out
 
 
 def load_proxies(path: Path, image_size: int) -> Part:

@@ -212,7 +212,7 @@ def test_unchanged_proxies_are_counted_from_the_files(tmp_path, rule):
         assert identical == step["unchanged"] and len(dropped) == 0 and len(pixels) == step["chosen"]
     else:
         assert identical == 0 and len(dropped) == step["unchanged"] and len(pixels) == step["proxy_images"]
-    assert step["zero_maps"] <= step["unchanged"] and 0 < step["replaced_fraction"] < 1
+    assert step["zero_maps"] <= step["unchanged"] and 0 < step["changed_fraction"] <= step["hot_fraction"] < 1
     row = metrics_lines(tmp_path)[1]
     assert row["proxy_unchanged"] == step["unchanged"] and row["proxy_images"] == len(pixels)
     assert "identical to their source image" in (tmp_path / "trial.log").read_text()

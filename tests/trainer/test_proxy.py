@@ -100,8 +100,11 @@ def test_proxy_step_made_in_pieces_equals_the_whole_step_at_once(tmp_path):
         assert np.array_equal(saved["images"], whole.numpy()[changed])
         assert np.array_equal(saved["source_indices"], train.indices[inputs.positions][changed])
     assert step.stats["unchanged"] == int((~changed).sum())
-    hot = (torch.from_numpy(maps).float() / 255 >= 0.3).float().flatten(1).mean(1)
-    assert step.stats["replaced_fraction"] == pytest.approx(float(hot.double().mean()), abs=1e-6)
+    hot = (torch.from_numpy(maps).float() / 255 >= 0.3).float().flatten(1).mean(1)[changed]  # of trained proxies
+    assert step.stats["hot_fraction"] == pytest.approx(float(hot.double().mean()), abs=1e-6)
+    altered = (whole != sources).any(1).float().flatten(1).mean(1)[changed]
+    assert step.stats["changed_fraction"] == pytest.approx(float(altered.double().mean()), abs=1e-6)
+    assert step.stats["changed_fraction"] <= step.stats["hot_fraction"]
     assert step.stats["zero_maps"] == int((maps.reshape(n, -1).max(1) == 0).sum())
     assert np.array_equal(step.shown[2], whole.numpy()[changed][:8])
     assert np.array_equal(step.shown[0], sources.numpy()[changed][:8])
@@ -123,3 +126,53 @@ def test_proxy_inputs_saved_by_a_stem_are_read_in_place(tmp_path):
     assert (tmp_path / "own.npz").read_bytes() == (tmp_path / "shared-proxies.npz").read_bytes()
     assert own.stats == shared.stats
     inputs.close()
+
+
+def test_matched_controls_replace_as_many_pixels_on_the_same_images(tmp_path):
+    """Issue 21: the random-location control replaces, per image, exactly as many pixels (with the same values) as
+    its configuration's CAM did at its threshold, on the same images with the same dropped set; only where differs.
+    The matched duplicate adds exactly the images the configuration trained, unmasked."""
+    from trainer.proxy import relocate
+
+    config, _, _, train, model = untrained_step_parts(threshold=0.3, wrong_subset=0.8, seed=2)
+    cpu = torch.device("cpu")
+    inputs = proxy_inputs(model, train, config, 0, cpu, 32, tmp_path)
+    maps = inputs.maps.take(np.arange(len(inputs.positions)))
+    real = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "real.npz", inputs)
+    steps = {"real": real}
+    for control in ("random_location", "matched_duplicate"):
+        matched = TrialConfig.from_dict(tiny_config(threshold=0.3, wrong_subset=0.8, seed=2, control=control))
+        steps[control] = make_proxy_images(model, train, matched, 0, cpu, 32, tmp_path / f"{control}.npz", inputs)
+    for step in steps.values():  # the same extra training images, and the same ones left out
+        assert np.array_equal(step.source_indices, real.source_indices)
+        assert np.array_equal(step.dropped, real.dropped)
+        assert step.stats["proxy_images"] == real.stats["proxy_images"] > 0
+    moved = relocate(maps, np.random.default_rng(0))
+    hot = (maps >= round(0.3 * 255)).reshape(len(maps), -1).sum(1)
+    assert np.array_equal((moved >= round(0.3 * 255)).reshape(len(maps), -1).sum(1), hot)  # per image, exactly
+    assert np.array_equal(np.sort(moved.reshape(len(maps), -1), 1), np.sort(maps.reshape(len(maps), -1), 1))
+    assert (moved != maps).any()  # elsewhere
+    assert steps["random_location"].stats["hot_fraction"] == pytest.approx(real.stats["hot_fraction"])
+    with np.load(tmp_path / "real.npz") as a, np.load(tmp_path / "random_location.npz") as b:
+        assert not np.array_equal(a["images"], b["images"])
+    with np.load(tmp_path / "matched_duplicate.npz") as copies:
+        originals = train.images.take(real.source_indices).numpy()
+        assert np.array_equal(copies["images"], originals)  # unmasked
+    assert steps["matched_duplicate"].stats["changed_fraction"] == 0
+    inputs.close()
+
+
+@pytest.mark.slow
+def test_matched_controls_train_as_many_images_as_their_configuration(tmp_path):
+    """The same counts on real trials: proxies trained, images seen and pixels at or above the threshold."""
+    from trainer import run_trial
+
+    metrics = {}
+    for control in ("none", "random_location", "matched_duplicate"):
+        config = TrialConfig.from_dict(tiny_config(threshold=0.3, control=control, proxy_steps="1,p,1"))
+        metrics[control] = run_trial(config, tmp_path / control).metrics
+    for control in ("random_location", "matched_duplicate"):
+        assert metrics[control]["proxy_images"] == metrics["none"]["proxy_images"] > 0
+        assert metrics[control]["images_seen"] == metrics["none"]["images_seen"]
+    assert metrics["random_location"]["proxy_hot_fraction"] == pytest.approx(metrics["none"]["proxy_hot_fraction"])
+    assert metrics["matched_duplicate"]["proxy_changed_fraction"] == 0

@@ -44,7 +44,7 @@ def space(quick: bool, halving: bool) -> dict:
         },
     }
     if halving:
-        data["halving"] = {"rungs": [2], "keep": "1/3", "within": ["seed"]}
+        data["halving"] = {"rungs": [2], "keep": "1/3"}
     return data
 
 

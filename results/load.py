@@ -17,6 +17,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from search.confirm import stage
 from search.grid import GridSpec, Point
 from search.store import ArtifactStore
 from search.study import INTERNAL_ATTRS, spec_of, trial_folder
@@ -39,6 +40,12 @@ class StudyData:
     def axes(self) -> list[str]:
         """The axes of the space (the seed aside), sorted."""
         return self.spec.axes
+
+    @property
+    def stage(self) -> str:
+        """ "exploration" (a grid: selection on validation, comparisons exploratory) or "confirmation" (made by
+        `search confirm`: the study whose verdicts a thesis reports)."""
+        return stage(self.spec.data)
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -206,6 +213,7 @@ def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str
     dataset = data.spec.data["datasets"]
     for key, value in {
         "study": data.name,
+        "stage": data.stage,
         **{f"fixed_{k}": v for k, v in fixed.items()},
         "datasets": json.dumps(dataset, sort_keys=True),
     }.items():

@@ -117,8 +117,9 @@ def summary(name: str, table: pd.DataFrame, caption: str) -> Shown:
     return Shown(name, pd.DataFrame(rows), caption, notes)
 
 
-def verdicts(table: pd.DataFrame, correction: str) -> Shown:
-    """The paired comparisons, with family size, raw and adjusted p and the adjusted interval."""
+def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -> Shown:
+    """The paired comparisons, with family size, raw and adjusted p, the adjusted interval and each family's
+    minimum detectable effect; titled by the study's stage, so an exploratory table is never read as a finding."""
     clipped: list[bool] = []
     rows = []
     for _, r in table.iterrows():
@@ -134,7 +135,8 @@ def verdicts(table: pd.DataFrame, correction: str) -> Shown:
                 "adjusted CI": interval(r["ci_low"], r["ci_high"], "difference", clipped),
                 "p": p_value(r["t_p"]),
                 "p adjusted": p_value(r["p_adjusted"]),
-                "family": number(r["family_size"]),
+                "family": number(r["family_size"], 0),
+                "MDE": number(r["mde"]),
                 "Wilcoxon p": p_value(r["wilcoxon_p"]),
                 "epochs": f"{number(r['epochs_config'], 0)} vs {number(r['epochs_reference'], 0)}",
                 "verdict": r["verdict"] + (" †" if r["budget_note"] else ""),
@@ -146,11 +148,20 @@ def verdicts(table: pd.DataFrame, correction: str) -> Shown:
         f"{'Bonferroni' if correction == 'holm' else 'false-coverage' if correction == 'bh' else '95%'} "
         "interval of the difference. A verdict needs the adjusted p below 0.05, the adjusted interval clear of "
         "zero, 3 seeds and some variance; Wilcoxon p only from 6 pairs (below that it cannot reach 0.05).",
+        "MDE: the family's minimum detectable effect, the smallest true difference it calls with 80% power at "
+        "its size, seeds and observed spread (a difference below it going uncalled is no evidence of no effect).",
         "† the two sides trained on budgets more than 5% apart (epochs or images seen).",
     ]
-    return Shown(
-        "verdicts", pd.DataFrame(rows), "Each proxy-attention configuration against its baselines and controls", notes
-    )
+    if stage == "confirmation":
+        caption = "Confirmatory verdicts: each selected configuration on fresh seeds against its matched references"
+    else:
+        caption = (
+            "Exploratory comparisons (selected on validation, not findings): each configuration against its references"
+        )
+        notes.insert(
+            0, "Exploration: confirm the best configurations on fresh seeds (`search confirm`) before claiming."
+        )
+    return Shown("verdicts", pd.DataFrame(rows), caption, notes)
 
 
 def _correction_name(correction: str) -> str:

@@ -66,7 +66,7 @@ def build_report(
         "by_dataset_architecture": tables.dataset_architecture_table(data),
         **tables.axis_tables(data),
     }
-    shown = _presented(raw, correction)
+    shown = _presented(raw, correction, data.stage)
     for name, table in raw.items():
         present.write(shown[name], table, out_dir / "tables")
     figures = _figures(trials, data, notes)
@@ -84,9 +84,10 @@ def build_report(
     return Report(path, raw, figures, notes)
 
 
-def _presented(raw: dict[str, pd.DataFrame], correction: str) -> dict[str, present.Shown]:
+def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dict[str, present.Shown]:
     captions = {
-        "families": "Comparisons made, per family",
+        "families": f"{'Confirmatory' if stage == 'confirmation' else 'Exploratory'} comparisons, per family, with "
+        "the minimum detectable effect (MDE)",
         "best_configurations": "Best configurations by the "
         "study's objective (a validation metric), with their test accuracy",
         "proxy_statistics": "What the proxy steps made (means over seeds)",
@@ -95,7 +96,7 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str) -> dict[str, prese
         "by_dataset_architecture": "Per dataset and architecture",
     }
     shown = {
-        "verdicts": present.verdicts(raw["verdicts"], correction)
+        "verdicts": present.verdicts(raw["verdicts"], correction, stage)
         if len(raw["verdicts"])
         else present.plain("verdicts", raw["verdicts"], "Each proxy-attention configuration against its references")
     }
@@ -186,6 +187,52 @@ def _table(shown: present.Shown) -> str:
     return shown.frame.to_html(index=False, border=0, classes="table", escape=True) + notes
 
 
+EXPLORATORY_ROWS = 60  # more exploratory comparisons than this stay in tables/verdicts.csv
+
+
+def _verdict_section(
+    data: StudyData, raw: dict[str, pd.DataFrame], shown: dict[str, present.Shown], correction: str
+) -> list[str]:
+    """Confirmatory verdicts as they are; an exploration's comparisons labelled as such, with what halving left
+    out, what its families could detect, and what to confirm."""
+    verdicts = raw["verdicts"]
+    stopped = int(verdicts["pruned_config"].sum()) if len(verdicts) else 0
+    counts = (
+        f"{len(verdicts)} comparisons in {len(raw['families'])} families (one per dataset, architecture and kind of "
+        f"reference), corrected by {html.escape(correction)}; complete trials only"
+    )
+    if data.stage == "confirmation":
+        confirms = html.escape(str(data.spec.data.get("confirms")))
+        return [
+            "<h2>Verdicts (confirmation)</h2>",
+            f"<p class='stage'>Confirmation of <b>{confirms}</b>: its selected configurations on fresh seeds, at full "
+            f"budget, without halving, beside their matched baselines and controls. {counts}.</p>",
+            _table(shown["families"]),
+            _table(shown["verdicts"]),
+        ]
+    parts = [
+        "<h2>Exploratory comparisons</h2>",
+        "<p class='stage'>Exploration: configurations are selected on validation only, and these comparisons are "
+        f"exploratory, not findings. {counts}"
+        + (
+            f"; successive halving stopped {stopped} trials of these configurations (whole configurations, on all "
+            "their seeds), so the comparisons are among the survivors"
+            if stopped
+            else ""
+        )
+        + ". Each family's MDE says the smallest difference it could call. Confirm the best configurations on fresh "
+        f"seeds with <code>search confirm --study {html.escape(data.name)}</code>.</p>",
+        _table(shown["families"]),
+        "<h3>What to confirm</h3>",
+        _table(shown["best_configurations"]),
+    ]
+    if len(verdicts) <= EXPLORATORY_ROWS:
+        parts.append(_table(shown["verdicts"]))
+    else:
+        parts.append(f"<p>All {len(verdicts)} exploratory comparisons: <code>tables/verdicts.csv</code>.</p>")
+    return parts
+
+
 def _html(
     data: StudyData,
     raw: dict[str, pd.DataFrame],
@@ -198,7 +245,6 @@ def _html(
     frame = data.trials
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
     metric, direction = data.spec.objective
-    verdicts = raw["verdicts"]
     failed = (
         frame[frame["state"] == "FAIL"][["number", "label", "attempt", "fail_reason"]] if len(frame) else pd.DataFrame()
     )
@@ -223,17 +269,7 @@ def _html(
         f"<p class='warning'>{html.escape(warning)}</p>" if warning else "",
         "<h2>What failed and why</h2>",
         _table(present.plain("failed", failed, "Failed tries")),
-        "<h2>Verdicts</h2>",
-        f"<p>{len(verdicts)} comparisons in {len(raw['families'])} families (one per dataset, architecture and kind "
-        f"of reference), corrected by {html.escape(correction)}; verdicts use complete trials only"
-        + (
-            f"; {int(verdicts['pruned_config'].sum())} stopped trials of these configurations are left out"
-            if len(verdicts) and verdicts["pruned_config"].any()
-            else ""
-        )
-        + ".</p>",
-        _table(shown["families"]),
-        _table(shown["verdicts"]),
+        *_verdict_section(data, raw, shown, correction),
     ]
     if len(raw["halving"]):
         parts += ["<h2>Successive halving</h2>", _table(shown["halving"])]

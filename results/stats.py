@@ -105,3 +105,18 @@ def verdict(comparison: Paired, p_adjusted: float, low: float, high: float, alph
     if p_adjusted < alpha and high < 0:
         return "worse"
     return "no evidence"
+
+
+POWER = 0.8
+
+
+def minimum_detectable_effect(sd: float, n: int, family: int, correction: str, alpha: float = ALPHA) -> float:
+    """The smallest true mean difference a family of `family` paired comparisons on `n` seeds, with differences of
+    standard deviation `sd`, calls with probability POWER: (t_{1−α'/2} + t_{POWER}) · sd / √n on n − 1 degrees of
+    freedom, with α' the per-comparison level of the correction (α/m for Holm's first step and for a single
+    call under BH: the worst case; α without correction). NaN below MIN_PAIRS seeds or without a spread."""
+    if n < MIN_PAIRS or not sd > 0:
+        return math.nan
+    level = alpha if correction == "none" or family <= 1 else alpha / family
+    df = n - 1
+    return float((stats.t.ppf(1 - level / 2, df) + stats.t.ppf(POWER, df)) * sd / math.sqrt(n))

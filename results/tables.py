@@ -78,10 +78,12 @@ def dataset_architecture_table(data: StudyData) -> pd.DataFrame:
 
 
 def _matches(reference: pd.Series, config: pd.Series, axes: list[str]) -> bool:
-    """Whether `reference` (a baseline or control configuration) is the one to compare `config` with."""
+    """Whether `reference` (a baseline or control configuration) is the one to compare `config` with. A matched
+    control (`control:` random_location, matched_duplicate) must share every setting, its CAM method included."""
+    matched = not _missing(reference.get("setting_control")) and reference.get("setting_control") != "none"
     for axis in axes:
         mine, theirs = config[f"setting_{axis}"], reference[f"setting_{axis}"]
-        if axis == "cam_method":
+        if axis == "control" or (axis == "cam_method" and not matched):
             continue
         if reference["kind"] == "baseline" and (axis in CAM_AXES or axis == "proxy_steps"):
             continue
@@ -144,11 +146,15 @@ def paired_comparisons(
     if not len(table):
         return table
     table["budget_note"] = [_budget_note(r) for r in table.itertuples()]
+    table.insert(0, "stage", data.stage)
     return _correct(table, correction, alpha)
 
 
 def _reference_kind(row: pd.Series) -> str:
-    return "baseline" if row["kind"] == "baseline" else f"control ({row['setting_cam_method']})"
+    if row["kind"] == "baseline":
+        return "baseline"
+    control = row.get("setting_control")
+    return f"control ({control if not _missing(control) and control != 'none' else row['setting_cam_method']})"
 
 
 def _pruned(data: StudyData, label: str) -> int:
@@ -176,9 +182,14 @@ def _correct(table: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame
     table["ci_high"] = math.nan
     table["ci_level"] = math.nan
     table["verdict"] = ""
+    table["mde"] = math.nan
     for _, family in table.groupby(["dataset", "architecture", "reference_kind"], sort=False):
         index = family.index
         size = int(family["t_p"].notna().sum())
+        spread = family["sd_diff"].dropna()
+        table.loc[index, "mde"] = stats.minimum_detectable_effect(
+            float(spread.median()) if len(spread) else math.nan, int(family["n"].median()), size, correction, alpha
+        )
         adjusted = stats.adjust(family["t_p"].tolist(), correction)
         called = sum(1 for p in adjusted if not math.isnan(p) and p < alpha)
         level = stats.interval_level(correction, size, called, alpha)
@@ -264,7 +275,9 @@ def halving_table(data: StudyData) -> pd.DataFrame:
 
 
 def family_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """Per family: comparisons made, and how many came out better / worse / without evidence or verdict."""
+    """Per family: comparisons made, seeds, the minimum detectable effect (the smallest true difference the family
+    calls with 80 % power at its size, seeds and observed spread), and how many came out better / worse / without
+    evidence or verdict."""
     if not len(verdicts):
         return pd.DataFrame()
     rows = []
@@ -276,6 +289,8 @@ def family_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
                 "architecture": arch,
                 "reference": kind,
                 "comparisons": len(family),
+                "seeds": int(family["n"].median()),
+                "mde": float(family["mde"].iloc[0]),
                 "better": int(counts.get("better", 0)),
                 "worse": int(counts.get("worse", 0)),
                 "no evidence": int(counts.get("no evidence", 0)),

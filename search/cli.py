@@ -10,6 +10,7 @@ import errno
 import ipaddress
 import json
 import logging
+import math
 import socket
 import sys
 from pathlib import Path
@@ -229,6 +230,105 @@ def _run_spec(
     except (StudyError, StoreError) as exc:
         fail(str(exc))
     raise typer.Exit(code)
+
+
+@app.command()
+def confirm(
+    study: str = typer.Option(..., help="the exploration study to confirm"),
+    top: int = typer.Option(3, help="configurations per group, best first by the exploration's objective"),
+    per: str = typer.Option("dataset,architecture", help="the axes of a group, comma-separated"),
+    seeds: int = typer.Option(10, help="fresh seeds per configuration, disjoint from the exploration's"),
+    name: str | None = typer.Option(None, help="the confirmation study (default STUDY-confirm)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL of both studies (default runs/<study>.db)"),
+    correction: str = typer.Option("holm", help="the correction the power is planned for: holm, bh or none"),
+    executor: ExecutorKind = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    max_concurrent: int | None = MAX_CONCURRENT,
+    no_share: bool = NO_SHARE,
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+    scratch: str | None = SCRATCH,
+    dry_run: bool = DRY_RUN,
+) -> None:
+    """Run the top configurations of an exploration again on fresh seeds, each beside its matched baselines and
+    controls, at full budget and without halving: the study whose verdicts the thesis reports. Run it again to
+    resume (its selection stays as first made)."""
+    from results.stats import CORRECTIONS, minimum_detectable_effect
+    from search.confirm import ConfirmError, confirmation_space, paired_spread, select
+    from search.space import parse_space
+    from search.status import load_study, load_trials
+    from search.study import spec_of
+
+    confirm_name = name or f"{study}-confirm"
+    for flag, value, low in (("--top", top, 1), ("--seeds", seeds, 3)):
+        if value < low:
+            fail(f"{flag}: expected an integer of at least {low}, got {value}")
+    if correction not in CORRECTIONS:
+        fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    _study_dir(study), _study_dir(confirm_name)
+    exploration_storage = storage or default_storage(study)
+    confirm_storage = storage or default_storage(confirm_name)
+    try:
+        exploration = load_study(study, exploration_storage)
+        spec = spec_of(exploration)
+        trials = load_trials(study, exploration_storage)
+        asked = [a for a in per.split(",") if a]
+        unknown = [a for a in asked if a not in (*spec.axes, "dataset", "architecture")]
+        if unknown:
+            fail(f"--per: {unknown[0]!r} is not an axis of {study} ({', '.join(spec.axes)})")
+        per_axes = tuple(a for a in asked if a in spec.axes)  # dataset, architecture: where the study has them
+        existing = _existing_study(confirm_name, confirm_storage)
+        if existing is not None and existing.user_attrs.get("space", {}).get("confirms") == study:
+            # Resumed: the selection stays as first made, whatever the exploration has done since.
+            confirmation = spec_of(existing, validate=not dry_run)
+            print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
+            selected = {}
+        else:
+            selected = select(trials, spec, top, per_axes)
+            data = confirmation_space(spec, selected, seeds, confirm_name)
+            confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
+    except (StudyError, SpaceError, ConfirmError) as exc:
+        fail(str(exc))
+    spread = paired_spread(trials, spec, selected)
+    for group, chosen in selected.items():
+        where = ", ".join(f"{a} {v}" for a, v in group) or "the study"
+        print(f"{where}: confirm {len(chosen)} configurations (exploration's mean {spec.objective[0]}):")
+        for config in chosen:
+            shown = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("_mean", *per_axes))
+            print(f"  {config['_mean']:.4f}  {shown}")
+        mde = minimum_detectable_effect(spread[group], seeds, len(chosen), correction)
+        power = (
+            f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {100 * spread[group]:.2f} pp from the exploration)"
+            if not math.isnan(mde)
+            else "unknown (the exploration ran one seed: no spread to plan from)"
+        )
+        print(f"  {seeds} seeds, families of {len(chosen)} comparisons: minimum detectable effect {power}")
+    _run_spec(
+        confirmation,
+        confirm_storage,
+        None,
+        None,
+        executor,
+        ray_address,
+        None,
+        None,
+        max_concurrent,
+        None,
+        no_share,
+        _cache_dir(cache_dir, no_cache),
+        scratch,
+        dry_run,
+    )
+
+
+def _existing_study(name: str, storage: str):
+    """The study `name` in `storage`, or None when the database or the study does not exist yet."""
+    from search.status import load_study
+
+    try:
+        return load_study(name, storage)
+    except StudyError:
+        return None
 
 
 def _print_plan(spec, storage: str, out_dir: Path, artifacts: str, share: bool) -> None:

@@ -23,7 +23,7 @@ from rich.console import Console
 from search.databind import DataChanged, check_data
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec, schedule_epochs
-from search.halving import Halving, decide
+from search.halving import Halving, configuration, decide_configurations
 from search.plan import Plan, Stem, build_plan
 from search.progress import RunProgress, run_summary
 from search.store import ArtifactStore
@@ -472,6 +472,7 @@ class _RungBook:
         self.halving = halving
         self.groups: dict[tuple, set[str]] = {}
         self.point_group: dict[str, tuple] = {}
+        self.configuration_of: dict[str, str] = {}
         self.values: dict[tuple[str, int], float] = {}
         self.out: dict[str, int] = {}  # grid_key -> rung from which it no longer takes part
         self.decided: set[tuple[tuple, int]] = set()
@@ -480,6 +481,7 @@ class _RungBook:
                 group = halving.group(p)
                 self.groups.setdefault(group, set()).add(p.grid_key)
                 self.point_group[p.grid_key] = group
+                self.configuration_of[p.grid_key] = configuration(p)
         finished = {}
         for t in trials:
             key = t.user_attrs.get("grid_key")
@@ -527,7 +529,8 @@ class _RungBook:
                 alive = [k for k in keys if self.out.get(k, rung + 1) > rung]
                 if any((k, rung) not in self.values for k in alive):
                     break
-                for key, reason in decide(self.halving, rung, {k: self.values[(k, rung)] for k in alive}).items():
+                values = {k: self.values[(k, rung)] for k in alive}
+                for key, reason in decide_configurations(self.halving, rung, values, self.configuration_of).items():
                     self.out[key] = rung + 1
                     stopped[key] = (rung, reason)
                 self.decided.add((group, rung))

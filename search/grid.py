@@ -156,7 +156,8 @@ def iter_points(data: dict) -> Iterator[Point]:
     """Every point of every block, in no particular order, duplicates included."""
     fixed, datasets = data["fixed"], data["datasets"]
     base = {**DEFAULTS, **fixed}
-    seed_texts = [(seed, f'"seed": {seed}') for seed in range(data["repeats"])]
+    start = data.get("seeds_from", 0)  # a confirmation runs fresh seeds, disjoint from its exploration's
+    seed_texts = [(seed, f'"seed": {seed}') for seed in range(start, start + data["repeats"])]
     for axes in blocks(data):
         # The axes that decide which others a point ignores come first: each choice of them drops its axes
         # once, and the rest is a plain product (a choice that drops a decider repeats nothing).

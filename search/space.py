@@ -34,6 +34,7 @@ TOP_KEYS = (
     "study",
     "objective",
     "repeats",
+    "seeds_from",
     "max_attempts",
     "resources",
     "datasets",
@@ -43,6 +44,7 @@ TOP_KEYS = (
     "halving",
     "artifacts",
     "cache_dir",
+    "confirms",
 )
 # What a study may maximise or minimise: metrics every trial reports, per epoch too (for halving and live curves).
 OBJECTIVES = {"val_accuracy": "maximize", "val_accuracy_best": "maximize", "val_loss": "minimize"}
@@ -141,7 +143,10 @@ def parse_space(
         "halving": _halving(raw.get("halving"), problem),
         "artifacts": _location(raw, "artifacts", problem),
         "cache_dir": _location(raw, "cache_dir", problem),
+        **({"confirms": raw["confirms"]} if "confirms" in raw else {}),
     }
+    if "confirms" in raw and study_name_problem(raw["confirms"]) is not None:
+        problem("confirms", f"expected the name of the exploration study it confirms, got {raw['confirms']!r}")
     problem.raise_any()
     bound, sizes = size_bound(data)
     if bound > max_points:
@@ -195,12 +200,13 @@ def _objective(raw: Any, problem: _Problems) -> dict[str, str]:
 
 def _counts(raw: dict, problem: _Problems) -> dict[str, int]:
     counts = {}
-    for key, default in (("repeats", 1), ("max_attempts", 2)):
+    for key, default, low in (("repeats", 1, 1), ("max_attempts", 2, 1), ("seeds_from", 0, 0)):
         value = raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problem(key, f"expected a positive integer, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            problem(key, f"expected a {'positive' if low else 'non-negative'} integer, got {value!r}")
             value = default
-        counts[key] = value
+        if key != "seeds_from" or value:  # seeds 0.. are the default: a space without the key keeps its form
+            counts[key] = value
     return counts
 
 
@@ -346,11 +352,22 @@ def _halving(raw: Any, problem: _Problems) -> dict | None:
         fraction = -1.0
     if not 0 < fraction < 1:
         problem("halving.keep", f"expected a fraction in (0, 1) such as 1/3 or 0.5, got {keep!r}")
-    within = raw.get("within", ["dataset", "architecture", "seed"])
-    if not isinstance(within, list) or any(not isinstance(a, str) for a in within):
+    within = raw.get("within")
+    if within is not None and (not isinstance(within, list) or any(not isinstance(a, str) for a in within)):
         problem("halving.within", f"expected a list of axis names, got {within!r}")
         within = []
-    return {"rungs": rungs, "keep": fraction, "keep_text": str(keep), "within": sorted(within)}
+    if within is not None and "seed" in within:
+        problem(
+            "halving.within",
+            "seed would keep a configuration only on the seeds where it looked good, then compare those survivors "
+            "(a biased comparison): a configuration is kept or stopped on all its seeds together; leave seed out",
+        )
+    return {
+        "rungs": rungs,
+        "keep": fraction,
+        "keep_text": str(keep),
+        "within": None if within is None else sorted(within),
+    }
 
 
 def _check_values(data: dict, problem: _Problems) -> None:
@@ -400,7 +417,9 @@ def _check_rules(data: dict, problem: _Problems) -> None:
     halving = data["halving"]
     if not halving:
         return
-    axes = {a for block in blocks(data) for a in block} | {"seed"}
+    axes = {a for block in blocks(data) for a in block}
+    if halving["within"] is None:  # the default: per dataset and architecture, where the space has them
+        halving["within"] = [a for a in ("architecture", "dataset") if a in axes]
     for axis in halving["within"]:
         if axis not in axes:
             problem("halving.within", f"{axis!r} is not an axis of this space ({', '.join(sorted(axes))})")

@@ -17,11 +17,11 @@ from tests.search.helpers import fixed_without, free_port, start_driver, trials,
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.1, 0.3, 0.5, 0.7, 0.8, 0.9]}  # 12 points
 FIXED = {**fixed_without("proxy_steps"), "proxy_steps": "1,p,2"}
-HALVING = {"rungs": [2], "keep": "1/3", "within": ["seed"]}
+HALVING = {"rungs": [2], "keep": "1/3"}
 
 
 def halving(direction="maximize"):
-    return Halving((2,), 1 / 3, "1/3", ("seed",), "val_accuracy", direction)
+    return Halving((2,), 1 / 3, "1/3", (), "val_accuracy", direction)
 
 
 def test_decisions_keep_the_best_third_and_every_tie_with_the_cutoff():

@@ -1,0 +1,132 @@
+"""The confirmation stage: from an exploration's ranking to a small study that can call its verdicts.
+
+An exploration (any grid, with halving or not) selects on validation only, and its families hold thousands of
+comparisons on a few seeds: corrected for that many, nothing can be called. `search confirm` takes the top K proxy
+configurations per group (default: per dataset × architecture), ranked by the exploration's objective averaged over
+the seeds of its complete trials, and builds a second study that runs each of them on fresh seeds (disjoint from the
+exploration's: `seeds_from` past its last seed), at full budget and without halving, beside its matched references:
+the exploration's baselines that share its settings, and its two matched controls (`control: random_location`, the
+same pixels replaced elsewhere; `control: matched_duplicate`, the same images unmasked). Its families hold K
+comparisons each, so corrections leave power; `minimum_detectable_effect` says how much.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from search.grid import CAM_AXES, GridSpec, proxy_step_count
+
+MATCHED = ("random_location", "matched_duplicate")
+
+
+def stage(space: dict) -> str:
+    """ "confirmation" for a study made by `search confirm` (its space names the study it confirms), else
+    "exploration"."""
+    return "confirmation" if space.get("confirms") else "exploration"
+
+
+class ConfirmError(ValueError):
+    """The exploration cannot give a confirmation as asked; the message says why."""
+
+
+def configurations(trials: list[FrozenTrial], spec: GridSpec) -> dict[str, dict[str, Any]]:
+    """Each proxy configuration of the exploration (its settings without the seed, as JSON) -> {"settings",
+    "values": its objective per complete seed, "seeds"}."""
+    out: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        if t.state != TrialState.COMPLETE or t.user_attrs.get("kind") != "proxy" or t.value is None:
+            continue
+        settings = {k: v for k, v in t.params.items() if k != "seed"}
+        entry = out.setdefault(json.dumps(settings, sort_keys=True), {"settings": settings, "values": {}})
+        entry["values"][t.params.get("seed")] = t.value
+    return out
+
+
+def select(
+    trials: list[FrozenTrial], spec: GridSpec, top: int, per: tuple[str, ...]
+) -> dict[tuple, list[dict[str, Any]]]:
+    """The `top` configurations of each group of the `per` axes, best first by the objective's mean over seeds
+    (ties broken by the settings, so the choice is reproducible)."""
+    sign = -1.0 if spec.objective[1] == "maximize" else 1.0
+    groups: dict[tuple, list[tuple[float, str, dict]]] = {}
+    fixed = spec.data["fixed"]
+    for text, entry in configurations(trials, spec).items():
+        settings = entry["settings"]
+        group = tuple((axis, settings.get(axis, fixed.get(axis))) for axis in per)
+        mean = statistics.fmean(entry["values"].values())
+        groups.setdefault(group, []).append((sign * mean, text, {**settings, "_mean": mean}))
+    if not groups:
+        raise ConfirmError("the exploration has no complete proxy trial to rank: run it first")
+    return {g: [c for _, _, c in sorted(rows)[:top]] for g, rows in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+
+
+def confirmation_space(spec: GridSpec, selected: dict[tuple, list[dict]], seeds: int, name: str) -> dict:
+    """The space of the confirmation: every selected configuration with its matched baselines and controls, on
+    `seeds` fresh seeds, no halving."""
+    configs = [{k: v for k, v in c.items() if k != "_mean"} for chosen in selected.values() for c in chosen]
+    blocks: list[dict[str, list]] = []
+    for config in configs:
+        blocks.append({axis: [value] for axis, value in config.items()})
+        blocks += [{**{a: [v] for a, v in config.items()}, "control": [control]} for control in MATCHED]
+        blocks += _matched_baselines(spec, config)
+    unique = []
+    for block in blocks:  # two configurations share their baselines
+        if block not in unique:
+            unique.append(block)
+    data = spec.data
+    last_seed = data.get("seeds_from", 0) + data["repeats"] - 1
+    return {
+        "study": name,
+        "objective": data["objective"],
+        "repeats": seeds,
+        "seeds_from": last_seed + 1,
+        "max_attempts": data["max_attempts"],
+        "resources": data["resources"],
+        "datasets": data["datasets"],
+        "fixed": data["fixed"],
+        "grid": unique[0],
+        "baselines": unique[1:],
+        "confirms": spec.name,
+        **({"artifacts": data["artifacts"]} if data.get("artifacts") else {}),
+    }
+
+
+def _matched_baselines(spec: GridSpec, config: dict) -> list[dict[str, list]]:
+    """The exploration's baselines (`baselines:` entries without proxy steps) at this configuration's settings."""
+    shared = {a: [v] for a, v in config.items() if a not in CAM_AXES and a != "proxy_steps"}
+    out = []
+    for entry in spec.data["baselines"]:
+        schedules = entry.get("proxy_steps", [spec.data["fixed"].get("proxy_steps", "1,p,1")])
+        if any(proxy_step_count(str(s)) for s in schedules):
+            continue  # a control entry: the confirmation has its matched ones
+        block = {**shared, **{a: v for a, v in entry.items() if a not in shared}}
+        for axis, values in entry.items():  # an entry's list for one of the config's axes: only the config's value
+            if axis in shared and config[axis] in values:
+                block[axis] = [config[axis]]
+            elif axis in shared:
+                block = {}
+        if block:
+            out.append(block)
+    return out
+
+
+def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tuple, list[dict]]) -> dict[tuple, float]:
+    """Per group, the spread to plan the confirmation's power from: the median over the selected configurations
+    of their objective's standard deviation over seeds, times √2 (a paired difference of two independent arms).
+    The objective is a validation metric: planning never reads the test set. A group whose configurations ran one
+    seed has no spread (NaN)."""
+    entries = configurations(trials, spec)
+    out = {}
+    for group, chosen in selected.items():
+        spreads = []
+        for config in chosen:
+            values = entries[json.dumps({k: v for k, v in config.items() if k != "_mean"}, sort_keys=True)]["values"]
+            if len(values) > 1:
+                spreads.append(statistics.stdev(values.values()))
+        out[group] = math.sqrt(2) * statistics.median(spreads) if spreads else math.nan
+    return out

@@ -1,0 +1,176 @@
+"""The two-stage protocol: simulations with the project's own decision and test functions (no true effect, then a
+true effect), and a real confirmation of a real exploration (matched references, fresh seeds, stage labels)."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from results.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
+from search.halving import Halving, decide, decide_configurations
+from tests.search.helpers import trials, write_space
+
+CONFIGS, SEEDS, FRESH_SEEDS, TOP, STUDIES = 27, 6, 10, 3, 500
+HALVING = Halving((10,), 1 / 3, "1/3", (), "val_accuracy", "maximize")
+
+
+def family_calls_better(diffs: list[np.ndarray]) -> bool:
+    """Whether a family of paired comparisons (per-seed differences each) calls any "better" (Holm)."""
+    comparisons = [paired(d) for d in diffs]
+    adjusted = adjust([c.t_p for c in comparisons], "holm")
+    called = sum(1 for p in adjusted if not math.isnan(p) and p < ALPHA)
+    level = interval_level("holm", len(comparisons), called)
+    return any(
+        verdict(c, p if not math.isnan(p) else 1.0, *c.interval(level)) == "better"
+        for c, p in zip(comparisons, adjusted, strict=True)
+    )
+
+
+def trial_values(rng, effects: np.ndarray, seeds: int, sd: float = 0.015, rho: float = 0.8):
+    """Per configuration and seed: the validation accuracy at the rung and the test accuracy of the finished
+    trial, correlated (`rho`: the same model), and the baseline's test accuracy on the same seeds (a seed's split
+    and initial weights move every arm alike)."""
+    shared = rng.normal(0, sd, seeds)
+    noise = rng.normal(0, sd, (len(effects), seeds))
+    rung = shared + effects[:, None] + noise
+    test = shared + effects[:, None] + rho * noise + math.sqrt(1 - rho**2) * rng.normal(0, sd, noise.shape)
+    baseline = shared + rng.normal(0, sd, seeds)
+    return rung, test, baseline
+
+
+def exploration_then_confirmation(rng, effects: np.ndarray) -> tuple[bool, bool, set[int], float, float]:
+    """One simulated study: (survivors-only family calls a false "better", the confirmation's family does, the
+    configurations the confirmation calls better, the survivors' mean difference, the confirmation's)."""
+    rung, test, baseline = trial_values(rng, effects, SEEDS)
+    # The old way: halving within each seed, then every survivor compared on the seeds where it survived.
+    survived = np.zeros_like(rung, bool)
+    for s in range(SEEDS):
+        stopped = decide(HALVING, 10, {str(c): rung[c, s] for c in range(len(effects))})
+        survived[[c for c in range(len(effects)) if str(c) not in stopped], s] = True
+    survivors = [test[c, survived[c]] - baseline[survived[c]] for c in range(len(effects)) if survived[c].sum() >= 2]
+    old = family_calls_better(survivors)
+    # The new way: halving on each configuration's mean over its seeds, the top K by validation, then fresh seeds.
+    values = {f"{c}/{s}": rung[c, s] for c in range(len(effects)) for s in range(SEEDS)}
+    stopped = decide_configurations(HALVING, 10, values, {k: k.split("/")[0] for k in values})
+    alive = sorted({int(k.split("/")[0]) for k in values if k not in stopped})
+    ranked = sorted(alive, key=lambda c: -rung[c].mean())[:TOP]
+    _, fresh_test, fresh_baseline = trial_values(rng, effects[ranked], FRESH_SEEDS)
+    diffs = [fresh_test[i] - fresh_baseline for i in range(len(ranked))]
+    comparisons = [paired(d) for d in diffs]
+    adjusted = adjust([c.t_p for c in comparisons], "holm")
+    level = interval_level("holm", len(comparisons), sum(p < ALPHA for p in adjusted))
+    better = {
+        ranked[i]
+        for i, (c, p) in enumerate(zip(comparisons, adjusted, strict=True))
+        if verdict(c, p, *c.interval(level)) == "better"
+    }
+    null = {c for c in ranked if effects[c] == 0}
+    biased = float(np.mean([d.mean() for d in survivors])) if survivors else 0.0
+    return old, bool(better & null), better, biased, float(np.mean([d.mean() for d in diffs]))
+
+
+@pytest.mark.slow
+def test_the_confirmation_keeps_false_findings_under_5_percent_where_survivors_do_not():
+    """No true effect, 27 configurations × 6 seeds with halving, 500 simulated studies: the confirmation's rate of
+    families with a false "better" is at most 5 %; comparing the survivors of per-seed halving is higher."""
+    rng = np.random.default_rng(21)
+    results = [exploration_then_confirmation(rng, np.zeros(CONFIGS)) for _ in range(STUDIES)]
+    survivors_rate = sum(r[0] for r in results) / STUDIES
+    confirmation_rate = sum(r[1] for r in results) / STUDIES
+    survivors_bias = 100 * float(np.mean([r[3] for r in results]))
+    confirmation_bias = 100 * float(np.mean([r[4] for r in results]))
+    print(
+        f"false 'better' families: survivors-only {survivors_rate:.3f} (mean difference {survivors_bias:+.2f} pp), "
+        f"confirmation {confirmation_rate:.3f} ({confirmation_bias:+.2f} pp)"
+    )
+    assert confirmation_rate <= 0.05
+    assert survivors_rate > confirmation_rate
+    assert survivors_bias > 0.5 and abs(confirmation_bias) < 0.2  # survivors look better than they are
+
+
+@pytest.mark.slow
+def test_the_confirmation_finds_a_real_two_point_effect():
+    """A true +2 pp on 2 of 27 configurations: how often the confirmation calls at least one of them better, and
+    never a null one beyond the 5 % level (the figure is in the README)."""
+    rng = np.random.default_rng(22)
+    effects = np.zeros(CONFIGS)
+    effects[[3, 17]] = 0.02
+    results = [exploration_then_confirmation(rng, effects) for _ in range(STUDIES)]
+    found = sum(bool(r[2] & {3, 17}) for r in results) / STUDIES
+    false = sum(r[1] for r in results) / STUDIES
+    print(f"true +2 pp found in {found:.3f} of studies; a null configuration called better in {false:.3f}")
+    assert found >= 0.5 and false <= 0.05
+
+
+def test_the_minimum_detectable_effect_shrinks_with_seeds_and_grows_with_the_family():
+    assert math.isnan(minimum_detectable_effect(0.02, 2, 5, "holm"))  # below three seeds nothing is called
+    ten, twenty = minimum_detectable_effect(0.02, 10, 15, "holm"), minimum_detectable_effect(0.02, 20, 15, "holm")
+    assert twenty < ten < minimum_detectable_effect(0.02, 10, 2700, "holm")
+    # 3 seeds and a family of 2,700 (the thesis grid's baselines per dataset × architecture): hundreds of points.
+    assert minimum_detectable_effect(0.02, 3, 2700, "holm") > 1.0
+
+
+@pytest.mark.slow
+def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_references(tmp_path):
+    """`search run` then `search confirm --top 1 --seeds 3`: the best configuration on fresh seeds with its
+    baseline and both matched controls; both studies say their stage; a second confirm resumes."""
+    space = write_space(
+        tmp_path / "tiny.yaml",
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+        baselines=[{"proxy_steps": "2"}],
+        repeats=2,
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    confirm = [sys.executable, "-m", "search", "confirm", "--study", "tiny", "--top", "1", "--seeds", "3"]
+    planned = subprocess.run([*confirm, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0, planned.stderr
+    assert "3 seeds, families of 1 comparisons: minimum detectable effect" in planned.stdout
+    assert "study tiny-confirm: 12 points" in planned.stdout  # (1 configuration + 2 controls + 1 baseline) × 3
+    done = subprocess.run([*confirm, "--executor", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    confirmed = [t for t in trials(tmp_path, "tiny-confirm") if t.state == TrialState.COMPLETE]
+    assert len(confirmed) == 12
+    assert {t.params["seed"] for t in confirmed} == {2, 3, 4}  # fresh: the exploration ran 0 and 1
+    kinds = {(t.user_attrs["kind"], t.params.get("control", "none")) for t in confirmed}
+    assert kinds == {
+        ("proxy", "none"),
+        ("control", "random_location"),
+        ("control", "matched_duplicate"),
+        ("baseline", "none"),
+    }
+    report = subprocess.run(
+        [sys.executable, "-m", "search", "report", "--study", "tiny-confirm"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert report.returncode == 0, report.stderr
+    verdicts = (tmp_path / "runs" / "tiny-confirm" / "report" / "tables" / "verdicts.csv").read_text().splitlines()
+    assert verdicts[0].startswith("stage,") and all(line.startswith("confirmation,") for line in verdicts[1:])
+    assert len(verdicts) == 1 + 3  # the configuration against its baseline and its two matched controls
+    html = (tmp_path / "runs" / "tiny-confirm" / "report" / "report.html").read_text()
+    assert "Verdicts (confirmation)" in html and "Confirmatory verdicts" in html
+    again = subprocess.run([*confirm, "--executor", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming the confirmation of tiny" in again.stderr
+    assert "nothing to run" in again.stdout
+    exported = subprocess.run(
+        [sys.executable, "-m", "search", "export", "--study", "tiny"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert exported.returncode == 0
+    header = (tmp_path / "runs" / "tiny" / "trials.csv").read_text().splitlines()
+    assert "stage" in header[0].split(",") and ",exploration," in header[1]

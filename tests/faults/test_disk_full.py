@@ -13,20 +13,14 @@ from optuna.trial import TrialState
 
 from search.study import trial_folder
 from tests.faults.conftest import run_in_process
-from tests.search.helpers import spec
+from tests.search.helpers import mounted_tmpfs, spec
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    yield from mounted_tmpfs(tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}", "size=16m")
 
 
 def test_disk_full_fails_trials_cleanly_and_loses_nothing(local_ray, tmp_path, small_disk):

@@ -20,16 +20,12 @@ from PIL import Image
 
 from search.store import resolve_uri
 from tests.conftest import tiny_config, write_digit_folder
-from tests.search.helpers import free_port, space, spec, trials, write_space
+from tests.search.helpers import free_port, mounted_tmpfs, search_cli, space, spec, trials, write_space
 from trainer import TrialConfig
 from trainer.config import ConfigError, DatasetConfig
 from trainer.data import DataError, decode_image
 
 SEARCH = [sys.executable, "-m", "search"]
-
-
-def search(*args: str, cwd: Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*SEARCH, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def refused(done: subprocess.CompletedProcess, message: str) -> None:
@@ -67,7 +63,7 @@ def test_a_second_driver_with_another_out_is_refused(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        done = search("run", str(path), "--out", "runs/B", "--executor", "local", cwd=tmp_path)
+        done = search_cli("run", str(path), "--out", "runs/B", "--executor", "local", cwd=tmp_path)
         refused(done, f"another driver is running this study (pid {holder.pid}")
     finally:
         holder.kill()
@@ -80,7 +76,7 @@ def test_a_second_driver_with_another_out_is_refused(tmp_path):
 def test_a_changed_dataset_is_refused_then_accepted_and_recorded(tmp_path):
     """Item 2: deleting and adding images between two runs mixed two datasets into one study, silently."""
     path = folder_space(tmp_path)
-    assert search("run", str(path), "--executor", "local", cwd=tmp_path, timeout=300).returncode == 0
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=300).returncode == 0
     imgs = tmp_path / "imgs"
     for name in ("1.png", "2.png", "3.png"):
         (imgs / "0" / name).unlink()
@@ -88,18 +84,18 @@ def test_a_changed_dataset_is_refused_then_accepted_and_recorded(tmp_path):
     data = yaml.safe_load(path.read_text())
     data["grid"]["threshold"] = [0.3, 0.6]  # a new point, which would train on the changed data
     path.write_text(yaml.safe_dump(data))
-    done = search("run", str(path), "--executor", "local", cwd=tmp_path)
+    done = search_cli("run", str(path), "--executor", "local", cwd=tmp_path)
     refused(done, "f: 3 files removed (e.g. 0/1.png), 1 files added (e.g. 1/new.png)")
     assert "--accept-data-change" in done.stderr and "--study NEW_NAME" in done.stderr
     assert len(trials(tmp_path)) == 1  # refused before anything was dispatched
-    accepted = search("run", str(path), "--executor", "local", "--accept-data-change", cwd=tmp_path, timeout=300)
+    accepted = search_cli("run", str(path), "--executor", "local", "--accept-data-change", cwd=tmp_path, timeout=300)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert "data changed, accepted" in accepted.stdout
     from search.status import load_study
 
     study = load_study("tiny", f"sqlite:///{tmp_path}/runs/tiny.db")
     assert [c["dataset"] for c in study.user_attrs["data_changes"]] == ["f"]
-    assert search("run", str(path), "--executor", "local", cwd=tmp_path).returncode == 0  # bound to the new data
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path).returncode == 0  # bound to the new data
 
 
 def test_touching_a_file_is_not_a_change_but_new_contents_are(tmp_path):
@@ -214,7 +210,7 @@ def test_stores_that_vanish_or_cannot_be_used_are_refused_before_anything_is_mad
     path = write_space(tmp_path / "s.yaml")
     (tmp_path / "afile").write_text("x")
     before = sorted(p.name for p in tmp_path.iterdir())
-    done = search("run", str(path), "--executor", "local", *args, *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    done = search_cli("run", str(path), "--executor", "local", *args, *(["--dry-run"] if dry_run else []), cwd=tmp_path)
     refused(done, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
@@ -224,7 +220,7 @@ def test_a_relative_artifacts_path_is_stored_absolute(tmp_path):
     (tmp_path / "project").mkdir()
     assert resolve_uri("../relart").startswith("/")
     path = write_space(tmp_path / "s.yaml")
-    done = search("run", str(path), "--artifacts", "../relart", "--dry-run", cwd=tmp_path / "project")
+    done = search_cli("run", str(path), "--artifacts", "../relart", "--dry-run", cwd=tmp_path / "project")
     assert done.returncode == 0, done.stderr
     assert f"trial folders: {tmp_path / 'relart'}/trials/" in done.stdout
     assert resolve_uri("file:///a/b") == "/a/b" and resolve_uri("s3://b/p") == "s3://b/p"
@@ -237,7 +233,7 @@ def test_another_application_s_database_is_never_written(tmp_path):
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
     before = db.read_bytes()
-    done = search("run", str(write_space(tmp_path / "s.yaml")), "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    done = search_cli("run", str(write_space(tmp_path / "s.yaml")), "--storage", f"sqlite:///{db}", cwd=tmp_path)
     refused(done, "holds another application's tables (customers)")
     assert db.read_bytes() == before
 
@@ -260,7 +256,7 @@ def test_a_locked_database_is_named_with_its_holder(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
-        done = search("run", str(write_space(tmp_path / "s.yaml")), "--storage", f"sqlite:///{db}", cwd=tmp_path)
+        done = search_cli("run", str(write_space(tmp_path / "s.yaml")), "--storage", f"sqlite:///{db}", cwd=tmp_path)
         refused(done, f"is locked by another process for over 10 s (pid {holder.pid} (python")
         assert time.monotonic() - started < 60
     finally:
@@ -273,14 +269,14 @@ def test_a_truncated_database_is_called_damaged(tmp_path):
     """Item 19: `run` on a truncated DB printed "database disk image is malformed" with a traceback; `status`
     blamed a missing schema."""
     path = write_space(tmp_path / "s.yaml", grid={"threshold": [0.3]}, fixed={**space()["fixed"], "proxy_steps": "1"})
-    assert search("run", str(path), "--executor", "local", cwd=tmp_path, timeout=300).returncode == 0
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=300).returncode == 0
     db = tmp_path / "runs" / "tiny.db"
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = db.read_bytes()
     db.write_bytes(data[: len(data) // 2])
     for args in (["run", str(path), "--executor", "local"], ["status", "--study", "tiny"]):
-        done = search(*args, cwd=tmp_path)
+        done = search_cli(*args, cwd=tmp_path)
         refused(done, "is damaged")
         assert ".recover" in done.stderr and "--study NEW_NAME" in done.stderr
 
@@ -305,7 +301,7 @@ def test_files_that_are_not_short_yaml_text_are_refused_without_reading_them_who
         (latin, "is not UTF-8 text (line 1"),
         (utf16, "is UTF-16 text; save it as UTF-8"),
     ):
-        refused(search("run", str(path), "--dry-run", cwd=tmp_path, timeout=60), message)
+        refused(search_cli("run", str(path), "--dry-run", cwd=tmp_path, timeout=60), message)
 
 
 def test_an_alias_bomb_is_refused_at_once_with_a_short_message(tmp_path):
@@ -316,7 +312,7 @@ def test_an_alias_bomb_is_refused_at_once_with_a_short_message(tmp_path):
         path = tmp_path / f"bomb{depth}.yaml"
         path.write_text("\n".join(levels[:depth]) + "\n")
         started = time.monotonic()
-        done = search("run", str(path), "--dry-run", cwd=tmp_path, timeout=60)
+        done = search_cli("run", str(path), "--dry-run", cwd=tmp_path, timeout=60)
         assert time.monotonic() - started < 30
         refused(done, "expands to more than 100,000 values")
         assert len(done.stderr) < 400
@@ -326,7 +322,7 @@ def test_a_bad_fixed_value_is_reported_once_at_its_own_key(tmp_path):
     """Item 22: `optimizer.lr: .nan` in fixed: was reported again for every axis (grid.threshold…)."""
     path = write_space(tmp_path / "s.yaml", fixed={**space()["fixed"], "optimizer": {"name": "adamw", "lr": ".nan"}})
     path.write_text(path.read_text().replace("lr: .nan", "lr: .nan").replace("'.nan'", ".nan"))
-    done = search("run", str(path), "--dry-run", cwd=tmp_path)
+    done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.count("optimizer.lr") == 1 and "grid.threshold" not in done.stderr, done.stderr
 
@@ -361,13 +357,7 @@ def test_a_decompression_bomb_is_skipped_and_counted(tmp_path, cached):
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A folder even root cannot write: a read-only tmpfs."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=1m")
 
 
 def test_a_read_only_folder_is_one_line_not_a_traceback(tmp_path, read_only_folder):
@@ -380,7 +370,7 @@ def test_a_read_only_folder_is_one_line_not_a_traceback(tmp_path, read_only_fold
         ["export", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "t.csv")],
         ["run", str(write_space(tmp_path / "s.yaml")), "--executor", "local"],
     ):
-        done = search(*args, cwd=read_only_folder)
+        done = search_cli(*args, cwd=read_only_folder)
         assert done.returncode == 2, (args, done.stderr)
         assert "Traceback" not in done.stderr and done.stderr.startswith("error: "), done.stderr
         assert "Read-only file system" in done.stderr or "cannot write" in done.stderr, done.stderr
@@ -404,7 +394,7 @@ def test_a_dashboard_that_cannot_listen_says_why(tmp_path):
             (["--port", "99999"], "expected a port in 1-65535"),
             (["--port", str(busy.getsockname()[1])], "is in use"),
         ):
-            refused(search("dashboard", "--storage", storage, *args, cwd=tmp_path), message)
+            refused(search_cli("dashboard", "--storage", storage, *args, cwd=tmp_path), message)
     finally:
         busy.close()
     port = free_port()
@@ -498,7 +488,7 @@ def test_one_config_gives_the_same_metrics_through_every_entry_point(tmp_path, l
         assert result["threads"] == 2
         metrics[executor] = without_timing(result["metrics"])
     config = next((tmp_path / "local" / "out" / "trials").iterdir()) / "config.json"
-    direct = search("trial", str(config), "--out", str(tmp_path / "direct"), "--threads", "2", cwd=tmp_path)
+    direct = search_cli("trial", str(config), "--out", str(tmp_path / "direct"), "--threads", "2", cwd=tmp_path)
     assert direct.returncode == 0, direct.stderr
     metrics["trial"] = without_timing(json.loads((tmp_path / "direct" / "result.json").read_text())["metrics"])
     assert metrics["local"] == metrics["ray"] == metrics["trial"]

@@ -70,6 +70,26 @@ def start_driver(space_file: Path, cwd: Path, executor: str = "local", *extra: s
     )
 
 
+def search_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`search ARGS` in a subprocess, as a user runs it (stdout and stderr apart, as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def mounted_tmpfs(folder: Path, options: str):
+    """Mount a tmpfs with `options` (`size=16m`, `ro,size=1m`) on `folder` (made here), yield it, unmount it; skip
+    the test where mounting needs root and this is not."""
+    import pytest
+
+    folder.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 def trials(cwd: Path, name: str = "tiny") -> list:
     """The trials of the study under `cwd/runs/`, [] while it does not exist."""
     from search.status import load_study

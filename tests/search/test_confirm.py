@@ -2,8 +2,6 @@
 true effect), and a real confirmation of a real exploration (matched references, fresh seeds, stage labels)."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ from optuna.trial import TrialState
 
 from results.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
 from search.halving import Halving, decide, decide_configurations
-from tests.search.helpers import trials, write_space
+from tests.search.helpers import search_cli, trials, write_space
 
 CONFIGS, SEEDS, FRESH_SEEDS, TOP, STUDIES = 27, 6, 10, 3, 500
 HALVING = Halving((10,), 1 / 3, "1/3", (), "val_accuracy", "maximize")
@@ -123,20 +121,14 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
         baselines=[{"proxy_steps": "2"}],
         repeats=2,
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = search_cli("run", str(space), "--executor", "local", cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    confirm = [sys.executable, "-m", "search", "confirm", "--study", "tiny", "--top", "1", "--seeds", "3"]
-    planned = subprocess.run([*confirm, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    confirm = ["confirm", "--study", "tiny", "--top", "1", "--seeds", "3"]
+    planned = search_cli(*confirm, "--dry-run", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert "3 seeds, families of 1 comparisons: minimum detectable effect" in planned.stdout
     assert "study tiny-confirm: 12 points" in planned.stdout  # (1 configuration + 2 controls + 1 baseline) × 3
-    done = subprocess.run([*confirm, "--executor", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = search_cli(*confirm, "--executor", "local", cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     confirmed = [t for t in trials(tmp_path, "tiny-confirm") if t.state == TrialState.COMPLETE]
     assert len(confirmed) == 12
@@ -148,29 +140,17 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
         ("control", "matched_duplicate"),
         ("baseline", "none"),
     }
-    report = subprocess.run(
-        [sys.executable, "-m", "search", "report", "--study", "tiny-confirm"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    report = search_cli("report", "--study", "tiny-confirm", cwd=tmp_path, timeout=600)
     assert report.returncode == 0, report.stderr
     verdicts = (tmp_path / "runs" / "tiny-confirm" / "report" / "tables" / "verdicts.csv").read_text().splitlines()
     assert verdicts[0].startswith("stage,") and all(line.startswith("confirmation,") for line in verdicts[1:])
     assert len(verdicts) == 1 + 3  # the configuration against its baseline and its two matched controls
     html = (tmp_path / "runs" / "tiny-confirm" / "report" / "report.html").read_text()
     assert "Verdicts (confirmation)" in html and "Confirmatory verdicts" in html
-    again = subprocess.run([*confirm, "--executor", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = search_cli(*confirm, "--executor", "local", cwd=tmp_path)
     assert again.returncode == 0 and "resuming the confirmation of tiny" in again.stderr
     assert "nothing to run" in again.stdout
-    exported = subprocess.run(
-        [sys.executable, "-m", "search", "export", "--study", "tiny"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    exported = search_cli("export", "--study", "tiny", cwd=tmp_path)
     assert exported.returncode == 0
     header = (tmp_path / "runs" / "tiny" / "trials.csv").read_text().splitlines()
     assert "stage" in header[0].split(",") and ",exploration," in header[1]

@@ -30,6 +30,7 @@ STYLE = (
     "table{border-collapse:collapse;font-size:12px;width:100%;table-layout:auto}"
     "td,th{padding:2px 6px;border-bottom:1px solid #ddd;overflow-wrap:anywhere;text-align:left}"
     ".figure{max-width:100%;overflow:hidden}.note{color:#555;font-size:12px}.warning{color:#a40000}"
+    ".caption{font-weight:bold;margin:1em 0 0.3em}.stage{background:#f3f3f3;padding:0.5em}"
 )
 
 
@@ -184,7 +185,8 @@ def _table(shown: present.Shown) -> str:
     if shown.frame.empty:
         return "<p><em>nothing to show</em></p>"
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in shown.notes)
-    return shown.frame.to_html(index=False, border=0, classes="table", escape=True) + notes
+    caption = f"<p class='caption'>{html.escape(shown.caption)}</p>"  # the LaTeX table's caption, word for word
+    return caption + shown.frame.to_html(index=False, border=0, classes="table", escape=True) + notes
 
 
 EXPLORATORY_ROWS = 60  # more exploratory comparisons than this stay in tables/verdicts.csv

@@ -199,6 +199,7 @@ def test_16_bit_pngs_keep_their_grey_levels(tmp_path, mode):
         (["--artifacts", "file:///proc/x"], "cannot write in /proc"),
         (["--artifacts", "afile"], "is a file, not a folder"),
         (["--artifacts", "afile/under"], "is a file, not a folder"),
+        (["--artifacts", "s3://no-such-bucket/x"], "artifact store s3://no-such-bucket/x is not writable"),
         (["--study", "x" * 300], "a study name has at most 100 characters"),
         (["--study", ""], "is not a valid study name"),
     ],
@@ -368,6 +369,7 @@ def test_a_read_only_folder_is_one_line_not_a_traceback(tmp_path, read_only_fold
     optuna.create_study(study_name="s", storage=storage).set_user_attr("space", spec().data)
     for args in (
         ["export", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "t.csv")],
+        ["report", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "report")],
         ["run", str(write_space(tmp_path / "s.yaml")), "--executor", "local"],
     ):
         done = search_cli(*args, cwd=read_only_folder)

@@ -55,12 +55,12 @@ def build_report(
     """Write the tables and `report.html` of `study` (whose trials are `trials`) under `out_dir`, and push the
     figures to optuna-dashboard when `to_dashboard`; return what was written."""
     if not trials:  # a study created but not run yet: say so instead of tables of nothing
-        path = out_dir / "report.html"
-        atomic_write_bytes(
-            path,
-            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(study.study_name)} report</title>"
-            f"</head><body><h1>Study {html.escape(study.study_name)}</h1><p>No trial has run yet.</p></body></html>".encode(),
+        path, name = out_dir / "report.html", html.escape(study.study_name)
+        page = (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{name} report</title></head>"
+            f"<body><h1>Study {name}</h1><p>No trial has run yet.</p></body></html>"
         )
+        atomic_write_bytes(path, page.encode())
         say(f"{study.study_name}: no trial has run yet")
         return Report(path, {}, [])
     data = load_study_data(study, trials)

@@ -473,7 +473,7 @@ def dashboard(
     if not 1 <= port <= 65535:
         fail(f"--port: expected a port in 1-65535, got {port}")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     except (socket.gaierror, UnicodeError) as exc:
         fail(f"--host: {host!r} does not resolve to an address of this machine ({exc})")
     _check_port_free(host, port)

@@ -238,7 +238,8 @@ class _Trial:
     ) -> None:
         self.config, self.workdir, self.device, self.shared, self.on_saved = config, workdir, device, shared, on_saved
         self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
-        self.threads, self.tag = torch.get_num_threads(), None
+        self.threads: int = torch.get_num_threads()
+        self.tag: dict[str, Any] | None = None
         self.started = time.perf_counter()
         reset_peak_rss()  # this trial's peak, not its worker's
         log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))

@@ -269,6 +269,11 @@ def _fixed(raw: Any, problem: _Problems) -> dict:
         problem("fixed", f"expected a mapping of TrialConfig fields, got {type(fixed).__name__}")
         return {}
     allowed = [f for f in CONFIG_FIELDS if f not in ("dataset", "seed")]
+    if "proxy_steps" in fixed:  # read before the points can be counted: checked first, like an axis's values
+        try:
+            parse_proxy_steps(fixed["proxy_steps"])
+        except ConfigError as exc:
+            problem("fixed.proxy_steps", str(exc).split(": ", 1)[1])
     for key in fixed:
         if key not in allowed:
             problem(

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from search.confirm import stage
 from search.grid import GridSpec, Point
 from search.store import ArtifactStore
-from search.study import INTERNAL_ATTRS, spec_of, trial_folder
+from search.study import INTERNAL_ATTRS, shown_state, spec_of, trial_folder
 from trainer.folder import TrialFolder
 
 KIND_PREFIX = {"proxy": "P", "baseline": "B", "control": "C"}
@@ -74,7 +74,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "number": trial.number,
             "grid_key": attrs.get("grid_key"),
-            "state": trial.state.name,
+            "state": shown_state(trial.state, attrs.get("fail_kind")),
             "attempt": attrs.get("attempt"),
             "kind": attrs.get("kind"),
             "baseline": attrs.get("baseline"),

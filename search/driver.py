@@ -197,7 +197,7 @@ class Run:
                 self.executor.cancel_all()
                 # From the study, not what this run holds: the signal may land between creating and submitting.
                 completed, stopped = self.grid.reconcile("interrupted: the driver was stopped", "interrupted")
-                finished = f" ({completed} had finished and were recorded)" if completed else ""
+                finished = f" ({completed} finished before the stop: recorded COMPLETE)" if completed else ""
                 self.console.print(
                     f"interrupted: {stopped} running trials stopped{finished}; run the same command to resume"
                 )

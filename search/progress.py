@@ -16,6 +16,7 @@ from rich.table import Table
 
 from search.grid import GridSpec
 from search.plan import Plan
+from search.study import shown_state
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -153,7 +154,6 @@ def chance_warning(trials: list[FrozenTrial]) -> str | None:
 def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: str) -> str:
     """The line every `search run` ends with: where the study stands, the best point, what sharing saved, and
     the command that reports it."""
-    states = [t.state for t in trials]
     keys = {t.user_attrs.get("grid_key") for t in trials if t.state == TrialState.COMPLETE}
     pruned = {t.user_attrs.get("grid_key") for t in trials if t.state == TrialState.PRUNED}
     failing = len({p.grid_key for p in spec.points} - keys - pruned)
@@ -167,7 +167,7 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
         f"{spec.name}: {len(keys)} of {len(spec.points)} points complete",
         f"{len(pruned)} stopped by halving",
         f"{failing} not complete",
-        f"{states.count(TrialState.FAIL)} failed tries",
+        f"{sum(shown_state(t.state, t.user_attrs.get('fail_kind')) == 'FAIL' for t in trials)} failed tries",
     ]
     if best is not None:
         parts.append(f"best {metric} {best.value:.4f} (trial {best.number})")

@@ -62,6 +62,15 @@ INTERNAL_ATTRS = (
 # Failures that are not the trial's fault and do not use up an attempt (across runs; a run retries each point at
 # most max_attempts times whatever the cause). "oom": out of GPU memory on a shared GPU (retried on a whole one).
 NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
+# Tries that were stopped from outside (Ctrl-C, a dead driver): not failures anywhere a user reads.
+STOPPED = ("orphaned", "interrupted")
+
+
+def shown_state(state: TrialState, fail_kind: object) -> str:
+    """A trial's state as people read it: an interrupted or orphaned try is INTERRUPTED, not FAIL."""
+    return "INTERRUPTED" if state == TrialState.FAIL and fail_kind in STOPPED else state.name
+
+
 CLOSED_CHOICES = {
     "cam_method": PROXY_METHODS,
     "pixel_replacement": PIXEL_REPLACEMENTS,

@@ -68,6 +68,14 @@ def test_ctrl_c_stops_cleanly_with_130_and_the_next_run_resumes(tmp_path):
         ).stdout
     )
     assert info["complete"] == 6 and info["failed"] == 0 and info["remaining"] == 0
+    # An interrupted try is not a failure anywhere a user reads (issue 24): the summary, the export, the report.
+    assert " · 0 failed tries · " in again.stdout
+    exported = subprocess.run(
+        [sys.executable, "-m", "search", "export", "--study", "tiny"], cwd=tmp_path, capture_output=True, timeout=120
+    )
+    assert exported.returncode == 0
+    rows = (tmp_path / "runs" / "tiny" / "trials.csv").read_text()
+    assert ",INTERRUPTED," in rows and ",FAIL," not in rows
 
 
 class SignalOnSecondSubmit(LocalExecutor):

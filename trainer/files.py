@@ -17,13 +17,15 @@ from typing import Any, BinaryIO
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary file to write `path` through: a temporary file in the same folder, fsync'd and renamed over `path`
-    when the block ends without an error, removed otherwise. A full disk raises OSError(ENOSPC) naming the file and
+    when the block ends without an error, removed otherwise. Its mode follows the umask, like any file the user
+    writes. A full disk raises OSError(ENOSPC) naming the file and
     the space left, and leaves the old file as it was."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # not mkstemp's 0600, which hid every output from a co-supervisor
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -36,6 +38,13 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
             free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
             raise OSError(exc.errno, f"disk full while writing {path} ({free} bytes free on that filesystem)") from None
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

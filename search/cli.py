@@ -390,6 +390,22 @@ def studies(storage: str | None = typer.Option(None, help="Optuna storage URL (d
         fail(str(exc))
 
 
+def _one_study(study: str | None, storage: str | None) -> tuple[str, str]:
+    """The study a command reads: the one named, or the only one in `storage` (or under runs/); a choice is asked
+    for when there are several."""
+    if study is not None:
+        _study_dir(study)
+        return study, storage or default_storage(study)
+    try:
+        found = _studies(None, storage)
+    except StudyError as exc:
+        fail(str(exc))
+    if len(found) != 1:
+        names = ", ".join(name for name, _ in found) or "none"
+        fail(f"give --study NAME: {len(found)} studies in {storage or 'runs/*.db'} ({names})")
+    return found[0]
+
+
 def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
     """(name, storage URL) pairs: one named study, or every study in `storage` or in `runs/*.db`."""
     from search.status import study_names
@@ -403,7 +419,7 @@ def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
 
 @app.command()
 def export(
-    study: str = typer.Option(..., help="study name"),
+    study: str | None = typer.Option(None, help="study name (default: the only study there is)"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
     out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)"),
 ) -> None:
@@ -411,8 +427,8 @@ def export(
     from results.load import export_rows
     from search.status import load_study, load_trials, write_csv
 
+    study, storage = _one_study(study, storage)
     try:
-        storage = storage or default_storage(study)
         rows = export_rows(load_study(study, storage), load_trials(study, storage))
     except StudyError as exc:
         fail(str(exc))
@@ -423,7 +439,7 @@ def export(
 
 @app.command()
 def report(
-    study: str = typer.Option(..., help="study name"),
+    study: str | None = typer.Option(None, help="study name (default: the only study there is)"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
     out: Path | None = typer.Option(None, help="folder (default runs/<study>/report/)"),
     correction: str = typer.Option("holm", help="multiple-comparison correction: holm, bh or none"),
@@ -436,8 +452,8 @@ def report(
 
     if correction not in CORRECTIONS:
         fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    study, storage = _one_study(study, storage)
     try:
-        storage = storage or default_storage(study)
         loaded, trials = load_study(study, storage, writable=to_dashboard), load_trials(study, storage)
     except StudyError as exc:
         fail(str(exc))

@@ -78,3 +78,20 @@ def test_help_lists_choices_and_resume_takes_the_run_flags():
     resume_help = invoke("resume", "--help").output
     for flag in ("--max-trials", "--max-concurrent", "--dry-run", "--executor"):
         assert flag in resume_help
+
+
+def test_export_and_report_read_the_only_study_without_being_told(tmp_path):
+    """Issue 24: `search export` and `report` needed --study even when the storage held one study."""
+    import optuna
+
+    from tests.search.helpers import search_cli, spec
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="only", storage=storage).set_user_attr("space", spec().data)
+    exported = search_cli("export", "--storage", storage, "--out", str(tmp_path / "t.csv"), cwd=tmp_path)
+    assert exported.returncode == 0 and "-> " in exported.stdout, exported.stderr
+    reported = search_cli("report", "--storage", storage, "--out", str(tmp_path / "report"), cwd=tmp_path)
+    assert reported.returncode == 0 and (tmp_path / "report" / "report.html").exists(), reported.stderr
+    optuna.create_study(study_name="second", storage=storage).set_user_attr("space", spec().data)
+    two = search_cli("export", "--storage", storage, cwd=tmp_path)
+    assert two.returncode == 2 and "give --study NAME: 2 studies" in two.stderr and "only" in two.stderr

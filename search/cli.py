@@ -24,13 +24,15 @@ from search.space import DEFAULT_MAX_POINTS, GPUS_ABOVE_ONE, SpaceError, load_sp
 from search.store import StoreError, probe_store, resolve_uri
 from search.study import StudyError, check_storage_url, default_storage
 
+# Plain help (rich_markup_mode=None): flags without a `<bool>` value, defaults never cut at 80 columns.
 app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Run, resume, inspect and report grids of Proxy Attention experiments.",
 )
-cache_app = typer.Typer(no_args_is_help=True, help="The decoded-image cache of this machine.")
+cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The decoded-image cache of this machine.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(cluster_app, name="cluster")
 console = Console(stderr=False, soft_wrap=True)  # a message is one line, in logs too
@@ -40,6 +42,21 @@ EXIT_BAD_INPUT = 2
 class ExecutorKind(enum.StrEnum):
     ray = "ray"
     local = "local"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"proxy-attention-search {version('proxy-attention-search')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Run, resume, inspect and report grids of Proxy Attention experiments."""
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -74,7 +91,7 @@ CACHE_DIR = typer.Option(None, help="decoded-image cache of this machine (defaul
 NO_CACHE = typer.Option(False, "--no-cache", help="decode images in every trial, as before the cache")
 SCRATCH = typer.Option(None, help="node-local folder where trials work when --artifacts is remote")
 NO_SHARE = typer.Option(False, "--no-share", help="train every point from scratch (no shared stems)")
-DRY_RUN = typer.Option(False, help="print what would run and where; touch nothing")
+DRY_RUN = typer.Option(False, "--dry-run", help="print what would run and where; touch nothing")
 ACCEPT_DATA_CHANGE = typer.Option(
     False, "--accept-data-change", help="go on although a dataset changed since the study ran (recorded in it)"
 )
@@ -140,17 +157,22 @@ def resume(
     scratch: str | None = SCRATCH,
     dry_run: bool = DRY_RUN,
     accept_data_change: bool = ACCEPT_DATA_CHANGE,
+    artifacts: str | None = typer.Option(None, help="where trial folders go (default: where the study put them)"),
+    gpus_per_trial: float | None = typer.Option(None, help="overrides resources.gpus_per_trial"),
+    cpus_per_trial: float | None = typer.Option(None, help="overrides resources.cpus_per_trial"),
+    max_points: int = typer.Option(DEFAULT_MAX_POINTS, help="refuse a grid with more points than this"),
 ) -> None:
-    """Run the rest of a study, reading its space back from the study itself (no YAML needed)."""
+    """Run the rest of a study, reading its space back from the study itself (no YAML needed); every `search run`
+    option applies."""
     from search.status import load_study
     from search.study import spec_of
 
     try:
         storage = storage or default_storage(study)
         stored = load_study(study, storage)
-        spec = spec_of(stored, validate=not dry_run)
+        spec = spec_of(stored, validate=not dry_run, max_points=max_points)
         out = out or Path(stored.user_attrs.get("out_dir", _study_dir(study)))
-        artifacts = stored.user_attrs.get("artifacts")
+        artifacts = artifacts or stored.user_attrs.get("artifacts")
     except (StudyError, SpaceError) as exc:
         fail(str(exc))
     _run_spec(
@@ -160,8 +182,8 @@ def resume(
         artifacts,
         executor,
         ray_address,
-        None,
-        None,
+        gpus_per_trial,
+        cpus_per_trial,
         max_concurrent,
         max_trials,
         no_share,

@@ -22,7 +22,9 @@ import typer
 from search.rayauth import AuthError, require_token, token_source, worker_token
 from search.worker import SCRATCH_ENV
 
-cluster_app = typer.Typer(no_args_is_help=True, help="Start and stop a Ray cluster; write a Slurm script.")
+cluster_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Start and stop a Ray cluster; write a Slurm script."
+)
 OBJECT_STORE = 512 * 2**20
 PORT = 6379
 # What may enter the batch script unquoted: Slurm's own syntax for a partition list and a time limit.

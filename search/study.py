@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, Point, lasting_objects
 from search.names import study_name_problem
-from search.space import parse_space
+from search.space import DEFAULT_MAX_POINTS, parse_space
 from search.store import ArtifactStore
 from search.trials import read_trials
 from search.worker import result_tag
@@ -614,11 +614,11 @@ def one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def spec_of(study: optuna.Study, validate: bool = False) -> GridSpec:
+def spec_of(study: optuna.Study, validate: bool = False, max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:
     """The space stored on a study; `validate` checks it again as `search resume` must (dataset roots exist…)."""
     data = study.user_attrs.get("space")
     if data is None:
         raise StudyError(f"study {study.study_name!r} holds no space: it was not made by `search run`")
     if validate:
-        return parse_space(dict(data), Path(f"<study {study.study_name}>"), study.study_name)
+        return parse_space(dict(data), Path(f"<study {study.study_name}>"), study.study_name, max_points=max_points)
     return GridSpec(study.study_name, data)

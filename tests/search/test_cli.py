@@ -95,3 +95,15 @@ def test_export_and_report_read_the_only_study_without_being_told(tmp_path):
     optuna.create_study(study_name="second", storage=storage).set_user_attr("space", spec().data)
     two = search_cli("export", "--storage", storage, cwd=tmp_path)
     assert two.returncode == 2 and "give --study NAME: 2 studies" in two.stderr and "only" in two.stderr
+
+
+def test_help_shows_flags_as_flags_and_the_version():
+    """Issue 24: flags showed `<bool>` as if they took a value (`--no-share <bool>`, `--help <bool>`), `--dry-run
+    --no-dry-run`, no `--version`, and `resume` lacked run options the README promised."""
+    run_help = invoke("run", "--help").output
+    assert "<bool>" not in run_help and "--no-dry-run" not in run_help and "--dry-run" in run_help
+    resume_help = invoke("resume", "--help").output
+    for flag in ("--artifacts", "--gpus-per-trial", "--cpus-per-trial", "--max-points", "--accept-data-change"):
+        assert flag in resume_help
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.output.startswith("proxy-attention-search ")

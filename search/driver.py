@@ -92,6 +92,7 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
                     raise StudyError(str(exc)) from None
 
             grid = GridStudy.open(spec, options.storage, options.out_dir, store, bind_data)
+            console.print(f"{spec.name}: study in {options.storage}, trial folders in {store.uri}/trials/")
             completed, orphaned = grid.reconcile()
             if completed or orphaned:
                 console.print(

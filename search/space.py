@@ -118,7 +118,9 @@ def parse_space(
         problem("study", f"YAML reads {name!r} as a number; quote it to make it a name: study: '{name}'")
     elif (why := study_name_problem(name)) is not None:
         problem("study", why)
-    datasets = _datasets(raw.get("datasets"), problem)
+    # Relative paths in a space are relative to the space file, wherever `search run` is typed from.
+    base = path.parent if path.suffix in (".yaml", ".yml") else Path.cwd()
+    datasets = _datasets(raw.get("datasets"), problem, base)
     fixed = _fixed(raw.get("fixed"), problem)
     grid = _axes(raw.get("grid"), "grid", fixed, datasets, problem, required=True)
     raw_baselines = raw.get("baselines") or []
@@ -141,8 +143,8 @@ def parse_space(
         "grid": grid,
         "baselines": baselines,
         "halving": _halving(raw.get("halving"), problem),
-        "artifacts": _location(raw, "artifacts", problem),
-        "cache_dir": _location(raw, "cache_dir", problem),
+        "artifacts": _location(raw, "artifacts", problem, base),
+        "cache_dir": _location(raw, "cache_dir", problem, base),
         **({"confirms": raw["confirms"]} if "confirms" in raw else {}),
     }
     if "confirms" in raw and study_name_problem(raw["confirms"]) is not None:
@@ -232,15 +234,17 @@ def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
     return resources
 
 
-def _location(raw: dict, key: str, problem: _Problems) -> str | None:
+def _location(raw: dict, key: str, problem: _Problems, base: Path) -> str | None:
     value = raw.get(key)
     if value is not None and (not isinstance(value, str) or not value):
         problem(key, f"expected a path or URL, got {value!r}")
         return None
+    if value is not None and "://" not in value:  # a path: absolute, from the space file's folder
+        return str((base / Path(value).expanduser()).resolve())
     return value
 
 
-def _datasets(raw: Any, problem: _Problems) -> dict[str, dict]:
+def _datasets(raw: Any, problem: _Problems, base: Path) -> dict[str, dict]:
     if not isinstance(raw, dict) or not raw:
         problem("datasets", "expected a mapping of names to {kind: ..., root: ...}")
         return {}
@@ -258,7 +262,7 @@ def _datasets(raw: Any, problem: _Problems) -> dict[str, dict]:
         data = dataclasses.asdict(ds)
         if ds.root is not None:
             root = Path(ds.root).expanduser()
-            data["root"] = str(root if root.is_absolute() else Path.cwd() / root)
+            data["root"] = str(root if root.is_absolute() else (base / root).resolve())
         out[str(name)] = data
     return out
 

@@ -107,3 +107,23 @@ def test_help_shows_flags_as_flags_and_the_version():
         assert flag in resume_help
     version = invoke("--version")
     assert version.exit_code == 0 and version.output.startswith("proxy-attention-search ")
+
+
+def test_relative_paths_in_a_space_are_relative_to_the_space_file(tmp_path):
+    """Issue 24: `search run ../my.yaml` from a subfolder looked for the data relative to where it was typed."""
+    from tests.search.helpers import search_cli
+
+    project = tmp_path / "project"
+    write_digit_folder(project / "imgs")
+    space = {
+        "datasets": {"mine": {"kind": "imagefolder", "root": "imgs"}},
+        "fixed": FIXED,
+        "grid": {"threshold": [0.3]},
+        "artifacts": "out/store",
+    }
+    (project / "my.yaml").write_text(yaml.safe_dump(space))
+    (tmp_path / "elsewhere").mkdir()
+    done = search_cli("run", "../project/my.yaml", "--dry-run", cwd=tmp_path / "elsewhere")
+    assert done.returncode == 0, done.stderr
+    assert f"36 images, 12 images per class, 0 other files skipped in {project / 'imgs'}" in done.stdout
+    assert f"trial folders: {project / 'out' / 'store'}/trials/" in done.stdout

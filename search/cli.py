@@ -361,11 +361,12 @@ def _print_plan(spec, storage: str, out_dir: Path, artifacts: str, share: bool) 
     except StudyError as exc:
         fail(str(exc))
     ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
+    saving = f" ({ratio:.2f}x fewer)" if info["epochs_shared"] else ""
     print(
-        f"study {info['study']}: {info['grid_size']} points, {info['complete']} complete, {info['pruned']} stopped "
-        f"by halving, {info['to_run']} to run, {info['given_up']} given up\n"
-        f"epochs to compute: {info['epochs_naive']} each point from scratch, {info['epochs_shared']} with "
-        f"{info['stems']} shared stems ({ratio:.2f}x fewer)" + ("" if share else " [--no-share: not used]")
+        f"study {info['study']}: {info['grid_size']:,} points, {info['complete']:,} complete, {info['pruned']:,} "
+        f"stopped by halving, {info['to_run']:,} to run, {info['given_up']:,} given up\n"
+        f"epochs to compute: {info['epochs_naive']:,} each point from scratch, {info['epochs_shared']:,} with "
+        f"{info['stems']:,} shared stems{saving}" + ("" if share else " [--no-share: not used]")
     )
     if info["epochs_halving"] is not None:
         print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")

@@ -19,7 +19,7 @@ from search.grid import GridSpec, schedule_epochs
 from search.plan import build_plan
 from search.progress import better, chance_warning, eta_seconds, format_seconds
 from search.space import root_problems
-from search.study import StudyError, open_storage, spec_of, tally, wait_for_creator
+from search.study import StudyError, check_extension, open_storage, spec_of, tally, wait_for_creator
 from search.trials import read_trials
 
 
@@ -126,6 +126,10 @@ def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str
     trials = []
     with contextlib.suppress(StudyError):
         trials = load_trials(spec.name, storage_url)
+    if trials:  # an existing study: refused here exactly as `search run` would refuse it
+        stored = load_study(spec.name, storage_url).user_attrs.get("space")
+        if stored is not None:
+            check_extension(GridSpec(spec.name, stored), spec)
     t = tally(spec, trials)
     pending = [p.point for p in t.pending]
     plan = build_plan(pending, spec.data["fixed"], share)

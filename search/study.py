@@ -408,7 +408,7 @@ class GridStudy:
         )
         stored = study.user_attrs.get("space")
         if stored is not None:
-            _check_extension(GridSpec(spec.name, stored), spec, study)
+            check_extension(GridSpec(spec.name, stored), spec)
         handle = cls(study, storage, spec, store)
         handle._check_categories()
         if check is not None:
@@ -593,12 +593,16 @@ def _axis_kind(axis: str) -> type | None:
     return hint if hint in (int, float) else None
 
 
-def _check_extension(old: GridSpec, new: GridSpec, study: optuna.Study) -> None:
-    """Refuse a space that changes `fixed:`/datasets/objective or drops points the study already has."""
+def check_extension(old: GridSpec, new: GridSpec) -> None:
+    """Refuse a space that changes `fixed:`/datasets/objective or drops points the study already has, naming each
+    field that differs (old → new). `search run` and its `--dry-run` refuse alike."""
     advice = "run it as a new study (--study NEW_NAME)"
     if old.digest() != new.digest():
-        changed = [k for k in ("fixed", "datasets", "objective") if old.data[k] != new.data[k]]
-        raise StudyError(f"study {new.name!r} was created with different {', '.join(changed)}: {advice}")
+        changed = [
+            line for k in ("fixed", "datasets", "objective") for line in _differences(old.data[k], new.data[k], k)
+        ]
+        shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise StudyError(f"study {new.name!r} was created with other settings ({shown}): {advice}")
     new_keys = {p.grid_key for p in new.points}
     removed = [p for p in old.points if p.grid_key not in new_keys]
     if removed:
@@ -606,6 +610,17 @@ def _check_extension(old: GridSpec, new: GridSpec, study: optuna.Study) -> None:
             f"study {new.name!r}: this space removes {len(removed)} of its points "
             f"(e.g. {removed[0].params}); keep the old values or {advice}"
         )
+
+
+def _differences(old: Any, new: Any, where: str) -> list[str]:
+    """`where.key: old → new` for every leaf that differs between two nested mappings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            line
+            for k in sorted(set(old) | set(new), key=str)
+            for line in _differences(old.get(k), new.get(k), f"{where}.{k}")
+        ]
+    return [] if old == new else [f"{where}: {old!r} → {new!r}"]
 
 
 def one_line(text: str, limit: int = 500) -> str:

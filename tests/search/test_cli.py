@@ -127,3 +127,23 @@ def test_relative_paths_in_a_space_are_relative_to_the_space_file(tmp_path):
     assert done.returncode == 0, done.stderr
     assert f"36 images, 12 images per class, 0 other files skipped in {project / 'imgs'}" in done.stdout
     assert f"trial folders: {project / 'out' / 'store'}/trials/" in done.stdout
+
+
+def test_the_dry_run_refuses_what_the_run_refuses_naming_the_fields(tmp_path):
+    """Issue 24: after `fixed.proxy_steps` changed under an existing study, the dry-run said "2 to run" and exit 0
+    while the run refused without naming the field."""
+    import optuna
+
+    from tests.search.helpers import search_cli, spec, write_space
+
+    first = spec()
+    storage = f"sqlite:///{tmp_path}/runs/tiny.db"
+    (tmp_path / "runs").mkdir()
+    study = optuna.create_study(study_name="tiny", storage=storage)
+    study.set_user_attr("space", first.data)
+    study.enqueue_trial({"threshold": 0.3})  # an existing trial: the study has run
+    changed = write_space(tmp_path / "tiny.yaml", fixed={**first.data["fixed"], "proxy_steps": "2,p,2"})
+    for extra in (["--dry-run"], ["--executor", "local"]):
+        done = search_cli("run", str(changed), *extra, cwd=tmp_path)
+        assert done.returncode == 2, (extra, done.stdout, done.stderr)
+        assert "fixed.proxy_steps: '1,p,1' → '2,p,2'" in done.stderr and "--study NEW_NAME" in done.stderr

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import time
 import typing
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -409,6 +410,10 @@ class GridStudy:
         stored = study.user_attrs.get("space")
         if stored is not None:
             check_extension(GridSpec(spec.name, stored), spec)
+        if study.metric_names != [spec.objective[0]]:  # optuna-dashboard names the objective, not "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([spec.objective[0]])
         handle = cls(study, storage, spec, store)
         handle._check_categories()
         if check is not None:
@@ -598,11 +603,10 @@ def check_extension(old: GridSpec, new: GridSpec) -> None:
     field that differs (old → new). `search run` and its `--dry-run` refuse alike."""
     advice = "run it as a new study (--study NEW_NAME)"
     if old.digest() != new.digest():
-        changed = [
-            line for k in ("fixed", "datasets", "objective") for line in _differences(old.data[k], new.data[k], k)
-        ]
+        sections = [k for k in ("fixed", "datasets", "objective") if old.data[k] != new.data[k]]
+        changed = [line for k in sections for line in _differences(old.data[k], new.data[k], k)]
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
-        raise StudyError(f"study {new.name!r} was created with other settings ({shown}): {advice}")
+        raise StudyError(f"study {new.name!r} was created with different {', '.join(sections)} ({shown}): {advice}")
     new_keys = {p.grid_key for p in new.points}
     removed = [p for p in old.points if p.grid_key not in new_keys]
     if removed:

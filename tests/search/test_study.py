@@ -240,3 +240,10 @@ def test_a_reader_refuses_a_database_without_optunas_schema_and_leaves_it_alone(
     with pytest.raises(StudyError, match="no Optuna schema"):
         open_storage(f"sqlite:///{path}", create=False)
     assert path.read_bytes() == before and not (tmp_path / "other.db.init-lock").exists()
+
+
+def test_the_objective_has_its_metric_s_name(tmp_path):
+    """Issue 24: optuna-dashboard labelled the objective "Objective 0"."""
+    open_study(tmp_path)
+    loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/s.db")
+    assert loaded.metric_names == ["val_accuracy"]

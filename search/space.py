@@ -481,7 +481,17 @@ def _check_models(data: dict, problem: _Problems) -> None:
         except ModelError as exc:
             if str(exc) not in reported:
                 reported.add(str(exc))
-                problem("grid", str(exc))
+                problem(_where(data, exc.field), str(exc))
+
+
+def _where(data: dict, field: str) -> str:
+    """The key a problem with `field` is reported at: where the space sets it (fixed:, grid:, a baseline)."""
+    if field in data["fixed"]:
+        return f"fixed.{field}"
+    if field in data["grid"]:
+        return f"grid.{field}"
+    at = next((i for i, b in enumerate(data["baselines"]) if field in b), None)
+    return f"baselines[{at}].{field}" if at is not None else field
 
 
 def root_problems(data: dict) -> list[str]:

@@ -28,7 +28,15 @@ CAM_UNSUITABLE = {
 
 
 class ModelError(ValueError):
-    """An architecture, weights file or architecture/CAM combination that cannot be used; the message says why."""
+    """An architecture, weights file or architecture/CAM combination that cannot be used; the message says why and
+    `field` which setting to change."""
+
+    def __init__(self, message: str, field: str = "architecture") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
 def check(architecture: str, cam_method: str | None, image_size: int) -> None:
@@ -40,16 +48,24 @@ def check(architecture: str, cam_method: str | None, image_size: int) -> None:
     if cam_method is None:
         return
     if cam_method not in CAM_METHOD_NAMES:
-        raise ModelError(f"unknown CAM method {cam_method!r} (allowed: {', '.join(CAM_METHOD_NAMES)})")
+        raise ModelError(f"unknown CAM method {cam_method!r} (allowed: {', '.join(CAM_METHOD_NAMES)})", "cam_method")
     families, why = CAM_UNSUITABLE.get(cam_method, ((), ""))
     if facts["family"] in families:
-        raise ModelError(f"{cam_method} does not work on {architecture}: {facts['family']} {why}")
+        raise ModelError(f"{cam_method} does not work on {architecture}: {facts['family']} {why}", "cam_method")
     h, w = facts["map"]
     if h * w <= 1:
+        smallest = next((s for s in SIZES if s > image_size and _map_area(architecture, s) > 1), None)
+        advice = f"image_size {smallest} or more" if smallest else "a larger image_size"
         raise ModelError(
             f"{architecture} at {image_size} px has a {h}x{w} CAM feature map, so every "
-            f"{cam_method} map would be constant: use a larger image_size"
+            f"{cam_method} map would be constant: use {advice}",
+            "image_size",
         )
+
+
+def _map_area(architecture: str, image_size: int) -> int:
+    facts = model_facts(architecture, image_size)
+    return 0 if facts["error"] or not facts["map"] else facts["map"][0] * facts["map"][1]
 
 
 @functools.cache

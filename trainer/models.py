@@ -3,6 +3,7 @@ know of a model (built on PyTorch's `meta` device: no memory, no compute)."""
 
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ def create_model(
     flash and memory-efficient kernels of `scaled_dot_product_attention` have no second derivative, on the CPU or
     on CUDA (pytorch/pytorch#116350), so every transformer would fail; the math path has one."""
     if architecture not in available_architectures():
-        raise ModelError(f"unknown architecture {architecture!r} (not in timm.list_models())")
+        raise ModelError(unknown_architecture(architecture))
     kwargs = _size_kwargs(architecture, image_size)
     try:
         model = timm.create_model(
@@ -108,6 +109,18 @@ def create_model(
     return model
 
 
+def unknown_architecture(architecture: str) -> str:
+    """Why `architecture` cannot be built, with the closest timm names."""
+    close = difflib.get_close_matches(
+        architecture.replace("-", "").replace("_", "").lower(),
+        sorted(available_architectures()),
+        n=3,
+        cutoff=0.7,
+    )
+    hint = f"; did you mean {' or '.join(close)}?" if close else " (see timm.list_models())"
+    return f"unknown architecture {architecture!r}{hint}"
+
+
 @functools.cache
 def available_architectures() -> frozenset[str]:
     """Every architecture name timm can build."""
@@ -132,7 +145,7 @@ def measure(architecture: str, image_size: int) -> dict:
     family and the (h, w) of its CAM feature map, or why it cannot be built at this size."""
     if architecture not in available_architectures():
         return {
-            "error": f"unknown architecture {architecture!r} (not in timm.list_models())",
+            "error": unknown_architecture(architecture),
             "family": None,
             "map": None,
         }

@@ -147,3 +147,14 @@ def test_the_dry_run_refuses_what_the_run_refuses_naming_the_fields(tmp_path):
         done = search_cli("run", str(changed), *extra, cwd=tmp_path)
         assert done.returncode == 2, (extra, done.stdout, done.stderr)
         assert "fixed.proxy_steps: '1,p,1' → '2,p,2'" in done.stderr and "--study NEW_NAME" in done.stderr
+
+
+def test_one_wrong_value_gives_one_error(tmp_path):
+    """Issue 24: `image_size: 48px` in fixed: also blamed grid.cam_method, grid.threshold and a baseline."""
+    from tests.search.helpers import search_cli, space, write_space
+
+    fixed = {**space()["fixed"], "image_size": "48px"}
+    path = write_space(tmp_path / "s.yaml", fixed=fixed, baselines=[{"proxy_steps": "2"}])
+    done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "fixed.image_size: expected an integer" in done.stderr, done.stderr

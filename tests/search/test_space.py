@@ -32,3 +32,15 @@ def test_repeats_baselines_and_resolution():
 def test_the_spec_digest_covers_fixed_only():
     assert spec().digest() == spec(grid={"threshold": [0.1]}).digest()
     assert spec().digest() != spec(fixed={**fixed_without("image_size"), "image_size": 96}).digest()
+
+
+def test_every_shipped_space_is_valid():
+    """The spaces in spaces/ are what users copy: each one parses (dataset roots aside: users bring their data)."""
+    from pathlib import Path
+
+    from search.space import load_space
+
+    shipped = sorted((Path(__file__).resolve().parents[2] / "spaces").glob("*.yaml"))
+    assert {p.name for p in shipped} >= {"quickstart.yaml", "imagefolder.yaml", "thesis_grid.yaml", "compare.yaml"}
+    for path in shipped:
+        assert load_space(path, check_roots=False).points, path

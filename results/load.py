@@ -18,7 +18,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from search.confirm import stage
-from search.grid import GridSpec, Point
+from search.grid import CAM_AXES, GridSpec, Point
 from search.store import ArtifactStore
 from search.study import INTERNAL_ATTRS, shown_state, spec_of, trial_folder
 from trainer.folder import TrialFolder
@@ -64,10 +64,11 @@ class StudyData:
 
 
 def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """One dict per trial: number, grid_key, state, attempt, kind, every param, the objective value, every metric,
-    start/complete times and duration, failure reason, rung where halving stopped it."""
-    params = sorted({name for t in trials for name in t.params})
-    metrics = sorted({name for t in trials for name in t.user_attrs} - set(INTERNAL_ATTRS) - set(params))
+    """One dict per trial: number, grid_key, state, attempt, kind, seed, the objective value, every metric,
+    start/complete times and duration, failure reason, rung where halving stopped it. (A point's settings are its
+    `setting_*` columns, resolved from the space: Optuna's params would only repeat some of them, and one of them,
+    `proxy_steps`, would hide the metric of that name.)"""
+    metrics = sorted({name for t in trials for name in t.user_attrs} - set(INTERNAL_ATTRS) - {"seed"})
     rows = []
     for trial in trials:
         attrs = trial.user_attrs
@@ -79,7 +80,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
             "kind": attrs.get("kind"),
             "baseline": attrs.get("baseline"),
         }
-        row.update({name: trial.params.get(name) for name in params})
+        row["seed"] = trial.params.get("seed")
         row["value"] = trial.value
         row.update({name: _scalar(attrs.get(name)) for name in metrics})
         start, end = trial.datetime_start, trial.datetime_complete
@@ -146,6 +147,8 @@ def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:
         return None
     if axis == "dataset":
         return point.params.get("dataset", next(iter(spec.data["datasets"])))
+    if point.kind == "baseline" and axis in CAM_AXES:  # no proxy step: its CAM settings act on nothing
+        return None
     return point.setting(axis)
 
 
@@ -199,26 +202,41 @@ def load_curves(
 
 
 def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """What `search export` writes: one row per trial with every axis's setting as text (so a schedule "4" stays
-    "4" in pandas), the configuration label, and the study's fixed settings (so two studies' CSVs differ)."""
+    """What `search export` writes: one row per trial with its effective settings, every TrialConfig field as
+    `setting_<field>` (dotted for nested ones, as text: a schedule "4" stays "4" in pandas), each row's own
+    (a baseline's `proxy_steps` is its own, not the study's fixed one), empty where a setting cannot act on that
+    point (a baseline's CAM settings, a duplicate's mask); then the configuration label, the stage, the metrics
+    (the proxy steps a trial made is `proxy_steps_done`)."""
     data = load_study_data(study, trials)
     frame = data.trials
     if not len(frame):
         return []
-    for column in [c for c in frame.columns if c.startswith("setting_")]:
-        frame[column] = [
-            None if v is None or (isinstance(v, float) and v != v) else json.dumps(v).strip('"') for v in frame[column]
-        ]
-    fixed = _flatten(spec_of(study).data["fixed"])
-    dataset = data.spec.data["datasets"]
-    for key, value in {
-        "study": data.name,
-        "stage": data.stage,
-        **{f"fixed_{k}": v for k, v in fixed.items()},
-        "datasets": json.dumps(dataset, sort_keys=True),
-    }.items():
-        frame[key] = value if not isinstance(value, (list, dict)) else json.dumps(value)
-    return frame.drop(columns=["config"]).to_dict("records")
+    points = {p.grid_key: p for p in data.spec.points}
+    effective = {key: _effective(points.get(key)) for key in set(frame["grid_key"])}
+    settings = pd.DataFrame([effective[key] for key in frame["grid_key"]], index=frame.index)
+    settings.insert(0, "setting_dataset", frame["setting_dataset"])  # its name in the space
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("setting_")] + ["config"])
+    frame = frame.rename(columns={"proxy_steps": "proxy_steps_done"})
+    frame.insert(0, "stage", data.stage)
+    frame.insert(0, "study", data.name)
+    frame = pd.concat([frame, settings], axis=1)
+    frame["datasets"] = json.dumps(data.spec.data["datasets"], sort_keys=True)
+    return frame.to_dict("records")
+
+
+def _effective(point: Point | None) -> dict[str, Any]:
+    """A point's effective TrialConfig, flattened, as text; None where a setting cannot act on it."""
+    if point is None:
+        return {}
+    silent = set(point.dropped) | (set(CAM_AXES) if point.kind == "baseline" else set())
+    return {
+        f"setting_{name}": None if name.split(".")[0] in silent or value is None else _text(value)
+        for name, value in _flatten(point.config().to_dict()).items()
+    }
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value).strip('"')
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -42,6 +42,8 @@ def study_dir(tmp_path_factory):
     try:
         s = spec(
             repeats=3,
+            # 40 images a class: with fewer, every tiny model sits at chance and a comparison has no variance.
+            datasets={"digits": {"kind": "digits", "limit_per_class": 40}},
             grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
             baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
         )
@@ -77,7 +79,10 @@ def test_report_tables_agree_with_the_export(study_dir):
     assert done.returncode == 0, done.stderr
     export = pd.read_csv(study_dir / "trials.csv")
     assert set(export["setting_proxy_steps"]) == {"1,p,1", "2"}  # text that survives read_csv, for every trial
-    assert export["fixed_image_size"].eq(64).all() and export["study"].eq("tiny").all()
+    # Every row's effective settings (issue 24: `fixed_*` columns showed the study's, not the row's).
+    assert export["setting_image_size"].eq(64).all() and export["study"].eq("tiny").all()
+    assert export.loc[export["kind"] == "baseline", "setting_threshold"].isna().all()  # no mask: no threshold
+    assert "proxy_steps_done" in export and "stage" in export
     export = export[(export["state"] == "COMPLETE") & (export["kind"] != "control")]
     verdicts = pd.read_csv(study_dir / "report" / "tables" / "verdicts.csv")
     legend = pd.read_csv(study_dir / "report" / "tables" / "legend.csv").set_index("label")
@@ -85,7 +90,7 @@ def test_report_tables_agree_with_the_export(study_dir):
     assert sorted(verdicts["reference_kind"].unique()) == ["baseline", "control (duplicate)", "control (randomcam)"]
     for _, row in verdicts[verdicts["reference_kind"] == "baseline"].iterrows():
         threshold = float(re.search(r"threshold=([\d.]+)", legend.loc[row["configuration"], "configuration"]).group(1))
-        mine = export[(export["threshold"] == threshold)].sort_values("seed")["test_accuracy"].to_numpy()
+        mine = export[(export["setting_threshold"] == threshold)].sort_values("seed")["test_accuracy"].to_numpy()
         base = export[export["kind"] == "baseline"].sort_values("seed")["test_accuracy"].to_numpy()
         assert row["mean_config"] == pytest.approx(mine.mean())
         assert row["mean_reference"] == pytest.approx(base.mean())

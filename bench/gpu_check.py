@@ -239,6 +239,21 @@ def bare_amp_loop(arch: str, size: int, batch: int, steps: int) -> float | None:
     return batch * steps / (time.perf_counter() - start)
 
 
+def calibrate(results: list[dict]) -> None:
+    """The steady-state images/s of each architecture this GPU trained, for `search run --dry-run`'s price."""
+    from search.price import calibration_file
+    from trainer.files import atomic_write_json
+
+    rows = [
+        {"architecture": r["architecture"], "image_size": 224, "images_per_s": r["images_per_s"]}
+        for r in results
+        if r.get("architecture") and r.get("images_per_s") and r.get("ok")
+    ]
+    if rows:
+        atomic_write_json(calibration_file(), {"device": torch.cuda.get_device_name(0), "rows": rows})
+        print(json.dumps({"calibration": str(calibration_file()), "architectures": len(rows)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the CPU form, even on a GPU machine")
@@ -261,6 +276,8 @@ def main() -> None:
             case("auto batch on half GPUs", budget, 60 * scale, results, check.auto_on_half_gpus)
             case("shared stems", budget, 90 * scale, results, check.stems)
             case("forced OOM retried whole", budget, 45 * scale, results, check.forced_oom)
+        if gpu:
+            calibrate(results)
     finally:
         print(
             json.dumps(

@@ -343,6 +343,33 @@ def confirm(
     )
 
 
+def _amount(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}" if hours >= 1 else f"{hours:.3f}"
+
+
+def _print_price(price: dict, share: bool) -> None:
+    """The plan's price: per (dataset, architecture) and in total, each rate's evidence said once."""
+    unit = price["unit"]
+    print(f"price ({unit}; training epochs only: proxy steps and evaluation come on top):")
+    for (dataset, arch), group in sorted(price["groups"].items(), key=str):
+        hours = group["hours_shared"] if share else group["hours_naive"]
+        figure = "unknown" if math.isnan(hours) else _amount(hours)
+        print(
+            f"  {dataset} × {arch}: {group['naive']:,} epochs ({group['shared']:,} shared): {figure} {unit} "
+            f"[{group['rate'].evidence}]"
+        )
+    parts = [f"{_amount(price['hours_naive'])} each point from scratch"]
+    if share:
+        parts.append(f"{_amount(price['hours_shared'])} with shared stems")
+    if price["hours_halving"] is not None:
+        parts.append(f"at most {_amount(price['hours_halving'])} with halving")
+    best = price["hours_halving"] if price["hours_halving"] is not None else price["hours_shared"]
+    device = "GPU" if unit == "GPU-hours" else "slot"
+    wall = ", ".join(f"{n} {device}{'s' if n > 1 else ''}: {_amount(best / n)} h" for n in (1, 8, 32))
+    left_out = f" (leaving out {price['unknown']} groups whose data is not there)" if price["unknown"] else ""
+    print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}")
+
+
 def _existing_study(name: str, storage: str):
     """The study `name` in `storage`, or None when the database or the study does not exist yet."""
     from search.status import load_study
@@ -370,11 +397,14 @@ def _print_plan(spec, storage: str, out_dir: Path, artifacts: str, share: bool) 
     )
     if info["epochs_halving"] is not None:
         print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")
+    _print_price(info["price"], share)
     print(f"storage: {info['storage']}\ntrial folders: {info['artifacts']}/trials/")
     for line in info["datasets"]:
         print(f"dataset {line}")
-    for params in info["first_points"]:
-        print(f"  would run: {params}")
+    total = info["grid_size"]
+    for i, params in enumerate(info["first_points"], start=1):
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        print(f"  would run ({i:,} of {info['to_run']:,} to run, {total:,} in the grid): {shown}")
     if info["problems"]:
         fail("; ".join(info["problems"]) + " (search run would refuse this space)")
 

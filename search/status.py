@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, schedule_epochs
 from search.plan import build_plan
+from search.price import price
 from search.progress import better, chance_warning, eta_seconds, format_seconds
 from search.space import root_problems
 from search.study import StudyError, check_extension, open_storage, spec_of, tally, wait_for_creator
@@ -133,6 +134,7 @@ def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str
     t = tally(spec, trials)
     pending = [p.point for p in t.pending]
     plan = build_plan(pending, spec.data["fixed"], share)
+    halving_epochs = halving_bound(spec, pending, plan) if spec.halving else None
     return {
         "study": spec.name,
         "grid_size": len(spec.points),
@@ -146,7 +148,8 @@ def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str
         "stems": len(plan.stems),
         "epochs_naive": plan.naive_epochs,
         "epochs_shared": plan.shared_epochs,
-        "epochs_halving": halving_bound(spec, pending, plan) if spec.halving else None,
+        "epochs_halving": halving_epochs,
+        "price": price(spec, pending, plan, trials, halving_epochs),
         "first_points": [p.params for p in pending[:5]],
         "datasets": dataset_summaries(spec),
         "problems": root_problems(spec.data),

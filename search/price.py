@@ -1,0 +1,164 @@
+"""What a plan costs: epochs to train × seconds per epoch, per (dataset, architecture), in GPU-hours (or CPU-hours)
+and in wall time, naive, with shared stems and with halving. Pure arithmetic over the plan, with each rate's evidence
+said beside it, best first: epochs this study already trained (its completed trials' train seconds per epoch), a
+calibration written by `bench/gpu_check.py` on a named GPU (images/s per architecture at a size), or a stated rough
+default scaled by images × pixels × the architecture's relative cost. Training epochs only: proxy steps and
+evaluation come on top.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from search.grid import GridSpec, Point, schedule_epochs
+from search.plan import Plan
+from trainer.files import default_cache_dir
+
+CALIBRATION = "calibration.json"
+ROUGH_IMAGES_PER_S = 1500.0  # resnet18 at 224 px with mixed precision on one current GPU: a rough default
+ROUGH_CPU_IMAGES_PER_S = 15.0  # resnet18 at 224 px on 2 CPU threads (177 images/s at 64 px, measured here)
+# Training cost relative to resnet18 at the same size (forward+backward FLOPs, rounded); others count as 1.
+RELATIVE_COST = {
+    "resnet18": 1.0,
+    "resnet34": 2.0,
+    "resnet50": 2.3,
+    "efficientnet_b0": 0.9,
+    "vgg16": 8.5,
+    "vit_base_patch16_224": 9.6,
+    "vit_small_patch16_224": 2.5,
+    "convnext_tiny": 2.5,
+}
+# Images of the datasets whose size is known without reading them (train and official test parts pooled).
+KNOWN_IMAGES = {"digits": 1797, "fashion_mnist": 70000, "cifar10": 60000, "cifar100": 60000, "mnist": 70000}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Seconds per training epoch, and where the figure comes from."""
+
+    seconds: float
+    evidence: str
+
+
+def calibration_file() -> Path:
+    """Where `bench/gpu_check.py` writes its images/s per architecture (this machine's cache folder)."""
+    return default_cache_dir() / CALIBRATION
+
+
+def dataset_images(dataset: dict) -> int | None:
+    """The number of images of a dataset entry, when it can be known without decoding (None otherwise)."""
+    if dataset["kind"] in KNOWN_IMAGES:
+        limit = dataset.get("limit_per_class")
+        return KNOWN_IMAGES[dataset["kind"]] if not limit else min(KNOWN_IMAGES[dataset["kind"]], limit * 10)
+    if dataset["kind"] == "imagefolder" and dataset.get("root"):
+        from trainer.imagefolder import FolderError, summarize_folder
+
+        try:
+            return sum(summarize_folder(Path(dataset["root"])).images.values())
+        except FolderError:
+            return None
+    return None
+
+
+def rate(point: Point, spec: GridSpec, measured: dict[tuple, list[float]], calibration: dict | None) -> Rate | None:
+    """Seconds per training epoch of `point`: measured in this study, else calibrated, else the rough default."""
+    dataset = point.params.get("dataset", next(iter(spec.data["datasets"])))
+    arch, size = point.setting("architecture"), int(point.setting("image_size"))
+    seen = measured.get((dataset, arch, size))
+    if seen:
+        return Rate(statistics.median(seen), f"measured: {len(seen)} completed trials of this study")
+    images = dataset_images(point.dataset)
+    if images is None:
+        return None
+    split = point.setting("split") or {}
+    held_out = split.get("val", 0.15) + (split.get("test", 0.15) if isinstance(split.get("test"), float) else 0.15)
+    train = images * (1 - held_out)
+    for row in (calibration or {}).get("rows", []):
+        if row.get("architecture") == arch and row.get("images_per_s"):
+            per_s = row["images_per_s"] * (row["image_size"] / size) ** 2
+            device = (calibration or {}).get("device")
+            return Rate(train / per_s, f"calibrated on {device} by bench/gpu_check.py")
+    cost = RELATIVE_COST.get(arch, 1.0)
+    gpu = bool(spec.resources["gpus_per_trial"])
+    base = ROUGH_IMAGES_PER_S if gpu else ROUGH_CPU_IMAGES_PER_S * spec.resources["cpus_per_trial"] / 2
+    per_s = base * (224 / size) ** 2 / cost
+    return Rate(
+        train / per_s,
+        f"rough default: {base:,.0f} images/s for resnet18 at 224 px on {'one GPU' if gpu else 'this trial’s CPUs'}, "
+        f"÷{cost:g} for this architecture, scaled by pixels",
+    )
+
+
+def measured_rates(trials: list[FrozenTrial], spec: GridSpec) -> dict[tuple, list[float]]:
+    """Train seconds per epoch of this study's completed trials, per (dataset, architecture, image size)."""
+    points = {p.grid_key: p for p in spec.points}
+    out: dict[tuple, list[float]] = {}
+    for t in trials:
+        point = points.get(t.user_attrs.get("grid_key"))
+        seconds, epochs = t.user_attrs.get("train_seconds"), t.user_attrs.get("epochs")
+        if t.state != TrialState.COMPLETE or point is None or not seconds or not epochs:
+            continue
+        dataset = point.params.get("dataset", next(iter(spec.data["datasets"])))
+        key = (dataset, point.setting("architecture"), int(point.setting("image_size")))
+        out.setdefault(key, []).append(seconds / epochs)
+    return out
+
+
+def load_calibration() -> dict | None:
+    try:
+        data = json.loads(calibration_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def price(
+    spec: GridSpec, pending: list[Point], plan: Plan, trials: list[FrozenTrial], halving_epochs: int | None
+) -> dict[str, Any]:
+    """Per (dataset, architecture): epochs naive and shared, their hours and the rate's evidence; and the totals in
+    device-hours (GPU-hours when trials have GPUs, else CPU-slot-hours), with halving scaled like its epochs."""
+    measured, calibration = measured_rates(trials, spec), load_calibration()
+    shared_start = {p.grid_key: plan.start_epoch(p.grid_key) for p in pending}
+    groups: dict[tuple, dict[str, Any]] = {}
+    for point in pending:
+        dataset = point.params.get("dataset", next(iter(spec.data["datasets"])))
+        group = groups.setdefault(
+            (dataset, point.setting("architecture")), {"naive": 0, "shared": 0, "seconds_naive": 0.0, "rate": None}
+        )
+        epochs = schedule_epochs(str(point.setting("proxy_steps")))
+        group["naive"] += epochs
+        group["shared"] += epochs - shared_start[point.grid_key]
+        found = rate(point, spec, measured, calibration) or Rate(math.nan, "unknown: its data is not there to count")
+        group["rate"] = found
+        group["seconds_naive"] += epochs * found.seconds
+    by_key = {p.grid_key: p for p in pending}
+    for stem in plan.stems.values():  # each stem's own epochs, once, in its members' group
+        member = by_key.get(stem.representative)
+        if member is not None:
+            dataset = member.params.get("dataset", next(iter(spec.data["datasets"])))
+            parent = plan.stems[stem.parent].epochs if stem.parent else 0
+            groups[(dataset, member.setting("architecture"))]["shared"] += stem.epochs - parent
+    per_device = spec.resources["gpus_per_trial"] or 1.0  # a trial on half a GPU costs half a GPU-hour
+    for group in groups.values():
+        per_epoch = group["seconds_naive"] / group["naive"] if group["naive"] else math.nan
+        group["hours_naive"] = group["seconds_naive"] * per_device / 3600
+        group["hours_shared"] = group["shared"] * per_epoch * per_device / 3600
+    known = [g for g in groups.values() if not math.isnan(g["hours_naive"])]
+    shared = sum(g["hours_shared"] for g in known)
+    return {
+        "unit": "GPU-hours" if spec.resources["gpus_per_trial"] else "CPU-slot-hours",
+        "groups": groups,
+        "unknown": len(groups) - len(known),
+        "hours_naive": sum(g["hours_naive"] for g in known),
+        "hours_shared": shared,
+        "hours_halving": None
+        if halving_epochs is None or not plan.shared_epochs
+        else shared * halving_epochs / plan.shared_epochs,
+    }

@@ -1,0 +1,58 @@
+"""The price of a plan: epochs × seconds per epoch, with the evidence of each rate."""
+
+import json
+
+import pytest
+
+from search.plan import build_plan
+from search.price import ROUGH_CPU_IMAGES_PER_S, calibration_file, price
+from tests.search.helpers import search_cli, spec
+
+
+def plan_of(s):
+    pending = s.points
+    return pending, build_plan(pending, s.data["fixed"], True)
+
+
+def test_the_rough_default_is_images_times_pixels_over_a_stated_speed():
+    s = spec(resources={"cpus_per_trial": 2, "gpus_per_trial": 0})
+    pending, plan = plan_of(s)
+    priced = price(s, pending, plan, [], None)
+    ((_, group),) = priced["groups"].items()
+    train = 200 * (1 - 0.15 - 0.15)  # digits, 20 a class, the default split
+    per_epoch = train / (ROUGH_CPU_IMAGES_PER_S * (224 / 64) ** 2)
+    assert group["naive"] == plan.naive_epochs and group["shared"] == plan.shared_epochs
+    assert group["hours_naive"] == pytest.approx(plan.naive_epochs * per_epoch / 3600)
+    assert priced["hours_shared"] == pytest.approx(plan.shared_epochs * per_epoch / 3600)
+    assert "rough default" in group["rate"].evidence and priced["unit"] == "CPU-slot-hours"
+
+
+def test_a_calibration_from_the_device_check_is_preferred_and_named():
+    s = spec(resources={"cpus_per_trial": 1, "gpus_per_trial": 0.5})
+    calibration_file().parent.mkdir(parents=True, exist_ok=True)
+    calibration_file().write_text(
+        json.dumps(
+            {"device": "NVIDIA H200", "rows": [{"architecture": "test_resnet", "image_size": 64, "images_per_s": 1400}]}
+        )
+    )
+    try:
+        pending, plan = plan_of(s)
+        priced = price(s, pending, plan, [], None)
+    finally:
+        calibration_file().unlink()
+    ((_, group),) = priced["groups"].items()
+    assert group["rate"].evidence == "calibrated on NVIDIA H200 by bench/gpu_check.py"
+    per_epoch = 200 * 0.7 / 1400
+    assert group["hours_naive"] == pytest.approx(plan.naive_epochs * per_epoch * 0.5 / 3600)  # half a GPU each
+    assert priced["unit"] == "GPU-hours"
+
+
+def test_the_thesis_grid_dry_run_prints_its_price(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = search_cli("run", str(root / "spaces" / "thesis_grid.yaml"), "--dry-run", cwd=tmp_path)
+    assert "54,720 points" in done.stdout
+    assert "price (GPU-hours; training epochs only" in done.stdout
+    assert "cifar100 × resnet18: 134,997 epochs (87,729 shared):" in done.stdout
+    assert "total GPU-hours (leaving out 10 groups whose data is not there)" in done.stdout

@@ -154,3 +154,28 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
     assert exported.returncode == 0
     header = (tmp_path / "runs" / "tiny" / "trials.csv").read_text().splitlines()
     assert "stage" in header[0].split(",") and ",exploration," in header[1]
+
+
+def test_confirm_refuses_bad_input_with_one_line_and_creates_nothing(tmp_path):
+    """Every input of `search confirm`, hostile: one `error:` line, exit 2, no study or folder made."""
+    import optuna
+
+    from tests.search.helpers import spec
+
+    (tmp_path / "runs").mkdir()
+    storage = f"sqlite:///{tmp_path}/runs/tiny.db"
+    optuna.create_study(study_name="tiny", storage=storage).set_user_attr("space", spec().data)
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    for args, message in (
+        (["--study", "tiny", "--top", "0"], "--top: expected an integer of at least 1"),
+        (["--study", "tiny", "--seeds", "2"], "--seeds: expected an integer of at least 3"),
+        (["--study", "tiny", "--per", "colour"], "--per: 'colour' is not an axis of tiny"),
+        (["--study", "tiny", "--name", "../x"], "is not a valid study name"),
+        (["--study", "tiny", "--correction", "sidak"], "--correction: expected one of holm, bh, none"),
+        (["--study", "nope"], "no study database at"),
+        (["--study", "tiny"], "the exploration has no complete proxy trial to rank: run it first"),
+    ):
+        done = search_cli("confirm", *args, "--dry-run", cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before

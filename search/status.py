@@ -94,11 +94,18 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         else {"value": best_trial.value, "number": best_trial.number, "params": best_trial.params}
     )
     parallel = int(study.user_attrs.get("slots") or max(len(t.running), 1))
+    pending = [p.point for p in t.pending]
+    plan = build_plan(pending, spec.data["fixed"], bool(study.user_attrs.get("share", True)))
+    # The ETA is the dry-run's price of what is left (epochs × this study's own seconds per epoch) over the slots;
+    # before any trial finished, or for data that cannot be counted, the mean trial time so far.
+    priced = price(spec, pending, plan, trials, None)
+    work = priced["hours_shared"] * 3600 / (spec.resources["gpus_per_trial"] or 1.0)
+    measured = all("measured" in g["rate"].evidence for g in priced["groups"].values())
+    eta = work / parallel if pending and measured and not priced["unknown"] else None
     stems = None
     if study.user_attrs.get("share") and study.user_attrs.get("artifacts"):
         from search.store import ArtifactStore
 
-        plan = build_plan([p.point for p in t.pending], spec.data["fixed"])
         store = ArtifactStore(study.user_attrs["artifacts"])
         done = sum(store.folder(stem.folder).read_result() is not None for stem in plan.stems.values())
         stems = {"to_run": len(plan.stems) - done, "done": done}
@@ -115,7 +122,8 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "trials": len(trials),
         "best": best,
         "mean_trial_seconds": sum(durations) / len(durations) if durations else None,
-        "eta_seconds": eta_seconds(durations, waiting + len(t.running), parallel),
+        "eta_seconds": eta if eta is not None else eta_seconds(durations, waiting + len(t.running), parallel),
+        "eta_basis": "epochs left × this study's seconds per epoch" if eta is not None else "mean trial time",
         "artifacts": study.user_attrs.get("artifacts"),
         "stems": stems,
         "warning": chance_warning(trials),

@@ -56,3 +56,24 @@ def test_the_thesis_grid_dry_run_prints_its_price(tmp_path):
     assert "price (GPU-hours; training epochs only" in done.stdout
     assert "cifar100 × resnet18: 134,997 epochs (87,729 shared):" in done.stdout
     assert "total GPU-hours (leaving out 10 groups whose data is not there)" in done.stdout
+
+
+def test_status_s_eta_is_the_price_of_what_is_left_at_this_study_s_own_rate(tmp_path):
+    """Issue 24: `search status` uses the dry-run's model for its ETA: epochs left × seconds per epoch measured in
+    this study, over the slots."""
+    from search.status import load_study, load_trials, study_status
+    from search.study import GridStudy
+
+    s = spec()
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    grid.study.set_user_attr("slots", 2)
+    first = grid.pending()[0]
+    number = grid.start(first)
+    assert grid.finish(number, {"val_accuracy": 0.5, "train_seconds": 10.0, "epochs": 2}) is None  # 5 s an epoch
+    info = study_status(
+        load_study("tiny", f"sqlite:///{tmp_path}/s.db"), load_trials("tiny", f"sqlite:///{tmp_path}/s.db")
+    )
+    pending = [p for p in s.points if p.grid_key != first.point.grid_key]
+    plan = build_plan(pending, s.data["fixed"], True)
+    assert info["eta_basis"] == "epochs left × this study's seconds per epoch"
+    assert info["eta_seconds"] == pytest.approx(plan.shared_epochs * 5.0 / 2)

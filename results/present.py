@@ -16,7 +16,6 @@ from trainer.files import atomic_write_bytes
 
 MISSING = "--"
 BOUNDED = ("accuracy", "f1", "precision", "recall", "fraction")  # metrics in [0, 1]
-WIDE = 7  # a LaTeX table with more columns is scaled to the text width
 HEADERS = {
     "test_accuracy": "test accuracy",
     "test_f1_macro": "test F1 (macro)",
@@ -51,11 +50,14 @@ def header(name: str) -> str:
     return HEADERS.get(name, name.replace("_", " "))
 
 
+COUNTS = ("n", "seeds", "trials", "comparisons", "family", "family_size", "better", "worse", "no evidence")
+
+
 def number(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if isinstance(value, (int, bool)) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
-        return f"{int(value)}"
+        return f"{int(value):,}" if abs(value) >= 10000 else f"{int(value)}"
     return f"{value:.{digits}f}"
 
 
@@ -66,6 +68,8 @@ def p_value(value) -> str:
 
 
 def digits_for(metric: str) -> int:
+    if metric in COUNTS or metric.startswith(("no verdict", "proxy_images")):
+        return 0
     if metric.endswith("_mb") or "seconds" in metric or metric == "images_seen":
         return 0 if metric.endswith("_mb") or metric == "images_seen" else 1
     return 3
@@ -84,9 +88,10 @@ def mean_sd(row: pd.Series, metric: str) -> str:
 def interval(low, high, metric: str, clipped: list[bool]) -> str:
     if _missing(low) or _missing(high):
         return MISSING
-    if _bounded(metric) and (low < 0 or high > 1):
+    floor = -1.0 if metric == "difference" else 0.0  # a difference of accuracies lies in [-1, 1]
+    if (_bounded(metric) or metric == "difference") and (low < floor or high > 1):
         clipped.append(True)
-        low, high = max(low, 0.0), min(high, 1.0)
+        low, high = max(low, floor), min(high, 1.0)
     d = digits_for(metric)
     return f"[{number(low, d)}, {number(high, d)}]"
 
@@ -139,6 +144,7 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
                 "MDE": number(r["mde"]),
                 "Wilcoxon p": p_value(r["wilcoxon_p"]),
                 "epochs": f"{number(r['epochs_config'], 0)} vs {number(r['epochs_reference'], 0)}",
+                "images seen": f"{number(r['images_config'], 0)} vs {number(r['images_reference'], 0)}",
                 "verdict": r["verdict"] + (" †" if r["budget_note"] else ""),
             }
         )
@@ -152,6 +158,8 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
         "its size, seeds and observed spread (a difference below it going uncalled is no evidence of no effect).",
         "† the two sides trained on budgets more than 5% apart (epochs or images seen).",
     ]
+    if clipped:
+        notes.append("Intervals of a difference of accuracies are clipped to [-1, 1], where it lies.")
     if stage == "confirmation":
         caption = "Confirmatory verdicts: each selected configuration on fresh seeds against its matched references"
     else:
@@ -225,7 +233,7 @@ LATEX_ESCAPES = {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
-    "†": r"$^\dagger$",
+    "†": r"\dag{}",
     "–": "--",
     "≤": r"$\leq$",
     "×": r"$\times$",
@@ -238,31 +246,100 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_ESCAPES.get(ch, ch) for ch in str(text))
 
 
-def to_latex(shown: Shown) -> str:
-    """A `table` float with a booktabs `tabular`, `\\caption` and `\\label{tab:<name>}`, scaled to the text width
-    when wide. Needs `\\usepackage{booktabs,graphicx}`."""
+PACKAGES = r"\usepackage{booktabs,rotating}"
+CAPTIONED = ("dataset", "architecture")  # said once in the caption when every row has the same
+# Widths in points at \footnotesize (cmr8: about 4.6 pt a character, 12 pt of padding a column), against an
+# article's text width (345 pt) and text height (592 pt, the width of a landscape page).
+CHAR_PT, COLUMN_PT, TEXT_WIDTH_PT, LANDSCAPE_PT = 4.6, 12.0, 345.0, 592.0
+
+
+def to_latex(shown: Shown, study: str = "") -> str:
+    """`table` floats that drop into a thesis unedited: booktabs, `\\caption`, `\\label{tab:<study>-<name>}` (two
+    studies in one thesis never clash), the dataset or architecture said once in the caption when every row has the
+    same, headers
+    broken over lines (`\\shortstack`), the body at \\footnotesize, on a landscape page (`sidewaystable`) when too
+    wide for the text, and split into parts (the leading text columns repeated) when too wide for that too; the notes
+    under the last part in its own width (the tabular is measured in a box). Nothing is scaled, so no text prints
+    below the footnote size. Needs PACKAGES."""
     frame = shown.frame
+    constant = [c for c in CAPTIONED if c in frame.columns and len(frame) > 1 and frame[c].nunique(dropna=False) == 1]
+    caption = shown.caption
+    if constant and len(constant) < len(frame.columns):
+        caption = f"{shown.caption} ({'; '.join(f'{c}: {frame[c].iloc[0]}' for c in constant)})"
+        frame = frame.drop(columns=constant)
+    columns = list(frame.columns)
+    widths = {
+        c: max([*(len(line) for line in _header_lines(c)), *(len(str(v)) for v in frame[c])]) * CHAR_PT + COLUMN_PT
+        for c in columns
+    }
+    keys = []
+    for c in columns[:3]:
+        if _numeric(frame[c]):
+            break
+        keys.append(c)
+    rest = [c for c in columns if c not in keys]
+    parts: list[list[str]] = [[]]
+    for c in rest:  # greedily, each part as wide as a landscape page allows
+        if parts[-1] and sum(widths[k] for k in [*keys, *parts[-1], c]) > LANDSCAPE_PT:
+            parts.append([])
+        parts[-1].append(c)
+    label = re.sub(r"[^a-z0-9]+", "-", f"{study}-{shown.name}".lower()).strip("-")
+    out = []
+    for i, part in enumerate(parts, start=1):
+        chosen = [*keys, *part] if part else keys
+        title = caption if len(parts) == 1 else f"{caption} (part {i} of {len(parts)})"
+        notes = shown.notes if i == len(parts) else []
+        out.append(_float(frame[chosen], title, label if i == 1 else f"{label}-{i}", notes, widths))
+    return "\n".join(out)
+
+
+def _header_lines(name: str, width: int = 12) -> list[str]:
+    """A header broken at spaces into lines of about `width` characters."""
+    lines: list[str] = []
+    for word in str(name).split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _float(frame: pd.DataFrame, caption: str, label: str, notes: list[str], widths: dict[str, float]) -> str:
+    width = sum(widths[c] for c in frame.columns)
+    env = "sidewaystable" if width > TEXT_WIDTH_PT else "table"
     align = "".join("r" if _numeric(frame[c]) else "l" for c in frame.columns) or "l"
-    body = [
+    head = " & ".join(
+        r"\shortstack["
+        + ("r" if _numeric(frame[c]) else "l")
+        + "]{"
+        + r"\\".join(latex_escape(x) for x in _header_lines(c))
+        + "}"
+        for c in frame.columns
+    )
+    lines = [
+        rf"\begin{{{env}}}[htbp]",
+        r"\centering",
+        rf"\caption{{{latex_escape(caption)}}}",
+        rf"\label{{tab:{label}}}",
+        r"\footnotesize",
+        r"\setbox0\hbox{%",
         rf"\begin{{tabular}}{{{align}}}",
         r"\toprule",
-        " & ".join(latex_escape(c) for c in frame.columns) + r" \\",
+        head + r" \\",
         r"\midrule",
+        *(" & ".join(latex_escape(v) for v in row) + r" \\" for row in frame.itertuples(index=False)),
+        r"\bottomrule",
+        r"\end{tabular}}",
+        r"\usebox0",
     ]
-    body += [" & ".join(latex_escape(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
-    body += [r"\bottomrule", r"\end{tabular}"]
-    if len(frame.columns) > WIDE:
-        body = [r"\resizebox{\textwidth}{!}{%", *body, "}"]
-    label = re.sub(r"[^a-z0-9]+", "-", shown.name.lower()).strip("-")
-    lines = [
-        r"\begin{table}[htbp]",
-        r"\centering",
-        rf"\caption{{{latex_escape(shown.caption)}}}",
-        rf"\label{{tab:{label}}}",
-        *body,
-    ]
-    lines += [rf"\par\smallskip\footnotesize {latex_escape(note)}" for note in shown.notes]
-    lines.append(r"\end{table}")
+    if notes:
+        lines += [
+            r"\par\smallskip",
+            r"\begin{minipage}{\wd0}\raggedright",
+            *(rf"{latex_escape(note)}\par" for note in notes),
+            r"\end{minipage}",
+        ]
+    lines.append(rf"\end{{{env}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -271,10 +348,10 @@ def _numeric(column: pd.Series) -> bool:
     return bool(values) and all(re.fullmatch(r"[<\-]?[\d.]+", str(v)) for v in values)
 
 
-def write(shown: Shown, raw: pd.DataFrame, folder) -> list:
+def write(shown: Shown, raw: pd.DataFrame, folder, study: str = "") -> list:
     """`<name>.csv` (raw numbers), `.md` and `.tex` (for people) under `folder`."""
     paths = [folder / f"{shown.name}.{ext}" for ext in ("csv", "md", "tex")]
     atomic_write_bytes(paths[0], raw.to_csv(index=False).encode())
     atomic_write_bytes(paths[1], to_markdown(shown).encode())
-    atomic_write_bytes(paths[2], to_latex(shown).encode())
+    atomic_write_bytes(paths[2], to_latex(shown, study).encode())
     return paths

@@ -78,7 +78,7 @@ def build_report(
     }
     shown = _presented(raw, correction, data.stage)
     for name, table in raw.items():
-        present.write(shown[name], table, out_dir / "tables")
+        present.write(shown[name], table, out_dir / "tables", data.name)
     figures = _figures(trials, data, notes)
     _static_images(figures, out_dir / "figures", notes)
     if to_dashboard:
@@ -116,10 +116,13 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
         if name.startswith("by_"):
             shown[name] = present.summary(name, table, captions.get(name, f"By {name[3:].replace('_', ' ')}"))
         elif name == "best_configurations":
-            ci = [c for c in table.columns if c.startswith("test_accuracy_ci")]
-            clipped = table.copy()
-            for c in ci:
-                clipped[c] = clipped[c].clip(0, 1)
+            clipped = table.drop(columns=[c for c in table.columns if c.startswith("test_accuracy_ci")])
+            if "test_accuracy_ci_low" in table:  # one `[lo, hi]` column, as in every other table
+                ci = [
+                    present.interval(lo, hi, "test_accuracy", [])
+                    for lo, hi in zip(table["test_accuracy_ci_low"], table["test_accuracy_ci_high"], strict=True)
+                ]
+                clipped["test accuracy 95% CI"] = ci
             shown[name] = present.plain(
                 name,
                 clipped,

@@ -17,6 +17,7 @@ from rich.console import Console
 from results.report import build_report
 from search.driver import RunOptions, run_study
 from search.status import load_study, load_trials
+from results.present import PACKAGES
 from tests.conftest import RAY_ARGS
 from tests.search.helpers import spec
 
@@ -172,7 +173,7 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
     assert len(tables) >= 8
     document = tmp_path / "thesis.tex"
     document.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+        "\\documentclass{article}\n" + PACKAGES + "\n\\begin{document}\n"
         + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tables)
         + "\\end{document}\n"
     )
@@ -187,3 +188,11 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
     assert done.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
     assert (tmp_path / "thesis.pdf").stat().st_size > 1000
+    for table in tables:  # issue 24: nothing scaled below the footnote size; labels that two studies cannot share
+        text = table.read_text()
+        assert "\\resizebox" not in text and "\\footnotesize" in text and "\\label{tab:tiny-" in text
+        assert not re.search(r"(?<![\d.])\d+\.000(?![\d])", text.split("\\midrule")[-1].split("\\bottomrule")[0]), table
+    if shutil.which("pdffonts"):  # the smallest text on the pages: Computer Modern fonts are cut per size (CMR8…)
+        fonts = subprocess.run(["pdffonts", "thesis.pdf"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        sizes = [int(size) for size in re.findall(r"\+CM[A-Z]+(\d+)\s", fonts.stdout)]
+        assert sizes and min(sizes) >= 7, fonts.stdout

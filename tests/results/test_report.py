@@ -14,10 +14,10 @@ import ray
 from PIL import Image
 from rich.console import Console
 
+from results.present import PACKAGES
 from results.report import build_report
 from search.driver import RunOptions, run_study
 from search.status import load_study, load_trials
-from results.present import PACKAGES
 from tests.conftest import RAY_ARGS
 from tests.search.helpers import spec
 
@@ -173,7 +173,9 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
     assert len(tables) >= 8
     document = tmp_path / "thesis.tex"
     document.write_text(
-        "\\documentclass{article}\n" + PACKAGES + "\n\\begin{document}\n"
+        "\\documentclass{article}\n"
+        + PACKAGES
+        + "\n\\begin{document}\n"
         + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tables)
         + "\\end{document}\n"
     )

@@ -231,7 +231,7 @@ def _effective(point: Point | None) -> dict[str, Any]:
     silent = set(point.dropped) | (set(CAM_AXES) if point.kind == "baseline" else set())
     return {
         f"setting_{name}": None if name.split(".")[0] in silent or value is None else _text(value)
-        for name, value in _flatten(point.config().to_dict()).items()
+        for name, value in flatten(point.config().to_dict()).items()
     }
 
 
@@ -239,11 +239,12 @@ def _text(value: Any) -> str:
     return json.dumps(value).strip('"')
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level of dotted keys: {"optimizer": {"lr": 1}} -> {"optimizer.lr": 1}."""
     out = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

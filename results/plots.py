@@ -97,15 +97,16 @@ def parallel_coordinates(data: StudyData) -> go.Figure | None:
                 "label": header(axis),
                 "values": codes,
                 "tickvals": list(range(len(order))),
-                "ticktext": [str(v) for v in order],
+                "ticktext": [f"{v:.3g}" if isinstance(v, float) else str(v) for v in order],
             }
         )
-    dimensions.append({"label": "test accuracy", "values": trials["test_accuracy"]})
+    dimensions.append({"label": "test accuracy", "values": trials["test_accuracy"], "tickformat": ".3f"})
     fig = go.Figure(
         go.Parcoords(
             line={"color": trials["test_accuracy"], "colorscale": "Viridis", "showscale": True}, dimensions=dimensions
         )
     )
+    fig.update_layout(margin={"l": 80, "r": 80, "t": 110})  # room for the tick labels of the outer axes
     return _style(fig, "Proxy-attention settings against test accuracy (constant settings left out)")
 
 
@@ -113,7 +114,11 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
     """Optuna's parameter importances for the objective over the proxy trials' axes, with n and a caveat when the
     study is too small for them to mean much."""
     proxy = data.proxy_trials
-    params = [a for a in data.axes if a in proxy and proxy[a].notna().all() and proxy[a].nunique() > 1]
+    params = [
+        a
+        for a in data.axes
+        if f"setting_{a}" in proxy and proxy[f"setting_{a}"].notna().all() and proxy[f"setting_{a}"].nunique() > 1
+    ]
     if len(proxy) < 4 or not params:
         return None
     # In memory: the evaluator reads the study again and again.

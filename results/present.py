@@ -19,7 +19,7 @@ BOUNDED = ("accuracy", "f1", "precision", "recall", "fraction")  # metrics in [0
 HEADERS = {
     "test_accuracy": "test accuracy",
     "test_f1_macro": "test F1 (macro)",
-    "train_seconds": "train s",
+    "train_seconds": "train seconds",
     "peak_gpu_mem_mb": "peak GPU memory (MB)",
     "peak_rss_mb": "peak memory (MB)",
     "val_accuracy": "val. accuracy",

@@ -21,14 +21,16 @@ from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
 from results import plots, present, tables
-from results.load import StudyData, folder_of, load_curves, load_study_data
+from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
 from search.progress import chance_warning
 from trainer.files import atomic_write_bytes
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222;background:#fff}"
     "table{border-collapse:collapse;font-size:12px;width:100%;table-layout:auto}"
-    "td,th{padding:2px 6px;border-bottom:1px solid #ddd;overflow-wrap:anywhere;text-align:left}"
+    "td,th{padding:2px 6px;border-bottom:1px solid #ddd;overflow-wrap:normal;word-break:normal;hyphens:none;"
+    "text-align:left}"
+    ".scroll{overflow-x:auto;max-width:100%;margin-bottom:1.5em}"
     ".figure{max-width:100%;overflow:hidden}.note{color:#555;font-size:12px}.warning{color:#a40000}"
     ".caption{font-weight:bold;margin:1em 0 0.3em}.stage{background:#f3f3f3;padding:0.5em}"
 )
@@ -198,7 +200,16 @@ def _table(shown: present.Shown) -> str:
         return "<p><em>nothing to show</em></p>"
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in shown.notes)
     caption = f"<p class='caption'>{html.escape(shown.caption)}</p>"  # the LaTeX table's caption, word for word
-    return caption + shown.frame.to_html(index=False, border=0, classes="table", escape=True) + notes
+    # Cells never break inside a word; a table wider than the page scrolls in its own box.
+    table = shown.frame.to_html(index=False, border=0, classes="table", escape=True)
+    return caption + f"<div class='scroll'>{table}</div>" + notes
+
+
+def _fixed_settings(data: StudyData) -> present.Shown:
+    """The space's fixed settings as a two-column table (nested ones dotted)."""
+    flat = flatten(data.spec.data["fixed"])
+    frame = pd.DataFrame({"setting": list(flat), "value": [str(v) for v in flat.values()]})
+    return present.Shown("fixed", frame, "Fixed settings (every point; defaults in the README's field table)")
 
 
 EXPLORATORY_ROWS = 60  # more exploratory comparisons than this stay in tables/verdicts.csv
@@ -278,8 +289,8 @@ def _html(
             or "–"
         )
         + ".</p>",
-        f"<p>Axes: {html.escape(', '.join(data.axes))}. Fixed: <code>{html.escape(str(data.spec.data['fixed']))}"
-        "</code></p>",
+        f"<p>Axes: {html.escape(', '.join(data.axes))}.</p>",
+        _table(_fixed_settings(data)),
         f"<p class='warning'>{html.escape(warning)}</p>" if warning else "",
         "<h2>What failed and why</h2>",
         _table(present.plain("failed", failed, "Failed tries")),
@@ -287,9 +298,9 @@ def _html(
     ]
     if len(raw["halving"]):
         parts += ["<h2>Successive halving</h2>", _table(shown["halving"])]
+    if data.stage == "confirmation":  # an exploration shows them as "what to confirm", above
+        parts += ["<h2>Best configurations</h2>", _table(shown["best_configurations"])]
     parts += [
-        "<h2>Best configurations</h2>",
-        _table(shown["best_configurations"]),
         "<h2>What the proxy steps made</h2>",
         _table(shown["proxy_statistics"]),
         "<h2>Figures</h2>",

@@ -136,6 +136,31 @@ def test_report_renders_offline_in_headless_chromium(study_dir, tmp_path):
         assert "main-svg" in figure and re.search(r"<(path|image|rect)\b", figure), figure[:300]
     widths = re.search(r"data-overflow=\"(\d+) (\d+)\"", dom.stdout)
     assert widths and int(widths.group(1)) <= int(widths.group(2)), widths  # nothing wider than the page
+    # Issue 24: no word broken inside a token (`mydigit s`, `architectur e`, p-values split) at two widths: each
+    # word of every table cell must lie on one line (one client rect for its range).
+    words = tmp_path / "words.html"
+    words.write_text(
+        text.replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => setTimeout(() => { let broken = [];"
+            "for (const cell of document.querySelectorAll('td, th')) { const node = cell.firstChild;"
+            "if (!node || node.nodeType !== 3) continue; const re = /\\S+/g; let m;"
+            "while ((m = re.exec(node.data))) { const r = document.createRange(); r.setStart(node, m.index);"
+            "r.setEnd(node, m.index + m[0].length); const lines = new Set([...r.getClientRects()].map(x => "
+            "Math.round(x.top))); if (lines.size > 1) broken.push(m[0]); } }"
+            "document.body.setAttribute('data-broken', broken.length + ':' + broken.slice(0, 5).join('|')); }, 500));"
+            "</script></body>",
+        )
+    )
+    for width in (900, 1400):
+        seen = subprocess.run(
+            [*common, f"--window-size={width},2400", "--dump-dom", words.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        broken = re.search(r'data-broken="(\d+):([^"]*)"', seen.stdout)
+        assert broken and broken.group(1) == "0", (width, broken and broken.group(2))
     shot = tmp_path / "report.png"
     subprocess.run(
         [*common, "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
@@ -193,7 +218,8 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
     for table in tables:  # issue 24: nothing scaled below the footnote size; labels that two studies cannot share
         text = table.read_text()
         assert "\\resizebox" not in text and "\\footnotesize" in text and "\\label{tab:tiny-" in text
-        assert not re.search(r"(?<![\d.])\d+\.000(?![\d])", text.split("\\midrule")[-1].split("\\bottomrule")[0]), table
+        if table.name == "families.tex":  # counts print as counts, not 36.000
+            assert not re.search(r"(?<![\d.])\d+\.000(?![\d])", text.split("\\midrule")[-1]), text
     if shutil.which("pdffonts"):  # the smallest text on the pages: Computer Modern fonts are cut per size (CMR8…)
         fonts = subprocess.run(["pdffonts", "thesis.pdf"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         sizes = [int(size) for size in re.findall(r"\+CM[A-Z]+(\d+)\s", fonts.stdout)]

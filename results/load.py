@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from search.confirm import stage
 from search.grid import CAM_AXES, GridSpec, Point
 from search.store import ArtifactStore
-from search.study import INTERNAL_ATTRS, shown_state, spec_of, trial_folder
+from search.study import INTERNAL_ATTRS, shown_state, spec_of, trial_folder, trial_seed
 from trainer.folder import TrialFolder
 
 KIND_PREFIX = {"proxy": "P", "baseline": "B", "control": "C"}
@@ -80,7 +80,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
             "kind": attrs.get("kind"),
             "baseline": attrs.get("baseline"),
         }
-        row["seed"] = trial.params.get("seed")
+        row["seed"] = trial_seed(trial)
         row["value"] = trial.value
         row.update({name: _scalar(attrs.get(name)) for name in metrics})
         start, end = trial.datetime_start, trial.datetime_complete

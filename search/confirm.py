@@ -20,6 +20,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import CAM_AXES, GridSpec, proxy_step_count
+from search.study import trial_seed
 
 MATCHED = ("random_location", "matched_duplicate")
 
@@ -43,7 +44,7 @@ def configurations(trials: list[FrozenTrial], spec: GridSpec) -> dict[str, dict[
             continue
         settings = {k: v for k, v in t.params.items() if k != "seed"}
         entry = out.setdefault(json.dumps(settings, sort_keys=True), {"settings": settings, "values": {}})
-        entry["values"][t.params.get("seed")] = t.value
+        entry["values"][trial_seed(t)] = t.value
     return out
 
 

@@ -200,7 +200,16 @@ def dataset_summaries(spec: GridSpec) -> list[str]:
     lines = []
     for name, ds in spec.data["datasets"].items():
         if ds["kind"] != "imagefolder":
-            lines.append(f"{name}: {ds['kind']}" + (f" in {ds['root']}" if ds["root"] else ""))
+            root = Path(ds["root"]) if ds["root"] else None
+            if ds["kind"] == "digits":
+                where = "bundled with scikit-learn: present"
+            elif root is not None and root.is_dir() and any(root.iterdir()):
+                where = f"in {root}: present"
+            elif ds.get("download"):
+                where = f"in {root}: not there yet (download: true fetches it in the first trial)"
+            else:
+                where = f"in {root}: missing"
+            lines.append(f"{name}: {ds['kind']} {where}")
             continue
         try:
             lines.append(f"{name}: {summarize_folder(Path(ds['root'])).describe()} in {ds['root']}")

@@ -67,6 +67,11 @@ NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
 STOPPED = ("orphaned", "interrupted")
 
 
+def trial_seed(trial: FrozenTrial) -> Any:
+    """A trial's seed: a user attr (studies made before it moved out of the params keep it as a param)."""
+    return trial.params.get("seed", trial.user_attrs.get("seed"))
+
+
 def shown_state(state: TrialState, fail_kind: object) -> str:
     """A trial's state as people read it: an interrupted or orphaned try is INTERRUPTED, not FAIL."""
     return "INTERRUPTED" if state == TrialState.FAIL and fail_kind in STOPPED else state.name
@@ -477,17 +482,21 @@ class GridStudy:
         return self.tally().pending
 
     def start(self, pending: PendingPoint) -> int:
-        """Create the RUNNING trial of a point (params, grid_key and attempt in one transaction); its number."""
+        """Create the RUNNING trial of a point (params, grid_key and attempt in one transaction); its number. The
+        seed is a user attr, not a param: it is a repeat, not a hyperparameter (optuna-dashboard's importance plot
+        would rank it among the settings)."""
         point = pending.point
+        params = {k: v for k, v in point.params.items() if k != "seed"}
         template = FrozenTrial(
             number=-1,
             state=TrialState.RUNNING,
             value=None,
             datetime_start=datetime.datetime.now(),
             datetime_complete=None,
-            params=point.params,
-            distributions=self.distributions(point),
+            params=params,
+            distributions={name: self._distribution(name) for name in params},
             user_attrs={
+                "seed": point.params.get("seed"),
                 "grid_key": point.grid_key,
                 "attempt": pending.attempt,
                 "baseline": point.baseline,
@@ -554,10 +563,6 @@ class GridStudy:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
     # -- distributions -------------------------------------------------------------------------------------
-    def distributions(self, point: Point) -> dict[str, BaseDistribution]:
-        """The Optuna distribution of each of a point's params in this study."""
-        return {name: self._distribution(name) for name in point.params}
-
     def _recorded_distributions(self) -> dict[str, BaseDistribution]:
         recorded: dict[str, BaseDistribution] = {}
         for trial in self.trials():

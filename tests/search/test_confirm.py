@@ -132,8 +132,9 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
     assert done.returncode == 0, done.stdout + done.stderr
     confirmed = [t for t in trials(tmp_path, "tiny-confirm") if t.state == TrialState.COMPLETE]
     assert len(confirmed) == 12
-    assert {t.params["seed"] for t in confirmed} == {2, 3, 4}  # fresh: the exploration ran 0 and 1
+    assert {t.user_attrs["seed"] for t in confirmed} == {2, 3, 4}  # fresh: the exploration ran 0 and 1
     kinds = {(t.user_attrs["kind"], t.params.get("control", "none")) for t in confirmed}
+    assert all("seed" not in t.params for t in confirmed)  # a repeat, not a hyperparameter
     assert kinds == {
         ("proxy", "none"),
         ("control", "random_location"),

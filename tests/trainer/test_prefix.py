@@ -31,6 +31,7 @@ SECOND_VALUE = {  # for each field, a value other than tiny_config's, to see whi
     "clear_every_step": True,
     "pixel_replacement": "black",
     "unchanged_proxies": "keep",
+    "control": "random_location",
     "augmentation": "cutout",
     "augment": dataclasses.asdict(AugmentConfig(cutout_size=0.3)),
     "class_loss_weight": 0.5,

@@ -101,7 +101,7 @@ def measured_rates(trials: list[FrozenTrial], spec: GridSpec) -> dict[tuple, lis
     points = {p.grid_key: p for p in spec.points}
     out: dict[tuple, list[float]] = {}
     for t in trials:
-        point = points.get(t.user_attrs.get("grid_key"))
+        point = points.get(str(t.user_attrs.get("grid_key")))
         seconds, epochs = t.user_attrs.get("train_seconds"), t.user_attrs.get("epochs")
         if t.state != TrialState.COMPLETE or point is None or not seconds or not epochs:
             continue

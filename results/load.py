@@ -63,11 +63,14 @@ class StudyData:
         return self.complete[self.complete["kind"] != "proxy"]
 
 
+RENAMED_METRICS = {"proxy_steps": "proxy_steps_done"}  # a metric named like a param (the schedule) gets its own name
+
+
 def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """One dict per trial: number, grid_key, state, attempt, kind, seed, the objective value, every metric,
-    start/complete times and duration, failure reason, rung where halving stopped it. (A point's settings are its
-    `setting_*` columns, resolved from the space: Optuna's params would only repeat some of them, and one of them,
-    `proxy_steps`, would hide the metric of that name.)"""
+    """One dict per trial: number, grid_key, state, attempt, kind, every Optuna param, the seed, the objective
+    value, every metric (`proxy_steps_done`: the proxy steps a trial made, beside the `proxy_steps` param),
+    start/complete times and duration, failure reason, rung where halving stopped it."""
+    params = sorted({name for t in trials for name in t.params} - {"seed"})
     metrics = sorted({name for t in trials for name in t.user_attrs} - set(INTERNAL_ATTRS) - {"seed"})
     rows = []
     for trial in trials:
@@ -80,9 +83,10 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
             "kind": attrs.get("kind"),
             "baseline": attrs.get("baseline"),
         }
+        row.update({name: trial.params.get(name) for name in params})
         row["seed"] = trial_seed(trial)
         row["value"] = trial.value
-        row.update({name: _scalar(attrs.get(name)) for name in metrics})
+        row.update({RENAMED_METRICS.get(name, name): _scalar(attrs.get(name)) for name in metrics})
         start, end = trial.datetime_start, trial.datetime_complete
         row["datetime_start"] = start.isoformat() if start else None
         row["datetime_complete"] = end.isoformat() if end else None
@@ -215,8 +219,8 @@ def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str
     effective = {key: _effective(points.get(key)) for key in set(frame["grid_key"])}
     settings = pd.DataFrame([effective[key] for key in frame["grid_key"]], index=frame.index)
     settings.insert(0, "setting_dataset", frame["setting_dataset"])  # its name in the space
-    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("setting_")] + ["config"])
-    frame = frame.rename(columns={"proxy_steps": "proxy_steps_done"})
+    params = {name for t in trials for name in t.params} - {"seed"}  # the settings say them all, resolved
+    frame = frame.drop(columns=[c for c in frame.columns if c.startswith("setting_") or c in params] + ["config"])
     frame.insert(0, "stage", data.stage)
     frame.insert(0, "study", data.name)
     frame = pd.concat([frame, settings], axis=1)

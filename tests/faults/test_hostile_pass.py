@@ -495,3 +495,25 @@ def test_one_config_gives_the_same_metrics_through_every_entry_point(tmp_path, l
     metrics["trial"] = without_timing(json.loads((tmp_path / "direct" / "result.json").read_text())["metrics"])
     assert metrics["local"] == metrics["ray"] == metrics["trial"]
     assert json.loads((tmp_path / "direct" / "result.json").read_text())["threads"] == 2
+
+
+@pytest.mark.slow
+def test_a_driver_whose_shell_ignored_sigint_still_stops_on_it(tmp_path):
+    """Issue 24: a driver started with `&` from a script inherits SIGINT ignored, so `kill -INT` did nothing."""
+    import signal
+
+    path = write_space(tmp_path / "s.yaml", fixed={**space()["fixed"], "proxy_steps": "3,p,3"})
+    driver = subprocess.Popen(
+        [*SEARCH, "run", str(path), "--executor", "local", "--no-share"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what `&` in a script does
+    )
+    deadline = time.monotonic() + 120
+    while not any(t.state == TrialState.RUNNING for t in trials(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "interrupted:" in out, out

@@ -21,7 +21,7 @@ from common import ROOT, emit, median_seconds, time_search
 from optuna.trial import FrozenTrial, TrialState
 
 from search.space import parse_space
-from search.study import GridStudy
+from search.study import GridStudy, optuna_params
 
 METRICS = (
     "val_accuracy",
@@ -71,9 +71,15 @@ def fill(grid: GridStudy) -> int:
             value=values["val_accuracy"],
             datetime_start=now,
             datetime_complete=now + datetime.timedelta(seconds=30),
-            params=pending.point.params,
+            params=optuna_params(pending.point),
             distributions=grid.distributions(pending.point),
-            user_attrs={"grid_key": pending.point.grid_key, "attempt": 1, "baseline": False, **values},
+            user_attrs={
+                "grid_key": pending.point.grid_key,
+                "seed": pending.point.params["seed"],
+                "attempt": 1,
+                "baseline": False,
+                **values,
+            },
             system_attrs={},
             intermediate_values={},
             trial_id=-1,

@@ -67,6 +67,11 @@ NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
 STOPPED = ("orphaned", "interrupted")
 
 
+def optuna_params(point: Point) -> dict[str, Any]:
+    """A point's Optuna params: its settings without the seed (a repeat, a user attr: `trial_seed`)."""
+    return {k: v for k, v in point.params.items() if k != "seed"}
+
+
 def trial_seed(trial: FrozenTrial) -> Any:
     """A trial's seed: a user attr (studies made before it moved out of the params keep it as a param)."""
     return trial.params.get("seed", trial.user_attrs.get("seed"))
@@ -486,15 +491,14 @@ class GridStudy:
         seed is a user attr, not a param: it is a repeat, not a hyperparameter (optuna-dashboard's importance plot
         would rank it among the settings)."""
         point = pending.point
-        params = {k: v for k, v in point.params.items() if k != "seed"}
         template = FrozenTrial(
             number=-1,
             state=TrialState.RUNNING,
             value=None,
             datetime_start=datetime.datetime.now(),
             datetime_complete=None,
-            params=params,
-            distributions={name: self._distribution(name) for name in params},
+            params=optuna_params(point),
+            distributions=self.distributions(point),
             user_attrs={
                 "seed": point.params.get("seed"),
                 "grid_key": point.grid_key,
@@ -563,6 +567,10 @@ class GridStudy:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
 
     # -- distributions -------------------------------------------------------------------------------------
+    def distributions(self, point: Point) -> dict[str, BaseDistribution]:
+        """The Optuna distribution of each of a point's params (`optuna_params`) in this study."""
+        return {name: self._distribution(name) for name in optuna_params(point)}
+
     def _recorded_distributions(self) -> dict[str, BaseDistribution]:
         recorded: dict[str, BaseDistribution] = {}
         for trial in self.trials():

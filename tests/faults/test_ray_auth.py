@@ -14,6 +14,7 @@ import pytest
 
 from search.cluster import slurm_script
 from search.rayauth import protect_token_file, require_token
+from tests.search.helpers import search_cli
 
 CLIENT = (
     "import logging, ray\n"
@@ -86,13 +87,7 @@ def test_the_token_file_is_made_its_owner_s_alone(tmp_path, monkeypatch):
 def test_a_cluster_head_makes_a_token_and_a_worker_without_one_is_refused(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
     env["HOME"] = str(tmp_path)
-    worker = subprocess.run(
-        [sys.executable, "-m", "search", "cluster", "worker", "127.0.0.1:1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    worker = search_cli("cluster", "worker", "127.0.0.1:1", cwd=tmp_path, timeout=120, env=env)
     assert worker.returncode == 2 and "no Ray token on this machine" in worker.stderr, worker.stderr
     assert "Traceback" not in worker.stderr
     # The head's token step (the head itself is started by the cluster tests): made, private, and then found.

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from common import emit, median_seconds
 
 from trainer.augmentations import REGISTRY, augment_batch
-from trainer.config import AugmentConfig
-from trainer.data import DatasetConfig, load_images, normalize, to_unit
+from trainer.batching import normalize, to_unit
+from trainer.config import AugmentConfig, DatasetConfig
 from trainer.epoch import CAM_AUGMENTATIONS
+from trainer.images import load_images
 from trainer.models import create_model
 from trainer.saliency_loss import saliency_terms
 

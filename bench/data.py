@@ -32,9 +32,11 @@ import numpy as np
 from common import ROOT, emit
 from PIL import Image
 
+from trainer.batching import Part, batches, model_input
 from trainer.config import DatasetConfig
-from trainer.data import Part, batches, load_images, load_uncached, model_input
 from trainer.folder import CONFIG
+from trainer.images import load_images
+from trainer.imageset import load_uncached
 
 
 def make_jpegs(root: Path, count: int, classes: int = 10, side: int = 256) -> Path:

@@ -576,7 +576,7 @@ def trial(
 ) -> None:
     """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
     from trainer import ConfigError, TrialConfig, run_trial
-    from trainer.data import DataError
+    from trainer.errors import DataError
     from trainer.modelcheck import ModelError
 
     if threads < 1:

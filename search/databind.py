@@ -18,7 +18,8 @@ from typing import Any
 
 from search.store import ArtifactStore
 from trainer.config import FASHION_MNIST_ROOT
-from trainer.imagefolder import FolderError, folder_listing
+from trainer.errors import FolderError
+from trainer.imagefolder import folder_listing
 
 
 class DataChanged(RuntimeError):

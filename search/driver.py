@@ -554,7 +554,7 @@ def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
     from search.progress import cache_progress
     from trainer.cache import ensure
     from trainer.config import DatasetConfig
-    from trainer.data import DataError
+    from trainer.errors import DataError
 
     needed = {(json_key(p.pending.point.dataset), p.pending.point.setting("image_size")) for p in run.points.values()}
     for dataset, size in sorted(needed):

@@ -27,7 +27,8 @@ from trainer.config import (
     _build,
     parse_proxy_steps,
 )
-from trainer.imagefolder import FolderError, check_image_folder
+from trainer.errors import FolderError
+from trainer.imagefolder import check_image_folder
 from trainer.prefix import proxy_boundaries
 
 TOP_KEYS = (

@@ -33,18 +33,17 @@ from pathlib import Path
 import numpy as np
 
 from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
-from trainer.data import (
-    DataError,
-    ImageSet,
+from trainer.decode import (
     decode_dataset,
     decode_image,
     fashion_mnist_files,
     folder_root,
     list_folder,
     list_image_folder,
-    load_uncached,
 )
+from trainer.errors import DataError
 from trainer.files import atomic_write_json
+from trainer.imageset import ImageSet, load_uncached
 from trainer.rows import RowFile
 
 log = logging.getLogger("trainer")

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trainer.errors import ConfigError
+
 DATASET_KINDS = (
     "digits",
     "fashion_mnist",
@@ -81,10 +83,6 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine", "step")
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or of the wrong type; the message names its field path."""
-
-
 @dataclass(frozen=True)
 class DatasetConfig:
     """Where the images come from: a kind (`digits`, `fashion_mnist`, `imagefolder`, or a torchvision dataset)."""
@@ -114,7 +112,7 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Learning-rate schedule over the whole trial, set on every batch (see `trainer.schedule.learning_rate`)."""
+    """Learning-rate schedule over the whole trial, set on every batch (see `trainer.learning_rate`)."""
 
     name: str = "none"
     max_lr: float | None = None

@@ -8,16 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.augmentations import augment_batch
+from trainer.batching import Concat, Part, batches, loader_options, model_input, normalize, to_unit
 from trainer.config import TrialConfig
-from trainer.data import Concat, Part, batches, loader_options, model_input, normalize, to_unit
+from trainer.errors import TrialError
+from trainer.learning_rate import learning_rate
 from trainer.saliency_loss import saliency_terms
-from trainer.schedule import learning_rate
 
 CAM_AUGMENTATIONS = ("snapmix", "attentive_cutmix")  # they read the live model's CAMs
-
-
-class TrialError(RuntimeError):
-    """The trial cannot go on (its loss became NaN, its folder holds another trial…); the message is the reason."""
 
 
 def train_epoch(

@@ -31,18 +31,14 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 from trainer import folder as files
+from trainer.batching import Concat, Part
 from trainer.config import CAM_METHOD_NAMES, CONTROL_METHODS, TrialConfig
-from trainer.data import (
-    Concat,
-    DataError,
-    Part,
-    load_images,
-    make_split,
-)
 from trainer.device import batch_size_for, gpu_peaks, peak_rss_mb, precision, reset_peak_rss, select_device, set_threads
-from trainer.epoch import TrialError, evaluate, make_optimizer, train_epoch
+from trainer.epoch import evaluate, make_optimizer, train_epoch
+from trainer.errors import DataError, ModelError, TrialError
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
-from trainer.modelcheck import ModelError, check
+from trainer.images import load_images
+from trainer.modelcheck import check
 from trainer.models import create_model
 from trainer.prefix import cam_group_key, prefix_key, proxy_boundaries
 from trainer.proxy import (
@@ -53,6 +49,7 @@ from trainer.proxy import (
     proxy_inputs,
     save_gallery,
 )
+from trainer.split import make_split
 
 log = logging.getLogger("trainer")
 VERSIONED = ("torch", "torchvision", "timm", "grad-cam", "numpy", "scikit-learn")

@@ -15,25 +15,11 @@ import logging
 from typing import Any
 
 from trainer.config import CAM_METHOD_NAMES
+from trainer.errors import ModelError
+from trainer.families import CAM_UNSUITABLE
 from trainer.files import atomic_write_json, default_cache_dir
 
 log = logging.getLogger("trainer")
-TOKEN_FAMILIES = ("VisionTransformer", "Deit", "Eva", "Beit")
-TRANSFORMERS = (*TOKEN_FAMILIES, "SwinTransformer")
-# method -> (families it cannot run on, why)
-CAM_UNSUITABLE = {
-    "fullgrad": (TRANSFORMERS, "has no 2D conv/batch-norm biases, which FullGrad reads"),
-    "shapleycam": (TRANSFORMERS, "uses fused attention, which has no second derivative (ShapleyCAM needs one)"),
-}
-
-
-class ModelError(ValueError):
-    """An architecture, weights file or architecture/CAM combination that cannot be used; the message says why and
-    `field` which setting to change."""
-
-    def __init__(self, message: str, field: str = "architecture") -> None:
-        super().__init__(message)
-        self.field = field
 
 
 SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)

@@ -14,8 +14,9 @@ import timm
 import torch
 from torch import nn
 
+from trainer.errors import ModelError
+from trainer.families import TOKEN_FAMILIES
 from trainer.files import load_checkpoint
-from trainer.modelcheck import TOKEN_FAMILIES, ModelError
 
 
 class TokensToMap:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.data import DataError
+from trainer.errors import DataError
 from trainer.files import atomic_file
 
 COPY_BYTES = 1 << 24

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.augment import Augmented
-from trainer.data import normalize
+from trainer.batching import normalize
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:

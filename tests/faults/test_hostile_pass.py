@@ -23,7 +23,8 @@ from tests.conftest import tiny_config, write_digit_folder
 from tests.search.helpers import free_port, mounted_tmpfs, search_cli, space, spec, trials, write_space
 from trainer import TrialConfig
 from trainer.config import ConfigError, DatasetConfig
-from trainer.data import DataError, decode_image
+from trainer.decode import decode_image
+from trainer.errors import DataError
 
 SEARCH = [sys.executable, "-m", "search"]
 
@@ -345,7 +346,7 @@ def png_bomb(path: Path, side: int = 30000) -> None:
 @pytest.mark.parametrize("cached", [True, False])
 def test_a_decompression_bomb_is_skipped_and_counted(tmp_path, cached):
     """Item 18: a 30000×30000 PNG killed the driver while it built the cache."""
-    from trainer.data import load_images
+    from trainer.images import load_images
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=6)
     png_bomb(root / "0" / "bomb.png")

@@ -17,9 +17,10 @@ import torch
 from tests.conftest import tiny_config, write_digit_folder
 from tests.trainer.test_loop import comparable, metrics_lines
 from trainer import TrialConfig, run_trial
+from trainer.batching import Part, batches
 from trainer.cache import LABELS, META, PIXELS, ensure, entries, entry_key, identity
 from trainer.config import DatasetConfig
-from trainer.data import Part, batches, load_images
+from trainer.images import load_images
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,13 @@ import resource
 import pytest
 import torch
 
+from trainer.batching import model_input
 from trainer.cams import CAM_METHODS, compute_cams, count_hooks
 from trainer.config import DatasetConfig
-from trainer.data import load_images, model_input
-from trainer.modelcheck import CAM_UNSUITABLE, TRANSFORMERS, ModelError, check
+from trainer.errors import ModelError
+from trainer.families import CAM_UNSUITABLE, TRANSFORMERS
+from trainer.images import load_images
+from trainer.modelcheck import check
 from trainer.models import create_model
 
 

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from trainer.config import DatasetConfig, SplitConfig
-from trainer.data import DataError, load_images, make_split, read_idx
+from trainer.decode import read_idx
+from trainer.errors import DataError
+from trainer.images import load_images
+from trainer.split import make_split
 
 
 def test_corrupt_and_foreign_files_are_skipped_and_counted(digit_folder):

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
+from trainer.batching import Part
 from trainer.config import TrialConfig
-from trainer.data import Part, load_images, make_split
+from trainer.images import load_images
 from trainer.models import create_model
 from trainer.proxy import (
     PROXY_CHUNK,
@@ -18,6 +19,7 @@ from trainer.proxy import (
     replace_pixels,
 )
 from trainer.rows import RowFile
+from trainer.split import make_split
 
 
 def hand_made():

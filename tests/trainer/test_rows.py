@@ -4,7 +4,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from trainer.data import DataError
+from trainer.errors import DataError
 from trainer.rows import RowFile, SpooledRows, npz_rows, write_npz
 
 

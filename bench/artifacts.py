@@ -24,6 +24,7 @@ from pathlib import Path
 from common import emit
 
 from search.worker import Job, Settings, run_job
+from trainer.config import TrialConfig
 
 
 def moto_server() -> tuple[subprocess.Popen, str]:
@@ -57,7 +58,10 @@ def timed_job(store: str, scratch: Path, epochs: int, n: int) -> float:
         "seed": 0,
     }
     start = time.perf_counter()
-    run_job(Job("trial", f"trial {n}", config, f"trials/{n}-bench"), Settings(store, None, str(scratch)))
+    run_job(
+        Job("trial", f"trial {n}", TrialConfig.from_dict(config), f"trials/{n}-bench"),
+        Settings(store, None, str(scratch)),
+    )
     return time.perf_counter() - start
 
 

@@ -18,10 +18,11 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from search.confirm import stage
-from search.grid import CAM_AXES, GridSpec, Point
+from search.grid import GridSpec, Point
 from search.store import ArtifactStore
 from search.study import INTERNAL_ATTRS, shown_state, spec_of, trial_folder, trial_seed
 from trainer.folder import TrialFolder
+from trainer.prefix import CAM_AXES
 
 KIND_PREFIX = {"proxy": "P", "baseline": "B", "control": "C"}
 

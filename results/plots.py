@@ -18,8 +18,8 @@ from optuna.trial import FrozenTrial, TrialState
 from results.load import StudyData
 from results.present import header
 from results.tables import memory_metric
-from search.grid import CAM_AXES
 from trainer.config import PROXY_METHODS
+from trainer.prefix import CAM_AXES
 
 TEMPLATE = "plotly_white"
 KIND_COLOURS = {"baseline": "#4c78a8", "control": "#54a24b", "proxy": "#f58518"}

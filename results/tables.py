@@ -18,7 +18,7 @@ import pandas as pd
 
 from results import stats
 from results.load import StudyData
-from search.grid import CAM_AXES
+from trainer.prefix import CAM_AXES
 
 BUDGET_TOLERANCE = 0.05  # paired budgets further apart than this are flagged
 

@@ -19,8 +19,10 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search.grid import CAM_AXES, GridSpec, proxy_step_count
+from search.grid import GridSpec, block_values
 from search.study import trial_seed
+from trainer.prefix import CAM_AXES
+from trainer.schedule import parse_schedule
 
 MATCHED = ("random_location", "matched_duplicate")
 
@@ -102,8 +104,7 @@ def _matched_baselines(spec: GridSpec, config: dict) -> list[dict[str, list]]:
     shared = {a: [v] for a, v in config.items() if a not in CAM_AXES and a != "proxy_steps"}
     out = []
     for entry in spec.data["baselines"]:
-        schedules = entry.get("proxy_steps", [spec.data["fixed"].get("proxy_steps", "1,p,1")])
-        if any(proxy_step_count(str(s)) for s in schedules):
+        if any(parse_schedule(str(s)).steps for s in block_values(entry, spec.data["fixed"], "proxy_steps")):
             continue  # a control entry: the confirmation has its matched ones
         block = {**shared, **{a: v for a, v in entry.items() if a not in shared}}
         for axis, values in entry.items():  # an entry's list for one of the config's axes: only the config's value

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from search.rayauth import protect_token_file, require_token
 from search.study import StudyError, one_line
 from search.worker import Job, Settings, job_file, run_job
-from trainer.failures import is_disk_full, is_out_of_memory
+from trainer.failures import failure_kind
 from trainer.folder import STDERR
 
 
@@ -31,25 +31,21 @@ class ResourceError(StudyError):
 
 @dataclass
 class Completion:
-    """How a job ended: its `outcome` when it ran to its end (or its rung), else a one-line `reason`."""
+    """How a job ended: its `outcome` when it ran to its end (or its rung), else a one-line `reason` and the
+    `failure` kind the worker decided from the exception (`trainer.failures.failure_kind`)."""
 
     job: Job
     outcome: dict[str, Any] | None = None
     reason: str | None = None
+    failure: str = "error"
 
     @property
     def kind(self) -> str:
-        return failure_kind(self.reason or "", self.job.gpus)
-
-
-def failure_kind(reason: str, gpus: float = 0.0) -> str:
-    """ "disk_full" (the machine's fault), "oom" (out of memory on a GPU shared with other trials: retried on a whole
-    one) — neither uses up an attempt — else "error"."""
-    if is_disk_full(reason):
-        return "disk_full"
-    if 0 < gpus < 1 and is_out_of_memory(reason):
-        return "oom"
-    return "error"
+        """The failure's kind for the driver: "oom" only on a GPU shared with other trials (retried on a whole one);
+        out of memory on a whole GPU is the trial's own error."""
+        if self.failure == "oom" and not 0 < self.job.gpus < 1:
+            return "error"
+        return self.failure
 
 
 class Executor(Protocol):
@@ -70,7 +66,7 @@ def run_task(job: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     """A job in a Ray worker: the worker's outcome, plus the Ray node and the GPU ids Ray gave it."""
     import ray
 
-    outcome = run_job(Job(**job), Settings(**settings))
+    outcome = run_job(Job.from_data(job), Settings(**settings))
     context = ray.get_runtime_context()
     return {**outcome, "node": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
 
@@ -153,7 +149,7 @@ class RayExecutor:
         job.gpus = job.gpus or self.gpus
         task = self.gpu_task if job.gpus else self.cpu_task
         ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(
-            asdict(job), asdict(self.settings)
+            job.to_data(), asdict(self.settings)
         )
         self.inflight[ref] = job
 
@@ -169,7 +165,8 @@ class RayExecutor:
                 done.append(Completion(job, outcome=self.ray.get(ref)))
             except self.ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                done.append(Completion(job, reason=f"{type(cause).__name__}: {one_line(str(cause))}"))
+                reason = f"{type(cause).__name__}: {one_line(str(cause))}"
+                done.append(Completion(job, reason=reason, failure=failure_kind(cause)))
             except self.ray.exceptions.RayError as exc:  # the worker or its node died
                 done.append(Completion(job, reason=f"{type(exc).__name__}: {one_line(str(exc))}"))
         return done
@@ -263,7 +260,7 @@ class LocalExecutor:
             reason = _death(worker.returncode, log)
             self.worker = None
         elif outcome.get("status") == "error":
-            reason = outcome["reason"]
+            return [Completion(job, reason=outcome["reason"], failure=outcome["failure"])]
         else:
             return [Completion(job, outcome={**outcome, "node": "local", "gpu_ids": []})]
         return [Completion(job, reason=reason)]

@@ -22,13 +22,14 @@ from rich.console import Console
 
 from search.databind import DataChanged, check_data
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
-from search.grid import GridSpec, schedule_epochs
+from search.grid import GridSpec
 from search.halving import Halving, configuration, decide_configurations
 from search.plan import Plan, Stem, build_plan
 from search.progress import RunProgress, run_summary
 from search.store import ArtifactStore
 from search.study import DriverLock, GridStudy, PendingPoint, StudyError, one_line, trial_folder
 from search.worker import Job, Settings
+from trainer.failures import failure_kind
 from trainer.files import default_cache_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -290,8 +291,8 @@ class Run:
         stem = state.stem
         parent = self._usable_stem(stem.parent)
         folder = self.stems[parent].stem.folder if parent else None
-        config = self.points[stem.representative].pending.point.resolved
-        groups = [self.points[k].pending.point.resolved for k in stem.groups]
+        config = self.points[stem.representative].pending.point.config()
+        groups = [self.points[k].pending.point.config() for k in stem.groups]
         return Job(
             "stem",
             f"stem {stem.key[:8]}",
@@ -306,7 +307,7 @@ class Run:
     def _point_job(self, state: PointState) -> Job:
         point = state.pending.point
         start, stem = self._start(state)
-        total = schedule_epochs(str(point.setting("proxy_steps")))
+        total = point.schedule.epochs
         until = self.halving.next_rung(len(state.history), total) if self.halving and point.kind == "proxy" else None
         if state.number is None:
             state.number = self.grid.start(state.pending)
@@ -315,7 +316,7 @@ class Run:
         return Job(
             "trial",
             f"trial {state.number}",
-            point.resolved,
+            point.config(),
             trial_folder(state.number, point.grid_key),
             until=until,
             start_from=start,
@@ -330,11 +331,11 @@ class Run:
             self.stems[job.folder.split("/", 1)[1]].running = True
         else:
             self.points[str(job.grid_key)].running = True
-        self.progress.started(job.label, job.until or schedule_epochs(str(job.config.get("proxy_steps", "1"))))
+        self.progress.started(job.label, job.until or job.config.epochs)
         try:
             self.executor.submit(job)
         except OSError as exc:  # e.g. a full disk: this job fails, the study goes on
-            self._finished(Completion(job, reason=f"cannot start the job: {exc}"))
+            self._finished(Completion(job, reason=f"cannot start the job: {exc}", failure=failure_kind(exc)))
 
     # -- what came back -----------------------------------------------------------------------------------
     def _finished(self, done: Completion) -> None:

@@ -1,11 +1,11 @@
 """The points of a validated space: the Cartesian product of its axes, its baselines, its seeds.
 
 A point's `params` are its axis values (seed included) with the settings that cannot change its training left out
-(`relevant`): the CAM axes of a point without proxy steps, the mask settings of the `duplicate` control,
-`multiply_weight` outside the `blended` rule, `clear_every_step` with a single proxy step. Two points that differ only
-in such settings are the same experiment, so they are one point. Its `grid_key` hashes its params (the order of
-values in the YAML never matters). A point's `kind` is `baseline` (no proxy step), `control` (the `duplicate` and
-`randomcam` methods: the same wrong images unmasked, or masked at random) or `proxy`.
+(`trainer.prefix.irrelevant`): the CAM axes of a point without proxy steps, the mask settings of the `duplicate`
+control, `multiply_weight` outside the `blended` rule, `clear_every_step` with a single proxy step. Two points that
+differ only in such settings are the same experiment, so they are one point. Its `grid_key` hashes its params (the
+order of values in the YAML never matters). A point's `kind` is `baseline` (no proxy step), `control` (the
+`duplicate` and `randomcam` methods: the same wrong images unmasked, or masked at random) or `proxy`.
 """
 
 from __future__ import annotations
@@ -24,20 +24,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from trainer.config import CONTROL_METHODS, TrialConfig, parse_proxy_steps
-from trainer.prefix import FIRST_PROXY_STEP, SCOPES, SECOND_PROXY_STEP
+from trainer.config import TrialConfig
+from trainer.prefix import CAM_AXES, DECIDERS, irrelevant
+from trainer.schedule import Schedule, parse_schedule
 
-# The proxy-attention axes: they act from a proxy step on (a point without one leaves them out).
-CAM_AXES = tuple(name for name, scope in SCOPES.items() if scope in (FIRST_PROXY_STEP, SECOND_PROXY_STEP))
-CONTROLS = (*CONTROL_METHODS, "randomcam")
-MASK_AXES = (
-    "threshold",
-    "multiply_weight",
-    "pixel_replacement",
-    "cam_target",
-    "cam_batch_size",
-    "unchanged_proxies",
-)  # what a mask needs; the duplicate control has none
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig) if f.default is not dataclasses.MISSING}
 SCALAR_AXES = tuple(
@@ -71,6 +61,11 @@ class Point(NamedTuple):
         """The validated `TrialConfig` of this point (built on demand: a large grid has many points)."""
         return TrialConfig.from_dict(self.resolved)
 
+    @property
+    def schedule(self) -> Schedule:
+        """This point's `proxy_steps`, parsed."""
+        return parse_schedule(str(self.setting("proxy_steps")))
+
     def setting(self, name: str) -> Any:
         """A top-level config value of this point; None for an axis that does not apply to it."""
         if name in self.dropped:
@@ -85,44 +80,9 @@ def grid_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=4096)
-def proxy_step_count(proxy_steps: str) -> int:
-    return parse_proxy_steps(proxy_steps).count("p")
-
-
-@functools.lru_cache(maxsize=4096)
-def schedule_epochs(proxy_steps: str) -> int:
-    return sum(t for t in parse_proxy_steps(proxy_steps) if isinstance(t, int))
-
-
-DECIDERS = ("proxy_steps", "cam_method", "pixel_replacement", "control")  # what `irrelevant` reads, in its order
-
-
-@functools.lru_cache(maxsize=4096)
-def irrelevant(
-    proxy_steps: str, cam_method: str, pixel_replacement: str, control: str = "none"
-) -> tuple[frozenset[str], str]:
-    """The axes that cannot change a point with these settings, and its kind."""
-    steps = proxy_step_count(proxy_steps)
-    if steps == 0:
-        return frozenset(CAM_AXES), "baseline"
-    kind = "control" if cam_method in CONTROLS or control != "none" else "proxy"
-    drop: set[str] = set()
-    if cam_method in CONTROL_METHODS:
-        drop.update(MASK_AXES)  # no mask at all
-    elif pixel_replacement != "blended":
-        drop.add("multiply_weight")  # only the blended rule reads the weight
-    if steps == 1:
-        drop.add("clear_every_step")  # it only acts from the second proxy step
-    return frozenset(drop), kind
-
-
-def relevant(params: dict[str, Any], base: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...], str]:
-    """`params` without the axes that cannot change this point's training, those axes, and the point's kind
-    (`base` is the defaults overlaid with `fixed:`)."""
-    drop, kind = irrelevant(*(str(params.get(n, base[n])) for n in DECIDERS))
-    dropped = tuple(sorted(a for a in params if a in drop))
-    return ({k: v for k, v in params.items() if k not in drop} if dropped else params), dropped, kind
+def block_values(block: dict[str, list], fixed: dict[str, Any], axis: str) -> list:
+    """The values `axis` takes in `block`: its own list, else the fixed value, else the default."""
+    return block.get(axis, [fixed.get(axis, DEFAULTS.get(axis))])
 
 
 def blocks(data: dict) -> list[dict[str, list]]:
@@ -133,8 +93,7 @@ def blocks(data: dict) -> list[dict[str, list]]:
     for block in [grid] + [
         {**{k: v for k, v in grid.items() if k not in entry}, **entry} for entry in data["baselines"]
     ]:
-        schedules = block.get("proxy_steps", [fixed.get("proxy_steps", DEFAULTS["proxy_steps"])])
-        if not any(proxy_step_count(str(s)) for s in schedules):
+        if not any(parse_schedule(str(s)).steps for s in block_values(block, fixed, "proxy_steps")):
             block = {k: v for k, v in block.items() if k not in CAM_AXES}
         out.append(block)
     return out

@@ -12,19 +12,20 @@ Each point starts from its deepest stem's checkpoint.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from search.grid import DEFAULTS, Point, lasting_objects, schedule_epochs
-from trainer.config import CONTROL_METHODS, proxy_step_epochs
-from trainer.prefix import CAM_GROUP_FIELDS, FIRST_PROXY_STEP, PROGRESS_SCHEDULERS, SCOPES, START
+from search.grid import DEFAULTS, Point, lasting_objects
+from trainer.prefix import CAM_GROUP_FIELDS, PROGRESS_SCHEDULERS, cam_group, prefix_signature
+from trainer.schedule import Schedule, parse_schedule
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,6 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[first], inverse.reshape(-1)
 
 
-@functools.lru_cache(maxsize=4096)
-def _boundaries(proxy_steps: str) -> tuple[int, ...]:
-    return tuple(proxy_step_epochs(proxy_steps))
-
-
 def build_plan(points: list[Point], fixed: dict, share: bool = True) -> Plan:
     """The stems under `points` (all from one space, whose `fixed:` is `fixed`); none when not `share`."""
     with lasting_objects():
@@ -88,178 +84,42 @@ def build_plan(points: list[Point], fixed: dict, share: bool = True) -> Plan:
 
 
 def _build_plan(points: list[Point], fixed: dict, share: bool) -> Plan:
-    base = {**DEFAULTS, **fixed}
-    progress = (fixed.get("scheduler") or {}).get("name", "none") in PROGRESS_SCHEDULERS
-    n, keys = len(points), [p.grid_key for p in points]
-    # Every axis as a column of integer codes, with its distinct values (_ABSENT where a point lacks the axis);
-    # a part of a signature is the distinct rows of some columns. (Values are validated scalars of one type per
-    # axis: hashable, and compared, as they are.)
-    frame = pd.DataFrame([p.params for p in points])  # a missing axis reads NaN, which factorize codes as -1
-    axes = sorted(frame.columns)
-    column, uniques = {}, {}
-    for a in axes:
-        codes, values = pd.factorize(frame[a])
-        column[a], uniques[a] = codes, list(values)
-        if (codes < 0).any():
-            column[a] = np.where(codes < 0, len(values), codes)
-            uniques[a].append(_ABSENT)
-
-    def resolved(axis: str) -> tuple[np.ndarray, list]:  # codes and the value of each code, defaults filled in
-        if axis not in column:
-            return np.zeros(n, np.int64), [base[axis]]
-        return column[axis], [base[axis] if v is _ABSENT else v for v in uniques[axis]]
-
-    codes, texts = resolved("proxy_steps")
-    schedules = [str(t) for t in texts]
-    schedule = codes
-    totals = np.asarray([schedule_epochs(text) for text in schedules], np.int64)
-    total = totals[schedule] if n else np.zeros(0, np.int64)
+    columns = _Columns(points, {**DEFAULTS, **fixed})
+    schedules = [parse_schedule(str(text)) for text in columns.values("proxy_steps")]
+    schedule = columns.codes("proxy_steps")
+    total = np.asarray([s.epochs for s in schedules], np.int64)[schedule]
     plan = Plan(naive_epochs=int(total.sum()))
-    if not share or not n:
-        return _unshared(plan, keys)
-
-    start_axes = [a for a in axes if a == "dataset" or SCOPES.get(a) == START]
-    proxy_axes = [a for a in axes if SCOPES.get(a) == FIRST_PROXY_STEP]
-    start, proxy = (
-        _unique_rows(np.column_stack([column[a] for a in names]))[1] if names else np.zeros(n, np.int64)
-        for names in (start_axes, proxy_axes)
-    )
-    codes, values = resolved("clear_every_step")
-    clear = np.asarray([int(bool(v)) for v in values], np.int64)[codes]
-    # The CAM group of each distinct combination of the CAM group's axes, read off one point that has it.
-    cam_axes = [a for a in CAM_GROUP_FIELDS if a in column]
-    if cam_axes:
-        combo = _unique_rows(np.column_stack([column[a] for a in cam_axes]))[1]
-        _, first = np.unique(combo, return_index=True)
-        group = pd.factorize(_objects([_cam_group(points[i].params, base) for i in first.tolist()]))[0][combo]
-    else:
-        group = np.zeros(n, np.int64)
-
-    # Points that agree from the start (settings, and the length when the learning rate reads it) form a class;
-    # its candidate epochs are its points' proxy-step epochs. A node: the points of a class that agree up to e.
-    classes, klass = _unique_rows(np.column_stack([start, total if progress else np.zeros(n, np.int64)]))
-    pairs, pair_of = _unique_rows(np.column_stack([klass, schedule]))  # (class, schedule) of each point
-    class_epochs: dict[int, set[int]] = defaultdict(set)
-    for c, k in pairs.tolist():
-        class_epochs[c].update(_boundaries(schedules[k]))
-    by_pair = np.argsort(pair_of, kind="stable")
-    cuts = np.flatnonzero(np.r_[True, np.diff(pair_of[by_pair]) != 0, True])
-    befores: dict[tuple, int] = {}
-    rows = []
-    for (c, k), (lo, hi) in zip(pairs.tolist(), itertools.pairwise(cuts.tolist()), strict=True):
-        idx = by_pair[lo:hi]
-        bounds = _boundaries(schedules[k])
-        for e in sorted(class_epochs[c]):
-            if e >= totals[k]:
-                break
-            before = tuple(b for b in bounds if b < e)
-            rows.append(
-                np.column_stack(
-                    [
-                        idx,
-                        np.full(len(idx), e),
-                        np.full(len(idx), c),
-                        np.full(len(idx), befores.setdefault(before, len(befores))),
-                        proxy[idx] if before else np.full(len(idx), -1),
-                        clear[idx] if len(before) >= 2 else np.full(len(idx), -1),
-                    ]
-                )
-            )
-    if not rows:
-        return _unshared(plan, keys)
-    table = np.concatenate(rows)
+    if not share or not points:
+        return _unshared(plan, columns.keys)
+    progress = (fixed.get("scheduler") or {}).get("name", "none") in PROGRESS_SCHEDULERS
+    table = _node_rows(columns, schedules, progress)
+    if table is None:
+        return _unshared(plan, columns.keys)
     nodes, node_of = _unique_rows(table[:, 1:])
     kept = np.bincount(node_of)[node_of] >= 2
     if not kept.any():  # nothing two points share
-        return _unshared(plan, keys)
+        return _unshared(plan, columns.keys)
     order = np.lexsort((table[kept, 1], table[kept, 0]))  # by point, then epoch
-    chain_points, chain_nodes = table[kept, 0][order], node_of[kept][order]
-
-    # Each kept node's parent: the node before it in any member's chain (a node has one parent, whoever holds
-    # it); then a stem with one child and no point of its own is merged into that child.
-    first = np.r_[True, chain_points[1:] != chain_points[:-1]]
-    previous = np.where(first, -1, np.r_[-1, chain_nodes[:-1]])
-    unique_nodes, where = np.unique(chain_nodes, return_index=True)
-    parent_of: dict[int, int | None] = {
-        int(k): (None if previous[w] < 0 else int(previous[w]))
-        for k, w in zip(unique_nodes.tolist(), where.tolist(), strict=True)
-    }
-    last = np.r_[chain_points[1:] != chain_points[:-1], True]
-    last_of = dict(zip(chain_points[last].tolist(), chain_nodes[last].tolist(), strict=True))
-    children: dict = defaultdict(set)
-    direct: dict = defaultdict(int)
-    for node, parent in parent_of.items():
-        children[parent].add(node)
-    for node in last_of.values():
-        direct[node] += 1
-    node_epoch = nodes[:, 0].tolist()
-    for node in sorted(parent_of, key=node_epoch.__getitem__):  # shallow epochs first
-        if direct[node] == 0 and len(children[node]) == 1:
-            (child,) = children[node]
-            parent = parent_of.pop(node)
-            parent_of[child] = parent
-            children[parent].discard(node)
-            children[parent].add(child)
-
-    # Each node's members in grid_key order (the first is the stem's representative), as spans of one array.
-    rank = np.empty(n, np.int64)  # each point's place in grid_key order
-    rank[sorted(range(n), key=keys.__getitem__)] = np.arange(n)
-    order = np.lexsort((rank[chain_points], chain_nodes))
-    member_node, member = chain_nodes[order], chain_points[order]
-    cuts = np.flatnonzero(np.r_[True, member_node[1:] != member_node[:-1], True])
-    span = {int(member_node[a]): (a, b) for a, b in itertools.pairwise(cuts.tolist())}
-    before_of = {v: k for k, v in befores.items()}
-
-    def name(node: int) -> str:  # what the node means, read off a member: the same stem in every run
-        e, c, before, proxy_code, clear_code = nodes[node].tolist()
-        params = points[member[span[node][0]]].params
-        text = json.dumps(
-            [
-                e,
-                {a: params[a] for a in start_axes if a in params},
-                int(classes[c][1]) if progress else None,
-                list(before_of[before]),
-                None if proxy_code < 0 else {a: params[a] for a in proxy_axes if a in params},
-                None if clear_code < 0 else bool(clear_code),
-            ],
-            sort_keys=True,
-            default=str,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    names = {node: name(node) for node in parent_of}
-    # The CAM groups a stem computes: those that two or more members due a proxy step at its epoch share.
-    due_table = np.zeros((len(schedules), int(nodes[:, 0].max()) + 1), bool)
-    for k, text in enumerate(schedules):
-        for b in _boundaries(text):
-            if b < due_table.shape[1]:
-                due_table[k, b] = True
-    due = due_table[schedule[member], nodes[member_node, 0]]
-    due_node, due_member = member_node[due], member[due]
-    _, first, counts = np.unique(
-        due_node * (int(group.max()) + 1) + group[due_member], return_index=True, return_counts=True
-    )
-    key_array = _objects(keys)
-    groups_of: dict[int, list[str]] = defaultdict(list)
-    shared = first[counts >= 2]
-    for node, key in zip(due_node[shared].tolist(), key_array[due_member[shared]].tolist(), strict=True):
-        groups_of[node].append(key)
-    for node in sorted(parent_of, key=lambda k: (node_epoch[k], names[k])):  # parents before children
-        a, b = span[node]
-        parent = parent_of[node]
+    chains = _Chains(table[kept, 0][order], node_of[kept][order], nodes[:, 0].tolist(), columns.rank)
+    names = {node: _stem_name(columns, schedules, progress, node, chains) for node in chains.parent_of}
+    groups_of = _shared_groups(columns, schedules, chains)
+    for node in sorted(chains.parent_of, key=lambda k: (chains.epoch[k], names[k])):  # parents before children
+        a, b = chains.span[node]
+        parent = chains.parent_of[node]
+        members = columns.key_array[chains.member[a:b]].tolist()
         plan.stems[names[node]] = Stem(
             names[node],
-            node_epoch[node],
+            chains.epoch[node],
             None if parent is None else names[parent],
-            keys[member[a]],
+            members[0],
             tuple(sorted(groups_of[node])),
-            frozenset(key_array[member[a:b]].tolist()),
+            frozenset(members),
         )
     # Each point starts from the last node of its chain (never one merged away: a point ends there).
-    last_node = np.full(n, -1, np.int64)
-    last_node[chain_points[last]] = chain_nodes[last]
+    last_node = np.full(len(points), -1, np.int64)
+    last_node[chains.points[chains.last]] = chains.nodes[chains.last]
     stem_names = _objects([None, *(names.get(k) for k in range(len(nodes)))])
-    plan.parent = dict(zip(keys, stem_names[last_node + 1].tolist(), strict=True))
+    plan.parent = dict(zip(columns.keys, stem_names[last_node + 1].tolist(), strict=True))
     plan.shared_epochs = sum(
         st.epochs - (plan.stems[st.parent].epochs if st.parent else 0) for st in plan.stems.values()
     )
@@ -268,7 +128,197 @@ def _build_plan(points: list[Point], fixed: dict, share: bool) -> Plan:
     return plan
 
 
-_ABSENT = object()  # an axis a point does not have
+class _Columns:
+    """Every setting of the points as a column of integer codes, one code per distinct value (a point that lacks
+    an axis has the fixed value or default there: the value its trial trains with). Values are validated scalars
+    of one type per axis: hashable, and compared, as they are."""
+
+    def __init__(self, points: list[Point], base: dict) -> None:
+        self.points, self.base, self.n = points, base, len(points)
+        self.keys = [p.grid_key for p in points]
+        self.key_array = _objects(self.keys)
+        # each point's place in grid_key order: a node's first member is its stem's representative
+        self.rank = np.empty(self.n, np.int64)
+        self.rank[sorted(range(self.n), key=self.keys.__getitem__)] = np.arange(self.n)
+        frame = pd.DataFrame([p.params for p in points])  # a missing axis reads NaN, which factorize codes as -1
+        self._zeros = np.zeros(self.n, np.int64)
+        self._codes: dict[str, np.ndarray] = {}
+        self._values: dict[str, list] = {}
+        for axis in frame.columns:
+            codes, uniques = pd.factorize(frame[axis])
+            values = [*uniques, base.get(axis)]  # the last: the value of a point without the axis
+            canonical, distinct = pd.factorize(pd.Series([json.dumps(v, sort_keys=True, default=str) for v in values]))
+            self._codes[axis] = canonical[np.where(codes < 0, len(uniques), codes)].astype(np.int64)
+            self._values[axis] = [values[list(canonical).index(k)] for k in range(len(distinct))]
+
+    def codes(self, name: str) -> np.ndarray:
+        """The code of `name`'s value at every point (all 0 where no point sets it)."""
+        return self._codes.get(name, self._zeros)
+
+    def values(self, name: str) -> list:
+        """The value of each code of `name`."""
+        return self._values[name] if name in self._values else [self.base.get(name)]
+
+    def setting(self, i: int) -> Callable[[str], Any]:
+        """Point `i`'s value of a field, by name."""
+
+        def value(name: str) -> Any:
+            return self._values[name][self._codes[name][i]] if name in self._codes else self.base.get(name)
+
+        return value
+
+
+def _node_rows(columns: _Columns, schedules: list[Schedule], progress: bool) -> np.ndarray | None:
+    """One row per (point, epoch at which some point that agrees with it from the start has a proxy step, before
+    its own end): the point, the epoch, then the leaves of `prefix_signature` there, as codes (-1: no such leaf).
+    Points agree up to that epoch exactly where the rows agree after the first column."""
+    schedule = columns.codes("proxy_steps")
+    encode = _Encoder(columns, progress)
+    start = [
+        (np.flatnonzero(schedule == k), 0, encode(np.flatnonzero(schedule == k), s, 0)) for k, s in enumerate(schedules)
+    ]
+    klass = np.empty(columns.n, np.int64)
+    klass[np.concatenate([idx for idx, _, _ in start])] = _unique_rows(_stack(start, encode.width)[:, 2:])[1]
+    pairs, pair_of = _unique_rows(np.column_stack([klass, schedule]))  # (class, schedule) of each point
+    class_epochs: dict[int, set[int]] = defaultdict(set)
+    for c, k in pairs.tolist():
+        class_epochs[c].update(schedules[k].boundaries)
+    by_pair = np.argsort(pair_of, kind="stable")
+    cuts = np.flatnonzero(np.r_[True, np.diff(pair_of[by_pair]) != 0, True])
+    pieces = []
+    for (c, k), (lo, hi) in zip(pairs.tolist(), itertools.pairwise(cuts.tolist()), strict=True):
+        idx = by_pair[lo:hi]
+        for e in sorted(class_epochs[c]):
+            if e >= schedules[k].epochs:
+                break
+            pieces.append((idx, e, encode(idx, schedules[k], schedules[k].steps_before(e))))
+    return _stack(pieces, encode.width) if pieces else None
+
+
+class _Encoder:
+    """`prefix_signature` over many points at once, as integer columns: each leaf of the signature has its column
+    (the same leaf, the same column, in every call), a value that is the same for all the points its code."""
+
+    def __init__(self, columns: _Columns, progress: bool) -> None:
+        self.columns, self.progress = columns, progress
+        self.constants: dict[str, int] = {}
+        self.leaf_at: dict[str, int] = {}
+
+    @property
+    def width(self) -> int:
+        return len(self.leaf_at)
+
+    def __call__(self, idx: np.ndarray, schedule: Schedule, steps_done: int) -> dict[int, np.ndarray]:
+        signature = prefix_signature(lambda name: self.columns.codes(name)[idx], schedule, steps_done, self.progress)
+        leaves = {}
+        for leaf, value in _leaves(signature).items():
+            if not isinstance(value, np.ndarray):
+                value = np.full(len(idx), self.constants.setdefault(json.dumps(value), len(self.constants)))
+            leaves[self.leaf_at.setdefault(leaf, len(self.leaf_at))] = value
+        return leaves
+
+
+def _stack(pieces: list[tuple[np.ndarray, int, dict[int, np.ndarray]]], width: int) -> np.ndarray:
+    """Rows (point, epoch, leaf codes…) of every piece, -1 where a piece has no such leaf."""
+    table = np.full((sum(len(idx) for idx, _, _ in pieces), 2 + width), -1, np.int64)
+    row = 0
+    for idx, e, leaves in pieces:
+        block = table[row : row + len(idx)]
+        block[:, 0], block[:, 1] = idx, e
+        for at, value in leaves.items():
+            block[:, 2 + at] = value
+        row += len(idx)
+    return table
+
+
+def _leaves(signature: dict[str, Any]) -> dict[str, Any]:
+    """A signature's nested parts as one flat mapping ("proxy.threshold": ...)."""
+    flat = {}
+    for name, value in signature.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}.{k}": v for k, v in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+class _Chains:
+    """Each point's chain of kept nodes (by epoch), the tree they make, and each node's members.
+
+    A kept node's parent is the node before it in any member's chain (a node has one parent, whoever holds it);
+    a node with one child and no point of its own is merged into that child."""
+
+    def __init__(self, points: np.ndarray, nodes: np.ndarray, epoch: list[int], rank: np.ndarray) -> None:
+        self.points, self.nodes, self.epoch = points, nodes, epoch
+        first = np.r_[True, points[1:] != points[:-1]]
+        self.last = np.r_[points[1:] != points[:-1], True]
+        previous = np.where(first, -1, np.r_[-1, nodes[:-1]])
+        unique_nodes, where = np.unique(nodes, return_index=True)
+        self.parent_of: dict[int, int | None] = {
+            int(k): (None if previous[w] < 0 else int(previous[w]))
+            for k, w in zip(unique_nodes.tolist(), where.tolist(), strict=True)
+        }
+        self._merge_single_children(dict(zip(points[self.last].tolist(), nodes[self.last].tolist(), strict=True)))
+        self._members(rank)
+
+    def _merge_single_children(self, last_of: dict[int, int]) -> None:
+        children: dict = defaultdict(set)
+        direct: dict = defaultdict(int)
+        for node, parent in self.parent_of.items():
+            children[parent].add(node)
+        for node in last_of.values():
+            direct[node] += 1
+        for node in sorted(self.parent_of, key=self.epoch.__getitem__):  # shallow epochs first
+            if direct[node] == 0 and len(children[node]) == 1:
+                (child,) = children[node]
+                parent = self.parent_of.pop(node)
+                self.parent_of[child] = parent
+                children[parent].discard(node)
+                children[parent].add(child)
+
+    def _members(self, rank: np.ndarray) -> None:
+        """Each node's members in `rank` order, as spans (`span`) of one array (`member`, `member_node`)."""
+        order = np.lexsort((rank[self.points], self.nodes))
+        self.member_node, self.member = self.nodes[order], self.points[order]
+        cuts = np.flatnonzero(np.r_[True, self.member_node[1:] != self.member_node[:-1], True])
+        self.span = {int(self.member_node[a]): (a, b) for a, b in itertools.pairwise(cuts.tolist())}
+
+
+def _stem_name(columns: _Columns, schedules: list[Schedule], progress: bool, node: int, chains: _Chains) -> str:
+    """What the node means, read off its first member: its epoch and prefix signature (the same stem in every run,
+    whichever points are left)."""
+    i = int(chains.member[chains.span[node][0]])
+    schedule = schedules[columns.codes("proxy_steps")[i]]
+    e = chains.epoch[node]
+    signature = prefix_signature(columns.setting(i), schedule, schedule.steps_before(e), progress)
+    text = json.dumps([e, signature], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _shared_groups(columns: _Columns, schedules: list[Schedule], chains: _Chains) -> dict[int, list[str]]:
+    """Per node, one member's grid key for each CAM group (`trainer.prefix.cam_group`) that two or more members
+    with a proxy step due at the node's epoch share: the proxy-step inputs its stem computes."""
+    combo = _unique_rows(np.column_stack([columns.codes(name) for name in CAM_GROUP_FIELDS]))[1]
+    _, first = np.unique(combo, return_index=True)
+    texts = [json.dumps(cam_group(columns.setting(i)), sort_keys=True) for i in first.tolist()]
+    group = pd.factorize(pd.Series(texts))[0][combo]
+    schedule = columns.codes("proxy_steps")
+    due_table = np.zeros((len(schedules), max(chains.epoch) + 1), bool)
+    for k, s in enumerate(schedules):
+        for b in s.boundaries:
+            if b < due_table.shape[1]:
+                due_table[k, b] = True
+    node_epoch = np.asarray(chains.epoch, np.int64)
+    due = due_table[schedule[chains.member], node_epoch[chains.member_node]]
+    due_node, due_member = chains.member_node[due], chains.member[due]
+    _, first, counts = np.unique(
+        due_node * (int(group.max()) + 1) + group[due_member], return_index=True, return_counts=True
+    )
+    groups_of: dict[int, list[str]] = defaultdict(list)
+    shared = first[counts >= 2]
+    for node, key in zip(due_node[shared].tolist(), columns.key_array[due_member[shared]].tolist(), strict=True):
+        groups_of[node].append(key)
+    return groups_of
 
 
 def _objects(values: list) -> np.ndarray:
@@ -276,14 +326,6 @@ def _objects(values: list) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
-
-
-def _cam_group(params: dict, base: dict) -> tuple:
-    """What the maps of a proxy step depend on beyond the prefix (a control has no map: its method alone)."""
-    method = params.get("cam_method", base["cam_method"])
-    if method in CONTROL_METHODS:
-        return (method,)
-    return tuple(params.get(f, base[f]) for f in CAM_GROUP_FIELDS)
 
 
 def _unshared(plan: Plan, keys: list[str]) -> Plan:

@@ -17,7 +17,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from search.grid import GridSpec, Point, schedule_epochs
+from search.grid import GridSpec, Point
 from search.plan import Plan
 from trainer.files import default_cache_dir
 
@@ -133,7 +133,7 @@ def price(
         group = groups.setdefault(
             (dataset, point.setting("architecture")), {"naive": 0, "shared": 0, "seconds_naive": 0.0, "rate": None}
         )
-        epochs = schedule_epochs(str(point.setting("proxy_steps")))
+        epochs = point.schedule.epochs
         group["naive"] += epochs
         group["shared"] += epochs - shared_start[point.grid_key]
         found = rate(point, spec, measured, calibration) or Rate(math.nan, "unknown: its data is not there to count")

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from search.grid import CONFIG_FIELDS, DEFAULTS, SCALAR_AXES, GridSpec, blocks, schedule_epochs, size_bound
+from search.grid import CONFIG_FIELDS, SCALAR_AXES, GridSpec, block_values, blocks, size_bound
 from search.names import study_name_problem
 from search.spacefile import SpaceFileError, read_space_file
 from trainer.config import (
@@ -25,11 +25,10 @@ from trainer.config import (
     DatasetConfig,
     TrialConfig,
     _build,
-    parse_proxy_steps,
 )
 from trainer.errors import FolderError
 from trainer.imagefolder import check_image_folder
-from trainer.prefix import proxy_boundaries
+from trainer.schedule import parse_schedule
 
 TOP_KEYS = (
     "study",
@@ -276,7 +275,7 @@ def _fixed(raw: Any, problem: _Problems) -> dict:
     allowed = [f for f in CONFIG_FIELDS if f not in ("dataset", "seed")]
     if "proxy_steps" in fixed:  # read before the points can be counted: checked first, like an axis's values
         try:
-            parse_proxy_steps(fixed["proxy_steps"])
+            parse_schedule(fixed["proxy_steps"])
         except ConfigError as exc:
             problem("fixed.proxy_steps", str(exc).split(": ", 1)[1])
     for key in fixed:
@@ -325,7 +324,7 @@ def _axes(raw: Any, where: str, fixed: dict, datasets: dict, problem: _Problems,
         if axis == "proxy_steps":
             for v in values:
                 try:
-                    parse_proxy_steps(v)
+                    parse_schedule(v)
                 except ConfigError as exc:
                     problem(key, str(exc).split(": ", 1)[1])
                     break
@@ -411,8 +410,7 @@ def _check_values(data: dict, problem: _Problems) -> None:
 
 def _setting_values(data: dict, axis: str) -> set:
     """Every value `axis` takes in some block (the fixed value or default where a block does not name it)."""
-    fallback = data["fixed"].get(axis, DEFAULTS.get(axis))
-    return {json.dumps(v) for block in blocks(data) for v in block.get(axis, [fallback])}
+    return {json.dumps(v) for block in blocks(data) for v in block_values(block, data["fixed"], axis)}
 
 
 def _check_rules(data: dict, problem: _Problems) -> None:
@@ -434,24 +432,23 @@ def _check_rules(data: dict, problem: _Problems) -> None:
         if axis not in axes:
             problem("halving.within", f"{axis!r} is not an axis of this space ({', '.join(sorted(axes))})")
     for block in blocks(data):
-        methods = block.get("cam_method", [data["fixed"].get("cam_method", DEFAULTS["cam_method"])])
-        for schedule in block.get("proxy_steps", [data["fixed"].get("proxy_steps", DEFAULTS["proxy_steps"])]):
-            tokens = parse_proxy_steps(schedule)
-            if "p" not in tokens or all(m in CONTROL_METHODS for m in methods):
+        methods = block_values(block, data["fixed"], "cam_method")
+        for text in block_values(block, data["fixed"], "proxy_steps"):
+            schedule = parse_schedule(text)
+            if not schedule.steps or all(m in CONTROL_METHODS for m in methods):
                 continue  # baselines run to the end: every verdict needs them
-            first = proxy_boundaries(TrialConfig.from_dict({"dataset": {"kind": "digits"}, "proxy_steps": schedule}))[0]
-            total = schedule_epochs(schedule)
+            first, total = schedule.boundaries[0], schedule.epochs
             for rung in halving["rungs"]:
                 if rung <= first:
                     problem(
                         "halving.rungs",
                         f"rung {rung} is not after the first proxy step of proxy_steps "
-                        f"{schedule!r} (epoch {first}): its points are all identical there",
+                        f"{text!r} (epoch {first}): its points are all identical there",
                     )
                 elif rung >= total:
                     problem(
                         "halving.rungs",
-                        f"rung {rung} is not before the end of proxy_steps {schedule!r} ({total} epochs)",
+                        f"rung {rung} is not before the end of proxy_steps {text!r} ({total} epochs)",
                     )
 
 
@@ -461,19 +458,10 @@ def _check_models(data: dict, problem: _Problems) -> None:
 
     fixed, combos = data["fixed"], set()
     for block in blocks(data):
-        schedules = block.get("proxy_steps", [fixed.get("proxy_steps", DEFAULTS["proxy_steps"])])
-        proxies = any("p" in parse_proxy_steps(s) for s in schedules)
-        methods = (
-            [
-                m
-                for m in block.get("cam_method", [fixed.get("cam_method", DEFAULTS["cam_method"])])
-                if m not in CONTROL_METHODS
-            ]
-            if proxies
-            else []
-        )
-        for arch in block.get("architecture", [fixed.get("architecture", DEFAULTS["architecture"])]):
-            for size in block.get("image_size", [fixed.get("image_size", DEFAULTS["image_size"])]):
+        proxies = any(parse_schedule(s).steps for s in block_values(block, fixed, "proxy_steps"))
+        methods = [m for m in block_values(block, fixed, "cam_method") if m not in CONTROL_METHODS] if proxies else []
+        for arch in block_values(block, fixed, "architecture"):
+            for size in block_values(block, fixed, "image_size"):
                 combos.update({(arch, None, size), *((arch, m, size) for m in methods)})
     reported = set()
     for combo in sorted(combos, key=str):

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.grid import GridSpec, schedule_epochs
+from search.grid import GridSpec
 from search.plan import build_plan
 from search.price import price
 from search.progress import better, chance_warning, eta_seconds, format_seconds
@@ -176,7 +176,7 @@ def halving_bound(spec: GridSpec, pending: list, plan) -> int:
     work = sum(s.epochs - (plan.stems[s.parent].epochs if s.parent else 0) for s in plan.stems.values())
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for p in pending:
-        span = (plan.start_epoch(p.grid_key), schedule_epochs(str(p.setting("proxy_steps"))))
+        span = (plan.start_epoch(p.grid_key), p.schedule.epochs)
         if p.kind == "proxy":
             groups.setdefault(halving.group(p), []).append(span)
         else:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from search.store import ArtifactStore, Uploader
+from trainer.config import TrialConfig
+from trainer.failures import failure_kind
 from trainer.folder import LOG, SHARED
 
 SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
@@ -33,15 +35,25 @@ class Job:
 
     kind: str  # "trial" or "stem"
     label: str  # "trial 12", "stem 3f2a…"
-    config: dict[str, Any]
+    config: TrialConfig
     folder: str  # in the store: trials/<n>-<key> or stems/<key>
     until: int | None = None  # stop after this many epochs (a halving rung, a stem's end)
-    groups: list[dict] = field(default_factory=list)  # a stem's CAM groups (one config each)
+    groups: list[TrialConfig] = field(default_factory=list)  # a stem's CAM groups (one config each)
     start_from: str | None = None  # the folder to continue when this one has no checkpoint
     stem: str | None = None  # the stem whose shared/ holds this job's proxy-step inputs
     gpus: float = 0.0
     number: int | None = None  # the Optuna trial (trials only)
     grid_key: str | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain JSON-ready data: what crosses to a Ray task or the local worker process."""
+        return asdict(self)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Job:
+        """The job `to_data` wrote, its configs validated again on this side."""
+        groups = [TrialConfig.from_dict(g) for g in data.get("groups", [])]
+        return cls(**{**data, "config": TrialConfig.from_dict(data["config"]), "groups": groups})
 
 
 @dataclass
@@ -70,7 +82,7 @@ def result_tag(number: int | None, grid_key: str | None) -> dict[str, Any]:
 def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     """Run `job`; return {"status": "complete"|"paused"|"stem", "metrics", "history", "record"}. Raises what the
     trainer raises (the executor turns it into a failure)."""
-    from trainer import TrialConfig, run_trial
+    from trainer import run_trial
     from trainer.device import cap_gpu_memory, hide_gpus
     from trainer.loop import run_stem
 
@@ -92,17 +104,16 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             return None
         return store.fetch(f"{job.stem}/{SHARED}/step-{step}-{key}.npz", scratch / "shared")
 
-    config = TrialConfig.from_dict(job.config)
+    config = job.config
     try:
         if job.kind == "stem":
             if job.until is None:
                 raise ValueError(f"{job.label} has no epoch to stop at")
-            groups = [TrialConfig.from_dict(g) for g in job.groups]
             record = run_stem(
                 config,
                 workdir,
                 job.until,
-                groups,
+                job.groups,
                 cache_dir=settings.cache_dir,
                 shared=shared,
                 on_saved=uploader,
@@ -143,10 +154,11 @@ def serve() -> int:
             handler = logging.StreamHandler(sys.stderr)
             logging.getLogger("trainer").addHandler(handler)
             try:
-                outcome = run_job(Job(**spec["job"]), Settings(**spec["settings"]))
+                outcome = run_job(Job.from_data(spec["job"]), Settings(**spec["settings"]))
             except Exception as exc:  # the reason goes on one line, for the driver and the person reading
                 print(f"trial failed: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
-                outcome = {"status": "error", "reason": f"{type(exc).__name__}: {_first_line(exc)}"}
+                reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                outcome = {"status": "error", "reason": reason, "failure": failure_kind(exc)}
             finally:
                 logging.getLogger("trainer").removeHandler(handler)
         tmp = path.with_name("outcome.json.tmp")
@@ -182,7 +194,7 @@ def _first_line(exc: BaseException) -> str:
 
 def job_file(job: Job, settings: Settings, log: Path, path: Path) -> Path:
     """Write what `serve` reads."""
-    path.write_text(json.dumps({"job": asdict(job), "settings": asdict(settings), "log": str(log)}))
+    path.write_text(json.dumps({"job": job.to_data(), "settings": asdict(settings), "log": str(log)}))
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trainer.errors import ConfigError
+from trainer.schedule import Schedule, parse_schedule
 
 DATASET_KINDS = (
     "digits",
@@ -205,46 +206,15 @@ class TrialConfig:
         data.pop("num_workers")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
-    @property
-    def schedule(self) -> list[int | str]:
-        """`proxy_steps` parsed: integers are epochs of training, "p" a proxy step."""
-        return parse_proxy_steps(self.proxy_steps)
+    @functools.cached_property
+    def schedule(self) -> Schedule:
+        """`proxy_steps` parsed (once: `validate` reads it when the config is built)."""
+        return parse_schedule(self.proxy_steps)
 
     @property
     def epochs(self) -> int:
         """Total training epochs: the sum of the integers in `proxy_steps`."""
-        return sum(t for t in self.schedule if isinstance(t, int))
-
-
-def parse_proxy_steps(text: str) -> list[int | str]:
-    """Parse "5,p,9" into [5, "p", 9]; raise `ConfigError` unless every token is a positive integer or "p",
-    no two "p" are adjacent, and a "p" is always followed by training epochs."""
-    tokens: list[int | str] = []
-    for raw in str(text).split(","):
-        token = raw.strip().lower()
-        if token == "p":
-            tokens.append("p")
-        elif token.isdigit() and int(token) > 0:
-            tokens.append(int(token))
-        else:
-            raise ConfigError(
-                f"proxy_steps: {text!r} must be comma-separated positive integers (epochs) and 'p' (proxy steps)"
-            )
-    for a, b in zip(tokens, [*tokens[1:], None], strict=False):
-        if a == "p" and not isinstance(b, int):
-            raise ConfigError(f"proxy_steps: {text!r}: every 'p' must be followed by a number of training epochs")
-    return tokens
-
-
-def proxy_step_epochs(text: str) -> list[int]:
-    """The number of epochs trained before each proxy step of a schedule: "5,p,9,p,4" -> [5, 14]."""
-    boundaries, epochs = [], 0
-    for token in parse_proxy_steps(text):
-        if isinstance(token, int):
-            epochs += token
-        else:
-            boundaries.append(epochs)
-    return boundaries
+        return self.schedule.epochs
 
 
 def _in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[float], bool]:
@@ -339,7 +309,7 @@ def validate(config: TrialConfig) -> None:
         "a file path",
         config.pretrained_path,
     )
-    parse_proxy_steps(config.proxy_steps)
+    config.schedule  # noqa: B018 (parsing it is the check)
     need(
         config.pixel_replacement in PIXEL_REPLACEMENTS,
         "pixel_replacement",

@@ -169,7 +169,7 @@ def auto_batch_size(
             peak = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else 0
             return limit_bytes is None or peak <= HEADROOM * limit_bytes
         except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:  # cuBLAS and cuDNN say it their own way
-            if isinstance(exc, torch.cuda.OutOfMemoryError) or is_out_of_memory(str(exc)):
+            if is_out_of_memory(exc):
                 return False
             raise
         finally:

@@ -1,28 +1,37 @@
-"""What kind of failure a trial's error is, from its text (torch-free: the driver reads it too).
+"""What kind of failure a trial's exception is, decided where the exception is raised (torch-free).
 
-Out of GPU memory shows up under several names, whichever library noticed first: torch's caching allocator, cuBLAS
-creating a handle or workspace, cuDNN asking for workspace. All of them mean the same to a scheduler: this trial did
-not fit beside the others.
+The kind travels as data: in the local worker's outcome file, or as the exception object a Ray task re-raises.
+"disk_full" is the machine's fault and "oom" (a GPU shared with other trials ran out of memory) is the packing's:
+neither uses up an attempt. Out of GPU memory shows up under several names, whichever library noticed first:
+torch's caching allocator (`torch.OutOfMemoryError`), cuBLAS creating a handle or workspace, cuDNN asking for
+workspace; the last two are plain `RuntimeError`s whose message is the only mark.
 """
 
 from __future__ import annotations
 
-OUT_OF_MEMORY = (
+import errno
+
+ALLOCATION_FAILED = (
     "CUDA out of memory",
-    "OutOfMemoryError",
     "CUDA error: out of memory",
     "CUBLAS_STATUS_ALLOC_FAILED",
     "CUDNN_STATUS_ALLOC_FAILED",
     "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
 )
-DISK_FULL = ("disk full", "[Errno 28]", "No space left")
+FAILURE_KINDS = ("error", "disk_full", "oom")
 
 
-def is_out_of_memory(text: str) -> bool:
-    """Whether an error's text says the GPU ran out of memory."""
-    return any(marker in text for marker in OUT_OF_MEMORY)
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says the GPU ran out of memory."""
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in ALLOCATION_FAILED)
 
 
-def is_disk_full(text: str) -> bool:
-    """Whether an error's text says a disk filled up."""
-    return any(marker in text for marker in DISK_FULL)
+def failure_kind(exc: BaseException) -> str:
+    """ "disk_full" (no space or quota left), "oom" (out of GPU memory), else "error"."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk_full"
+    if is_out_of_memory(exc):
+        return "oom"
+    return "error"

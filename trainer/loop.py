@@ -40,7 +40,7 @@ from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint
 from trainer.images import load_images
 from trainer.modelcheck import check
 from trainer.models import create_model
-from trainer.prefix import cam_group_key, prefix_key, proxy_boundaries
+from trainer.prefix import cam_group_key, prefix_key
 from trainer.proxy import (
     ProxyInputs,
     gallery,
@@ -187,7 +187,7 @@ def run_stem(
             owner=f"stem:{prefix_key(config, until)}",
         )
         trial.run(until)
-        step = sum(1 for b in proxy_boundaries(config) if b < until)
+        step = config.schedule.steps_before(until)
         made = []
         for group in groups:
             key = cam_group_key(group, until)
@@ -242,7 +242,7 @@ class _Trial:
         log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
         check(
             config.architecture,
-            config.cam_method if proxy_boundaries(config) and config.cam_method in CAM_METHOD_NAMES else None,
+            config.cam_method if config.schedule.steps and config.cam_method in CAM_METHOD_NAMES else None,
             config.image_size,
         )
         self._write_config()
@@ -289,7 +289,7 @@ class _Trial:
 
         self.tensorboard = SummaryWriter(str(self.workdir / files.TENSORBOARD))
         try:
-            for kind, index in plan(self.config):
+            for kind, index in self.config.schedule.events():
                 if until is not None and self.state.epochs_done >= until:
                     break
                 if kind == "proxy" and index >= self.state.proxy_steps_done:
@@ -302,7 +302,7 @@ class _Trial:
     def proxy_step(self, index: int) -> None:
         """Make the proxies of step `index` from the current model and put them into training."""
         config, state = self.config, self.state
-        boundary = proxy_boundaries(config)[index]
+        boundary = config.schedule.boundaries[index]
         inputs = self._shared_inputs(index, boundary)
         name = files.TrialFolder(self.workdir).proxy_name(index)
         path = self.workdir / name
@@ -572,19 +572,6 @@ class _Trial:
             return None
         log.info("proxy step %d uses a stem's wrong images and CAMs (%s)", step, path.name)
         return inputs
-
-
-def plan(config: TrialConfig) -> Iterator[tuple[str, int]]:
-    """The schedule as events: ("epoch", 0-based epoch) and ("proxy", 0-based proxy step)."""
-    epoch = step = 0
-    for token in config.schedule:
-        if isinstance(token, int):
-            for _ in range(token):
-                yield "epoch", epoch
-                epoch += 1
-        else:
-            yield "proxy", step
-            step += 1
 
 
 def _nothing(_names: list[str]) -> None:

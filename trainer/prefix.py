@@ -1,20 +1,24 @@
-"""What a trial's training depends on up to each epoch: the key that lets grid points share a common prefix.
+"""What acts when: each setting's scope, the one prefix rule, the CAM groups, and the settings a point ignores.
 
 Every `TrialConfig` field has a scope (`SCOPES`): it acts from the first epoch, from the first proxy step, from the
-second proxy step, through the schedule, or never on training. `prefix_key(config, e)` hashes exactly what can
-change the model, optimiser and proxies after `e` epochs, so two configs with the same key at `e` hold bit-for-bit
-the same checkpoint there (every epoch's randomness derives from (seed, epoch)). A checkpoint records its key, and a
-trial resumes from any checkpoint whose key equals its own at that epoch: its own, a retry's, or a shared stem's.
+second proxy step, through the schedule, or never on training. `prefix_signature` says exactly what can change the
+model, optimiser and proxies after a number of epochs and proxy steps; `prefix_key` hashes it for one config, and
+the planner (`search.plan`) groups a grid's points by it, so two configs with the same key at `e` hold bit-for-bit
+the same checkpoint there (every epoch's randomness derives from (seed, epoch)). A checkpoint records its key, and
+a trial resumes from any checkpoint whose key equals its own at that epoch: its own, a retry's, or a shared stem's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
-from trainer.config import TrialConfig, proxy_step_epochs
+from trainer.config import CONTROL_METHODS, TrialConfig
+from trainer.schedule import Schedule, parse_schedule
 
 START, FIRST_PROXY_STEP, SECOND_PROXY_STEP, SCHEDULE, NEVER = "start", "proxy", "second_proxy", "schedule", "never"
 SCOPES: dict[str, str] = {
@@ -52,47 +56,98 @@ SCOPES: dict[str, str] = {
     "num_workers": NEVER,
     "target_val_accuracy": NEVER,
 }
+START_FIELDS = tuple(name for name, scope in SCOPES.items() if scope == START)
+PROXY_FIELDS = tuple(name for name, scope in SCOPES.items() if scope == FIRST_PROXY_STEP)
+# The proxy-attention axes: they act from a proxy step on (a point without one leaves them out).
+CAM_AXES = tuple(name for name, scope in SCOPES.items() if scope in (FIRST_PROXY_STEP, SECOND_PROXY_STEP))
 # Schedules that read the trial's progress (epoch / total) depend on the total number of epochs from the start.
 PROGRESS_SCHEDULERS = ("onecycle", "cosine")
 CAM_GROUP_FIELDS = ("cam_method", "cam_target", "cam_batch_size")
+CONTROLS = (*CONTROL_METHODS, "randomcam")
+MASK_AXES = (
+    "threshold",
+    "multiply_weight",
+    "pixel_replacement",
+    "cam_target",
+    "cam_batch_size",
+    "unchanged_proxies",
+)  # what a mask needs; the duplicate control has none
+DECIDERS = ("proxy_steps", "cam_method", "pixel_replacement", "control")  # what `irrelevant` reads, in its order
+
+Setting = Callable[[str], Any]  # a field's value by name: a config's, or (in the planner) a column of many points'
 
 
-def proxy_boundaries(config: TrialConfig) -> list[int]:
-    """The epoch count before each proxy step: "5,p,9,p,4" -> [5, 14]."""
-    return proxy_step_epochs(config.proxy_steps)
+def prefix_signature(setting: Setting, schedule: Schedule, steps_done: int, progress: bool) -> dict[str, Any]:
+    """Everything that shapes training once the first `steps_done` proxy steps of `schedule` are made: the start
+    fields, the total epochs when the learning rate reads progress (`progress`), the positions of the steps done,
+    the proxy-step fields when there is one, and `clear_every_step` when there are two. `setting(name)` gives a
+    field's value; the planner passes integer codes, many points at once, and groups by what comes back."""
+    before = schedule.boundaries[:steps_done]
+    parts: dict[str, Any] = {name: setting(name) for name in START_FIELDS}
+    parts["total_epochs"] = schedule.epochs if progress else None
+    parts["proxy_steps_before"] = list(before)
+    if before:
+        parts["proxy"] = {name: setting(name) for name in PROXY_FIELDS}
+    if len(before) >= 2:
+        parts["clear_every_step"] = setting("clear_every_step")
+    return parts
 
 
 def prefix_key(config: TrialConfig, epochs: int, steps_done: int | None = None) -> str:
-    """A hash of everything that shapes training after `epochs` epochs and `steps_done` proxy steps (by default
-    the steps before epoch `epochs`; one more once the step due at `epochs` has run): the start fields, the total
-    epochs when the learning rate reads progress, the positions of the steps done, the proxy-step fields when
-    there is one, and `clear_every_step` when there are two."""
-    boundaries = proxy_boundaries(config)
-    due_before = sum(1 for b in boundaries if b < epochs)
+    """The hash of `prefix_signature` after `epochs` epochs and `steps_done` proxy steps (by default the steps
+    before epoch `epochs`; one more once the step due at `epochs` has run)."""
+    schedule = config.schedule
+    due_before = schedule.steps_before(epochs)
     steps_done = due_before if steps_done is None else steps_done
-    if not 0 <= epochs <= config.epochs or not due_before <= steps_done <= sum(1 for b in boundaries if b <= epochs):
+    if not 0 <= epochs <= schedule.epochs or not due_before <= steps_done <= schedule.steps_through(epochs):
         raise ValueError(f"no such point in {config.proxy_steps!r}: {epochs} epochs, {steps_done} proxy steps")
-    data = config.to_dict()
-    parts: dict[str, Any] = {name: data[name] for name, scope in SCOPES.items() if scope == START}
-    parts["total_epochs"] = config.epochs if config.scheduler.name in PROGRESS_SCHEDULERS else None
-    before = boundaries[:steps_done]
-    parts["proxy_steps_before"] = before
-    if before:
-        parts["proxy"] = {name: data[name] for name, scope in SCOPES.items() if scope == FIRST_PROXY_STEP}
-    if len(before) >= 2:
-        parts["clear_every_step"] = config.clear_every_step
+    parts = prefix_signature(
+        functools.partial(_plain, config), schedule, steps_done, config.scheduler.name in PROGRESS_SCHEDULERS
+    )
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cam_group(config: TrialConfig) -> dict[str, Any]:
-    """What the maps of a proxy step depend on beyond the prefix: method, target and CAM batch size."""
-    return {name: getattr(config, name) for name in CAM_GROUP_FIELDS}
+def _plain(config: TrialConfig, name: str) -> Any:
+    """A field of `config` as `config.to_dict()` has it (without copying the rest)."""
+    value = getattr(config, name)
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
+def cam_group(setting: Setting) -> dict[str, Any]:
+    """What the maps of a proxy step depend on beyond the prefix: method, target and CAM batch size (a control
+    without a map: its method alone)."""
+    method = setting("cam_method")
+    if method in CONTROL_METHODS:
+        return {"cam_method": method}
+    return {name: setting(name) for name in CAM_GROUP_FIELDS}
 
 
 def cam_group_key(config: TrialConfig, epochs: int) -> str:
     """The key of the shared input of the proxy step after `epochs` epochs: the wrong images and their CAMs."""
-    blob = json.dumps({"prefix": prefix_key(config, epochs), **cam_group(config)}, sort_keys=True)
+    blob = json.dumps(
+        {"prefix": prefix_key(config, epochs), **cam_group(functools.partial(getattr, config))}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4096)
+def irrelevant(
+    proxy_steps: str, cam_method: str, pixel_replacement: str, control: str = "none"
+) -> tuple[frozenset[str], str]:
+    """The axes that cannot change a point with these settings, and its kind: `baseline` (no proxy step),
+    `control` (the `duplicate` and `randomcam` methods, or a matched control) or `proxy`."""
+    steps = parse_schedule(proxy_steps).steps
+    if steps == 0:
+        return frozenset(CAM_AXES), "baseline"
+    kind = "control" if cam_method in CONTROLS or control != "none" else "proxy"
+    drop: set[str] = set()
+    if cam_method in CONTROL_METHODS:
+        drop.update(MASK_AXES)  # no mask at all
+    elif pixel_replacement != "blended":
+        drop.add("multiply_weight")  # only the blended rule reads the weight
+    if steps == 1:
+        drop.add("clear_every_step")  # it only acts from the second proxy step
+    return frozenset(drop), kind
 
 
 def _check_scopes() -> None:

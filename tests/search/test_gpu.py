@@ -18,6 +18,7 @@ from search.driver import Run, RunOptions, run_study
 from search.study import GridStudy, trial_folder
 from search.worker import Settings
 from tests.search.helpers import free_port, spec, trials, write_space
+from trainer.config import TrialConfig
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
@@ -195,7 +196,8 @@ def test_the_local_executor_ends_a_gpu_job_s_process_whatever_its_outcome(tmp_pa
     executor = LocalExecutor(Settings(str(tmp_path / "store"), None), tmp_path / "logs")
     executor.fresh = True  # what gpus_per_trial > 0 sets (a CPU machine cannot make one: it has no CUDA)
     try:
-        bad = Job("trial", "trial 0", {"dataset": {"kind": "digits"}, "architecture": "no_such_model"}, "trials/0-x")
+        config = TrialConfig.from_dict({"dataset": {"kind": "digits"}, "architecture": "no_such_model"})
+        bad = Job("trial", "trial 0", config, "trials/0-x")
         executor.submit(bad)
         worker = executor.worker
         (done,) = _wait(executor)

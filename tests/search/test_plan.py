@@ -1,8 +1,13 @@
 """The stem tree of a grid (pure: nothing runs here)."""
 
+from collections import defaultdict
+
+import pytest
+
 from search.plan import build_plan
 from search.space import load_space
 from tests.search.helpers import fixed_without, spec
+from trainer.prefix import prefix_key
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -62,3 +67,36 @@ def test_the_thesis_grid_shares_at_least_half_again():
     s = load_space(ROOT / "spaces" / "thesis_grid.yaml", check_roots=False)
     plan = build_plan(s.points, s.data["fixed"])
     assert plan.naive_epochs / plan.shared_epochs >= 1.5
+
+
+@pytest.mark.slow
+def test_the_planner_and_the_trainer_agree_on_every_point_of_the_thesis_grid():
+    """Issue 23: the planner groups points by `prefix_signature` over their params; a trial hashes the same
+    signature over its whole config (`prefix_key`) to find a checkpoint it may start from. On all 54,720 points:
+    a stem's members hold one key at its epoch, two stems at one epoch hold two keys, every point starts from a
+    stem with its own key there, and points that agree where their own proxy step is due share a stem."""
+    s = load_space(ROOT / "spaces" / "thesis_grid.yaml", check_roots=False)
+    plan = build_plan(s.points, s.data["fixed"])
+    configs = {p.grid_key: p.config() for p in s.points}
+    key_of_stem, stems_at = {}, defaultdict(set)
+    for stem in plan.stems.values():
+        (key,) = {prefix_key(configs[m], stem.epochs) for m in stem.members}
+        key_of_stem[stem.key] = key
+        stems_at[stem.epochs].add(key)
+    assert sum(len(keys) for keys in stems_at.values()) == len(plan.stems)
+    for grid_key, parent in plan.parent.items():
+        if parent is not None:
+            assert prefix_key(configs[grid_key], plan.stems[parent].epochs) == key_of_stem[parent]
+    groups, due = defaultdict(set), defaultdict(set)
+    for grid_key, config in configs.items():
+        for boundary in config.schedule.boundaries:
+            groups[boundary, prefix_key(config, boundary)].add(grid_key)
+            due[boundary].add(grid_key)
+    stems_of = defaultdict(list)
+    for stem in plan.stems.values():
+        for member in stem.members:
+            stems_of[member].append(stem)
+    for (boundary, _), group in groups.items():
+        if len(group) >= 2:  # a stem holds them (at that epoch, or deeper where it had a single child)
+            stems = stems_of[next(iter(group))]
+            assert any(st.epochs >= boundary and st.members & due[boundary] == group for st in stems)

@@ -1,5 +1,6 @@
-from search.grid import CAM_AXES, grid_key
+from search.grid import grid_key
 from tests.search.helpers import fixed_without, spec
+from trainer.prefix import CAM_AXES
 
 
 def test_grid_key_ignores_order():
@@ -24,7 +25,7 @@ def test_repeats_baselines_and_resolution():
         assert not set(point.params) & set(CAM_AXES)  # a baseline has no CAM axes…
         assert point.params["architecture"] == "test_resnet"  # …but keeps the other grid axes
         config = point.config()
-        assert config.proxy_steps == "2" and "p" not in config.schedule
+        assert config.proxy_steps == "2" and config.schedule.steps == 0
     config = grid[0].config()
     assert config.image_size == 64 and config.dataset.kind == "digits" and config.proxy_steps == "1,p,1"
 

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from tests.conftest import tiny_config
-from trainer.config import ConfigError, TrialConfig, parse_proxy_steps
+from trainer.config import ConfigError, TrialConfig
+from trainer.schedule import parse_schedule
 
 
 def test_json_round_trip_and_defaults(tmp_path):
@@ -14,7 +15,7 @@ def test_json_round_trip_and_defaults(tmp_path):
     assert again == config
     assert again.digest() == config.digest()
     assert again.pixel_replacement == "blended" and again.split.val == 0.15
-    assert config.epochs == 2 and config.schedule == [1, "p", 1]
+    assert config.epochs == 2 and config.schedule.boundaries == (1,)
 
 
 @pytest.mark.parametrize(
@@ -47,10 +48,11 @@ def test_yaml_true_means_true_class():
 @pytest.mark.parametrize("text", ["", "p,5", "5,p", "5,p,p,3", "0", "5;p;3", "-1,p,2"])
 def test_bad_proxy_steps(text):
     if text == "p,5":
-        assert parse_proxy_steps(text) == ["p", 5]  # a proxy step before any training is allowed
+        schedule = parse_schedule(text)  # a proxy step before any training is allowed
+        assert schedule.boundaries == (0,) and schedule.epochs == 5
         return
     with pytest.raises(ConfigError):
-        parse_proxy_steps(text)
+        parse_schedule(text)
 
 
 def test_the_readme_documents_every_field():

@@ -12,7 +12,7 @@ from tests.conftest import tiny_config
 from trainer import TrialConfig, run_trial
 from trainer.augment import Augmented
 from trainer.device import auto_batch_size
-from trainer.failures import is_out_of_memory
+from trainer.failures import failure_kind, is_out_of_memory
 from trainer.models import create_model
 from trainer.saliency_loss import saliency_terms
 
@@ -57,11 +57,13 @@ def test_saliency_gradients_are_float32_and_non_zero_under_fp16_autocast():
 )
 def test_allocation_failures_of_every_library_are_out_of_memory(text):
     """Item 6: cuBLAS and cuDNN allocation failures matched neither the probe nor the retry rule."""
-    from search.dispatch import failure_kind
+    from search.dispatch import Completion
+    from search.worker import Job
 
-    assert is_out_of_memory(text)
-    assert failure_kind(text, gpus=0.5) == "oom"
-    assert failure_kind("ValueError: bad value", gpus=0.5) == "error"
+    assert is_out_of_memory(RuntimeError(text))
+    shared = Job("trial", "trial 0", TrialConfig.from_dict({"dataset": {"kind": "digits"}}), "trials/0-x", gpus=0.5)
+    assert Completion(shared, reason=text, failure=failure_kind(RuntimeError(text))).kind == "oom"
+    assert Completion(shared, reason="bad", failure=failure_kind(ValueError("bad value"))).kind == "error"
 
 
 class FailsAbove(torch.nn.Module):

@@ -11,7 +11,7 @@ from tests.trainer.test_loop import comparable, metrics_lines
 from trainer import TrialConfig, run_trial
 from trainer.config import AugmentConfig, OptimizerConfig
 from trainer.loop import run_stem
-from trainer.prefix import SCOPES, cam_group_key, prefix_key, proxy_boundaries
+from trainer.prefix import SCOPES, cam_group_key, prefix_key
 
 SECOND_VALUE = {  # for each field, a value other than tiny_config's, to see which epochs it reaches
     "dataset": {"kind": "digits", "limit_per_class": 31},
@@ -76,7 +76,7 @@ def test_schedules_share_the_epochs_before_they_differ():
     a = TrialConfig.from_dict(tiny_config(proxy_steps="2,p,2"))
     b = TrialConfig.from_dict(tiny_config(proxy_steps="2,p,1,p,1"))
     c = TrialConfig.from_dict(tiny_config(proxy_steps="4"))
-    assert proxy_boundaries(b) == [2, 3]
+    assert b.schedule.boundaries == (2, 3)
     assert prefix_key(a, 3) == prefix_key(b, 3) != prefix_key(b, 3, steps_done=2)  # the step due at 3 changes it
     assert prefix_key(a, 2) == prefix_key(c, 2)  # no learning-rate schedule reads progress here
     cosine = {"scheduler": {"name": "cosine"}}

@@ -1,5 +1,5 @@
-"""`python -m search` is the `search` command."""
+"""`python -m search` is the `search` command (an entry script: nothing imports it)."""
 
-from search.cli import main
+from cli import main
 
 main()

@@ -212,6 +212,20 @@ def _counts(raw: dict, problem: _Problems) -> dict[str, int]:
     return counts
 
 
+def resource_problem(key: str, value: Any) -> str | None:
+    """What is wrong with `value` for `gpus_per_trial` or `cpus_per_trial` (from a space or a flag), or None."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or value < 0
+        or (key == "cpus_per_trial" and value == 0)
+    ):
+        return f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} number, got {value!r}"
+    if key == "gpus_per_trial" and value > 1:
+        return f"{GPUS_ABOVE_ONE}, got {value!r}"
+    return None
+
+
 def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
     raw = raw or {}
     if not isinstance(raw, dict) or set(raw) - {"gpus_per_trial", "cpus_per_trial"}:
@@ -219,18 +233,8 @@ def _resources(raw: Any, problem: _Problems) -> dict[str, float]:
         raw = {}
     resources = {"gpus_per_trial": raw.get("gpus_per_trial", 0), "cpus_per_trial": raw.get("cpus_per_trial", 1)}
     for key, value in resources.items():
-        if (
-            not isinstance(value, (int, float))
-            or isinstance(value, bool)
-            or value < 0
-            or (key == "cpus_per_trial" and value == 0)
-        ):
-            problem(
-                f"resources.{key}",
-                f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} number, got {value!r}",
-            )
-        elif key == "gpus_per_trial" and value > 1:
-            problem(f"resources.{key}", f"{GPUS_ABOVE_ONE}, got {value!r}")
+        if (why := resource_problem(key, value)) is not None:
+            problem(f"resources.{key}", why)
     return resources
 
 

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from search.cli import app
+from cli import app
 from tests.conftest import write_digit_folder
 
 FIXED = {"image_size": 64, "architecture": "test_resnet", "proxy_steps": "1,p,1"}

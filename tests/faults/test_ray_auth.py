@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cluster import slurm_script
+from cli.cluster import slurm_script
 from search.rayauth import protect_token_file, require_token
 from tests.search.helpers import search_cli
 
@@ -95,7 +95,7 @@ def test_a_cluster_head_makes_a_token_and_a_worker_without_one_is_refused(tmp_pa
         [
             sys.executable,
             "-c",
-            "from search.cluster import _ray; from search.rayauth import require_token, token_source\n"
+            "from cli.cluster import _ray; from search.rayauth import require_token, token_source\n"
             "print(require_token(_ray()), token_source())",
         ],
         env=env,

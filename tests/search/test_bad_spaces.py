@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from search.cli import app
+from cli import app
 
 CORPUS = sorted((Path(__file__).parent / "bad_spaces").glob("*.yaml"))
 

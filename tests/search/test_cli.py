@@ -6,7 +6,7 @@ import re
 import yaml
 from typer.testing import CliRunner
 
-from search.cli import app
+from cli import app
 from tests.conftest import write_digit_folder
 from trainer.cache import ensure, entries
 from trainer.config import DatasetConfig

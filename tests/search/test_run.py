@@ -8,8 +8,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli import app
 from results.load import trial_rows
-from search.cli import app
 from search.driver import RunOptions, run_study
 from search.status import load_study, load_trials, study_status
 from search.study import trial_folder

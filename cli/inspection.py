@@ -1,0 +1,171 @@
+"""Reading studies from the command line: `status`, `studies`, `export`, `report`, `dashboard`."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from cli.app import app, fail, study_dir
+from search.study import StudyError, default_storage
+
+
+@app.command()
+def status(
+    study: str | None = typer.Option(None, help="study name (default: every study under runs/)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Grid size, complete / stopped / running / failed / waiting / remaining, best value and ETA of each study."""
+    from search.status import format_status, load_study, load_trials, study_status
+
+    infos = []
+    try:
+        for name, url in _studies(study, storage):
+            infos.append(study_status(load_study(name, url), load_trials(name, url)))
+    except StudyError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(infos if study is None else infos[0], indent=2, default=str))
+    elif infos:
+        print("\n".join(format_status(i) for i in infos))
+    else:
+        where = storage or f"{Path('runs').resolve()}/*.db"
+        print(f"no studies in {where} (run from the project folder, or give --storage URL / --study NAME)")
+
+
+@app.command()
+def studies(storage: str | None = typer.Option(None, help="Optuna storage URL (default: runs/*.db)")) -> None:
+    """List the studies in the storage."""
+    try:
+        for name, url in _studies(None, storage):
+            print(f"{name}\t{url}")
+    except StudyError as exc:
+        fail(str(exc))
+
+
+def _one_study(study: str | None, storage: str | None) -> tuple[str, str]:
+    """The study a command reads: the one named, or the only one in `storage` (or under runs/); a choice is asked
+    for when there are several."""
+    if study is not None:
+        study_dir(study)
+        return study, storage or default_storage(study)
+    try:
+        found = _studies(None, storage)
+    except StudyError as exc:
+        fail(str(exc))
+    if len(found) != 1:
+        names = ", ".join(name for name, _ in found) or "none"
+        fail(f"give --study NAME: {len(found)} studies in {storage or 'runs/*.db'} ({names})")
+    return found[0]
+
+
+def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
+    """(name, storage URL) pairs: one named study, or every study in `storage` or in `runs/*.db`."""
+    from search.status import study_names
+
+    if study:
+        study_dir(study)
+        return [(study, storage or default_storage(study))]
+    urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(Path("runs").glob("*.db"))]
+    return [(name, url) for url in urls for name in study_names(url)]
+
+
+@app.command()
+def export(
+    study: str | None = typer.Option(None, help="study name (default: the only study there is)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)"),
+) -> None:
+    """Write one CSV row per trial: number, state, attempt, every axis's setting, params, metrics, times, failure."""
+    from results.load import export_rows
+    from search.status import load_study, load_trials, write_csv
+
+    study, storage = _one_study(study, storage)
+    try:
+        rows = export_rows(load_study(study, storage), load_trials(study, storage))
+    except StudyError as exc:
+        fail(str(exc))
+    path = out or study_dir(study) / "trials.csv"
+    write_csv(rows, path)
+    print(f"{len(rows)} trials -> {path}")
+
+
+@app.command()
+def report(
+    study: str | None = typer.Option(None, help="study name (default: the only study there is)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    out: Path | None = typer.Option(None, help="folder (default runs/<study>/report/)"),
+    correction: str = typer.Option("holm", help="multiple-comparison correction: holm, bh or none"),
+    to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard"),
+) -> None:
+    """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
+    from results.report import build_report
+    from results.stats import CORRECTIONS
+    from search.status import load_study, load_trials
+
+    if correction not in CORRECTIONS:
+        fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    study, storage = _one_study(study, storage)
+    try:
+        loaded, trials = load_study(study, storage, writable=to_dashboard), load_trials(study, storage)
+    except StudyError as exc:
+        fail(str(exc))
+    made = build_report(
+        loaded,
+        trials,
+        out or study_dir(study) / "report",
+        to_dashboard,
+        correction,
+        say=lambda line: print(line, file=sys.stderr),
+    )
+    print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
+
+
+@app.command()
+def dashboard(
+    study: str | None = typer.Option(None, help="study whose default storage to open"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on"),
+    port: int = typer.Option(8080, help="port"),
+) -> None:
+    """Serve optuna-dashboard on the study database (127.0.0.1 unless --host says otherwise)."""
+    from optuna_dashboard import run_server
+
+    from search.study import open_storage
+
+    if storage is None and study is None:
+        fail("give --storage URL or --study NAME")
+    try:
+        backend = open_storage(storage or default_storage(study or ""), create=False)
+    except StudyError as exc:
+        fail(str(exc))
+    if not 1 <= port <= 65535:
+        fail(f"--port: expected a port in 1-65535, got {port}")
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"--host: {host!r} does not resolve to an address of this machine ({exc})")
+    _check_port_free(host, port)
+    if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        print(
+            f"warning: the dashboard listens on {host}, reachable from other machines; it has no login", file=sys.stderr
+        )
+    print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C stops it)", file=sys.stderr)
+    run_server(backend, host=host, port=port)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program holds, or an address this machine does not have, before the server starts."""
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                what = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+                fail(f"--port {port} on {host} {what}: choose another --port")

@@ -1,0 +1,102 @@
+"""Launching a run from the command line: flags checked, the store probed, then the plan printed (`--dry-run`) or
+the study run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import typer
+
+from cli.app import console, fail
+from search.driver import RunOptions, run_study
+from search.grid import GridSpec
+from search.space import resource_problem
+from search.store import StoreError, probe_store, resolve_uri
+from search.study import StudyError, check_storage_url
+
+
+def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
+    """Check `options` (the flags of `search run`, `resume` or `confirm`), then print the plan or run the study and
+    exit with its code."""
+    for key, value in (("gpus_per_trial", options.gpus_per_trial), ("cpus_per_trial", options.cpus_per_trial)):
+        if value is not None and (why := resource_problem(key, value)):
+            fail(f"--{key.replace('_', '-')}: {why}")
+    for flag, value in (("--max-concurrent", options.max_concurrent), ("--max-trials", options.max_trials)):
+        if value is not None and value < 1:
+            fail(f"{flag}: expected a positive integer, got {value}")
+    try:
+        check_storage_url(options.storage)
+        artifacts = resolve_uri(options.artifacts or spec.data.get("artifacts") or str(options.out_dir))
+        probe_store(artifacts)
+    except (StoreError, StudyError) as exc:
+        fail(str(exc))
+    options = dataclasses.replace(
+        options, artifacts=artifacts, cache_dir=options.cache_dir or spec.data.get("cache_dir")
+    )
+    if dry_run:
+        print_plan(spec, options.storage, options.out_dir, artifacts, options.share)
+        return
+    try:
+        code = run_study(spec, options, console)
+    except (StudyError, StoreError) as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+def _amount(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}" if hours >= 1 else f"{hours:.3f}"
+
+
+def print_price(price: dict, share: bool) -> None:
+    """The plan's price: per (dataset, architecture) and in total, each rate's evidence said once."""
+    unit = price["unit"]
+    print(f"price ({unit}; training epochs only: proxy steps and evaluation come on top):")
+    for (dataset, arch), group in sorted(price["groups"].items(), key=str):
+        hours = group["hours_shared"] if share else group["hours_naive"]
+        figure = "unknown" if math.isnan(hours) else _amount(hours)
+        print(
+            f"  {dataset} × {arch}: {group['naive']:,} epochs ({group['shared']:,} shared): {figure} {unit} "
+            f"[{group['rate'].evidence}]"
+        )
+    parts = [f"{_amount(price['hours_naive'])} each point from scratch"]
+    if share:
+        parts.append(f"{_amount(price['hours_shared'])} with shared stems")
+    if price["hours_halving"] is not None:
+        parts.append(f"at most {_amount(price['hours_halving'])} with halving")
+    best = price["hours_halving"] if price["hours_halving"] is not None else price["hours_shared"]
+    device = "GPU" if unit == "GPU-hours" else "slot"
+    wall = ", ".join(f"{n} {device}{'s' if n > 1 else ''}: {_amount(best / n)} h" for n in (1, 8, 32))
+    left_out = f" (leaving out {price['unknown']} groups whose data is not there)" if price["unknown"] else ""
+    print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}")
+
+
+def print_plan(spec: GridSpec, storage: str, out_dir: Path, artifacts: str, share: bool) -> None:
+    """What `--dry-run` prints: the points, epochs, stems, price, where things go, and the problems to fix."""
+    from search.status import dry_run_plan
+
+    try:
+        info = dry_run_plan(spec, storage, out_dir, artifacts, share)
+    except StudyError as exc:
+        fail(str(exc))
+    ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
+    saving = f" ({ratio:.2f}x fewer)" if info["epochs_shared"] else ""
+    print(
+        f"study {info['study']}: {info['grid_size']:,} points, {info['complete']:,} complete, {info['pruned']:,} "
+        f"stopped by halving, {info['to_run']:,} to run, {info['given_up']:,} given up\n"
+        f"epochs to compute: {info['epochs_naive']:,} each point from scratch, {info['epochs_shared']:,} with "
+        f"{info['stems']:,} shared stems{saving}" + ("" if share else " [--no-share: not used]")
+    )
+    if info["epochs_halving"] is not None:
+        print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")
+    print_price(info["price"], share)
+    print(f"storage: {info['storage']}\ntrial folders: {info['artifacts']}/trials/")
+    for line in info["datasets"]:
+        print(f"dataset {line}")
+    total = info["grid_size"]
+    for i, params in enumerate(info["first_points"], start=1):
+        shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        print(f"  would run ({i:,} of {info['to_run']:,} to run, {total:,} in the grid): {shown}")
+    if info["problems"]:
+        fail("; ".join(info["problems"]) + " (search run would refuse this space)")

@@ -1,0 +1,248 @@
+"""Running studies from the command line: `run` (a space file), `resume` (a stored study), `confirm` (the
+confirmation stage of an exploration)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import typer
+
+from cli.app import (
+    ACCEPT_DATA_CHANGE,
+    ARTIFACTS,
+    CACHE_DIR,
+    DRY_RUN,
+    EXECUTOR,
+    MAX_CONCURRENT,
+    MAX_TRIALS,
+    NO_CACHE,
+    NO_SHARE,
+    RAY_ADDRESS,
+    SCRATCH,
+    ExecutorKind,
+    app,
+    cache_dir_of,
+    fail,
+    study_dir,
+)
+from cli.launch import launch
+from search.driver import RunOptions
+from search.grid import GridSpec
+from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
+from search.study import StudyError, default_storage
+
+
+@app.command()
+def run(
+    space: Path = typer.Argument(..., help="the space YAML"),
+    study: str | None = typer.Option(None, help="study name (default: the YAML's study: or its file name)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL (default sqlite:///runs/<study>.db)"),
+    out: Path | None = typer.Option(None, help="the run's folder: driver lock, logs (default runs/<study>/)"),
+    artifacts: str | None = ARTIFACTS,
+    executor: ExecutorKind = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    gpus_per_trial: float | None = typer.Option(None, help="overrides resources.gpus_per_trial"),
+    cpus_per_trial: float | None = typer.Option(None, help="overrides resources.cpus_per_trial"),
+    max_concurrent: int | None = MAX_CONCURRENT,
+    max_trials: int | None = MAX_TRIALS,
+    max_points: int = typer.Option(DEFAULT_MAX_POINTS, help="refuse a grid with more points than this"),
+    no_share: bool = NO_SHARE,
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+    scratch: str | None = SCRATCH,
+    dry_run: bool = DRY_RUN,
+    accept_data_change: bool = ACCEPT_DATA_CHANGE,
+) -> None:
+    """Create or resume the study of SPACE and run every point that is not finished."""
+    try:
+        spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
+    except SpaceError as exc:
+        fail(str(exc))
+    options = RunOptions(
+        storage or default_storage(spec.name),
+        (out or study_dir(spec.name)).resolve(),
+        executor=executor.value,
+        ray_address=ray_address,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial,
+        max_concurrent=max_concurrent,
+        max_trials=max_trials,
+        share=not no_share,
+        artifacts=artifacts,
+        cache_dir=cache_dir_of(cache_dir, no_cache),
+        scratch=scratch,
+        accept_data_change=accept_data_change,
+    )
+    launch(spec, options, dry_run)
+
+
+@app.command()
+def resume(
+    study: str = typer.Option(..., help="study name"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL"),
+    out: Path | None = typer.Option(None, help="the run's folder (default: the one the study was run in)"),
+    executor: ExecutorKind = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    max_concurrent: int | None = MAX_CONCURRENT,
+    max_trials: int | None = MAX_TRIALS,
+    no_share: bool = NO_SHARE,
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+    scratch: str | None = SCRATCH,
+    dry_run: bool = DRY_RUN,
+    accept_data_change: bool = ACCEPT_DATA_CHANGE,
+    artifacts: str | None = typer.Option(None, help="where trial folders go (default: where the study put them)"),
+    gpus_per_trial: float | None = typer.Option(None, help="overrides resources.gpus_per_trial"),
+    cpus_per_trial: float | None = typer.Option(None, help="overrides resources.cpus_per_trial"),
+    max_points: int = typer.Option(DEFAULT_MAX_POINTS, help="refuse a grid with more points than this"),
+) -> None:
+    """Run the rest of a study, reading its space back from the study itself (no YAML needed); every `search run`
+    option applies."""
+    from search.status import load_study
+    from search.study import spec_of
+
+    try:
+        storage = storage or default_storage(study)
+        stored = load_study(study, storage)
+        spec = spec_of(stored, validate=not dry_run, max_points=max_points)
+        out = out or Path(stored.user_attrs.get("out_dir", study_dir(study)))
+        artifacts = artifacts or stored.user_attrs.get("artifacts")
+    except (StudyError, SpaceError) as exc:
+        fail(str(exc))
+    options = RunOptions(
+        storage,
+        out.resolve(),
+        executor=executor.value,
+        ray_address=ray_address,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial,
+        max_concurrent=max_concurrent,
+        max_trials=max_trials,
+        share=not no_share,
+        artifacts=artifacts,
+        cache_dir=cache_dir_of(cache_dir, no_cache),
+        scratch=scratch,
+        accept_data_change=accept_data_change,
+    )
+    launch(spec, options, dry_run)
+
+
+@app.command()
+def confirm(
+    study: str = typer.Option(..., help="the exploration study to confirm"),
+    top: int = typer.Option(3, help="configurations per group, best first by the exploration's objective"),
+    per: str = typer.Option("dataset,architecture", help="the axes of a group, comma-separated"),
+    seeds: int = typer.Option(10, help="fresh seeds per configuration, disjoint from the exploration's"),
+    name: str | None = typer.Option(None, help="the confirmation study (default STUDY-confirm)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL of both studies (default runs/<study>.db)"),
+    correction: str = typer.Option("holm", help="the correction the power is planned for: holm, bh or none"),
+    executor: ExecutorKind = EXECUTOR,
+    ray_address: str | None = RAY_ADDRESS,
+    max_concurrent: int | None = MAX_CONCURRENT,
+    no_share: bool = NO_SHARE,
+    cache_dir: Path | None = CACHE_DIR,
+    no_cache: bool = NO_CACHE,
+    scratch: str | None = SCRATCH,
+    dry_run: bool = DRY_RUN,
+) -> None:
+    """Run the top configurations of an exploration again on fresh seeds, each beside its matched baselines and
+    controls, at full budget and without halving: the study whose verdicts the thesis reports. Run it again to
+    resume (its selection stays as first made)."""
+    from results.stats import CORRECTIONS
+
+    confirm_name = name or f"{study}-confirm"
+    for flag, value, low in (("--top", top, 1), ("--seeds", seeds, 3)):
+        if value < low:
+            fail(f"{flag}: expected an integer of at least {low}, got {value}")
+    if correction not in CORRECTIONS:
+        fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    study_dir(study), study_dir(confirm_name)
+    confirm_storage = storage or default_storage(confirm_name)
+    confirmation = _confirmation(
+        study, storage or default_storage(study), confirm_name, confirm_storage, top, per, seeds, correction, dry_run
+    )
+    options = RunOptions(
+        confirm_storage,
+        study_dir(confirm_name).resolve(),
+        executor=executor.value,
+        ray_address=ray_address,
+        max_concurrent=max_concurrent,
+        share=not no_share,
+        cache_dir=cache_dir_of(cache_dir, no_cache),
+        scratch=scratch,
+    )
+    launch(confirmation, options, dry_run)
+
+
+def _confirmation(
+    study: str,
+    storage: str,
+    confirm_name: str,
+    confirm_storage: str,
+    top: int,
+    per: str,
+    seeds: int,
+    correction: str,
+    dry_run: bool,
+) -> GridSpec:
+    """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
+    `study` per group of `per`, printed with the effect the confirmation can detect."""
+    from search.confirm import ConfirmError, confirmation_space, paired_spread, select
+    from search.space import parse_space
+    from search.status import load_study, load_trials
+    from search.study import spec_of
+
+    try:
+        exploration = load_study(study, storage)
+        spec = spec_of(exploration)
+        trials = load_trials(study, storage)
+        asked = [a for a in per.split(",") if a]
+        unknown = [a for a in asked if a not in (*spec.axes, "dataset", "architecture")]
+        if unknown:
+            fail(f"--per: {unknown[0]!r} is not an axis of {study} ({', '.join(spec.axes)})")
+        per_axes = tuple(a for a in asked if a in spec.axes)  # dataset, architecture: where the study has them
+        existing = _existing_study(confirm_name, confirm_storage)
+        if existing is not None and existing.user_attrs.get("space", {}).get("confirms") == study:
+            # Resumed: the selection stays as first made, whatever the exploration has done since.
+            print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
+            return spec_of(existing, validate=not dry_run)
+        selected = select(trials, spec, top, per_axes)
+        data = confirmation_space(spec, selected, seeds, confirm_name)
+        confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
+    except (StudyError, SpaceError, ConfirmError) as exc:
+        fail(str(exc))
+    _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
+    return confirmation
+
+
+def _print_selection(
+    spec: GridSpec, selected: dict, spread: dict, per_axes: tuple[str, ...], seeds: int, correction: str
+) -> None:
+    """Each group's chosen configurations, and the smallest effect the confirmation can detect there."""
+    from results.stats import minimum_detectable_effect
+
+    for group, chosen in selected.items():
+        where = ", ".join(f"{a} {v}" for a, v in group) or "the study"
+        print(f"{where}: confirm {len(chosen)} configurations (exploration's mean {spec.objective[0]}):")
+        for config in chosen:
+            shown = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("_mean", *per_axes))
+            print(f"  {config['_mean']:.4f}  {shown}")
+        mde = minimum_detectable_effect(spread[group], seeds, len(chosen), correction)
+        power = (
+            f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {100 * spread[group]:.2f} pp from the exploration)"
+            if not math.isnan(mde)
+            else "unknown (the exploration ran one seed: no spread to plan from)"
+        )
+        print(f"  {seeds} seeds, families of {len(chosen)} comparisons: minimum detectable effect {power}")
+
+
+def _existing_study(name: str, storage: str):
+    """The study `name` in `storage`, or None when the database or the study does not exist yet."""
+    from search.status import load_study
+
+    try:
+        return load_study(name, storage)
+    except StudyError:
+        return None

@@ -203,8 +203,7 @@ def make_proxy_images(
     size = config.image_size
     proxies = SpooledRows(path.parent, (3, size, size))
     kept: list[np.ndarray] = []  # per piece, which chosen images become proxies
-    unchanged = zero_maps = constant_maps = 0
-    hot = changed = 0.0  # summed over the proxies that train: their share of pixels at or above t, and changed
+    tally = _Tally()
     location = np.random.default_rng([config.seed, step, 1])  # its own stream: the draw of images is unchanged
     nothing = np.zeros((0, 3, size, size), np.uint8)
     shown: tuple[np.ndarray, ...] = (nothing, np.zeros((0, size, size), np.uint8), nothing)
@@ -213,26 +212,7 @@ def make_proxy_images(
             piece = chosen[lo : lo + PROXY_CHUNK]
             sources = train.take(inputs.positions[piece])
             maps = np.zeros((len(piece), size, size), np.uint8) if inputs.maps is None else inputs.maps.take(piece)
-            if duplicate:
-                made = sources.clone()
-            else:
-                unit = torch.from_numpy(maps).float() / 255
-                made = _replace(sources, unit, config)
-                flat = maps.reshape(len(piece), -1)
-                zero_maps += int((flat.max(1) == 0).sum())
-                constant_maps += int((flat.max(1) == flat.min(1)).sum())
-            same = (made == sources).flatten(1).all(1).numpy()
-            unchanged += int(same.sum())
-            keep = ~same if config.unchanged_proxies == "drop" and not duplicate else np.ones(len(piece), bool)
-            if config.control == "random_location":  # the same values, the same images, elsewhere
-                maps = relocate(maps, location)
-                unit = torch.from_numpy(maps).float() / 255
-                made = _replace(sources, unit, config)
-            elif config.control == "matched_duplicate":  # the very images the configuration trains, unmasked
-                made = sources.clone()
-            if not duplicate:
-                hot += float((unit >= config.threshold)[keep].float().flatten(1).mean(1).double().sum())
-                changed += float((made != sources).any(1)[keep].float().flatten(1).mean(1).double().sum())
+            made, keep, maps = _proxy_piece(sources, maps, config, location, tally)
             kept.append(keep)
             proxies.append(made.numpy()[keep])
             if len(shown[0]) < GALLERY_ROWS:
@@ -259,11 +239,11 @@ def make_proxy_images(
         "wrong_images": len(inputs.positions),
         "chosen": int(count),
         "proxy_images": int(keep_all.sum()),
-        "unchanged": unchanged,
-        "zero_maps": None if duplicate else zero_maps,
-        "constant_maps": None if duplicate else constant_maps,
-        "hot_fraction": _share(hot, keep_all, duplicate),
-        "changed_fraction": _share(changed, keep_all, duplicate),
+        "unchanged": tally.unchanged,
+        "zero_maps": None if duplicate else tally.zero_maps,
+        "constant_maps": None if duplicate else tally.constant_maps,
+        "hot_fraction": _share(tally.hot, keep_all, duplicate),
+        "changed_fraction": _share(tally.changed, keep_all, duplicate),
     }
     return ProxyStep(
         labels=labels,
@@ -273,6 +253,47 @@ def make_proxy_images(
         seconds=inputs.seconds + time.perf_counter() - start,
         shown=(shown[0], shown[1], shown[2]),
     )
+
+
+@dataclass
+class _Tally:
+    """What a proxy step counts over its pieces: unchanged proxies, all-zero and constant maps, and, summed over
+    the proxies that train, their share of pixels at or above the threshold (`hot`) and of pixels changed."""
+
+    unchanged: int = 0
+    zero_maps: int = 0
+    constant_maps: int = 0
+    hot: float = 0.0
+    changed: float = 0.0
+
+
+def _proxy_piece(
+    sources: torch.Tensor, maps: np.ndarray, config: TrialConfig, location: np.random.Generator, tally: _Tally
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Algorithm 1 on a piece of the chosen images: their proxies, which of them train, and the maps that made them
+    (moved, for the `random_location` control); counted into `tally`."""
+    duplicate = config.cam_method in CONTROL_METHODS
+    if duplicate:
+        made = sources.clone()
+    else:
+        unit = torch.from_numpy(maps).float() / 255
+        made = _replace(sources, unit, config)
+        flat = maps.reshape(len(maps), -1)
+        tally.zero_maps += int((flat.max(1) == 0).sum())
+        tally.constant_maps += int((flat.max(1) == flat.min(1)).sum())
+    same = (made == sources).flatten(1).all(1).numpy()
+    tally.unchanged += int(same.sum())
+    keep = ~same if config.unchanged_proxies == "drop" and not duplicate else np.ones(len(maps), bool)
+    if config.control == "random_location":  # the same values, the same images, elsewhere
+        maps = relocate(maps, location)
+        unit = torch.from_numpy(maps).float() / 255
+        made = _replace(sources, unit, config)
+    elif config.control == "matched_duplicate":  # the very images the configuration trains, unmasked
+        made = sources.clone()
+    if not duplicate:
+        tally.hot += float((unit >= config.threshold)[keep].float().flatten(1).mean(1).double().sum())
+        tally.changed += float((made != sources).any(1)[keep].float().flatten(1).mean(1).double().sum())
+    return made, keep, maps
 
 
 def _replace(sources: torch.Tensor, unit_maps: torch.Tensor, config: TrialConfig) -> torch.Tensor:

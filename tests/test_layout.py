@@ -1,0 +1,160 @@
+"""The shape of the house (issue 23): layers that import only downwards and never in a circle, no function longer
+than a screen and a half, and one function that parses a schedule. Read from the source with `ast`: nothing runs."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each package may import those below it, never those above: the command line drives searches and reports, a
+# search drives trials, a report reads what searches stored.
+LAYERS = {"trainer": 0, "search": 1, "results": 2, "cli": 3}
+MAX_FUNCTION_LINES = 80
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the four packages, by dotted name (entry scripts, `__main__`, are imported by nothing)."""
+    return {
+        f"{package}.{path.stem}": path
+        for package in LAYERS
+        for path in sorted((ROOT / package).glob("*.py"))
+        if path.stem != "__main__"
+    }
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports, at the top or inside a function (a late import is still one)."""
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    graph[name].add(target if target in modules else node.module)
+            elif isinstance(node, ast.Import):
+                graph[name].update(alias.name for alias in node.names)
+        graph[name] = {t for t in graph[name] if t in modules or t in LAYERS} - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    cycles = _cycles(_imports(_modules()))
+    assert not cycles, f"import circles: {cycles}"
+
+
+def test_packages_import_only_downwards():
+    upward = [
+        f"{a} imports {b}"
+        for a, targets in _imports(_modules()).items()
+        for b in targets
+        if LAYERS[b.split(".")[0]] > LAYERS[a.split(".")[0]]
+    ]
+    assert not upward, upward
+
+
+def test_the_trainer_knows_nothing_of_optuna_or_ray():
+    offenders = []
+    for name, path in _modules().items():
+        if name.startswith("trainer."):
+            for node in ast.walk(ast.parse(path.read_text())):
+                roots = (
+                    [a.name.split(".")[0] for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [(node.module or "").split(".")[0]]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                offenders += [f"{name} imports {r}" for r in roots if r in ("optuna", "ray")]
+    assert not offenders, offenders
+
+
+def test_no_function_is_longer_than_80_lines():
+    paths = [*_modules().values(), *sorted((ROOT / "bench").glob("*.py"))]
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in paths
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long, long
+
+
+def _parses_a_schedule(function: ast.AST) -> bool:
+    """Splits text on commas and compares a piece with "p": what reading `proxy_steps` takes."""
+    splits = any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "split"
+        and any(isinstance(a, ast.Constant) and a.value == "," for a in n.args)
+        for n in ast.walk(function)
+    )
+    compares_p = any(
+        isinstance(n, ast.Compare)
+        and any(isinstance(c, ast.Constant) and c.value == "p" for c in [n.left, *n.comparators])
+        for n in ast.walk(function)
+    )
+    return splits and compares_p
+
+
+def test_proxy_steps_is_parsed_in_exactly_one_function():
+    parsers = [
+        f"{name}.{node.name}"
+        for name, path in _modules().items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _parses_a_schedule(node)
+    ]
+    assert parsers == ["trainer.schedule.parse_schedule"]
+
+
+def test_the_layout_checks_can_fail(tmp_path):
+    """The checks above, on a made-up package with a circle, an upward import and a second parser."""
+    made = {
+        "trainer.a": "from trainer.b import x\n",
+        "trainer.b": "from trainer.a import y\nfrom search.c import z\n",
+        "search.c": "def read(text):\n    return [t == 'p' for t in text.split(',')]\n",
+    }
+    modules = {}
+    for name, source in made.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        modules[name] = path
+    graph = _imports(modules)
+    assert _cycles(graph) == [["trainer.a", "trainer.b"]]
+    assert "search.c" in graph["trainer.b"] and LAYERS["search"] > LAYERS["trainer"]
+    assert _parses_a_schedule(ast.parse(made["search.c"]).body[0])

@@ -7,8 +7,6 @@ order and whole epochs. Each returns None when the study has nothing to draw for
 
 from __future__ import annotations
 
-import hashlib
-
 import optuna
 import pandas as pd
 import plotly.express as px
@@ -27,14 +25,6 @@ KIND_NAMES = {"baseline": "baseline", "control": "control", "proxy": "proxy atte
 PALETTE = px.colors.qualitative.D3 + px.colors.qualitative.Set2
 CAM_COLOURS = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(PROXY_METHODS)}
 MIN_IMPORTANCE_TRIALS, MIN_IMPORTANCE_SEEDS = 30, 3
-
-
-def colour(axis: str, value) -> str:
-    """The colour of one value of an axis, the same in every report."""
-    if axis == "cam_method" and value in CAM_COLOURS:
-        return CAM_COLOURS[value]
-    digest = int(hashlib.sha256(f"{axis}={value}".encode()).hexdigest(), 16)
-    return PALETTE[digest % len(PALETTE)]
 
 
 def _style(fig: go.Figure, title: str, x: str | None = None, y: str | None = None) -> go.Figure:

@@ -157,10 +157,6 @@ class ArtifactStore:
             os.replace(tmp, target)
         return target
 
-    def copy_folder(self, src: str, dst: str) -> None:
-        """Copy a whole folder inside the store (used by tests and tools; jobs never copy checkpoints)."""
-        self.fs.copy(f"{self.root}/{src}", f"{self.root}/{dst}", recursive=True)
-
 
 def _link_resumable(source: Path, workdir: Path) -> None:
     """Hard-link (or copy, across filesystems) what `workdir` needs to continue `source`."""

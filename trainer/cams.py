@@ -134,14 +134,3 @@ def _release(cam: Any) -> None:
         handle.remove()
     hooks.handles.clear()
     hooks.activations, hooks.gradients = [], []
-
-
-def count_hooks(model: nn.Module) -> int:
-    """Forward and backward hooks registered on `model`'s modules (a leak check)."""
-    return sum(
-        len(m._forward_hooks)
-        + len(m._forward_pre_hooks)
-        + len(m._backward_hooks)
-        + len(getattr(m, "_full_backward_hooks", {}) or {})
-        for m in model.modules()
-    )

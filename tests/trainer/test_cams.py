@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainer.batching import model_input
-from trainer.cams import CAM_METHODS, compute_cams, count_hooks
+from trainer.cams import CAM_METHODS, compute_cams
 from trainer.config import DatasetConfig
 from trainer.errors import ModelError
 from trainer.families import CAM_UNSUITABLE, TRANSFORMERS
@@ -17,6 +17,17 @@ from trainer.models import create_model
 def digits_batch():
     images = load_images(DatasetConfig(kind="digits"), 64)
     return (model_input(images.take(range(6)), torch.device("cpu")), torch.from_numpy(images.labels[:6]))
+
+
+def count_hooks(model) -> int:
+    """Forward and backward hooks registered on `model`'s modules (a leak check)."""
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_full_backward_hooks", {}) or {})
+        for m in model.modules()
+    )
 
 
 def model_for(method: str) -> str:

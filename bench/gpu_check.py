@@ -153,7 +153,7 @@ class Check:
         except subprocess.TimeoutExpired as exc:
             code, tail = None, f"timed out: {str(exc.stderr or '')[-1500:]}"
         from search.status import load_trials
-        from search.study import StudyError
+        from search.storage import StudyError
 
         try:
             trials = load_trials(name, f"sqlite:///{self.workdir}/runs/{name}.db")

@@ -26,7 +26,8 @@ from common import ROOT  # noqa: F401  (puts the project on the path)
 from optuna.trial import TrialState
 
 from search.status import load_trials
-from search.study import StudyError, trial_folder
+from search.storage import StudyError
+from search.tally import trial_folder
 from trainer.folder import CHECKPOINT, LOG
 
 CAMS = ["gradcam", "eigencam", "gradcamplusplus", "layercam", "xgradcam", "hirescam", "eigengradcam", "kpcacam"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from cli.app import app, fail, study_dir
-from search.study import StudyError, default_storage
+from search.storage import StudyError, default_storage
 
 
 @app.command()
@@ -137,7 +137,7 @@ def dashboard(
     """Serve optuna-dashboard on the study database (127.0.0.1 unless --host says otherwise)."""
     from optuna_dashboard import run_server
 
-    from search.study import open_storage
+    from search.storage import open_storage
 
     if storage is None and study is None:
         fail("give --storage URL or --study NAME")

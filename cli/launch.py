@@ -13,8 +13,9 @@ from cli.app import console, fail
 from search.driver import RunOptions, run_study
 from search.grid import GridSpec
 from search.space import resource_problem
-from search.store import StoreError, probe_store, resolve_uri
-from search.study import StudyError, check_storage_url
+from search.storage import StudyError, check_storage_url
+from search.store import probe_store, resolve_uri
+from trainer.errors import ProxySearchError
 
 
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
@@ -30,7 +31,7 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
         check_storage_url(options.storage)
         artifacts = resolve_uri(options.artifacts or spec.data.get("artifacts") or str(options.out_dir))
         probe_store(artifacts)
-    except (StoreError, StudyError) as exc:
+    except ProxySearchError as exc:
         fail(str(exc))
     options = dataclasses.replace(
         options, artifacts=artifacts, cache_dir=options.cache_dir or spec.data.get("cache_dir")
@@ -40,7 +41,7 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
         return
     try:
         code = run_study(spec, options, console)
-    except (StudyError, StoreError) as exc:
+    except ProxySearchError as exc:
         fail(str(exc))
     raise typer.Exit(code)
 

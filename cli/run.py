@@ -31,7 +31,8 @@ from cli.launch import launch
 from search.driver import RunOptions
 from search.grid import GridSpec
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
-from search.study import StudyError, default_storage
+from search.storage import StudyError, default_storage
+from trainer.errors import ProxySearchError
 
 
 @app.command()
@@ -109,7 +110,7 @@ def resume(
         spec = spec_of(stored, validate=not dry_run, max_points=max_points)
         out = out or Path(stored.user_attrs.get("out_dir", study_dir(study)))
         artifacts = artifacts or stored.user_attrs.get("artifacts")
-    except (StudyError, SpaceError) as exc:
+    except ProxySearchError as exc:
         fail(str(exc))
     options = RunOptions(
         storage,
@@ -189,7 +190,7 @@ def _confirmation(
 ) -> GridSpec:
     """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
     `study` per group of `per`, printed with the effect the confirmation can detect."""
-    from search.confirm import ConfirmError, confirmation_space, paired_spread, select
+    from search.confirm import confirmation_space, paired_spread, select
     from search.space import parse_space
     from search.status import load_study, load_trials
     from search.study import spec_of
@@ -211,7 +212,7 @@ def _confirmation(
         selected = select(trials, spec, top, per_axes)
         data = confirmation_space(spec, selected, seeds, confirm_name)
         confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
-    except (StudyError, SpaceError, ConfirmError) as exc:
+    except ProxySearchError as exc:
         fail(str(exc))
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
     return confirmation

@@ -39,7 +39,7 @@ def trial(
     except KeyboardInterrupt:
         print("trial failed: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
-    except (DataError, ModelError) as exc:
+    except (DataError, ModelError) as exc:  # bad input found before the first epoch
         fail(str(exc).splitlines()[0])
     except Exception as exc:  # the reason goes on one line, for the person reading
         print(f"trial failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)

@@ -20,7 +20,8 @@ from optuna.trial import FrozenTrial
 from search.confirm import stage
 from search.grid import GridSpec, Point
 from search.store import ArtifactStore
-from search.study import INTERNAL_ATTRS, shown_state, spec_of, trial_folder, trial_seed
+from search.study import spec_of
+from search.tally import INTERNAL_ATTRS, shown_state, trial_folder, trial_seed
 from trainer.folder import TrialFolder
 from trainer.prefix import CAM_AXES
 

@@ -20,7 +20,8 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, block_values
-from search.study import trial_seed
+from search.tally import trial_seed
+from trainer.errors import ProxySearchError
 from trainer.prefix import CAM_AXES
 from trainer.schedule import parse_schedule
 
@@ -33,7 +34,7 @@ def stage(space: dict) -> str:
     return "confirmation" if space.get("confirms") else "exploration"
 
 
-class ConfirmError(ValueError):
+class ConfirmError(ProxySearchError, ValueError):
     """The exploration cannot give a confirmation as asked; the message says why."""
 
 

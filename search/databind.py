@@ -18,11 +18,11 @@ from typing import Any
 
 from search.store import ArtifactStore
 from trainer.config import FASHION_MNIST_ROOT
-from trainer.errors import FolderError
+from trainer.errors import FolderError, ProxySearchError
 from trainer.imagefolder import folder_listing
 
 
-class DataChanged(RuntimeError):
+class DataChanged(ProxySearchError, RuntimeError):
     """A study's data differs from what it was run on; the message says what changed and the ways out."""
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from search.rayauth import protect_token_file, require_token
-from search.study import StudyError, one_line
+from search.storage import StudyError, one_line
 from search.worker import Job, Settings, job_file, run_job
 from trainer.failures import failure_kind
 from trainer.folder import STDERR

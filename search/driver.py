@@ -26,8 +26,10 @@ from search.grid import GridSpec
 from search.halving import Halving, configuration, decide_configurations
 from search.plan import Plan, Stem, build_plan
 from search.progress import RunProgress, run_summary
+from search.storage import DriverLock, StudyError, one_line
 from search.store import ArtifactStore
-from search.study import DriverLock, GridStudy, PendingPoint, StudyError, one_line, trial_folder
+from search.study import GridStudy
+from search.tally import PendingPoint, trial_folder
 from search.worker import Job, Settings
 from trainer.failures import failure_kind
 from trainer.files import default_cache_dir

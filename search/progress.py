@@ -16,7 +16,7 @@ from rich.table import Table
 
 from search.grid import GridSpec
 from search.plan import Plan
-from search.study import shown_state
+from search.tally import shown_state
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -16,13 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from trainer.errors import ProxySearchError
+
 OPEN_WARNING = (
     "warning: Ray token authentication is off (RAY_AUTH_MODE=disabled): anyone who can reach this machine's Ray "
     "ports can run code on it"
 )
 
 
-class AuthError(RuntimeError):
+class AuthError(ProxySearchError, RuntimeError):
     """No token where one is needed; the message says where to put it."""
 
 

@@ -26,7 +26,7 @@ from trainer.config import (
     TrialConfig,
     _build,
 )
-from trainer.errors import FolderError
+from trainer.errors import FolderError, ProxySearchError
 from trainer.imagefolder import check_image_folder
 from trainer.schedule import parse_schedule
 
@@ -68,7 +68,7 @@ HINTS = {
 }
 
 
-class SpaceError(ValueError):
+class SpaceError(ProxySearchError, ValueError):
     """A space file is invalid; `problems` lists every problem found, one line each."""
 
     def __init__(self, problems: list[str]) -> None:

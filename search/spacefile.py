@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from trainer.errors import ProxySearchError
+
 MAX_BYTES = 1 << 20
 MAX_NODES = 100_000
 
 
-class SpaceFileError(ValueError):
+class SpaceFileError(ProxySearchError, ValueError):
     """The file cannot be read as a space; the message names the file and says why."""
 
 

@@ -20,7 +20,9 @@ from search.plan import build_plan
 from search.price import price
 from search.progress import better, chance_warning, eta_seconds, format_seconds
 from search.space import root_problems
-from search.study import StudyError, check_extension, open_storage, spec_of, tally, wait_for_creator
+from search.storage import StudyError, open_storage, wait_for_creator
+from search.study import check_extension, spec_of
+from search.tally import tally
 from search.trials import read_trials
 
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from trainer.errors import ProxySearchError
 from trainer.folder import PROXIES, RESUMABLE, TrialFolder
 
 
-class StoreError(RuntimeError):
+class StoreError(ProxySearchError, RuntimeError):
     """The store cannot be reached or written; the message says which and why."""
 
 

@@ -55,7 +55,7 @@ def test_a_second_driver_with_another_out_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import time; from search.study import DriverLock\n"
+            "import time; from search.storage import DriverLock\n"
             "with DriverLock('sqlite:///runs/tiny.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)",
         ],
         cwd=tmp_path,

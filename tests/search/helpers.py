@@ -93,7 +93,7 @@ def mounted_tmpfs(folder: Path, options: str):
 def trials(cwd: Path, name: str = "tiny") -> list:
     """The trials of the study under `cwd/runs/`, [] while it does not exist."""
     from search.status import load_study
-    from search.study import StudyError
+    from search.storage import StudyError
 
     try:
         return load_study(name, f"sqlite:///{cwd}/runs/{name}.db").get_trials(deepcopy=False)

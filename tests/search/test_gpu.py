@@ -15,7 +15,8 @@ from rich.console import Console
 
 from search.dispatch import RayExecutor, run_task
 from search.driver import Run, RunOptions, run_study
-from search.study import GridStudy, trial_folder
+from search.study import GridStudy
+from search.tally import trial_folder
 from search.worker import Settings
 from tests.search.helpers import free_port, spec, trials, write_space
 from trainer.config import TrialConfig

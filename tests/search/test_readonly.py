@@ -65,7 +65,7 @@ def test_read_only_commands_read_a_read_only_copy(tmp_path, read_only_copy):
 def test_readers_of_a_live_folder_open_sqlite_read_only(tmp_path):
     grid = GridStudy.open(spec(), f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
     grid.finish(grid.start(grid.pending()[0]), METRICS)
-    from search.study import open_storage
+    from search.storage import open_storage
 
     reader = open_storage(f"sqlite:///{tmp_path}/s.db", create=False)
     study_id = reader.get_all_studies()[0]._study_id

@@ -12,7 +12,7 @@ from cli import app
 from results.load import trial_rows
 from search.driver import RunOptions, run_study
 from search.status import load_study, load_trials, study_status
-from search.study import trial_folder
+from search.tally import trial_folder
 from tests.search.helpers import spec
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`

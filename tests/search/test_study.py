@@ -14,7 +14,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from search.status import load_study
-from search.study import DriverLock, GridStudy, StudyError, creating, open_storage, trial_folder
+from search.storage import DriverLock, StudyError, creating, open_storage
+from search.study import GridStudy
+from search.tally import trial_folder
 from search.worker import result_tag
 from tests.search.helpers import fixed_without, spec
 from trainer.config import PROXY_METHODS
@@ -178,7 +180,7 @@ def test_a_second_driver_is_refused_and_a_dead_ones_lock_is_not_stale(tmp_path):
             sys.executable,
             "-c",
             (
-                "import sys, time; from pathlib import Path; from search.study import DriverLock\n"
+                "import sys, time; from pathlib import Path; from search.storage import DriverLock\n"
                 f"with DriverLock('sqlite:///{tmp_path}/s.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)"
             ),
         ],

@@ -6,7 +6,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from search.study import open_storage
+from search.storage import open_storage
 from search.trials import read_trials
 
 

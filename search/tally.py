@@ -1,0 +1,115 @@
+"""Where each point of a space stands in a study's trials: done, stopped by halving, running, attempts used,
+pending (and where its last try can resume from), given up. Pure reading: nothing here writes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from search.grid import GridSpec, Point, lasting_objects
+from search.store import ArtifactStore
+
+# Attributes the driver keeps on each trial besides the metrics.
+INTERNAL_ATTRS = (
+    "grid_key",
+    "attempt",
+    "baseline",
+    "kind",
+    "fail_reason",
+    "fail_kind",
+    "pruned_at",
+    "prune_reason",
+    "whole_gpu",
+)
+
+
+# Failures that are not the trial's fault and do not use up an attempt (across runs; a run retries each point at
+# most max_attempts times whatever the cause). "oom": out of GPU memory on a shared GPU (retried on a whole one).
+NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
+
+
+# Tries that were stopped from outside (Ctrl-C, a dead driver): not failures anywhere a user reads.
+STOPPED = ("orphaned", "interrupted")
+
+
+def trial_seed(trial: FrozenTrial) -> Any:
+    """A trial's seed: a user attr (studies made before it moved out of the params keep it as a param)."""
+    return trial.params.get("seed", trial.user_attrs.get("seed"))
+
+
+def shown_state(state: TrialState, fail_kind: object) -> str:
+    """A trial's state as people read it: an interrupted or orphaned try is INTERRUPTED, not FAIL."""
+    return "INTERRUPTED" if state == TrialState.FAIL and fail_kind in STOPPED else state.name
+
+
+@dataclass
+class PendingPoint:
+    """A point to run now: which attempt this is, the store folder of its last try (to resume from), and whether
+    it must have a whole GPU (it ran out of memory on a shared one)."""
+
+    point: Point
+    attempt: int
+    previous: str | None
+    whole_gpu: bool = False
+
+
+@dataclass
+class Tally:
+    """Where each point of a space stands in a study."""
+
+    done: set[str]
+    pruned: set[str]
+    running: set[str]
+    attempts: Counter
+    pending: list[PendingPoint]
+    given_up: list[Point]
+
+
+def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None = None) -> Tally:
+    """Done (COMPLETE), pruned, running, attempts used (failures that count), pending (attempts left) and given-up
+    points. With a `store`, each pending point resumes from its latest try that got as far as a checkpoint."""
+    done: set[str] = set()
+    pruned: set[str] = set()
+    running: set[str] = set()
+    attempts: Counter[str] = Counter()
+    last: dict[str, str] = {}
+    whole_gpu: set[str] = set()
+    for trial in trials:
+        key = str(trial.user_attrs.get("grid_key"))
+        if trial.state == TrialState.COMPLETE:
+            done.add(key)
+        elif trial.state == TrialState.PRUNED:
+            pruned.add(key)
+        elif trial.state == TrialState.RUNNING:
+            running.add(key)
+        elif trial.state == TrialState.FAIL:
+            kind = trial.user_attrs.get("fail_kind")
+            attempts[key] += kind not in NOT_COUNTED
+            if kind == "oom" or trial.user_attrs.get("whole_gpu"):
+                whole_gpu.add(key)
+            if store is not None and key not in done:
+                rel = trial_folder(trial.number, key)
+                if store.folder(rel).has_checkpoint():
+                    last[key] = rel
+    pending, given_up = [], []
+    finished = done | pruned
+    points = spec.points
+    with lasting_objects():
+        for p in points:
+            key = p.grid_key
+            if key in finished:
+                continue
+            used = attempts.get(key, 0)
+            if used < spec.max_attempts:
+                pending.append(PendingPoint(p, used + 1, last.get(key), key in whole_gpu))
+            else:
+                given_up.append(p)
+    return Tally(done, pruned, running, attempts, pending, given_up)
+
+
+def trial_folder(number: int, key: str) -> str:
+    """`trials/<number>-<grid_key[:8]>`, relative to the artifact store."""
+    return f"trials/{number}-{key[:8]}"

@@ -23,6 +23,7 @@ from common import emit
 from optuna.trial import TrialState
 
 from search.status import load_trials
+from tests.tiny import tiny_fixed
 from trainer.folder import LOG
 
 
@@ -30,13 +31,7 @@ def space(quick: bool, halving: bool) -> dict:
     data = {
         "study": "halving",
         "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
-        "fixed": {
-            "image_size": 64,
-            "batch_size": 32,
-            "architecture": "test_resnet" if quick else "resnet18",
-            "proxy_steps": "1,p,4",
-            "optimizer": {"name": "adamw", "lr": 0.003},
-        },
+        "fixed": tiny_fixed(architecture="test_resnet" if quick else "resnet18", proxy_steps="1,p,4"),
         "grid": {
             "cam_method": ["gradcam"] if quick else ["gradcam", "gradcamplusplus", "eigencam"],
             "threshold": [0.2, 0.5, 0.8],

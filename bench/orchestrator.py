@@ -21,23 +21,17 @@ from common import ROOT, emit, time_search
 
 from search.space import load_space
 from search.status import load_trials
+from tests.tiny import tiny_space
 from trainer.folder import CONFIG
 
 
 def space(k: int) -> dict:
-    return {
-        "study": "bench",
-        "repeats": k,
-        "datasets": {"digits": {"kind": "digits", "limit_per_class": 15}},
-        "fixed": {
-            "image_size": 64,
-            "batch_size": 32,
-            "architecture": "test_resnet",
-            "proxy_steps": "1,p,1",
-            "optimizer": {"name": "adamw", "lr": 0.003},
-        },
-        "grid": {"threshold": [0.5]},
-    }
+    return tiny_space(
+        study="bench",
+        repeats=k,
+        datasets={"digits": {"kind": "digits", "limit_per_class": 15}},
+        grid={"threshold": [0.5]},
+    )
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from common import ROOT, emit
 
 from search.space import load_space, parse_space
 from search.status import dry_run_plan
+from tests.tiny import tiny_fixed
 from trainer.folder import LOG, RESULT
 
 TIMING = {
@@ -51,13 +52,7 @@ def space(quick: bool) -> dict:
     return {
         "study": "sharing",
         "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
-        "fixed": {
-            "image_size": 64,
-            "batch_size": 32,
-            "architecture": "test_resnet" if quick else "resnet18",
-            "proxy_steps": "3,p,1,p,1",
-            "optimizer": {"name": "adamw", "lr": 0.003},
-        },
+        "fixed": tiny_fixed(architecture="test_resnet" if quick else "resnet18", proxy_steps="3,p,1,p,1"),
         "grid": grid,
     }
 

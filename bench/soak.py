@@ -28,16 +28,11 @@ from optuna.trial import TrialState
 from search.status import load_trials
 from search.storage import StudyError
 from search.tally import trial_folder
+from tests.tiny import tiny_fixed
 from trainer.folder import CHECKPOINT, LOG
 
 CAMS = ["gradcam", "eigencam", "gradcamplusplus", "layercam", "xgradcam", "hirescam", "eigengradcam", "kpcacam"]
-FIXED = {
-    "image_size": 64,
-    "batch_size": 32,
-    "architecture": "test_resnet",
-    "proxy_steps": "2,p,2",
-    "optimizer": {"name": "adamw", "lr": 0.003},
-}
+FIXED = tiny_fixed(proxy_steps="2,p,2")
 
 
 def trials(workdir: Path) -> list:

@@ -23,13 +23,14 @@ from rich.console import Console
 from search.databind import DataChanged, check_data
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec
-from search.halving import Halving, configuration, decide_configurations
-from search.plan import Plan, Stem, build_plan
+from search.halving import Halving, RungBook
+from search.plan import Plan, build_plan
 from search.progress import RunProgress, run_summary
+from search.scheduler import PointState, Scheduler, State, StemState
 from search.storage import DriverLock, StudyError, one_line
 from search.store import ArtifactStore
 from search.study import GridStudy
-from search.tally import PendingPoint, trial_folder
+from search.tally import trial_folder
 from search.worker import Job, Settings
 from trainer.failures import failure_kind
 from trainer.files import default_cache_dir
@@ -112,32 +113,9 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
         executor.close()
 
 
-@dataclass
-class PointState:
-    """A point this run must finish: its pending try, its open trial, and the epochs it is known to have done."""
-
-    pending: PendingPoint
-    number: int | None = None
-    history: list[dict] = field(default_factory=list)  # rows of the folder it starts from, then its own
-    reported: int = 0  # the last epoch reported to the study
-    running: bool = False
-    ended: bool = False
-    tries: int = 0  # in this run: at most max_attempts, whatever the cause
-    previous_epochs: int = 0  # how far its last try got
-
-
-@dataclass
-class StemState:
-    stem: Stem
-    attempts: int = 0
-    running: bool = False
-    done: bool = False
-    failed: bool = False
-    history: list[dict] = field(default_factory=list)
-
-
 class Run:
-    """One `search run`: the points to finish, the stems under them, and what is running."""
+    """One `search run`: the scheduler's states (`search.scheduler`), the jobs in flight, and what the study and
+    the progress display are told as results come back."""
 
     def __init__(self, grid: GridStudy, executor: Executor, console: Console, options: RunOptions) -> None:
         self.grid, self.executor, self.console, self.options = grid, executor, console, options
@@ -145,24 +123,24 @@ class Run:
         grid.study.set_user_attr("share", options.share)  # for `search status`: its stems, and its ETA
         grid.study.set_user_attr("slots", executor.slots)
         self.tally = grid.tally()
-        self.points = {p.point.grid_key: PointState(p) for p in self.tally.pending}
         self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.data["fixed"], options.share)
-        self.stems = {k: StemState(s) for k, s in self.plan.stems.items()}
+        self.halving = Halving.of(self.spec.halving, self.spec.objective)
+        rungs = RungBook(self.halving, self.spec, grid.trials(), self.store) if self.halving else None
+        if rungs is not None:
+            for point in self.tally.given_up:
+                rungs.leave(point)
+        self.schedule = Scheduler(self.tally.pending, self.plan, self.spec.max_attempts, options.max_trials, rungs)
+        self.points, self.stems = self.schedule.points, self.schedule.stems
         for stem_state in self.stems.values():
             folder = self.store.folder(stem_state.stem.folder)
             record = folder.read_result()
             if record is not None and record.get("stem", {}).get("epochs") == stem_state.stem.epochs:
-                stem_state.done, stem_state.history = True, folder.read_metrics()
+                self.schedule.stem_done(stem_state, folder.read_metrics())
         for state in self.points.values():
             if state.pending.previous:
                 state.history = self.store.folder(state.pending.previous).read_metrics()
                 state.previous_epochs = len(state.history)
-        self.halving = Halving.of(self.spec.halving, self.spec.objective)
-        self.rungs = _RungBook(self.halving, self.spec, grid.trials(), self.store) if self.halving else None
-        if self.rungs is not None:
-            for point in self.tally.given_up:
-                self.rungs.leave(point)
-        self.started = 0
+        self.inflight: dict[str, State] = {}  # job folder -> whose job it is
         self.disk_full: str | None = None  # the first disk-full failure: nothing new starts after it
         self.failed_here: set[str] = set()
         self.ended_here: set[str] = set()  # complete or stopped by halving
@@ -189,14 +167,15 @@ class Run:
                 while True:
                     if "requested" in _STOP:
                         raise KeyboardInterrupt
-                    for job in self._next_jobs(self.executor.slots - self._running()):
-                        self._submit(job)
-                    if self._running() == 0:
+                    free = self.executor.slots - self.schedule.running()
+                    for state in [] if self.disk_full else self.schedule.ready(free):
+                        self._submit(self._job(state), state)
+                    if self.schedule.running() == 0:
                         break  # nothing runs and nothing can start: every point ended (or waits on --max-trials)
                     for done in self.executor.wait(timeout=0.5):
                         self._finished(done)
                     self._poll()
-                    self.progress.update(self._waiting())
+                    self.progress.update(self.schedule.waiting())
             except KeyboardInterrupt:
                 self.executor.cancel_all()
                 # From the study, not what this run holds: the signal may land between creating and submitting.
@@ -216,82 +195,26 @@ class Run:
 
     def nothing_to_run(self) -> str:
         t = self.tally
-        lines = [
-            f"{self.spec.name}: all {len(self.spec.points)} points are finished ({len(t.done)} complete, "
-            f"{len(t.pruned)} stopped by halving); nothing to run"
-        ]
         if t.given_up:
-            lines[0] = (
+            return (
                 f"{self.spec.name}: nothing to run: {len(t.done)} points complete, {len(t.pruned)} stopped "
                 f"by halving, {len(t.given_up)} failed all {self.spec.max_attempts} attempts "
                 f"(`search status --study {self.spec.name}` lists why)"
             )
-        return lines[0]
-
-    def _running(self) -> int:
-        return sum(s.running for s in self.stems.values()) + sum(s.running for s in self.points.values())
-
-    def _waiting(self) -> int:
-        return sum(1 for s in self.points.values() if not s.ended and not s.running)
-
-    # -- what can run -------------------------------------------------------------------------------------
-    def _next_jobs(self, count: int) -> list[Job]:
-        """Up to `count` jobs that can start now: stems (shallow first), then points that continue, then new ones;
-        none once a disk filled up (each new try would add a folder to the full disk)."""
-        jobs: list[Job] = []
-        if self.disk_full:
-            return jobs
-        for state in sorted(self.stems.values(), key=lambda s: (self.plan.depth(s.stem.key), s.stem.key)):
-            if len(jobs) < count and self._stem_ready(state):
-                jobs.append(self._stem_job(state))
-        for key in sorted(self.points, key=lambda k: (self.points[k].number is None, k)):
-            if len(jobs) < count and self._point_ready(self.points[key]):
-                jobs.append(self._point_job(self.points[key]))
-        return jobs
-
-    def _stem_ready(self, state: StemState) -> bool:
-        if state.running or state.done or state.failed:
-            return False
-        parent = self._usable_stem(state.stem.parent)
-        if parent is not None and not self.stems[parent].done:
-            return False
-        return any(k in self.points and not self.points[k].ended for k in state.stem.members)
-
-    def _usable_stem(self, key: str | None) -> str | None:
-        """`key`, or the nearest ancestor that has not failed for good."""
-        while key is not None and self.stems[key].failed:
-            key = self.stems[key].stem.parent
-        return key
-
-    def _start(self, state: PointState) -> tuple[str | None, str | None]:
-        """The folder a point continues (its last try's, or its stem's when that is further on) and the stem
-        whose shared proxy-step inputs it may use; (None, None) with nothing to start from."""
-        key = self._usable_stem(self.plan.parent.get(state.pending.point.grid_key))
-        stem = self.stems[key] if key is not None and self.stems[key].done else None
-        stem_folder = stem.stem.folder if stem else None
-        stem_epochs = len(stem.history) if stem else -1
-        if stem is not None and stem_epochs > len(state.history):  # what it knows of itself only ever grows
-            state.history = list(stem.history)
-        if state.pending.previous and state.previous_epochs >= stem_epochs:
-            return state.pending.previous, stem_folder
-        return stem_folder, stem_folder  # (its own folder, once it has a checkpoint, always comes first)
-
-    def _point_ready(self, state: PointState) -> bool:
-        if state.running or state.ended:
-            return False
-        stem = self._usable_stem(self.plan.parent.get(state.pending.point.grid_key))
-        if stem is not None and not self.stems[stem].done and state.pending.previous is None:
-            return False  # its stem will do the start of its training
-        self._start(state)
-        if self.rungs and self.rungs.blocked(state.pending.point, len(state.history)):
-            return False
-        return not (
-            self.options.max_trials is not None and state.number is None and self.started >= self.options.max_trials
+        return (
+            f"{self.spec.name}: all {len(self.spec.points)} points are finished ({len(t.done)} complete, "
+            f"{len(t.pruned)} stopped by halving); nothing to run"
         )
+
+    # -- starting jobs ------------------------------------------------------------------------------------
+    def _job(self, state: State) -> Job:
+        if isinstance(state, StemState):
+            return self._stem_job(state)
+        return self._point_job(state)
 
     def _stem_job(self, state: StemState) -> Job:
         stem = state.stem
-        parent = self._usable_stem(stem.parent)
+        parent = self.schedule.usable_stem(stem.parent)
         folder = self.stems[parent].stem.folder if parent else None
         config = self.points[stem.representative].pending.point.config()
         groups = [self.points[k].pending.point.config() for k in stem.groups]
@@ -308,12 +231,12 @@ class Run:
 
     def _point_job(self, state: PointState) -> Job:
         point = state.pending.point
-        start, stem = self._start(state)
+        start, stem = self.schedule.start_of(state)
         total = point.schedule.epochs
         until = self.halving.next_rung(len(state.history), total) if self.halving and point.kind == "proxy" else None
         if state.number is None:
             state.number = self.grid.start(state.pending)
-            self.started += 1
+            self.schedule.started += 1
             state.reported = self.grid.report(state.number, state.history)
         return Job(
             "trial",
@@ -328,11 +251,9 @@ class Run:
             grid_key=point.grid_key,
         )
 
-    def _submit(self, job: Job) -> None:
-        if job.kind == "stem":
-            self.stems[job.folder.split("/", 1)[1]].running = True
-        else:
-            self.points[str(job.grid_key)].running = True
+    def _submit(self, job: Job, state: State) -> None:
+        self.schedule.started_job(state)
+        self.inflight[job.folder] = state
         self.progress.started(job.label, job.until or job.config.epochs)
         try:
             self.executor.submit(job)
@@ -341,20 +262,17 @@ class Run:
 
     # -- what came back -----------------------------------------------------------------------------------
     def _finished(self, done: Completion) -> None:
-        job = done.job
         if done.kind == "disk_full" and self.disk_full is None:
             self.disk_full = one_line(done.reason or "disk full", 200)
-        if job.kind == "stem":
-            self._stem_finished(done)
+        state = self.inflight.pop(done.job.folder)
+        if isinstance(state, StemState):
+            self._stem_finished(done, state)
         else:
-            self._trial_finished(done)
+            self._trial_finished(done, state)
 
-    def _stem_finished(self, done: Completion) -> None:
-        state = self.stems[done.job.folder.split("/", 1)[1]]
-        state.running = False
+    def _stem_finished(self, done: Completion, state: StemState) -> None:
         if done.outcome is not None:
-            state.done = True
-            state.history = self.store.folder(state.stem.folder).read_metrics()
+            self.schedule.stem_done(state, self.store.folder(state.stem.folder).read_metrics())
             self.progress.finished(
                 done.job.label,
                 True,
@@ -365,24 +283,19 @@ class Run:
             )
             self._decide_rungs()
             return
-        state.attempts += done.kind not in ("disk_full", "interrupted")
-        state.failed = state.attempts >= self.spec.max_attempts
-        then = "its points go on without it" if state.failed else "retrying it"
+        failed = self.schedule.stem_failed(state, counted=done.kind not in ("disk_full", "interrupted"))
+        then = "its points go on without it" if failed else "retrying it"
         self.progress.finished(done.job.label, False, None, False, f"FAIL {done.reason} ({then})", counted=False)
 
-    def _trial_finished(self, done: Completion) -> None:
-        job, key = done.job, str(done.job.grid_key)
-        state = self.points[key]
-        number = state.number
+    def _trial_finished(self, done: Completion, state: PointState) -> None:
+        job, number, outcome = done.job, state.number, done.outcome
         if number is None:
             raise RuntimeError(f"{job.label} finished without a trial of its own")
-        state.running = False
-        metric = self.spec.objective[0]
-        outcome = done.outcome
         if outcome is not None:
             state.history = outcome.get("history") or state.history
         if outcome is not None and outcome["status"] == "paused":
             state.reported = self.grid.report(number, state.history, state.reported)
+            self.schedule.paused(state)
             self.progress.finished(
                 job.label, True, None, False, f"reached epoch {len(state.history)} (rung)", counted=False
             )
@@ -397,57 +310,34 @@ class Run:
             self.grid.fail(number, reason, done.kind)
         shown = " ".join(f"{k}={v}" for k, v in state.pending.point.params.items())
         if reason is None and outcome is not None:
-            state.ended = True
-            self.ended_here.add(key)
-            value = outcome["metrics"].get(metric)
+            self.schedule.ended(state)
+            self.ended_here.add(state.key)
+            value = outcome["metrics"].get(self.spec.objective[0])
             self.progress.finished(
-                job.label, True, value, self.progress.improves(value), f"COMPLETE {metric}={value:.4f} · {shown}"
+                job.label,
+                True,
+                value,
+                self.progress.improves(value),
+                f"COMPLETE {self.spec.objective[0]}={value:.4f} · {shown}",
             )
             return
-        pending = state.pending
-        self.failed_here.add(key)
-        self.progress.finished(
-            job.label,
-            False,
-            None,
-            False,
-            f"FAIL (attempt {pending.attempt}/{self.spec.max_attempts}) {reason} · {shown}",
-        )
-        counted = done.kind not in ("disk_full", "oom")
-        previous = job.folder if self.store.folder(job.folder).has_checkpoint() else pending.previous
-        tries = state.tries + (done.kind != "oom")  # a shared GPU's OOM is retried once more, on a whole GPU
-        if (pending.attempt < self.spec.max_attempts or not counted) and tries < self.spec.max_attempts:
-            attempt = pending.attempt + counted
-            whole = pending.whole_gpu or done.kind == "oom"
-            history = self.store.folder(previous).read_metrics() if previous else []
-            self.points[key] = PointState(
-                PendingPoint(pending.point, attempt, previous, whole),
-                history=history,
-                tries=tries,
-                previous_epochs=len(history),
-            )
-        else:
-            state.ended, state.number = True, job.number
-            if self.rungs:
-                self.rungs.leave(pending.point)
-                self._decide_rungs()
+        self.failed_here.add(state.key)
+        attempt = f"attempt {state.pending.attempt}/{self.spec.max_attempts}"
+        self.progress.finished(job.label, False, None, False, f"FAIL ({attempt}) {reason} · {shown}")
+        folder = self.store.folder(job.folder)
+        previous = job.folder if folder.has_checkpoint() else state.pending.previous
+        rows = lambda: self.store.folder(previous).read_metrics() if previous else []  # noqa: E731
+        retried = self.schedule.failed(state, done.kind, previous, rows)
+        if not retried:
+            self._decide_rungs()
 
     def _decide_rungs(self) -> None:
-        if not self.rungs:
-            return
-        for state in self.points.values():
-            if not state.ended:
-                self._start(state)  # take in what a finished stem did for it
-                self.rungs.known(state.pending.point, state.history)
-        for key, (rung, reason) in self.rungs.decide_all().items():
-            if key not in self.points or self.points[key].ended:
-                continue
-            state = self.points[key]
+        for state, rung, reason in self.schedule.rung_decisions():
             if state.number is None:  # stopped right after its stem: it still gets its record
                 state.number = self.grid.start(state.pending)
             self.grid.prune(state.number, rung, reason, state.history)
-            state.ended = True
-            self.ended_here.add(key)
+            self.schedule.ended(state)
+            self.ended_here.add(state.key)
             self.progress.finished(
                 f"trial {state.number}", True, None, False, f"PRUNED {reason}", counted=False, running=False
             )
@@ -457,88 +347,14 @@ class Run:
         if time.monotonic() - self.last_poll < POLL_SECONDS:
             return
         self.last_poll = time.monotonic()
-        for key, state in self.points.items():
-            if state.running and state.number is not None:
-                rows = self.store.folder(trial_folder(state.number, key)).read_metrics()
+        for folder, state in self.inflight.items():
+            rows = self.store.folder(folder).read_metrics()
+            if isinstance(state, StemState):
+                self.progress.epoch(f"stem {state.stem.key[:8]}", len(rows))
+            elif state.number is not None:
                 self.progress.epoch(f"trial {state.number}", len(rows))
                 if rows and rows[-1]["epoch"] > state.reported:
                     state.reported = self.grid.report(state.number, rows, state.reported)
-        for stem_state in self.stems.values():
-            if stem_state.running:
-                rows = self.store.folder(stem_state.stem.folder).read_metrics()
-                self.progress.epoch(f"stem {stem_state.stem.key[:8]}", len(rows))
-
-
-class _RungBook:
-    """The values of every proxy point of the space at each rung, and the decisions they allow."""
-
-    def __init__(self, halving: Halving, spec: GridSpec, trials: list, store: ArtifactStore) -> None:
-        self.halving = halving
-        self.groups: dict[tuple, set[str]] = {}
-        self.point_group: dict[str, tuple] = {}
-        self.configuration_of: dict[str, str] = {}
-        self.values: dict[tuple[str, int], float] = {}
-        self.out: dict[str, int] = {}  # grid_key -> rung from which it no longer takes part
-        self.decided: set[tuple[tuple, int]] = set()
-        for p in spec.points:
-            if p.kind == "proxy":
-                group = halving.group(p)
-                self.groups.setdefault(group, set()).add(p.grid_key)
-                self.point_group[p.grid_key] = group
-                self.configuration_of[p.grid_key] = configuration(p)
-        finished = {}
-        for t in trials:
-            key = t.user_attrs.get("grid_key")
-            if key in self.point_group and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-                finished[key] = t
-        for key, t in finished.items():
-            for rung in halving.rungs:
-                if rung in t.intermediate_values:
-                    self.values[(key, rung)] = t.intermediate_values[rung]
-            if t.state == TrialState.PRUNED:
-                self.out[key] = int(t.user_attrs.get("pruned_at", 0)) + 1
-            elif any((key, r) not in self.values for r in halving.rungs):
-                rows = store.folder(trial_folder(t.number, key)).read_metrics()
-                self.known_key(key, rows)
-
-    def known(self, point, history: list[dict]) -> None:
-        if point.grid_key in self.point_group:
-            self.known_key(point.grid_key, history)
-
-    def known_key(self, key: str, history: list[dict]) -> None:
-        for rung in self.halving.rungs:
-            value = self.halving.value(history, rung)
-            if value is not None:
-                self.values[(key, rung)] = value
-
-    def leave(self, point) -> None:
-        """A point that failed all its attempts takes no further part."""
-        if point.grid_key in self.point_group:
-            self.out[point.grid_key] = 0
-
-    def blocked(self, point, epochs_done: int) -> bool:
-        """Whether a point must wait: a rung it has reached is not decided yet for its group."""
-        group = self.point_group.get(point.grid_key)
-        if group is None:
-            return False
-        return any(rung <= epochs_done and (group, rung) not in self.decided for rung in self.halving.rungs)
-
-    def decide_all(self) -> dict[str, tuple[int, str]]:
-        """Every decision that has become possible: grid_key -> (rung, reason) of the points to stop."""
-        stopped: dict[str, tuple[int, str]] = {}
-        for group, keys in self.groups.items():
-            for rung in self.halving.rungs:
-                if (group, rung) in self.decided:
-                    continue
-                alive = [k for k in keys if self.out.get(k, rung + 1) > rung]
-                if any((k, rung) not in self.values for k in alive):
-                    break
-                values = {k: self.values[(k, rung)] for k in alive}
-                for key, reason in decide_configurations(self.halving, rung, values, self.configuration_of).items():
-                    self.out[key] = rung + 1
-                    stopped[key] = (rung, reason)
-                self.decided.add((group, rung))
-        return stopped
 
 
 def _make_executor(spec: GridSpec, options: RunOptions, settings: Settings) -> Executor:

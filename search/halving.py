@@ -20,7 +20,11 @@ import json
 import math
 from dataclasses import dataclass
 
-from search.grid import Point
+from optuna.trial import FrozenTrial, TrialState
+
+from search.grid import GridSpec, Point
+from search.store import ArtifactStore
+from search.tally import trial_folder
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,77 @@ def decide_configurations(
         for key, c in configuration_of.items()
         if key in values and c in stopped
     }
+
+
+class RungBook:
+    """The values of every proxy point of the space at each rung (from the study's finished trials, their folders,
+    and what the driver learns as it runs), and the decisions they allow."""
+
+    def __init__(self, halving: Halving, spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore) -> None:
+        self.halving = halving
+        self.groups: dict[tuple, set[str]] = {}
+        self.point_group: dict[str, tuple] = {}
+        self.configuration_of: dict[str, str] = {}
+        self.values: dict[tuple[str, int], float] = {}
+        self.out: dict[str, int] = {}  # grid_key -> rung from which it no longer takes part
+        self.decided: set[tuple[tuple, int]] = set()
+        for p in spec.points:
+            if p.kind == "proxy":
+                group = halving.group(p)
+                self.groups.setdefault(group, set()).add(p.grid_key)
+                self.point_group[p.grid_key] = group
+                self.configuration_of[p.grid_key] = configuration(p)
+        finished = {}
+        for t in trials:
+            key = t.user_attrs.get("grid_key")
+            if key in self.point_group and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                finished[key] = t
+        for key, t in finished.items():
+            for rung in halving.rungs:
+                if rung in t.intermediate_values:
+                    self.values[(key, rung)] = t.intermediate_values[rung]
+            if t.state == TrialState.PRUNED:
+                self.out[key] = int(t.user_attrs.get("pruned_at", 0)) + 1
+            elif any((key, r) not in self.values for r in halving.rungs):
+                rows = store.folder(trial_folder(t.number, key)).read_metrics()
+                self.known_key(key, rows)
+
+    def known(self, point: Point, history: list[dict]) -> None:
+        """What a point of this run has trained so far."""
+        if point.grid_key in self.point_group:
+            self.known_key(point.grid_key, history)
+
+    def known_key(self, key: str, history: list[dict]) -> None:
+        for rung in self.halving.rungs:
+            value = self.halving.value(history, rung)
+            if value is not None:
+                self.values[(key, rung)] = value
+
+    def leave(self, point: Point) -> None:
+        """A point that failed all its attempts takes no further part."""
+        if point.grid_key in self.point_group:
+            self.out[point.grid_key] = 0
+
+    def blocked(self, point: Point, epochs_done: int) -> bool:
+        """Whether a point must wait: a rung it has reached is not decided yet for its group."""
+        group = self.point_group.get(point.grid_key)
+        if group is None:
+            return False
+        return any(rung <= epochs_done and (group, rung) not in self.decided for rung in self.halving.rungs)
+
+    def decide_all(self) -> dict[str, tuple[int, str]]:
+        """Every decision that has become possible: grid_key -> (rung, reason) of the points to stop."""
+        stopped: dict[str, tuple[int, str]] = {}
+        for group, keys in self.groups.items():
+            for rung in self.halving.rungs:
+                if (group, rung) in self.decided:
+                    continue
+                alive = [k for k in keys if self.out.get(k, rung + 1) > rung]
+                if any((k, rung) not in self.values for k in alive):
+                    break
+                values = {k: self.values[(k, rung)] for k in alive}
+                for key, reason in decide_configurations(self.halving, rung, values, self.configuration_of).items():
+                    self.out[key] = rung + 1
+                    stopped[key] = (rung, reason)
+                self.decided.add((group, rung))
+        return stopped

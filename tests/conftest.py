@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.tiny import tiny_config  # noqa: F401 (the trial config the tests import from here)
+
 # Ray with token authentication, as the product runs it; one token for the session, never the user's own.
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
@@ -65,25 +67,6 @@ TIMING = {
 
 def without_timing(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING}
-
-
-def tiny_config(**overrides) -> dict:
-    """A digits trial that trains in about a second per epoch on the CPU."""
-    config = {
-        "dataset": {"kind": "digits", "limit_per_class": 30},
-        "image_size": 64,
-        "batch_size": 32,
-        "architecture": "test_resnet",
-        "cam_method": "gradcam",
-        "threshold": 0.5,
-        "multiply_weight": 0.5,
-        "proxy_steps": "1,p,1",
-        "wrong_subset": 1.0,
-        "optimizer": {"name": "adamw", "lr": 0.003},
-        "seed": 0,
-    }
-    config.update(overrides)
-    return config
 
 
 def write_digit_folder(root: Path, classes: int = 3, per_class: int = 12, size: int = 32) -> Path:

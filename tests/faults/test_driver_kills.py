@@ -18,17 +18,12 @@ from tests.search.helpers import (
     trials,
     write_space,
 )
+from tests.tiny import tiny_fixed
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
-FIXED = {
-    "image_size": 64,
-    "batch_size": 32,
-    "architecture": "test_resnet",
-    "proxy_steps": "2,p,2",
-    "optimizer": {"name": "adamw", "lr": 0.003},
-}
+FIXED = tiny_fixed(proxy_steps="2,p,2")
 
 
 def test_five_random_kills_lose_nothing(tmp_path):

@@ -15,6 +15,7 @@ from search.tally import trial_folder
 from tests.conftest import write_digit_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import space
+from tests.tiny import tiny_fixed
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
@@ -49,12 +50,7 @@ def test_a_trial_that_raises_is_retried_and_the_study_goes_on(local_ray, tmp_pat
 
 def test_nan_loss_fails_each_attempt_with_its_reason_local_executor(tmp_path):
     data = space(
-        fixed={
-            "image_size": 64,
-            "architecture": "test_resnet",
-            "proxy_steps": "2",
-            "optimizer": {"name": "sgd", "lr": 1.0e12},
-        },
+        fixed=tiny_fixed(batch_size=None, proxy_steps="2", optimizer={"name": "sgd", "lr": 1.0e12}),
         grid={"threshold": [0.5]},
     )
     code, options = run_in_process(parse_space(data, tmp_path / "s.yaml"), tmp_path, executor="local")
@@ -76,13 +72,7 @@ def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path, cache):
             "digits": {"kind": "digits", "limit_per_class": 20},
             "shrinking": {"kind": "imagefolder", "root": str(folder)},
         },
-        fixed={
-            "image_size": 64,
-            "batch_size": 8,
-            "architecture": "test_resnet",
-            "proxy_steps": "3,p,3",
-            "optimizer": {"name": "adamw", "lr": 0.003},
-        },
+        fixed=tiny_fixed(batch_size=8, proxy_steps="3,p,3"),
         grid={"dataset": ["digits", "shrinking"], "threshold": [0.5]},
     )
     spec = parse_space(data, tmp_path / "s.yaml")

@@ -11,16 +11,11 @@ from optuna.trial import TrialState
 
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import spec
+from tests.tiny import tiny_fixed
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
-FIXED = {
-    "image_size": 64,
-    "batch_size": 32,
-    "architecture": "test_resnet",
-    "proxy_steps": "3,p,3",
-    "optimizer": {"name": "adamw", "lr": 0.003},
-}
+FIXED = tiny_fixed(proxy_steps="3,p,3")
 
 
 def test_a_killed_worker_is_retried(local_ray, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import socket
 import subprocess
 import sys
@@ -15,34 +14,10 @@ from optuna.trial import TrialState
 
 from search.grid import GridSpec
 from search.space import parse_space
+from tests.tiny import TINY_SPACE, tiny_space
 
-BASE = {
-    "study": "tiny",
-    "objective": {"metric": "val_accuracy", "direction": "maximize"},
-    "repeats": 1,
-    "max_attempts": 2,
-    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
-    "datasets": {"digits": {"kind": "digits", "limit_per_class": 20}},
-    "fixed": {
-        "image_size": 64,
-        "batch_size": 32,
-        "architecture": "test_resnet",
-        "proxy_steps": "1,p,1",
-        "optimizer": {"name": "adamw", "lr": 0.003},
-    },
-    "grid": {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6]},
-}
-
-
-def space(**changes) -> dict:
-    """BASE with top-level keys replaced (`grid=`, `fixed=`…); a value of None removes the key."""
-    data = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        if value is None:
-            data.pop(key, None)
-        else:
-            data[key] = value
-    return data
+BASE = TINY_SPACE
+space = tiny_space  # BASE with top-level keys replaced (`grid=`, `fixed=`…); None removes a key
 
 
 def fixed_without(*keys: str) -> dict:

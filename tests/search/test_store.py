@@ -22,6 +22,7 @@ from results.load import load_curves, load_study_data
 from search.status import load_study, load_trials
 from search.store import ArtifactStore
 from tests.search.helpers import assert_each_point_complete_once, free_port, trials, write_space
+from tests.tiny import tiny_fixed
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
@@ -214,13 +215,7 @@ def test_a_killed_worker_node_is_retried_on_the_head_from_the_stores_checkpoint(
     space = write_space(
         tmp_path / "tiny.yaml",
         grid={"threshold": [0.3, 0.6]},
-        fixed={
-            "image_size": 64,
-            "batch_size": 8,
-            "architecture": "test_resnet",
-            "proxy_steps": "3,p,4",
-            "optimizer": {"name": "adamw", "lr": 0.003},
-        },
+        fixed=tiny_fixed(batch_size=8, proxy_steps="3,p,4"),
     )
     store = tmp_path / "store"
     driver = subprocess.Popen(

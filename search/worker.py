@@ -84,7 +84,7 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     trainer raises (the executor turns it into a failure)."""
     from trainer import run_trial
     from trainer.device import cap_gpu_memory, hide_gpus
-    from trainer.loop import run_stem
+    from trainer.stem import run_stem
 
     if not job.gpus:
         hide_gpus()

@@ -4,19 +4,16 @@ The trial folder (`trainer.folder`) gets `config.json`, `split.json`, `metrics.j
 epoch and every proxy step), `proxies/step-K.npz`, `tensorboard/`, `cams.png`, `trial.log`, and last, atomically,
 `result.json`. Every epoch's randomness derives from (seed, epoch), so a trial resumed from a checkpoint computes
 exactly what an uninterrupted one would, whoever wrote the checkpoint: this trial, an earlier try, or a shared stem
-(`run_stem`) whose prefix key (`trainer.prefix`) equals this trial's at that epoch.
+(`trainer.stem.run_stem`) whose prefix key (`trainer.prefix`) equals this trial's at that epoch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib.metadata
 import io
 import json
 import logging
-import os
-import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,32 +24,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
 from trainer import folder as files
 from trainer.batching import Concat, Part
 from trainer.config import CAM_METHOD_NAMES, CONTROL_METHODS, TrialConfig
-from trainer.device import batch_size_for, gpu_peaks, peak_rss_mb, precision, reset_peak_rss, select_device, set_threads
+from trainer.device import batch_size_for, gpu_peaks, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import evaluate, make_optimizer, train_epoch
 from trainer.errors import DataError, ModelError, TrialError
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
 from trainer.images import load_images
 from trainer.modelcheck import check
 from trainer.models import create_model
+from trainer.outcome import TestScores, TrialFacts, result_record, trial_metrics
 from trainer.prefix import cam_group_key, prefix_key
 from trainer.proxy import (
     ProxyInputs,
     gallery,
     load_proxies,
     make_proxy_images,
-    proxy_inputs,
     save_gallery,
 )
 from trainer.split import make_split
 
 log = logging.getLogger("trainer")
-VERSIONED = ("torch", "torchvision", "timm", "grad-cam", "numpy", "scikit-learn")
 # A proxy step's statistics as they appear in the row of the epoch that follows it (metrics.jsonl).
 ROW_FIELDS = {
     "proxy_images": "proxy_images",
@@ -106,12 +101,6 @@ class TrainingState:
         self.peak_gpu_reserved_mb = max(self.peak_gpu_reserved_mb, reserved)
 
 
-def _mean_over_steps(steps: list[dict], name: str) -> float | None:
-    """The mean of a proxy step statistic over the steps that have it (None: no step had any proxy)."""
-    values = [s[name] for s in steps if s.get(name) is not None]
-    return float(np.mean(values)) if values else None
-
-
 def run_trial(
     config: TrialConfig,
     workdir: str | Path,
@@ -135,13 +124,13 @@ def run_trial(
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        with _trial_log(workdir):
+        with trial_log(workdir):
             threads = set_threads(threads)
             done = files.TrialFolder(workdir).read_result()
             if done is not None and done.get("config_digest") == config.digest() and done.get("tag") == tag:
                 log.info("result.json already present: nothing to do")
                 return TrialResult(done["metrics"], [], workdir)
-            trial = _Trial(config, workdir, select_device(device), cache_dir, shared, on_saved or _nothing)
+            trial = Trial(config, workdir, select_device(device), cache_dir, shared, on_saved or nothing_saved)
             trial.threads, trial.tag = threads, tag
             trial.run(until)
             return trial.finish() if trial.state.epochs_done == config.epochs else trial.pause()
@@ -157,70 +146,7 @@ def run_trial(
         raise
 
 
-def run_stem(
-    config: TrialConfig,
-    workdir: str | Path,
-    until: int,
-    groups: list[TrialConfig],
-    device: str | None = None,
-    *,
-    cache_dir: str | Path | None = None,
-    shared: SharedLookup | None = None,
-    on_saved: Saved | None = None,
-    threads: int = 1,
-) -> dict:
-    """Train the prefix that several grid points share: `config` for `until` epochs, then the inputs of the proxy
-    step due there (wrong images and CAMs) for each CAM group in `groups`, saved under `shared/`. Returns the stem's
-    record (also written as `result.json`)."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    on_saved = on_saved or _nothing
-    with _trial_log(workdir):
-        set_threads(threads)
-        trial = _Trial(
-            config,
-            workdir,
-            select_device(device),
-            cache_dir,
-            shared,
-            on_saved,
-            owner=f"stem:{prefix_key(config, until)}",
-        )
-        trial.run(until)
-        step = config.schedule.steps_before(until)
-        made = []
-        for group in groups:
-            key = cam_group_key(group, until)
-            name = f"{files.SHARED}/step-{step}-{key}.npz"
-            if not (workdir / name).exists():
-                inputs = proxy_inputs(
-                    trial.model, trial.train, group, step, trial.device, trial.batch_size, workdir, key
-                )
-                try:
-                    inputs.save(workdir / name)
-                finally:
-                    inputs.close()
-                on_saved([name])
-                log.info(
-                    "shared proxy step %d inputs for %s: %d wrong images, %.2f s",
-                    step,
-                    group.cam_method,
-                    len(inputs.positions),
-                    inputs.seconds,
-                )
-            made.append(name)
-        record = {
-            "prefix_key": prefix_key(config, until),
-            "epochs": until,
-            "shared": made,
-            "seconds": sum(r["seconds"] for r in trial.state.history[trial.state.shared_epochs :]),
-        }
-        atomic_write_json(workdir / files.RESULT, {"metrics": {}, "stem": record})
-        on_saved([files.RESULT])
-        return record
-
-
-class _Trial:
+class Trial:
     """The live parts of one trial: data, model, optimiser and the training state, restored from a checkpoint."""
 
     def __init__(
@@ -406,81 +332,29 @@ class _Trial:
 
     def finish(self) -> TrialResult:
         """Evaluate once on the test set, which nothing above has touched, and write `result.json` last."""
-        config, state, history = self.config, self.state, self.state.history
-        test_loss, test_accuracy, predicted, labels = evaluate(
-            self.model, self.test, self.batch_size, self.device, self.amp, config.num_workers
-        )
-        precision_, recall, f1, _ = precision_recall_fscore_support(labels, predicted, average="macro", zero_division=0)
+        config, state = self.config, self.state
+        test = TestScores(*evaluate(self.model, self.test, self.batch_size, self.device, self.amp, config.num_workers))
         state.note_gpu_peaks(self.device)
-        best = max(history, key=lambda r: r["val_accuracy"])
-        target = config.target_val_accuracy
-        steps = state.steps
-        chosen = sum(s["chosen"] for s in steps)
-        own_epochs = history[state.shared_epochs :]
-        metrics = {
-            "val_accuracy": history[-1]["val_accuracy"],
-            "val_loss": history[-1]["val_loss"],
-            "val_accuracy_best": best["val_accuracy"],
-            "best_epoch": best["epoch"],
-            "test_accuracy": test_accuracy,
-            "test_loss": test_loss,
-            "test_precision_macro": float(precision_),
-            "test_recall_macro": float(recall),
-            "test_f1_macro": float(f1),
-            "train_seconds": sum(r["seconds"] for r in history),
-            "proxy_seconds": sum(s["seconds"] for s in steps),
-            "own_compute_seconds": sum(r["seconds"] for r in own_epochs)
-            + sum(s["seconds"] for s in steps)
-            - state.shared_seconds,
-            "proxy_steps": len(steps),
-            "proxy_images": sum(s["proxy_images"] for s in steps),
-            "proxy_unchanged": sum(s["unchanged"] for s in steps),
-            "proxy_unchanged_fraction": sum(s["unchanged"] for s in steps) / chosen if chosen else None,
-            "proxy_zero_maps": sum(s["zero_maps"] for s in steps)
-            if steps and all(s["zero_maps"] is not None for s in steps)
-            else None,  # None: no step, or no maps (duplicate)
-            **{f"proxy_{name}": _mean_over_steps(steps, name) for name in ("hot_fraction", "changed_fraction")},
-            "epochs": len(history),
-            "num_classes": len(self.images.classes),
-            "images_seen": sum(r["train_images"] for r in history),
-            "train_split_images": len(self.train),
-            "epochs_to_target": next((r["epoch"] for r in history if r["val_accuracy"] >= target), None)
-            if target is not None
-            else None,
-            "skipped_files": self.images.skipped,
-            "peak_rss_mb": peak_rss_mb(),
-            "peak_gpu_mem_mb": self.state.peak_gpu_mem_mb if self.device.type == "cuda" else None,
-            "peak_gpu_reserved_mb": self.state.peak_gpu_reserved_mb if self.device.type == "cuda" else None,
-            "batch_size": self.batch_size,
-            "mixed_precision_used": self.amp,
-            "seed": config.seed,
-            "test_part": self.split["test_part"],  # "random" (stratified) or "official" (the publisher's)
-            "trial_seconds": time.perf_counter() - self.started,  # this run's wall time: data, model, training
-        }
-        result = {
-            "metrics": metrics,
-            "config_digest": config.digest(),
-            "confusion_matrix": confusion_matrix(labels, predicted, labels=range(len(self.images.classes))).tolist(),
-            "classes": self.images.classes,
-            "device": torch.cuda.get_device_name(self.device)
-            if self.device.type == "cuda"
-            else platform.processor() or "cpu",
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "versions": {
-                "python": platform.python_version(),
-                **{name: importlib.metadata.version(name) for name in VERSIONED},
-            },
-            "split_hash": self.split["hash"],
-            "test_part": self.split["test_part"],
-            "proxy_steps": steps,
-            "threads": self.threads,
-            "tag": self.tag,
-        }
+        run = TrialFacts(
+            self.images.classes,
+            len(self.train),
+            self.images.skipped,
+            self.device,
+            self.batch_size,
+            self.amp,
+            self.split,
+            time.perf_counter() - self.started,
+            state.shared_epochs,
+            state.shared_seconds,
+            (state.peak_gpu_mem_mb, state.peak_gpu_reserved_mb),
+        )
+        metrics = trial_metrics(config, state.history, state.steps, test, run)
+        result = result_record(config, metrics, state.steps, test, run, self.threads, self.tag)
         self.on_saved([files.TENSORBOARD])
         atomic_write_json(self.workdir / files.RESULT, result)
         self.on_saved([files.RESULT])
-        log.info("done: val_accuracy %.4f, test_accuracy %.4f", metrics["val_accuracy"], test_accuracy)
-        return TrialResult(metrics, history, self.workdir)
+        log.info("done: val_accuracy %.4f, test_accuracy %.4f", metrics["val_accuracy"], test.accuracy)
+        return TrialResult(metrics, state.history, self.workdir)
 
     # -- set-up, checkpoints -----------------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -574,12 +448,12 @@ class _Trial:
         return inputs
 
 
-def _nothing(_names: list[str]) -> None:
+def nothing_saved(_names: list[str]) -> None:
     return None
 
 
 @contextmanager
-def _trial_log(workdir: Path) -> Iterator[None]:
+def trial_log(workdir: Path) -> Iterator[None]:
     """Send the trainer's log to `workdir/trial.log` while the trial runs."""
     handler = logging.FileHandler(workdir / files.LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

@@ -10,8 +10,8 @@ from tests.conftest import tiny_config
 from tests.trainer.test_loop import comparable, metrics_lines
 from trainer import TrialConfig, run_trial
 from trainer.config import AugmentConfig, OptimizerConfig
-from trainer.loop import run_stem
 from trainer.prefix import SCOPES, cam_group_key, prefix_key
+from trainer.stem import run_stem
 
 SECOND_VALUE = {  # for each field, a value other than tiny_config's, to see which epochs it reaches
     "dataset": {"kind": "digits", "limit_per_class": 31},

@@ -19,7 +19,7 @@ from search.grid import GridSpec
 from search.plan import build_plan
 from search.price import price
 from search.progress import better, chance_warning, eta_seconds, format_seconds
-from search.space import root_problems
+from search.spacecheck import root_problems
 from search.storage import StudyError, open_storage, wait_for_creator
 from search.study import check_extension, spec_of
 from search.tally import tally

@@ -111,7 +111,7 @@ class Scheduler:
         stem = self.usable_stem(self.plan.parent.get(state.key))
         if stem is not None and self.stems[stem].status != Status.DONE and state.pending.previous is None:
             return False  # its stem will do the start of its training
-        self.start_of(state)
+        self.take_in_stem(state)
         if self.rungs and self.rungs.blocked(state.pending.point, len(state.history)):
             return False
         return not (self.max_trials is not None and state.number is None and self.started >= self.max_trials)
@@ -122,15 +122,23 @@ class Scheduler:
             key = self.stems[key].stem.parent
         return key
 
+    def _done_stem(self, state: PointState) -> StemState | None:
+        """The stem a point starts from, once it is done (the nearest that has not failed for good)."""
+        key = self.usable_stem(self.plan.parent.get(state.key))
+        return self.stems[key] if key is not None and self.stems[key].status == Status.DONE else None
+
+    def take_in_stem(self, state: PointState) -> None:
+        """A point knows the epochs its done stem trained for it (what it knows of itself only ever grows)."""
+        stem = self._done_stem(state)
+        if stem is not None and len(stem.history) > len(state.history):
+            state.history = list(stem.history)
+
     def start_of(self, state: PointState) -> tuple[str | None, str | None]:
         """The folder a point continues (its last try's, or its stem's when that is further on) and the stem
         whose shared proxy-step inputs it may use; (None, None) with nothing to start from."""
-        key = self.usable_stem(self.plan.parent.get(state.key))
-        stem = self.stems[key] if key is not None and self.stems[key].status == Status.DONE else None
+        stem = self._done_stem(state)
         stem_folder = stem.stem.folder if stem else None
         stem_epochs = len(stem.history) if stem else -1
-        if stem is not None and stem_epochs > len(state.history):  # what it knows of itself only ever grows
-            state.history = list(stem.history)
         if state.pending.previous and state.previous_epochs >= stem_epochs:
             return state.pending.previous, stem_folder
         return stem_folder, stem_folder  # (its own folder, once it has a checkpoint, always comes first)
@@ -193,7 +201,7 @@ class Scheduler:
             return []
         for state in self.points.values():
             if state.status != Status.ENDED:
-                self.start_of(state)  # take in what a finished stem did for it
+                self.take_in_stem(state)
                 self.rungs.known(state.pending.point, state.history)
         stopped = []
         for key, (rung, reason) in self.rungs.decide_all().items():

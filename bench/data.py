@@ -112,7 +112,9 @@ import json, sys
 import numpy as np, torch
 sys.path.insert(0, {root!r})
 from trainer.config import TrialConfig
-from trainer.data import Part, load_images, make_split
+from trainer.batching import Part
+from trainer.images import load_images
+from trainer.split import make_split
 from trainer.device import peak_rss_mb, reset_peak_rss
 from trainer.models import create_model
 from trainer.proxy import make_proxy_images

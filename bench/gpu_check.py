@@ -12,7 +12,8 @@ images/s from its epochs after the first, beside a bare AMP loop of the same mod
 reserved GPU memory; CAMs not constant; AMP on; no CPU fallback); the thesis' other CAM methods (gradcam++,
 eigencam); ViT with the saliency loss; `num_workers: 4`; `search run` with `batch_size: auto` on half GPUs, shared
 stems against `--no-share`, each search trial's device and AMP read from its result.json; a forced out-of-memory
-error on a half GPU, retried on a whole one. Without CUDA every case runs its CPU form and says so.
+error on a half GPU, retried on a whole one. Without CUDA every case runs its CPU form and says so (its searches
+on the local executor).
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ class Check:
             "grid": grid,
         }
         space.write_text(yaml.safe_dump(data))
-        args = [sys.executable, "-m", "search", "run", str(space), "--cache-dir", str(self.cache), *flags]
+        # Without a GPU the searches run on the local executor: Ray's GPU dispatch is what they check, and a CPU
+        # has none to dispatch (tests/search/test_gpu.py covers it with GPUs declared to Ray).
+        executor = [] if self.gpu else ["--executor", "local"]
+        args = [sys.executable, "-m", "search", "run", str(space), "--cache-dir", str(self.cache), *executor, *flags]
         try:
             done = subprocess.run(
                 args, cwd=self.workdir, capture_output=True, text=True, timeout=max(30, self.budget.left() - 20)

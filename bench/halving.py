@@ -1,7 +1,8 @@
 """Successive halving against the full grid, side by side in one run: 27 points, keep 1/3 at one rung.
 
     python bench/halving.py           # 27 points of "1,p,4" (5 epochs), rung at epoch 2, resnet18 on 600 digits
-    python bench/halving.py --quick   # 3 of those points (gradcam, one multiply_weight), test_resnet on 200 digits
+    python bench/halving.py --quick   # 3 of those points (gradcam, one multiply_weight), test_resnet on 200 digits,
+                                      # local executor
 
 Prints one JSON object: epochs computed (counted in the logs) and wall seconds of each run, the points stopped,
 and the best configuration by the objective in each (whether halving kept the full grid's best, reported either way).
@@ -43,12 +44,12 @@ def space(quick: bool, halving: bool) -> dict:
     return data
 
 
-def run(folder: Path, data: dict) -> dict:
+def run(folder: Path, data: dict, *flags: str) -> dict:
     folder.mkdir()
     (folder / "halving.yaml").write_text(yaml.safe_dump(data))
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "search", "run", "halving.yaml", "--no-share"],
+        [sys.executable, "-m", "search", "run", "halving.yaml", "--no-share", *flags],
         cwd=folder,
         check=True,
         capture_output=True,
@@ -76,8 +77,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        halved = run(Path(tmp) / "halving", space(args.quick, True))
-        full = run(Path(tmp) / "full", space(args.quick, False))
+        executor = ["--executor", "local"] if args.quick else []  # the quick form checks halving, not Ray
+        halved = run(Path(tmp) / "halving", space(args.quick, True), *executor)
+        full = run(Path(tmp) / "full", space(args.quick, False), *executor)
     emit(
         {
             "benchmark": "halving",

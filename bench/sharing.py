@@ -1,7 +1,7 @@
 """Shared-prefix execution: the same grid run with shared stems and with --no-share, side by side in one run.
 
     python bench/sharing.py           # 16 points of "3,p,1,p,1" (5 epochs), resnet18 at 64 px on 600 digits
-    python bench/sharing.py --quick   # 2 points (one stem, two branches), test_resnet on 200 digits
+    python bench/sharing.py --quick   # 2 points (one stem, two branches), test_resnet on 200 digits, local executor
 
 Prints one JSON object: wall seconds of each run (`search run`, local Ray, 2 trials at once on 2 cores), epochs
 computed (counted in every trial's and stem's log), the speedup (goal ≥ 2×), whether every point's metrics are
@@ -88,9 +88,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     data = space(args.quick)
+    # The quick form (what CI runs) checks the script and the sharing, not Ray, which the tests start often enough.
+    executor = ["--executor", "local"] if args.quick else []
     with tempfile.TemporaryDirectory() as tmp:
-        shared_s = run(Path(tmp) / "shared", data)
-        alone_s = run(Path(tmp) / "alone", data, "--no-share")
+        shared_s = run(Path(tmp) / "shared", data, *executor)
+        alone_s = run(Path(tmp) / "alone", data, "--no-share", *executor)
         same = results(Path(tmp) / "shared") == results(Path(tmp) / "alone")
         shared_epochs, alone_epochs = epochs(Path(tmp) / "shared"), epochs(Path(tmp) / "alone")
     thesis = load_space(ROOT / "spaces" / "thesis_grid.yaml", check_roots=False)

@@ -25,18 +25,8 @@ from common import ROOT, emit
 
 from search.space import load_space, parse_space
 from search.status import dry_run_plan
-from tests.tiny import tiny_fixed
+from tests.tiny import TIMING, tiny_fixed
 from trainer.folder import LOG, RESULT
-
-TIMING = {
-    "train_seconds",
-    "proxy_seconds",
-    "own_compute_seconds",
-    "trial_seconds",
-    "peak_rss_mb",
-    "ray_node",
-    "gpu_ids",
-}
 
 
 def space(quick: bool) -> dict:

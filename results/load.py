@@ -104,6 +104,15 @@ def _scalar(value: Any) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
+# What a trial's proxy steps made (summed or averaged over its steps: `trainer.outcome.trial_metrics`).
+PROXY_METRICS = (
+    "proxy_images",
+    "proxy_unchanged",
+    "proxy_unchanged_fraction",
+    "proxy_zero_maps",
+    "proxy_hot_fraction",
+    "proxy_changed_fraction",
+)
 # The metrics the tables and figures read: a study whose trials lack some (made by an earlier version, or filled
 # by hand) gets empty columns for them instead of failing.
 TABLE_METRICS = (
@@ -116,12 +125,7 @@ TABLE_METRICS = (
     "peak_gpu_mem_mb",
     "epochs",
     "images_seen",
-    "proxy_images",
-    "proxy_unchanged",
-    "proxy_unchanged_fraction",
-    "proxy_zero_maps",
-    "proxy_hot_fraction",
-    "proxy_changed_fraction",
+    *PROXY_METRICS,
     "test_part",
 )
 

@@ -17,7 +17,7 @@ import math
 import pandas as pd
 
 from results import stats
-from results.load import StudyData
+from results.load import PROXY_METRICS, StudyData
 from trainer.prefix import CAM_AXES
 
 BUDGET_TOLERANCE = 0.05  # paired budgets further apart than this are flagged
@@ -241,14 +241,7 @@ def proxy_statistics(data: StudyData) -> pd.DataFrame:
     """What the proxy steps made, per configuration: proxies, the share identical to their source (dropped or
     kept), all-zero maps, and the shares of the trained proxies' pixels at or above the threshold and changed
     (means over seeds)."""
-    columns = [
-        "proxy_images",
-        "proxy_unchanged",
-        "proxy_unchanged_fraction",
-        "proxy_zero_maps",
-        "proxy_hot_fraction",
-        "proxy_changed_fraction",
-    ]
+    columns = list(PROXY_METRICS)
     trials = data.complete[data.complete["kind"] != "baseline"]
     present = [c for c in columns if c in trials]
     if not len(trials) or not present:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.tiny import tiny_config  # noqa: F401 (the trial config the tests import from here)
+from tests.tiny import TIMING, tiny_config  # noqa: F401 (the trial config the tests import from here)
 
 # Ray with token authentication, as the product runs it; one token for the session, never the user's own.
 os.environ["RAY_AUTH_MODE"] = "token"
@@ -50,19 +50,6 @@ def local_ray_gpus():
     ray.init(**RAY_ARGS, num_gpus=2)
     yield
     ray.shutdown()
-
-
-# What depends on the machine and the moment, not on the computation: left out when runs are compared.
-TIMING = {
-    "train_seconds",
-    "proxy_seconds",
-    "own_compute_seconds",
-    "trial_seconds",
-    "peak_rss_mb",
-    "seconds",
-    "ray_node",
-    "gpu_ids",
-}
 
 
 def without_timing(row: dict) -> dict:

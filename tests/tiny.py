@@ -33,6 +33,18 @@ TINY_CONFIG: dict[str, Any] = {
     "seed": 0,
 }
 
+# What depends on the machine and the moment, not on the computation: left out when runs are compared.
+TIMING = {
+    "train_seconds",
+    "proxy_seconds",
+    "own_compute_seconds",
+    "trial_seconds",
+    "peak_rss_mb",
+    "seconds",
+    "ray_node",
+    "gpu_ids",
+}
+
 
 def _with(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     data = copy.deepcopy(base)

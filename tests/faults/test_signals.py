@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,13 @@ def interrupt_after_the_first_trial(tmp_path: Path, signum: signal.Signals) -> P
     # Unshared, each point trains on its own: after the first finishes, seconds of work remain for the signal
     # (shared, the branches of a trained stem can all finish before it lands).
     driver = start_driver(space, tmp_path, "ray", "--no-share")
-    wait_for_complete(tmp_path, 1, driver)
+    ended = max(t.datetime_complete for t in wait_for_complete(tmp_path, 1, driver))
+    # The signal must find a trial running: one the driver opened after the first finished (the other slot's may
+    # finish with it, and a signal that lands before the driver opens the next would stop nothing).
+    deadline = time.monotonic() + 120
+    while not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING and t.datetime_start >= ended]:
+        assert driver.poll() is None and time.monotonic() < deadline, "no trial started after the first"
+        time.sleep(0.05)
     driver.send_signal(signum)
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, output

@@ -122,7 +122,11 @@ class RayExecutor:
             if address:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             else:
+                # "local": a Ray of this run's own. Without it ray.init joins the newest `ray start` cluster on this
+                # machine or $RAY_ADDRESS (and fails there, object_store_memory being set): --ray-address is the one
+                # way to join a cluster.
                 ray.init(
+                    address="local",
                     object_store_memory=256 * 2**20,
                     include_dashboard=False,
                     log_to_driver=False,

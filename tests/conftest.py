@@ -18,7 +18,13 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 # Caches (decoded images, model checks) in a folder of this test session, never the user's: subprocesses inherit it.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pas-test-cache-")
-RAY_ARGS = {"num_cpus": 2, "include_dashboard": False, "object_store_memory": 100 * 2**20, "log_to_driver": False}
+RAY_ARGS = {
+    "address": "local",
+    "num_cpus": 2,
+    "include_dashboard": False,
+    "object_store_memory": 100 * 2**20,
+    "log_to_driver": False,
+}
 
 
 @pytest.fixture

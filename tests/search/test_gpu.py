@@ -83,8 +83,15 @@ def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_
     assert len(second.user_attrs["gpu_ids"]) == 1
 
 
-def cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "search", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+def cli(args, cwd, **env):
+    return subprocess.run(
+        [sys.executable, "-m", "search", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
 
 
 def test_gpus_on_a_machine_without_any_is_refused_before_anything_is_made(tmp_path):
@@ -162,6 +169,14 @@ def test_a_cluster_with_two_gpus_runs_four_half_gpu_trials(tmp_path, gpu_head):
     assert not (tmp_path / "runs" / "other.db").exists() and not (tmp_path / "runs" / "other").exists()
     started = time.monotonic()
     assert cli(["status", "--study", "tiny"], tmp_path).returncode == 0 and time.monotonic() - started < 60
+    # A run without --ray-address starts a Ray of its own, even with a cluster in $RAY_ADDRESS (Ray's ray.init
+    # would join it, or the newest `ray start` cluster on the machine, and fail on our object-store setting).
+    cluster_nodes = {t.user_attrs["ray_node"] for t in finished}
+    one = write_space(tmp_path / "one.yaml", resources=RESOURCES, grid={"threshold": [0.5]})
+    alone = cli(["run", str(one), "--study", "alone", "--gpus-per-trial", "0"], tmp_path, RAY_ADDRESS=gpu_head)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    (mine,) = [t for t in trials(tmp_path, "alone") if t.state == TrialState.COMPLETE]
+    assert mine.user_attrs["ray_node"] not in cluster_nodes and not mine.user_attrs["gpu_ids"]
 
 
 @pytest.mark.parametrize("executor", ["ray", "local"])

@@ -21,6 +21,7 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pas-test-cache-")
 RAY_ARGS = {
     "address": "local",
     "num_cpus": 2,
+    "num_gpus": 2,  # declared, none present: the GPU dispatch runs as on a GPU machine (tests/search/test_gpu.py)
     "include_dashboard": False,
     "object_store_memory": 100 * 2**20,
     "log_to_driver": False,
@@ -37,25 +38,26 @@ def short_dir():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def local_ray():
-    """A real local Ray with 2 CPUs for the tests of one module."""
+    """A real local Ray with 2 CPUs, told that this machine has 2 GPUs (it has none): Ray schedules GPU tasks and
+    sets CUDA_VISIBLE_DEVICES as on a GPU machine, the trials fall back to the CPU. Started once per test process
+    (a start costs ~5 s) and kept for the next test that asks; an in-process run without this fixture starts and
+    stops its own, and one that must not find it uses `no_ray`."""
     import ray
 
-    ray.init(**RAY_ARGS)
+    if not ray.is_initialized():
+        ray.init(**RAY_ARGS)  # Ray stops it when the process ends
     yield
-    ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def local_ray_gpus():
-    """A real local Ray told that this machine has 2 GPUs (it has none): Ray schedules GPU tasks and sets
-    CUDA_VISIBLE_DEVICES as it would on a GPU machine; the trials themselves fall back to the CPU."""
+@pytest.fixture
+def no_ray():
+    """No Ray in this process: for a test that joins a cluster of its own (a run uses a Ray it finds initialised)."""
     import ray
 
-    ray.init(**RAY_ARGS, num_gpus=2)
-    yield
     ray.shutdown()
+    yield
 
 
 def without_timing(row: dict) -> dict:

@@ -109,8 +109,14 @@ def prefix_key(config: TrialConfig, epochs: int, steps_done: int | None = None) 
 
 def _plain(config: TrialConfig, name: str) -> Any:
     """A field of `config` as `config.to_dict()` has it (without copying the rest)."""
-    value = getattr(config, name)
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+    return _as_dict(getattr(config, name))
+
+
+def _as_dict(value: Any) -> Any:
+    """`dataclasses.asdict` for the settings' dataclasses, whose fields are numbers, strings and dataclasses,
+    without its deep copies (a check of the planner hashes 270,000 prefixes)."""
+    names = getattr(type(value), "__dataclass_fields__", None)  # is_dataclass and fields, at a tenth of the cost
+    return value if names is None else {name: _as_dict(getattr(value, name)) for name in names}
 
 
 def cam_group(setting: Setting) -> dict[str, Any]:

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 from PIL import Image
 from rich.console import Console
 
@@ -18,7 +17,6 @@ from results.present import PACKAGES
 from results.report import build_report
 from search.driver import RunOptions, run_study
 from search.status import load_study, load_trials
-from tests.conftest import RAY_ARGS
 from tests.search.helpers import spec
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
@@ -39,19 +37,15 @@ FLAGS = [
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    ray.init(**RAY_ARGS)
-    try:
-        s = spec(
-            repeats=3,
-            # 40 images a class: with fewer, every tiny model sits at chance and a comparison has no variance.
-            datasets={"digits": {"kind": "digits", "limit_per_class": 40}},
-            grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
-            baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
-        )
-        options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")
-        assert run_study(s, options, Console(file=io.StringIO())) == 0
-    finally:
-        ray.shutdown()
+    s = spec(
+        repeats=3,
+        # 40 images a class: with fewer, every tiny model sits at chance and a comparison has no variance.
+        datasets={"digits": {"kind": "digits", "limit_per_class": 40}},
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+        baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
+    )
+    options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")  # this process's Ray, or its own
+    assert run_study(s, options, Console(file=io.StringIO())) == 0
     return root
 
 

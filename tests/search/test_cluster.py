@@ -15,7 +15,7 @@ from tests.search.helpers import spec
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
-def test_trials_land_on_both_nodes(tmp_path):
+def test_trials_land_on_both_nodes(tmp_path, no_ray):
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "object_store_memory": 100 * 2**20, "include_dashboard": False},

@@ -40,7 +40,7 @@ def most_at_once(finished) -> int:
     return peak
 
 
-def test_trials_get_their_own_gpus(local_ray_gpus, tmp_path):
+def test_trials_get_their_own_gpus(local_ray, tmp_path):
     """Whole GPUs here; halves in the cluster test below."""
     limit = 2
     s = spec(resources={"gpus_per_trial": 1, "cpus_per_trial": 1}, grid={"threshold": [0.2, 0.4, 0.6, 0.8]})
@@ -56,7 +56,7 @@ def test_trials_get_their_own_gpus(local_ray_gpus, tmp_path):
         assert "but CUDA is not available to torch: running on the CPU" in (folder / "trial.log").read_text()
 
 
-def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_ray_gpus, tmp_path):
+def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_ray, tmp_path):
     import ray
 
     def oom_when_shared(job, settings):  # the exception type and message torch raises when a GPU is full

@@ -266,8 +266,14 @@ def slurm(
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     path.write_text(script)
-    path.chmod(0o755)
+    path.chmod(0o777 & ~_umask())  # executable, as far as the user's umask allows (077: the owner's alone)
     print(f"{path}: submit with `sbatch {path}` (again to resume)")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @cluster_app.command()

@@ -23,10 +23,11 @@ def trial(
 ) -> None:
     """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
     from trainer import TrialConfig, run_trial
+    from trainer.config import MAX_THREADS
     from trainer.errors import ConfigError, DataError, ModelError
 
-    if threads < 1:
-        fail(f"--threads: expected a positive integer, got {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        fail(f"--threads: expected an integer from 1 to {MAX_THREADS}, got {threads}")
     try:
         trial_config = TrialConfig.from_json_file(config)
     except ConfigError as exc:

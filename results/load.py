@@ -156,7 +156,7 @@ def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:
     if point is None:
         return None
     if axis == "dataset":
-        return point.params.get("dataset", next(iter(spec.data["datasets"])))
+        return spec.dataset_of(point)
     if point.kind == "baseline" and axis in CAM_AXES:  # no proxy step: its CAM settings act on nothing
         return None
     return point.setting(axis)

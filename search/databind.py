@@ -10,88 +10,84 @@ from a backup is the same dataset. Hashing reads every file once per run (about 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from search.store import ArtifactStore
-from trainer.config import FASHION_MNIST_ROOT
-from trainer.errors import FolderError, ProxySearchError
-from trainer.imagefolder import folder_listing
+from trainer.datafiles import Binding, manifest
+from trainer.errors import ProxySearchError
 
 
 class DataChanged(ProxySearchError, RuntimeError):
     """A study's data differs from what it was run on; the message says what changed and the ways out."""
 
 
-def dataset_files(dataset: dict) -> dict[str, Path] | str:
-    """The files a dataset is made of, by path relative to its root; for the bundled digits, their source."""
-    kind, root = dataset["kind"], dataset.get("root")
-    if kind == "digits":
-        import sklearn
-
-        return f"scikit-learn {sklearn.__version__} load_digits"
-    base = Path(root or FASHION_MNIST_ROOT)
-    if kind == "imagefolder":
-        try:
-            listed = folder_listing(base)
-        except FolderError:
-            return {}
-        resolved = base.resolve()
-        return {str(Path(path).relative_to(resolved)): Path(path) for _, path in listed}
-    if not base.is_dir():
-        return {}
-    return {str(p.relative_to(base)): p for p in sorted(base.rglob("*")) if p.is_file()}
-
-
-def manifest(dataset: dict) -> dict[str, Any]:
-    """{"digest", "files", "bytes", "hashes": {relative path: content hash}} of a dataset."""
-    files = dataset_files(dataset)
-    if isinstance(files, str):
-        return {"digest": hashlib.sha256(files.encode()).hexdigest()[:16], "files": 0, "bytes": 0, "hashes": {}}
-    hashes, total = {}, 0
-    for rel, path in files.items():
-        with open(path, "rb") as f:
-            hashes[rel] = hashlib.file_digest(f, lambda: hashlib.sha1(usedforsecurity=False)).hexdigest()[:16]
-        total += path.stat().st_size
-    digest = hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()[:16]
-    return {"digest": digest, "files": len(hashes), "bytes": total, "hashes": hashes}
-
-
-def check_data(study: Any, datasets: dict[str, dict], store: ArtifactStore, accept: bool) -> list[str]:
-    """Compare each dataset with what the study was run on, record it on a first run, and raise `DataChanged`
-    on a difference unless `accept` (then the change is recorded and returned, one line per dataset)."""
-    recorded: dict[str, dict] = dict(study.user_attrs.get("data") or {})
-    changes, accepted = [], []
+def current_manifests(datasets: dict[str, dict]) -> dict[str, dict]:
+    """Each dataset's manifest (every file read once), before anything is created: a dataset that cannot be read is
+    refused here. Datasets not there yet (`download: true` fetches them in the first trial) are left out: they are
+    bound on the next run."""
     current = {}
     for name, dataset in sorted(datasets.items()):
         now = manifest(dataset)
-        if now["files"] == 0 and dataset["kind"] != "digits":
-            continue  # not there yet (download: true fetches it in the first trial): bound on the next run
-        current[name] = now
-        before = recorded.get(name)
-        if before is not None and before["digest"] != now["digest"]:
-            changes.append((name, before, now))
+        if now["files"] or dataset["kind"] == "digits":
+            current[name] = now
+    return current
+
+
+@dataclass
+class Origin:
+    """The study whose binding a new study takes over: a confirmation's exploration (its data must be the data the
+    configurations were selected on), and the store that holds its file lists."""
+
+    study: Any
+    store: ArtifactStore
+
+
+def check_data(
+    study: Any, current: dict[str, dict], store: ArtifactStore, accept: bool, origin: Origin | None = None
+) -> list[str]:
+    """Compare each dataset's `current` manifest with what the study was run on (a new study with an `origin`:
+    what the origin was run on), record it on a first run, and raise `DataChanged` on a difference unless `accept`
+    (then the change is recorded, in the origin too, and returned, one line per dataset)."""
+    own = study.user_attrs.get("data")
+    inherited = origin is not None and not own
+    recorded: dict[str, dict] = dict((origin.study.user_attrs.get("data") if inherited else own) or {})
+    old_store = origin.store if inherited and origin is not None else store
+    changes = [
+        (name, recorded[name], now)
+        for name, now in current.items()
+        if name in recorded and recorded[name]["digest"] != now["digest"]
+    ]
+    whose = f"{origin.study.study_name!r}, which {study.study_name!r} confirms," if inherited and origin else None
     if changes and not accept:
-        lines = [_describe(name, before, now, store) for name, before, now in changes]
+        lines = [_describe(name, before, now, old_store) for name, before, now in changes]
         raise DataChanged(
-            f"study {study.study_name!r} was run on other data: {'; '.join(lines)}. Its trials would mix two "
-            "datasets: run it as a new study (--study NEW_NAME), or pass --accept-data-change to go on (recorded "
-            "in the study)"
+            f"study {whose or repr(study.study_name)} was run on other data: {'; '.join(lines)}. Its trials would "
+            "mix two datasets: run it as a new study (--study NEW_NAME), or pass --accept-data-change to go on "
+            "(recorded in the study)"
         )
-    for name, before, now in changes:
-        accepted.append(_describe(name, before, now, store))
-        history = list(study.user_attrs.get("data_changes") or [])
-        history.append({"dataset": name, "from": before["digest"], "to": now["digest"], "at": time.time()})
-        study.set_user_attr("data_changes", history)
+    accepted = [_describe(name, before, now, old_store) for name, before, now in changes]
+    for target in (study, origin.study if inherited and origin else None):
+        if target is not None and changes:
+            history = list(target.user_attrs.get("data_changes") or [])
+            history += [
+                {"dataset": name, "from": old["digest"], "to": now["digest"], "at": time.time(), "by": study.study_name}
+                for name, old, now in changes
+            ]
+            target.set_user_attr("data_changes", history)
     for name, now in current.items():
-        if recorded.get(name, {}).get("digest") != now["digest"]:
+        if recorded.get(name, {}).get("digest") != now["digest"] or inherited:
             store.write_bytes(f"datasets/{name}-{now['digest']}.json", json.dumps(now["hashes"]).encode())
             recorded[name] = {k: now[k] for k in ("digest", "files", "bytes")}
     study.set_user_attr("data", recorded)
     return accepted
+
+
+def bindings(recorded: dict[str, dict]) -> dict[str, Binding]:
+    """What each dataset's trials must read: the study's recorded binding per dataset name."""
+    return {name: Binding(entry["files"], entry["digest"]) for name, entry in recorded.items()}
 
 
 def _describe(name: str, before: dict, now: dict, store: ArtifactStore) -> str:

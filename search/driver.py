@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.databind import DataChanged, check_data
+from search.databind import DataChanged, Origin, bindings, check_data, current_manifests
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec
 from search.halving import Halving, RungBook
@@ -56,6 +56,7 @@ class RunOptions:
     cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
     scratch: str | None = None
     accept_data_change: bool = False
+    origin: Origin | None = None  # a confirmation's exploration: the data binding it takes over
 
 
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
@@ -80,7 +81,8 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
 
 
 def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
-    executor = _make_executor(spec, options, settings)  # first: a trial that cannot fit is refused, nothing made
+    current = current_manifests(spec.data["datasets"])  # first: unreadable data is refused before anything is made
+    executor = _make_executor(spec, options, settings)  # then: a trial that cannot fit is refused, nothing made
     for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
         signal.signal(sig, _raise_interrupt)
     try:
@@ -90,7 +92,7 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
 
             def bind_data(study: optuna.Study) -> None:
                 try:
-                    for line in check_data(study, spec.data["datasets"], store, options.accept_data_change):
+                    for line in check_data(study, current, store, options.accept_data_change, options.origin):
                         console.print(f"warning: data changed, accepted (--accept-data-change, recorded): {line}")
                 except DataChanged as exc:
                     raise StudyError(str(exc)) from None
@@ -140,6 +142,7 @@ class Run:
             if state.pending.previous:
                 state.history = self.store.folder(state.pending.previous).read_metrics()
                 state.previous_epochs = len(state.history)
+        self.bound = bindings(grid.study.user_attrs.get("data") or {})  # what every job must read
         self.inflight: dict[str, State] = {}  # job folder -> whose job it is
         self.disk_full: str | None = None  # the first disk-full failure: nothing new starts after it
         self.failed_here: set[str] = set()
@@ -216,17 +219,18 @@ class Run:
         stem = state.stem
         parent = self.schedule.usable_stem(stem.parent)
         folder = self.stems[parent].stem.folder if parent else None
-        config = self.points[stem.representative].pending.point.config()
+        point = self.points[stem.representative].pending.point
         groups = [self.points[k].pending.point.config() for k in stem.groups]
         return Job(
             "stem",
             f"stem {stem.key[:8]}",
-            config,
+            point.config(),
             stem.folder,
             until=stem.epochs,
             groups=groups,
             start_from=folder,
             stem=folder,
+            binding=self.bound.get(self.spec.dataset_of(point)),
         )
 
     def _point_job(self, state: PointState) -> Job:
@@ -249,6 +253,7 @@ class Run:
             gpus=1.0 if state.pending.whole_gpu else 0.0,
             number=state.number,
             grid_key=point.grid_key,
+            binding=self.bound.get(self.spec.dataset_of(point)),
         )
 
     def _submit(self, job: Job, state: State) -> None:

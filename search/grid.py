@@ -209,6 +209,10 @@ class GridSpec:
         """Every distinct point, sorted by grid_key."""
         return expand(self.data)
 
+    def dataset_of(self, point: Point) -> str:
+        """The name of the dataset `point` trains on (the space's only one when `dataset` is not an axis)."""
+        return point.params.get("dataset") or next(iter(self.data["datasets"]))
+
     @property
     def axes(self) -> list[str]:
         """The axes of the space (the seed aside), sorted."""

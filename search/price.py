@@ -70,7 +70,7 @@ def dataset_images(dataset: dict) -> int | None:
 
 def rate(point: Point, spec: GridSpec, measured: dict[tuple, list[float]], calibration: dict | None) -> Rate | None:
     """Seconds per training epoch of `point`: measured in this study, else calibrated, else the rough default."""
-    dataset = point.params.get("dataset", next(iter(spec.data["datasets"])))
+    dataset = spec.dataset_of(point)
     arch, size = point.setting("architecture"), int(point.setting("image_size"))
     seen = measured.get((dataset, arch, size))
     if seen:
@@ -106,7 +106,7 @@ def measured_rates(trials: list[FrozenTrial], spec: GridSpec) -> dict[tuple, lis
         seconds, epochs = t.user_attrs.get("train_seconds"), t.user_attrs.get("epochs")
         if t.state != TrialState.COMPLETE or point is None or not seconds or not epochs:
             continue
-        dataset = point.params.get("dataset", next(iter(spec.data["datasets"])))
+        dataset = spec.dataset_of(point)
         key = (dataset, point.setting("architecture"), int(point.setting("image_size")))
         out.setdefault(key, []).append(seconds / epochs)
     return out
@@ -129,7 +129,7 @@ def price(
     shared_start = {p.grid_key: plan.start_epoch(p.grid_key) for p in pending}
     groups: dict[tuple, dict[str, Any]] = {}
     for point in pending:
-        dataset = point.params.get("dataset", next(iter(spec.data["datasets"])))
+        dataset = spec.dataset_of(point)
         group = groups.setdefault(
             (dataset, point.setting("architecture")), {"naive": 0, "shared": 0, "seconds_naive": 0.0, "rate": None}
         )
@@ -143,7 +143,7 @@ def price(
     for stem in plan.stems.values():  # each stem's own epochs, once, in its members' group
         member = by_key.get(stem.representative)
         if member is not None:
-            dataset = member.params.get("dataset", next(iter(spec.data["datasets"])))
+            dataset = spec.dataset_of(member)
             parent = plan.stems[stem.parent].epochs if stem.parent else 0
             groups[(dataset, member.setting("architecture"))]["shared"] += stem.epochs - parent
     per_device = spec.resources["gpus_per_trial"] or 1.0  # a trial on half a GPU costs half a GPU-hour

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from search.spacecheck import check_models, check_rules, check_values, root_prob
 from search.spacefile import SpaceFileError, read_space_file
 from trainer.config import (
     DATASET_KINDS,
+    MAX_THREADS,
     ConfigError,
     DatasetConfig,
     _build,
@@ -215,12 +217,15 @@ def resource_problem(key: str, value: Any) -> str | None:
     if (
         not isinstance(value, (int, float))
         or isinstance(value, bool)
+        or not math.isfinite(value)  # NaN passes every comparison below
         or value < 0
         or (key == "cpus_per_trial" and value == 0)
     ):
-        return f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} number, got {value!r}"
+        return f"expected a {'positive' if key == 'cpus_per_trial' else 'non-negative'} finite number, got {value!r}"
     if key == "gpus_per_trial" and value > 1:
         return f"{GPUS_ABOVE_ONE}, got {value!r}"
+    if key == "cpus_per_trial" and value > MAX_THREADS:
+        return f"at most {MAX_THREADS} (a trial's torch threads), got {value!r}"
     return None
 
 
@@ -252,6 +257,9 @@ def _datasets(raw: Any, problem: _Problems, base: Path) -> dict[str, dict]:
         return {}
     out = {}
     for name, entry in raw.items():
+        if (why := study_name_problem(name, "dataset")) is not None:  # it names files in the store
+            problem(f"datasets.{str(name)[:60]}", why)
+            continue
         try:
             ds = _build(DatasetConfig, entry, f"datasets.{name}.")
         except ConfigError as exc:

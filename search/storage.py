@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from search.names import study_name_problem
 from trainer.errors import ProxySearchError
@@ -111,10 +113,13 @@ def _holders(path: Path) -> str:
 
 
 def check_storage_url(url: str) -> None:
-    """Refuse a storage that keeps nothing: an in-memory SQLite database is gone when the run ends."""
+    """Refuse a storage that keeps nothing (an in-memory SQLite database is gone when the run ends) and SQLite URI
+    filenames (`?uri=true`: their path is not the URL's, so the study's lock could not find its database)."""
     path = _sqlite_path(url)
-    if (url.startswith("sqlite:") and path is None) or str(path) in (":memory:", "") or "mode=memory" in url:
+    if (url.startswith("sqlite") and path is None) or str(path) in (":memory:", "") or "mode=memory" in url:
         raise StudyError(f"storage {url}: an in-memory database is gone when the run ends; give a file")
+    if path is not None and make_url(url).query.get("uri") not in (None, "false", "0"):
+        raise StudyError(f"storage {url}: SQLite URI filenames (uri=…) are not supported; give the file's path")
 
 
 @contextlib.contextmanager
@@ -126,6 +131,7 @@ def creating(url: str) -> Iterator[None]:
     if path is None:
         yield
         return
+    path = database_identity(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".init-lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -138,6 +144,7 @@ def wait_for_creator(url: str) -> None:
     path = _sqlite_path(url)
     if path is None:
         return
+    path = database_identity(path)
     try:
         fd = os.open(path.with_name(path.name + ".init-lock"), os.O_RDONLY)
     except FileNotFoundError:
@@ -162,7 +169,23 @@ def _read_only_url(path: Path) -> str:
 
 
 def _sqlite_path(url: str) -> Path | None:
-    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+    """The database file of an SQLite URL as SQLAlchemy reads it (`sqlite:///runs/a.db?timeout=30` is
+    `runs/a.db`), or None for another database or an in-memory one."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StudyError(f"storage {url!r} is not a database URL ({exc})") from None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database)
+
+
+def database_identity(path: Path) -> Path:
+    """The one name of a database file, whatever spelling reached it: its real path (symlinks, `..` and
+    relative parts resolved; the file need not exist yet)."""
+    return Path(os.path.realpath(path))
 
 
 def _initialized(path: Path) -> bool:
@@ -190,15 +213,17 @@ def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
 
 
 class DriverLock:
-    """An exclusive `flock` that belongs to the study (its storage URL and name), wherever its outputs go: one
+    """An exclusive `flock` that belongs to the study (its database and name), wherever its outputs go: one
     driver per study, so two `search run --out A` / `--out B` of one space can never train a point twice. Beside an
-    SQLite file it is `<db>.<study>.driver-lock`; for another storage, a file keyed by URL and name in this user's
-    cache folder (one machine). The kernel drops it when the holder dies, so a killed driver never leaves a stale
-    lock."""
+    SQLite file it is `<db>.<study>.driver-lock`, next to the database's real path, so every spelling of one file
+    (a symlink, `..`, a query string such as `?timeout=30`) finds the same lock; for another storage, a file keyed
+    by URL and name in this user's cache folder (one machine). The kernel drops it when the holder dies, so a killed
+    driver never leaves a stale lock."""
 
     def __init__(self, storage_url: str, study: str) -> None:
         path = _sqlite_path(storage_url)
         if path is not None:
+            path = database_identity(path)
             self.path = path.with_name(f"{path.name}.{study}.driver-lock")
         else:
             digest = hashlib.sha256(f"{storage_url}\n{study}".encode()).hexdigest()[:24]

@@ -23,6 +23,7 @@ from typing import Any
 
 from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
+from trainer.datafiles import Binding
 from trainer.failures import failure_kind
 from trainer.folder import LOG, SHARED
 
@@ -44,6 +45,7 @@ class Job:
     gpus: float = 0.0
     number: int | None = None  # the Optuna trial (trials only)
     grid_key: str | None = None
+    binding: Binding | None = None  # what the study bound its dataset to: the trial checks it reads the same
 
     def to_data(self) -> dict[str, Any]:
         """Plain JSON-ready data: what crosses to a Ray task or the local worker process."""
@@ -53,7 +55,8 @@ class Job:
     def from_data(cls, data: dict[str, Any]) -> Job:
         """The job `to_data` wrote, its configs validated again on this side."""
         groups = [TrialConfig.from_dict(g) for g in data.get("groups", [])]
-        return cls(**{**data, "config": TrialConfig.from_dict(data["config"]), "groups": groups})
+        binding = Binding(**data["binding"]) if data.get("binding") else None
+        return cls(**{**data, "config": TrialConfig.from_dict(data["config"]), "groups": groups, "binding": binding})
 
 
 @dataclass
@@ -118,6 +121,7 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                 shared=shared,
                 on_saved=uploader,
                 threads=settings.threads,
+                binding=job.binding,
             )
             return {"status": "stem", "record": record}
         result = run_trial(
@@ -129,6 +133,7 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             on_saved=uploader,
             threads=settings.threads,
             tag=result_tag(job.number, job.grid_key),
+            binding=job.binding,
         )
         return {
             "status": "paused" if result.paused else "complete",

@@ -17,6 +17,7 @@ Where the cache directory cannot be written (read-only, full), trials fall back 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -32,15 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
-from trainer.decode import (
-    decode_dataset,
-    decode_image,
-    fashion_mnist_files,
-    folder_root,
-    list_folder,
-    list_image_folder,
-)
+from trainer.config import DatasetConfig
+from trainer.datafiles import Binding, check_binding, dataset_files, dataset_root, manifest
+from trainer.decode import decode_dataset, decode_image, folder_root, list_image_folder
 from trainer.errors import DataError
 from trainer.files import atomic_write_json
 from trainer.imageset import ImageSet, load_uncached
@@ -68,26 +63,15 @@ class Entry:
 
 
 def identity(config: DatasetConfig, image_size: int) -> dict:
-    """What a cache entry is built from; any change to it (a file added, removed or modified) changes the key."""
+    """What a cache entry is built from; any change to it (a file added, removed or modified) changes the key. The
+    files are the dataset's as `trainer.datafiles.dataset_files` lists them (the study's binding counts the same)."""
     ident: dict = {"format": FORMAT, "kind": config.kind, "image_size": image_size}
-    if config.kind == "imagefolder":
-        ident["files"] = [[name, path, *_stat(path)] for name, path in list_folder(folder_root(config))]
-    elif config.kind == "fashion_mnist":
-        ident["files"] = [
-            [str(p), *_stat(str(p))] for p in fashion_mnist_files(Path(config.root or FASHION_MNIST_ROOT))
-        ]
-    elif config.kind == "digits":
-        import sklearn
-
-        ident["source"] = f"scikit-learn {sklearn.__version__} load_digits"
+    files = dataset_files(dataclasses.asdict(config))
+    if isinstance(files, str):
+        ident["source"] = files
     else:
-        root = Path(config.root or ".")
-        ident["root"] = str(root.resolve())
-        ident["files"] = (
-            sorted([str(p.relative_to(root)), *_stat(str(p))] for p in root.rglob("*") if p.is_file())
-            if root.is_dir()
-            else []
-        )
+        ident["root"] = os.path.realpath(dataset_root(dataclasses.asdict(config)))
+        ident["files"] = [[name, *_stat(str(path))] for name, path in files.items()]
     return ident
 
 
@@ -102,14 +86,25 @@ def entry_key(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def open_cached(config: DatasetConfig, image_size: int, cache_dir: Path, progress: Progress | None = None) -> ImageSet:
+def open_cached(
+    config: DatasetConfig,
+    image_size: int,
+    cache_dir: Path,
+    progress: Progress | None = None,
+    binding: Binding | None = None,
+) -> ImageSet:
     """The dataset's images from the cache in `cache_dir`, building the entry first when there is none (or it is
-    damaged). A cache dir that cannot be written gives the uncached images, with a warning."""
+    damaged). A cache dir that cannot be written gives the uncached images, with a warning. With `binding`, an entry
+    built from other contents than the study bound is refused (`DataError`)."""
     try:
         entry = ensure(config, image_size, cache_dir, progress)
     except OSError as exc:
         log.warning("decoded-image cache unusable in %s (%s): decoding images without it", cache_dir, exc)
+        if binding is not None:
+            check_binding(dataclasses.asdict(config), binding)
         return load_uncached(config, image_size)
+    if binding is not None:
+        check_binding(dataclasses.asdict(config), binding, entry.meta.get("content_digest"))
     return _image_set(entry, image_size)
 
 
@@ -287,6 +282,8 @@ def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Pa
         "created": time.time(),
         "built_by": os.getpid(),
         "identity_files": len(ident.get("files", [])),
+        # The study's data binding digests the same way: a trial compares the two (`trainer.datafiles`).
+        "content_digest": manifest(dataclasses.asdict(config))["digest"],
     }
     atomic_write_json(folder / META, meta)
     return meta

@@ -35,6 +35,9 @@ DATASET_KINDS = (
 )
 # Kinds whose publishers name a test part (`split: {test: official}` uses it as the test set).
 OFFICIAL_TEST_KINDS = ("fashion_mnist", "cifar10", "cifar100", "food101", "imagenette", "flowers102", "oxford_pets")
+# A trial's torch CPU threads (`search trial --threads`, a space's cpus_per_trial) at most: beyond it a typo, not
+# a machine (torch starts that many threads).
+MAX_THREADS = 1024
 PIXEL_REPLACEMENTS = ("blended", "black", "mean", "max", "min", "halfmax")
 # Every pytorch-grad-cam method that applies to classification (the registry is `trainer.cams.CAM_METHODS`).
 CAM_METHOD_NAMES = (

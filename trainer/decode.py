@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
+from trainer.datafiles import fashion_mnist_files
 from trainer.errors import DataError, FolderError
 from trainer.imagefolder import IMAGE_SUFFIXES, folder_listing
 
@@ -130,21 +131,6 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: only unsigned-byte IDX files are supported")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def fashion_mnist_files(root: Path) -> list[Path]:
-    """The four IDX files of Fashion-MNIST (train and t10k images and labels)."""
-    found = []
-    for part in ("train", "t10k"):
-        for what in ("images-idx3", "labels-idx1"):
-            matches = sorted(root.glob(f"{part}-{what}-ubyte*"))
-            if not matches:
-                raise DataError(
-                    f"fashion_mnist: no {part}-{what} IDX file in {root} "
-                    f"(on Debian: apt-get install dataset-fashion-mnist)"
-                )
-            found.append(matches[0])
-    return found
 
 
 def _fashion_mnist(root: Path, image_size: int) -> Decoded:

@@ -3,6 +3,9 @@ space validation and `--dry-run` need before any trial runs."""
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +40,71 @@ def class_dirs(root: Path) -> list[Path]:
     """The class folders of an image folder, sorted."""
     if not root.is_dir():
         raise FolderError(f"imagefolder: {root} is not a folder")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise _unreadable(root, exc) from None
 
 
 def folder_listing(root: Path) -> list[tuple[str, str]]:
-    """(class name, file path) of every file under the class folders of `root`, sorted."""
-    return [
-        (d.name, str(p.resolve())) for d in class_dirs(root) for p in sorted(q for q in d.rglob("*") if q.is_file())
-    ]
+    """(class name, file path) of every file under the class folders of `root`, sorted.
+
+    Files are named as they are inside the root (its real path): a link inside the folder is a file of its own,
+    under its own name, as the binding, the cache and the trials all count it. A link that leads outside the root,
+    and a folder or file this user cannot read, are errors naming the path, never files silently left out."""
+    base = Path(os.path.realpath(root))
+    listing = []
+    for folder in class_dirs(base):
+        listing += [(folder.name, str(path)) for path in sorted(_files(folder, base))]
+    return listing
+
+
+def _files(folder: Path, base: Path) -> Iterator[Path]:
+    """Every file under `folder` (links followed while they stay inside `base`, each real folder walked once)."""
+    seen: set[str] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        real = os.path.realpath(current)
+        if not _inside(real, base):
+            raise FolderError(
+                f"imagefolder: {current} is a link to {real}, outside the dataset's folder {base}: copy what it "
+                "points to into the folder, or remove the link"
+            )
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            raise _unreadable(current, exc) from None
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.is_dir():  # follows a link, like a class folder's
+                stack.append(path)
+                continue
+            target = os.path.realpath(path)
+            if not _inside(target, base):
+                raise FolderError(
+                    f"imagefolder: {path} is a link to {target}, outside the dataset's folder {base}: copy the "
+                    "file into the folder, or remove the link"
+                )
+            if not os.path.isfile(target):
+                continue  # a dangling link, a socket, a FIFO: no image
+            if not os.access(target, os.R_OK):
+                raise _unreadable(path, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+            yield path
+
+
+def _inside(path: str, base: Path) -> bool:
+    return path == str(base) or path.startswith(str(base).rstrip(os.sep) + os.sep)
+
+
+def _unreadable(path: Path, exc: OSError) -> FolderError:
+    return FolderError(
+        f"imagefolder: cannot read {path} ({exc.strerror or exc}): make it readable by this user or move it out "
+        "of the dataset"
+    )
 
 
 def summarize_folder(root: Path) -> FolderSummary:

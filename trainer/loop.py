@@ -29,6 +29,7 @@ from torch import nn
 from trainer import folder as files
 from trainer.batching import Concat, Part
 from trainer.config import CAM_METHOD_NAMES, CONTROL_METHODS, TrialConfig
+from trainer.datafiles import Binding
 from trainer.device import batch_size_for, gpu_peaks, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import evaluate, make_optimizer, train_epoch
 from trainer.errors import DataError, ModelError, TrialError
@@ -112,12 +113,14 @@ def run_trial(
     on_saved: Saved | None = None,
     threads: int = 1,
     tag: dict[str, Any] | None = None,
+    binding: Binding | None = None,
 ) -> TrialResult:
     """Train `config` in `workdir` (resuming from its checkpoint if there is one) and return its metrics; with
     `until`, stop after that many epochs (before a proxy step due there) and return without metrics.
 
     `threads`: torch's CPU threads (`set_threads`). `tag` (e.g. the trial number and grid key of a study) is written
     into `result.json`, so that a reader can tell this trial's result from one copied in from another folder.
+    `binding`: what the study bound the dataset to; the trial refuses other data (`trainer.datafiles.check_binding`).
 
     A folder that already holds this config's `result.json` (and this `tag`) returns it without training again."""
     workdir = Path(workdir)
@@ -130,7 +133,9 @@ def run_trial(
             if done is not None and done.get("config_digest") == config.digest() and done.get("tag") == tag:
                 log.info("result.json already present: nothing to do")
                 return TrialResult(done["metrics"], [], workdir)
-            trial = Trial(config, workdir, select_device(device), cache_dir, shared, on_saved or nothing_saved)
+            trial = Trial(
+                config, workdir, select_device(device), cache_dir, shared, on_saved or nothing_saved, binding=binding
+            )
             trial.threads, trial.tag = threads, tag
             trial.run(until)
             return trial.finish() if trial.state.epochs_done == config.epochs else trial.pause()
@@ -158,6 +163,7 @@ class Trial:
         shared: SharedLookup | None,
         on_saved: Saved,
         owner: str | None = None,
+        binding: Binding | None = None,
     ) -> None:
         self.config, self.workdir, self.device, self.shared, self.on_saved = config, workdir, device, shared, on_saved
         self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
@@ -174,7 +180,7 @@ class Trial:
         self._write_config()
 
         # Data: one split per trial, written once, never redone.
-        self.images = load_images(config.dataset, config.image_size, cache_dir)
+        self.images = load_images(config.dataset, config.image_size, cache_dir, binding)
         self.split = make_split(self.images, config.split, config.seed)
         split_file = workdir / files.SPLIT
         if split_file.exists() and json.loads(split_file.read_text())["hash"] != self.split["hash"]:

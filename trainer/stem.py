@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trainer import folder as files
 from trainer.config import TrialConfig
+from trainer.datafiles import Binding
 from trainer.device import select_device, set_threads
 from trainer.files import atomic_write_json
 from trainer.loop import Saved, SharedLookup, Trial, nothing_saved, trial_log
@@ -28,6 +29,7 @@ def run_stem(
     shared: SharedLookup | None = None,
     on_saved: Saved | None = None,
     threads: int = 1,
+    binding: Binding | None = None,
 ) -> dict:
     """Train the prefix that several grid points share: `config` for `until` epochs, then the inputs of the proxy
     step due there (wrong images and CAMs) for each CAM group in `groups`, saved under `shared/`. Returns the stem's
@@ -45,6 +47,7 @@ def run_stem(
             shared,
             on_saved,
             owner=f"stem:{prefix_key(config, until)}",
+            binding=binding,
         )
         trial.run(until)
         step = config.schedule.steps_before(until)

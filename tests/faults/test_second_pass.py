@@ -1,0 +1,207 @@
+"""The second hostile pass (issue 34): each test reproduces one defect it found, by its item number, and checks the
+fix: a hostile input gets one line and exit 2, nothing is created, nothing is counted twice."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_config, write_digit_folder
+from tests.faults.test_hostile_pass import SEARCH, folder_space, refused
+from tests.search.helpers import search_cli, write_space
+
+
+def hold_lock(cwd, storage: str, study: str = "tiny") -> subprocess.Popen:
+    """A process holding the driver lock of `study` in `storage`, as a running driver does."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from search.storage import DriverLock\n"
+            f"with DriverLock({storage!r}, {study!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+# -- 1. the driver lock belongs to the database, not to its spelling ---------------------------------------------------
+@pytest.mark.parametrize(
+    "spelling",
+    ["sqlite:///link.db", "sqlite:///runs/tiny.db?timeout=30", "sqlite:///runs/../runs/./tiny.db", "absolute"],
+)
+def test_a_second_driver_is_refused_under_every_spelling_of_one_database(tmp_path, spelling):
+    """Item 1: a symlink to the database, or a query string, got a second driver past the lock (every point
+    COMPLETE twice), and `?timeout=30` made a stray file named `tiny.db?timeout=30`."""
+    path = write_space(tmp_path / "s.yaml")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "runs" / "tiny.db")
+    if spelling == "absolute":
+        spelling = f"sqlite:///{tmp_path}/runs/tiny.db"
+    holder = hold_lock(tmp_path, "sqlite:///runs/tiny.db")
+    try:
+        done = search_cli("run", str(path), "--storage", spelling, "--executor", "local", cwd=tmp_path)
+        refused(done, f"another driver is running this study (pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny.db.tiny.driver-lock"]
+
+
+def test_a_storage_url_is_read_as_sqlalchemy_reads_it(tmp_path):
+    """Item 1: the query string is not part of the file's name; an SQLite URI filename is refused."""
+    from search.storage import DriverLock, StudyError, check_storage_url
+
+    first = DriverLock("sqlite:///runs/a.db?timeout=30", "a").path
+    assert first == DriverLock("sqlite:///runs/a.db", "a").path
+    assert "?" not in str(first)
+    with pytest.raises(StudyError, match="URI filenames"):
+        check_storage_url("sqlite:///file:runs/a.db?uri=true")
+    with pytest.raises(StudyError, match="in-memory"):
+        check_storage_url("sqlite://")
+
+
+# -- 9. every number is bounded, NaN and inf refused ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--cpus-per-trial", "nan", "--cpus-per-trial: expected a positive finite number, got nan"),
+        ("--gpus-per-trial", "nan", "--gpus-per-trial: expected a non-negative finite number, got nan"),
+        ("--cpus-per-trial", "inf", "--cpus-per-trial: expected a positive finite number, got inf"),
+        ("--cpus-per-trial", "100000", "--cpus-per-trial: at most 1024"),
+    ],
+)
+def test_resource_flags_refuse_nan_inf_and_absurd_values(tmp_path, flag, value, message):
+    """Item 9: `--cpus-per-trial nan` was a traceback with Ray and silently taken by the local executor;
+    `--gpus-per-trial nan` passed every comparison of the resource check."""
+    path = write_space(tmp_path / "s.yaml")
+    for executor in ("local", "ray"):
+        done = search_cli("run", str(path), flag, value, "--executor", executor, "--dry-run", cwd=tmp_path)
+        refused(done, message)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("threads", ["0", "100000", "99999999999"])
+def test_search_trial_threads_are_bounded_before_anything_is_written(tmp_path, threads):
+    """Item 9: `--threads 100000` was a MemoryError traceback inside logging; 99999999999 an OverflowError after the
+    trial folder was written."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config()))
+    done = search_cli("trial", str(config), "--out", "t", "--threads", threads, cwd=tmp_path)
+    refused(done, f"--threads: expected an integer from 1 to 1024, got {threads}")
+    assert not (tmp_path / "t").exists()
+
+
+# -- 12. the Slurm script honours the umask ----------------------------------------------------------------------------
+def test_the_slurm_script_honours_the_umask(tmp_path):
+    """Item 12: under `umask 077` the script was written 0755."""
+    (tmp_path / "s.yaml").write_text("study: s\n")
+    done = subprocess.run(
+        ["bash", "-c", f"umask 077 && {sys.executable} -m search cluster slurm s.yaml --nodes 1 --gpus-per-node 1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s.sbatch").stat().st_mode & 0o777 == 0o700
+
+
+# -- 3. symlinks in a dataset -------------------------------------------------------------------------------------------
+def test_a_link_leading_out_of_the_dataset_is_refused_with_one_line(tmp_path):
+    """Item 3: a symlink to a file outside the root crashed the run with a ValueError traceback ("is not in the
+    subpath of") and left an empty study."""
+    path = folder_space(tmp_path)
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes((tmp_path / "imgs" / "0" / "1.png").read_bytes())
+    (tmp_path / "imgs" / "0" / "link.png").symlink_to(outside)
+    for extra in ((), ("--dry-run",)):
+        done = search_cli("run", str(path), "--executor", "local", *extra, cwd=tmp_path)
+        refused(done, f"imgs/0/link.png is a link to {outside}, outside the dataset's folder")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_link_inside_the_dataset_is_one_more_file_everywhere(tmp_path):
+    """Item 3: a symlink inside the folder (two names, one file) was counted by the dry-run (25 images) but not by
+    the binding (24 files, digest unchanged). Now the link is a file under its own name for the dry-run, the binding,
+    the cache and the trial alike."""
+    from trainer.config import DatasetConfig
+    from trainer.datafiles import manifest
+    from trainer.images import load_images
+    from trainer.imagefolder import summarize_folder
+
+    root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=12)
+    dataset = {"kind": "imagefolder", "root": str(root)}
+    before = manifest(dataset)
+    (root / "1" / "again.png").symlink_to(root / "1" / "3.png")
+    after = manifest(dataset)
+    assert (before["files"], after["files"]) == (24, 25) and after["digest"] != before["digest"]
+    assert sum(summarize_folder(root).images.values()) == 25
+    for cache in (tmp_path / "cache", None):
+        assert len(load_images(DatasetConfig(**dataset), 32, cache)) == 25
+
+
+# -- 6. an unreadable folder or file is an error naming it ------------------------------------------------------------
+# Root reads every file whatever its mode; without these capabilities it is held to the file's mode like any user.
+DROP_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def unprivileged(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`args` held to files' modes (as root: without the capabilities that override them)."""
+    prefix = DROP_DAC if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_an_unreadable_class_folder_or_file_refuses_the_run_and_creates_nothing(tmp_path, what):
+    """Items 6 and 7: `chmod 000` on a class folder dropped the class silently (exit 0, 2 classes, `skipped_files 0`,
+    a dry-run showing "0–8 images per class"), and an unreadable file refused the first run with exit 2 but left an
+    empty study in the database."""
+    path = folder_space(tmp_path)
+    target = tmp_path / "imgs" / "1" if what == "folder" else tmp_path / "imgs" / "1" / "4.png"
+    target.chmod(0)
+    try:
+        for extra in ((), ("--dry-run",)):
+            done = unprivileged([*SEARCH, "run", str(path), "--executor", "local", *extra], tmp_path)
+            refused(done, f"cannot read {target} (Permission denied")
+        assert not (tmp_path / "runs").exists()
+    finally:
+        target.chmod(0o755)
+
+
+# -- 5. the trial reads what the study bound ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
+    """Item 5: a file deleted after the binding was taken trained on 23 files while the study recorded 24 (and
+    passed again once the file was back). A job carries the binding; the trial checks the count, and the contents
+    where the image cache hashed them."""
+    from search.worker import Job, Settings, run_job
+    from trainer import TrialConfig
+    from trainer.datafiles import Binding, manifest
+    from trainer.errors import DataError
+
+    root = write_digit_folder(tmp_path / "imgs", classes=3, per_class=8)
+    dataset = {"kind": "imagefolder", "root": str(root)}
+    bound = manifest(dataset)
+    config = TrialConfig.from_dict(tiny_config(dataset=dataset, proxy_steps="1"))
+    job = Job.from_data(Job("trial", "trial 0", config, "trials/0", binding=Binding(24, bound["digest"])).to_data())
+    assert job.binding == Binding(24, bound["digest"])  # it crosses the process edge
+    settings = Settings(str(tmp_path / "store"), str(tmp_path / "cache") if cached else None)
+    (root / "2" / "7.png").unlink()
+    with pytest.raises(DataError, match="23 files now, 24 when the study bound it"):
+        run_job(job, settings)
+    # Same count, other contents: only the cache, which hashes every file it decodes, can tell.
+    (root / "2" / "7.png").write_bytes((root / "1" / "1.png").read_bytes())
+    if cached:
+        with pytest.raises(DataError, match="contents .* when the study bound it"):
+            run_job(job, settings)
+    (root / "2" / "7.png").unlink()
+    write_digit_folder(tmp_path / "again", classes=3, per_class=8)
+    (root / "2" / "7.png").write_bytes((tmp_path / "again" / "2" / "7.png").read_bytes())
+    assert run_job(job, settings)["status"] == "complete"

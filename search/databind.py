@@ -52,15 +52,15 @@ def check_data(
     what the origin was run on), record it on a first run, and raise `DataChanged` on a difference unless `accept`
     (then the change is recorded, in the origin too, and returned, one line per dataset)."""
     own = study.user_attrs.get("data")
-    inherited = origin is not None and not own
-    recorded: dict[str, dict] = dict((origin.study.user_attrs.get("data") if inherited else own) or {})
-    old_store = origin.store if inherited and origin is not None else store
+    inherited = origin if origin is not None and not own else None  # a new study takes over its origin's binding
+    recorded: dict[str, dict] = dict((inherited.study.user_attrs.get("data") if inherited else own) or {})
+    old_store = inherited.store if inherited else store
     changes = [
         (name, recorded[name], now)
         for name, now in current.items()
         if name in recorded and recorded[name]["digest"] != now["digest"]
     ]
-    whose = f"{origin.study.study_name!r}, which {study.study_name!r} confirms," if inherited and origin else None
+    whose = f"{inherited.study.study_name!r}, which {study.study_name!r} confirms," if inherited else None
     if changes and not accept:
         lines = [_describe(name, before, now, old_store) for name, before, now in changes]
         raise DataChanged(
@@ -69,7 +69,7 @@ def check_data(
             "(recorded in the study)"
         )
     accepted = [_describe(name, before, now, old_store) for name, before, now in changes]
-    for target in (study, origin.study if inherited and origin else None):
+    for target in (study, inherited.study if inherited else None):
         if target is not None and changes:
             history = list(target.user_attrs.get("data_changes") or [])
             history += [
@@ -78,7 +78,7 @@ def check_data(
             ]
             target.set_user_attr("data_changes", history)
     for name, now in current.items():
-        if recorded.get(name, {}).get("digest") != now["digest"] or inherited:
+        if recorded.get(name, {}).get("digest") != now["digest"] or inherited is not None:
             store.write_bytes(f"datasets/{name}-{now['digest']}.json", json.dumps(now["hashes"]).encode())
             recorded[name] = {k: now[k] for k in ("digest", "files", "bytes")}
     study.set_user_attr("data", recorded)

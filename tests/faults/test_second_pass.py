@@ -67,7 +67,7 @@ def test_a_storage_url_is_read_as_sqlalchemy_reads_it(tmp_path):
         check_storage_url("sqlite://")
 
 
-# -- 9. every number is bounded, NaN and inf refused ----------------------------------------------------------------------
+# -- 9. every number is bounded, NaN and inf refused -------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
@@ -113,7 +113,7 @@ def test_the_slurm_script_honours_the_umask(tmp_path):
     assert (tmp_path / "s.sbatch").stat().st_mode & 0o777 == 0o700
 
 
-# -- 3. symlinks in a dataset -------------------------------------------------------------------------------------------
+# -- 3. symlinks in a dataset ------------------------------------------------------------------------------------------
 def test_a_link_leading_out_of_the_dataset_is_refused_with_one_line(tmp_path):
     """Item 3: a symlink to a file outside the root crashed the run with a ValueError traceback ("is not in the
     subpath of") and left an empty study."""
@@ -133,8 +133,8 @@ def test_a_link_inside_the_dataset_is_one_more_file_everywhere(tmp_path):
     the cache and the trial alike."""
     from trainer.config import DatasetConfig
     from trainer.datafiles import manifest
-    from trainer.images import load_images
     from trainer.imagefolder import summarize_folder
+    from trainer.images import load_images
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=12)
     dataset = {"kind": "imagefolder", "root": str(root)}
@@ -147,7 +147,7 @@ def test_a_link_inside_the_dataset_is_one_more_file_everywhere(tmp_path):
         assert len(load_images(DatasetConfig(**dataset), 32, cache)) == 25
 
 
-# -- 6. an unreadable folder or file is an error naming it ------------------------------------------------------------
+# -- 6. an unreadable folder or file is an error naming it -------------------------------------------------------------
 # Root reads every file whatever its mode; without these capabilities it is held to the file's mode like any user.
 DROP_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
 
@@ -199,7 +199,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
     # Same count, other contents: only the cache, which hashes every file it decodes, can tell.
     (root / "2" / "7.png").write_bytes((root / "1" / "1.png").read_bytes())
     if cached:
-        with pytest.raises(DataError, match="contents .* when the study bound it"):
+        with pytest.raises(DataError, match=r"contents .* when the study bound it"):
             run_job(job, settings)
     (root / "2" / "7.png").unlink()
     write_digit_folder(tmp_path / "again", classes=3, per_class=8)

@@ -28,6 +28,7 @@ from cli.app import (
     study_dir,
 )
 from cli.launch import launch
+from search.databind import Origin
 from search.driver import RunOptions
 from search.grid import GridSpec
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
@@ -147,10 +148,13 @@ def confirm(
     no_cache: bool = NO_CACHE,
     scratch: str | None = SCRATCH,
     dry_run: bool = DRY_RUN,
+    accept_data_change: bool = typer.Option(
+        False, "--accept-data-change", help="confirm although the data changed since the exploration (recorded in both)"
+    ),
 ) -> None:
     """Run the top configurations of an exploration again on fresh seeds, each beside its matched baselines and
-    controls, at full budget and without halving: the study whose verdicts the thesis reports. Run it again to
-    resume (its selection stays as first made)."""
+    controls, at full budget and without halving: the study whose verdicts the thesis reports. It is bound to the
+    data the exploration ran on. Run it again to resume (its selection stays as first made)."""
     from results.stats import CORRECTIONS
 
     confirm_name = name or f"{study}-confirm"
@@ -173,8 +177,34 @@ def confirm(
         share=not no_share,
         cache_dir=cache_dir_of(cache_dir, no_cache),
         scratch=scratch,
+        accept_data_change=accept_data_change,
     )
+    existing = _existing_study(confirm_name, confirm_storage)
+    if existing is None or not existing.user_attrs.get("data"):  # once bound, the confirmation keeps its own
+        try:
+            options.origin = _origin(study, storage or default_storage(study))
+        except ProxySearchError as exc:
+            fail(str(exc))
     launch(confirmation, options, dry_run)
+
+
+def _origin(study: str, storage: str) -> Origin:
+    """The exploration as the confirmation's data origin: its binding, its store, and a way to record an accepted
+    change in it."""
+    import optuna
+
+    from search.status import load_study
+    from search.storage import open_storage
+    from search.store import ArtifactStore
+
+    exploration = load_study(study, storage)
+
+    def record(changes: list[dict]) -> None:
+        writable = optuna.load_study(study_name=study, storage=open_storage(storage, create=False, writable=True))
+        writable.set_user_attr("data_changes", [*(writable.user_attrs.get("data_changes") or []), *changes])
+
+    where = exploration.user_attrs.get("artifacts") or exploration.user_attrs.get("out_dir") or str(study_dir(study))
+    return Origin(study, exploration.user_attrs.get("data") or {}, ArtifactStore(where), record)
 
 
 def _confirmation(
@@ -209,6 +239,7 @@ def _confirmation(
             # Resumed: the selection stays as first made, whatever the exploration has done since.
             print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
             return spec_of(existing, validate=not dry_run)
+        _warn_if_unfinished(study, spec, trials)
         selected = select(trials, spec, top, per_axes)
         data = confirmation_space(spec, selected, seeds, confirm_name)
         confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
@@ -216,6 +247,21 @@ def _confirmation(
         fail(str(exc))
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
     return confirmation
+
+
+def _warn_if_unfinished(study: str, spec: GridSpec, trials: list) -> None:
+    """A selection from a partly run exploration ranks only what ran: say so, with the numbers."""
+    from search.tally import tally
+
+    t = tally(spec, trials)
+    ended = len(t.done) + len(t.pruned) + len(t.given_up)
+    if ended < len(spec.points):
+        print(
+            f"warning: the exploration {study} is unfinished: {ended:,} of {len(spec.points):,} points ended "
+            f"({len(t.done):,} complete, {len(t.pruned):,} stopped by halving, {len(t.given_up):,} failed); the "
+            f"selection ranks only the complete ones (run `search run` on it again to finish it first)",
+            file=sys.stderr,
+        )
 
 
 def _print_selection(
@@ -231,11 +277,13 @@ def _print_selection(
             shown = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("_mean", *per_axes))
             print(f"  {config['_mean']:.4f}  {shown}")
         mde = minimum_detectable_effect(spread[group], seeds, len(chosen), correction)
-        power = (
-            f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {100 * spread[group]:.2f} pp from the exploration)"
-            if not math.isnan(mde)
-            else "unknown (the exploration ran one seed: no spread to plan from)"
-        )
+        if not math.isnan(mde):
+            spread_pp = 100 * spread[group]
+            power = f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {spread_pp:.2f} pp from the exploration)"
+        elif math.isnan(spread[group]):
+            power = "unknown (the exploration ran one seed of these configurations: no spread to plan from)"
+        else:
+            power = "unknown (no spread between the exploration's seeds: each gave the same score)"
         print(f"  {seeds} seeds, families of {len(chosen)} comparisons: minimum detectable effect {power}")
 
 

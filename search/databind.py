@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +39,14 @@ def current_manifests(datasets: dict[str, dict]) -> dict[str, dict]:
 
 @dataclass
 class Origin:
-    """The study whose binding a new study takes over: a confirmation's exploration (its data must be the data the
-    configurations were selected on), and the store that holds its file lists."""
+    """The study whose binding a new study takes over: a confirmation's exploration, whose data must be the data its
+    configurations were selected on. `data` is its recorded binding, `store` holds its file lists, `record` adds
+    accepted changes to its `data_changes`."""
 
-    study: Any
+    name: str
+    data: dict[str, dict]
     store: ArtifactStore
+    record: Callable[[list[dict]], None]
 
 
 def check_data(
@@ -53,36 +57,56 @@ def check_data(
     (then the change is recorded, in the origin too, and returned, one line per dataset)."""
     own = study.user_attrs.get("data")
     inherited = origin if origin is not None and not own else None  # a new study takes over its origin's binding
-    recorded: dict[str, dict] = dict((inherited.study.user_attrs.get("data") if inherited else own) or {})
-    old_store = inherited.store if inherited else store
-    changes = [
-        (name, recorded[name], now)
-        for name, now in current.items()
-        if name in recorded and recorded[name]["digest"] != now["digest"]
-    ]
-    whose = f"{inherited.study.study_name!r}, which {study.study_name!r} confirms," if inherited else None
+    recorded: dict[str, dict] = dict((inherited.data if inherited else own) or {})
+    changes = changed(recorded, current)
     if changes and not accept:
-        lines = [_describe(name, before, now, old_store) for name, before, now in changes]
-        raise DataChanged(
-            f"study {whose or repr(study.study_name)} was run on other data: {'; '.join(lines)}. Its trials would "
-            "mix two datasets: run it as a new study (--study NEW_NAME), or pass --accept-data-change to go on "
-            "(recorded in the study)"
-        )
-    accepted = [_describe(name, before, now, old_store) for name, before, now in changes]
-    for target in (study, inherited.study if inherited else None):
-        if target is not None and changes:
-            history = list(target.user_attrs.get("data_changes") or [])
-            history += [
-                {"dataset": name, "from": old["digest"], "to": now["digest"], "at": time.time(), "by": study.study_name}
-                for name, old, now in changes
-            ]
-            target.set_user_attr("data_changes", history)
+        raise _refusal(study.study_name, changes, inherited.store if inherited else store, inherited)
+    accepted = [_describe(name, old, now, inherited.store if inherited else store) for name, old, now in changes]
+    if changes:
+        made = [
+            {"dataset": name, "from": old["digest"], "to": now["digest"], "at": time.time(), "by": study.study_name}
+            for name, old, now in changes
+        ]
+        study.set_user_attr("data_changes", [*(study.user_attrs.get("data_changes") or []), *made])
+        if inherited:
+            inherited.record(made)
     for name, now in current.items():
         if recorded.get(name, {}).get("digest") != now["digest"] or inherited is not None:
             store.write_bytes(f"datasets/{name}-{now['digest']}.json", json.dumps(now["hashes"]).encode())
             recorded[name] = {k: now[k] for k in ("digest", "files", "bytes")}
     study.set_user_attr("data", recorded)
     return accepted
+
+
+def check_origin(study: str, origin: Origin, current: dict[str, dict]) -> None:
+    """Before a new study that takes over `origin`'s binding is created: refuse data that changed since the origin
+    ran (what `check_data` would refuse once the study exists)."""
+    changes = changed(origin.data, current)
+    if changes:
+        raise _refusal(study, changes, origin.store, origin)
+
+
+def changed(recorded: dict[str, dict], current: dict[str, dict]) -> list[tuple[str, dict, dict]]:
+    """(name, recorded, current) of each dataset whose digest differs from the recorded one."""
+    return [
+        (name, recorded[name], now)
+        for name, now in current.items()
+        if name in recorded and recorded[name]["digest"] != now["digest"]
+    ]
+
+
+def _refusal(study: str, changes: list, store: ArtifactStore, origin: Origin | None) -> DataChanged:
+    lines = [_describe(name, old, now, store) for name, old, now in changes]
+    if origin is not None:
+        return DataChanged(
+            f"study {origin.name!r}, which {study!r} confirms, was run on other data: {'; '.join(lines)}. Its "
+            "configurations were chosen on the data as it was: restore it, or pass --accept-data-change to confirm "
+            "on the new data (recorded in both studies)"
+        )
+    return DataChanged(
+        f"study {study!r} was run on other data: {'; '.join(lines)}. Its trials would mix two datasets: run it as a "
+        "new study (--study NEW_NAME), or pass --accept-data-change to go on (recorded in the study)"
+    )
 
 
 def bindings(recorded: dict[str, dict]) -> dict[str, Binding]:

@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.databind import DataChanged, Origin, bindings, check_data, current_manifests
+from search.databind import DataChanged, Origin, bindings, check_data, check_origin, current_manifests
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec
 from search.halving import Halving, RungBook
@@ -82,6 +82,11 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
 
 def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
     current = current_manifests(spec.data["datasets"])  # first: unreadable data is refused before anything is made
+    if options.origin is not None and not options.accept_data_change:
+        try:
+            check_origin(spec.name, options.origin, current)  # a new confirmation: refused before it exists
+        except DataChanged as exc:
+            raise StudyError(str(exc)) from None
     executor = _make_executor(spec, options, settings)  # then: a trial that cannot fit is refused, nothing made
     for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
         signal.signal(sig, _raise_interrupt)

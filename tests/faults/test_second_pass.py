@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import tiny_config, write_digit_folder
 from tests.faults.test_hostile_pass import SEARCH, folder_space, refused
@@ -205,3 +206,82 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
     write_digit_folder(tmp_path / "again", classes=3, per_class=8)
     (root / "2" / "7.png").write_bytes((tmp_path / "again" / "2" / "7.png").read_bytes())
     assert run_job(job, settings)["status"] == "complete"
+
+
+# -- 2. a confirmation is bound to the exploration's data -------------------------------------------------------------
+@pytest.mark.slow
+def test_confirm_refuses_data_that_changed_since_the_exploration(tmp_path):
+    """Item 2: after a file was removed, `search run` refused ("run on other data") but `search confirm` bound the
+    confirmation to the new digest without a word."""
+    path = folder_space(tmp_path, grid={"threshold": [0.3]}, repeats=2)
+    data = yaml.safe_load(path.read_text())
+    data["fixed"]["proxy_steps"] = "1,p,1"
+    path.write_text(yaml.safe_dump(data))
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=600).returncode == 0
+    (tmp_path / "imgs" / "0" / "1.png").unlink()
+    done = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--executor", "local", cwd=tmp_path)
+    refused(done, "study 'tiny', which 'tiny-confirm' confirms, was run on other data: f: 1 files removed")
+    assert "--accept-data-change" in done.stderr
+    assert not (tmp_path / "runs" / "tiny-confirm.db").exists()
+
+
+def test_an_accepted_change_is_recorded_in_the_confirmation_and_its_exploration(tmp_path):
+    """Item 2: `--accept-data-change` on a confirmation records the change in both studies; the confirmation is
+    bound to the new data from then on."""
+    import optuna
+
+    from search.databind import DataChanged, Origin, check_data, current_manifests
+    from search.store import ArtifactStore
+
+    root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=4)
+    datasets = {"f": {"kind": "imagefolder", "root": str(root)}}
+    storage = f"sqlite:///{tmp_path}/s.db"
+    store = ArtifactStore(str(tmp_path / "store"))
+    exploration = optuna.create_study(study_name="e", storage=storage)
+    check_data(exploration, current_manifests(datasets), store, accept=False)
+    (root / "0" / "1.png").unlink()
+
+    def origin() -> Origin:
+        loaded = optuna.load_study(study_name="e", storage=storage)
+
+        def record(changes: list[dict]) -> None:
+            loaded.set_user_attr("data_changes", [*(loaded.user_attrs.get("data_changes") or []), *changes])
+
+        return Origin("e", loaded.user_attrs["data"], store, record)
+
+    confirmation = optuna.create_study(study_name="e-confirm", storage=storage)
+    with pytest.raises(DataChanged, match="1 files removed"):
+        check_data(confirmation, current_manifests(datasets), store, accept=False, origin=origin())
+    assert "data" not in confirmation.user_attrs
+    lines = check_data(confirmation, current_manifests(datasets), store, accept=True, origin=origin())
+    assert lines == ["f: 1 files removed (e.g. 0/1.png)"]
+    for name in ("e", "e-confirm"):
+        changes = optuna.load_study(study_name=name, storage=storage).user_attrs["data_changes"]
+        assert [(c["dataset"], c["by"]) for c in changes] == [("f", "e-confirm")]
+    confirmation = optuna.load_study(study_name="e-confirm", storage=storage)
+    assert check_data(confirmation, current_manifests(datasets), store, accept=False, origin=origin()) == []
+
+
+# -- 11. a confirmation of an unfinished exploration says so -------------------------------------------------------------
+@pytest.mark.slow
+def test_confirm_of_an_unfinished_exploration_warns_with_the_numbers(tmp_path):
+    """Item 11: `search confirm` on an exploration with 29 of 100 points done selected silently."""
+    path = write_space(tmp_path / "s.yaml", grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]})
+    done = search_cli("run", str(path), "--executor", "local", "--max-trials", "1", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    planned = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "warning: the exploration tiny is unfinished: 1 of 2 points ended (1 complete" in planned.stderr
+
+
+def test_identical_seeds_are_no_spread_not_one_seed(capsys):
+    """Item 11: configurations whose seeds gave identical scores were said to come from "one seed"."""
+    from cli.run import _print_selection
+    from tests.search.helpers import spec
+
+    group = (("architecture", "test_resnet"),)
+    chosen = [{"threshold": 0.3, "_mean": 0.5}]
+    _print_selection(spec(), {group: chosen}, {group: 0.0}, ("architecture",), 3, "holm")
+    assert "no spread between the exploration's seeds" in capsys.readouterr().out
+    _print_selection(spec(), {group: chosen}, {group: float("nan")}, ("architecture",), 3, "holm")
+    assert "ran one seed of these configurations" in capsys.readouterr().out

@@ -208,7 +208,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
     assert run_job(job, settings)["status"] == "complete"
 
 
-# -- 2. a confirmation is bound to the exploration's data -------------------------------------------------------------
+# -- 2. a confirmation is bound to the exploration's data --------------------------------------------------------------
 @pytest.mark.slow
 def test_confirm_refuses_data_that_changed_since_the_exploration(tmp_path):
     """Item 2: after a file was removed, `search run` refused ("run on other data") but `search confirm` bound the
@@ -262,7 +262,7 @@ def test_an_accepted_change_is_recorded_in_the_confirmation_and_its_exploration(
     assert check_data(confirmation, current_manifests(datasets), store, accept=False, origin=origin()) == []
 
 
-# -- 11. a confirmation of an unfinished exploration says so -------------------------------------------------------------
+# -- 11. a confirmation of an unfinished exploration says so -----------------------------------------------------------
 @pytest.mark.slow
 def test_confirm_of_an_unfinished_exploration_warns_with_the_numbers(tmp_path):
     """Item 11: `search confirm` on an exploration with 29 of 100 points done selected silently."""

@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 
 from cli.app import console, fail
-from search.driver import RunOptions, run_study
+from search.dispatch import check_machine
+from search.driver import RunOptions, run_resources, run_study
 from search.grid import GridSpec
 from search.space import resource_problem
 from search.storage import StudyError, check_storage_url
@@ -37,7 +38,13 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
         options, artifacts=artifacts, cache_dir=options.cache_dir or spec.data.get("cache_dir")
     )
     if dry_run:
-        print_plan(spec, options.storage, options.out_dir, artifacts, options.share)
+        resources, problems = run_resources(spec, options), []
+        if options.ray_address is None:  # the check the run makes of the Ray it starts (a cluster's: when joined)
+            try:
+                check_machine(resources["cpus_per_trial"], resources["gpus_per_trial"])
+            except ProxySearchError as exc:
+                problems.append(str(exc))
+        print_plan(spec, options.storage, options.out_dir, artifacts, options.share, resources, problems)
         return
     try:
         code = run_study(spec, options, console)
@@ -73,12 +80,21 @@ def print_price(price: dict, share: bool) -> None:
     print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}")
 
 
-def print_plan(spec: GridSpec, storage: str, out_dir: Path, artifacts: str, share: bool) -> None:
-    """What `--dry-run` prints: the points, epochs, stems, price, where things go, and the problems to fix."""
+def print_plan(
+    spec: GridSpec,
+    storage: str,
+    out_dir: Path,
+    artifacts: str,
+    share: bool,
+    resources: dict[str, float],
+    problems: list[str],
+) -> None:
+    """What `--dry-run` prints: the points, epochs, stems, price (with the run's `resources`), where things go, and
+    the problems to fix (the space's, and `problems` found of the machine), exiting 2 when there are any."""
     from search.status import dry_run_plan
 
     try:
-        info = dry_run_plan(spec, storage, out_dir, artifacts, share)
+        info = dry_run_plan(spec, storage, out_dir, artifacts, share, resources)
     except StudyError as exc:
         fail(str(exc))
     ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
@@ -99,5 +115,5 @@ def print_plan(spec: GridSpec, storage: str, out_dir: Path, artifacts: str, shar
     for i, params in enumerate(info["first_points"], start=1):
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
         print(f"  would run ({i:,} of {info['to_run']:,} to run, {total:,} in the grid): {shown}")
-    if info["problems"]:
-        fail("; ".join(info["problems"]) + " (search run would refuse this space)")
+    if info["problems"] or problems:
+        fail("; ".join(info["problems"] + problems) + " (search run would refuse this)")

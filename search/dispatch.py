@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -96,6 +97,22 @@ def check_fits(nodes: list[dict[str, float]], cpus: float, gpus: float) -> None:
             f"a trial needs {cpus:g} CPUs but no node of the Ray cluster has more than "
             f"{most_cpus:g}: lower resources.cpus_per_trial (or --cpus-per-trial)"
         )
+
+
+def machine_gpus() -> int:
+    """The GPUs a Ray started on this machine would find, counted as Ray counts them but without importing torch or
+    Ray: the NVIDIA driver's devices, at most as many as $CUDA_VISIBLE_DEVICES names when it is set."""
+    driver = Path("/proc/driver/nvidia/gpus")
+    found = len(list(driver.iterdir())) if driver.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        found = min(found, len([d for d in visible.split(",") if d.strip()]))
+    return found
+
+
+def check_machine(cpus: float, gpus: float) -> None:
+    """What `check_fits` says of a Ray started on this machine, before any is: `search run --dry-run`'s check."""
+    check_fits([{"CPU": float(os.cpu_count() or 1), "GPU": float(machine_gpus())}], cpus, gpus)
 
 
 class RayExecutor:

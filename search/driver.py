@@ -59,9 +59,15 @@ class RunOptions:
     origin: Origin | None = None  # a confirmation's exploration: the data binding it takes over
 
 
+def run_resources(spec: GridSpec, options: RunOptions) -> dict[str, float]:
+    """A trial's `gpus_per_trial` and `cpus_per_trial` in this run: the flags where given, else the space's."""
+    flags = {"gpus_per_trial": options.gpus_per_trial, "cpus_per_trial": options.cpus_per_trial}
+    return {key: value if (value := flags[key]) is not None else spec.resources[key] for key in flags}
+
+
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
     """Run every point of `spec` that is not done; return the exit code (0, 1 or 130)."""
-    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.resources["cpus_per_trial"]
+    cpus = run_resources(spec, options)["cpus_per_trial"]
     settings = Settings(
         options.artifacts or spec.data.get("artifacts") or str(options.out_dir),
         options.cache_dir,
@@ -368,8 +374,8 @@ class Run:
 
 
 def _make_executor(spec: GridSpec, options: RunOptions, settings: Settings) -> Executor:
-    cpus = options.cpus_per_trial if options.cpus_per_trial is not None else spec.resources["cpus_per_trial"]
-    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.resources["gpus_per_trial"]
+    resources = run_resources(spec, options)
+    cpus, gpus = resources["cpus_per_trial"], resources["gpus_per_trial"]
     if options.executor == "local":
         return LocalExecutor(settings, options.out_dir / "logs", gpus)
     return RayExecutor(options.ray_address, cpus, gpus, options.max_concurrent, settings)

@@ -41,10 +41,12 @@ KNOWN_IMAGES = {"digits": 1797, "fashion_mnist": 70000, "cifar10": 60000, "cifar
 
 @dataclass(frozen=True)
 class Rate:
-    """Seconds per training epoch, and where the figure comes from."""
+    """Seconds per training epoch, where the figure comes from, and the share of a device the epoch held for those
+    seconds (a trial measured on half a GPU held half of it; a calibrated or rough rate is a whole device's)."""
 
     seconds: float
     evidence: str
+    share: float = 1.0
 
 
 def calibration_file() -> Path:
@@ -68,13 +70,22 @@ def dataset_images(dataset: dict) -> int | None:
     return None
 
 
-def rate(point: Point, spec: GridSpec, measured: dict[tuple, list[float]], calibration: dict | None) -> Rate | None:
-    """Seconds per training epoch of `point`: measured in this study, else calibrated, else the rough default."""
+def rate(
+    point: Point,
+    spec: GridSpec,
+    measured: dict[tuple, list[float]],
+    calibration: dict | None,
+    resources: dict[str, float] | None = None,
+) -> Rate | None:
+    """Seconds per training epoch of `point` with `resources` (default: the space's): measured in this study, else
+    calibrated, else the rough default."""
+    resources = resources or spec.resources
     dataset = spec.dataset_of(point)
     arch, size = point.setting("architecture"), int(point.setting("image_size"))
     seen = measured.get((dataset, arch, size))
     if seen:
-        return Rate(statistics.median(seen), f"measured: {len(seen)} completed trials of this study")
+        share = resources["gpus_per_trial"] or 1.0
+        return Rate(statistics.median(seen), f"measured: {len(seen)} completed trials of this study", share)
     images = dataset_images(point.dataset)
     if images is None:
         return None
@@ -87,8 +98,8 @@ def rate(point: Point, spec: GridSpec, measured: dict[tuple, list[float]], calib
             device = (calibration or {}).get("device")
             return Rate(train / per_s, f"calibrated on {device} by bench/gpu_check.py")
     cost = RELATIVE_COST.get(arch, 1.0)
-    gpu = bool(spec.resources["gpus_per_trial"])
-    base = ROUGH_IMAGES_PER_S if gpu else ROUGH_CPU_IMAGES_PER_S * spec.resources["cpus_per_trial"] / 2
+    gpu = bool(resources["gpus_per_trial"])
+    base = ROUGH_IMAGES_PER_S if gpu else ROUGH_CPU_IMAGES_PER_S * resources["cpus_per_trial"] / 2
     per_s = base * (224 / size) ** 2 / cost
     return Rate(
         train / per_s,
@@ -121,10 +132,21 @@ def load_calibration() -> dict | None:
 
 
 def price(
-    spec: GridSpec, pending: list[Point], plan: Plan, trials: list[FrozenTrial], halving_epochs: int | None
+    spec: GridSpec,
+    pending: list[Point],
+    plan: Plan,
+    trials: list[FrozenTrial],
+    halving_epochs: int | None,
+    resources: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Per (dataset, architecture): epochs naive and shared, their hours and the rate's evidence; and the totals in
-    device-hours (GPU-hours when trials have GPUs, else CPU-slot-hours), with halving scaled like its epochs."""
+    device-hours (GPU-hours when trials have GPUs, else CPU-slot-hours), with halving scaled like its epochs.
+    `resources` are the run's (the space's, or the flags that override them).
+
+    A device-hour is an hour of a whole device: an epoch's GPU-hours are its seconds times the share of the GPU it
+    held. Sharing a GPU does not make an epoch's work smaller: a trial on 1/4 of a GPU takes about four times as
+    long on it, so a calibrated or rough rate (a whole GPU's) is priced whatever the fraction."""
+    resources = resources or spec.resources
     measured, calibration = measured_rates(trials, spec), load_calibration()
     shared_start = {p.grid_key: plan.start_epoch(p.grid_key) for p in pending}
     groups: dict[tuple, dict[str, Any]] = {}
@@ -136,9 +158,11 @@ def price(
         epochs = point.schedule.epochs
         group["naive"] += epochs
         group["shared"] += epochs - shared_start[point.grid_key]
-        found = rate(point, spec, measured, calibration) or Rate(math.nan, "unknown: its data is not there to count")
+        found = rate(point, spec, measured, calibration, resources) or Rate(
+            math.nan, "unknown: its data is not there to count"
+        )
         group["rate"] = found
-        group["seconds_naive"] += epochs * found.seconds
+        group["seconds_naive"] += epochs * found.seconds * found.share
     by_key = {p.grid_key: p for p in pending}
     for stem in plan.stems.values():  # each stem's own epochs, once, in its members' group
         member = by_key.get(stem.representative)
@@ -146,15 +170,14 @@ def price(
             dataset = spec.dataset_of(member)
             parent = plan.stems[stem.parent].epochs if stem.parent else 0
             groups[(dataset, member.setting("architecture"))]["shared"] += stem.epochs - parent
-    per_device = spec.resources["gpus_per_trial"] or 1.0  # a trial on half a GPU costs half a GPU-hour
     for group in groups.values():
         per_epoch = group["seconds_naive"] / group["naive"] if group["naive"] else math.nan
-        group["hours_naive"] = group["seconds_naive"] * per_device / 3600
-        group["hours_shared"] = group["shared"] * per_epoch * per_device / 3600
+        group["hours_naive"] = group["seconds_naive"] / 3600
+        group["hours_shared"] = group["shared"] * per_epoch / 3600
     known = [g for g in groups.values() if not math.isnan(g["hours_naive"])]
     shared = sum(g["hours_shared"] for g in known)
     return {
-        "unit": "GPU-hours" if spec.resources["gpus_per_trial"] else "CPU-slot-hours",
+        "unit": "GPU-hours" if resources["gpus_per_trial"] else "CPU-slot-hours",
         "groups": groups,
         "unknown": len(groups) - len(known),
         "hours_naive": sum(g["hours_naive"] for g in known),

@@ -132,8 +132,16 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     }
 
 
-def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str, share: bool) -> dict[str, Any]:
-    """What `search run` would do, from the study if it exists; creates nothing."""
+def dry_run_plan(
+    spec: GridSpec,
+    storage_url: str,
+    out_dir: Path,
+    artifacts: str,
+    share: bool,
+    resources: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """What `search run` would do, from the study if it exists, priced with the run's `resources` (default: the
+    space's); creates nothing."""
     trials = []
     with contextlib.suppress(StudyError):
         trials = load_trials(spec.name, storage_url)
@@ -159,7 +167,7 @@ def dry_run_plan(spec: GridSpec, storage_url: str, out_dir: Path, artifacts: str
         "epochs_naive": plan.naive_epochs,
         "epochs_shared": plan.shared_epochs,
         "epochs_halving": halving_epochs,
-        "price": price(spec, pending, plan, trials, halving_epochs),
+        "price": price(spec, pending, plan, trials, halving_epochs, resources),
         "first_points": [p.params for p in pending[:5]],
         "datasets": dataset_summaries(spec),
         "problems": root_problems(spec.data),

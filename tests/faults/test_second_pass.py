@@ -285,3 +285,23 @@ def test_identical_seeds_are_no_spread_not_one_seed(capsys):
     assert "no spread between the exploration's seeds" in capsys.readouterr().out
     _print_selection(spec(), {group: chosen}, {group: float("nan")}, ("architecture",), 3, "holm")
     assert "ran one seed of these configurations" in capsys.readouterr().out
+
+
+# -- 10. the dry-run checks and prices what the run would do -----------------------------------------------------------
+def test_the_dry_run_prices_the_flags_and_refuses_what_the_run_refuses(tmp_path):
+    """Item 10: `--dry-run --gpus-per-trial 0.0001` ignored the flag and priced CPU-slot-hours; `gpus_per_trial:
+    0.0001` in the space passed the dry-run on a GPU-less machine while the run refused it."""
+    from search.dispatch import machine_gpus
+
+    if machine_gpus():
+        pytest.skip("this machine has a GPU: the refusal cannot be shown here")
+    path = write_space(tmp_path / "s.yaml")
+    done = search_cli("run", str(path), "--dry-run", "--gpus-per-trial", "0.0001", cwd=tmp_path)
+    assert "price (GPU-hours;" in done.stdout, done.stdout
+    refused_run = search_cli("run", str(path), "--gpus-per-trial", "0.0001", "--executor", "local", cwd=tmp_path)
+    for outcome in (done, refused_run):
+        assert outcome.returncode == 2 and "has no GPU" in outcome.stderr, outcome.stderr
+    in_space = write_space(tmp_path / "g.yaml", resources={"gpus_per_trial": 0.0001, "cpus_per_trial": 1})
+    planned = search_cli("run", str(in_space), "--dry-run", cwd=tmp_path)
+    assert planned.returncode == 2 and "gpus_per_trial is 0.0001 but the Ray cluster has no GPU" in planned.stderr
+    assert not (tmp_path / "runs").exists()

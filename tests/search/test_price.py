@@ -43,8 +43,22 @@ def test_a_calibration_from_the_device_check_is_preferred_and_named():
     ((_, group),) = priced["groups"].items()
     assert group["rate"].evidence == "calibrated on NVIDIA H200 by bench/gpu_check.py"
     per_epoch = 200 * 0.7 / 1400
-    assert group["hours_naive"] == pytest.approx(plan.naive_epochs * per_epoch * 0.5 / 3600)  # half a GPU each
+    # A whole GPU's rate: on half a GPU an epoch takes about twice as long, so it costs the same GPU time.
+    assert group["hours_naive"] == pytest.approx(plan.naive_epochs * per_epoch / 3600)
     assert priced["unit"] == "GPU-hours"
+
+
+def test_a_gpu_fraction_does_not_shrink_the_gpu_hours_but_a_measured_rate_counts_its_share():
+    """Issue 34, item 10: 3·10⁹ epochs at 0.0001 GPU per trial were priced at 0.179 GPU-hours (hours scaled by the
+    fraction). A fraction shares the GPU's time; it does not make an epoch cheaper."""
+    whole, tiny = (spec(resources={"cpus_per_trial": 1, "gpus_per_trial": g}) for g in (1, 0.0001))
+    pending, plan = plan_of(whole)
+    assert price(tiny, pending, plan, [], None)["hours_naive"] == pytest.approx(
+        price(whole, pending, plan, [], None)["hours_naive"]
+    )
+    # The flags' resources, not the space's, when given (what `--dry-run --gpus-per-trial` prices).
+    as_cpu = price(whole, pending, plan, [], None, {"gpus_per_trial": 0, "cpus_per_trial": 2})
+    assert as_cpu["unit"] == "CPU-slot-hours"
 
 
 def test_the_thesis_grid_dry_run_prints_its_price(tmp_path):

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import typer
 
-from search.rayauth import AuthError, require_token, token_source, worker_token
+from search.dispatch import OBJECT_STORE_BYTES
+from search.rayauth import AuthError, check_cluster, require_token, token_source, worker_token
 from search.worker import SCRATCH_ENV
 
 cluster_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="Start and stop a Ray cluster; write a Slurm script."
 )
-OBJECT_STORE = 512 * 2**20
 PORT = 6379
 # What may enter the batch script unquoted: Slurm's own syntax for a partition list and a time limit.
 PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
@@ -87,7 +87,7 @@ SCRATCH = typer.Option(None, help="node-local folder for trials' work when the a
 BLOCK = typer.Option(False, help="stay in the foreground until stopped (Slurm, systemd, tests)")
 NODE_IP = typer.Option(None, help="this node's address as the others reach it")
 TEMP_DIR = typer.Option(None, help="Ray's session folder (default /tmp/ray)")
-OBJECT_STORE_OPTION = typer.Option(OBJECT_STORE, help="bytes of shared memory for Ray's object store")
+OBJECT_STORE_OPTION = typer.Option(OBJECT_STORE_BYTES, help="bytes of shared memory for Ray's object store")
 NO_AUTH = typer.Option(
     False, "--no-auth", help="no Ray token: anyone who reaches this machine's Ray ports can run code on it"
 )
@@ -149,6 +149,11 @@ def worker(
 ) -> None:
     """Join this machine to the cluster whose head is at ADDRESS."""
     _auth(no_auth, head=False)
+    try:
+        check_cluster(address)  # a refused worker is one line, not `ray start`'s traceback
+    except AuthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
     _exec(ray_start_args(address, PORT, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir), scratch)
 
 

@@ -30,7 +30,11 @@ def trial(
         fail(f"--threads: expected an integer from 1 to {MAX_THREADS}, got {threads}")
     try:
         trial_config = TrialConfig.from_json_file(config)
-    except ConfigError as exc:
+        if trial_config.pretrained_path:  # before the trial folder is made
+            from trainer.models import load_pretrained
+
+            load_pretrained(Path(trial_config.pretrained_path))
+    except (ConfigError, ModelError) as exc:
         fail(str(exc))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))

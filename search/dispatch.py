@@ -19,11 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from search.rayauth import protect_token_file, require_token
+from search.rayauth import check_cluster, protect_token_file, require_token
 from search.storage import StudyError, one_line
 from search.worker import Job, Settings, job_file, run_job
 from trainer.failures import failure_kind
 from trainer.folder import STDERR
+
+
+OBJECT_STORE_BYTES = 256 * 2**20  # trials return a few kilobytes; their files go to the artifact store
 
 
 class ResourceError(StudyError):
@@ -137,18 +140,22 @@ class RayExecutor:
         self.started = not ray.is_initialized()
         if self.started:
             if address:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                # "local": a Ray of this run's own. Without it ray.init joins the newest `ray start` cluster on this
-                # machine or $RAY_ADDRESS (and fails there, object_store_memory being set): --ray-address is the one
-                # way to join a cluster.
+                check_cluster(address)  # one line, in a second, for an address or a token Ray would refuse
+            # "local": a Ray of this run's own. Without it ray.init joins the newest `ray start` cluster on this
+            # machine or $RAY_ADDRESS (and fails there, object_store_memory being set): --ray-address is the one
+            # way to join a cluster.
+            local = {} if address else {"object_store_memory": OBJECT_STORE_BYTES}
+            try:
                 ray.init(
-                    address="local",
-                    object_store_memory=256 * 2**20,
+                    address=address or "local",
                     include_dashboard=False,
                     log_to_driver=False,
                     logging_level=logging.WARNING,
+                    **local,
                 )
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError, its own errors
+                where = f"join the Ray at {address}" if address else "start a local Ray"
+                raise ResourceError(f"cannot {where}: {one_line(str(exc) or type(exc).__name__, 300)}") from None
         protect_token_file()  # a local Ray has just written its token, readable by everyone
         try:
             nodes = cluster_capacity(ray)

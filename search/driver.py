@@ -75,7 +75,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
         threads=int(max(1, cpus)),  # every executor: a trial's torch threads are its CPUs
     )
     _STOP.clear()
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _run(spec, options, settings, console)
     except KeyboardInterrupt:  # before any trial started: nothing to record
@@ -87,7 +87,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
 
 
 def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
-    current = current_manifests(spec.data["datasets"])  # first: unreadable data is refused before anything is made
+    current = current_manifests(spec.data["datasets"], stop_point)  # first: unreadable data, before anything is made
     if options.origin is not None and not options.accept_data_change:
         try:
             check_origin(spec.name, options.origin, current)  # a new confirmation: refused before it exists
@@ -95,8 +95,9 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
             raise StudyError(str(exc)) from None
     executor = _make_executor(spec, options, settings)  # then: a trial that cannot fit is refused, nothing made
     for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
-        signal.signal(sig, _raise_interrupt)
+        signal.signal(sig, _request_stop)
     try:
+        stop_point()
         with DriverLock(options.storage, spec.name):  # then: a refused second driver makes nothing either
             store = ArtifactStore(settings.store)
             store.check_writable()
@@ -108,8 +109,10 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
                 except DataChanged as exc:
                     raise StudyError(str(exc)) from None
 
+            stop_point()
             grid = GridStudy.open(spec, options.storage, options.out_dir, store, bind_data)
             console.print(f"{spec.name}: study in {options.storage}, trial folders in {store.uri}/trials/")
+            stop_point()
             completed, orphaned = grid.reconcile()
             if completed or orphaned:
                 console.print(
@@ -121,6 +124,7 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
                 console.print(run.nothing_to_run())
                 return EXIT_FAILED if run.tally.given_up else EXIT_OK
             _prepare_caches(run, settings, console)
+            stop_point()
             return run.drive()
     finally:
         executor.close()
@@ -179,8 +183,7 @@ class Run:
             try:
                 self._decide_rungs()
                 while True:
-                    if "requested" in _STOP:
-                        raise KeyboardInterrupt
+                    stop_point()
                     free = self.executor.slots - self.schedule.running()
                     for state in [] if self.disk_full else self.schedule.ready(free):
                         self._submit(self._job(state), state)
@@ -396,7 +399,12 @@ def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
         config = DatasetConfig(**dict(dataset))
         try:
             with cache_progress(console, f"decoding {config.kind} at {size} px") as progress:
-                ensure(config, size, Path(settings.cache_dir), progress)
+
+                def shown(done: int, total: int) -> None:
+                    progress(done, total)
+                    stop_point()  # a long decode stops at the next chunk
+
+                ensure(config, size, Path(settings.cache_dir), shown)
         except DataError as exc:  # its trials will fail with the same reason, and the others go on
             console.print(f"warning: {config.kind} dataset cannot be decoded: {exc}")
         except OSError as exc:
@@ -414,11 +422,15 @@ def json_key(dataset: dict) -> tuple:
 _STOP: set[str] = set()  # "requested" once a stop signal came
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM: stop cleanly. Installed whatever the driver inherited (a driver started with `&` from a
-    script inherits SIGINT ignored). Only the first signal raises: five quick SIGTERMs end as cleanly as one. The
-    loop raises it again if Python swallowed it (an exception in a finaliser or a logging lock is only printed)."""
-    if "requested" in _STOP:
-        return
+def _request_stop(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: record the request, nothing more. Installed whatever the driver inherited (a driver started
+    with `&` from a script inherits SIGINT ignored). Raising from here could land anywhere (inside logging's lock, a
+    finaliser, an SQLite call), so the driver stops where it chooses (`stop_point`): between the steps of its start
+    and at every turn of its loop, which waits at most half a second."""
     _STOP.add("requested")
-    raise KeyboardInterrupt
+
+
+def stop_point() -> None:
+    """Where the driver may stop: raise KeyboardInterrupt once a stop was requested."""
+    if "requested" in _STOP:
+        raise KeyboardInterrupt

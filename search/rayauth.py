@@ -11,9 +11,12 @@ needs the same token (copy the file, or a shared home folder has it already). Tu
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from trainer.errors import ProxySearchError
@@ -29,13 +32,18 @@ class AuthError(ProxySearchError, RuntimeError):
 
 
 def token_source() -> str | None:
-    """Where this process's Ray token comes from, or None when there is none."""
+    """Where this process's Ray token comes from, or None when there is none. A `$RAY_AUTH_TOKEN_PATH` that names
+    no readable, non-empty file is an `AuthError` (Ray would fail later, with less said)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return "$RAY_AUTH_TOKEN"
-    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return os.environ["RAY_AUTH_TOKEN_PATH"]
     path = token_file()
-    return str(path) if path.is_file() and path.stat().st_size > 0 else None
+    usable = path.is_file() and path.stat().st_size > 0 and os.access(path, os.R_OK)
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") and not usable:
+        raise AuthError(
+            f"RAY_AUTH_TOKEN_PATH names {path}, which is not a readable, non-empty file: point it at the cluster's "
+            "token (the head's ~/.ray/auth_token), or unset it"
+        )
+    return str(path) if usable else None
 
 
 def token_file() -> Path:
@@ -75,3 +83,53 @@ def worker_token() -> None:
             "contents); `search cluster head` prints where it is. To join a cluster without authentication, pass "
             "--no-auth (anyone who reaches its ports can run code on it)"
         )
+
+
+def check_cluster(address: str) -> None:
+    """Before joining the Ray at `address` (HOST:PORT): something answers there, and it takes this machine's token.
+    Fails in about a second with one line (`AuthError`) where `ray.init` would retry for tens of seconds, print
+    Ray's own warnings and end in a traceback."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AuthError(f"Ray address {address!r}: expected HOST:PORT (as `search cluster head` prints it)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise AuthError(
+            f"nothing answers at {address} ({exc.strerror or exc}): start the head there (`search cluster head`), "
+            "or check the address and the port"
+        ) from None
+    if os.environ.get("RAY_AUTH_MODE") != "disabled" and token_source() is None:
+        raise AuthError(
+            f"no Ray token on this machine to join {address}: copy the head's ~/.ray/auth_token to {token_file()} "
+            "(or set RAY_AUTH_TOKEN to its contents)"
+        )
+    from ray._raylet import GcsClient
+
+    try:
+        with _stderr_to(os.devnull):  # Ray's C++ client logs every refusal on stderr
+            GcsClient(address=address).internal_kv_get(b"proxy-attention-search-probe", None, timeout=10)
+    except Exception as exc:  # Ray raises its AuthenticationError, RpcError, or a plain RuntimeError
+        if "InvalidAuthToken" in str(exc) or type(exc).__name__ == "AuthenticationError":
+            raise AuthError(
+                f"the Ray at {address} refused this machine's token (from {token_source() or 'nowhere'}): copy the "
+                f"head's ~/.ray/auth_token to {token_file()}"
+            ) from None
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise AuthError(f"cannot join the Ray at {address}: {first[:300]}") from None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str) -> Iterator[None]:
+    """File descriptor 2 (so C++ libraries' output too) sent to `path` for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)

@@ -108,6 +108,15 @@ def check_models(data: dict, problem: Problem) -> None:
             if str(exc) not in reported:
                 reported.add(str(exc))
                 problem(_where(data, exc.field), str(exc))
+    weights = {path for block in blocks(data) for path in block_values(block, fixed, "pretrained_path") if path}
+    if weights:  # a file that is no state dict would fail every attempt of every trial: refused here
+        from trainer.models import load_pretrained
+
+        for path in sorted(weights):
+            try:
+                load_pretrained(Path(path))
+            except ModelError as exc:
+                problem(_where(data, "pretrained_path"), str(exc))
 
 
 def _where(data: dict, field: str) -> str:

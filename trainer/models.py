@@ -85,19 +85,7 @@ def create_model(
         ) from None
     if pretrained_path:
         path = Path(pretrained_path)
-        if not path.is_file():
-            raise ModelError(f"pretrained_path: {path} does not exist")
-        try:
-            state = load_checkpoint(path)
-        except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
-            raise ModelError(
-                f"pretrained_path: {path} is not a PyTorch state dict ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''})"[:300]
-            ) from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ModelError(f"pretrained_path: {path} holds a {type(state).__name__}, not a state dict")
+        state = load_pretrained(path)
         own = model.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not usable:
@@ -108,6 +96,29 @@ def create_model(
             if hasattr(module, "fused_attn"):
                 setattr(module, "fused_attn", False)  # noqa: B010 (a timm attribute torch's typing does not know)
     return model
+
+
+def load_pretrained(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict (tensors only: `weights_only`) in the file `pretrained_path` names. Checked when a space or
+    a config is validated, and again when the model is made; anything else is a `ModelError` naming the file."""
+    if not path.is_file():
+        raise ModelError(f"pretrained_path: {path} does not exist or is not a file", "pretrained_path")
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:  # torch raises many kinds for a file that is not a checkpoint
+        raise ModelError(
+            f"pretrained_path: {path} is not a PyTorch state dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"[:300],
+            "pretrained_path",
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(
+            f"pretrained_path: {path} holds a {type(state).__name__} without tensors, not a state dict",
+            "pretrained_path",
+        )
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def unknown_architecture(architecture: str) -> str:

@@ -13,6 +13,7 @@ import yaml
 from tests.conftest import tiny_config, write_digit_folder
 from tests.faults.test_hostile_pass import SEARCH, folder_space, refused
 from tests.search.helpers import search_cli, write_space
+from tests.search.test_gpu import gpu_head  # noqa: F401 (a fixture: a Ray head with a token of its own)
 
 
 def hold_lock(cwd, storage: str, study: str = "tiny") -> subprocess.Popen:
@@ -305,3 +306,31 @@ def test_the_dry_run_prices_the_flags_and_refuses_what_the_run_refuses(tmp_path)
     planned = search_cli("run", str(in_space), "--dry-run", cwd=tmp_path)
     assert planned.returncode == 2 and "gpus_per_trial is 0.0001 but the Ray cluster has no GPU" in planned.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# -- 8. Ray connection errors: one line each ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_every_refused_join_of_a_ray_cluster_is_one_line(tmp_path, gpu_head):
+    """Item 8: `search run --ray-address` without a token was a 56-line AuthenticationError traceback, with a wrong
+    one ~20 lines of Ray warnings and "cannot write or read Failed to connect"; `search cluster worker` with
+    `RAY_AUTH_TOKEN_PATH=/nonexistent` passed the token check (the head even printed "token from /nonexistent"), and
+    a refused worker was a 64-line traceback."""
+    path = write_space(tmp_path / "s.yaml")
+    home = tmp_path / "home"  # a machine without the head's token
+    home.mkdir()
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(home)}
+    wrong = bare | {"RAY_AUTH_TOKEN": "0" * 64}
+    missing = bare | {"RAY_AUTH_TOKEN_PATH": "/nonexistent"}
+    cases = [
+        (["run", str(path), "--ray-address", gpu_head], bare, "no Ray token on this machine to join"),
+        (["run", str(path), "--ray-address", gpu_head], wrong, f"the Ray at {gpu_head} refused this machine's token"),
+        (["run", str(path), "--ray-address", gpu_head], missing, "RAY_AUTH_TOKEN_PATH names /nonexistent, which is"),
+        (["run", str(path), "--ray-address", "127.0.0.1:1"], dict(os.environ), "nothing answers at 127.0.0.1:1"),
+        (["run", str(path), "--ray-address", "no-port"], dict(os.environ), "expected HOST:PORT"),
+        (["cluster", "worker", gpu_head, "--num-cpus", "1"], missing, "RAY_AUTH_TOKEN_PATH names /nonexistent"),
+        (["cluster", "worker", gpu_head, "--num-cpus", "1"], wrong, "refused this machine's token"),
+        (["cluster", "head", "--port", "1"], missing, "RAY_AUTH_TOKEN_PATH names /nonexistent"),
+    ]
+    for args, env, message in cases:
+        refused(search_cli(*args, cwd=tmp_path, env=env, timeout=120), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "s.yaml"]

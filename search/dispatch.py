@@ -25,7 +25,6 @@ from search.worker import Job, Settings, job_file, run_job
 from trainer.failures import failure_kind
 from trainer.folder import STDERR
 
-
 OBJECT_STORE_BYTES = 256 * 2**20  # trials return a few kilobytes; their files go to the artifact store
 
 

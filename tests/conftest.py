@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -81,3 +83,39 @@ def write_digit_folder(root: Path, classes: int = 3, per_class: int = 12, size: 
 @pytest.fixture
 def digit_folder(tmp_path: Path) -> Path:
     return write_digit_folder(tmp_path / "digits_folder")
+
+
+@pytest.fixture
+def gpu_head(tmp_path, short_dir):
+    """`search cluster head --num-gpus 2` in its own process group, as a user starts one."""
+    from tests.search.helpers import free_port, search_cli
+
+    port = free_port()
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "search",
+            "cluster",
+            "head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--num-gpus",
+            "2",
+            "--block",
+            "--temp-dir",
+            str(short_dir),
+            "--node-ip-address",
+            "127.0.0.1",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    assert search_cli("cluster", "wait", address, "--timeout", "120", cwd=tmp_path).returncode == 0
+    yield address
+    os.killpg(head.pid, 9)
+    head.wait(timeout=60)

@@ -13,7 +13,6 @@ import yaml
 from tests.conftest import tiny_config, write_digit_folder
 from tests.faults.test_hostile_pass import SEARCH, folder_space, refused
 from tests.search.helpers import search_cli, write_space
-from tests.search.test_gpu import gpu_head  # noqa: F401 (a fixture: a Ray head with a token of its own)
 
 
 def hold_lock(cwd, storage: str, study: str = "tiny") -> subprocess.Popen:

@@ -18,7 +18,7 @@ from search.driver import Run, RunOptions, run_study
 from search.study import GridStudy
 from search.tally import trial_folder
 from search.worker import Settings
-from tests.search.helpers import free_port, spec, trials, write_space
+from tests.search.helpers import spec, trials, write_space
 from trainer.config import TrialConfig
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
@@ -102,40 +102,6 @@ def test_gpus_on_a_machine_without_any_is_refused_before_anything_is_made(tmp_pa
         assert "gpus_per_trial: 0 (or --gpus-per-trial 0) to train on CPUs" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
-
-
-@pytest.fixture
-def gpu_head(tmp_path, short_dir):
-    """`search cluster head --num-gpus 2` in its own process group, as a user starts one."""
-    port = free_port()
-    head = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "search",
-            "cluster",
-            "head",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "2",
-            "--num-gpus",
-            "2",
-            "--block",
-            "--temp-dir",
-            str(short_dir),
-            "--node-ip-address",
-            "127.0.0.1",
-        ],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    address = f"127.0.0.1:{port}"
-    assert cli(["cluster", "wait", address, "--timeout", "120"], tmp_path).returncode == 0
-    yield address
-    os.killpg(head.pid, 9)
-    head.wait(timeout=60)
 
 
 def test_a_cluster_with_two_gpus_runs_four_half_gpu_trials(tmp_path, gpu_head):

@@ -20,6 +20,7 @@ from pathlib import Path
 import typer
 
 from search.dispatch import OBJECT_STORE_BYTES
+from search.leftovers import end_leftovers
 from search.rayauth import AuthError, check_cluster, require_token, token_source, worker_token
 from search.worker import SCRATCH_ENV
 
@@ -159,7 +160,9 @@ def worker(
 
 @cluster_app.command()
 def stop(force: bool = typer.Option(False, help="kill the node's processes instead of asking them to stop")) -> None:
-    """Stop the Ray processes of this machine (head or worker)."""
+    """Stop the Ray processes of this machine (head or worker), and those a killed `search run` left behind."""
+    if ended := end_leftovers():
+        print(f"ended {len(ended)} Ray processes a killed run left behind (pids {ended})", file=sys.stderr)
     _exec([_ray(), "stop", *(["--force"] if force else [])], None)
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from search.leftovers import end_leftovers, record_started
 from search.rayauth import check_cluster, protect_token_file, require_token
 from search.storage import StudyError, one_line
 from search.worker import Job, Settings, job_file, run_job
@@ -137,24 +138,28 @@ class RayExecutor:
 
         self.ray, self.settings = ray, settings
         self.started = not ray.is_initialized()
+        self.record: Path | None = None
         if self.started:
             if address:
                 check_cluster(address)  # one line, in a second, for an address or a token Ray would refuse
+            elif ended := end_leftovers():
+                print(f"ended {len(ended)} Ray processes a killed run left behind (pids {ended})", file=sys.stderr)
             # "local": a Ray of this run's own. Without it ray.init joins the newest `ray start` cluster on this
             # machine or $RAY_ADDRESS (and fails there, object_store_memory being set): --ray-address is the one
             # way to join a cluster.
-            local = {} if address else {"object_store_memory": OBJECT_STORE_BYTES}
             try:
                 ray.init(
                     address=address or "local",
+                    object_store_memory=None if address else OBJECT_STORE_BYTES,  # a cluster has its own
                     include_dashboard=False,
                     log_to_driver=False,
                     logging_level=logging.WARNING,
-                    **local,
                 )
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, its own errors
                 where = f"join the Ray at {address}" if address else "start a local Ray"
                 raise ResourceError(f"cannot {where}: {one_line(str(exc) or type(exc).__name__, 300)}") from None
+            if not address:
+                self.record = record_started()  # what a later run ends if this one is killed
         protect_token_file()  # a local Ray has just written its token, readable by everyone
         try:
             nodes = cluster_capacity(ray)
@@ -206,6 +211,8 @@ class RayExecutor:
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
 
 
 def _die_with_parent() -> None:

@@ -104,7 +104,7 @@ def check_cluster(address: str) -> None:
             f"no Ray token on this machine to join {address}: copy the head's ~/.ray/auth_token to {token_file()} "
             "(or set RAY_AUTH_TOKEN to its contents)"
         )
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
 
     try:
         with _stderr_to(os.devnull):  # Ray's C++ client logs every refusal on stderr

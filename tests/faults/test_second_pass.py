@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,42 @@ def test_every_refused_join_of_a_ray_cluster_is_one_line(tmp_path, gpu_head):
     for args, env, message in cases:
         refused(search_cli(*args, cwd=tmp_path, env=env, timeout=120), message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "s.yaml"]
+
+
+# -- 13. what a killed driver leaves is ended by the next run ---------------------------------------------------------
+DRIVER = (
+    "import os, time\n"
+    "from search.dispatch import RayExecutor\n"
+    "from search.worker import Settings\n"
+    "executor = RayExecutor(None, 1, 0, None, Settings({store!r}, None))\n"
+    "print(executor.record, flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+@pytest.mark.slow
+def test_the_ray_processes_a_killed_driver_left_are_ended_by_pid(tmp_path):
+    """Item 13: after a SIGKILL of the driver, Ray's DashboardAgent and RuntimeEnvAgent stayed alive 2–3 minutes,
+    still listening. The driver records what it started (PID and start time); the next run and `search cluster
+    stop` end what a dead driver recorded, and nothing else."""
+    from search.leftovers import end_leftovers, start_time
+
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER.format(store=str(tmp_path / "store"))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    record = Path(driver.stdout.readline().strip())
+    processes = json.loads(record.read_text())["processes"]
+    assert len(processes) >= 3  # gcs_server, raylet, the agents, workers
+    assert end_leftovers() == [] and record.exists()  # its driver is alive: not ours to end
+    os.kill(driver.pid, 9)
+    driver.wait(timeout=60)
+    time.sleep(2)
+    left = [pid for pid, start in processes if start_time(pid) == start]
+    assert left, "Ray's agents outlive a killed driver (if Ray stops leaving them, this test can go)"
+    ended = end_leftovers()
+    assert set(left) <= set(ended)
+    assert all(start_time(pid) != start for pid, start in processes) and not record.exists()

@@ -64,16 +64,6 @@ def study_dir(study: str) -> Path:
     return Path("runs") / study
 
 
-def cache_folder(cache_dir: Path | None) -> Path:
-    from trainer.files import default_cache_dir
-
-    return cache_dir or default_cache_dir()
-
-
-def cache_dir_of(cache_dir: Path | None, no_cache: bool) -> str | None:
-    return None if no_cache else str(cache_folder(cache_dir))
-
-
 EXECUTOR = typer.Option(ExecutorKind.ray, help="where trials run")
 RAY_ADDRESS = typer.Option(None, help="join this Ray cluster instead of starting one (see `search cluster`)")
 MAX_CONCURRENT = typer.Option(None, help="at most this many jobs at once")

@@ -3,48 +3,36 @@ the study run."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from pathlib import Path
 
 import typer
 
 from cli.app import console, fail
 from search.dispatch import check_machine
-from search.driver import RunOptions, run_resources, run_study
+from search.driver import run_study
 from search.grid import GridSpec
-from search.space import resource_problem
+from search.options import RunOptions
 from search.storage import StudyError, check_storage_url
-from search.store import probe_store, resolve_uri
+from search.store import probe_store
 from trainer.errors import ProxySearchError
 
 
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
-    """Check `options` (the flags of `search run`, `resume` or `confirm`), then print the plan or run the study and
-    exit with its code."""
-    for key, value in (("gpus_per_trial", options.gpus_per_trial), ("cpus_per_trial", options.cpus_per_trial)):
-        if value is not None and (why := resource_problem(key, value)):
-            fail(f"--{key.replace('_', '-')}: {why}")
-    for flag, value in (("--max-concurrent", options.max_concurrent), ("--max-trials", options.max_trials)):
-        if value is not None and value < 1:
-            fail(f"{flag}: expected a positive integer, got {value}")
+    """Check where `options` (`search.options.resolve`) store things, then print the plan or run the study and exit
+    with its code."""
     try:
         check_storage_url(options.storage)
-        artifacts = resolve_uri(options.artifacts or spec.data.get("artifacts") or str(options.out_dir))
-        probe_store(artifacts)
+        probe_store(options.artifacts)
     except ProxySearchError as exc:
         fail(str(exc))
-    options = dataclasses.replace(
-        options, artifacts=artifacts, cache_dir=options.cache_dir or spec.data.get("cache_dir")
-    )
     if dry_run:
-        resources, problems = run_resources(spec, options), []
+        problems = []
         if options.ray_address is None:  # the check the run makes of the Ray it starts (a cluster's: when joined)
             try:
-                check_machine(resources["cpus_per_trial"], resources["gpus_per_trial"])
+                check_machine(options.resources["cpus_per_trial"], options.resources["gpus_per_trial"])
             except ProxySearchError as exc:
                 problems.append(str(exc))
-        print_plan(spec, options.storage, options.out_dir, artifacts, options.share, resources, problems)
+        print_plan(spec, options, problems)
         return
     try:
         code = run_study(spec, options, console)
@@ -80,21 +68,13 @@ def print_price(price: dict, share: bool) -> None:
     print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}")
 
 
-def print_plan(
-    spec: GridSpec,
-    storage: str,
-    out_dir: Path,
-    artifacts: str,
-    share: bool,
-    resources: dict[str, float],
-    problems: list[str],
-) -> None:
-    """What `--dry-run` prints: the points, epochs, stems, price (with the run's `resources`), where things go, and
+def print_plan(spec: GridSpec, options: RunOptions, problems: list[str]) -> None:
+    """What `--dry-run` prints: the points, epochs, stems, price (with the run's resources), where things go, and
     the problems to fix (the space's, and `problems` found of the machine), exiting 2 when there are any."""
     from search.status import dry_run_plan
 
     try:
-        info = dry_run_plan(spec, storage, out_dir, artifacts, share, resources)
+        info = dry_run_plan(spec, options.storage, options.out_dir, options.artifacts, options.share, options.resources)
     except StudyError as exc:
         fail(str(exc))
     ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
@@ -103,11 +83,11 @@ def print_plan(
         f"study {info['study']}: {info['grid_size']:,} points, {info['complete']:,} complete, {info['pruned']:,} "
         f"stopped by halving, {info['to_run']:,} to run, {info['given_up']:,} given up\n"
         f"epochs to compute: {info['epochs_naive']:,} each point from scratch, {info['epochs_shared']:,} with "
-        f"{info['stems']:,} shared stems{saving}" + ("" if share else " [--no-share: not used]")
+        f"{info['stems']:,} shared stems{saving}" + ("" if options.share else " [--no-share: not used]")
     )
     if info["epochs_halving"] is not None:
         print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")
-    print_price(info["price"], share)
+    print_price(info["price"], options.share)
     print(f"storage: {info['storage']}\ntrial folders: {info['artifacts']}/trials/")
     for line in info["datasets"]:
         print(f"dataset {line}")

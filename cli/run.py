@@ -23,14 +23,13 @@ from cli.app import (
     SCRATCH,
     ExecutorKind,
     app,
-    cache_dir_of,
     fail,
     study_dir,
 )
 from cli.launch import launch
 from search.databind import Origin
-from search.driver import RunOptions
 from search.grid import GridSpec
+from search.options import RunFlags, RunOptions, resolve
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.storage import StudyError, default_storage
 from trainer.errors import ProxySearchError
@@ -62,9 +61,10 @@ def run(
         spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     except SpaceError as exc:
         fail(str(exc))
-    options = RunOptions(
-        storage or default_storage(spec.name),
-        (out or study_dir(spec.name)).resolve(),
+    flags = RunFlags(
+        storage=storage,
+        out=out,
+        artifacts=artifacts,
         executor=executor.value,
         ray_address=ray_address,
         gpus_per_trial=gpus_per_trial,
@@ -72,12 +72,12 @@ def run(
         max_concurrent=max_concurrent,
         max_trials=max_trials,
         share=not no_share,
-        artifacts=artifacts,
-        cache_dir=cache_dir_of(cache_dir, no_cache),
+        cache_dir=cache_dir,
+        no_cache=no_cache,
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
-    launch(spec, options, dry_run)
+    launch(spec, _resolved(spec, flags), dry_run)
 
 
 @app.command()
@@ -109,13 +109,12 @@ def resume(
         storage = storage or default_storage(study)
         stored = load_study(study, storage)
         spec = spec_of(stored, validate=not dry_run, max_points=max_points)
-        out = out or Path(stored.user_attrs.get("out_dir", study_dir(study)))
-        artifacts = artifacts or stored.user_attrs.get("artifacts")
     except ProxySearchError as exc:
         fail(str(exc))
-    options = RunOptions(
-        storage,
-        out.resolve(),
+    flags = RunFlags(
+        storage=storage,
+        out=out,
+        artifacts=artifacts,
         executor=executor.value,
         ray_address=ray_address,
         gpus_per_trial=gpus_per_trial,
@@ -123,12 +122,12 @@ def resume(
         max_concurrent=max_concurrent,
         max_trials=max_trials,
         share=not no_share,
-        artifacts=artifacts,
-        cache_dir=cache_dir_of(cache_dir, no_cache),
+        cache_dir=cache_dir,
+        no_cache=no_cache,
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
-    launch(spec, options, dry_run)
+    launch(spec, _resolved(spec, flags, stored.user_attrs), dry_run)
 
 
 @app.command()
@@ -168,24 +167,35 @@ def confirm(
     confirmation = _confirmation(
         study, storage or default_storage(study), confirm_name, confirm_storage, top, per, seeds, correction, dry_run
     )
-    options = RunOptions(
-        confirm_storage,
-        study_dir(confirm_name).resolve(),
+    flags = RunFlags(
+        storage=confirm_storage,
         executor=executor.value,
         ray_address=ray_address,
         max_concurrent=max_concurrent,
         share=not no_share,
-        cache_dir=cache_dir_of(cache_dir, no_cache),
+        cache_dir=cache_dir,
+        no_cache=no_cache,
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
     existing = _existing_study(confirm_name, confirm_storage)
+    origin = None
     if existing is None or not existing.user_attrs.get("data"):  # once bound, the confirmation keeps its own
         try:
-            options.origin = _origin(study, storage or default_storage(study))
+            origin = _origin(study, storage or default_storage(study))
         except ProxySearchError as exc:
             fail(str(exc))
-    launch(confirmation, options, dry_run)
+    launch(confirmation, _resolved(confirmation, flags, origin=origin), dry_run)
+
+
+def _resolved(
+    spec: GridSpec, flags: RunFlags, recorded: dict | None = None, origin: Origin | None = None
+) -> RunOptions:
+    """`search.options.resolve`, its refusal one line."""
+    try:
+        return resolve(spec, flags, recorded, origin)
+    except ProxySearchError as exc:
+        fail(str(exc))
 
 
 def _origin(study: str, storage: str) -> Origin:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from cli.app import CACHE_DIR, NO_CACHE, app, cache_app, cache_dir_of, cache_folder, fail
+from cli.app import CACHE_DIR, NO_CACHE, app, cache_app, fail
+from search.options import cache_location
 
 
 @app.command()
@@ -40,7 +41,7 @@ def trial(
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("trainer").addHandler(handler)
     try:
-        result = run_trial(trial_config, out, device, cache_dir=cache_dir_of(cache_dir, no_cache), threads=threads)
+        result = run_trial(trial_config, out, device, cache_dir=cache_location(cache_dir, no_cache), threads=threads)
     except KeyboardInterrupt:
         print("trial failed: interrupted", file=sys.stderr)
         raise typer.Exit(130) from None
@@ -59,7 +60,7 @@ def cache_list(cache_dir: Path | None = CACHE_DIR) -> None:
     """The decoded datasets in the cache: key, dataset, image size, images, size on disk."""
     from trainer.cache import entries
 
-    folder = cache_folder(cache_dir)
+    folder = Path(str(cache_location(cache_dir, no_cache=False)))
     found = entries(folder)
     for entry in found:
         meta = entry.meta
@@ -77,7 +78,7 @@ def cache_clear(
     """Remove cache entries (all of them, or those named); trials rebuild what they need."""
     from trainer.cache import entries, remove
 
-    folder = cache_folder(cache_dir)
+    folder = Path(str(cache_location(cache_dir, no_cache=False)))
     chosen = [e for e in entries(folder) if not keys or e.key in keys]
     unknown = set(keys or []) - {e.key for e in chosen}
     if unknown:

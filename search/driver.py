@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.databind import DataChanged, Origin, bindings, check_data, check_origin, current_manifests
+from search.databind import DataChanged, bindings, check_data, check_origin, current_manifests
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec
 from search.halving import Halving, RungBook
+from search.options import RunOptions
 from search.plan import Plan, build_plan
 from search.progress import RunProgress, run_summary
 from search.scheduler import PointState, Scheduler, State, StemState
@@ -33,46 +33,19 @@ from search.study import GridStudy
 from search.tally import trial_folder
 from search.worker import Job, Settings
 from trainer.failures import failure_kind
-from trainer.files import default_cache_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_SECONDS = 3.0
 
 
-@dataclass
-class RunOptions:
-    """How to run a space (the `search run` flags)."""
-
-    storage: str
-    out_dir: Path
-    executor: str = "ray"
-    ray_address: str | None = None
-    gpus_per_trial: float | None = None
-    cpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    max_trials: int | None = None
-    share: bool = True
-    artifacts: str | None = None
-    cache_dir: str | None = field(default_factory=lambda: str(default_cache_dir()))
-    scratch: str | None = None
-    accept_data_change: bool = False
-    origin: Origin | None = None  # a confirmation's exploration: the data binding it takes over
-
-
-def run_resources(spec: GridSpec, options: RunOptions) -> dict[str, float]:
-    """A trial's `gpus_per_trial` and `cpus_per_trial` in this run: the flags where given, else the space's."""
-    flags = {"gpus_per_trial": options.gpus_per_trial, "cpus_per_trial": options.cpus_per_trial}
-    return {key: value if (value := flags[key]) is not None else spec.resources[key] for key in flags}
-
-
 def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
-    """Run every point of `spec` that is not done; return the exit code (0, 1 or 130)."""
-    cpus = run_resources(spec, options)["cpus_per_trial"]
+    """Run every point of `spec` that is not done, as `options` (`search.options.resolve`) say; return the exit
+    code (0, 1 or 130)."""
     settings = Settings(
-        options.artifacts or spec.data.get("artifacts") or str(options.out_dir),
+        options.artifacts,
         options.cache_dir,
         options.scratch,
-        threads=int(max(1, cpus)),  # every executor: a trial's torch threads are its CPUs
+        threads=int(max(1, options.resources["cpus_per_trial"])),  # every executor: a trial's torch threads
     )
     _STOP.clear()
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -93,7 +66,7 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
             check_origin(spec.name, options.origin, current)  # a new confirmation: refused before it exists
         except DataChanged as exc:
             raise StudyError(str(exc)) from None
-    executor = _make_executor(spec, options, settings)  # then: a trial that cannot fit is refused, nothing made
+    executor = _make_executor(options, settings)  # then: a trial that cannot fit is refused, nothing made
     for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
         signal.signal(sig, _request_stop)
     try:
@@ -376,9 +349,8 @@ class Run:
                     state.reported = self.grid.report(state.number, rows, state.reported)
 
 
-def _make_executor(spec: GridSpec, options: RunOptions, settings: Settings) -> Executor:
-    resources = run_resources(spec, options)
-    cpus, gpus = resources["cpus_per_trial"], resources["gpus_per_trial"]
+def _make_executor(options: RunOptions, settings: Settings) -> Executor:
+    cpus, gpus = options.resources["cpus_per_trial"], options.resources["gpus_per_trial"]
     if options.executor == "local":
         return LocalExecutor(settings, options.out_dir / "logs", gpus)
     return RayExecutor(options.ray_address, cpus, gpus, options.max_concurrent, settings)

@@ -4,16 +4,19 @@ import os
 
 from rich.console import Console
 
-from search.driver import RunOptions, run_study
+from search.driver import run_study
+from search.options import RunFlags, resolve
 
 
 def run_in_process(spec, tmp_path, executor="ray", out=None, cache_dir=None):
     """`search run` in this process (the decoded-image cache in `cache_dir`, none by default); returns (exit code,
     options)."""
-    options = RunOptions(
+    flags = RunFlags(
         f"sqlite:///{tmp_path}/study.db",
         out or tmp_path / "out",
-        executor,
-        cache_dir=None if cache_dir is None else str(cache_dir),
+        executor=executor,
+        cache_dir=cache_dir,
+        no_cache=cache_dir is None,
     )
+    options = resolve(spec, flags)
     return run_study(spec, options, Console(file=open(os.devnull, "w"))), options

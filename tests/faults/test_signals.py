@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from search.dispatch import LocalExecutor
-from search.driver import Run, RunOptions
+from search.driver import Run
+from search.options import RunFlags, resolve
 from search.study import GridStudy
 from search.worker import Job, Settings
 from tests.search.helpers import (
@@ -101,7 +102,9 @@ class SignalOnSecondSubmit(LocalExecutor):
 
 
 def test_a_signal_between_creating_and_submitting_a_trial_leaves_nothing_running(tmp_path):
-    options = RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "local", share=False, cache_dir=None)
+    options = resolve(
+        spec(), RunFlags(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", executor="local", share=False, no_cache=True)
+    )
     grid = GridStudy.open(spec(), options.storage, options.out_dir)
     executor = SignalOnSecondSubmit(Settings(str(options.out_dir), None), tmp_path / "logs")
     code = Run(grid, executor, Console(file=io.StringIO()), options).drive()

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from results.present import PACKAGES
 from results.report import build_report
-from search.driver import RunOptions, run_study
+from search.driver import run_study
+from search.options import RunFlags, resolve
 from search.status import load_study, load_trials
 from tests.search.helpers import spec
 
@@ -44,7 +45,7 @@ def study_dir(tmp_path_factory):
         grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
         baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
     )
-    options = RunOptions(f"sqlite:///{root}/study.db", root / "out", "ray")  # this process's Ray, or its own
+    options = resolve(s, RunFlags(f"sqlite:///{root}/study.db", root / "out"))  # this process's Ray, or its own
     assert run_study(s, options, Console(file=io.StringIO())) == 0
     return root
 

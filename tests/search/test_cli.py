@@ -158,16 +158,3 @@ def test_one_wrong_value_gives_one_error(tmp_path):
     done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "fixed.image_size: expected an integer" in done.stderr, done.stderr
-
-
-def test_search_trial_refuses_a_thread_count_below_one(tmp_path):
-    import json
-
-    from tests.conftest import tiny_config
-    from tests.search.helpers import search_cli
-
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(tiny_config()))
-    done = search_cli("trial", str(config), "--out", str(tmp_path / "t"), "--threads", "0", cwd=tmp_path)
-    assert done.returncode == 2 and "--threads: expected a positive integer" in done.stderr
-    assert not (tmp_path / "t").exists()

@@ -9,7 +9,8 @@ from optuna.trial import TrialState
 from ray.cluster_utils import Cluster
 from rich.console import Console
 
-from search.driver import RunOptions, run_study
+from search.driver import run_study
+from search.options import RunFlags, resolve
 from tests.search.helpers import spec
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
@@ -22,7 +23,9 @@ def test_trials_land_on_both_nodes(tmp_path, no_ray):
     )
     cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
     try:
-        options = RunOptions(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", "ray", ray_address=cluster.address)
+        options = resolve(
+            spec(), RunFlags(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", ray_address=cluster.address)
+        )
         code = run_study(spec(), options, Console(file=io.StringIO()))
         assert code == 0
         trials = optuna.load_study(study_name="tiny", storage=options.storage).get_trials(deepcopy=False)

@@ -14,7 +14,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from search.dispatch import RayExecutor, run_task
-from search.driver import Run, RunOptions, run_study
+from search.driver import Run, run_study
+from search.options import RunFlags, resolve
 from search.study import GridStudy
 from search.tally import trial_folder
 from search.worker import Settings
@@ -26,8 +27,9 @@ pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 RESOURCES = {"gpus_per_trial": 1, "cpus_per_trial": 1}
 
 
-def options(tmp_path, **changes):
-    return RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "ray", cache_dir=None, **changes)
+def options(tmp_path, spec_=None, **changes):
+    flags = RunFlags(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", no_cache=True, **changes)
+    return resolve(spec_ or spec(), flags)
 
 
 def most_at_once(finished) -> int:
@@ -44,7 +46,7 @@ def test_trials_get_their_own_gpus(local_ray, tmp_path):
     """Whole GPUs here; halves in the cluster test below."""
     limit = 2
     s = spec(resources={"gpus_per_trial": 1, "cpus_per_trial": 1}, grid={"threshold": [0.2, 0.4, 0.6, 0.8]})
-    o = options(tmp_path, share=False)
+    o = options(tmp_path, s, share=False)
     assert run_study(s, o, Console(file=io.StringIO())) == 0
     finished = GridStudy.open(s, o.storage, o.out_dir).trials((TrialState.COMPLETE,))
     assert len(finished) == 4 and most_at_once(finished) <= limit
@@ -70,7 +72,7 @@ def test_an_out_of_memory_trial_on_a_shared_gpu_is_retried_on_a_whole_one(local_
         return run_task(job, settings)
 
     s = spec(resources={"gpus_per_trial": 0.5, "cpus_per_trial": 1}, grid={"threshold": [0.5]})
-    o = options(tmp_path, share=False)
+    o = options(tmp_path, s, share=False)
     executor = RayExecutor(None, 1, 0.5, None, Settings(str(o.out_dir), None))
     executor.cpu_task = executor.gpu_task = ray.remote(max_calls=1)(oom_when_shared)
     grid = GridStudy.open(s, o.storage, o.out_dir)

@@ -167,7 +167,8 @@ def test_halving_over_nested_stems_decides_from_the_stems_epochs(local_ray, tmp_
 
     from rich.console import Console
 
-    from search.driver import RunOptions, run_study
+    from search.driver import run_study
+    from search.options import RunFlags, resolve
     from search.study import GridStudy
     from tests.search.helpers import spec
 
@@ -176,7 +177,7 @@ def test_halving_over_nested_stems_decides_from_the_stems_epochs(local_ray, tmp_
         halving={**HALVING, "keep": "1/2"},
         grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6], "clear_every_step": [True, False]},
     )
-    options = RunOptions(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", "ray", cache_dir=None)
+    options = resolve(s, RunFlags(f"sqlite:///{tmp_path}/s.db", tmp_path / "out", no_cache=True))
     assert run_study(s, options, Console(file=io.StringIO())) == 0
     final = GridStudy.open(s, options.storage, options.out_dir).trials()
     by_key = {t.user_attrs["grid_key"]: t for t in final}

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from results.load import trial_rows
-from search.driver import RunOptions, run_study
+from search.driver import run_study
+from search.options import RunFlags, resolve
 from search.status import load_study, load_trials, study_status
 from search.tally import trial_folder
 from tests.search.helpers import spec
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def run(spec_, tmp_path, executor="ray"):
-    options = RunOptions(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", executor)
+    options = resolve(spec_, RunFlags(f"sqlite:///{tmp_path}/study.db", tmp_path / "out", executor=executor))
     return run_study(spec_, options, Console(file=open(os.devnull, "w"))), options
 
 

@@ -7,6 +7,7 @@ database.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -22,8 +23,8 @@ from typing import Any, Protocol
 from search.leftovers import end_leftovers, record_started
 from search.rayauth import check_cluster, protect_token_file, require_token
 from search.storage import StudyError, one_line
-from search.worker import Job, Settings, job_file, run_job
-from trainer.failures import failure_kind
+from search.worker import Job, Outcome, Settings, job_file, run_job
+from trainer.failures import FailureKind, failure_kind
 from trainer.folder import STDERR
 
 OBJECT_STORE_BYTES = 256 * 2**20  # trials return a few kilobytes; their files go to the artifact store
@@ -33,23 +34,20 @@ class ResourceError(StudyError):
     """The executor cannot run one trial as asked (no GPU, too few on any node); the message says what to change."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Completion:
     """How a job ended: its `outcome` when it ran to its end (or its rung), else a one-line `reason` and the
-    `failure` kind the worker decided from the exception (`trainer.failures.failure_kind`)."""
+    `failure` kind (`failed`)."""
 
     job: Job
-    outcome: dict[str, Any] | None = None
+    outcome: Outcome | None = None
     reason: str | None = None
-    failure: str = "error"
+    failure: FailureKind | None = None
 
-    @property
-    def kind(self) -> str:
-        """The failure's kind for the driver: "oom" only on a GPU shared with other trials (retried on a whole one);
-        out of memory on a whole GPU is the trial's own error."""
-        if self.failure == "oom" and not 0 < self.job.gpus < 1:
-            return "error"
-        return self.failure
+    @classmethod
+    def failed(cls, job: Job, reason: str, kind: FailureKind = FailureKind.ERROR) -> Completion:
+        """A failed job: out of memory counts as the packing's ("oom") only on a GPU shared with other trials."""
+        return cls(job, reason=reason, failure=kind.on_gpus(job.gpus))
 
 
 class Executor(Protocol):
@@ -67,12 +65,12 @@ class Executor(Protocol):
 
 
 def run_task(job: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """A job in a Ray worker: the worker's outcome, plus the Ray node and the GPU ids Ray gave it."""
+    """A job in a Ray worker: the worker's outcome, with the Ray node and the GPU ids Ray gave it, as plain data."""
     import ray
 
     outcome = run_job(Job.from_data(job), Settings(**settings))
-    context = ray.get_runtime_context()
-    return {**outcome, "node": context.get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+    node, gpus = ray.get_runtime_context().get_node_id(), [str(g) for g in ray.get_gpu_ids()]
+    return dataclasses.replace(outcome, node=node, gpu_ids=gpus).to_data()
 
 
 def cluster_capacity(ray: Any) -> list[dict[str, float]]:
@@ -194,13 +192,13 @@ class RayExecutor:
         for ref in ready:
             job = self.inflight.pop(ref)
             try:
-                done.append(Completion(job, outcome=self.ray.get(ref)))
+                done.append(Completion(job, outcome=Outcome.from_data(self.ray.get(ref))))
             except self.ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
                 reason = f"{type(cause).__name__}: {one_line(str(cause))}"
-                done.append(Completion(job, reason=reason, failure=failure_kind(cause)))
+                done.append(Completion.failed(job, reason, failure_kind(cause)))
             except self.ray.exceptions.RayError as exc:  # the worker or its node died
-                done.append(Completion(job, reason=f"{type(exc).__name__}: {one_line(str(exc))}"))
+                done.append(Completion.failed(job, f"{type(exc).__name__}: {one_line(str(exc))}"))
         return done
 
     def cancel_all(self) -> None:
@@ -284,20 +282,18 @@ class LocalExecutor:
             return []
         self.running = None
         try:
-            outcome = json.loads(outcome_file.read_text())
-        except (OSError, ValueError):  # the worker died without one
+            outcome: Outcome | None = Outcome.from_data(json.loads(outcome_file.read_text()))
+        except (OSError, ValueError, TypeError):  # the worker died without one
             outcome = None
         _remove(folder)
         if self.fresh:  # a GPU job's process ends with the job, whatever its outcome: no sticky CUDA error or
             self.close()  # reserved memory reaches the next one
         if outcome is None:
-            reason = _death(worker.returncode, log)
             self.worker = None
-        elif outcome.get("status") == "error":
-            return [Completion(job, reason=outcome["reason"], failure=outcome["failure"])]
-        else:
-            return [Completion(job, outcome={**outcome, "node": "local", "gpu_ids": []})]
-        return [Completion(job, reason=reason)]
+            return [Completion.failed(job, _death(worker.returncode, log))]
+        if outcome.status == "error":
+            return [Completion.failed(job, outcome.reason or "unknown error", outcome.failure or FailureKind.ERROR)]
+        return [Completion(job, outcome=dataclasses.replace(outcome, node="local"))]
 
     def cancel_all(self) -> None:
         if self.running is not None:

@@ -32,7 +32,7 @@ from search.store import ArtifactStore
 from search.study import GridStudy
 from search.tally import trial_folder
 from search.worker import Job, Settings
-from trainer.failures import failure_kind
+from trainer.failures import FailureKind, failure_kind
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_SECONDS = 3.0
@@ -119,17 +119,16 @@ class Run:
         if rungs is not None:
             for point in self.tally.given_up:
                 rungs.leave(point)
-        self.schedule = Scheduler(self.tally.pending, self.plan, self.spec.max_attempts, options.max_trials, rungs)
-        self.points, self.stems = self.schedule.points, self.schedule.stems
+        self.scheduler = Scheduler(self.tally.pending, self.plan, self.spec.max_attempts, options.max_trials, rungs)
+        self.points, self.stems = self.scheduler.points, self.scheduler.stems
+        for state in self.points.values():  # first what each point's own earlier try did, then its stems
+            if state.pending.previous:
+                self.scheduler.resumed(state, self.store.folder(state.pending.previous).read_metrics())
         for stem_state in self.stems.values():
             folder = self.store.folder(stem_state.stem.folder)
             record = folder.read_result()
             if record is not None and record.get("stem", {}).get("epochs") == stem_state.stem.epochs:
-                self.schedule.stem_done(stem_state, folder.read_metrics())
-        for state in self.points.values():
-            if state.pending.previous:
-                state.history = self.store.folder(state.pending.previous).read_metrics()
-                state.previous_epochs = len(state.history)
+                self.scheduler.stem_done(stem_state, folder.read_metrics())
         self.bound = bindings(grid.study.user_attrs.get("data") or {})  # what every job must read
         self.inflight: dict[str, State] = {}  # job folder -> whose job it is
         self.disk_full: str | None = None  # the first disk-full failure: nothing new starts after it
@@ -157,19 +156,19 @@ class Run:
                 self._decide_rungs()
                 while True:
                     stop_point()
-                    free = self.executor.slots - self.schedule.running()
-                    for state in [] if self.disk_full else self.schedule.ready(free):
+                    free = self.executor.slots - self.scheduler.running()
+                    for state in [] if self.disk_full else self.scheduler.ready(free):
                         self._submit(self._job(state), state)
-                    if self.schedule.running() == 0:
+                    if self.scheduler.running() == 0:
                         break  # nothing runs and nothing can start: every point ended (or waits on --max-trials)
                     for done in self.executor.wait(timeout=0.5):
                         self._finished(done)
                     self._poll()
-                    self.progress.update(self.schedule.waiting())
+                    self.progress.update(self.scheduler.waiting())
             except KeyboardInterrupt:
                 self.executor.cancel_all()
                 # From the study, not what this run holds: the signal may land between creating and submitting.
-                completed, stopped = self.grid.reconcile("interrupted: the driver was stopped", "interrupted")
+                completed, stopped = self.grid.reconcile("interrupted: the driver was stopped", FailureKind.INTERRUPTED)
                 finished = f" ({completed} finished before the stop: recorded COMPLETE)" if completed else ""
                 self.console.print(
                     f"interrupted: {stopped} running trials stopped{finished}; run the same command to resume"
@@ -204,7 +203,7 @@ class Run:
 
     def _stem_job(self, state: StemState) -> Job:
         stem = state.stem
-        parent = self.schedule.usable_stem(stem.parent)
+        parent = self.scheduler.usable_stem(stem.parent)
         folder = self.stems[parent].stem.folder if parent else None
         point = self.points[stem.representative].pending.point
         groups = [self.points[k].pending.point.config() for k in stem.groups]
@@ -217,44 +216,45 @@ class Run:
             groups=groups,
             start_from=folder,
             stem=folder,
+            gpus=1.0 if state.whole_gpu else 0.0,
             binding=self.bound.get(self.spec.dataset_of(point)),
         )
 
     def _point_job(self, state: PointState) -> Job:
         point = state.pending.point
-        start, stem = self.schedule.start_of(state)
+        start, stem = self.scheduler.start_of(state)
         total = point.schedule.epochs
         until = self.halving.next_rung(len(state.history), total) if self.halving and point.kind == "proxy" else None
-        if state.number is None:
-            state.number = self.grid.start(state.pending)
-            self.schedule.started += 1
-            state.reported = self.grid.report(state.number, state.history)
+        number = state.number
+        if number is None:
+            number = self.grid.start(state.pending)
+            self.scheduler.opened(state, number, self.grid.report(number, state.history))
         return Job(
             "trial",
-            f"trial {state.number}",
+            f"trial {number}",
             point.config(),
-            trial_folder(state.number, point.grid_key),
+            trial_folder(number, point.grid_key),
             until=until,
             start_from=start,
             stem=stem,
             gpus=1.0 if state.pending.whole_gpu else 0.0,
-            number=state.number,
+            number=number,
             grid_key=point.grid_key,
             binding=self.bound.get(self.spec.dataset_of(point)),
         )
 
     def _submit(self, job: Job, state: State) -> None:
-        self.schedule.started_job(state)
+        self.scheduler.started_job(state)
         self.inflight[job.folder] = state
         self.progress.started(job.label, job.until or job.config.epochs)
         try:
             self.executor.submit(job)
         except OSError as exc:  # e.g. a full disk: this job fails, the study goes on
-            self._finished(Completion(job, reason=f"cannot start the job: {exc}", failure=failure_kind(exc)))
+            self._finished(Completion.failed(job, f"cannot start the job: {exc}", failure_kind(exc)))
 
     # -- what came back -----------------------------------------------------------------------------------
     def _finished(self, done: Completion) -> None:
-        if done.kind == "disk_full" and self.disk_full is None:
+        if done.failure is FailureKind.DISK_FULL and self.disk_full is None:
             self.disk_full = one_line(done.reason or "disk full", 200)
         state = self.inflight.pop(done.job.folder)
         if isinstance(state, StemState):
@@ -264,7 +264,7 @@ class Run:
 
     def _stem_finished(self, done: Completion, state: StemState) -> None:
         if done.outcome is not None:
-            self.schedule.stem_done(state, self.store.folder(state.stem.folder).read_metrics())
+            self.scheduler.stem_done(state, self.store.folder(state.stem.folder).read_metrics())
             self.progress.finished(
                 done.job.label,
                 True,
@@ -275,7 +275,7 @@ class Run:
             )
             self._decide_rungs()
             return
-        failed = self.schedule.stem_failed(state, counted=done.kind not in ("disk_full", "interrupted"))
+        failed = self.scheduler.stem_failed(state, done.failure or FailureKind.ERROR)
         then = "its points go on without it" if failed else "retrying it"
         self.progress.finished(done.job.label, False, None, False, f"FAIL {done.reason} ({then})", counted=False)
 
@@ -284,27 +284,27 @@ class Run:
         if number is None:
             raise RuntimeError(f"{job.label} finished without a trial of its own")
         if outcome is not None:
-            state.history = outcome.get("history") or state.history
-        if outcome is not None and outcome["status"] == "paused":
-            state.reported = self.grid.report(number, state.history, state.reported)
-            self.schedule.paused(state)
+            self.scheduler.progressed(state, outcome.history)
+        if outcome is not None and outcome.status == "paused":
+            self.scheduler.reported(state, self.grid.report(number, state.history, state.reported))
+            self.scheduler.paused(state)
             self.progress.finished(
                 job.label, True, None, False, f"reached epoch {len(state.history)} (rung)", counted=False
             )
             self._decide_rungs()
             return
         if outcome is not None:  # where it ran, beside what it measured
-            metrics = {**outcome["metrics"], "ray_node": outcome.get("node"), "gpu_ids": outcome.get("gpu_ids")}
+            metrics = {**outcome.metrics, "ray_node": outcome.node, "gpu_ids": outcome.gpu_ids}
             reason = self.grid.finish(number, metrics, state.history)
         else:
             reason = done.reason or "unknown failure"
             self.grid.report(number, self.store.folder(job.folder).read_metrics(), state.reported)
-            self.grid.fail(number, reason, done.kind)
+            self.grid.fail(number, reason, done.failure or FailureKind.ERROR)
         shown = " ".join(f"{k}={v}" for k, v in state.pending.point.params.items())
         if reason is None and outcome is not None:
-            self.schedule.ended(state)
+            self.scheduler.ended(state)
             self.ended_here.add(state.key)
-            value = outcome["metrics"].get(self.spec.objective[0])
+            value = outcome.metrics.get(self.spec.objective[0])
             self.progress.finished(
                 job.label,
                 True,
@@ -319,16 +319,18 @@ class Run:
         folder = self.store.folder(job.folder)
         previous = job.folder if folder.has_checkpoint() else state.pending.previous
         rows = lambda: self.store.folder(previous).read_metrics() if previous else []  # noqa: E731
-        retried = self.schedule.failed(state, done.kind, previous, rows)
+        retried = self.scheduler.failed(state, done.failure or FailureKind.ERROR, previous, rows)
         if not retried:
             self._decide_rungs()
 
     def _decide_rungs(self) -> None:
-        for state, rung, reason in self.schedule.rung_decisions():
-            if state.number is None:  # stopped right after its stem: it still gets its record
-                state.number = self.grid.start(state.pending)
-            self.grid.prune(state.number, rung, reason, state.history)
-            self.schedule.ended(state)
+        for state, rung, reason in self.scheduler.rung_decisions():
+            number = state.number
+            if number is None:  # stopped right after its stem: it still gets its record
+                number = self.grid.start(state.pending)
+                self.scheduler.opened(state, number, 0)
+            self.grid.prune(number, rung, reason, state.history)
+            self.scheduler.ended(state)
             self.ended_here.add(state.key)
             self.progress.finished(
                 f"trial {state.number}", True, None, False, f"PRUNED {reason}", counted=False, running=False
@@ -346,7 +348,7 @@ class Run:
             elif state.number is not None:
                 self.progress.epoch(f"trial {state.number}", len(rows))
                 if rows and rows[-1]["epoch"] > state.reported:
-                    state.reported = self.grid.report(state.number, rows, state.reported)
+                    self.scheduler.reported(state, self.grid.report(state.number, rows, state.reported))
 
 
 def _make_executor(options: RunOptions, settings: Settings) -> Executor:

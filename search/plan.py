@@ -51,12 +51,12 @@ class Plan:
     """The stems (parents before children) and, per point, the stem it starts from."""
 
     stems: dict[str, Stem] = field(default_factory=dict)
-    parent: dict[str, str | None] = field(default_factory=dict)
+    stem_of: dict[str, str | None] = field(default_factory=dict)  # point -> the stem it starts from
     naive_epochs: int = 0
     shared_epochs: int = 0
 
     def start_epoch(self, grid_key: str) -> int:
-        stem = self.parent.get(grid_key)
+        stem = self.stem_of.get(grid_key)
         return self.stems[stem].epochs if stem else 0
 
     def depth(self, key: str) -> int:
@@ -119,7 +119,7 @@ def _build_plan(points: list[Point], fixed: dict, share: bool) -> Plan:
     last_node = np.full(len(points), -1, np.int64)
     last_node[chains.points[chains.last]] = chains.nodes[chains.last]
     stem_names = _objects([None, *(names.get(k) for k in range(len(nodes)))])
-    plan.parent = dict(zip(columns.keys, stem_names[last_node + 1].tolist(), strict=True))
+    plan.stem_of = dict(zip(columns.keys, stem_names[last_node + 1].tolist(), strict=True))
     plan.shared_epochs = sum(
         st.epochs - (plan.stems[st.parent].epochs if st.parent else 0) for st in plan.stems.values()
     )
@@ -329,6 +329,6 @@ def _objects(values: list) -> np.ndarray:
 
 
 def _unshared(plan: Plan, keys: list[str]) -> Plan:
-    plan.parent = dict.fromkeys(keys)
+    plan.stem_of = dict.fromkeys(keys)
     plan.shared_epochs = plan.naive_epochs
     return plan

@@ -1,11 +1,12 @@
 """What the driver runs next: the state of every point and stem of one run, and how a result changes it.
 
-Each point is WAITING (to start or go on), RUNNING or ENDED (complete, stopped by halving, or out of attempts);
-each stem WAITING, RUNNING, DONE or FAILED (out of attempts: its points go on without it). `_set` is the one place
-a state changes. A stem can start when its parent is done; a point when its stem is done (or it has a try of its
-own to continue), the rung it reached is decided, and `--max-trials` allows a new trial. Stems go first (they
-unlock many points), then points that continue, then new points in grid_key order. Nothing here touches the
-study, the store or an executor: the driver (`search.driver`) asks, runs, and reports back.
+Each point is WAITING (to start or go on), RUNNING or ENDED (complete, stopped by halving, or out of attempts); each
+stem WAITING, RUNNING, DONE or FAILED (out of attempts: its points go on without it). `_set` is the one place a
+status changes, and every other field of a point's or a stem's state changes in a method here: questions (`ready`,
+`start_of`, `running`…) change nothing. A stem can start when its parent is done; a point when its stem is done (or
+it has a try of its own to continue), the rung it reached is decided, and `--max-trials` allows a new trial. Stems
+go first (they unlock many points), then points that continue, then new points in grid_key order. Nothing here
+touches the study, the store or an executor: the driver (`search.driver`) asks, runs, and reports back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from search.halving import RungBook
 from search.plan import Plan, Stem
 from search.tally import PendingPoint
+from trainer.failures import FailureKind
 
 
 class Status(enum.Enum):
@@ -46,12 +48,14 @@ class PointState:
 
 @dataclass
 class StemState:
-    """A shared stem of this run: its attempts and, once done, the epochs it trained."""
+    """A shared stem of this run: its attempts, whether its next try gets a whole GPU, and, once done, the epochs
+    it trained."""
 
     stem: Stem
     attempts: int = 0
     status: Status = Status.WAITING
     history: list[dict] = field(default_factory=list)
+    whole_gpu: bool = False
 
 
 State = PointState | StemState
@@ -108,10 +112,9 @@ class Scheduler:
     def _point_ready(self, state: PointState) -> bool:
         if state.status != Status.WAITING:
             return False
-        stem = self.usable_stem(self.plan.parent.get(state.key))
+        stem = self.usable_stem(self.plan.stem_of.get(state.key))
         if stem is not None and self.stems[stem].status != Status.DONE and state.pending.previous is None:
             return False  # its stem will do the start of its training
-        self.take_in_stem(state)
         if self.rungs and self.rungs.blocked(state.pending.point, len(state.history)):
             return False
         return not (self.max_trials is not None and state.number is None and self.started >= self.max_trials)
@@ -124,14 +127,8 @@ class Scheduler:
 
     def _done_stem(self, state: PointState) -> StemState | None:
         """The stem a point starts from, once it is done (the nearest that has not failed for good)."""
-        key = self.usable_stem(self.plan.parent.get(state.key))
+        key = self.usable_stem(self.plan.stem_of.get(state.key))
         return self.stems[key] if key is not None and self.stems[key].status == Status.DONE else None
-
-    def take_in_stem(self, state: PointState) -> None:
-        """A point knows the epochs its done stem trained for it (what it knows of itself only ever grows)."""
-        stem = self._done_stem(state)
-        if stem is not None and len(stem.history) > len(state.history):
-            state.history = list(stem.history)
 
     def start_of(self, state: PointState) -> tuple[str | None, str | None]:
         """The folder a point continues (its last try's, or its stem's when that is further on) and the stem
@@ -155,14 +152,44 @@ class Scheduler:
         self._set(state, Status.RUNNING)
 
     def stem_done(self, state: StemState, history: list[dict]) -> None:
+        """A stem's prefix is trained: each of its points that is not over knows the epochs it trained for it (what
+        a point knows of itself only ever grows; a stem is done after its parent, so the deepest one wins)."""
         self._set(state, Status.DONE)
         state.history = history
+        for key in state.stem.members:
+            point = self.points.get(key)
+            if point is not None and point.status != Status.ENDED:
+                self.progressed(point, history)
 
-    def stem_failed(self, state: StemState, counted: bool) -> bool:
-        """A stem's try failed (`counted`: it used an attempt); whether it is out of attempts."""
-        state.attempts += counted
+    def stem_failed(self, state: StemState, kind: FailureKind) -> bool:
+        """A stem's try failed with `kind` (only the stem's own errors use an attempt; out of memory on a shared GPU
+        is retried on a whole one, once); whether it is out of attempts."""
+        if kind.whole_gpu_retry and state.whole_gpu:
+            kind = FailureKind.ERROR  # a whole GPU was not enough either
+        state.attempts += kind.uses_attempt
+        state.whole_gpu = state.whole_gpu or kind.whole_gpu_retry
         self._set(state, Status.FAILED if state.attempts >= self.max_attempts else Status.WAITING)
         return state.status == Status.FAILED
+
+    def opened(self, state: PointState, number: int, reported: int) -> None:
+        """A point got its trial `number` in the study, which knows its epochs up to `reported`."""
+        state.number = number
+        state.reported = reported
+        self.started += 1
+
+    def reported(self, state: PointState, epoch: int) -> None:
+        """The study knows a point's objective up to `epoch`."""
+        state.reported = epoch
+
+    def progressed(self, state: PointState, history: list[dict]) -> None:
+        """What a point is known to have trained (its rows), when that is more than it was."""
+        if len(history) > len(state.history):
+            state.history = list(history)
+
+    def resumed(self, state: PointState, history: list[dict]) -> None:
+        """A point continues an earlier try that got as far as `history`."""
+        state.history = list(history)
+        state.previous_epochs = len(history)
 
     def paused(self, state: PointState) -> None:
         """A point reached its rung: it waits for the decision there."""
@@ -172,17 +199,20 @@ class Scheduler:
         """A point is complete, stopped by halving, or out of attempts."""
         self._set(state, Status.ENDED)
 
-    def failed(self, state: PointState, kind: str, previous: str | None, history: Callable[[], list[dict]]) -> bool:
-        """A point's try failed with `kind` ("disk_full" and "oom" use no attempt; a shared GPU's OOM is retried
-        once more, on a whole GPU); `previous`: the folder to continue. Whether it is tried again: then a fresh
-        WAITING state (with the rows `history()` reads) replaces this one; else it ends."""
+    def failed(
+        self, state: PointState, kind: FailureKind, previous: str | None, history: Callable[[], list[dict]]
+    ) -> bool:
+        """A point's try failed with `kind` (`FailureKind.uses_attempt`, `.whole_gpu_retry`); `previous`: the
+        folder to continue. Whether it is tried again: then a fresh WAITING state (with the rows `history()` reads)
+        replaces this one; else it ends. A run tries a point at most max_attempts times whatever the cause, a
+        shared GPU's out-of-memory retry aside."""
         pending = state.pending
-        counted = kind not in ("disk_full", "oom")
-        tries = state.tries + (kind != "oom")
+        counted = kind.uses_attempt
+        tries = state.tries + (not kind.whole_gpu_retry)
         if (pending.attempt < self.max_attempts or not counted) and tries < self.max_attempts:
             self._set(state, Status.WAITING)
             rows = history() if previous else []
-            whole = pending.whole_gpu or kind == "oom"
+            whole = pending.whole_gpu or kind.whole_gpu_retry
             self.points[state.key] = PointState(
                 PendingPoint(pending.point, pending.attempt + counted, previous, whole),
                 history=rows,
@@ -201,7 +231,6 @@ class Scheduler:
             return []
         for state in self.points.values():
             if state.status != Status.ENDED:
-                self.take_in_stem(state)
                 self.rungs.known(state.pending.point, state.history)
         stopped = []
         for key, (rung, reason) in self.rungs.decide_all().items():

@@ -37,6 +37,7 @@ from trainer.config import (
     UNCHANGED_PROXIES,
     TrialConfig,
 )
+from trainer.failures import FailureKind
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -132,11 +133,13 @@ class GridStudy:
         return read_trials(self.storage, self.spec.name, states)
 
     def reconcile(
-        self, reason: str = "orphaned: the driver stopped while this trial ran", kind: str = "orphaned"
+        self,
+        reason: str = "orphaned: the driver stopped while this trial ran",
+        kind: FailureKind = FailureKind.ORPHANED,
     ) -> tuple[int, int]:
         """Finish every RUNNING trial (left by a dead driver, or by this one when it is stopped): COMPLETE when its
         folder holds its own `result.json` (this point's config digest, this trial's number and grid_key), else
-        FAIL with `reason` and `kind` (neither kind of NOT_COUNTED uses an attempt). Returns (completed, failed)."""
+        FAIL with `reason` and `kind` (orphaned or interrupted: no attempt used). Returns (completed, failed)."""
         completed = failed = 0
         for trial in self.trials((TrialState.RUNNING,)):
             key = str(trial.user_attrs.get("grid_key", ""))
@@ -235,7 +238,7 @@ class GridStudy:
             self.storage.set_trial_user_attr(trial_id, key, item)
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             reason = f"objective {metric} is {value!r}, not a finite number"
-            self.fail(number, reason, "error")
+            self.fail(number, reason, FailureKind.ERROR)
             return reason
         self.study.tell(number, float(value))
         return None
@@ -248,11 +251,12 @@ class GridStudy:
         self.storage.set_trial_user_attr(trial_id, "prune_reason", reason)
         self.study.tell(number, state=TrialState.PRUNED)
 
-    def fail(self, number: int, reason: str, kind: str = "error") -> None:
-        """Record the one-line `reason` and tell FAIL. A `kind` in NOT_COUNTED does not use an attempt."""
+    def fail(self, number: int, reason: str, kind: FailureKind = FailureKind.ERROR) -> None:
+        """Record the one-line `reason` and the `kind` (whether it used an attempt: `FailureKind.uses_attempt`),
+        and tell FAIL."""
         trial_id = self._id(number)
         self.storage.set_trial_user_attr(trial_id, "fail_reason", one_line(reason))
-        self.storage.set_trial_user_attr(trial_id, "fail_kind", kind)
+        self.storage.set_trial_user_attr(trial_id, "fail_kind", kind.value)
         self.study.tell(number, state=TrialState.FAIL)
 
     def _id(self, number: int) -> int:

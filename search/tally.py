@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, Point, lasting_objects
 from search.store import ArtifactStore
+from trainer.failures import FailureKind
 
 # Attributes the driver keeps on each trial besides the metrics.
 INTERNAL_ATTRS = (
@@ -26,15 +27,6 @@ INTERNAL_ATTRS = (
 )
 
 
-# Failures that are not the trial's fault and do not use up an attempt (across runs; a run retries each point at
-# most max_attempts times whatever the cause). "oom": out of GPU memory on a shared GPU (retried on a whole one).
-NOT_COUNTED = ("orphaned", "interrupted", "disk_full", "oom")
-
-
-# Tries that were stopped from outside (Ctrl-C, a dead driver): not failures anywhere a user reads.
-STOPPED = ("orphaned", "interrupted")
-
-
 def trial_seed(trial: FrozenTrial) -> Any:
     """A trial's seed: a user attr (studies made before it moved out of the params keep it as a param)."""
     return trial.params.get("seed", trial.user_attrs.get("seed"))
@@ -42,7 +34,7 @@ def trial_seed(trial: FrozenTrial) -> Any:
 
 def shown_state(state: TrialState, fail_kind: object) -> str:
     """A trial's state as people read it: an interrupted or orphaned try is INTERRUPTED, not FAIL."""
-    return "INTERRUPTED" if state == TrialState.FAIL and fail_kind in STOPPED else state.name
+    return "INTERRUPTED" if state == TrialState.FAIL and FailureKind.read(fail_kind).stopped else state.name
 
 
 @dataclass
@@ -86,9 +78,9 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None
         elif trial.state == TrialState.RUNNING:
             running.add(key)
         elif trial.state == TrialState.FAIL:
-            kind = trial.user_attrs.get("fail_kind")
-            attempts[key] += kind not in NOT_COUNTED
-            if kind == "oom" or trial.user_attrs.get("whole_gpu"):
+            kind = FailureKind.read(trial.user_attrs.get("fail_kind"))
+            attempts[key] += kind.uses_attempt
+            if kind.whole_gpu_retry or trial.user_attrs.get("whole_gpu"):
                 whole_gpu.add(key)
             if store is not None and key not in done:
                 rel = trial_folder(trial.number, key)

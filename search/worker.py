@@ -24,7 +24,7 @@ from typing import Any
 from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
 from trainer.datafiles import Binding
-from trainer.failures import failure_kind
+from trainer.failures import FailureKind, failure_kind
 from trainer.folder import LOG, SHARED
 
 SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
@@ -59,6 +59,36 @@ class Job:
         return cls(**{**data, "config": TrialConfig.from_dict(data["config"]), "groups": groups, "binding": binding})
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended where it ran: what crosses back to the driver (a Ray task's return value, or the local
+    worker's outcome file), as plain data at that edge (`to_data` / `from_data`)."""
+
+    status: str  # "complete", "paused" (at a halving rung), "stem" (a stem's work is in the store), "error"
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)  # the trial's metrics.jsonl rows
+    record: dict[str, Any] | None = None  # a stem's result
+    reason: str | None = None  # an error's one line
+    failure: FailureKind | None = None  # an error's kind, decided where it was raised
+    node: str | None = None  # where it ran: a Ray node id, or "local"
+    gpu_ids: list[str] = field(default_factory=list)
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain JSON-ready data."""
+        return {**asdict(self), "failure": None if self.failure is None else self.failure.value}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Outcome:
+        """The outcome `to_data` wrote."""
+        failure = data.get("failure")
+        return cls(**{**data, "failure": None if failure is None else FailureKind.read(failure)})
+
+    @classmethod
+    def error(cls, exc: BaseException) -> Outcome:
+        """A job that raised `exc`: its one-line reason and its kind."""
+        return cls("error", reason=f"{type(exc).__name__}: {_first_line(exc)}", failure=failure_kind(exc))
+
+
 @dataclass
 class Settings:
     """The same for every job of a run."""
@@ -82,9 +112,9 @@ def result_tag(number: int | None, grid_key: str | None) -> dict[str, Any]:
     return {"trial_number": number, "grid_key": grid_key}
 
 
-def run_job(job: Job, settings: Settings) -> dict[str, Any]:
-    """Run `job`; return {"status": "complete"|"paused"|"stem", "metrics", "history", "record"}. Raises what the
-    trainer raises (the executor turns it into a failure)."""
+def run_job(job: Job, settings: Settings) -> Outcome:
+    """Run `job`; return its outcome ("complete", "paused" or "stem"). Raises what the trainer raises (the executor
+    turns it into a failure)."""
     from trainer import run_trial
     from trainer.device import cap_gpu_memory, hide_gpus
     from trainer.stem import run_stem
@@ -123,7 +153,7 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                 threads=settings.threads,
                 binding=job.binding,
             )
-            return {"status": "stem", "record": record}
+            return Outcome("stem", record=record)
         result = run_trial(
             config,
             workdir,
@@ -135,11 +165,7 @@ def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             tag=result_tag(job.number, job.grid_key),
             binding=job.binding,
         )
-        return {
-            "status": "paused" if result.paused else "complete",
-            "metrics": result.metrics,
-            "history": result.history,
-        }
+        return Outcome("paused" if result.paused else "complete", result.metrics, result.history)
     finally:
         if uploader is not None:
             uploader([LOG])
@@ -161,13 +187,12 @@ def serve() -> int:
             try:
                 outcome = run_job(Job.from_data(spec["job"]), Settings(**spec["settings"]))
             except Exception as exc:  # the reason goes on one line, for the driver and the person reading
-                print(f"trial failed: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
-                reason = f"{type(exc).__name__}: {_first_line(exc)}"
-                outcome = {"status": "error", "reason": reason, "failure": failure_kind(exc)}
+                outcome = Outcome.error(exc)
+                print(f"trial failed: {outcome.reason}", file=sys.stderr)
             finally:
                 logging.getLogger("trainer").removeHandler(handler)
         tmp = path.with_name("outcome.json.tmp")
-        tmp.write_text(json.dumps(outcome))
+        tmp.write_text(json.dumps(outcome.to_data()))
         os.replace(tmp, path.with_name("outcome.json"))
     return 0
 

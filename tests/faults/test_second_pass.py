@@ -206,7 +206,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
     (root / "2" / "7.png").unlink()
     write_digit_folder(tmp_path / "again", classes=3, per_class=8)
     (root / "2" / "7.png").write_bytes((tmp_path / "again" / "2" / "7.png").read_bytes())
-    assert run_job(job, settings)["status"] == "complete"
+    assert run_job(job, settings).status == "complete"
 
 
 # -- 2. a confirmation is bound to the exploration's data --------------------------------------------------------------

@@ -28,7 +28,7 @@ def test_stems_nest_where_points_share_more():
     assert len(roots[0].groups) == 2  # the CAMs of the step after epoch 2: once per CAM method
     assert len(children) == 4 and {c.epochs for c in children} == {3} and all(len(c.members) == 2 for c in children)
     assert all(len(c.groups) == 1 for c in children)  # each pair shares the second step's CAMs too
-    assert set(plan.parent.values()) == {c.key for c in children}
+    assert set(plan.stem_of.values()) == {c.key for c in children}
     assert plan.naive_epochs == 8 * 4 and plan.shared_epochs == 2 + 4 * 1 + 8 * 1
 
 
@@ -36,7 +36,7 @@ def test_no_share_plans_every_point_from_scratch():
     s = sharing_spec()
     plan = build_plan(s.points, s.data["fixed"], share=False)
     assert not plan.stems and plan.shared_epochs == plan.naive_epochs == 32
-    assert set(plan.parent.values()) == {None}
+    assert set(plan.stem_of.values()) == {None}
 
 
 def test_a_stem_with_one_child_and_no_point_is_merged():
@@ -84,7 +84,7 @@ def test_the_planner_and_the_trainer_agree_on_every_point_of_the_thesis_grid():
         key_of_stem[stem.key] = key
         stems_at[stem.epochs].add(key)
     assert sum(len(keys) for keys in stems_at.values()) == len(plan.stems)
-    for grid_key, parent in plan.parent.items():
+    for grid_key, parent in plan.stem_of.items():
         if parent is not None:
             assert prefix_key(configs[grid_key], plan.stems[parent].epochs) == key_of_stem[parent]
     groups, due = defaultdict(set), defaultdict(set)

@@ -2,6 +2,7 @@
 transformers under the saliency loss, fp16 saliency gradients, out-of-memory errors that are not torch's, a
 checkpoint without loss-scaler state, the batch-size probe of the real step, ScoreCAM's memory."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from tests.conftest import tiny_config
 from trainer import TrialConfig, run_trial
 from trainer.augment import Augmented
 from trainer.device import auto_batch_size
-from trainer.failures import failure_kind, is_out_of_memory
+from trainer.failures import FailureKind, failure_kind, is_out_of_memory
 from trainer.models import create_model
 from trainer.saliency_loss import saliency_terms
 
@@ -62,8 +63,10 @@ def test_allocation_failures_of_every_library_are_out_of_memory(text):
 
     assert is_out_of_memory(RuntimeError(text))
     shared = Job("trial", "trial 0", TrialConfig.from_dict({"dataset": {"kind": "digits"}}), "trials/0-x", gpus=0.5)
-    assert Completion(shared, reason=text, failure=failure_kind(RuntimeError(text))).kind == "oom"
-    assert Completion(shared, reason="bad", failure=failure_kind(ValueError("bad value"))).kind == "error"
+    assert Completion.failed(shared, text, failure_kind(RuntimeError(text))).failure is FailureKind.OOM
+    assert Completion.failed(shared, "bad", failure_kind(ValueError("bad value"))).failure is FailureKind.ERROR
+    whole = dataclasses.replace(shared, gpus=1.0)  # out of memory on a whole GPU is the trial's own error
+    assert Completion.failed(whole, text, failure_kind(RuntimeError(text))).failure is FailureKind.ERROR
 
 
 class FailsAbove(torch.nn.Module):

@@ -21,11 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, block_values
 from search.tally import trial_seed
+from trainer.config import MATCHED_CONTROLS
 from trainer.errors import ProxySearchError
 from trainer.prefix import CAM_AXES
 from trainer.schedule import parse_schedule
-
-MATCHED = ("random_location", "matched_duplicate")
 
 
 def stage(space: dict) -> str:
@@ -76,7 +75,7 @@ def confirmation_space(spec: GridSpec, selected: dict[tuple, list[dict]], seeds:
     blocks: list[dict[str, list]] = []
     for config in configs:
         blocks.append({axis: [value] for axis, value in config.items()})
-        blocks += [{**{a: [v] for a, v in config.items()}, "control": [control]} for control in MATCHED]
+        blocks += [{**{a: [v] for a, v in config.items()}, "control": [control]} for control in MATCHED_CONTROLS]
         blocks += _matched_baselines(spec, config)
     unique = []
     for block in blocks:  # two configurations share their baselines

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from search.grid import block_values, blocks
-from trainer.config import CONTROL_METHODS, ConfigError, TrialConfig
+from trainer.config import MASKLESS_METHODS, ConfigError, TrialConfig
 from trainer.errors import FolderError
 from trainer.imagefolder import check_image_folder
 from trainer.schedule import parse_schedule
@@ -72,7 +72,7 @@ def check_rules(data: dict, problem: Problem) -> None:
         methods = block_values(block, data["fixed"], "cam_method")
         for text in block_values(block, data["fixed"], "proxy_steps"):
             schedule = parse_schedule(text)
-            if not schedule.steps or all(m in CONTROL_METHODS for m in methods):
+            if not schedule.steps or all(m in MASKLESS_METHODS for m in methods):
                 continue  # baselines run to the end: every verdict needs them
             first, total = schedule.boundaries[0], schedule.epochs
             for rung in halving["rungs"]:
@@ -96,7 +96,7 @@ def check_models(data: dict, problem: Problem) -> None:
     fixed, combos = data["fixed"], set()
     for block in blocks(data):
         proxies = any(parse_schedule(s).steps for s in block_values(block, fixed, "proxy_steps"))
-        methods = [m for m in block_values(block, fixed, "cam_method") if m not in CONTROL_METHODS] if proxies else []
+        methods = [m for m in block_values(block, fixed, "cam_method") if m not in MASKLESS_METHODS] if proxies else []
         for arch in block_values(block, fixed, "architecture"):
             for size in block_values(block, fixed, "image_size"):
                 combos.update({(arch, None, size), *((arch, m, size) for m in methods)})

@@ -31,7 +31,7 @@ from search.trials import read_trials
 from search.worker import result_tag
 from trainer.config import (
     AUGMENTATIONS,
-    MATCHED_CONTROLS,
+    CONTROL_CHOICES,
     PIXEL_REPLACEMENTS,
     PROXY_METHODS,
     UNCHANGED_PROXIES,
@@ -53,7 +53,7 @@ CLOSED_CHOICES = {
     "augmentation": AUGMENTATIONS,
     "cam_target": ("true", "predicted"),
     "unchanged_proxies": UNCHANGED_PROXIES,
-    "control": MATCHED_CONTROLS,
+    "control": CONTROL_CHOICES,
 }
 
 

@@ -25,7 +25,7 @@ from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
 from trainer.datafiles import Binding
 from trainer.failures import FailureKind, failure_kind
-from trainer.folder import LOG, SHARED
+from trainer.folder import LOG, SHARED, shared_input
 
 SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
 
@@ -135,7 +135,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     def shared(step: int, key: str) -> Path | None:
         if job.stem is None:
             return None
-        return store.fetch(f"{job.stem}/{SHARED}/step-{step}-{key}.npz", scratch / "shared")
+        return store.fetch(f"{job.stem}/{shared_input(step, key)}", scratch / SHARED)
 
     config = job.config
     try:

@@ -38,6 +38,7 @@ from trainer.datafiles import Binding, check_binding, dataset_files, dataset_roo
 from trainer.decode import decode_dataset, decode_image, folder_root, list_image_folder
 from trainer.errors import DataError
 from trainer.files import atomic_write_json
+from trainer.imagefolder import require_classes
 from trainer.imageset import ImageSet, load_uncached
 from trainer.rows import RowFile
 
@@ -336,11 +337,7 @@ def _image_set(entry: Entry, image_size: int) -> ImageSet:
             remap = {old: new for new, old in enumerate(present)}
             labels = np.asarray([remap[v] for v in labels.tolist()], dtype=np.int64)
             classes = [classes[i] for i in present]
-        if len(classes) < 2:
-            raise DataError(
-                f"imagefolder: {meta['dataset']['root']} needs at least 2 class folders with readable "
-                f"images, found {len(classes)}"
-            )
+        require_classes(meta["dataset"]["root"], len(classes))
     source = CheckedRows(entry, (3, image_size, image_size))
     return ImageSet(classes, labels, image_size, source, official, meta["files"], meta["skipped"], cached=True)
 

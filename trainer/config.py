@@ -58,12 +58,15 @@ CAM_METHOD_NAMES = (
     "fem",
     "randomcam",
 )
-# Controls that make proxies without a CAM: `duplicate` copies the chosen wrong images unmasked (does seeing hard
-# examples twice explain a gain?). Random masks are the CAM method `randomcam`.
-CONTROL_METHODS = ("duplicate",)
-PROXY_METHODS = CAM_METHOD_NAMES + CONTROL_METHODS
+# `cam_method` values that make proxies without a CAM: `duplicate` copies the chosen wrong images unmasked (does
+# seeing hard examples twice explain a gain?). Random masks are the CAM method `randomcam`. Both are the unmatched
+# controls (`trainer.prefix.UNMATCHED_CONTROLS`).
+MASKLESS_METHODS = ("duplicate",)
+PROXY_METHODS = CAM_METHOD_NAMES + MASKLESS_METHODS
 UNCHANGED_PROXIES = ("drop", "keep")
-MATCHED_CONTROLS = ("none", "random_location", "matched_duplicate")
+# The matched controls (`control:`): a configuration's own proxy step, its pixels moved or its masks left off.
+MATCHED_CONTROLS = ("random_location", "matched_duplicate")
+CONTROL_CHOICES = ("none", *MATCHED_CONTROLS)
 AUGMENTATIONS = (
     "none",
     "flip",
@@ -85,6 +88,19 @@ AUGMENTATIONS = (
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine", "step")
+CAM_TARGETS = ("true", "predicted")
+# Every closed set of names a config takes, by field path: one form (a tuple), checked in one place (`validate`).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset.kind": DATASET_KINDS,
+    "cam_method": PROXY_METHODS,
+    "cam_target": CAM_TARGETS,
+    "pixel_replacement": PIXEL_REPLACEMENTS,
+    "unchanged_proxies": UNCHANGED_PROXIES,
+    "control": CONTROL_CHOICES,
+    "augmentation": AUGMENTATIONS,
+    "optimizer.name": OPTIMIZERS,
+    "scheduler.name": SCHEDULERS,
+}
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,7 @@ class TrialConfig:
     pretrained: bool = False
     pretrained_path: str | None = None
     cam_method: str = "gradcam"  # or a control: "duplicate" (no mask), "randomcam" (random maps)
-    cam_target: Literal["true", "predicted"] = "true"
+    cam_target: str = "true"  # the class a CAM explains: CAM_TARGETS
     cam_batch_size: int = 32
     threshold: float = 0.5
     multiply_weight: float = 0.5
@@ -164,8 +180,8 @@ class TrialConfig:
     wrong_subset: float = 1.0
     clear_every_step: bool = False
     pixel_replacement: str = "blended"
-    unchanged_proxies: Literal["drop", "keep"] = "drop"  # proxies a CAM left identical to their source
-    control: Literal["none", "random_location", "matched_duplicate"] = "none"  # a matched control of this config
+    unchanged_proxies: str = "drop"  # proxies a CAM left identical to their source: UNCHANGED_PROXIES
+    control: str = "none"  # a matched control of this config: MATCHED_CONTROLS, or none
     augmentation: str = "flip"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     class_loss_weight: float = 1.0  # α of Al-afandi et al. 2022, eq. 8
@@ -274,12 +290,12 @@ def validate(config: TrialConfig) -> None:
             raise ConfigError(f"{path}: expected {expected}, got {value!r}")
 
     ds = config.dataset
-    need(ds.kind in DATASET_KINDS, "dataset.kind", f"one of {', '.join(DATASET_KINDS)}", ds.kind)
+    for path, choices in CHOICES.items():
+        value = _at(config, path)
+        need(value in choices, path, f"one of {', '.join(choices)}", value)
     need(ds.kind in ("digits", "fashion_mnist") or bool(ds.root), "dataset.root", "a folder path", ds.root)
     for path, (inside, expected) in RANGES.items():
-        value: Any = config
-        for part in path.split("."):
-            value = getattr(value, part)
+        value = _at(config, path)
         if value is not None and not isinstance(value, str):
             need(inside(value), path, expected, value)
     need(0 < config.split.val < 1, "split.val", "a fraction in (0, 1)", config.split.val)
@@ -299,7 +315,6 @@ def validate(config: TrialConfig) -> None:
         "a positive integer or 'auto'",
         config.batch_size,
     )
-    need(config.cam_method in PROXY_METHODS, "cam_method", f"one of {', '.join(PROXY_METHODS)}", config.cam_method)
     need(
         config.control == "none" or config.cam_method in CAM_METHOD_NAMES,
         "control",
@@ -313,15 +328,6 @@ def validate(config: TrialConfig) -> None:
         config.pretrained_path,
     )
     config.schedule  # noqa: B018 (parsing it is the check)
-    need(
-        config.pixel_replacement in PIXEL_REPLACEMENTS,
-        "pixel_replacement",
-        f"one of {', '.join(PIXEL_REPLACEMENTS)}",
-        config.pixel_replacement,
-    )
-    need(
-        config.augmentation in AUGMENTATIONS, "augmentation", f"one of {', '.join(AUGMENTATIONS)}", config.augmentation
-    )
     aug = config.augment
     need(aug.resize_min <= aug.resize_max, "augment.resize_min", "at most resize_max", aug.resize_min)
     need(
@@ -330,12 +336,13 @@ def validate(config: TrialConfig) -> None:
         "between 1 and attentive_grid²",
         aug.attentive_cells,
     )
-    need(
-        config.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {', '.join(OPTIMIZERS)}", config.optimizer.name
-    )
-    need(
-        config.scheduler.name in SCHEDULERS, "scheduler.name", f"one of {', '.join(SCHEDULERS)}", config.scheduler.name
-    )
+
+
+def _at(config: Any, path: str) -> Any:
+    """The value at a dotted field path (`optimizer.name`)."""
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
 
 
 @functools.cache
@@ -375,11 +382,11 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
                 continue
         raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r}")
     if origin is Literal:
-        # YAML reads an unquoted `true` as a boolean; `cam_target: true` means the true class.
-        candidate = "true" if value is True else value
-        if candidate in typing.get_args(hint):
-            return candidate
+        if value in typing.get_args(hint):
+            return value
         raise ConfigError(f"{path}: expected {_describe(hint)}, got {value!r}")
+    if value is True and any("true" in c and (path == k or path.endswith(f".{k}")) for k, c in CHOICES.items()):
+        return "true"  # YAML reads an unquoted `true` as a boolean; `cam_target: true` means the true class
     if hint is type(None):
         if value is None:
             return None

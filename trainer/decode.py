@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
 from trainer.datafiles import fashion_mnist_files
 from trainer.errors import DataError, FolderError
-from trainer.imagefolder import IMAGE_SUFFIXES, folder_listing
+from trainer.imagefolder import IMAGE_SUFFIXES, folder_listing, require_classes
 
 log = logging.getLogger("trainer")
 
@@ -162,10 +162,7 @@ def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, 
             labels += [len(classes)] * len(readable)
             classes.append(name)
             files += readable
-    if len(classes) < 2:
-        raise DataError(
-            f"imagefolder: {root} needs at least 2 class folders with readable images, found {len(classes)}"
-        )
+    require_classes(root, len(classes))
     if skipped:
         log.warning("imagefolder %s: %d unreadable files skipped", root, skipped)
     return files, np.asarray(labels, dtype=np.int64), classes, skipped

@@ -24,6 +24,12 @@ LOG, STDERR, RESULT, OUTCOME = "trial.log", "stderr.log", "result.json", "outcom
 RESUMABLE = (CHECKPOINT, SPLIT, METRICS)
 
 
+def shared_input(step: int, group: str) -> str:
+    """`shared/step-K-<group>.npz`: a stem's proxy-step inputs (wrong images, CAMs) for one CAM group, relative to
+    the stem's folder."""
+    return f"{SHARED}/step-{step}-{group}.npz"
+
+
 class TrialFolder:
     """One trial's (or stem's) folder at `root` on `fs` (local when None)."""
 

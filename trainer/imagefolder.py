@@ -118,18 +118,20 @@ def summarize_folder(root: Path) -> FolderSummary:
     return FolderSummary(root, images, other)
 
 
+def require_classes(root: Path | str, found: int, what: str = "readable images", detail: str = "") -> None:
+    """The one rule of a classification dataset: at least 2 classes (class folders with `what`)."""
+    if found < 2:
+        raise FolderError(f"imagefolder: {root} needs at least 2 class folders with {what}, found {found}{detail}")
+
+
 def check_image_folder(root: Path, val: float, test: float | str) -> FolderSummary:
     """Fail fast, before any trial, on a folder that cannot make one: not a folder, fewer than 2 class folders
     with images, or a class with fewer than 3 images (it could not appear in train, val and test). Counts files by
     name only; unreadable ones are found (and skipped) when a trial loads the folder."""
     summary = summarize_folder(root)
     with_images = {name: n for name, n in summary.images.items() if n}
-    if len(with_images) < 2:
-        empty = sorted(set(summary.images) - set(with_images))
-        raise FolderError(
-            f"imagefolder: {root} needs at least 2 class folders with images, found "
-            f"{len(with_images)}" + (f" (empty: {', '.join(empty[:5])})" if empty else "")
-        )
+    empty = sorted(set(summary.images) - set(with_images))
+    require_classes(root, len(with_images), "images", f" (empty: {', '.join(empty[:5])})" if empty else "")
     small = sorted(name for name, n in with_images.items() if n < 3)
     if small:
         raise FolderError(

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer import folder as files
+from trainer import folder as layout
 from trainer.batching import Concat, Part
-from trainer.config import CAM_METHOD_NAMES, CONTROL_METHODS, TrialConfig
+from trainer.config import CAM_METHOD_NAMES, MASKLESS_METHODS, TrialConfig
 from trainer.datafiles import Binding
 from trainer.device import batch_size_for, gpu_peaks, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import evaluate, make_optimizer, train_epoch
@@ -129,7 +129,7 @@ def run_trial(
     try:
         with trial_log(workdir):
             threads = set_threads(threads)
-            done = files.TrialFolder(workdir).read_result()
+            done = layout.TrialFolder(workdir).read_result()
             if done is not None and done.get("config_digest") == config.digest() and done.get("tag") == tag:
                 log.info("result.json already present: nothing to do")
                 return TrialResult(done["metrics"], [], workdir)
@@ -141,7 +141,7 @@ def run_trial(
             return trial.finish() if trial.state.epochs_done == config.epochs else trial.pause()
     except (DataError, ModelError):
         # Bad input found before the first epoch: leave nothing half-written behind.
-        if created and not (workdir / files.CHECKPOINT).exists():
+        if created and not (workdir / layout.CHECKPOINT).exists():
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     except OSError as exc:
@@ -182,11 +182,11 @@ class Trial:
         # Data: one split per trial, written once, never redone.
         self.images = load_images(config.dataset, config.image_size, cache_dir, binding)
         self.split = make_split(self.images, config.split, config.seed)
-        split_file = workdir / files.SPLIT
+        split_file = workdir / layout.SPLIT
         if split_file.exists() and json.loads(split_file.read_text())["hash"] != self.split["hash"]:
             raise TrialError(f"the dataset changed since this trial started (split hash differs from {split_file})")
         atomic_write_json(split_file, self.split)
-        on_saved([files.CONFIG, files.SPLIT])
+        on_saved([layout.CONFIG, layout.SPLIT])
         self.train, self.val, self.test = (
             Part(self.images, np.asarray(self.split[k])) for k in ("train", "val", "test")
         )
@@ -219,7 +219,7 @@ class Trial:
         """Every event of the schedule not done yet, stopping once `until` epochs are done."""
         from torch.utils.tensorboard import SummaryWriter  # slow import; only trials need it
 
-        self.tensorboard = SummaryWriter(str(self.workdir / files.TENSORBOARD))
+        self.tensorboard = SummaryWriter(str(self.workdir / layout.TENSORBOARD))
         try:
             for kind, index in self.config.schedule.events():
                 if until is not None and self.state.epochs_done >= until:
@@ -236,14 +236,14 @@ class Trial:
         config, state = self.config, self.state
         boundary = config.schedule.boundaries[index]
         inputs = self._shared_inputs(index, boundary)
-        name = files.TrialFolder(self.workdir).proxy_name(index)
+        name = layout.TrialFolder(self.workdir).proxy_name(index)
         path = self.workdir / name
         step = make_proxy_images(self.model, self.train, config, index, self.device, self.batch_size, path, inputs)
         if config.clear_every_step:
             self.proxies.clear()
         self.proxies[name] = load_proxies(path, config.image_size)
         picture = gallery(*step.shown)
-        save_gallery(picture, self.workdir / files.GALLERY)
+        save_gallery(picture, self.workdir / layout.GALLERY)
         self.tensorboard.add_image("proxy/gallery", picture, index, dataformats="HWC")
         stats = {**step.stats, "step": index, "epoch": boundary, "seconds": step.seconds}
         state.steps.append(stats)
@@ -266,7 +266,7 @@ class Trial:
             sum(len(p) for p in self.proxies.values()),
         )
         chosen, unchanged = int(stats["chosen"] or 0), int(stats["unchanged"] or 0)
-        if chosen and unchanged > chosen / 2 and config.cam_method not in CONTROL_METHODS:  # copies: its point
+        if chosen and unchanged > chosen / 2 and config.cam_method not in MASKLESS_METHODS:  # copies: its point
             log.warning(
                 "proxy step %d: %d of %d proxies are identical to their source image (%s all-zero maps); "
                 "they are %s (unchanged_proxies: %s)",
@@ -277,7 +277,7 @@ class Trial:
                 "left out of training" if config.unchanged_proxies == "drop" else "trained on as copies",
                 config.unchanged_proxies,
             )
-        self._save_checkpoint([name, files.GALLERY])
+        self._save_checkpoint([name, layout.GALLERY])
 
     def epoch(self, index: int) -> None:
         """One epoch of training on the originals plus the active proxies, then validation."""
@@ -316,7 +316,7 @@ class Trial:
         state.pending = {}
         state.history.append(row)
         state.epochs_done = index + 1
-        write_jsonl(self.workdir / files.METRICS, state.history)
+        write_jsonl(self.workdir / layout.METRICS, state.history)
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "proxies_in_training"):
             self.tensorboard.add_scalar(key, row[key], index + 1)
         log.info(
@@ -330,7 +330,7 @@ class Trial:
             lr,
             seconds,
         )
-        self._save_checkpoint([files.METRICS])
+        self._save_checkpoint([layout.METRICS])
 
     def pause(self) -> TrialResult:
         log.info("stopped after epoch %d of %d", self.state.epochs_done, self.config.epochs)
@@ -356,15 +356,15 @@ class Trial:
         )
         metrics = trial_metrics(config, state.history, state.steps, test, run)
         result = result_record(config, metrics, state.steps, test, run, self.threads, self.tag)
-        self.on_saved([files.TENSORBOARD])
-        atomic_write_json(self.workdir / files.RESULT, result)
-        self.on_saved([files.RESULT])
+        self.on_saved([layout.TENSORBOARD])
+        atomic_write_json(self.workdir / layout.RESULT, result)
+        self.on_saved([layout.RESULT])
         log.info("done: val_accuracy %.4f, test_accuracy %.4f", metrics["val_accuracy"], test.accuracy)
         return TrialResult(metrics, state.history, self.workdir)
 
     # -- set-up, checkpoints -----------------------------------------------------------------------------------
     def _write_config(self) -> None:
-        path = self.workdir / files.CONFIG
+        path = self.workdir / layout.CONFIG
         if path.exists() and TrialConfig.from_json_file(path).digest() != self.config.digest():
             raise TrialError(f"{self.workdir} already holds a different trial's config.json")
         atomic_write_json(path, self.config.to_dict())
@@ -384,7 +384,7 @@ class Trial:
     def _resume(self) -> TrainingState | None:
         """The state of `checkpoint.pt` (this trial's, a retry's or a stem's), with the weights loaded; None when
         there is none, or it is damaged or belongs to another prefix (then the model is rebuilt, untouched)."""
-        path = self.workdir / files.CHECKPOINT
+        path = self.workdir / layout.CHECKPOINT
         if not path.exists():
             return None
         try:
@@ -435,8 +435,8 @@ class Trial:
             },
             buffer,
         )
-        atomic_write_bytes(self.workdir / files.CHECKPOINT, buffer.getvalue())
-        self.on_saved([*also, files.CHECKPOINT])
+        atomic_write_bytes(self.workdir / layout.CHECKPOINT, buffer.getvalue())
+        self.on_saved([*also, layout.CHECKPOINT])
 
     def _shared_inputs(self, step: int, boundary: int) -> ProxyInputs | None:
         """A stem's inputs for this proxy step, when there are some for exactly this prefix and CAM group."""
@@ -461,7 +461,7 @@ def nothing_saved(_names: list[str]) -> None:
 @contextmanager
 def trial_log(workdir: Path) -> Iterator[None]:
     """Send the trainer's log to `workdir/trial.log` while the trial runs."""
-    handler = logging.FileHandler(workdir / files.LOG)
+    handler = logging.FileHandler(workdir / layout.LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

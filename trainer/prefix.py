@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from trainer.config import CONTROL_METHODS, TrialConfig
+from trainer.config import MASKLESS_METHODS, TrialConfig
 from trainer.schedule import Schedule, parse_schedule
 
 START, FIRST_PROXY_STEP, SECOND_PROXY_STEP, SCHEDULE, NEVER = "start", "proxy", "second_proxy", "schedule", "never"
@@ -63,7 +63,7 @@ CAM_AXES = tuple(name for name, scope in SCOPES.items() if scope in (FIRST_PROXY
 # Schedules that read the trial's progress (epoch / total) depend on the total number of epochs from the start.
 PROGRESS_SCHEDULERS = ("onecycle", "cosine")
 CAM_GROUP_FIELDS = ("cam_method", "cam_target", "cam_batch_size")
-CONTROLS = (*CONTROL_METHODS, "randomcam")
+UNMATCHED_CONTROLS = (*MASKLESS_METHODS, "randomcam")  # cam_method values that are controls (not matched)
 MASK_AXES = (
     "threshold",
     "multiply_weight",
@@ -123,7 +123,7 @@ def cam_group(setting: Setting) -> dict[str, Any]:
     """What the maps of a proxy step depend on beyond the prefix: method, target and CAM batch size (a control
     without a map: its method alone)."""
     method = setting("cam_method")
-    if method in CONTROL_METHODS:
+    if method in MASKLESS_METHODS:
         return {"cam_method": method}
     return {name: setting(name) for name in CAM_GROUP_FIELDS}
 
@@ -145,9 +145,9 @@ def irrelevant(
     steps = parse_schedule(proxy_steps).steps
     if steps == 0:
         return frozenset(CAM_AXES), "baseline"
-    kind = "control" if cam_method in CONTROLS or control != "none" else "proxy"
+    kind = "control" if cam_method in UNMATCHED_CONTROLS or control != "none" else "proxy"
     drop: set[str] = set()
-    if cam_method in CONTROL_METHODS:
+    if cam_method in MASKLESS_METHODS:
         drop.update(MASK_AXES)  # no mask at all
     elif pixel_replacement != "blended":
         drop.add("multiply_weight")  # only the blended rule reads the weight

@@ -38,7 +38,7 @@ from torch import nn
 
 from trainer.batching import Part, batches, model_input, proxy_part
 from trainer.cams import compute_cams
-from trainer.config import CONTROL_METHODS, TrialConfig
+from trainer.config import MASKLESS_METHODS, TrialConfig
 from trainer.files import atomic_write_bytes
 from trainer.imageset import InMemory
 from trainer.rows import RowFile, SpooledRows, npz_rows, write_npz
@@ -149,7 +149,7 @@ def proxy_inputs(
     start = time.perf_counter()
     positions, predicted = find_wrong(model, train, batch_size, device, config.num_workers)
     maps = None
-    if config.cam_method not in CONTROL_METHODS:
+    if config.cam_method not in MASKLESS_METHODS:
         labels = train.labels[positions]
         targets = torch.from_numpy((labels if config.cam_target == "true" else predicted).astype(np.int64))
         maps = SpooledRows(spool_dir, (config.image_size, config.image_size))
@@ -194,7 +194,7 @@ def make_proxy_images(
     own_inputs = inputs is None
     if inputs is None:
         inputs = proxy_inputs(model, train, config, step, device, batch_size, path.parent)
-    duplicate = config.cam_method in CONTROL_METHODS
+    duplicate = config.cam_method in MASKLESS_METHODS
     if not duplicate and inputs.maps is None:
         raise ValueError(f"proxy inputs without maps cannot make {config.cam_method} proxies")
     rng = np.random.default_rng([config.seed, step])
@@ -272,7 +272,7 @@ def _proxy_piece(
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Algorithm 1 on a piece of the chosen images: their proxies, which of them train, and the maps that made them
     (moved, for the `random_location` control); counted into `tally`."""
-    duplicate = config.cam_method in CONTROL_METHODS
+    duplicate = config.cam_method in MASKLESS_METHODS
     if duplicate:
         made = sources.clone()
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from trainer import folder as files
+from trainer import folder as layout
 from trainer.config import TrialConfig
 from trainer.datafiles import Binding
 from trainer.device import select_device, set_threads
@@ -54,7 +54,7 @@ def run_stem(
         made = []
         for group in groups:
             key = cam_group_key(group, until)
-            name = f"{files.SHARED}/step-{step}-{key}.npz"
+            name = layout.shared_input(step, key)
             if not (workdir / name).exists():
                 inputs = proxy_inputs(
                     trial.model, trial.train, group, step, trial.device, trial.batch_size, workdir, key
@@ -78,6 +78,6 @@ def run_stem(
             "shared": made,
             "seconds": sum(r["seconds"] for r in trial.state.history[trial.state.shared_epochs :]),
         }
-        atomic_write_json(workdir / files.RESULT, {"metrics": {}, "stem": record})
-        on_saved([files.RESULT])
+        atomic_write_json(workdir / layout.RESULT, {"metrics": {}, "stem": record})
+        on_saved([layout.RESULT])
         return record

@@ -6,6 +6,7 @@ from search.plan import build_plan
 from search.scheduler import Scheduler, Status
 from search.tally import PendingPoint
 from tests.search.helpers import fixed_without, spec
+from trainer.failures import FailureKind
 
 
 def scheduler(max_attempts=2, max_trials=None, **changes):
@@ -32,25 +33,42 @@ def test_a_stem_out_of_attempts_lets_its_points_start_from_scratch():
     (stem,) = run.stems.values()
     for attempt in range(2):
         run.started_job(stem)
-        assert run.stem_failed(stem, counted=True) == (attempt == 1)
+        assert run.stem_failed(stem, FailureKind.ERROR) == (attempt == 1)
     assert stem.status == Status.FAILED and len(run.ready(10)) == 4
     assert run.start_of(next(iter(run.points.values()))) == (None, None)
+
+
+def test_a_stem_out_of_memory_on_a_shared_gpu_is_retried_on_a_whole_one_once():
+    """Issue 35: the driver counted a stem's OOM against its attempts (points' did not), and retried it on the same
+    fraction of a GPU."""
+    run = scheduler()
+    (stem,) = run.stems.values()
+    run.started_job(stem)
+    assert not run.stem_failed(stem, FailureKind.OOM)
+    assert (stem.attempts, stem.whole_gpu, stem.status) == (0, True, Status.WAITING)
+    run.started_job(stem)
+    assert not run.stem_failed(stem, FailureKind.OOM)  # on a whole GPU: the stem's own error
+    assert stem.attempts == 1
+    for kind in (FailureKind.DISK_FULL, FailureKind.ERROR):
+        run.started_job(stem)
+        run.stem_failed(stem, kind)
+    assert stem.attempts == 2 and stem.status == Status.FAILED
 
 
 def test_out_of_memory_on_a_shared_gpu_uses_no_attempt_and_asks_for_a_whole_one():
     run = scheduler(fixed=fixed_without(), grid={"threshold": [0.5]})
     (state,) = run.points.values()
     run.started_job(state)
-    assert run.failed(state, "oom", None, list)
+    assert run.failed(state, FailureKind.OOM, None, list)
     again = run.points[state.key]
     assert again is not state and again.status == Status.WAITING
     assert again.pending.attempt == 1 and again.pending.whole_gpu and again.tries == 0
     run.started_job(again)
-    assert run.failed(again, "error", "trials/0-x", lambda: [{"epoch": 1}])
+    assert run.failed(again, FailureKind.ERROR, "trials/0-x", lambda: [{"epoch": 1}])
     last = run.points[state.key]
     assert last.pending.attempt == 2 and last.pending.previous == "trials/0-x" and last.previous_epochs == 1
     run.started_job(last)
-    assert not run.failed(last, "error", None, list)  # out of attempts
+    assert not run.failed(last, FailureKind.ERROR, None, list)  # out of attempts
     assert last.status == Status.ENDED and run.ready(10) == []
 
 

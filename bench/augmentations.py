@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from common import emit, median_seconds
 
 from trainer.augmentations import REGISTRY, augment_batch
-from trainer.batching import normalize, to_unit
 from trainer.config import AugmentConfig, DatasetConfig
+from trainer.data.batching import normalize, to_unit
+from trainer.data.load import load_images
 from trainer.epoch import CAM_AUGMENTATIONS
-from trainer.images import load_images
 from trainer.models import create_model
 from trainer.saliency_loss import saliency_terms
 

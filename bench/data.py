@@ -32,11 +32,11 @@ import numpy as np
 from common import ROOT, emit
 from PIL import Image
 
-from trainer.batching import Part, batches, model_input
 from trainer.config import DatasetConfig
+from trainer.data.batching import Part, batches, model_input
+from trainer.data.imageset import load_uncached
+from trainer.data.load import load_images
 from trainer.folder import CONFIG
-from trainer.images import load_images
-from trainer.imageset import load_uncached
 
 
 def make_jpegs(root: Path, count: int, classes: int = 10, side: int = 256) -> Path:
@@ -112,9 +112,9 @@ import json, sys
 import numpy as np, torch
 sys.path.insert(0, {root!r})
 from trainer.config import TrialConfig
-from trainer.batching import Part
-from trainer.images import load_images
-from trainer.split import make_split
+from trainer.data.batching import Part
+from trainer.data.load import load_images
+from trainer.data.split import make_split
 from trainer.device import peak_rss_mb, reset_peak_rss
 from trainer.models import create_model
 from trainer.proxy import make_proxy_images

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from common import emit, median_seconds
 
-from trainer.batching import normalize
 from trainer.cams import CAM_METHODS, GRADIENT_CAMS, compute_cams
+from trainer.data.batching import normalize
+from trainer.data.rows import write_npz
 from trainer.models import cam_target, create_model
 from trainer.proxy import replace_pixels
-from trainer.rows import write_npz
 
 THRESHOLD, WEIGHT = 0.5, 0.5
 
@@ -33,7 +33,7 @@ THRESHOLD, WEIGHT = 0.5, 0.5
 def images_for(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` real photos-like inputs: digits upscaled, in [0, 1], with their labels."""
     from trainer.config import DatasetConfig
-    from trainer.images import load_images
+    from trainer.data.load import load_images
 
     data = load_images(DatasetConfig(kind="digits"), size)
     index = np.arange(n) % len(data)

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from common import emit
 
 from trainer import TrialConfig, run_trial
-from trainer.batching import Part, batches, model_input
+from trainer.data.batching import Part, batches, model_input
+from trainer.data.load import load_images
+from trainer.data.split import make_split
 from trainer.epoch import evaluate
-from trainer.images import load_images
 from trainer.models import create_model
-from trainer.split import make_split
 
 
 def timed_trial(config: dict, epochs: int, workdir: Path) -> float:

@@ -58,7 +58,7 @@ def trial(
 @cache_app.command("list")
 def cache_list(cache_dir: Path | None = CACHE_DIR) -> None:
     """The decoded datasets in the cache: key, dataset, image size, images, size on disk."""
-    from trainer.cache import entries
+    from trainer.data.cache import entries
 
     folder = Path(str(cache_location(cache_dir, no_cache=False)))
     found = entries(folder)
@@ -76,7 +76,7 @@ def cache_clear(
     keys: list[str] = typer.Argument(None, help="entries to remove (default: all)"), cache_dir: Path | None = CACHE_DIR
 ) -> None:
     """Remove cache entries (all of them, or those named); trials rebuild what they need."""
-    from trainer.cache import entries, remove
+    from trainer.data.cache import entries, remove
 
     folder = Path(str(cache_location(cache_dir, no_cache=False)))
     chosen = [e for e in entries(folder) if not keys or e.key in keys]

@@ -11,12 +11,12 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from trainer.batching import model_input
 from trainer.cams import compute_cams
 from trainer.config import TrialConfig
+from trainer.data.batching import model_input
+from trainer.data.load import load_images
 from trainer.files import load_checkpoint
 from trainer.folder import CHECKPOINT, CONFIG, SPLIT, TrialFolder
-from trainer.images import load_images
 from trainer.models import create_model
 
 

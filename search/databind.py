@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from search.store import ArtifactStore
-from trainer.datafiles import Binding, manifest
+from trainer.data.identity import Binding, manifest
 from trainer.errors import ProxySearchError
 
 

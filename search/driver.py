@@ -364,8 +364,8 @@ def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
     if settings.cache_dir is None:
         return
     from search.progress import cache_progress
-    from trainer.cache import ensure
     from trainer.config import DatasetConfig
+    from trainer.data.cache import ensure
     from trainer.errors import DataError
 
     needed = {(json_key(p.pending.point.dataset), p.pending.point.setting("image_size")) for p in run.points.values()}

@@ -60,8 +60,8 @@ def dataset_images(dataset: dict) -> int | None:
         limit = dataset.get("limit_per_class")
         return KNOWN_IMAGES[dataset["kind"]] if not limit else min(KNOWN_IMAGES[dataset["kind"]], limit * 10)
     if dataset["kind"] == "imagefolder" and dataset.get("root"):
+        from trainer.data.imagefolder import summarize_folder
         from trainer.errors import FolderError
-        from trainer.imagefolder import summarize_folder
 
         try:
             return sum(summarize_folder(Path(dataset["root"])).images.values())

@@ -182,7 +182,7 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
 @contextlib.contextmanager
 def cache_progress(console: Console, title: str) -> Iterator[Callable[[int, int], None]]:
     """A progress bar while the driver decodes a dataset into the cache (a line at each end when not a
-    terminal); yields the callback `trainer.cache.ensure` calls with (done, total)."""
+    terminal); yields the callback `trainer.data.cache.ensure` calls with (done, total)."""
     if not console.is_terminal:
         started = time.monotonic()
         reported = {"total": 0}

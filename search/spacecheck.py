@@ -9,8 +9,8 @@ from pathlib import Path
 
 from search.grid import block_values, blocks
 from trainer.config import MASKLESS_METHODS, ConfigError, TrialConfig
+from trainer.data.imagefolder import check_image_folder
 from trainer.errors import FolderError
-from trainer.imagefolder import check_image_folder
 from trainer.schedule import parse_schedule
 
 Problem = Callable[[str, str], None]  # problem(key, message): one line of the error a space gets

@@ -205,8 +205,8 @@ def halving_bound(spec: GridSpec, pending: list, plan) -> int:
 def dataset_summaries(spec: GridSpec) -> list[str]:
     """One line per dataset: its classes, images per class and skipped files (for image folders), so that a root
     pointed one level too high (two "classes": the dataset and something else) is seen before anything runs."""
+    from trainer.data.imagefolder import summarize_folder
     from trainer.errors import FolderError
-    from trainer.imagefolder import summarize_folder
 
     lines = []
     for name, ds in spec.data["datasets"].items():

@@ -23,7 +23,7 @@ from typing import Any
 
 from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
-from trainer.datafiles import Binding
+from trainer.data.identity import Binding
 from trainer.failures import FailureKind, failure_kind
 from trainer.folder import LOG, SHARED, shared_input
 

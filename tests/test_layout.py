@@ -14,14 +14,17 @@ LAYERS = {"trainer": 0, "search": 1, "results": 2, "cli": 3}
 MAX_FUNCTION_LINES = 80
 
 
-def _modules() -> dict[str, Path]:
-    """Every module of the four packages, by dotted name (entry scripts, `__main__`, are imported by nothing)."""
-    return {
-        f"{package}.{path.stem}": path
-        for package in LAYERS
-        for path in sorted((ROOT / package).glob("*.py"))
-        if path.stem != "__main__"
-    }
+def _modules(root: Path = ROOT) -> dict[str, Path]:
+    """Every module of the four packages and their subpackages, by dotted name (a package by its `__init__`; entry
+    scripts, `__main__`, are imported by nothing)."""
+    found = {}
+    for package in LAYERS:
+        for path in sorted((root / package).rglob("*.py")):
+            if path.stem == "__main__":
+                continue
+            parts = path.relative_to(root).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
 
 
 def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
@@ -76,13 +79,17 @@ def test_no_module_imports_one_that_imports_it_back():
     assert not cycles, f"import circles: {cycles}"
 
 
-def test_packages_import_only_downwards():
-    upward = [
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return [
         f"{a} imports {b}"
-        for a, targets in _imports(_modules()).items()
+        for a, targets in graph.items()
         for b in targets
         if LAYERS[b.split(".")[0]] > LAYERS[a.split(".")[0]]
     ]
+
+
+def test_packages_import_only_downwards():
+    upward = _upward(_imports(_modules()))
     assert not upward, upward
 
 
@@ -102,16 +109,19 @@ def test_the_trainer_knows_nothing_of_optuna_or_ray():
     assert not offenders, offenders
 
 
-def test_no_function_is_longer_than_80_lines():
-    paths = [*_modules().values(), *sorted((ROOT / "bench").glob("*.py"))]
-    long = [
-        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+def _long_functions(paths: list[Path]) -> list[str]:
+    return [
+        f"{path}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
         for path in paths
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
         and node.end_lineno is not None
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = _long_functions([*_modules().values(), *sorted((ROOT / "bench").glob("*.py"))])
     assert not long, long
 
 
@@ -158,3 +168,17 @@ def test_the_layout_checks_can_fail(tmp_path):
     assert _cycles(graph) == [["trainer.a", "trainer.b"]]
     assert "search.c" in graph["trainer.b"] and LAYERS["search"] > LAYERS["trainer"]
     assert _parses_a_schedule(ast.parse(made["search.c"]).body[0])
+
+
+def test_the_checks_reach_into_subpackages(tmp_path):
+    """A nested module (`trainer/data/…`) is held to the same rules: an upward import, a long function."""
+    nested = tmp_path / "trainer" / "data"
+    nested.mkdir(parents=True)
+    (nested / "__init__.py").write_text("")
+    (nested / "reader.py").write_text("from search.up import x\n\n\ndef long():\n" + "    y = 1\n" * 90)
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "up.py").write_text("x = 1\n")
+    modules = _modules(tmp_path)
+    assert {"trainer.data", "trainer.data.reader", "search.up"} <= set(modules)
+    assert _upward(_imports(modules)) == ["trainer.data.reader imports search.up"]
+    assert len(_long_functions(list(modules.values()))) == 1

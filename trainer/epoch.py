@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.augmentations import augment_batch
-from trainer.batching import Concat, Part, batches, loader_options, model_input, normalize, to_unit
 from trainer.config import TrialConfig
+from trainer.data.batching import Concat, Part, batches, loader_options, model_input, normalize, to_unit
 from trainer.errors import TrialError
 from trainer.learning_rate import learning_rate
 from trainer.saliency_loss import saliency_terms

@@ -27,14 +27,15 @@ import torch
 from torch import nn
 
 from trainer import folder as layout
-from trainer.batching import Concat, Part
 from trainer.config import CAM_METHOD_NAMES, MASKLESS_METHODS, TrialConfig
-from trainer.datafiles import Binding
+from trainer.data.batching import Concat, Part
+from trainer.data.identity import Binding
+from trainer.data.load import load_images
+from trainer.data.split import make_split
 from trainer.device import batch_size_for, gpu_peaks, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import evaluate, make_optimizer, train_epoch
 from trainer.errors import DataError, ModelError, TrialError
 from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
-from trainer.images import load_images
 from trainer.modelcheck import check
 from trainer.models import create_model
 from trainer.outcome import TestScores, TrialFacts, result_record, trial_metrics
@@ -46,7 +47,6 @@ from trainer.proxy import (
     make_proxy_images,
     save_gallery,
 )
-from trainer.split import make_split
 
 log = logging.getLogger("trainer")
 # A proxy step's statistics as they appear in the row of the epoch that follows it (metrics.jsonl).
@@ -120,7 +120,7 @@ def run_trial(
 
     `threads`: torch's CPU threads (`set_threads`). `tag` (e.g. the trial number and grid key of a study) is written
     into `result.json`, so that a reader can tell this trial's result from one copied in from another folder.
-    `binding`: what the study bound the dataset to; the trial refuses other data (`trainer.datafiles.check_binding`).
+    `binding`: what the study bound the dataset to; the trial refuses other data (`data.identity.check_binding`).
 
     A folder that already holds this config's `result.json` (and this `tag`) returns it without training again."""
     workdir = Path(workdir)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.augment import Augmented, box_masks, uniform
-from trainer.batching import normalize
+from trainer.data.batching import normalize
 
 
 def beta(generator: torch.Generator, alpha: float, n: int = 1) -> torch.Tensor:

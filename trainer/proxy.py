@@ -36,12 +36,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from trainer.batching import Part, batches, model_input, proxy_part
 from trainer.cams import compute_cams
 from trainer.config import MASKLESS_METHODS, TrialConfig
+from trainer.data.batching import Part, batches, model_input, proxy_part
+from trainer.data.imageset import InMemory
+from trainer.data.rows import RowFile, SpooledRows, npz_rows, write_npz
 from trainer.files import atomic_write_bytes
-from trainer.imageset import InMemory
-from trainer.rows import RowFile, SpooledRows, npz_rows, write_npz
 
 PROXY_CHUNK = 64  # images per piece of a proxy step: bounds its memory (64 × 600 KB floats at 224 px)
 GALLERY_ROWS = 8

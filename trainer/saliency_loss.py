@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.augment import Augmented
-from trainer.batching import normalize
+from trainer.data.batching import normalize
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from trainer import folder as layout
 from trainer.config import TrialConfig
-from trainer.datafiles import Binding
+from trainer.data.identity import Binding
 from trainer.device import select_device, set_threads
 from trainer.files import atomic_write_json
 from trainer.loop import Saved, SharedLookup, Trial, nothing_saved, trial_log

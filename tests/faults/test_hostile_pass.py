@@ -23,7 +23,7 @@ from tests.conftest import tiny_config, write_digit_folder
 from tests.search.helpers import free_port, mounted_tmpfs, search_cli, space, spec, trials, write_space
 from trainer import TrialConfig
 from trainer.config import ConfigError, DatasetConfig
-from trainer.decode import decode_image
+from trainer.data.decode import decode_image
 from trainer.errors import DataError
 
 SEARCH = [sys.executable, "-m", "search"]
@@ -119,7 +119,7 @@ def test_touching_a_file_is_not_a_change_but_new_contents_are(tmp_path):
 def test_the_cache_key_changes_when_contents_are_swapped_and_mtimes_restored(tmp_path):
     """Item 3a: two same-size PNGs swapped, mtimes put back with `touch -r`, or the folder swapped by `mv` for
     another with the same listing: the key stayed the same and trials trained on the old pixels."""
-    from trainer.cache import entry_key, identity
+    from trainer.data.cache import entry_key, identity
 
     root = tmp_path / "imgs"
     write_digit_folder(root, classes=2, per_class=3)
@@ -145,7 +145,7 @@ def test_the_cache_key_changes_when_contents_are_swapped_and_mtimes_restored(tmp
 def test_a_cache_entry_changed_where_no_checksum_samples_is_caught(tmp_path):
     """Item 3b: the sampled checksums covered 18.7 % of the file; inverted unsampled bytes and labels shifted by
     one class both passed, and a trial trained on them."""
-    from trainer.cache import LABELS, PIXELS, _verified, ensure, open_cached
+    from trainer.data.cache import LABELS, PIXELS, _verified, ensure, open_cached
 
     config = DatasetConfig(kind="digits", limit_per_class=None)
     entry = ensure(config, 64, tmp_path)
@@ -346,7 +346,7 @@ def png_bomb(path: Path, side: int = 30000) -> None:
 @pytest.mark.parametrize("cached", [True, False])
 def test_a_decompression_bomb_is_skipped_and_counted(tmp_path, cached):
     """Item 18: a 30000×30000 PNG killed the driver while it built the cache."""
-    from trainer.images import load_images
+    from trainer.data.load import load_images
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=6)
     png_bomb(root / "0" / "bomb.png")

@@ -134,9 +134,9 @@ def test_a_link_inside_the_dataset_is_one_more_file_everywhere(tmp_path):
     the binding (24 files, digest unchanged). Now the link is a file under its own name for the dry-run, the binding,
     the cache and the trial alike."""
     from trainer.config import DatasetConfig
-    from trainer.datafiles import manifest
-    from trainer.imagefolder import summarize_folder
-    from trainer.images import load_images
+    from trainer.data.identity import manifest
+    from trainer.data.imagefolder import summarize_folder
+    from trainer.data.load import load_images
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=12)
     dataset = {"kind": "imagefolder", "root": str(root)}
@@ -185,7 +185,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
     where the image cache hashed them."""
     from search.worker import Job, Settings, run_job
     from trainer import TrialConfig
-    from trainer.datafiles import Binding, manifest
+    from trainer.data.identity import Binding, manifest
     from trainer.errors import DataError
 
     root = write_digit_folder(tmp_path / "imgs", classes=3, per_class=8)

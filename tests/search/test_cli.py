@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.conftest import write_digit_folder
-from trainer.cache import ensure, entries
 from trainer.config import DatasetConfig
+from trainer.data.cache import ensure, entries
 
 FIXED = {"image_size": 64, "architecture": "test_resnet", "proxy_steps": "1,p,1"}
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from trainer.augmentations import REGISTRY, augment_batch
-from trainer.batching import to_unit
 from trainer.config import AugmentConfig, DatasetConfig
-from trainer.images import load_images
+from trainer.data.batching import to_unit
+from trainer.data.load import load_images
 from trainer.models import create_model
 from trainer.saliency_loss import normalize_maps, saliency_terms
 

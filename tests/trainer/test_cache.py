@@ -17,10 +17,10 @@ import torch
 from tests.conftest import tiny_config, write_digit_folder
 from tests.trainer.test_loop import comparable, metrics_lines
 from trainer import TrialConfig, run_trial
-from trainer.batching import Part, batches
-from trainer.cache import LABELS, META, PIXELS, ensure, entries, entry_key, identity
 from trainer.config import DatasetConfig
-from trainer.images import load_images
+from trainer.data.batching import Part, batches
+from trainer.data.cache import LABELS, META, PIXELS, ensure, entries, entry_key, identity
+from trainer.data.load import load_images
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,7 +68,7 @@ def test_a_changed_dataset_gets_a_new_entry(tmp_path):
 
 BUILD = """
 import json, os, sys
-from trainer.cache import ensure
+from trainer.data.cache import ensure
 from trainer.config import DatasetConfig
 entry = ensure(DatasetConfig(kind="imagefolder", root=sys.argv[1]), 64, __import__("pathlib").Path(sys.argv[2]))
 print(json.dumps({"pid": os.getpid(), "built_by": entry.meta["built_by"], "key": entry.key}))

@@ -3,12 +3,12 @@ import resource
 import pytest
 import torch
 
-from trainer.batching import model_input
 from trainer.cams import CAM_METHODS, compute_cams
 from trainer.config import DatasetConfig
+from trainer.data.batching import model_input
+from trainer.data.load import load_images
 from trainer.errors import ModelError
 from trainer.families import CAM_UNSUITABLE, TRANSFORMERS
-from trainer.images import load_images
 from trainer.modelcheck import check
 from trainer.models import create_model
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from trainer.config import DatasetConfig, SplitConfig
-from trainer.decode import read_idx
+from trainer.data.decode import read_idx
+from trainer.data.load import load_images
+from trainer.data.split import make_split
 from trainer.errors import DataError
-from trainer.images import load_images
-from trainer.split import make_split
 
 
 def test_corrupt_and_foreign_files_are_skipped_and_counted(digit_folder):

@@ -196,7 +196,7 @@ def test_stopping_at_an_epoch_then_continuing_is_one_run(tmp_path):
 def test_unchanged_proxies_are_counted_from_the_files(tmp_path, rule):
     import math
 
-    from trainer.images import load_images
+    from trainer.data.load import load_images
 
     config = TrialConfig.from_dict(tiny_config(proxy_steps="1,p,1", unchanged_proxies=rule, threshold=0.5))
     metrics = run_trial(config, tmp_path).metrics
@@ -227,7 +227,7 @@ def test_the_duplicate_control_trains_on_unmasked_copies_of_the_same_draw(tmp_pa
     ):
         assert np.array_equal(a["source_indices"], b["source_indices"])  # the same wrong images, the same draw
         copies, sources = b["images"], b["source_indices"]
-    from trainer.images import load_images
+    from trainer.data.load import load_images
 
     images = load_images(TrialConfig.from_dict(tiny_config()).dataset, 64)
     assert np.array_equal(copies, images.take(sources).numpy())  # unmasked
@@ -292,9 +292,9 @@ def test_precision_and_transfers_where_cuda_is_absent():
     batches only for CUDA (asked for on the CPU they change nothing)."""
     import torch
 
-    from trainer.batching import Part, batches, loader_options
+    from trainer.data.batching import Part, batches, loader_options
+    from trainer.data.load import load_images
     from trainer.device import precision
-    from trainer.images import load_images
 
     mixed = TrialConfig.from_dict(tiny_config(mixed_precision=True))
     amp, scaler = precision(mixed, torch.device("cpu"))

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
-from trainer.batching import Part
 from trainer.config import TrialConfig
-from trainer.images import load_images
+from trainer.data.batching import Part
+from trainer.data.load import load_images
+from trainer.data.rows import RowFile
+from trainer.data.split import make_split
 from trainer.models import create_model
 from trainer.proxy import (
     PROXY_CHUNK,
@@ -18,8 +20,6 @@ from trainer.proxy import (
     proxy_inputs,
     replace_pixels,
 )
-from trainer.rows import RowFile
-from trainer.split import make_split
 
 
 def hand_made():

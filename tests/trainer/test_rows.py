@@ -4,8 +4,8 @@ import zipfile
 import numpy as np
 import pytest
 
+from trainer.data.rows import RowFile, SpooledRows, npz_rows, write_npz
 from trainer.errors import DataError
-from trainer.rows import RowFile, SpooledRows, npz_rows, write_npz
 
 
 def test_spooled_rows_are_read_back_by_row_and_leave_no_file(tmp_path):

@@ -2,7 +2,7 @@
 
 A trial must not hold a dataset-sized array: at 224 px one image is 150 KB, so the decoded dataset, the wrong images
 of a proxy step, their CAMs and their proxies all grow with N. Each of them lives in a file and is read by row:
-the decoded-image cache (`trainer.cache`), a step's CAMs and proxies (`trainer.proxy`).
+the decoded-image cache (`trainer.data.cache`), a step's CAMs and proxies (`trainer.proxy`).
 """
 
 from __future__ import annotations

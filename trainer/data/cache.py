@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from trainer.config import DatasetConfig
-from trainer.datafiles import Binding, check_binding, dataset_files, dataset_root, manifest
-from trainer.decode import decode_dataset, decode_image, folder_root, list_image_folder
+from trainer.data.decode import decode_dataset, decode_image, folder_root, list_image_folder
+from trainer.data.identity import Binding, check_binding, dataset_files, dataset_root, manifest
+from trainer.data.imagefolder import require_classes
+from trainer.data.imageset import ImageSet, load_uncached
+from trainer.data.rows import RowFile
 from trainer.errors import DataError
 from trainer.files import atomic_write_json
-from trainer.imagefolder import require_classes
-from trainer.imageset import ImageSet, load_uncached
-from trainer.rows import RowFile
 
 log = logging.getLogger("trainer")
 FORMAT = 2
@@ -65,7 +65,7 @@ class Entry:
 
 def identity(config: DatasetConfig, image_size: int) -> dict:
     """What a cache entry is built from; any change to it (a file added, removed or modified) changes the key. The
-    files are the dataset's as `trainer.datafiles.dataset_files` lists them (the study's binding counts the same)."""
+    files are the dataset's as `trainer.data.identity.dataset_files` lists them (as the study's binding does)."""
     ident: dict = {"format": FORMAT, "kind": config.kind, "image_size": image_size}
     files = dataset_files(dataclasses.asdict(config))
     if isinstance(files, str):
@@ -283,7 +283,7 @@ def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Pa
         "created": time.time(),
         "built_by": os.getpid(),
         "identity_files": len(ident.get("files", [])),
-        # The study's data binding digests the same way: a trial compares the two (`trainer.datafiles`).
+        # The study's data binding digests the same way: a trial compares the two (`trainer.data.identity`).
         "content_digest": manifest(dataclasses.asdict(config))["digest"],
     }
     atomic_write_json(folder / META, meta)

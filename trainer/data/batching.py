@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainer.imageset import ImageSet, InMemory, Rows
+from trainer.data.imageset import ImageSet, InMemory, Rows
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 

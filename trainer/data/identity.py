@@ -1,5 +1,5 @@
 """Which files make up a dataset: the one answer for the study's data binding (`search.databind`), the decoded-image
-cache's identity (`trainer.cache`) and a trial's check that it reads what the study bound. Torch-free."""
+cache's identity (`trainer.data.cache`) and a trial's check that it reads what the study bound. Torch-free."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import FASHION_MNIST_ROOT
+from trainer.data.imagefolder import folder_listing
 from trainer.errors import DataError
-from trainer.imagefolder import folder_listing
 
 
 @dataclass(frozen=True)

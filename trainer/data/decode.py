@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
-from trainer.datafiles import fashion_mnist_files
+from trainer.data.identity import fashion_mnist_files
+from trainer.data.imagefolder import IMAGE_SUFFIXES, folder_listing, require_classes
 from trainer.errors import DataError, FolderError
-from trainer.imagefolder import IMAGE_SUFFIXES, folder_listing, require_classes
 
 log = logging.getLogger("trainer")
 
@@ -35,7 +35,7 @@ TORCHVISION_KINDS = {
 
 
 def list_folder(root: Path) -> list[tuple[str, str]]:
-    """`trainer.imagefolder.folder_listing`, raising `DataError`."""
+    """`trainer.data.imagefolder.folder_listing`, raising `DataError`."""
     try:
         return folder_listing(root)
     except FolderError as exc:

@@ -9,8 +9,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from trainer.config import OFFICIAL_TEST_KINDS, SplitConfig
+from trainer.data.imageset import ImageSet
 from trainer.errors import DataError
-from trainer.imageset import ImageSet
 
 
 def make_split(images: ImageSet, split: SplitConfig, seed: int) -> dict:

@@ -1,5 +1,5 @@
 """The images of a trial: `load_images` opens a dataset at one size, from the per-machine decoded-image cache
-(`trainer.cache`: decoded once, read by row, shared by every trial of the machine through the page cache) or, where
+(`trainer.data.cache`: decoded once, read by row, shared by every trial of the machine through the page cache) or, where
 no cache can be written, from memory (small datasets) or the image files (decoded lazily, per epoch)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.cache import open_cached
 from trainer.config import DatasetConfig
-from trainer.datafiles import Binding, check_binding
-from trainer.imageset import ImageSet, load_uncached
+from trainer.data.cache import open_cached
+from trainer.data.identity import Binding, check_binding
+from trainer.data.imageset import ImageSet, load_uncached
 
 
 def load_images(

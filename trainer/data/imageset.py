@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from trainer.config import DatasetConfig
-from trainer.decode import decode_dataset, decode_image, folder_root, list_image_folder
+from trainer.data.decode import decode_dataset, decode_image, folder_root, list_image_folder
 
 
 class Rows(Protocol):

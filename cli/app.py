@@ -8,12 +8,12 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.console import Console
 
 from cli.cluster import cluster_app
+from cli.errors import EXIT_BAD_INPUT, fail
 from search.names import study_name_problem
 
 # Plain help (rich_markup_mode=None): flags without a `<bool>` value, defaults never cut at 80 columns.
@@ -28,7 +28,6 @@ cache_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="The d
 app.add_typer(cache_app, name="cache")
 app.add_typer(cluster_app, name="cluster")
 console = Console(stderr=False, soft_wrap=True)  # a message is one line, in logs too
-EXIT_BAD_INPUT = 2
 
 
 class ExecutorKind(enum.StrEnum):
@@ -49,12 +48,6 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     """Run, resume, inspect and report grids of Proxy Attention experiments."""
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Print `error: message` on stderr and exit with `code`."""
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def study_dir(study: str) -> Path:

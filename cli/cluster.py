@@ -19,6 +19,7 @@ from pathlib import Path
 
 import typer
 
+from cli.errors import fail
 from search.dispatch import OBJECT_STORE_BYTES
 from search.leftovers import end_leftovers
 from search.rayauth import AuthError, check_cluster, require_token, token_source, worker_token
@@ -103,8 +104,7 @@ def _auth(no_auth: bool, head: bool) -> None:
         if not head:
             worker_token()
     except (AuthError, OSError, subprocess.SubprocessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     if mode == "token" and head:
         print(
             f"Ray token authentication: on (token from {token_source()}; each worker machine needs the same)",
@@ -153,8 +153,7 @@ def worker(
     try:
         check_cluster(address)  # a refused worker is one line, not `ray start`'s traceback
     except AuthError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     _exec(ray_start_args(address, PORT, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir), scratch)
 
 
@@ -186,7 +185,6 @@ def slurm_script(
     time_limit: str | None,
     port: int,
     artifacts: str | None,
-    run_args: list[str],
 ) -> str:
     """A batch script: the head on the first node, a worker on each other one (each with node-local scratch), then
     `search run` on the head's address. Submitting it again resumes the study on the next allocation."""
@@ -203,7 +201,7 @@ def slurm_script(
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", space.stem)  # a file name never breaks a #SBATCH line
     search = shlex.quote(str(Path(sys.executable).parent / "search"))
     project = shlex.quote(str(Path.cwd()))
-    run = shlex.join(["run", str(space), *(["--artifacts", artifacts] if artifacts else []), *run_args])
+    run = shlex.join(["run", str(space), *(["--artifacts", artifacts] if artifacts else [])])
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=search-{name}",
@@ -262,17 +260,14 @@ def slurm(
 ) -> None:
     """Write a ready sbatch script that starts a Ray cluster over the allocation and runs SPACE on it."""
     if nodes < 1 or gpus_per_node < 0 or cpus_per_node < 1:
-        print("error: --nodes and --cpus-per-node must be positive, --gpus-per-node non-negative", file=sys.stderr)
-        raise typer.Exit(2)
+        fail("--nodes and --cpus-per-node must be positive, --gpus-per-node non-negative")
     if not space.exists():
-        print(f"error: {space} does not exist", file=sys.stderr)
-        raise typer.Exit(2)
+        fail(f"{space} does not exist")
     path = out or space.with_suffix(".sbatch")
     try:
-        script = slurm_script(space, nodes, gpus_per_node, cpus_per_node, partition, time, port, artifacts, [])
+        script = slurm_script(space, nodes, gpus_per_node, cpus_per_node, partition, time, port, artifacts)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     path.write_text(script)
     path.chmod(0o777 & ~_umask())  # executable, as far as the user's umask allows (077: the owner's alone)
     print(f"{path}: submit with `sbatch {path}` (again to resume)")
@@ -312,6 +307,5 @@ def wait(
         except (OSError, RuntimeError):  # ConnectionError is an OSError
             pass
         if clock.monotonic() > deadline:
-            print(f"error: fewer than {nodes} nodes at {address} after {timeout:g} s", file=sys.stderr)
-            raise typer.Exit(1)
+            fail(f"fewer than {nodes} nodes at {address} after {timeout:g} s", code=1)
         clock.sleep(1)

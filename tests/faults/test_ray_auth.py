@@ -114,14 +114,14 @@ def test_a_cluster_head_makes_a_token_and_a_worker_without_one_is_refused(tmp_pa
 def test_the_slurm_script_refuses_values_that_would_add_a_command(flag, value):
     args = {"partition": None, "time_limit": None, flag: value}
     with pytest.raises(ValueError, match="is not a Slurm"):
-        slurm_script(Path("s.yaml"), 2, 1, 8, args["partition"], args["time_limit"], 6379, None, [])
+        slurm_script(Path("s.yaml"), 2, 1, 8, args["partition"], args["time_limit"], 6379, None)
 
 
 def test_no_user_value_adds_a_line_to_the_slurm_script():
     for space, artifacts in ((Path("my space\ntouch x.yaml"), None), (Path("s.yaml"), "s3://bucket/x\ntouch y")):
         with pytest.raises(ValueError, match="control character"):
-            slurm_script(space, 2, 1, 8, None, None, 6379, artifacts, [])
-    script = slurm_script(Path("my space;$(touch x).yaml"), 2, 1, 8, "gpu,long", "1-12:00:00", 6379, "a b;c", [])
+            slurm_script(space, 2, 1, 8, None, None, 6379, artifacts)
+    script = slurm_script(Path("my space;$(touch x).yaml"), 2, 1, 8, "gpu,long", "1-12:00:00", 6379, "a b;c")
     lines = script.splitlines()
     assert "#SBATCH --job-name=search-my_space___touch_x_" in lines
     assert "'my space;$(touch x).yaml'" in script and "'a b;c'" in script  # quoted: one argument each

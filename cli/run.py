@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -61,6 +62,12 @@ def run(
         spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     except SpaceError as exc:
         fail(str(exc))
+    if spec.data.get("confirms"):  # fresh seeds, no halving and the selection recorded: only `search confirm`
+        fail(
+            f"{space}: confirms: a confirmation is made by `search confirm --study {spec.data['confirms']}` (fresh "
+            "seeds no study of the exploration used, no halving, recorded in the exploration), not written by hand; "
+            "resume one with `search confirm` or `search resume`"
+        )
     flags = RunFlags(
         storage=storage,
         out=out,
@@ -185,7 +192,23 @@ def confirm(
             origin = _origin(study, storage or default_storage(study))
         except ProxySearchError as exc:
             fail(str(exc))
-    launch(confirmation, _resolved(confirmation, flags, origin=origin), dry_run)
+    options = _resolved(confirmation, flags, origin=origin)
+    if existing is None and not dry_run:
+        _record_confirmation(study, storage or default_storage(study), confirmation)
+    launch(confirmation, options, dry_run)
+
+
+def _record_confirmation(study: str, storage: str, confirmation: GridSpec) -> None:
+    """The exploration keeps every confirmation made from it and the seeds it took: the next one takes others."""
+    import optuna
+
+    from search.storage import open_storage
+
+    exploration = optuna.load_study(study_name=study, storage=open_storage(storage, create=False, writable=True))
+    made = [c for c in exploration.user_attrs.get("confirmations") or [] if c.get("name") != confirmation.name]
+    data = confirmation.data
+    entry = {"name": confirmation.name, "seeds_from": data["seeds_from"], "seeds": data["repeats"], "at": time.time()}
+    exploration.set_user_attr("confirmations", [*made, entry])
 
 
 def _resolved(
@@ -230,7 +253,7 @@ def _confirmation(
 ) -> GridSpec:
     """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
     `study` per group of `per`, printed with the effect the confirmation can detect."""
-    from search.confirm import confirmation_space, paired_spread, select
+    from search.confirm import confirmation_space, fresh_seed, paired_spread, select
     from search.space import parse_space
     from search.status import load_study, load_trials
     from search.study import spec_of
@@ -251,11 +274,14 @@ def _confirmation(
             return spec_of(existing, validate=not dry_run)
         _warn_if_unfinished(study, spec, trials)
         selected = select(trials, spec, top, per_axes)
-        data = confirmation_space(spec, selected, seeds, confirm_name)
+        made = exploration.user_attrs.get("confirmations") or []
+        data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made))
         confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
     except ProxySearchError as exc:
         fail(str(exc))
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
+    first = confirmation.data["seeds_from"]
+    print(f"seeds {first}–{first + seeds - 1}: none used by {study} or by a confirmation made from it before")
     return confirmation
 
 

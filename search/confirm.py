@@ -68,9 +68,19 @@ def select(
     return {g: [c for _, _, c in sorted(rows)[:top]] for g, rows in sorted(groups.items(), key=lambda kv: str(kv[0]))}
 
 
-def confirmation_space(spec: GridSpec, selected: dict[tuple, list[dict]], seeds: int, name: str) -> dict:
+def fresh_seed(space: dict, confirmations: list[dict]) -> int:
+    """The first seed no study of an exploration has used: past its own seeds and every confirmation's made from
+    it (recorded on the exploration as `confirmations`), so that no seed is spent twice."""
+    ends = [space.get("seeds_from", 0) + space["repeats"]]
+    ends += [int(c["seeds_from"]) + int(c["seeds"]) for c in confirmations]
+    return max(ends)
+
+
+def confirmation_space(
+    spec: GridSpec, selected: dict[tuple, list[dict]], seeds: int, name: str, seeds_from: int
+) -> dict:
     """The space of the confirmation: every selected configuration with its matched baselines and controls, on
-    `seeds` fresh seeds, no halving."""
+    `seeds` fresh seeds from `seeds_from` (`fresh_seed`), no halving."""
     configs = [{k: v for k, v in c.items() if k != "_mean"} for chosen in selected.values() for c in chosen]
     blocks: list[dict[str, list]] = []
     for config in configs:
@@ -82,12 +92,11 @@ def confirmation_space(spec: GridSpec, selected: dict[tuple, list[dict]], seeds:
         if block not in unique:
             unique.append(block)
     data = spec.data
-    last_seed = data.get("seeds_from", 0) + data["repeats"] - 1
     return {
         "study": name,
         "objective": data["objective"],
         "repeats": seeds,
-        "seeds_from": last_seed + 1,
+        "seeds_from": seeds_from,
         "max_attempts": data["max_attempts"],
         "resources": data["resources"],
         "datasets": data["datasets"],

@@ -128,6 +128,7 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
     assert planned.returncode == 0, planned.stderr
     assert "3 seeds, families of 1 comparisons: minimum detectable effect" in planned.stdout
     assert "study tiny-confirm: 12 points" in planned.stdout  # (1 configuration + 2 controls + 1 baseline) × 3
+    assert "seeds 2–4: none used by tiny" in planned.stdout
     done = search_cli(*confirm, "--executor", "local", cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     confirmed = [t for t in trials(tmp_path, "tiny-confirm") if t.state == TrialState.COMPLETE]
@@ -151,6 +152,11 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
     again = search_cli(*confirm, "--executor", "local", cwd=tmp_path)
     assert again.returncode == 0 and "resuming the confirmation of tiny" in again.stderr
     assert "nothing to run" in again.stdout
+    # Issue 33, item 3: a second confirmation takes seeds no study of this exploration used.
+    second = search_cli(
+        "confirm", "--study", "tiny", "--name", "qc2", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path
+    )
+    assert second.returncode == 0 and "seeds 5–7: none used by tiny" in second.stdout, second.stdout
     exported = search_cli("export", "--study", "tiny", cwd=tmp_path)
     assert exported.returncode == 0
     header = (tmp_path / "runs" / "tiny" / "trials.csv").read_text().splitlines()
@@ -180,3 +186,14 @@ def test_confirm_refuses_bad_input_with_one_line_and_creates_nothing(tmp_path):
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
+
+
+def test_every_confirmation_takes_seeds_no_study_of_its_exploration_used():
+    """Issue 33, item 3: `search confirm --name qc2` scheduled the first confirmation's seeds again, so a student
+    could confirm until a run said what they liked."""
+    from search.confirm import fresh_seed
+
+    space = {"repeats": 3, "seeds_from": 0}
+    assert fresh_seed(space, []) == 3
+    made = [{"name": "a", "seeds_from": 3, "seeds": 10}, {"name": "b", "seeds_from": 13, "seeds": 5}]
+    assert fresh_seed(space, made) == 18

@@ -157,6 +157,9 @@ def confirm(
     accept_data_change: bool = typer.Option(
         False, "--accept-data-change", help="confirm although the data changed since the exploration (recorded in both)"
     ),
+    allow_test_overlap: bool = typer.Option(
+        False, "--allow-test-overlap", help="confirm an exploration whose test part was drawn per seed"
+    ),
 ) -> None:
     """Run the top configurations of an exploration again on fresh seeds, each beside its matched baselines and
     controls, at full budget and without halving: the study whose verdicts the thesis reports. It is bound to the
@@ -172,7 +175,16 @@ def confirm(
     study_dir(study), study_dir(confirm_name)
     confirm_storage = storage or default_storage(confirm_name)
     confirmation = _confirmation(
-        study, storage or default_storage(study), confirm_name, confirm_storage, top, per, seeds, correction, dry_run
+        study,
+        storage or default_storage(study),
+        confirm_name,
+        confirm_storage,
+        top,
+        per,
+        seeds,
+        correction,
+        dry_run,
+        allow_test_overlap=allow_test_overlap,
     )
     flags = RunFlags(
         storage=confirm_storage,
@@ -250,6 +262,8 @@ def _confirmation(
     seeds: int,
     correction: str,
     dry_run: bool,
+    *,
+    allow_test_overlap: bool,
 ) -> GridSpec:
     """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
     `study` per group of `per`, printed with the effect the confirmation can detect."""
@@ -272,6 +286,7 @@ def _confirmation(
             # Resumed: the selection stays as first made, whatever the exploration has done since.
             print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
             return spec_of(existing, validate=not dry_run)
+        _check_test_part(study, spec, allow_test_overlap)
         _warn_if_unfinished(study, spec, trials)
         selected = select(trials, spec, top, per_axes)
         made = exploration.user_attrs.get("confirmations") or []
@@ -283,6 +298,22 @@ def _confirmation(
     first = confirmation.data["seeds_from"]
     print(f"seeds {first}–{first + seeds - 1}: none used by {study} or by a confirmation made from it before")
     return confirmation
+
+
+def _check_test_part(study: str, spec: GridSpec, allowed: bool) -> None:
+    """A confirmation tests on images no exploration trial selected on: the exploration's test part must be held
+    out for every seed (`split: {test_seed: N}`) or the publisher's (`test: official`). With a test part drawn per
+    seed, each exploration seed validated on images another seed tests on (measured: 49–56 of 160 test images)."""
+    split = spec.data["fixed"].get("split") or {}
+    if split.get("test") == "official" or split.get("test_seed") is not None:
+        return
+    message = (
+        f"the exploration {study} drew its test part per seed, so the confirmation's test images include images "
+        "its trials selected on (validation); run the exploration with split: {test_seed: 0} (or test: official)"
+    )
+    if not allowed:
+        fail(message + ", or pass --allow-test-overlap (the report says so)")
+    print(f"warning: {message} (--allow-test-overlap: kept, and said in the report)", file=sys.stderr)
 
 
 def _warn_if_unfinished(study: str, spec: GridSpec, trials: list) -> None:

@@ -46,6 +46,13 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+TEST_PARTS = {
+    "official": "the dataset's official test part",
+    "held_out": "one stratified part held out for every trial (split.test_seed): no trial selects on it",
+    "random": "a stratified random part per seed (another seed's trial may have trained or selected on it)",
+}
+
+
 def build_report(
     study: optuna.Study,
     trials: list[FrozenTrial],
@@ -282,12 +289,7 @@ def _html(
         f"{html.escape(metric)}. Trials: "
         + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         + ". Test set: "
-        + (
-            ", ".join(
-                "the dataset's official test part" if s == "official" else "a stratified random split" for s in split
-            )
-            or "–"
-        )
+        + (", ".join(TEST_PARTS.get(s, s) for s in split) or "–")
         + ".</p>",
         f"<p>Axes: {html.escape(', '.join(data.axes))}.</p>",
         _table(_fixed_settings(data)),

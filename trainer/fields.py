@@ -17,6 +17,8 @@ MEANINGS = {
     "image_size": "side of the square images the model sees, in pixels",
     "split.val": "fraction of each class held out for validation (selection, halving, best epoch)",
     "split.test": "fraction of each class held out for the final test, or `official` for the publisher's test part",
+    "split.test_seed": "draw the test part once with this seed, the same for every trial and confirmation (the "
+    "trial's seed then draws only val): no trial selects on another's test images",
     "batch_size": "images per step, or `auto`: the largest power of two that fits the GPU (thesis Algorithm 3)",
     "architecture": "any `timm.list_models()` name",
     "pretrained": "start from timm's pretrained weights (downloads them)",

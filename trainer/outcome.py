@@ -95,7 +95,7 @@ def trial_metrics(
         "batch_size": run.batch_size,
         "mixed_precision_used": run.amp,
         "seed": config.seed,
-        "test_part": run.split["test_part"],  # "random" (stratified) or "official" (the publisher's)
+        "test_part": run.split["test_part"],  # "random" (per seed), "held_out" (test_seed) or "official"
         "trial_seconds": run.seconds,
     }
 

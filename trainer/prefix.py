@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from trainer.config import MASKLESS_METHODS, TrialConfig
+from trainer.config import MASKLESS_METHODS, TrialConfig, hashable
 from trainer.schedule import Schedule, parse_schedule
 
 START, FIRST_PROXY_STEP, SECOND_PROXY_STEP, SCHEDULE, NEVER = "start", "proxy", "second_proxy", "schedule", "never"
@@ -108,15 +108,8 @@ def prefix_key(config: TrialConfig, epochs: int, steps_done: int | None = None) 
 
 
 def _plain(config: TrialConfig, name: str) -> Any:
-    """A field of `config` as `config.to_dict()` has it (without copying the rest)."""
-    return _as_dict(getattr(config, name))
-
-
-def _as_dict(value: Any) -> Any:
-    """`dataclasses.asdict` for the settings' dataclasses, whose fields are numbers, strings and dataclasses,
-    without its deep copies (a check of the planner hashes 270,000 prefixes)."""
-    names = getattr(type(value), "__dataclass_fields__", None)  # is_dataclass and fields, at a tenth of the cost
-    return value if names is None else {name: _as_dict(getattr(value, name)) for name in names}
+    """A field of `config` as its digest has it (`trainer.config.hashable`)."""
+    return hashable(getattr(config, name))
 
 
 def cam_group(setting: Setting) -> dict[str, Any]:

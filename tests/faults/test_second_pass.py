@@ -14,6 +14,7 @@ import yaml
 from tests.conftest import tiny_config, write_digit_folder
 from tests.faults.test_hostile_pass import SEARCH, folder_space, refused
 from tests.search.helpers import search_cli, write_space
+from tests.tiny import TINY_FIXED
 
 
 def hold_lock(cwd, storage: str, study: str = "tiny") -> subprocess.Popen:
@@ -216,7 +217,7 @@ def test_confirm_refuses_data_that_changed_since_the_exploration(tmp_path):
     confirmation to the new digest without a word."""
     path = folder_space(tmp_path, grid={"threshold": [0.3]}, repeats=2)
     data = yaml.safe_load(path.read_text())
-    data["fixed"]["proxy_steps"] = "1,p,1"
+    data["fixed"].update(proxy_steps="1,p,1", split={"test_seed": 0})
     path.write_text(yaml.safe_dump(data))
     assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=600).returncode == 0
     (tmp_path / "imgs" / "0" / "1.png").unlink()
@@ -267,7 +268,11 @@ def test_an_accepted_change_is_recorded_in_the_confirmation_and_its_exploration(
 @pytest.mark.slow
 def test_confirm_of_an_unfinished_exploration_warns_with_the_numbers(tmp_path):
     """Item 11: `search confirm` on an exploration with 29 of 100 points done selected silently."""
-    path = write_space(tmp_path / "s.yaml", grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]})
+    path = write_space(
+        tmp_path / "s.yaml",
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+        fixed={**TINY_FIXED, "split": {"test_seed": 0}},
+    )
     done = search_cli("run", str(path), "--executor", "local", "--max-trials", "1", cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     planned = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path)

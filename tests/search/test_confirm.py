@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 from results.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
 from search.halving import Halving, decide, decide_configurations
 from tests.search.helpers import search_cli, trials, write_space
+from tests.tiny import TINY_FIXED
 
 CONFIGS, SEEDS, FRESH_SEEDS, TOP, STUDIES = 27, 6, 10, 3, 500
 HALVING = Halving((10,), 1 / 3, "1/3", (), "val_accuracy", "maximize")
@@ -120,6 +121,7 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
         grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
         baselines=[{"proxy_steps": "2"}],
         repeats=2,
+        fixed={**TINY_FIXED, "split": {"test_seed": 0}},
     )
     run = search_cli("run", str(space), "--executor", "local", cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -171,7 +173,9 @@ def test_confirm_refuses_bad_input_with_one_line_and_creates_nothing(tmp_path):
 
     (tmp_path / "runs").mkdir()
     storage = f"sqlite:///{tmp_path}/runs/tiny.db"
-    optuna.create_study(study_name="tiny", storage=storage).set_user_attr("space", spec().data)
+    held_out = spec(fixed={**TINY_FIXED, "split": {"test_seed": 0}}).data
+    optuna.create_study(study_name="tiny", storage=storage).set_user_attr("space", held_out)
+    optuna.create_study(study_name="random-test", storage=storage).set_user_attr("space", spec().data)
     before = sorted(p.name for p in (tmp_path / "runs").iterdir())
     for args, message in (
         (["--study", "tiny", "--top", "0"], "--top: expected an integer of at least 1"),
@@ -181,6 +185,8 @@ def test_confirm_refuses_bad_input_with_one_line_and_creates_nothing(tmp_path):
         (["--study", "tiny", "--correction", "sidak"], "--correction: expected one of holm, bh, none"),
         (["--study", "nope"], "no study database at"),
         (["--study", "tiny"], "the exploration has no complete proxy trial to rank: run it first"),
+        # Issue 33, item 4: a test part drawn per seed held images other seeds selected on.
+        (["--study", "random-test", "--storage", storage], "drew its test part per seed"),
     ):
         done = search_cli("confirm", *args, "--dry-run", cwd=tmp_path)
         assert done.returncode == 2, (args, done.stdout, done.stderr)

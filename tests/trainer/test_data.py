@@ -43,6 +43,22 @@ def test_split_is_stratified_seeded_disjoint_and_hashed():
     assert np.bincount(images.labels[a["test"]]).tolist() == [10] * 10  # stratified
 
 
+def test_a_held_out_test_part_is_the_same_for_every_seed_and_nobody_selects_on_it():
+    """Issue 33, item 4: with a test part drawn per seed, each confirmation's test set held 49–56 of its 160 images
+    from the exploration's validation sets. `test_seed` draws it once: seeds then vary train and val only."""
+    images = load_images(DatasetConfig(kind="digits", limit_per_class=40), 16)
+    splits = [make_split(images, SplitConfig(val=0.2, test=0.25, test_seed=7), seed=s) for s in range(6)]
+    assert all(s["test"] == splits[0]["test"] for s in splits)
+    assert len({tuple(s["val"]) for s in splits}) == 6
+    seen = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
+    assert not seen & set(splits[0]["test"]) and splits[0]["test_part"] == "held_out"
+    # A config that does not name test_seed hashes as it did before the field existed.
+    from trainer.config import SplitConfig as Split
+    from trainer.config import hashable
+
+    assert hashable(Split(val=0.2, test=0.25)) == {"val": 0.2, "test": 0.25}
+
+
 def test_a_class_too_small_to_split_is_a_clear_error(digit_folder):
     for f in list((digit_folder / "2").iterdir())[1:]:
         f.unlink()

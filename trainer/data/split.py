@@ -15,7 +15,8 @@ from trainer.errors import DataError
 
 def make_split(images: ImageSet, split: SplitConfig, seed: int) -> dict:
     """One stratified, seeded split: {"train","val","test": sorted index lists, "hash": ...}. With
-    `test: official` the test set is the publisher's test part and val is drawn from the rest.
+    `test: official` the test set is the publisher's test part and val is drawn from the rest; with `test_seed` the
+    test part is drawn with that seed (the same for every trial) and `seed` draws val from the rest.
 
     The hash covers the indices, the labels and (for folders) the file names, so a changed dataset is detected."""
     labels = images.labels
@@ -30,7 +31,8 @@ def make_split(images: ImageSet, split: SplitConfig, seed: int) -> dict:
             rest, test = index[~images.official_test], index[images.official_test]
             train, val = train_test_split(rest, test_size=split.val, stratify=labels[rest], random_state=seed)
         else:
-            rest, test = train_test_split(index, test_size=split.test, stratify=labels, random_state=seed)
+            test_seed = seed if split.test_seed is None else split.test_seed  # fixed: the same test part for all
+            rest, test = train_test_split(index, test_size=split.test, stratify=labels, random_state=test_seed)
             val_fraction = split.val / (1 - split.test)
             train, val = train_test_split(rest, test_size=val_fraction, stratify=labels[rest], random_state=seed)
     except ValueError as exc:
@@ -46,7 +48,7 @@ def make_split(images: ImageSet, split: SplitConfig, seed: int) -> dict:
         "hash": digest,
         "classes": images.classes,
         "skipped_files": images.skipped,
-        "test_part": "official" if split.test == "official" else "random",
+        "test_part": "official" if split.test == "official" else "random" if split.test_seed is None else "held_out",
     }
     if images.files is not None:
         result["files"] = images.files

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 from plotly.offline import get_plotlyjs
 
 from results import plots, present, tables
+from results.claims import CLAIM, claim_sentences, claims
 from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
 from search.progress import chance_warning
 from trainer.files import atomic_write_bytes
@@ -76,6 +77,7 @@ def build_report(
     notes: list[str] = []
     verdicts = tables.paired_comparisons(data, correction=correction)
     raw = {
+        "claims": claims(verdicts, correction),
         "verdicts": verdicts,
         "families": tables.family_summary(verdicts),
         "best_configurations": tables.best_configurations(data),
@@ -112,6 +114,8 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
         "proxy_statistics": "What the proxy steps made (means over seeds)",
         "halving": "Successive halving: seeds complete and stopped, per configuration",
         "legend": "Configuration labels",
+        "claims": f"The study's claims: each configuration {CLAIM} (one-sided paired t-tests, the largest of their "
+        f"p-values; {correction} over every configuration of the study)",
         "by_dataset_architecture": "Per dataset and architecture",
     }
     shown = {
@@ -235,10 +239,14 @@ def _verdict_section(
     )
     if data.stage == "confirmation":
         confirms = html.escape(str(data.spec.data.get("confirms")))
+        sentences = "".join(f"<li>{html.escape(line)}</li>" for line in claim_sentences(raw["claims"], correction))
         return [
             "<h2>Verdicts (confirmation)</h2>",
             f"<p class='stage'>Confirmation of <b>{confirms}</b>: its selected configurations on fresh seeds, at full "
-            f"budget, without halving, beside their matched baselines and controls. {counts}.</p>",
+            f"budget, without halving, beside their matched baselines and controls.</p>",
+            f"<h3>What may be claimed</h3><ul>{sentences}</ul>",
+            _table(shown["claims"]),
+            f"<h3>Each comparison</h3><p>{counts}.</p>",
             _table(shown["families"]),
             _table(shown["verdicts"]),
         ]

@@ -25,6 +25,7 @@ EXPECTED = {
     "halving.py": {"epochs_ratio", "same_best_configuration"},
     "artifacts.py": {"s3_overhead_fraction_of_epoch", "scratch_files_left"},
     "dry_run.py": {"thesis_grid_warm_s", "big_grid_s", "refusal"},
+    "verdicts.py": {"studies", "cases"},
 }
 
 

@@ -334,24 +334,34 @@ def _warn_if_unfinished(study: str, spec: GridSpec, trials: list) -> None:
 def _print_selection(
     spec: GridSpec, selected: dict, spread: dict, per_axes: tuple[str, ...], seeds: int, correction: str
 ) -> None:
-    """Each group's chosen configurations, and the smallest effect the confirmation can detect there."""
+    """Each group's chosen configurations, and the smallest effect the confirmation's claims can detect: they are
+    one family over the whole study (`results.claims`), so the plan uses the number of configurations selected in
+    all, with the range the spread may have, estimated from the exploration's few seeds."""
+    from scipy import stats
+
     from results.stats import minimum_detectable_effect
 
+    family = sum(len(chosen) for chosen in selected.values())
+    df = max(int(spec.data["repeats"]) - 1, 1)  # the spread of each configuration is read from this many
+    factors = [math.sqrt(df / stats.chi2.ppf(q, df)) for q in (0.975, 0.025)]  # its 95 % interval, as multiples
     for group, chosen in selected.items():
         where = ", ".join(f"{a} {v}" for a, v in group) or "the study"
         print(f"{where}: confirm {len(chosen)} configurations (exploration's mean {spec.objective[0]}):")
         for config in chosen:
             shown = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("_mean", *per_axes))
             print(f"  {config['_mean']:.4f}  {shown}")
-        mde = minimum_detectable_effect(spread[group], seeds, len(chosen), correction)
+        mde = minimum_detectable_effect(spread[group], seeds, family, correction)
         if not math.isnan(mde):
-            spread_pp = 100 * spread[group]
-            power = f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {spread_pp:.2f} pp from the exploration)"
+            low, high = (100 * minimum_detectable_effect(spread[group] * f, seeds, family, correction) for f in factors)
+            power = (
+                f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {100 * spread[group]:.2f} pp from the "
+                f"exploration's {df + 1} seeds, so somewhere in {low:.1f}–{high:.1f} pp at 95 %)"
+            )
         elif math.isnan(spread[group]):
             power = "unknown (the exploration ran one seed of these configurations: no spread to plan from)"
         else:
             power = "unknown (no spread between the exploration's seeds: each gave the same score)"
-        print(f"  {seeds} seeds, families of {len(chosen)} comparisons: minimum detectable effect {power}")
+        print(f"  {seeds} seeds, claims in a family of {family} configurations: minimum detectable effect {power}")
 
 
 def _existing_study(name: str, storage: str):

@@ -128,7 +128,8 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
     confirm = ["confirm", "--study", "tiny", "--top", "1", "--seeds", "3"]
     planned = search_cli(*confirm, "--dry-run", cwd=tmp_path)
     assert planned.returncode == 0, planned.stderr
-    assert "3 seeds, families of 1 comparisons: minimum detectable effect" in planned.stdout
+    assert "3 seeds, claims in a family of 1 configurations: minimum detectable effect" in planned.stdout
+    assert "so somewhere in" in planned.stdout  # the spread of 2 exploration seeds is uncertain: a range
     assert "study tiny-confirm: 12 points" in planned.stdout  # (1 configuration + 2 controls + 1 baseline) × 3
     assert "seeds 2–4: none used by tiny" in planned.stdout
     done = search_cli(*confirm, "--executor", "local", cwd=tmp_path, timeout=900)

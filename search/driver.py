@@ -11,6 +11,7 @@ them as `interrupted` (not an attempt) and exit 130.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -119,7 +120,21 @@ class Run:
         if rungs is not None:
             for point in self.tally.given_up:
                 rungs.leave(point)
-        self.scheduler = Scheduler(self.tally.pending, self.plan, self.spec.max_attempts, options.max_trials, rungs)
+        complete = grid.trials((TrialState.COMPLETE,))
+        self.folders = {  # the trial folder of each complete point: what a matched control reads
+            str(t.user_attrs["grid_key"]): trial_folder(t.number, str(t.user_attrs["grid_key"])) for t in complete
+        }
+        self.waits_for = matched_configurations(self.spec)
+        self.with_controls = set(self.waits_for.values())
+        self.scheduler = Scheduler(
+            self.tally.pending,
+            self.plan,
+            self.spec.max_attempts,
+            options.max_trials,
+            rungs,
+            self.waits_for,
+            set(self.folders),
+        )
         self.points, self.stems = self.scheduler.points, self.scheduler.stems
         for state in self.points.values():  # first what each point's own earlier try did, then its stems
             if state.pending.previous:
@@ -241,6 +256,8 @@ class Run:
             number=number,
             grid_key=point.grid_key,
             binding=self.bound.get(self.spec.dataset_of(point)),
+            matched=self.folders.get(self.waits_for.get(point.grid_key, "")),
+            keep_maps=point.grid_key in self.with_controls,
         )
 
     def _submit(self, job: Job, state: State) -> None:
@@ -302,7 +319,8 @@ class Run:
             self.grid.fail(number, reason, done.failure or FailureKind.ERROR)
         shown = " ".join(f"{k}={v}" for k, v in state.pending.point.params.items())
         if reason is None and outcome is not None:
-            self.scheduler.ended(state)
+            self.scheduler.completed(state)
+            self.folders[state.key] = job.folder
             self.ended_here.add(state.key)
             value = outcome.metrics.get(self.spec.objective[0])
             self.progress.finished(
@@ -387,6 +405,27 @@ def _prepare_caches(run: Run, settings: Settings, console: Console) -> None:
                 "images themselves"
             )
             return
+
+
+def matched_configurations(spec: GridSpec) -> dict[str, str]:
+    """Each matched control's grid_key -> its configuration's (the point with every setting the same and no
+    control), for the spaces that have matched controls (a confirmation's)."""
+    from trainer.config import MATCHED_CONTROLS
+
+    controls = [p for p in spec.points if p.setting("control") in MATCHED_CONTROLS]
+    if not controls:
+        return {}
+    configs = {
+        p.config().digest(): p.grid_key
+        for p in spec.points
+        if p.kind == "proxy" and p.setting("control") in (None, "none")
+    }
+    out = {}
+    for point in controls:
+        key = configs.get(dataclasses.replace(point.config(), control="none").digest())
+        if key is not None:
+            out[point.grid_key] = key
+    return out
 
 
 def json_key(dataset: dict) -> tuple:

@@ -67,7 +67,9 @@ MOVES = {
 
 
 class Scheduler:
-    """The points and stems of one run. `max_trials`: at most this many new trials (None: no limit)."""
+    """The points and stems of one run. `max_trials`: at most this many new trials (None: no limit). `waits_for`:
+    each matched control's configuration, which must be complete before it starts (it reads the configuration's
+    proxies at every step); `complete`: the points complete before this run."""
 
     def __init__(
         self,
@@ -76,11 +78,14 @@ class Scheduler:
         max_attempts: int,
         max_trials: int | None,
         rungs: RungBook | None,
+        waits_for: dict[str, str] | None = None,
+        complete: set[str] | None = None,
     ) -> None:
         self.plan, self.max_attempts, self.max_trials, self.rungs = plan, max_attempts, max_trials, rungs
         self.points = {p.point.grid_key: PointState(p) for p in pending}
         self.stems = {k: StemState(s) for k, s in plan.stems.items()}
         self.started = 0  # new trials in this run
+        self.waits_for, self.complete = waits_for or {}, set(complete or ())
 
     def _set(self, state: State, status: Status) -> None:
         """The one place a point's or a stem's state changes."""
@@ -112,6 +117,8 @@ class Scheduler:
     def _point_ready(self, state: PointState) -> bool:
         if state.status != Status.WAITING:
             return False
+        if state.key in self.waits_for and self.waits_for[state.key] not in self.complete:
+            return False  # a matched control: after its configuration, whose proxies it takes
         stem = self.usable_stem(self.plan.stem_of.get(state.key))
         if stem is not None and self.stems[stem].status != Status.DONE and state.pending.previous is None:
             return False  # its stem will do the start of its training
@@ -196,8 +203,13 @@ class Scheduler:
         self._set(state, Status.WAITING)
 
     def ended(self, state: PointState) -> None:
-        """A point is complete, stopped by halving, or out of attempts."""
+        """A point is stopped by halving, or out of attempts."""
         self._set(state, Status.ENDED)
+
+    def completed(self, state: PointState) -> None:
+        """A point is complete: what waits for it may start."""
+        self._set(state, Status.ENDED)
+        self.complete.add(state.key)
 
     def failed(
         self, state: PointState, kind: FailureKind, previous: str | None, history: Callable[[], list[dict]]

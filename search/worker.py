@@ -25,7 +25,7 @@ from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
 from trainer.data.identity import Binding
 from trainer.failures import FailureKind, failure_kind
-from trainer.folder import LOG, SHARED, shared_input
+from trainer.folder import LOG, SHARED, proxy_file, shared_input
 
 SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
 
@@ -46,6 +46,8 @@ class Job:
     number: int | None = None  # the Optuna trial (trials only)
     grid_key: str | None = None
     binding: Binding | None = None  # what the study bound its dataset to: the trial checks it reads the same
+    matched: str | None = None  # a matched control's: its configuration's trial folder, whose proxies it takes
+    keep_maps: bool = False  # a configuration whose matched controls will read its proxies' maps
 
     def to_data(self) -> dict[str, Any]:
         """Plain JSON-ready data: what crosses to a Ray task or the local worker process."""
@@ -137,6 +139,11 @@ def run_job(job: Job, settings: Settings) -> Outcome:
             return None
         return store.fetch(f"{job.stem}/{shared_input(step, key)}", scratch / SHARED)
 
+    def matched(step: int) -> Path | None:
+        if job.matched is None:
+            return None
+        return store.fetch(f"{job.matched}/{proxy_file(step)}", scratch / "matched" / job.folder)
+
     config = job.config
     try:
         if job.kind == "stem":
@@ -164,6 +171,8 @@ def run_job(job: Job, settings: Settings) -> Outcome:
             threads=settings.threads,
             tag=result_tag(job.number, job.grid_key),
             binding=job.binding,
+            matched=matched,
+            keep_maps=job.keep_maps,
         )
         return Outcome("paused" if result.paused else "complete", result.metrics, result.history)
     finally:

@@ -24,6 +24,11 @@ LOG, STDERR, RESULT, OUTCOME = "trial.log", "stderr.log", "result.json", "outcom
 RESUMABLE = (CHECKPOINT, SPLIT, METRICS)
 
 
+def proxy_file(step: int) -> str:
+    """`proxies/step-K.npz`: a trial's proxies of step K (0-based), relative to its folder."""
+    return f"{PROXIES}/step-{step}.npz"
+
+
 def shared_input(step: int, group: str) -> str:
     """`shared/step-K-<group>.npz`: a stem's proxy-step inputs (wrong images, CAMs) for one CAM group, relative to
     the stem's folder."""
@@ -57,7 +62,7 @@ class TrialFolder:
 
     def proxy_name(self, step: int) -> str:
         """`proxies/step-K.npz`, relative to the folder."""
-        return f"{PROXIES}/step-{step}.npz"
+        return proxy_file(step)
 
     def exists(self, name: str = "") -> bool:
         return self.fs.exists(self.file(name) if name else self.root)

@@ -44,6 +44,7 @@ from trainer.proxy import (
     ProxyInputs,
     gallery,
     load_proxies,
+    make_matched_proxies,
     make_proxy_images,
     save_gallery,
 )
@@ -64,6 +65,7 @@ ROW_FIELDS = {
 Saved = Callable[[list[str]], None]
 # `shared(step, key)` gives the file of a stem's proxy-step inputs for that step and CAM group, if one exists.
 SharedLookup = Callable[[int, str], Path | None]
+MatchedLookup = Callable[[int], Path | None]  # a matched control's: its configuration's proxies of step K
 
 
 @dataclass
@@ -114,6 +116,8 @@ def run_trial(
     threads: int = 1,
     tag: dict[str, Any] | None = None,
     binding: Binding | None = None,
+    matched: MatchedLookup | None = None,
+    keep_maps: bool = False,
 ) -> TrialResult:
     """Train `config` in `workdir` (resuming from its checkpoint if there is one) and return its metrics; with
     `until`, stop after that many epochs (before a proxy step due there) and return without metrics.
@@ -121,6 +125,8 @@ def run_trial(
     `threads`: torch's CPU threads (`set_threads`). `tag` (e.g. the trial number and grid key of a study) is written
     into `result.json`, so that a reader can tell this trial's result from one copied in from another folder.
     `binding`: what the study bound the dataset to; the trial refuses other data (`data.identity.check_binding`).
+    `matched` (a matched control's): the proxies file of its configuration's step K; `keep_maps` (a configuration
+    with matched controls): keep the maps of its proxies for them (`trainer.proxy.make_matched_proxies`).
 
     A folder that already holds this config's `result.json` (and this `tag`) returns it without training again."""
     workdir = Path(workdir)
@@ -136,6 +142,7 @@ def run_trial(
             trial = Trial(
                 config, workdir, select_device(device), cache_dir, shared, on_saved or nothing_saved, binding=binding
             )
+            trial.matched, trial.keep_maps = matched, keep_maps
             trial.threads, trial.tag = threads, tag
             trial.run(until)
             return trial.finish() if trial.state.epochs_done == config.epochs else trial.pause()
@@ -169,6 +176,8 @@ class Trial:
         self.owner = owner or config.digest()  # who writes this folder's checkpoints: a trial, or a shared stem
         self.threads: int = torch.get_num_threads()
         self.tag: dict[str, Any] | None = None
+        self.matched: MatchedLookup | None = None
+        self.keep_maps = False
         self.started = time.perf_counter()
         reset_peak_rss()  # this trial's peak, not its worker's
         log.info("trial %s on %s: %s", config.digest(), device, json.dumps(config.to_dict(), sort_keys=True))
@@ -235,10 +244,19 @@ class Trial:
         """Make the proxies of step `index` from the current model and put them into training."""
         config, state = self.config, self.state
         boundary = config.schedule.boundaries[index]
-        inputs = self._shared_inputs(index, boundary)
         name = layout.TrialFolder(self.workdir).proxy_name(index)
         path = self.workdir / name
-        step = make_proxy_images(self.model, self.train, config, index, self.device, self.batch_size, path, inputs)
+        inputs = None
+        if config.control != "none":  # matched at every step: its configuration's own proxies of this step
+            reference = self.matched(index) if self.matched is not None else None
+            if reference is None:
+                raise TrialError(f"a {config.control} control needs its configuration's proxy step {index}")
+            step = make_matched_proxies(self.train, config, index, path, reference)
+        else:
+            inputs = self._shared_inputs(index, boundary)
+            step = make_proxy_images(
+                self.model, self.train, config, index, self.device, self.batch_size, path, inputs, self.keep_maps
+            )
         if config.clear_every_step:
             self.proxies.clear()
         self.proxies[name] = load_proxies(path, config.image_size)
@@ -252,7 +270,7 @@ class Trial:
         if inputs is not None:
             state.shared_seconds += inputs.seconds
         log.info(
-            "proxy step %d: %d wrong training images, %d chosen, %d proxies (%d unchanged, %s all-zero maps, "
+            "proxy step %d: %s wrong training images, %d chosen, %d proxies (%d unchanged, %s all-zero maps, "
             "%.1f%% of their pixels at or above the threshold, %.1f%% changed), %.2f s, %d proxies in training",
             index,
             stats["wrong_images"],

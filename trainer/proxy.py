@@ -186,9 +186,12 @@ def make_proxy_images(
     batch_size: int,
     path: Path,
     inputs: ProxyInputs | None = None,
+    keep_maps: bool = False,
 ) -> ProxyStep:
     """Proxy step number `step` (0-based) on the original training images `train`, from `inputs` when a stem
-    computed them, else computing them now; its proxies are written to `path` (`load_proxies` reads them)."""
+    computed them, else computing them now; its proxies are written to `path` (`load_proxies` reads them). With
+    `keep_maps`, the maps of the proxies that train go into the file too: what its matched controls read
+    (`make_matched_proxies`)."""
     start = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     own_inputs = inputs is None
@@ -202,9 +205,9 @@ def make_proxy_images(
     chosen = np.sort(rng.choice(len(inputs.positions), size=count, replace=False)) if count else np.zeros(0, int)
     size = config.image_size
     proxies = SpooledRows(path.parent, (3, size, size))
+    kept_maps = SpooledRows(path.parent, (size, size)) if keep_maps and not duplicate else None
     kept: list[np.ndarray] = []  # per piece, which chosen images become proxies
     tally = _Tally()
-    location = np.random.default_rng([config.seed, step, 1])  # its own stream: the draw of images is unchanged
     nothing = np.zeros((0, 3, size, size), np.uint8)
     shown: tuple[np.ndarray, ...] = (nothing, np.zeros((0, size, size), np.uint8), nothing)
     try:
@@ -212,9 +215,11 @@ def make_proxy_images(
             piece = chosen[lo : lo + PROXY_CHUNK]
             sources = train.take(inputs.positions[piece])
             maps = np.zeros((len(piece), size, size), np.uint8) if inputs.maps is None else inputs.maps.take(piece)
-            made, keep, maps = _proxy_piece(sources, maps, config, location, tally)
+            made, keep = _proxy_piece(sources, maps, config, tally)
             kept.append(keep)
             proxies.append(made.numpy()[keep])
+            if kept_maps is not None:
+                kept_maps.append(maps[keep])
             if len(shown[0]) < GALLERY_ROWS:
                 parts = (sources.numpy()[keep], maps[keep], made.numpy()[keep])
                 shown = tuple(np.concatenate([a, b])[:GALLERY_ROWS] for a, b in zip(shown, parts, strict=True))
@@ -222,17 +227,17 @@ def make_proxy_images(
         positions = inputs.positions[chosen]
         source_indices = train.indices[positions]
         labels = train.labels[positions][keep_all]
-        write_npz(
-            path,
-            {
-                "images": proxies,
-                "labels": labels,
-                "source_indices": source_indices[keep_all],
-                "dropped_source_indices": source_indices[~keep_all],
-            },
-        )
+        arrays: dict[str, np.ndarray | SpooledRows] = {
+            "images": proxies,
+            "labels": labels,
+            "source_indices": source_indices[keep_all],
+            "dropped_source_indices": source_indices[~keep_all],
+        }
+        write_npz(path, {**arrays, **({"maps": kept_maps} if kept_maps is not None else {})})
     finally:
         proxies.close()
+        if kept_maps is not None:
+            kept_maps.close()
         if own_inputs:
             inputs.close()
     stats = {
@@ -255,6 +260,62 @@ def make_proxy_images(
     )
 
 
+def make_matched_proxies(train: Part, config: TrialConfig, step: int, path: Path, reference: Path) -> ProxyStep:
+    """A matched control's proxy step `step`: the very images its configuration trained as proxies at that step,
+    read from the configuration's own `proxies/step-K.npz` (`reference`, written with `keep_maps`), so that the
+    control is matched at every step, not only where the two models are still identical. `matched_duplicate`
+    trains them unmasked; `random_location` with the configuration's own maps moved elsewhere (`relocate`). The
+    configuration's dropped images stay dropped."""
+    start = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with np.load(reference, allow_pickle=False) as data:
+        sources, dropped, has_maps = data["source_indices"], data["dropped_source_indices"], "maps" in data.files
+    maps = npz_rows(reference, "maps") if has_maps else None
+    if config.control == "random_location" and maps is None:
+        raise ValueError(f"{reference} holds no maps: the configuration ran without keep_maps")
+    position = {int(index): i for i, index in enumerate(train.indices)}
+    positions = np.asarray([position[int(i)] for i in sources], dtype=np.int64)
+    size = config.image_size
+    proxies = SpooledRows(path.parent, (3, size, size))
+    tally = _Tally()
+    location = np.random.default_rng([config.seed, step, 1])
+    try:
+        for lo in range(0, len(positions), PROXY_CHUNK):
+            piece = np.arange(lo, min(lo + PROXY_CHUNK, len(positions)))
+            originals = train.take(positions[piece])
+            unit = None
+            if config.control == "random_location" and maps is not None:
+                unit = torch.from_numpy(relocate(maps.take(piece), location)).float() / 255
+                made = _replace(originals, unit, config)
+                tally.hot += float((unit >= config.threshold).float().flatten(1).mean(1).double().sum())
+            else:
+                made = originals.clone()
+            tally.unchanged += int((made == originals).flatten(1).all(1).sum())
+            tally.changed += float((made != originals).any(1).float().flatten(1).mean(1).double().sum())
+            proxies.append(made.numpy())
+        labels = train.labels[positions]
+        write_npz(
+            path,
+            {"images": proxies, "labels": labels, "source_indices": sources, "dropped_source_indices": dropped},
+        )
+    finally:
+        proxies.close()
+    trained = np.ones(len(positions), bool)
+    duplicate = config.control == "matched_duplicate"
+    stats = {
+        "wrong_images": None,  # the configuration's, not this model's
+        "chosen": len(sources) + len(dropped),
+        "proxy_images": len(sources),
+        "unchanged": tally.unchanged,
+        "zero_maps": None,
+        "constant_maps": None,
+        "hot_fraction": _share(tally.hot, trained, duplicate),
+        "changed_fraction": _share(tally.changed, trained, duplicate),
+    }
+    nothing = np.zeros((0, 3, size, size), np.uint8)
+    return ProxyStep(labels, sources, dropped, stats, time.perf_counter() - start, (nothing, nothing[:, 0], nothing))
+
+
 @dataclass
 class _Tally:
     """What a proxy step counts over its pieces: unchanged proxies, all-zero and constant maps, and, summed over
@@ -268,10 +329,9 @@ class _Tally:
 
 
 def _proxy_piece(
-    sources: torch.Tensor, maps: np.ndarray, config: TrialConfig, location: np.random.Generator, tally: _Tally
-) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Algorithm 1 on a piece of the chosen images: their proxies, which of them train, and the maps that made them
-    (moved, for the `random_location` control); counted into `tally`."""
+    sources: torch.Tensor, maps: np.ndarray, config: TrialConfig, tally: _Tally
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Algorithm 1 on a piece of the chosen images: their proxies and which of them train; counted into `tally`."""
     duplicate = config.cam_method in MASKLESS_METHODS
     if duplicate:
         made = sources.clone()
@@ -284,16 +344,10 @@ def _proxy_piece(
     same = (made == sources).flatten(1).all(1).numpy()
     tally.unchanged += int(same.sum())
     keep = ~same if config.unchanged_proxies == "drop" and not duplicate else np.ones(len(maps), bool)
-    if config.control == "random_location":  # the same values, the same images, elsewhere
-        maps = relocate(maps, location)
-        unit = torch.from_numpy(maps).float() / 255
-        made = _replace(sources, unit, config)
-    elif config.control == "matched_duplicate":  # the very images the configuration trains, unmasked
-        made = sources.clone()
     if not duplicate:
         tally.hot += float((unit >= config.threshold)[keep].float().flatten(1).mean(1).double().sum())
         tally.changed += float((made != sources).any(1)[keep].float().flatten(1).mean(1).double().sum())
-    return made, keep, maps
+    return made, keep
 
 
 def _replace(sources: torch.Tensor, unit_maps: torch.Tensor, config: TrialConfig) -> torch.Tensor:

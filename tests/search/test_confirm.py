@@ -204,3 +204,47 @@ def test_every_confirmation_takes_seeds_no_study_of_its_exploration_used():
     assert fresh_seed(space, []) == 3
     made = [{"name": "a", "seeds_from": 3, "seeds": 10}, {"name": "b", "seeds_from": 13, "seeds": 5}]
     assert fresh_seed(space, made) == 18
+
+
+@pytest.mark.slow
+def test_matched_controls_train_the_configuration_s_images_at_every_proxy_step(tmp_path):
+    """Issue 33, item 2: with `proxy_steps: "1,p,1,p,1"` a configuration and its controls made 194 / 136 / 158
+    proxies at step 1 (each recomputed its own wrong images after the first step, where the models differ). Each
+    control now waits for its configuration and takes, at every step, the very images it trained (and, for
+    random_location, its maps, moved)."""
+    import json
+
+    import numpy as np
+
+    space = write_space(
+        tmp_path / "tiny.yaml",
+        grid={"cam_method": ["gradcam"], "threshold": [0.3]},
+        repeats=2,
+        fixed={**TINY_FIXED, "proxy_steps": "1,p,1,p,1", "split": {"test_seed": 0}},
+    )
+    assert search_cli("run", str(space), "--executor", "local", cwd=tmp_path, timeout=600).returncode == 0
+    done = search_cli(
+        "confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--executor", "local", cwd=tmp_path, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    confirmed = [t for t in trials(tmp_path, "tiny-confirm") if t.state == TrialState.COMPLETE]
+    assert len(confirmed) == 9  # (the configuration + 2 controls) × 3 seeds: the space has no baseline
+    folders = {}
+    for t in confirmed:
+        folder = next((tmp_path / "runs" / "tiny-confirm" / "trials").glob(f"{t.number}-*"))
+        folders[(t.user_attrs["seed"], t.params.get("control", "none"))] = folder
+    for seed in (2, 3, 4):
+        for step in (0, 1):
+            sources = {}
+            for control in ("none", "random_location", "matched_duplicate"):
+                with np.load(folders[(seed, control)] / "proxies" / f"step-{step}.npz") as data:
+                    sources[control] = data["source_indices"].tolist()
+            assert sources["random_location"] == sources["none"] == sources["matched_duplicate"], (seed, step)
+        counts = {
+            control: [
+                s["proxy_images"]
+                for s in json.loads((folders[(seed, control)] / "result.json").read_text())["proxy_steps"]
+            ]
+            for control in ("none", "random_location", "matched_duplicate")
+        }
+        assert counts["none"] == counts["random_location"] == counts["matched_duplicate"], counts

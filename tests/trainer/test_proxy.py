@@ -133,18 +133,19 @@ def test_proxy_inputs_saved_by_a_stem_are_read_in_place(tmp_path):
 def test_matched_controls_replace_as_many_pixels_on_the_same_images(tmp_path):
     """Issue 21: the random-location control replaces, per image, exactly as many pixels (with the same values) as
     its configuration's CAM did at its threshold, on the same images with the same dropped set; only where differs.
-    The matched duplicate adds exactly the images the configuration trained, unmasked."""
-    from trainer.proxy import relocate
+    The matched duplicate adds exactly the images the configuration trained, unmasked. Both read them from the
+    configuration's own step file (issue 33: matched at every step)."""
+    from trainer.proxy import make_matched_proxies, relocate
 
     config, _, _, train, model = untrained_step_parts(threshold=0.3, wrong_subset=0.8, seed=2)
     cpu = torch.device("cpu")
     inputs = proxy_inputs(model, train, config, 0, cpu, 32, tmp_path)
     maps = inputs.maps.take(np.arange(len(inputs.positions)))
-    real = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "real.npz", inputs)
+    real = make_proxy_images(model, train, config, 0, cpu, 32, tmp_path / "real.npz", inputs, keep_maps=True)
     steps = {"real": real}
     for control in ("random_location", "matched_duplicate"):
         matched = TrialConfig.from_dict(tiny_config(threshold=0.3, wrong_subset=0.8, seed=2, control=control))
-        steps[control] = make_proxy_images(model, train, matched, 0, cpu, 32, tmp_path / f"{control}.npz", inputs)
+        steps[control] = make_matched_proxies(train, matched, 0, tmp_path / f"{control}.npz", tmp_path / "real.npz")
     for step in steps.values():  # the same extra training images, and the same ones left out
         assert np.array_equal(step.source_indices, real.source_indices)
         assert np.array_equal(step.dropped, real.dropped)
@@ -172,7 +173,8 @@ def test_matched_controls_train_as_many_images_as_their_configuration(tmp_path):
     metrics = {}
     for control in ("none", "random_location", "matched_duplicate"):
         config = TrialConfig.from_dict(tiny_config(threshold=0.3, control=control, proxy_steps="1,p,1"))
-        metrics[control] = run_trial(config, tmp_path / control).metrics
+        reference = lambda step: tmp_path / "none" / "proxies" / f"step-{step}.npz"  # noqa: E731
+        metrics[control] = run_trial(config, tmp_path / control, matched=reference, keep_maps=True).metrics
     for control in ("random_location", "matched_duplicate"):
         assert metrics[control]["proxy_images"] == metrics["none"]["proxy_images"] > 0
         assert metrics[control]["images_seen"] == metrics["none"]["images_seen"]

@@ -12,6 +12,7 @@ from search.dispatch import check_machine
 from search.driver import run_study
 from search.grid import GridSpec
 from search.options import RunOptions
+from search.spacecheck import root_problems
 from search.storage import StudyError, check_storage_url
 from search.store import probe_store
 from trainer.errors import ProxySearchError
@@ -75,8 +76,8 @@ def print_plan(spec: GridSpec, options: RunOptions, problems: list[str]) -> None
 
     try:
         info = dry_run_plan(spec, options.storage, options.out_dir, options.artifacts, options.share, options.resources)
-    except StudyError as exc:
-        fail(str(exc))
+    except StudyError as exc:  # a missing dataset root first: it is often why the datasets look changed
+        fail("; ".join([*root_problems(spec.data), str(exc)]))
     ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
     saving = f" ({ratio:.2f}x fewer)" if info["epochs_shared"] else ""
     print(

@@ -268,6 +268,7 @@ def _confirmation(
     """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
     `study` per group of `per`, printed with the effect the confirmation can detect."""
     from search.confirm import confirmation_space, fresh_seed, paired_spread, select
+    from search.progress import chance_warning
     from search.space import parse_space
     from search.status import load_study, load_trials
     from search.study import spec_of
@@ -288,6 +289,8 @@ def _confirmation(
             return spec_of(existing, validate=not dry_run)
         _check_test_part(study, spec, allow_test_overlap)
         _warn_if_unfinished(study, spec, trials)
+        if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: nothing to confirm
+            fail(learned_nothing.removeprefix("warning: ") + ": run the exploration again before confirming it")
         selected = select(trials, spec, top, per_axes)
         made = exploration.user_attrs.get("confirmations") or []
         data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made))

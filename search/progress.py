@@ -4,8 +4,11 @@ summary line every run ends with."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -159,10 +162,7 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
     failing = len({p.grid_key for p in spec.points} - keys - pruned)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     metric, direction = spec.objective
-    best = None
-    for trial in complete:
-        if better(trial.value, best.value if best else None, direction):
-            best = trial
+    best = best_of(complete, direction)
     parts = [
         f"{spec.name}: {len(keys)} of {len(spec.points)} points complete",
         f"{len(pruned)} stopped by halving",
@@ -170,13 +170,33 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
         f"{sum(shown_state(t.state, t.user_attrs.get('fail_kind')) == 'FAIL' for t in trials)} failed tries",
     ]
     if best is not None:
-        parts.append(f"best {metric} {best.value:.4f} (trial {best.number})")
+        kind = best.user_attrs.get("kind", "proxy")
+        parts.append(f"best {metric} {best.value:.4f} (trial {best.number}, a {kind})")
+        proxy = best_of([t for t in complete if t.user_attrs.get("kind") == "proxy"], direction)
+        if kind != "proxy" and proxy is not None:  # what the study is about, beside it
+            parts.append(f"best proxy configuration {metric} {proxy.value:.4f} (trial {proxy.number})")
     if plan.stems:
         parts.append(f"{plan.shared_epochs} of {plan.naive_epochs} epochs trained (shared prefixes)")
     storage_flag = "" if storage == f"sqlite:///runs/{spec.name}.db" else f" --storage {storage}"
-    parts.append(f"report: search report --study {spec.name}{storage_flag}")
+    parts.append(f"report: {invoked_as()} report --study {spec.name}{storage_flag}")
     warning = chance_warning(trials)
     return " · ".join(parts) + (f"\n{warning}" if warning else "")
+
+
+def best_of(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The trial with the best value in `direction`, or None."""
+    best = None
+    for trial in trials:
+        if better(trial.value, best.value if best else None, direction):
+            best = trial
+    return best
+
+
+def invoked_as() -> str:
+    """The `search` command as the user typed it (`.venv/bin/search` when the environment is not activated, so
+    that a suggested command works when pasted), else `search`."""
+    typed = sys.argv[0] if sys.argv else ""
+    return typed if Path(typed).name == "search" and os.sep in typed else "search"
 
 
 @contextlib.contextmanager

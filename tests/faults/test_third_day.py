@@ -23,3 +23,46 @@ def test_a_misspelled_root_is_reported_as_missing_first(tmp_path):
         first = done.stderr.removeprefix("error: ").split(";")[0]
         assert "data/my_image does not exist" in first, done.stderr
     refused(done, "does not exist")
+
+
+def test_a_confirmation_of_an_exploration_that_learned_nothing_is_refused(tmp_path):
+    """Item 7: `search confirm` on a study where every trial sat at chance selected a configuration anyway."""
+    path = tmp_path / "s.yaml"
+    data = space(grid={"cam_method": ["gradcam"], "threshold": [0.3]}, repeats=2)
+    data["fixed"] = {**data["fixed"], "optimizer": {"name": "sgd", "lr": 1e-9}, "split": {"test_seed": 0}}
+    path.write_text(yaml.safe_dump(data))
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=600).returncode == 0
+    done = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path)
+    refused(done, "every complete trial is at chance accuracy")
+
+
+def test_the_summary_says_what_kind_the_best_is_and_how_to_type_the_report(monkeypatch):
+    """Items 5 and 6: the quickstart's "best val_accuracy 0.9250 (trial 3)" was its baseline; and the suggested
+    `search report` was not on PATH when the environment was not activated."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.plan import Plan
+    from search.progress import invoked_as, run_summary
+    from tests.search.helpers import spec
+
+    s = spec()
+    made = [
+        create_trial(
+            value=value,
+            params={"threshold": 0.3},
+            distributions={"threshold": FloatDistribution(0, 1)},
+            user_attrs={"kind": kind, "grid_key": key},
+            state=TrialState.COMPLETE,
+        )
+        for value, kind, key in ((0.92, "baseline", "b"), (0.90, "proxy", "p"), (0.85, "proxy", "q"))
+    ]
+    for number, trial in enumerate(made):
+        trial.number = number
+    line = run_summary(s, made, Plan(), "sqlite:///runs/tiny.db")
+    assert "best val_accuracy 0.9200 (trial 0, a baseline)" in line
+    assert "best proxy configuration val_accuracy 0.9000 (trial 1)" in line
+    monkeypatch.setattr("sys.argv", [".venv/bin/search", "run", "s.yaml"])
+    assert invoked_as() == ".venv/bin/search"
+    monkeypatch.setattr("sys.argv", ["/x/search/__main__.py"])
+    assert invoked_as() == "search"

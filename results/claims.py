@@ -50,6 +50,7 @@ def claims(verdicts: pd.DataFrame, correction: str = "holm", alpha: float = stat
             row[f"p {part}"] = p
             row[f"diff {part}"] = float(found["mean_diff"].min())
             parts.append((p, found))
+        row["_spread"] = max((float(f["sd_diff"].max()) for _, f in parts), default=math.nan)
         row["n"] = int(rows_of["n"].min())
         enough = not missing and row["n"] >= stats.MIN_PAIRS
         row["p_claim"] = max((p for p, _ in parts), default=math.nan) if enough else math.nan
@@ -65,12 +66,19 @@ def claims(verdicts: pd.DataFrame, correction: str = "holm", alpha: float = stat
         rows.append(row)
     table = pd.DataFrame(rows)
     table["p_adjusted"] = stats.adjust(table["p_claim"].tolist(), correction)
-    table["claims_in_family"] = int(table["p_claim"].notna().sum())
+    size = int(table["p_claim"].notna().sum())
+    table["claims_in_family"] = size
+    # The smallest gain over every part the claim detects with 80 % power (at Holm's first step, two-sided: a
+    # bound): a gain below it going unclaimed is no evidence of no gain.
+    table["mde_pp"] = [
+        100 * stats.minimum_detectable_effect(spread, n, size, correction, alpha)
+        for spread, n in zip(table["_spread"], table["n"], strict=True)
+    ]
     table["verdict"] = [
         why or (CLAIM if p < alpha else "not shown")
         for why, p in zip(table["_why"], table["p_adjusted"].fillna(1.0), strict=True)
     ]
-    return table.drop(columns=["_why"])
+    return table.drop(columns=["_why", "_spread"])
 
 
 def claim_sentences(table: pd.DataFrame, correction: str, alpha: float = stats.ALPHA) -> list[str]:
@@ -83,7 +91,13 @@ def claim_sentences(table: pd.DataFrame, correction: str, alpha: float = stats.A
     for (dataset, arch), group in table.groupby(["dataset", "architecture"], sort=True):
         shown = group[group["verdict"] == CLAIM]["configuration"].tolist()
         if shown:
-            out.append(f"{dataset} × {arch}: {', '.join(shown)} {CLAIM} ({level}).")
+            line = f"{dataset} × {arch}: {', '.join(shown)} {CLAIM} ({level})."
         else:
-            out.append(f"{dataset} × {arch}: no configuration is shown {CLAIM} ({level}).")
+            line = f"{dataset} × {arch}: no configuration is shown {CLAIM} ({level})."
+        unshown = group[group["verdict"] != CLAIM]["mde_pp"].dropna()
+        if len(unshown):
+            low, high = unshown.min(), unshown.max()
+            bound = f"{low:.1f} pp" if round(low, 1) == round(high, 1) else f"{low:.1f}–{high:.1f} pp"
+            line += f" For the others, gains below {bound} are not ruled out (the claim's 80 % power)."
+        out.append(line)
     return out

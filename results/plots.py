@@ -15,9 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from results.load import StudyData
 from results.present import header
-from results.tables import memory_metric
+from results.tables import axis_trials, memory_metric
 from trainer.config import PROXY_METHODS
-from trainer.prefix import CAM_AXES
 
 TEMPLATE = "plotly_white"
 KIND_COLOURS = {"baseline": "#4c78a8", "control": "#54a24b", "proxy": "#f58518"}
@@ -49,9 +48,7 @@ def _order(values: pd.Series) -> list:
 
 def accuracy_by_axis(data: StudyData, axis: str) -> go.Figure | None:
     """Test accuracy for each value of `axis`: a box per value and kind, with every seed's point."""
-    trials = data.complete.copy()
-    if axis in CAM_AXES:
-        trials = trials[trials["kind"] == "proxy"]  # a baseline has no CAM setting
+    trials = axis_trials(data.complete, axis).copy()
     trials = trials[trials[f"setting_{axis}"].notna()]
     if trials.empty:
         return None

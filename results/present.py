@@ -141,7 +141,7 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
                 "p": p_value(r["t_p"]),
                 "p adjusted": p_value(r["p_adjusted"]),
                 "family": number(r["family_size"], 0),
-                "MDE": number(r["mde"]),
+                "MDE (pp)": number(r["mde_pp"], 1),
                 "Wilcoxon p": p_value(r["wilcoxon_p"]),
                 "epochs": f"{number(r['epochs_config'], 0)} vs {number(r['epochs_reference'], 0)}",
                 "images seen": f"{number(r['images_config'], 0)} vs {number(r['images_reference'], 0)}",
@@ -154,8 +154,9 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
         f"{'Bonferroni' if correction == 'holm' else 'false-coverage' if correction == 'bh' else '95%'} "
         "interval of the difference. A verdict needs the adjusted p below 0.05, the adjusted interval clear of "
         "zero, 3 seeds and some variance; Wilcoxon p only from 6 pairs (below that it cannot reach 0.05).",
-        "MDE: the family's minimum detectable effect, the smallest true difference it calls with 80% power at "
-        "its size, seeds and observed spread (a difference below it going uncalled is no evidence of no effect).",
+        "MDE (pp): the family's minimum detectable effect in percentage points, the smallest true difference it "
+        "calls with 80% power at its size, seeds and observed spread (a difference below it going uncalled is no "
+        "evidence of no effect).",
         "† the two sides trained on budgets more than 5% apart (epochs or images seen).",
     ]
     if clipped:

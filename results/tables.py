@@ -48,9 +48,20 @@ def summarize_over_seeds(trials: pd.DataFrame, by: list[str], metrics: list[str]
     return pd.DataFrame(rows)
 
 
+def axis_trials(complete: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The trials a table or figure by `axis` compares: a CAM setting among proxy trials (a baseline has none, a
+    control would mix in), the `control` axis among the configurations and their matched controls, any other axis
+    among all."""
+    if axis == "control":
+        return complete[complete["kind"] != "baseline"]
+    if axis in CAM_AXES:
+        return complete[complete["kind"] == "proxy"]
+    return complete
+
+
 def axis_tables(data: StudyData) -> dict[str, pd.DataFrame]:
-    """Per axis, per (dataset, architecture): the summary of each value over seeds. CAM axes use proxy trials only;
-    other axes keep proxy trials and references apart."""
+    """Per axis, per (dataset, architecture): the summary of each value over seeds (`axis_trials`); axes that span
+    kinds keep proxy trials and references apart."""
     complete = data.complete
     metrics = summary_metrics(complete)
     place = ["setting_dataset", "setting_architecture"]
@@ -59,10 +70,11 @@ def axis_tables(data: StudyData) -> dict[str, pd.DataFrame]:
         if axis in ("dataset", "architecture"):
             continue
         column = f"setting_{axis}"
-        if axis in CAM_AXES:
-            table = summarize_over_seeds(complete[complete["kind"] == "proxy"], [*place, column], metrics)
+        trials = axis_trials(complete, axis)
+        if axis in CAM_AXES and axis != "control":
+            table = summarize_over_seeds(trials, [*place, column], metrics)
         else:
-            table = summarize_over_seeds(complete, [*place, column, "kind"], metrics)
+            table = summarize_over_seeds(trials, [*place, column, "kind"], metrics)
         tables[f"by_{axis}"] = table.rename(
             columns={column: axis, "setting_dataset": "dataset", "setting_architecture": "architecture"}
         )
@@ -182,12 +194,12 @@ def _correct(table: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame
     table["ci_high"] = math.nan
     table["ci_level"] = math.nan
     table["verdict"] = ""
-    table["mde"] = math.nan
+    table["mde_pp"] = math.nan  # percentage points of the metric: the unit the dry-run and the report say
     for _, family in table.groupby(["dataset", "architecture", "reference_kind"], sort=False):
         index = family.index
         size = int(family["t_p"].notna().sum())
         spread = family["sd_diff"].dropna()
-        table.loc[index, "mde"] = stats.minimum_detectable_effect(
+        table.loc[index, "mde_pp"] = 100 * stats.minimum_detectable_effect(
             float(spread.median()) if len(spread) else math.nan, int(family["n"].median()), size, correction, alpha
         )
         adjusted = stats.adjust(family["t_p"].tolist(), correction)
@@ -283,7 +295,7 @@ def family_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
                 "reference": kind,
                 "comparisons": len(family),
                 "seeds": int(family["n"].median()),
-                "mde": float(family["mde"].iloc[0]),
+                "mde_pp": float(family["mde_pp"].iloc[0]),
                 "better": int(counts.get("better", 0)),
                 "worse": int(counts.get("worse", 0)),
                 "no evidence": int(counts.get("no evidence", 0)),

@@ -66,3 +66,22 @@ def test_the_summary_says_what_kind_the_best_is_and_how_to_type_the_report(monke
     assert invoked_as() == ".venv/bin/search"
     monkeypatch.setattr("sys.argv", ["/x/search/__main__.py"])
     assert invoked_as() == "search"
+
+
+def test_a_by_control_table_holds_the_controls(tmp_path):
+    """Item 4: a confirmation's `tables/by_control.csv` had two rows, both `control=none`: a CAM axis was read among
+    proxy trials only, and a matched control is a trial of kind control."""
+    from results.load import load_study_data
+    from results.tables import axis_tables
+    from search.study import GridStudy
+    from tests.results.test_tables import fill, metrics
+    from tests.search.helpers import spec
+
+    s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.5], "control": ["none", "random_location"]})
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    fill(grid, lambda point: metrics(0.8 + 0.01 * point.params["seed"], seed=point.params["seed"]))
+    table = axis_tables(load_study_data(grid.study, grid.trials()))["by_control"]
+    assert sorted(zip(table["control"], table["kind"], strict=True)) == [
+        ("none", "proxy"),
+        ("random_location", "control"),
+    ]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from results import stats
-from results.claims import CLAIM, claims, one_sided
+from results.claims import CLAIM, claim_sentences, claims, one_sided
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -27,6 +27,7 @@ def comparisons(config: str, diffs: dict[str, list[float]], arch: str = "a") -> 
                 "reference_kind": kind,
                 "n": c.n,
                 "mean_diff": c.mean_diff,
+                "sd_diff": c.sd,
                 "t_p": c.t_p,
             }
         )
@@ -49,6 +50,9 @@ def test_a_claim_needs_the_baseline_and_both_matched_controls():
     assert result.loc["P2", "p_claim"] == pytest.approx(result.loc["P2", "p control (random_location)"])
     assert result.loc["P3", "verdict"].startswith("no verdict (no control (random_location)")
     assert int(result["claims_in_family"].iloc[0]) == 2  # P3 makes no claim, so it costs none
+    (sentence,) = claim_sentences(result.reset_index(), "holm")
+    assert sentence.startswith(f"d × a: P1 {CLAIM} (holm over the 2 configurations of the study")
+    assert "gains below" in sentence and "pp are not ruled out" in sentence
 
 
 def test_one_sided_p_values():

@@ -15,7 +15,7 @@ from cli.app import app, fail, study_dir
 from search.storage import StudyError, default_storage
 
 
-@app.command()
+@app.command(short_help="Where each study stands: counts, best value, ETA.")
 def status(
     study: str | None = typer.Option(None, help="study name (default: every study under runs/)"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
@@ -76,7 +76,7 @@ def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
     return [(name, url) for url in urls for name in study_names(url)]
 
 
-@app.command()
+@app.command(short_help="One CSV row per trial: settings, metrics, state, why.")
 def export(
     study: str | None = typer.Option(None, help="study name (default: the only study there is)"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
@@ -96,7 +96,7 @@ def export(
     print(f"{len(rows)} trials -> {path}")
 
 
-@app.command()
+@app.command(short_help="Tables (CSV, Markdown, LaTeX) and an HTML report.")
 def report(
     study: str | None = typer.Option(None, help="study name (default: the only study there is)"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
@@ -127,7 +127,7 @@ def report(
     print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 
 
-@app.command()
+@app.command(short_help="optuna-dashboard on the study database, on loopback.")
 def dashboard(
     study: str | None = typer.Option(None, help="study whose default storage to open"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),

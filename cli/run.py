@@ -36,7 +36,7 @@ from search.storage import StudyError, default_storage
 from trainer.errors import ProxySearchError
 
 
-@app.command()
+@app.command(short_help="Create or resume the study of SPACE and run it.")
 def run(
     space: Path = typer.Argument(..., help="the space YAML"),
     study: str | None = typer.Option(None, help="study name (default: the YAML's study: or its file name)"),
@@ -62,6 +62,8 @@ def run(
         spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     except SpaceError as exc:
         fail(str(exc))
+    if storage is None:
+        _refuse_a_study_elsewhere(space, spec.name)
     if spec.data.get("confirms"):  # fresh seeds, no halving and the selection recorded: only `search confirm`
         fail(
             f"{space}: confirms: a confirmation is made by `search confirm --study {spec.data['confirms']}` (fresh "
@@ -87,7 +89,22 @@ def run(
     launch(spec, _resolved(spec, flags), dry_run)
 
 
-@app.command()
+def _refuse_a_study_elsewhere(space: Path, name: str) -> None:
+    """Run from another folder, `search run ../pa/mine.yaml` would start a new, empty study in ./runs while the
+    study of that name lives beside the space file (or a folder above it): say where it is instead."""
+    here = Path("runs") / f"{name}.db"
+    if here.exists():
+        return
+    for folder in (space.resolve().parent, space.resolve().parent.parent):
+        found = folder / "runs" / f"{name}.db"
+        if found.exists() and found.resolve() != here.resolve():
+            fail(
+                f"study {name} lives in {found}, not in this folder's runs/: run from {folder}, or pass --storage "
+                f"sqlite:///{found} --out {folder / 'runs' / name} to go on with it there"
+            )
+
+
+@app.command(short_help="Run the rest of a stored study (no YAML needed).")
 def resume(
     study: str = typer.Option(..., help="study name"),
     storage: str | None = typer.Option(None, help="Optuna storage URL"),
@@ -137,7 +154,7 @@ def resume(
     launch(spec, _resolved(spec, flags, stored.user_attrs), dry_run)
 
 
-@app.command()
+@app.command(short_help="Confirm the best configurations on fresh seeds.")
 def confirm(
     study: str = typer.Option(..., help="the exploration study to confirm"),
     top: int = typer.Option(3, help="configurations per group, best first by the exploration's objective"),

@@ -13,7 +13,7 @@ from cli.app import CACHE_DIR, NO_CACHE, app, cache_app, fail
 from search.options import cache_location
 
 
-@app.command()
+@app.command(short_help="Run one trial in this process (no Optuna, no Ray).")
 def trial(
     config: Path = typer.Argument(..., help="a trial's config.json"),
     out: Path = typer.Option(..., help="the trial folder"),

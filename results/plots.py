@@ -93,7 +93,10 @@ def parallel_coordinates(data: StudyData) -> go.Figure | None:
             line={"color": trials["test_accuracy"], "colorscale": "Viridis", "showscale": True}, dimensions=dimensions
         )
     )
-    fig.update_layout(margin={"l": 80, "r": 80, "t": 110})  # room for the tick labels of the outer axes
+    # Room for the tick labels of the outer axes, which plotly centres on the axis: half the longest each side.
+    longest = max((len(t) for d in dimensions for t in d.get("ticktext", [])), default=0)
+    side = max(80, 4 * longest + 20)
+    fig.update_layout(margin={"l": side, "r": side, "t": 110})
     return _style(fig, "Proxy-attention settings against test accuracy (constant settings left out)")
 
 
@@ -119,8 +122,8 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
     caveat = (
         ""
         if len(proxy) >= MIN_IMPORTANCE_TRIALS and seeds >= MIN_IMPORTANCE_SEEDS
-        else f" — few trials: read as a hint, not a finding (needs ≥ {MIN_IMPORTANCE_TRIALS} trials, ≥ "
-        f"{MIN_IMPORTANCE_SEEDS} seeds)"
+        else f"<br><sub>few trials: read as a hint, not a finding (needs ≥ {MIN_IMPORTANCE_TRIALS} trials, ≥ "
+        f"{MIN_IMPORTANCE_SEEDS} seeds)</sub>"
     )
     fig = go.Figure(
         go.Bar(

@@ -93,6 +93,8 @@ def interval(low, high, metric: str, clipped: list[bool]) -> str:
         clipped.append(True)
         low, high = max(low, floor), min(high, 1.0)
     d = digits_for(metric)
+    if number(low, d) == number(high, d):  # every seed gave the same value: no spread to make an interval of
+        return "no spread"
     return f"[{number(low, d)}, {number(high, d)}]"
 
 

@@ -257,6 +257,12 @@ class GridStudy:
         trial_id = self._id(number)
         self.storage.set_trial_user_attr(trial_id, "fail_reason", one_line(reason))
         self.storage.set_trial_user_attr(trial_id, "fail_kind", kind.value)
+        # Where Optuna's own tools (its CLI, optuna-dashboard) look for why a trial failed, kind first: an
+        # interrupted or orphaned try is FAIL there, and this says it was stopped, not broken.
+        line = one_line(reason)
+        self.storage.set_trial_system_attr(
+            trial_id, "fail_reason", line if line.startswith(kind.value) else f"{kind.value}: {line}"
+        )
         self.study.tell(number, state=TrialState.FAIL)
 
     def _id(self, number: int) -> int:

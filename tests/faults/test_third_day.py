@@ -85,3 +85,42 @@ def test_a_by_control_table_holds_the_controls(tmp_path):
         ("none", "proxy"),
         ("random_location", "control"),
     ]
+
+
+def test_optuna_s_tools_see_why_a_try_was_stopped(tmp_path):
+    """Item 9: an interrupted try is FAIL in Optuna but INTERRUPTED in the export; the reason was only a user attr
+    of ours. It is now where Optuna itself keeps a failed trial's reason (its `fail_reason` system attr)."""
+    from search.study import GridStudy
+    from tests.search.helpers import spec
+    from trainer.failures import FailureKind
+
+    grid = GridStudy.open(spec(), f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    number = grid.start(grid.pending()[0])
+    grid.fail(number, "interrupted: the driver was stopped", FailureKind.INTERRUPTED)
+    (trial,) = grid.study.get_trials(deepcopy=False)
+    assert trial.system_attrs["fail_reason"] == "interrupted: the driver was stopped"
+
+
+def test_an_interval_of_identical_seeds_says_so():
+    """Item 10: two seeds with one value gave a "95% CI [0.931, 0.931]" of zero width."""
+    from results.present import interval
+
+    assert interval(0.931, 0.931, "test_accuracy", []) == "no spread"
+    assert interval(0.92, 0.94, "test_accuracy", []) == "[0.920, 0.940]"
+
+
+def test_a_study_beside_its_space_file_is_found_from_another_folder(tmp_path):
+    """Item 6: from another folder, `search run ../pa/mine.yaml` planned a new, empty study in ./runs while the real
+    one sat beside the space file."""
+    from tests.search.helpers import write_space
+
+    project = tmp_path / "pa"
+    project.mkdir()
+    path = write_space(project / "mine.yaml")
+    assert search_cli("run", str(path), "--executor", "local", "--max-trials", "1", cwd=project).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for extra in ((), ("--dry-run",)):
+        done = search_cli("run", "../pa/mine.yaml", "--executor", "local", *extra, cwd=elsewhere)
+        refused(done, f"study tiny lives in {project}/runs/tiny.db, not in this folder's runs/")
+    assert list(elsewhere.iterdir()) == []

@@ -4,7 +4,8 @@
     python bench/verdicts.py --quick   # 40
 
 Each study: 5 architectures × 27 proxy configurations explored on 3 seeds (validation and test accuracy per trial
-correlated as measured on real trials, 0.57, and as first assumed, 0.8); `search.confirm.select` keeps the top 5 per
+correlated as measured on real trials, 0.57, and as first assumed, 0.8; each arm's own noise per seed 1 or 2 pp on
+top of a seed effect shared by every arm, 1.5 pp); `search.confirm.select` keeps the top 5 per
 architecture by mean validation accuracy; each is confirmed on 10 fresh seeds beside its baseline and its two
 matched controls. The confirmation's paired comparisons go through `results.tables._correct` (one Holm family per
 dataset, architecture and kind of reference: the verdicts before the combined claim) and `results.claims.claims`
@@ -32,17 +33,17 @@ from search.confirm import select
 from search.grid import GridSpec
 
 ARCHITECTURES, CONFIGS, TOP, EXPLORE_SEEDS, CONFIRM_SEEDS = 5, 27, 5, 3, 10
-SEED_SD, PAIR_SD = 0.015, 0.01  # a seed's shared effect on every arm; each arm's own noise (accuracy units)
+SEED_SD = 0.015  # a seed's shared effect on every arm (accuracy units); each arm's own noise is a case's `noise`
 SPEC = GridSpec("sim", {"objective": {"metric": "val_accuracy", "direction": "maximize"}, "fixed": {}})
 
 
-def explore(rng: np.random.Generator, gains: np.ndarray, correlation: float) -> list[SimpleNamespace]:
+def explore(rng: np.random.Generator, gains: np.ndarray, correlation: float, noise: float) -> list[SimpleNamespace]:
     """The exploration's trials as `select` reads them: validation accuracy correlated with test accuracy."""
     trials = []
     for arch in range(ARCHITECTURES):
         for config in range(CONFIGS):
             for seed in range(EXPLORE_SEEDS):
-                test_noise, own = rng.normal(0, PAIR_SD, 2)
+                test_noise, own = rng.normal(0, noise, 2)
                 val = 0.8 + gains[arch, config] + correlation * test_noise + math.sqrt(1 - correlation**2) * own
                 trials.append(
                     SimpleNamespace(
@@ -55,19 +56,19 @@ def explore(rng: np.random.Generator, gains: np.ndarray, correlation: float) -> 
     return trials
 
 
-def confirm(rng: np.random.Generator, gains: np.ndarray, chosen: dict) -> pd.DataFrame:
+def confirm(rng: np.random.Generator, gains: np.ndarray, chosen: dict, noise: float) -> pd.DataFrame:
     """The confirmation's paired comparisons, as `results.tables.paired_comparisons` lays them out."""
     rows = []
     for group, configs in chosen.items():
         arch = int(dict(group)["architecture"][1:])
         seed_effect = rng.normal(0, SEED_SD, CONFIRM_SEEDS)
-        baseline = seed_effect + rng.normal(0, PAIR_SD, CONFIRM_SEEDS)
+        baseline = seed_effect + rng.normal(0, noise, CONFIRM_SEEDS)
         for config in configs:
             gain = gains[arch, config["config"]]
-            mine = seed_effect + gain + rng.normal(0, PAIR_SD, CONFIRM_SEEDS)
+            mine = seed_effect + gain + rng.normal(0, noise, CONFIRM_SEEDS)
             references = {"baseline": baseline}
             for control in ("random_location", "matched_duplicate"):
-                references[f"control ({control})"] = seed_effect + rng.normal(0, PAIR_SD, CONFIRM_SEEDS)
+                references[f"control ({control})"] = seed_effect + rng.normal(0, noise, CONFIRM_SEEDS)
             for kind, reference in references.items():
                 comparison = stats.paired(mine - reference)
                 rows.append(
@@ -87,9 +88,9 @@ def confirm(rng: np.random.Generator, gains: np.ndarray, chosen: dict) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def study(rng: np.random.Generator, gains: np.ndarray, correlation: float) -> dict[str, bool]:
-    chosen = select(explore(rng, gains, correlation), SPEC, TOP, ("architecture",))  # type: ignore[arg-type]
-    table = confirm(rng, gains, chosen)
+def study(rng: np.random.Generator, gains: np.ndarray, correlation: float, noise: float) -> dict[str, bool]:
+    chosen = select(explore(rng, gains, correlation, noise), SPEC, TOP, ("architecture",))  # type: ignore[arg-type]
+    table = confirm(rng, gains, chosen, noise)
     per_family = _correct(table, "holm", stats.ALPHA)
     false_better = (per_family["verdict"] == "better") & (per_family["truth"] <= 0)
     claimed = claims(table, "holm")
@@ -103,11 +104,12 @@ def study(rng: np.random.Generator, gains: np.ndarray, correlation: float) -> di
     }
 
 
-def run(studies: int, correlation: float, effect: float) -> dict[str, float]:
+def run(studies: int, correlation: float, effect: float, noise: float = 0.01) -> dict[str, float]:
+    """`studies` simulated studies; `noise`: each arm's own per-seed spread (accuracy units)."""
     rng = np.random.default_rng(20261202)
     gains = np.zeros((ARCHITECTURES, CONFIGS))
     gains[:, :2] = effect
-    outcomes = pd.DataFrame([study(rng, gains, correlation) for _ in range(studies)])
+    outcomes = pd.DataFrame([study(rng, gains, correlation, noise) for _ in range(studies)])
     return {key: round(float(outcomes[key].mean()), 4) for key in outcomes}
 
 
@@ -117,9 +119,8 @@ def main() -> None:
     args = parser.parse_args()
     studies = 20 if args.quick else 500
     cases = {
-        f"correlation {r}, {'null' if e == 0 else f'+{e * 100:g} pp'}": run(studies, r, e)
-        for r in (0.57, 0.8)
-        for e in (0.0, 0.02)
+        f"correlation {r}, {'null' if e == 0 else f'+{e * 100:g} pp'}, arm noise {n * 100:g} pp": run(studies, r, e, n)
+        for r, e, n in ((0.57, 0.0, 0.01), (0.57, 0.02, 0.01), (0.57, 0.02, 0.02), (0.8, 0.0, 0.01))
     }
     emit({"studies": studies, "cases": cases, "design": f"{ARCHITECTURES} architectures × top {TOP}"})
 

@@ -43,13 +43,23 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
 
 
 def _amount(hours: float) -> str:
-    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}" if hours >= 1 else f"{hours:.3f}"
+    """Device-hours as people read them: small amounts in minutes or seconds, not "0.000"."""
+    if hours >= 1:
+        return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}"
+    return f"{hours:.3f} ({hours * 60:.1f} min)" if hours >= 1 / 60 else f"{hours:.4f} ({hours * 3600:.0f} s)"
+
+
+def _wall(hours: float) -> str:
+    """A wall time: hours, minutes or seconds."""
+    return (
+        f"{_amount(hours)} h" if hours >= 1 else f"{hours * 60:.1f} min" if hours >= 1 / 60 else f"{hours * 3600:.0f} s"
+    )
 
 
 def print_price(price: dict, share: bool) -> None:
     """The plan's price: per (dataset, architecture) and in total, each rate's evidence said once."""
     unit = price["unit"]
-    print(f"price ({unit}; training epochs only: proxy steps and evaluation come on top):")
+    print(f"price ({unit}; training epochs, plus {price['overhead']}):")
     for (dataset, arch), group in sorted(price["groups"].items(), key=str):
         hours = group["hours_shared"] if share else group["hours_naive"]
         figure = "unknown" if math.isnan(hours) else _amount(hours)
@@ -64,7 +74,7 @@ def print_price(price: dict, share: bool) -> None:
         parts.append(f"at most {_amount(price['hours_halving'])} with halving")
     best = price["hours_halving"] if price["hours_halving"] is not None else price["hours_shared"]
     device = "GPU" if unit == "GPU-hours" else "slot"
-    wall = ", ".join(f"{n} {device}{'s' if n > 1 else ''}: {_amount(best / n)} h" for n in (1, 8, 32))
+    wall = ", ".join(f"{n} {device}{'s' if n > 1 else ''}: {_wall(best / n)}" for n in (1, 8, 32))
     left_out = f" (leaving out {price['unknown']} groups whose data is not there)" if price["unknown"] else ""
     print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}")
 

@@ -35,6 +35,9 @@ RELATIVE_COST = {
     "vit_small_patch16_224": 2.5,
     "convnext_tiny": 2.5,
 }
+# A trial's fixed cost beyond its training epochs (process and model start, the data opened, evaluation, result):
+# measured here on 2 CPU cores for the tiny models of the quickstart (~6 s); a study's own trials replace it.
+DEFAULT_TRIAL_OVERHEAD_S = 6.0
 # Images of the datasets whose size is known without reading them (train and official test parts pooled).
 KNOWN_IMAGES = {"digits": 1797, "fashion_mnist": 70000, "cifar10": 60000, "cifar100": 60000, "mnist": 70000}
 
@@ -76,16 +79,21 @@ def rate(
     measured: dict[tuple, list[float]],
     calibration: dict | None,
     resources: dict[str, float] | None = None,
+    elsewhere: tuple[str, dict[tuple, list[float]]] | None = None,
 ) -> Rate | None:
     """Seconds per training epoch of `point` with `resources` (default: the space's): measured in this study, else
+    in the study `elsewhere` names (a confirmation's exploration: the same models on the same data), else
     calibrated, else the rough default."""
     resources = resources or spec.resources
     dataset = spec.dataset_of(point)
     arch, size = point.setting("architecture"), int(point.setting("image_size"))
+    share = resources["gpus_per_trial"] or 1.0
     seen = measured.get((dataset, arch, size))
     if seen:
-        share = resources["gpus_per_trial"] or 1.0
         return Rate(statistics.median(seen), f"measured: {len(seen)} completed trials of this study", share)
+    there = elsewhere[1].get((dataset, arch, size)) if elsewhere else None
+    if there and elsewhere:
+        return Rate(statistics.median(there), f"measured: {len(there)} completed trials of {elsewhere[0]}", share)
     images = dataset_images(point.dataset)
     if images is None:
         return None
@@ -123,6 +131,19 @@ def measured_rates(trials: list[FrozenTrial], spec: GridSpec) -> dict[tuple, lis
     return out
 
 
+def trial_overhead(trials: list[FrozenTrial]) -> tuple[float, str]:
+    """Seconds a trial costs beyond its own training epochs, and the evidence: the median of this study's completed
+    trials (their wall time less their own compute), else `DEFAULT_TRIAL_OVERHEAD_S`."""
+    seen = [
+        max(0.0, float(a["trial_seconds"]) - float(a["own_compute_seconds"]))
+        for a in (t.user_attrs for t in trials if t.state == TrialState.COMPLETE)
+        if a.get("trial_seconds") is not None and a.get("own_compute_seconds") is not None
+    ]
+    if seen:
+        return statistics.median(seen), f"{statistics.median(seen):.0f} s a trial beyond its epochs (measured)"
+    return DEFAULT_TRIAL_OVERHEAD_S, f"{DEFAULT_TRIAL_OVERHEAD_S:.0f} s a trial beyond its epochs (a default)"
+
+
 def load_calibration() -> dict | None:
     try:
         data = json.loads(calibration_file().read_text())
@@ -138,31 +159,37 @@ def price(
     trials: list[FrozenTrial],
     halving_epochs: int | None,
     resources: dict[str, float] | None = None,
+    elsewhere: tuple[str, list[FrozenTrial], GridSpec] | None = None,
 ) -> dict[str, Any]:
     """Per (dataset, architecture): epochs naive and shared, their hours and the rate's evidence; and the totals in
     device-hours (GPU-hours when trials have GPUs, else CPU-slot-hours), with halving scaled like its epochs.
-    `resources` are the run's (the space's, or the flags that override them).
+    `resources` are the run's (the space's, or the flags that override them); `elsewhere` another study's trials
+    whose rates and fixed costs stand in for this one's until it has its own (a confirmation's exploration).
 
     A device-hour is an hour of a whole device: an epoch's GPU-hours are its seconds times the share of the GPU it
     held. Sharing a GPU does not make an epoch's work smaller: a trial on 1/4 of a GPU takes about four times as
     long on it, so a calibrated or rough rate (a whole GPU's) is priced whatever the fraction."""
     resources = resources or spec.resources
     measured, calibration = measured_rates(trials, spec), load_calibration()
+    there = (elsewhere[0], measured_rates(elsewhere[1], elsewhere[2])) if elsewhere else None
+    overhead, overhead_evidence = trial_overhead(trials if trials or not elsewhere else elsewhere[1])
     shared_start = {p.grid_key: plan.start_epoch(p.grid_key) for p in pending}
     groups: dict[tuple, dict[str, Any]] = {}
     for point in pending:
         dataset = spec.dataset_of(point)
         group = groups.setdefault(
-            (dataset, point.setting("architecture")), {"naive": 0, "shared": 0, "seconds_naive": 0.0, "rate": None}
+            (dataset, point.setting("architecture")),
+            {"naive": 0, "shared": 0, "seconds_naive": 0.0, "seconds_fixed": 0.0, "rate": None},
         )
         epochs = point.schedule.epochs
         group["naive"] += epochs
         group["shared"] += epochs - shared_start[point.grid_key]
-        found = rate(point, spec, measured, calibration, resources) or Rate(
+        found = rate(point, spec, measured, calibration, resources, there) or Rate(
             math.nan, "unknown: its data is not there to count"
         )
         group["rate"] = found
         group["seconds_naive"] += epochs * found.seconds * found.share
+        group["seconds_fixed"] += overhead * found.share
     by_key = {p.grid_key: p for p in pending}
     for stem in plan.stems.values():  # each stem's own epochs, once, in its members' group
         member = by_key.get(stem.representative)
@@ -172,12 +199,13 @@ def price(
             groups[(dataset, member.setting("architecture"))]["shared"] += stem.epochs - parent
     for group in groups.values():
         per_epoch = group["seconds_naive"] / group["naive"] if group["naive"] else math.nan
-        group["hours_naive"] = group["seconds_naive"] / 3600
-        group["hours_shared"] = group["shared"] * per_epoch / 3600
+        group["hours_naive"] = (group["seconds_naive"] + group["seconds_fixed"]) / 3600
+        group["hours_shared"] = (group["shared"] * per_epoch + group["seconds_fixed"]) / 3600
     known = [g for g in groups.values() if not math.isnan(g["hours_naive"])]
     shared = sum(g["hours_shared"] for g in known)
     return {
         "unit": "GPU-hours" if resources["gpus_per_trial"] else "CPU-slot-hours",
+        "overhead": overhead_evidence,
         "groups": groups,
         "unknown": len(groups) - len(known),
         "hours_naive": sum(g["hours_naive"] for g in known),

@@ -167,11 +167,26 @@ def dry_run_plan(
         "epochs_naive": plan.naive_epochs,
         "epochs_shared": plan.shared_epochs,
         "epochs_halving": halving_epochs,
-        "price": price(spec, pending, plan, trials, halving_epochs, resources),
+        "price": price(spec, pending, plan, trials, halving_epochs, resources, _exploration(spec, storage_url)),
         "first_points": [p.params for p in pending[:5]],
         "datasets": dataset_summaries(spec),
         "problems": root_problems(spec.data),
     }
+
+
+def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec] | None:
+    """A confirmation's exploration (its name, trials and space), from the confirmation's storage or its own default
+    one; None for another study, or when it cannot be read."""
+    from search.storage import default_storage
+    from search.study import spec_of
+
+    name = spec.data.get("confirms")
+    if not isinstance(name, str):
+        return None
+    for url in (storage_url, default_storage(name)):
+        with contextlib.suppress(StudyError):
+            return name, load_trials(name, url), spec_of(load_study(name, url))
+    return None
 
 
 def halving_bound(spec: GridSpec, pending: list, plan) -> int:

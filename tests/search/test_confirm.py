@@ -132,6 +132,7 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
     assert "so somewhere in" in planned.stdout  # the spread of 2 exploration seeds is uncertain: a range
     assert "study tiny-confirm: 12 points" in planned.stdout  # (1 configuration + 2 controls + 1 baseline) × 3
     assert "seeds 2–4: none used by tiny" in planned.stdout
+    assert "completed trials of tiny]" in planned.stdout  # priced at the exploration's own rate (issue 36, item 8)
     done = search_cli(*confirm, "--executor", "local", cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     confirmed = [t for t in trials(tmp_path, "tiny-confirm") if t.state == TrialState.COMPLETE]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from search.plan import build_plan
-from search.price import ROUGH_CPU_IMAGES_PER_S, calibration_file, price
+from search.price import DEFAULT_TRIAL_OVERHEAD_S, ROUGH_CPU_IMAGES_PER_S, calibration_file, price
 from tests.search.helpers import search_cli, spec
 
 
@@ -22,8 +22,9 @@ def test_the_rough_default_is_images_times_pixels_over_a_stated_speed():
     train = 200 * (1 - 0.15 - 0.15)  # digits, 20 a class, the default split
     per_epoch = train / (ROUGH_CPU_IMAGES_PER_S * (224 / 64) ** 2)
     assert group["naive"] == plan.naive_epochs and group["shared"] == plan.shared_epochs
-    assert group["hours_naive"] == pytest.approx(plan.naive_epochs * per_epoch / 3600)
-    assert priced["hours_shared"] == pytest.approx(plan.shared_epochs * per_epoch / 3600)
+    fixed = len(pending) * DEFAULT_TRIAL_OVERHEAD_S  # each trial's start and evaluation, beyond its epochs
+    assert group["hours_naive"] == pytest.approx((plan.naive_epochs * per_epoch + fixed) / 3600)
+    assert priced["hours_shared"] == pytest.approx((plan.shared_epochs * per_epoch + fixed) / 3600)
     assert "rough default" in group["rate"].evidence and priced["unit"] == "CPU-slot-hours"
 
 
@@ -44,7 +45,8 @@ def test_a_calibration_from_the_device_check_is_preferred_and_named():
     assert group["rate"].evidence == "calibrated on NVIDIA H200 by bench/gpu_check.py"
     per_epoch = 200 * 0.7 / 1400
     # A whole GPU's rate: on half a GPU an epoch takes about twice as long, so it costs the same GPU time.
-    assert group["hours_naive"] == pytest.approx(plan.naive_epochs * per_epoch / 3600)
+    fixed = len(pending) * DEFAULT_TRIAL_OVERHEAD_S
+    assert group["hours_naive"] == pytest.approx((plan.naive_epochs * per_epoch + fixed) / 3600)
     assert priced["unit"] == "GPU-hours"
 
 
@@ -67,7 +69,7 @@ def test_the_thesis_grid_dry_run_prints_its_price(tmp_path):
     root = Path(__file__).resolve().parents[2]
     done = search_cli("run", str(root / "spaces" / "thesis_grid.yaml"), "--dry-run", cwd=tmp_path)
     assert "54,720 points" in done.stdout
-    assert "price (GPU-hours; training epochs only" in done.stdout
+    assert "price (GPU-hours; training epochs, plus 6 s a trial beyond its epochs" in done.stdout
     assert "cifar100 × resnet18: 134,997 epochs (87,729 shared):" in done.stdout
     assert "total GPU-hours (leaving out 10 groups whose data is not there)" in done.stdout
 
@@ -90,4 +92,7 @@ def test_status_s_eta_is_the_price_of_what_is_left_at_this_study_s_own_rate(tmp_
     pending = [p for p in s.points if p.grid_key != first.point.grid_key]
     plan = build_plan(pending, s.data["fixed"], True)
     assert info["eta_basis"] == "epochs left × this study's seconds per epoch"
-    assert info["eta_seconds"] == pytest.approx(plan.shared_epochs * 5.0 / 2)
+    # Issue 36, item 8: a trial's fixed cost counts too (the default here: the finished one recorded none).
+    assert info["eta_seconds"] == pytest.approx(
+        (plan.shared_epochs * 5.0 + len(pending) * DEFAULT_TRIAL_OVERHEAD_S) / 2
+    )

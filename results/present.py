@@ -43,6 +43,8 @@ class Shown:
     frame: pd.DataFrame
     caption: str
     notes: list[str] = field(default_factory=list)
+    keys: list[str] | None = None  # the columns that say which row is which: every part of a split table repeats
+    # them (None: the leading text columns)
 
 
 def header(name: str) -> str:
@@ -121,7 +123,7 @@ def summary(name: str, table: pd.DataFrame, caption: str) -> Shown:
     ]
     if clipped:
         notes.append("Intervals of metrics bounded to [0, 1] are clipped to that range.")
-    return Shown(name, pd.DataFrame(rows), caption, notes)
+    return Shown(name, pd.DataFrame(rows), caption, notes, [header(k) for k in keys if k != "trials"])
 
 
 def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -> Shown:
@@ -136,6 +138,7 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
                 "architecture": r["architecture"],
                 "config.": r["configuration"],
                 "reference": r["reference"],
+                "verdict": r["verdict"] + (" †" if r["budget_note"] else ""),
                 "n": number(r["n"]),
                 "accuracy": f"{number(r['mean_config'])} vs {number(r['mean_reference'])}",
                 "difference": number(r["mean_diff"]),
@@ -147,7 +150,6 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
                 "Wilcoxon p": p_value(r["wilcoxon_p"]),
                 "epochs": f"{number(r['epochs_config'], 0)} vs {number(r['epochs_reference'], 0)}",
                 "images seen": f"{number(r['images_config'], 0)} vs {number(r['images_reference'], 0)}",
-                "verdict": r["verdict"] + (" †" if r["budget_note"] else ""),
             }
         )
     notes = [
@@ -172,7 +174,8 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
         notes.insert(
             0, "Exploration: confirm the best configurations on fresh seeds (`search confirm`) before claiming."
         )
-    return Shown("verdicts", pd.DataFrame(rows), caption, notes)
+    keys = ["dataset", "architecture", "config.", "reference", "verdict"]  # a verdict stays with its row's numbers
+    return Shown("verdicts", pd.DataFrame(rows), caption, notes, keys)
 
 
 def _correction_name(correction: str) -> str:
@@ -275,8 +278,8 @@ def to_latex(shown: Shown, study: str = "") -> str:
         c: max([*(len(line) for line in _header_lines(c)), *(len(str(v)) for v in frame[c])]) * CHAR_PT + COLUMN_PT
         for c in columns
     }
-    keys = []
-    for c in columns[:3]:
+    keys = [c for c in shown.keys if c in columns] if shown.keys is not None else []
+    for c in columns[:3] if shown.keys is None else []:
         if _numeric(frame[c]):
             break
         keys.append(c)
@@ -352,7 +355,10 @@ def _numeric(column: pd.Series) -> bool:
 
 
 def write(shown: Shown, raw: pd.DataFrame, folder, study: str = "") -> list:
-    """`<name>.csv` (raw numbers), `.md` and `.tex` (for people) under `folder`."""
+    """`<name>.csv` (raw numbers), `.md` and `.tex` (for people) under `folder`; nothing for a table without rows
+    (the report says why there is none)."""
+    if not len(raw):
+        return []
     paths = [folder / f"{shown.name}.{ext}" for ext in ("csv", "md", "tex")]
     atomic_write_bytes(paths[0], raw.to_csv(index=False).encode())
     atomic_write_bytes(paths[1], to_markdown(shown).encode())

@@ -89,7 +89,8 @@ def build_report(
     }
     shown = _presented(raw, correction, data.stage)
     for name, table in raw.items():
-        present.write(shown[name], table, out_dir / "tables", data.name)
+        if not present.write(shown[name], table, out_dir / "tables", data.name):
+            notes.append(f"tables/{name}.*: not written, no rows ({shown[name].caption.lower()})")
     figures = _figures(trials, data, notes)
     _static_images(figures, out_dir / "figures", notes)
     if to_dashboard:

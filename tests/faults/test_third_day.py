@@ -124,3 +124,64 @@ def test_a_study_beside_its_space_file_is_found_from_another_folder(tmp_path):
         done = search_cli("run", "../pa/mine.yaml", "--executor", "local", *extra, cwd=elsewhere)
         refused(done, f"study tiny lives in {project}/runs/tiny.db, not in this folder's runs/")
     assert list(elsewhere.iterdir()) == []
+
+
+def test_every_part_of_a_split_latex_table_repeats_its_key_columns_and_keeps_the_verdict_with_its_numbers():
+    """Item 2: part 2 of `by_threshold.tex` repeated only `architecture` (its rows read `test_efficientnet,
+    test_efficientnet, test_resnet, test_resnet` with no threshold), and `verdicts.tex` put the verdict on another
+    page than its p-values."""
+    import re
+
+    import pandas as pd
+
+    from results import present
+
+    rows = []
+    for arch in ("test_resnet", "test_efficientnet"):
+        for threshold in (0.3, 0.6):
+            row = {"dataset": "digits", "setting_architecture": arch, "threshold": threshold, "kind": "proxy"}
+            row["seeds"] = 3
+            row["trials"] = 3
+            for metric in ("test_accuracy", "test_f1_macro", "train_seconds", "peak_rss_mb", "val_accuracy"):
+                row.update(
+                    {f"{metric}_mean": 0.5, f"{metric}_sd": 0.1, f"{metric}_ci_low": 0.4, f"{metric}_ci_high": 0.6}
+                )
+            rows.append(row)
+    table = pd.DataFrame(rows).rename(columns={"setting_architecture": "architecture"})
+    shown = present.summary("by_threshold", table, "By threshold")
+    latex = present.to_latex(shown, "s")
+    parts = latex.split(r"\end{tabular}")[:-1]
+    assert len(parts) > 1  # wide enough to split
+    for part in parts:
+        head = part.split(r"\midrule")[0]
+        for key in ("architecture", "threshold", "kind"):
+            assert re.search(rf"\\shortstack\[[lr]\]{{{key}}}", head), (key, head)
+    verdicts = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "architecture": "a",
+                "configuration": "P1",
+                "reference": "B1",
+                "n": 5,
+                "mean_config": 0.8,
+                "mean_reference": 0.7,
+                "mean_diff": 0.1,
+                "ci_low": 0.01,
+                "ci_high": 0.2,
+                "t_p": 0.01,
+                "p_adjusted": 0.02,
+                "family_size": 2,
+                "mde_pp": 5.0,
+                "wilcoxon_p": float("nan"),
+                "epochs_config": 4,
+                "epochs_reference": 4,
+                "images_config": 400,
+                "images_reference": 400,
+                "verdict": "better",
+                "budget_note": "",
+            }
+        ]
+    )
+    first = present.to_latex(present.verdicts(verdicts, "holm", "confirmation")).split(r"\end{tabular}")[0]
+    assert "better" in first and "0.020" in first  # the verdict and its adjusted p in one part

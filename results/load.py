@@ -65,7 +65,7 @@ class StudyData:
         return self.complete[self.complete["kind"] != "proxy"]
 
 
-RENAMED_METRICS = {"proxy_steps": "proxy_steps_done"}  # a metric named like a param (the schedule) gets its own name
+RENAMED_METRICS = {"proxy_steps": "proxy_steps_done"}  # what studies recorded before the metric got its own name
 
 
 def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:

@@ -73,7 +73,7 @@ def trial_metrics(
         "own_compute_seconds": sum(r["seconds"] for r in history[run.shared_epochs :])
         + sum(s["seconds"] for s in steps)
         - run.shared_seconds,
-        "proxy_steps": len(steps),
+        "proxy_steps_done": len(steps),  # not `proxy_steps`: that name is the schedule, a param
         "proxy_images": sum(s["proxy_images"] for s in steps),
         "proxy_unchanged": sum(s["unchanged"] for s in steps),
         "proxy_unchanged_fraction": sum(s["unchanged"] for s in steps) / chosen if chosen else None,

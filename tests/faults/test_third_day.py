@@ -185,3 +185,12 @@ def test_every_part_of_a_split_latex_table_repeats_its_key_columns_and_keeps_the
     )
     first = present.to_latex(present.verdicts(verdicts, "holm", "confirmation")).split(r"\end{tabular}")[0]
     assert "better" in first and "0.020" in first  # the verdict and its adjusted p in one part
+
+
+def test_a_trial_s_count_of_proxy_steps_has_its_own_name(tmp_path):
+    """Item 9: the user attr `proxy_steps` was a count ('1') while the param of the same name is the schedule."""
+    from tests.conftest import tiny_config
+    from trainer import TrialConfig, run_trial
+
+    metrics = run_trial(TrialConfig.from_dict(tiny_config(proxy_steps="1,p,1")), tmp_path / "t").metrics
+    assert "proxy_steps" not in metrics and metrics["proxy_steps_done"] == 1

@@ -117,7 +117,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    studies = 20 if args.quick else 500
+    studies = 8 if args.quick else 500
     cases = {
         f"correlation {r}, {'null' if e == 0 else f'+{e * 100:g} pp'}, arm noise {n * 100:g} pp": run(studies, r, e, n)
         for r, e, n in ((0.57, 0.0, 0.01), (0.57, 0.02, 0.01), (0.57, 0.02, 0.02), (0.8, 0.0, 0.01))

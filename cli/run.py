@@ -306,8 +306,8 @@ def _confirmation(
             return spec_of(existing, validate=not dry_run)
         _check_test_part(study, spec, allow_test_overlap)
         _warn_if_unfinished(study, spec, trials)
-        if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: nothing to confirm
-            fail(learned_nothing.removeprefix("warning: ") + ": run the exploration again before confirming it")
+        if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: said before it is paid for
+            print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
         selected = select(trials, spec, top, per_axes)
         made = exploration.user_attrs.get("confirmations") or []
         data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made))

@@ -86,6 +86,9 @@ def end_leftovers(grace: float = 3.0) -> list[int]:
         for pid, start in record["processes"]:
             if start_time(pid) == start:
                 _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while any(start_time(pid) == start for pid, start in record["processes"]) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a killed process is gone once the kernel has reaped it: wait for that
         ended += alive
         path.unlink(missing_ok=True)
     return ended

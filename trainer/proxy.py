@@ -240,21 +240,11 @@ def make_proxy_images(
             kept_maps.close()
         if own_inputs:
             inputs.close()
-    stats = {
-        "wrong_images": len(inputs.positions),
-        "chosen": int(count),
-        "proxy_images": int(keep_all.sum()),
-        "unchanged": tally.unchanged,
-        "zero_maps": None if duplicate else tally.zero_maps,
-        "constant_maps": None if duplicate else tally.constant_maps,
-        "hot_fraction": _share(tally.hot, keep_all, duplicate),
-        "changed_fraction": _share(tally.changed, keep_all, duplicate),
-    }
     return ProxyStep(
         labels=labels,
         source_indices=source_indices[keep_all],
         dropped=source_indices[~keep_all],
-        stats=stats,
+        stats={**tally.stats(keep_all, duplicate), "wrong_images": len(inputs.positions), "chosen": int(count)},
         seconds=inputs.seconds + time.perf_counter() - start,
         shown=(shown[0], shown[1], shown[2]),
     )
@@ -301,16 +291,12 @@ def make_matched_proxies(train: Part, config: TrialConfig, step: int, path: Path
     finally:
         proxies.close()
     trained = np.ones(len(positions), bool)
-    duplicate = config.control == "matched_duplicate"
     stats = {
+        **tally.stats(trained, config.control == "matched_duplicate"),
+        "zero_maps": None,  # the configuration's maps, counted in its own record
+        "constant_maps": None,
         "wrong_images": None,  # the configuration's, not this model's
         "chosen": len(sources) + len(dropped),
-        "proxy_images": len(sources),
-        "unchanged": tally.unchanged,
-        "zero_maps": None,
-        "constant_maps": None,
-        "hot_fraction": _share(tally.hot, trained, duplicate),
-        "changed_fraction": _share(tally.changed, trained, duplicate),
     }
     nothing = np.zeros((0, 3, size, size), np.uint8)
     return ProxyStep(labels, sources, dropped, stats, time.perf_counter() - start, (nothing, nothing[:, 0], nothing))
@@ -326,6 +312,17 @@ class _Tally:
     constant_maps: int = 0
     hot: float = 0.0
     changed: float = 0.0
+
+    def stats(self, trained: np.ndarray, duplicate: bool) -> dict[str, float | int | None]:
+        """A step's record of what it made (`trained`: which chosen images became proxies that train)."""
+        return {
+            "proxy_images": int(trained.sum()),
+            "unchanged": self.unchanged,
+            "zero_maps": None if duplicate else self.zero_maps,
+            "constant_maps": None if duplicate else self.constant_maps,
+            "hot_fraction": _share(self.hot, trained, duplicate),
+            "changed_fraction": _share(self.changed, trained, duplicate),
+        }
 
 
 def _proxy_piece(

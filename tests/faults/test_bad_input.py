@@ -93,7 +93,8 @@ def test_bad_dataset_folder_refused_by_search_trial(tmp_path, case):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"dataset": {"kind": "imagefolder", "root": str(folder)}, **FIXED}))
     done = search("trial", str(config), "--out", str(tmp_path / "trial"), cwd=tmp_path)
-    assert done.returncode == 2 and "DataError" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "DataError" in done.stderr or "FolderError" in done.stderr, done.stderr  # FolderError is a DataError
     assert not (tmp_path / "trial").exists()  # nothing half-written
 
 

@@ -180,7 +180,7 @@ def test_an_unreadable_class_folder_or_file_refuses_the_run_and_creates_nothing(
 
 # -- 5. the trial reads what the study bound ---------------------------------------------------------------------------
 @pytest.mark.parametrize("cached", [True, False])
-def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
+def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached, monkeypatch):
     """Item 5: a file deleted after the binding was taken trained on 23 files while the study recorded 24 (and
     passed again once the file was back). A job carries the binding; the trial checks the count, and the contents
     where the image cache hashed them."""
@@ -196,6 +196,10 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached):
     job = Job.from_data(Job("trial", "trial 0", config, "trials/0", binding=Binding(24, bound["digest"])).to_data())
     assert job.binding == Binding(24, bound["digest"])  # it crosses the process edge
     settings = Settings(str(tmp_path / "store"), str(tmp_path / "cache") if cached else None)
+    # run_job hides the GPUs of a job given none (CUDA_VISIBLE_DEVICES=""): in this process, only for this test,
+    # or the next Ray this test process starts with declared GPUs refuses to.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so that the end of the test restores it
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     (root / "2" / "7.png").unlink()
     with pytest.raises(DataError, match="23 files now, 24 when the study bound it"):
         run_job(job, settings)

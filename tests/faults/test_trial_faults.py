@@ -41,9 +41,7 @@ def test_a_trial_that_raises_is_retried_and_the_study_goes_on(local_ray, tmp_pat
     trials = trials_of(options)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 2 and {t.user_attrs["attempt"] for t in failed} == {1, 2}
-    assert all(
-        "DataError" in t.user_attrs["fail_reason"] and "2 class folders" in t.user_attrs["fail_reason"] for t in failed
-    )
+    assert all("2 class folders" in t.user_attrs["fail_reason"] for t in failed)  # a FolderError, a DataError
     assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
     assert any("2 class folders" in (r["fail_reason"] or "") for r in trial_rows(load_trials("tiny", options.storage)))
 
@@ -102,7 +100,11 @@ def test_an_image_folder_that_loses_files_mid_run(local_ray, tmp_path, cache):
     failed = sorted((t for t in trials if t.state == TrialState.FAIL), key=lambda t: t.number)
     assert [t.user_attrs["attempt"] for t in failed] == [1, 2]  # max_attempts: 2
     assert "cannot read image" in failed[0].user_attrs["fail_reason"]
-    assert "at least 2 class folders" in failed[1].user_attrs["fail_reason"]
+    # The retry finds the folder emptied since the run bound it (issue 34, item 5): refused before it trains.
+    assert (
+        "changed after this run checked it (0 files now, 90 when the study bound it)"
+        in failed[1].user_attrs["fail_reason"]
+    )
     assert [t.params["dataset"] for t in trials if t.state == TrialState.COMPLETE] == ["digits"]
     rows = trial_rows(load_trials("tiny", options.storage))
     assert sum("cannot read image" in (r["fail_reason"] or "") for r in rows) == 1

@@ -284,7 +284,7 @@ def test_people_tables_and_latex(data, tmp_path):
     body = [line for line in latex.splitlines() if line.endswith(r"\\") and not line.startswith(r"\shortstack")]
     assert len(body) == parts * len(raw)
     columns = [len(re.findall(r"\\shortstack", line)) for line in latex.splitlines() if line.startswith(r"\shortstack")]
-    keys = 2  # the leading text columns every part repeats (config., reference; dataset and architecture are captioned)
+    keys = 3  # the key columns every part repeats (config., reference, verdict; dataset and architecture: captioned)
     assert sum(columns) - keys * (parts - 1) == len(shown.frame.columns) - 2  # dataset, architecture: in the caption
     summary = present.summary(
         "by_x",

@@ -14,7 +14,7 @@ import pytest
 
 from cli.cluster import slurm_script
 from search.rayauth import protect_token_file, require_token
-from tests.search.helpers import search_cli
+from tests.search.helpers import python_process, search_cli
 
 CLIENT = (
     "import logging, ray\n"
@@ -47,13 +47,7 @@ DRIVER = (
 
 @pytest.mark.slow
 def test_a_local_run_s_ray_refuses_a_client_without_its_token(tmp_path):
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER.format(store=str(tmp_path / "store"))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    driver = python_process(DRIVER.format(store=str(tmp_path / "store")))
     try:
         address, mode = driver.stdout.readline().split()
         assert mode == "token"

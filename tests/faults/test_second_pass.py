@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import tiny_config, write_digit_folder
 from tests.faults.test_hostile_pass import SEARCH, folder_space, refused
-from tests.search.helpers import search_cli, write_space
+from tests.search.helpers import python_process, search_cli, write_space
 from tests.tiny import TINY_FIXED
 
 
@@ -363,13 +363,7 @@ def test_the_ray_processes_a_killed_driver_left_are_ended_by_pid(tmp_path):
     stop` end what a dead driver recorded, and nothing else."""
     from search.leftovers import end_leftovers, start_time
 
-    driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER.format(store=str(tmp_path / "store"))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    driver = python_process(DRIVER.format(store=str(tmp_path / "store")))
     record = Path(driver.stdout.readline().strip())
     processes = json.loads(record.read_text())["processes"]
     assert len(processes) >= 3  # gcs_server, raylet, the agents, workers

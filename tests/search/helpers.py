@@ -45,6 +45,17 @@ def start_driver(space_file: Path, cwd: Path, executor: str = "local", *extra: s
     )
 
 
+def python_process(code: str) -> subprocess.Popen:
+    """`python -c CODE` in its own session (a process group a test can kill whole), its stdout readable as text."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def search_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """`search ARGS` in a subprocess, as a user runs it (stdout and stderr apart, as text)."""
     return subprocess.run(

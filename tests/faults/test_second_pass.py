@@ -301,18 +301,17 @@ def test_identical_seeds_are_no_spread_not_one_seed(capsys):
 def test_the_dry_run_prices_the_flags_and_refuses_what_the_run_refuses(tmp_path):
     """Item 10: `--dry-run --gpus-per-trial 0.0001` ignored the flag and priced CPU-slot-hours; `gpus_per_trial:
     0.0001` in the space passed the dry-run on a GPU-less machine while the run refused it."""
-    from search.dispatch import machine_gpus
-
-    if machine_gpus():
-        pytest.skip("this machine has a GPU: the refusal cannot be shown here")
+    no_gpu = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # a machine without one, wherever the test runs
     path = write_space(tmp_path / "s.yaml")
-    done = search_cli("run", str(path), "--dry-run", "--gpus-per-trial", "0.0001", cwd=tmp_path)
+    done = search_cli("run", str(path), "--dry-run", "--gpus-per-trial", "0.0001", cwd=tmp_path, env=no_gpu)
     assert "price (GPU-hours;" in done.stdout, done.stdout
-    refused_run = search_cli("run", str(path), "--gpus-per-trial", "0.0001", "--executor", "local", cwd=tmp_path)
+    refused_run = search_cli(
+        "run", str(path), "--gpus-per-trial", "0.0001", "--executor", "local", cwd=tmp_path, env=no_gpu
+    )
     for outcome in (done, refused_run):
         assert outcome.returncode == 2 and "has no GPU" in outcome.stderr, outcome.stderr
     in_space = write_space(tmp_path / "g.yaml", resources={"gpus_per_trial": 0.0001, "cpus_per_trial": 1})
-    planned = search_cli("run", str(in_space), "--dry-run", cwd=tmp_path)
+    planned = search_cli("run", str(in_space), "--dry-run", cwd=tmp_path, env=no_gpu)
     assert planned.returncode == 2 and "gpus_per_trial is 0.0001 but the Ray cluster has no GPU" in planned.stderr
     assert not (tmp_path / "runs").exists()
 

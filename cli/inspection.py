@@ -123,6 +123,7 @@ def report(
         to_dashboard,
         correction,
         say=lambda line: print(line, file=sys.stderr),
+        storage=storage,
     )
     print(f"{made.html} ({len(made.figures)} figures, {len(made.tables)} tables)")
 

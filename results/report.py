@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from results import plots, present, tables
@@ -61,6 +61,7 @@ def build_report(
     to_dashboard: bool = False,
     correction: str = "holm",
     say: Callable[[str], None] = print,
+    storage: str | None = None,
 ) -> Report:
     """Write the tables and `report.html` of `study` (whose trials are `trials`) under `out_dir`, and push the
     figures to optuna-dashboard when `to_dashboard`; return what was written."""
@@ -100,10 +101,41 @@ def build_report(
             save_plotly_graph_object(study, fig, graph_object_id=_slug(title))
         notes.append(f"{len(figures)} figures saved to optuna-dashboard")
     path = out_dir / "report.html"
-    atomic_write_bytes(path, _html(data, raw, shown, figures, notes, trials, correction).encode())
+    page = _html(data, raw, shown, figures, notes, trials, correction)
+    if data.stage == "exploration" and study.user_attrs.get("confirmations"):
+        made = _table(confirmations_made(study, storage, correction))
+        page = page.replace("<h2>Figures</h2>", f"<h2>Confirmations made from this study</h2>{made}<h2>Figures</h2>", 1)
+    atomic_write_bytes(path, page.encode())
     for note in notes:
         say(note)
     return Report(path, raw, figures, notes)
+
+
+def confirmations_made(study: optuna.Study, storage: str | None, correction: str) -> present.Shown:
+    """Every confirmation made from an exploration (recorded on it by `search confirm`), the seeds it took and its
+    outcome: how many of its configurations are claimed, read from the confirmation study itself."""
+    from search.status import load_study, load_trials
+    from search.storage import StudyError, default_storage
+
+    rows = []
+    for entry in study.user_attrs.get("confirmations") or []:
+        name, outcome = str(entry.get("name")), "not found in this storage or runs/"
+        for url in [u for u in (storage, default_storage(name)) if u]:
+            try:
+                confirmation, trials = load_study(name, url), load_trials(name, url)
+            except StudyError:
+                continue
+            complete = [t for t in trials if t.state == TrialState.COMPLETE]
+            if not complete:
+                outcome = "no trial complete yet"
+                break
+            claimed = claims(tables.paired_comparisons(load_study_data(confirmation, trials), correction=correction))
+            shown = int((claimed["verdict"] == CLAIM).sum()) if len(claimed) else 0
+            outcome = f"{len(complete)} trials complete; {shown} of {len(claimed)} configurations claimed {CLAIM}"
+            break
+        first, count = int(entry.get("seeds_from", 0)), int(entry.get("seeds", 0))
+        rows.append({"confirmation": name, "seeds": f"{first}–{first + count - 1}", "outcome": outcome})
+    return present.plain("confirmations", pd.DataFrame(rows), "Confirmations made from this exploration")
 
 
 def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dict[str, present.Shown]:

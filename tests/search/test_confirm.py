@@ -164,6 +164,11 @@ def test_a_confirmation_runs_the_selected_configurations_beside_their_matched_re
         "confirm", "--study", "tiny", "--name", "qc2", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path
     )
     assert second.returncode == 0 and "seeds 5–7: none used by tiny" in second.stdout, second.stdout
+    # The exploration's report lists the confirmations made from it and their outcome (issue 33, item 3).
+    explored = search_cli("report", "--study", "tiny", cwd=tmp_path, timeout=600)
+    assert explored.returncode == 0, explored.stderr
+    page = (tmp_path / "runs" / "tiny" / "report" / "report.html").read_text()
+    assert "Confirmations made from this study" in page and "tiny-confirm" in page and "configurations claimed" in page
     exported = search_cli("export", "--study", "tiny", cwd=tmp_path)
     assert exported.returncode == 0
     header = (tmp_path / "runs" / "tiny" / "trials.csv").read_text().splitlines()

@@ -288,6 +288,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "target_val_accuracy": (_in(0, 1), "an accuracy in [0, 1]"),
     "num_workers": (_in(0, INF), "a non-negative integer"),
     "seed": (_in(0, INF), "a non-negative integer"),
+    "split.test_seed": (_in(0, 2**32 - 1), "an integer in [0, 2³² − 1] (numpy's seeds)"),
 }
 
 

@@ -105,7 +105,9 @@ def open_cached(
             check_binding(dataclasses.asdict(config), binding)
         return load_uncached(config, image_size)
     if binding is not None:
-        check_binding(dataclasses.asdict(config), binding, entry.meta.get("content_digest"))
+        # The entry's key was just computed from a fresh listing of the files: its count is today's.
+        listed = entry.meta.get("identity_files") if config.kind != "digits" else None
+        check_binding(dataclasses.asdict(config), binding, entry.meta.get("content_digest"), listed)
     return _image_set(entry, image_size)
 
 

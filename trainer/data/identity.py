@@ -91,14 +91,17 @@ def manifest(dataset: dict) -> dict[str, Any]:
     return {"digest": digest, "files": len(hashes), "bytes": total, "hashes": hashes}
 
 
-def check_binding(dataset: dict, binding: Binding, digest: str | None = None) -> None:
+def check_binding(dataset: dict, binding: Binding, digest: str | None = None, count: int | None = None) -> None:
     """Refuse to train on other data than the study bound: another number of files (a file removed or added since
     the binding was taken), or, given the `digest` of what was read (the image cache hashes every file it decodes),
-    other contents. Raises `DataError`."""
-    files = dataset_files(dataset)
+    other contents. `count`: the files just listed (the image cache lists them to find its entry), else they are
+    listed here. Raises `DataError`."""
+    if count is None:
+        files = dataset_files(dataset)
+        count = len(files) if isinstance(files, dict) else None
     found = None
-    if isinstance(files, dict) and len(files) != binding.files:
-        found = f"{len(files)} files now, {binding.files} when the study bound it"
+    if count is not None and count != binding.files and binding.files:
+        found = f"{count} files now, {binding.files} when the study bound it"
     elif digest is not None and digest != binding.digest:
         found = f"contents {digest}, {binding.digest} when the study bound it"
     if found is not None:

@@ -18,6 +18,27 @@ from search.store import probe_store
 from trainer.errors import ProxySearchError
 
 
+def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> GridSpec:
+    """`spec` with the design `budget` buys (or its space's `design:` asks, or its study recorded), said in a few
+    lines; unchanged when there is none (`search.budget.plan_design`)."""
+    import contextlib
+
+    from search.budget import plan_design
+    from search.status import load_study, load_trials
+
+    recorded, trials = None, []
+    with contextlib.suppress(StudyError):
+        recorded = (load_study(spec.name, options.storage).user_attrs.get("space") or {}).get("design")
+        trials = load_trials(spec.name, options.storage)
+    try:
+        planned = plan_design(spec, budget, recorded, trials, options.share, options.resources)
+    except ProxySearchError as exc:
+        fail(f"--budget: {exc}" if budget is not None else str(exc))
+    for line in planned.lines:
+        print(line)
+    return planned.spec
+
+
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
     """Check where `options` (`search.options.resolve`) store things, then print the plan or run the study and exit
     with its code."""

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -27,13 +28,16 @@ from cli.app import (
     fail,
     study_dir,
 )
-from cli.launch import launch
+from cli.launch import launch, with_design
 from search.databind import Origin
 from search.grid import GridSpec
 from search.options import RunFlags, RunOptions, resolve
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.storage import StudyError, default_storage
 from trainer.errors import ProxySearchError
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @app.command(short_help="Create or resume the study of SPACE and run it.")
@@ -56,8 +60,12 @@ def run(
     scratch: str | None = SCRATCH,
     dry_run: bool = DRY_RUN,
     accept_data_change: bool = ACCEPT_DATA_CHANGE,
+    budget: str | None = typer.Option(
+        None, help="run a designed fraction: 5% of the grid's cost, 1200 device-hours, or 120configs per family"
+    ),
 ) -> None:
-    """Create or resume the study of SPACE and run every point that is not finished."""
+    """Create or resume the study of SPACE and run every point that is not finished (with --budget or a
+    `design:` block: a balanced fraction of its proxy configurations, block by block)."""
     try:
         spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     except SpaceError as exc:
@@ -86,7 +94,8 @@ def run(
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
-    launch(spec, _resolved(spec, flags), dry_run)
+    options = _resolved(spec, flags)
+    launch(with_design(spec, budget, options), options, dry_run)
 
 
 def _refuse_a_study_elsewhere(space: Path, name: str) -> None:
@@ -158,6 +167,9 @@ def resume(
 def confirm(
     study: str = typer.Option(..., help="the exploration study to confirm"),
     top: int = typer.Option(3, help="configurations per group, best first by the exploration's objective"),
+    select: str = typer.Option(
+        "observed", help="observed: best by the objective's mean; model: best by the effects model (run or not)"
+    ),
     per: str = typer.Option("dataset,architecture", help="the axes of a group, comma-separated"),
     seeds: int = typer.Option(10, help="fresh seeds per configuration, disjoint from the exploration's"),
     name: str | None = typer.Option(None, help="the confirmation study (default STUDY-confirm)"),
@@ -189,6 +201,10 @@ def confirm(
             fail(f"{flag}: expected an integer of at least {low}, got {value}")
     if correction not in CORRECTIONS:
         fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    if select not in ("observed", "model"):
+        fail(f"--select: expected observed or model, got {select!r}")
+    if select == "model" and set(per.split(",")) != {"dataset", "architecture"}:
+        fail("--select model: the effects model is fitted per dataset × architecture; leave --per as it is")
     study_dir(study), study_dir(confirm_name)
     confirm_storage = storage or default_storage(confirm_name)
     confirmation = _confirmation(
@@ -202,6 +218,7 @@ def confirm(
         correction,
         dry_run,
         allow_test_overlap=allow_test_overlap,
+        by_model=select == "model",
     )
     flags = RunFlags(
         storage=confirm_storage,
@@ -281,6 +298,7 @@ def _confirmation(
     dry_run: bool,
     *,
     allow_test_overlap: bool,
+    by_model: bool,
 ) -> GridSpec:
     """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
     `study` per group of `per`, printed with the effect the confirmation can detect."""
@@ -308,7 +326,7 @@ def _confirmation(
         _warn_if_unfinished(study, spec, trials)
         if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: said before it is paid for
             print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
-        selected = select(trials, spec, top, per_axes)
+        selected = _model_selection(exploration, trials, top) if by_model else select(trials, spec, top, per_axes)
         made = exploration.user_attrs.get("confirmations") or []
         data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made))
         confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
@@ -351,6 +369,17 @@ def _warn_if_unfinished(study: str, spec: GridSpec, trials: list) -> None:
         )
 
 
+def _model_selection(exploration: optuna.Study, trials: list, top: int) -> dict[tuple, list[dict]]:
+    """The configurations the exploration's effects model predicts best (`results.effects.model_selection`)."""
+    from results.effects import model_selection
+    from results.load import load_study_data
+
+    selected = model_selection(load_study_data(exploration, trials), top)
+    if not any(selected.values()):
+        fail("--select model: the exploration has too few paired gains to fit its effects (see its report)")
+    return selected
+
+
 def _print_selection(
     spec: GridSpec, selected: dict, spread: dict, per_axes: tuple[str, ...], seeds: int, correction: str
 ) -> None:
@@ -366,10 +395,12 @@ def _print_selection(
     factors = [math.sqrt(df / stats.chi2.ppf(q, df)) for q in (0.975, 0.025)]  # its 95 % interval, as multiples
     for group, chosen in selected.items():
         where = ", ".join(f"{a} {v}" for a, v in group) or "the study"
-        print(f"{where}: confirm {len(chosen)} configurations (exploration's mean {spec.objective[0]}):")
+        what = "predicted gain by the effects model" if chosen and "_predicted" in chosen[0] else "exploration's mean"
+        print(f"{where}: confirm {len(chosen)} configurations ({what} {spec.objective[0]}):")
         for config in chosen:
-            shown = " ".join(f"{k}={v}" for k, v in config.items() if k not in ("_mean", *per_axes))
-            print(f"  {config['_mean']:.4f}  {shown}")
+            shown = " ".join(f"{k}={v}" for k, v in config.items() if not k.startswith("_") and k not in per_axes)
+            value = f"{config['_predicted']:+.2f} pp" if "_predicted" in config else f"{config['_mean']:.4f}"
+            print(f"  {value}  {shown}")
         mde = minimum_detectable_effect(spread[group], seeds, family, correction)
         if not math.isnan(mde):
             low, high = (100 * minimum_detectable_effect(spread[group] * f, seeds, family, correction) for f in factors)

@@ -22,6 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from results import plots, present, tables
 from results.claims import CLAIM, claim_sentences, claims
+from results.effects import effect_sentences, effects_tables, study_effects
 from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
 from search.progress import chance_warning
 from trainer.files import atomic_write_bytes
@@ -77,6 +78,7 @@ def build_report(
     data = load_study_data(study, trials)
     notes: list[str] = []
     verdicts = tables.paired_comparisons(data, correction=correction)
+    effects = study_effects(data) if data.stage == "exploration" else {}
     raw = {
         "claims": claims(verdicts, correction),
         "verdicts": verdicts,
@@ -84,6 +86,7 @@ def build_report(
         "best_configurations": tables.best_configurations(data),
         "proxy_statistics": tables.proxy_statistics(data),
         "halving": tables.halving_table(data),
+        **(effects_tables(effects) if effects else {}),
         "legend": data.legend,
         "by_dataset_architecture": tables.dataset_architecture_table(data),
         **tables.axis_tables(data),
@@ -101,7 +104,7 @@ def build_report(
             save_plotly_graph_object(study, fig, graph_object_id=_slug(title))
         notes.append(f"{len(figures)} figures saved to optuna-dashboard")
     path = out_dir / "report.html"
-    page = _html(data, raw, shown, figures, notes, trials, correction)
+    page = _html(data, raw, shown, figures, notes, trials, correction, effect_sentences(effects, data.spec))
     if data.stage == "exploration" and study.user_attrs.get("confirmations"):
         made = _table(confirmations_made(study, storage, correction))
         page = page.replace("<h2>Figures</h2>", f"<h2>Confirmations made from this study</h2>{made}<h2>Figures</h2>", 1)
@@ -260,7 +263,7 @@ EXPLORATORY_ROWS = 60  # more exploratory comparisons than this stay in tables/v
 
 
 def _verdict_section(
-    data: StudyData, raw: dict[str, pd.DataFrame], shown: dict[str, present.Shown], correction: str
+    data: StudyData, raw: dict[str, pd.DataFrame], shown: dict[str, present.Shown], correction: str, effects: list[str]
 ) -> list[str]:
     """Confirmatory verdicts as they are; an exploration's comparisons labelled as such, with what halving left
     out, what its families could detect, and what to confirm."""
@@ -283,7 +286,14 @@ def _verdict_section(
             _table(shown["families"]),
             _table(shown["verdicts"]),
         ]
+    sentences = "".join(f"<li>{html.escape(line)}</li>" for line in effects)
     parts = [
+        "<h2>Effects of each setting (exploratory)</h2>",
+        "<p>The paired gain (validation objective over the matched baseline on the same seed, pp) modelled on "
+        "every setting at once: main effects with 95% intervals clustered by configuration, each axis tested as a "
+        "whole, Holm over the axes (results.effects).</p>",
+        f"<ul>{sentences}</ul>",
+        *(_table(shown[name]) for name in ("effect_axes", "effects", "predicted_best") if name in shown),
         "<h2>Exploratory comparisons</h2>",
         "<p class='stage'>Exploration: configurations are selected on validation only, and these comparisons are "
         f"exploratory, not findings. {counts}"
@@ -314,6 +324,7 @@ def _html(
     notes: list[str],
     trials: list[FrozenTrial],
     correction: str,
+    effects: list[str],
 ) -> str:
     frame = data.trials
     states = frame["state"].value_counts().to_dict() if len(frame) else {}
@@ -337,7 +348,7 @@ def _html(
         f"<p class='warning'>{html.escape(warning)}</p>" if warning else "",
         "<h2>What failed and why</h2>",
         _table(present.plain("failed", failed, "Failed tries")),
-        *_verdict_section(data, raw, shown, correction),
+        *_verdict_section(data, raw, shown, correction, effects),
     ]
     if len(raw["halving"]):
         parts += ["<h2>Successive halving</h2>", _table(shown["halving"])]

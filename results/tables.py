@@ -89,7 +89,7 @@ def dataset_architecture_table(data: StudyData) -> pd.DataFrame:
     return table.rename(columns={"setting_dataset": "dataset", "setting_architecture": "architecture"})
 
 
-def _matches(reference: pd.Series, config: pd.Series, axes: list[str]) -> bool:
+def matches(reference: pd.Series, config: pd.Series, axes: list[str]) -> bool:
     """Whether `reference` (a baseline or control configuration) is the one to compare `config` with. A matched
     control (`control:` random_location, matched_duplicate) must share every setting, its CAM method included."""
     matched = not _missing(reference.get("setting_control")) and reference.get("setting_control") != "none"
@@ -123,7 +123,7 @@ def paired_comparisons(
     for label, group in proxies.groupby("label", sort=True):
         head = group.iloc[0]
         for ref_label, ref_head in first.items():
-            if not _matches(ref_head, head, axes):
+            if not matches(ref_head, head, axes):
                 continue
             ref = references[references["label"] == ref_label]
             paired = (

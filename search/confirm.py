@@ -81,7 +81,7 @@ def confirmation_space(
 ) -> dict:
     """The space of the confirmation: every selected configuration with its matched baselines and controls, on
     `seeds` fresh seeds from `seeds_from` (`fresh_seed`), no halving."""
-    configs = [{k: v for k, v in c.items() if k != "_mean"} for chosen in selected.values() for c in chosen]
+    configs = [{k: v for k, v in c.items() if not k.startswith("_")} for chosen in selected.values() for c in chosen]
     blocks: list[dict[str, list]] = []
     for config in configs:
         blocks.append({axis: [value] for axis, value in config.items()})
@@ -128,7 +128,8 @@ def _matched_baselines(spec: GridSpec, config: dict) -> list[dict[str, list]]:
 
 def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tuple, list[dict]]) -> dict[tuple, float]:
     """Per group, the spread to plan the confirmation's power from: the median over the selected configurations
-    of their objective's standard deviation over seeds, times √2 (a paired difference of two independent arms).
+    of their objective's standard deviation over seeds, times √2 (a paired difference of two independent arms);
+    a configuration the exploration did not run (an effects model's pick) has none.
     The objective is a validation metric: planning never reads the test set. A group whose configurations ran one
     seed has no spread (NaN)."""
     entries = configurations(trials, spec)
@@ -136,7 +137,8 @@ def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tupl
     for group, chosen in selected.items():
         spreads = []
         for config in chosen:
-            values = entries[json.dumps({k: v for k, v in config.items() if k != "_mean"}, sort_keys=True)]["values"]
+            settings = {k: v for k, v in config.items() if not k.startswith("_")}
+            values = entries.get(json.dumps(settings, sort_keys=True), {}).get("values", {})  # none: a model's pick
             if len(values) > 1:
                 spreads.append(statistics.stdev(values.values()))
         out[group] = math.sqrt(2) * statistics.median(spreads) if spreads else math.nan

@@ -134,6 +134,7 @@ class Run:
             rungs,
             self.waits_for,
             set(self.folders),
+            self.spec.order,
         )
         self.points, self.stems = self.scheduler.points, self.scheduler.stems
         for state in self.points.values():  # first what each point's own earlier try did, then its stems

@@ -80,6 +80,44 @@ def grid_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def config_key(params: dict[str, Any]) -> str:
+    """The hash of a configuration as a design names it: a point's params without dataset, architecture and seed
+    (a design chooses the same configurations in every dataset × architecture, each block on one seed)."""
+    settings = {k: v for k, v in params.items() if k not in ("dataset", "architecture", "seed")}
+    text = json.dumps(settings, sort_keys=True)
+    found = _CONFIG_KEYS.get(text)
+    if found is None:  # a grid has few configurations and many points: each is hashed once
+        found = _CONFIG_KEYS[text] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return found
+
+
+_CONFIG_KEYS: dict[str, str] = {}
+_POINT_CONFIGS: dict[str, str] = {}  # grid_key -> config_key (a grid_key hashes the params, so it is one forever)
+
+
+def designed(points: list[Point], design: dict) -> list[Point]:
+    """The points a recorded design runs, block by block (each block's in grid_key order): its configurations on
+    its block's seed, and the baselines on every seed a block uses. Unmatched controls are left to the
+    confirmation, which matches a control to each configuration it runs."""
+    block_of = {(key, b["seed"]): i for i, b in enumerate(design["blocks"]) for key in b["configs"]}
+    first_on: dict[int, int] = {}
+    for i, b in enumerate(design["blocks"]):
+        first_on.setdefault(b["seed"], i)
+    ranked = []
+    for point in points:
+        seed = point.params["seed"]
+        if point.kind == "proxy":
+            key = _POINT_CONFIGS.get(point.grid_key)
+            if key is None:  # a budget prices many designs of one grid: each point's configuration is found once
+                key = _POINT_CONFIGS[point.grid_key] = config_key(point.params)
+            block = block_of.get((key, seed))
+        else:
+            block = first_on.get(seed) if point.kind == "baseline" else None
+        if block is not None:
+            ranked.append((block, point.grid_key, point))
+    return [point for _, _, point in sorted(ranked, key=lambda r: r[:2])]
+
+
 def block_values(block: dict[str, list], fixed: dict[str, Any], axis: str) -> list:
     """The values `axis` takes in `block`: its own list, else the fixed value, else the default."""
     return block.get(axis, [fixed.get(axis, DEFAULTS.get(axis))])
@@ -206,8 +244,16 @@ class GridSpec:
 
     @functools.cached_property
     def points(self) -> list[Point]:
-        """Every distinct point, sorted by grid_key."""
-        return expand(self.data)
+        """Every distinct point, sorted by grid_key; with a recorded design (`design.blocks`), the points it runs,
+        block by block (`designed`)."""
+        points = expand(self.data)
+        design = self.data.get("design")
+        return designed(points, design) if design and design.get("blocks") else points
+
+    @functools.cached_property
+    def order(self) -> dict[str, int]:
+        """Each point's place in `points`: new points start in this order (a design's blocks one after another)."""
+        return {p.grid_key: i for i, p in enumerate(self.points)}
 
     def dataset_of(self, point: Point) -> str:
         """The name of the dataset `point` trains on (the space's only one when `dataset` is not an axis)."""

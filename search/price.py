@@ -175,6 +175,7 @@ def price(
     overhead, overhead_evidence = trial_overhead(trials if trials or not elsewhere else elsewhere[1])
     shared_start = {p.grid_key: plan.start_epoch(p.grid_key) for p in pending}
     groups: dict[tuple, dict[str, Any]] = {}
+    rates: dict[tuple, Rate] = {}
     for point in pending:
         dataset = spec.dataset_of(point)
         group = groups.setdefault(
@@ -184,9 +185,12 @@ def price(
         epochs = point.schedule.epochs
         group["naive"] += epochs
         group["shared"] += epochs - shared_start[point.grid_key]
-        found = rate(point, spec, measured, calibration, resources, there) or Rate(
-            math.nan, "unknown: its data is not there to count"
-        )
+        same = (dataset, point.setting("architecture"), point.setting("image_size"), str(point.setting("split")))
+        found = rates.get(same)
+        if found is None:  # a rate depends on these alone: found once, not once per point of a large grid
+            found = rates[same] = rate(point, spec, measured, calibration, resources, there) or Rate(
+                math.nan, "unknown: its data is not there to count"
+            )
         group["rate"] = found
         group["seconds_naive"] += epochs * found.seconds * found.share
         group["seconds_fixed"] += overhead * found.share

@@ -5,7 +5,8 @@ stem WAITING, RUNNING, DONE or FAILED (out of attempts: its points go on without
 status changes, and every other field of a point's or a stem's state changes in a method here: questions (`ready`,
 `start_of`, `running`…) change nothing. A stem can start when its parent is done; a point when its stem is done (or
 it has a try of its own to continue), the rung it reached is decided, and `--max-trials` allows a new trial. Stems
-go first (they unlock many points), then points that continue, then new points in grid_key order. Nothing here
+go first (they unlock many points), then points that continue, then new points in the space's order
+(`GridSpec.order`: grid_key order, a design's blocks in turn). Nothing here
 touches the study, the store or an executor: the driver (`search.driver`) asks, runs, and reports back.
 """
 
@@ -69,7 +70,8 @@ MOVES = {
 class Scheduler:
     """The points and stems of one run. `max_trials`: at most this many new trials (None: no limit). `waits_for`:
     each matched control's configuration, which must be complete before it starts (it reads the configuration's
-    proxies at every step); `complete`: the points complete before this run."""
+    proxies at every step); `complete`: the points complete before this run; `order`: each point's place in the
+    space (`GridSpec.order`: a design's blocks one after another), in which new points and stems start."""
 
     def __init__(
         self,
@@ -80,12 +82,16 @@ class Scheduler:
         rungs: RungBook | None,
         waits_for: dict[str, str] | None = None,
         complete: set[str] | None = None,
+        order: dict[str, int] | None = None,
     ) -> None:
         self.plan, self.max_attempts, self.max_trials, self.rungs = plan, max_attempts, max_trials, rungs
         self.points = {p.point.grid_key: PointState(p) for p in pending}
         self.stems = {k: StemState(s) for k, s in plan.stems.items()}
         self.started = 0  # new trials in this run
         self.waits_for, self.complete = waits_for or {}, set(complete or ())
+        order = order or {}
+        self.rank = {k: order.get(k, 0) for k in self.points}
+        self.stem_rank = {k: min((self.rank.get(m, 0) for m in s.members), default=0) for k, s in plan.stems.items()}
 
     def _set(self, state: State, status: Status) -> None:
         """The one place a point's or a stem's state changes."""
@@ -98,10 +104,12 @@ class Scheduler:
         """Up to `count` stems and points that can start now: stems (shallow first), then points that continue,
         then new ones."""
         out: list[State] = []
-        for stem in sorted(self.stems.values(), key=lambda s: (self.plan.depth(s.stem.key), s.stem.key)):
+        for stem in sorted(
+            self.stems.values(), key=lambda s: (self.stem_rank[s.stem.key], self.plan.depth(s.stem.key), s.stem.key)
+        ):
             if len(out) < count and self._stem_ready(stem):
                 out.append(stem)
-        for key in sorted(self.points, key=lambda k: (self.points[k].number is None, k)):
+        for key in sorted(self.points, key=lambda k: (self.points[k].number is None, self.rank[k], k)):
             if len(out) < count and self._point_ready(self.points[key]):
                 out.append(self.points[key])
         return out

@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from search.design import design_problems
 from search.grid import CONFIG_FIELDS, SCALAR_AXES, GridSpec, size_bound
 from search.names import study_name_problem
 from search.spacecheck import check_models, check_rules, check_values, root_problems
@@ -45,6 +46,7 @@ TOP_KEYS = (
     "artifacts",
     "cache_dir",
     "confirms",
+    "design",
 )
 # What a study may maximise or minimise: metrics every trial reports, per epoch too (for halving and live curves).
 OBJECTIVES = {"val_accuracy": "maximize", "val_accuracy_best": "maximize", "val_loss": "minimize"}
@@ -146,7 +148,12 @@ def parse_space(
         "artifacts": _location(raw, "artifacts", problem, base),
         "cache_dir": _location(raw, "cache_dir", problem, base),
         **({"confirms": raw["confirms"]} if "confirms" in raw else {}),
+        **({"design": raw["design"]} if raw.get("design") is not None else {}),
     }
+    for key, message in design_problems(raw["design"]) if "design" in raw else []:
+        problem(key, message)
+    if "design" in raw and "confirms" in raw:
+        problem("design", "a confirmation runs its few configurations whole: it has no design")
     if "confirms" in raw and study_name_problem(raw["confirms"]) is not None:
         problem("confirms", f"expected the name of the exploration study it confirms, got {raw['confirms']!r}")
     problem.raise_any()

@@ -1,0 +1,175 @@
+"""A budget -> the design it buys (`search.design`), priced with the same model as every plan (`search.price`).
+
+`search run SPACE --budget 5%` (or `design: {budget: 5%}` in the space) adds blocks while the points they run — the
+blocks' configurations in every dataset × architecture, with the baselines on each block's seed — cost at most the
+budget, with shared stems and halving as the run would use them. The design is recorded in the study's space, so a
+resume, a report and a later run see the same one; a larger budget extends it, a smaller one removes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
+
+from search.design import (
+    DesignError,
+    block_size,
+    blocks_available,
+    configurations,
+    design_factors,
+    expected_halfwidth,
+    extend_design,
+    parse_budget,
+)
+from search.grid import GridSpec, Point, designed
+from search.plan import build_plan
+from search.price import price
+from search.status import halving_bound
+
+ASSUMED_SPREAD_PP = 1.0  # seed-to-seed sd of a paired gain, in pp, until a study has measured its own
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a set of points costs as the run would compute it: epochs, device-hours of the (dataset,
+    architecture) groups whose rate is known, how many are not (their data is not there to count), the unit."""
+
+    epochs: int
+    hours: float
+    unknown: int
+    unit: str
+
+    def measure(self, by_epochs: bool) -> float:
+        """The figure a budget is spent in: hours, or epochs where some group's hours cannot be known."""
+        return float(self.epochs) if by_epochs else self.hours
+
+
+def cost_of(
+    spec: GridSpec, points: list[Point], share: bool, trials: list[FrozenTrial], resources: dict[str, float]
+) -> Cost:
+    """The cost of running `points` of `spec`: with shared stems when `share`, at most that with halving."""
+    plan = build_plan(points, spec.data["fixed"], share)
+    halving_epochs = halving_bound(spec, points, plan) if spec.halving else None
+    priced = price(spec, points, plan, trials, halving_epochs, resources)
+    if halving_epochs is not None:
+        epochs, hours = halving_epochs, priced["hours_halving"]
+    else:
+        epochs = plan.shared_epochs if share else plan.naive_epochs
+        hours = priced["hours_shared"] if share else priced["hours_naive"]
+    return Cost(epochs, hours, priced["unknown"], priced["unit"])
+
+
+@dataclass(frozen=True)
+class DesignPlan:
+    """The space to run (with its design recorded, or whole) and what to say about it."""
+
+    spec: GridSpec
+    lines: list[str]
+
+
+def plan_design(
+    spec: GridSpec,
+    budget_text: str | None,
+    recorded: dict | None,
+    trials: list[FrozenTrial],
+    share: bool,
+    resources: dict[str, float],
+) -> DesignPlan:
+    """The design `budget_text` (else the space's `design.budget`) buys for `spec`, on top of the design the study
+    `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none."""
+    asked = dict(spec.data.get("design") or {})
+    text = budget_text if budget_text is not None else asked.get("budget")
+    if text is None and not recorded:
+        return DesignPlan(spec, [])
+    whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
+    points = whole.points
+    configs, fixed = configurations(points), whole.data["fixed"]
+    seed = int((recorded or {}).get("seed", asked.get("seed", 0)) or 0)
+    first = spec.data.get("seeds_from", 0)
+    seeds = range(first, first + spec.data["repeats"])
+    naive = cost_of(whole, points, False, trials, resources)
+    full = cost_of(whole, points, share, trials, resources)
+    lines: list[str] = []
+    if text is None:  # a recorded design, run again without a budget: kept as it is
+        design = dict(recorded or {})
+        lines.append(f"design: the study's {len(design['blocks'])} blocks (budget {design.get('budget')}) kept")
+    else:
+        budget = parse_budget(text)
+        factors = design_factors(configs)
+        if not factors:
+            extend_design(configs, fixed, None, 1, seed, seeds)  # raises the error that says why
+        size, available = block_size(factors), blocks_available(configs)
+        recorded_blocks = len((recorded or {}).get("blocks", []))
+        # A share of the grid is of its cost from scratch: in hours, or in epochs where a group's rate is unknown
+        # (the design takes the same share of every group, so the two agree within the groups' spread).
+        by_epochs = budget.unit == "fraction" and naive.unknown > 0
+        target = {
+            "configs": math.inf,
+            "fraction": budget.amount * naive.measure(by_epochs),
+            "hours": budget.amount,
+        }[budget.unit]
+        wanted = min(math.ceil(budget.amount / size), available) if budget.unit == "configs" else available
+        design, fitted = dict(recorded or {}), None
+        for blocks in range(1, wanted + 1):
+            trial_design = extend_design(configs, fixed, design, blocks, seed, seeds)
+            if cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target:
+                break
+            design, fitted = trial_design, blocks
+        if fitted is not None and fitted >= available and full.measure(by_epochs) <= target:
+            return DesignPlan(whole, [f"budget {text}: the whole grid fits ({_said(full, naive)}): running it whole"])
+        if fitted is None and not recorded_blocks:
+            one_block = designed(points, extend_design(configs, fixed, None, 1, seed, seeds))
+            raise DesignError(
+                f"budget {text} buys no balanced block: the smallest design (1 block of {size} configurations per "
+                f"dataset × architecture on seed {seeds[0]}, with its baselines) costs "
+                f"{_said(cost_of(whole, one_block, share, trials, resources), naive)}"
+            )
+        if not design.get("blocks"):
+            raise DesignError(f"budget {text}: no configuration of the grid could be chosen")
+        if recorded_blocks > (fitted or 0):
+            lines.append(f"design: the study already holds {recorded_blocks} blocks; budget {text} removes none")
+        design["budget"] = text
+    designed_spec = GridSpec(spec.name, {**whole.data, "design": design})
+    run = cost_of(whole, designed_spec.points, share, trials, resources)
+    lines += describe(designed_spec, points, configs, run, naive, full)
+    return DesignPlan(designed_spec, lines)
+
+
+def _said(cost: Cost, naive: Cost) -> str:
+    """A cost beside the whole grid's from scratch: hours where known, epochs beside them."""
+    known = f" ({naive.unknown} groups whose data is not there left out)" if naive.unknown else ""
+    return (
+        f"{cost.hours:,.1f} {cost.unit}{known}, {cost.epochs:,} epochs: {cost.epochs / naive.epochs:.2%} of the "
+        f"whole grid's epochs from scratch ({naive.epochs:,}), {cost.hours / naive.hours:.2%} of its hours"
+    )
+
+
+def describe(
+    spec: GridSpec, points: list[Point], configs: dict[str, dict], run: Cost, naive: Cost, full: Cost
+) -> list[str]:
+    """The design in words: its blocks and seeds, what it runs of the grid, its price beside the grid's, and the
+    precision of its main effects at an assumed spread."""
+    design = spec.data["design"]
+    chosen = [key for b in design["blocks"] for key in b["configs"]]
+    seeds = sorted({b["seed"] for b in design["blocks"]})
+    controls = sum(p.kind == "control" for p in points)
+    width = expected_halfwidth(design, configs, ASSUMED_SPREAD_PP)
+    lines = [
+        f"design (budget {design.get('budget')}, seed {design['seed']}): {len(design['blocks'])} balanced "
+        f"block{'s' if len(design['blocks']) > 1 else ''} of "
+        f"{design['size']} configurations: {len(chosen):,} of the {len(configs):,} proxy configurations per "
+        f"dataset × architecture, on seeds {', '.join(map(str, seeds))} (a block each), with the baselines on those "
+        f"seeds: {len(spec.points):,} of the grid's {len(points):,} points",
+        f"  price: the whole grid {naive.hours:,.0f} {run.unit} from scratch, {full.hours:,.0f} with shared stems; "
+        f"this design {_said(run, naive)}",
+        f"  expected precision: each main effect's 95% interval ±{width:.2f} pp at a paired-gain spread of "
+        f"{ASSUMED_SPREAD_PP:g} pp (assumed; the report's effects table gives the measured intervals)",
+    ]
+    if controls:
+        lines.append(
+            f"  {controls:,} unmatched control points left out: `search confirm` runs controls matched to each "
+            "configuration it confirms"
+        )
+    return lines

@@ -1,0 +1,339 @@
+"""A designed fraction of a grid: balanced blocks of proxy configurations, chosen once and recorded in the study.
+
+A full grid crosses every proxy setting with every other (the thesis grid: 900 configurations per dataset ×
+architecture, 3 seeds each). What a thesis reports is how each setting moves the gain over the matched baseline, and
+which configuration is best: main effects, which a balanced fraction estimates at a small part of the cost (Shi, Chiu
+& Xu, "Evaluating Designs for Hyperparameter Tuning in Deep Neural Networks", NEJSDS 2023).
+
+A design is a sequence of *blocks*. Each block is a balanced array over the design's factors (the grid axes that vary
+among proxy configurations, dataset and architecture aside): every level of a factor appears equally often (within
+one where the block size does not divide), and pairs of factors are made as close to orthogonal as the size allows
+by column swaps that keep the balance (the J2 criterion of Xu, "An algorithm for constructing orthogonal and nearly
+orthogonal arrays with mixed levels and small runs", Technometrics 44, 2002). A union of balanced blocks is
+balanced, so a study stopped after any whole block is a balanced design; a larger budget adds blocks and never
+changes those recorded. Each block runs on one seed (seeds taken in turn), beside the grid's baselines on that seed;
+the same configurations run in every (dataset, architecture). Unmatched controls are left to `search confirm`,
+which runs controls matched to each configuration it confirms.
+
+Why by hand: pyDOE3's generalized subset designs stop balancing past a reduction of 5 on the thesis' levels (3 × 5
+× 5 × 2 × 4 × 2: unbalanced at 10, refused at 20), no strength-2 orthogonal array of those levels has fewer than 300
+runs, and oapackage's `Doptimize` (its D-criterion is the two-level one) takes ~2 s per restart and repeats rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search.grid import DEFAULTS, Point, config_key
+from trainer.errors import ProxySearchError
+from trainer.prefix import DECIDERS, irrelevant
+
+FAMILY_AXES = ("dataset", "architecture")  # a design is the same fraction within each of their combinations
+SWAP_TRIES = 2000  # column swaps tried per block: a 60-run block of six factors stops improving by ~1,000
+BUDGET = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)(?P<unit>%|h|configs)?\Z")
+
+
+class DesignError(ProxySearchError, ValueError):
+    """A budget or design that cannot be planned; the message says why and what would work."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a user gives to spend: `fraction` of the full grid's cost, device-`hours`, or `configs` per (dataset,
+    architecture)."""
+
+    amount: float
+    unit: str  # "fraction" | "hours" | "configs"
+    text: str
+
+
+def parse_budget(text: str) -> Budget:
+    """`5%` (of the full grid's cost), `1200` or `1200h` (GPU-hours, or CPU-slot-hours on CPUs), `120configs`
+    (configurations per dataset × architecture). Refuse anything else, zero and below."""
+    match = BUDGET.match(str(text).strip()) if isinstance(text, (str, int, float)) else None
+    if match is None or isinstance(text, bool):
+        hint = " (no space: 5%)" if isinstance(text, str) and re.fullmatch(r"\s*[0-9.]+\s+%\s*", text) else ""
+        raise DesignError(
+            f"budget {text!r}: expected a share of the full grid's cost (5%){hint}, device-hours (1200 or 1200h) "
+            "or configurations per dataset × architecture (120configs)"
+        )
+    amount, unit = float(match["amount"]), {"%": "fraction", "h": "hours", "configs": "configs"}[match["unit"] or "h"]
+    if amount <= 0 or not math.isfinite(amount):
+        raise DesignError(f"budget {text!r}: expected more than nothing")
+    if unit == "fraction":
+        amount /= 100
+    if unit == "configs" and amount != int(amount):
+        raise DesignError(f"budget {text!r}: a number of configurations is a whole number")
+    return Budget(amount, unit, str(text).strip())
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One axis of the design and its levels, in the space's order."""
+
+    name: str
+    levels: tuple[Any, ...]
+
+
+def configurations(points: list[Point]) -> dict[str, dict[str, Any]]:
+    """Each proxy configuration (`config_key`) -> its settings without dataset, architecture and seed."""
+    out = {}
+    for point in points:
+        if point.kind == "proxy":
+            key = config_key(point.params)
+            if key not in out:
+                out[key] = {k: v for k, v in point.params.items() if k not in (*FAMILY_AXES, "seed")}
+    return out
+
+
+def design_factors(configs: dict[str, dict[str, Any]]) -> list[Factor]:
+    """The axes that vary among the proxy configurations, with their levels in the order the space lists them."""
+    values: dict[str, list] = {}
+    for settings in configs.values():
+        for axis, value in settings.items():
+            seen = values.setdefault(axis, [])
+            if value not in seen:
+                seen.append(value)
+    return [Factor(axis, tuple(levels)) for axis, levels in sorted(values.items()) if len(levels) > 1]
+
+
+def block_size(factors: list[Factor]) -> int:
+    """The runs of one block: the least common multiple of the level counts (every level equally often) when it
+    leaves room for the main effects, else twice their parameter count (levels within one of equal)."""
+    parameters = 1 + sum(len(f.levels) - 1 for f in factors)
+    size = math.lcm(*(len(f.levels) for f in factors))
+    if parameters + 4 <= size <= 4 * (parameters + 4):
+        return size
+    return max(2 * parameters, max(len(f.levels) for f in factors))
+
+
+def _row_key(factors: list[Factor], row: tuple[int, ...], base: dict[str, Any]) -> str:
+    """The configuration a design row stands for: its settings, less those it cannot feel (`irrelevant`)."""
+    settings = {f.name: f.levels[i] for f, i in zip(factors, row, strict=True)}
+    deciders = {**base, **settings}
+    drop, _ = irrelevant(*(str(deciders.get(n)) for n in DECIDERS))
+    return config_key({k: v for k, v in settings.items() if k not in drop})
+
+
+class _Block:
+    """One block being built: balanced columns, pair tables kept up to date under swaps."""
+
+    def __init__(self, levels: list[int], size: int, rng: np.random.Generator) -> None:
+        self.levels, self.size = levels, size
+        self.columns = np.stack([rng.permutation(np.arange(size) % n) for n in levels], axis=1)
+        self.pairs = {
+            (a, b): np.zeros((levels[a], levels[b]), np.int64) for a, b in itertools.combinations(range(len(levels)), 2)
+        }
+        for (a, b), table in self.pairs.items():
+            np.add.at(table, (self.columns[:, a], self.columns[:, b]), 1)
+
+    def j2(self) -> float:
+        """Σ over pairs of factors of the squared departures of their cell counts from an orthogonal array's."""
+        return float(
+            sum(((t - self.size / t.size) ** 2).sum() for t in self.pairs.values())
+        )  # 0 exactly when every pair is orthogonal
+
+    def swap_delta(self, column: int, i: int, k: int) -> float:
+        """The change in `j2` if rows `i` and `k` swapped their values in `column`."""
+        x, y, delta = self.columns[i, column], self.columns[k, column], 0.0
+        for other in range(len(self.levels)):
+            if other == column:
+                continue
+            table = self.pairs[(column, other)] if column < other else self.pairs[(other, column)].T
+            u, v = self.columns[i, other], self.columns[k, other]
+            if u == v:
+                continue
+            # Row i moves from cell (x, u) to (y, u), row k from (y, v) to (x, v).
+            before = table[x, u] ** 2 + table[y, u] ** 2 + table[y, v] ** 2 + table[x, v] ** 2
+            after = (table[x, u] - 1) ** 2 + (table[y, u] + 1) ** 2 + (table[y, v] - 1) ** 2 + (table[x, v] + 1) ** 2
+            delta += after - before
+        return float(delta)
+
+    def swap(self, column: int, i: int, k: int) -> None:
+        x, y = self.columns[i, column], self.columns[k, column]
+        for other in range(len(self.levels)):
+            if other == column:
+                continue
+            u, v = self.columns[i, other], self.columns[k, other]
+            table = self.pairs[(column, other)] if column < other else self.pairs[(other, column)].T
+            table[x, u] -= 1
+            table[y, u] += 1
+            table[y, v] -= 1
+            table[x, v] += 1
+        self.columns[i, column], self.columns[k, column] = y, x
+
+
+def balanced_block(
+    factors: list[Factor], size: int, rng: np.random.Generator, allowed: set[str], taken: set[str], base: dict
+) -> list[str]:
+    """A balanced, nearly orthogonal block of `size` rows over `factors`, as configuration keys: each in
+    `allowed`, none in `taken`, none twice (a row that breaks one of these is penalised like `size` non-orthogonal
+    cells, so swaps move it away while they can)."""
+    block = _Block([len(f.levels) for f in factors], size, rng)
+    row_key = functools.lru_cache(maxsize=None)(lambda row: _row_key(factors, row, base))
+    keys = [row_key(tuple(int(v) for v in r)) for r in block.columns]
+    counts = Counter(keys)
+    penalty = float(size * size)
+
+    def clashes(key: str, count: int) -> float:
+        return max(count - 1, 0) + (key in taken or key not in allowed) * count
+
+    for _ in range(SWAP_TRIES):
+        column = int(rng.integers(len(factors)))
+        i, k = (int(v) for v in rng.choice(size, 2, replace=False))
+        if block.columns[i, column] == block.columns[k, column]:
+            continue
+        row_i, row_k = [int(v) for v in block.columns[i]], [int(v) for v in block.columns[k]]
+        row_i[column], row_k[column] = row_k[column], row_i[column]
+        key_i, key_k = row_key(tuple(row_i)), row_key(tuple(row_k))
+        after = counts - Counter([keys[i], keys[k]]) + Counter([key_i, key_k])
+        touched = {keys[i], keys[k], key_i, key_k}
+        delta = block.swap_delta(column, i, k)
+        delta += penalty * sum(clashes(key, after[key]) - clashes(key, counts[key]) for key in touched)
+        if delta <= 0:
+            block.swap(column, i, k)
+            counts, keys[i], keys[k] = after, key_i, key_k
+    return keys
+
+
+def extend_design(
+    configs: dict[str, dict[str, Any]],
+    fixed: dict[str, Any],
+    recorded: dict | None,
+    blocks: int,
+    seed: int,
+    seeds: range,
+) -> dict:
+    """The design with at least `blocks` blocks: the recorded one (kept as it is) plus new blocks, each drawn
+    from its own seeded generator (the design's seed and the block's number) and avoiding every configuration
+    already chosen. Block b runs on the space's seeds in turn (`seeds[b mod len(seeds)]`)."""
+    factors = design_factors(configs)
+    if not factors:
+        raise DesignError(
+            "a design needs proxy configurations that differ in at least one setting: this grid has "
+            + ("one proxy configuration" if configs else "no proxy configuration")
+            + " per dataset × architecture (run it whole)"
+        )
+    known, base = configs, {**DEFAULTS, **fixed}  # what `irrelevant` reads, as the grid reads it
+    done = list((recorded or {}).get("blocks", []))
+    size = int((recorded or {}).get("size") or block_size(factors))
+    taken = {key for b in done for key in b["configs"]}
+    while len(done) < blocks:
+        entropy = int(hashlib.sha256(f"{seed}:{len(done)}".encode()).hexdigest()[:8], 16)
+        rng = np.random.default_rng(entropy)
+        keys = [k for k in dict.fromkeys(balanced_block(factors, size, rng, set(known), taken, base)) if k in known]
+        keys = [k for k in keys if k not in taken]
+        if not keys:
+            break  # every configuration is chosen: the design is the grid
+        done.append({"seed": seeds[len(done) % len(seeds)], "configs": sorted(keys)})
+        taken.update(keys)
+    return {
+        "seed": seed,
+        "size": size,
+        "factors": {f.name: list(f.levels) for f in factors},
+        "blocks": done,
+        **({"budget": recorded["budget"]} if recorded and "budget" in recorded else {}),
+    }
+
+
+def blocks_available(configs: dict[str, dict[str, Any]]) -> int:
+    """How many blocks the grid's configurations can fill (the last one maybe in part)."""
+    factors = design_factors(configs)
+    return math.ceil(len(configs) / block_size(factors)) if factors else 0
+
+
+def design_problems(raw: Any) -> list[tuple[str, str]]:
+    """What is wrong with a space's `design:` block, as (key, message) pairs: `{budget: 5%, seed: 0}` as a user
+    writes it, with `size`, `factors` and `blocks` as a study records it."""
+    if not isinstance(raw, dict) or set(raw) - {"budget", "seed", "size", "factors", "blocks"}:
+        return [("design", "expected {budget: 5% | 1200h | 120configs, seed: INTEGER}")]
+    problems = []
+    if "budget" in raw:
+        try:
+            parse_budget(raw["budget"])
+        except DesignError as exc:
+            problems.append(("design.budget", str(exc)))
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        problems.append(("design.seed", f"expected an integer from 0 to 2**32 - 1, got {seed!r}"))
+    blocks = raw.get("blocks", [])
+    if not isinstance(blocks, list) or any(
+        not isinstance(b, dict)
+        or set(b) != {"seed", "configs"}
+        or not isinstance(b["configs"], list)
+        or not all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{16}", k) for k in b["configs"])
+        or not isinstance(b["seed"], int)
+        for b in blocks
+    ):
+        problems.append(("design.blocks", "expected the blocks a study recorded ([{seed: N, configs: [KEY, …]}])"))
+    return problems
+
+
+def factor_table(settings: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
+    """The design's factors of each configuration as text columns, ready for a model. A setting some
+    configurations cannot feel (`clear_every_step` under one proxy step) is nested in the axis that decides it:
+    one column `proxy_steps × clear_every_step` whose levels say both, as its effect exists only there."""
+    frame = pd.DataFrame([{n: s.get(n) for n in names} for s in settings], columns=names).astype(object)
+    columns: dict[str, pd.Series] = {}
+    nested: dict[str, str] = {}
+    for name in names:
+        missing = frame[name].isna()
+        if not missing.any():
+            continue
+        for decider in names:
+            decides = decider != name and not frame[decider].isna().any()
+            if decides and (missing.groupby(frame[decider].astype(str)).nunique() == 1).all():
+                nested[name] = decider
+                break
+    for name in names:
+        if name in nested:
+            continue
+        column = frame[name].map(lambda v: "n/a" if v is None or v != v else str(v))
+        title = name
+        for inner, decider in nested.items():
+            if decider == name:
+                title += f" × {inner}"
+                column = column + frame[inner].map(
+                    lambda v, inner=inner: "" if v is None or v != v else f" · {inner}={v}"
+                )
+        columns[title] = column
+    return pd.DataFrame(columns)
+
+
+def model_formula(columns: list[str], response: str, seeds: int) -> str:
+    """The main-effects model of a design: each factor sum-coded (its levels' effects are departures from the
+    mean over levels), and each seed a block effect when there are several."""
+    terms = [f'C(Q("{c}"), Sum)' for c in columns] + (["C(seed, Sum)"] if seeds > 1 else [])
+    return f'Q("{response}") ~ ' + " + ".join(terms)
+
+
+def expected_halfwidth(design: dict, configs: dict[str, dict[str, Any]], spread: float) -> float:
+    """The widest 95% half-width of a level's main effect the design's configurations allow (ordinary least
+    squares of `model_formula`'s model, seeds as blocks), when a paired gain varies by `spread` between seeds:
+    σ·t·√((XᵀX)⁻¹) at its widest. (Coded here with numpy: the dry-run must not wait for patsy and statsmodels.)"""
+    from scipy.special import stdtrit
+
+    rows = [(configs[k], b["seed"]) for b in design["blocks"] for k in b["configs"] if k in configs]
+    table = factor_table([r for r, _ in rows], list(design["factors"]))
+    table["seed"] = [str(s) for _, s in rows]
+    columns = [np.ones(len(table))]
+    for name in table.columns:
+        levels = sorted(set(table[name]))
+        for level in levels[:-1]:  # sum coding: +1 at the level, -1 at the last one
+            columns.append((table[name] == level).to_numpy(float) - (table[name] == levels[-1]).to_numpy(float))
+    matrix = np.stack(columns, axis=1)
+    dof = len(matrix) - np.linalg.matrix_rank(matrix)
+    if dof < 1:
+        return math.inf
+    variances = np.diag(np.linalg.pinv(matrix.T @ matrix))[1:]
+    return float(stdtrit(dof, 0.975) * spread * math.sqrt(variances.max()))

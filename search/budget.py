@@ -28,6 +28,7 @@ from search.plan import build_plan
 from search.price import price
 from search.status import halving_bound
 
+CONFIRM_TOP, CONFIRM_SEEDS = 3, 10  # search confirm's defaults: what the dry-run prices on top of the design
 ASSUMED_SPREAD_PP = 1.0  # seed-to-seed sd of a paired gain, in pp, until a study has measured its own
 
 
@@ -167,6 +168,20 @@ def describe(
         f"  expected precision: each main effect's 95% interval ±{width:.2f} pp at a paired-gain spread of "
         f"{ASSUMED_SPREAD_PP:g} pp (assumed; the report's effects table gives the measured intervals)",
     ]
+    families = len({(p.params.get("dataset"), p.params.get("architecture")) for p in spec.points})
+    baselines = sum(p.kind == "baseline" for p in spec.points) / max(len(seeds) * families, 1)
+    confirm = families * CONFIRM_SEEDS * (CONFIRM_TOP * 3 + baselines)  # each with its two matched controls
+    confirm_hours = confirm * run.hours / max(len(spec.points), 1)
+    lines.append(
+        f"  then `search confirm --select model` (its top {CONFIRM_TOP} per dataset × architecture on "
+        f"{CONFIRM_SEEDS} fresh seeds, each beside its matched baselines and two controls): ≈ {confirm:,.0f} "
+        f"trials, ≈ {confirm_hours:,.1f} {run.unit} more; "
+        + (
+            f"{(run.hours + confirm_hours) / naive.hours:.2%} of the whole grid from scratch in all"
+            if naive.hours
+            else ""
+        )
+    )
     if controls:
         lines.append(
             f"  {controls:,} unmatched control points left out: `search confirm` runs controls matched to each "

@@ -337,3 +337,28 @@ def expected_halfwidth(design: dict, configs: dict[str, dict[str, Any]], spread:
         return math.inf
     variances = np.diag(np.linalg.pinv(matrix.T @ matrix))[1:]
     return float(stdtrit(dof, 0.975) * spread * math.sqrt(variances.max()))
+
+
+def block_progress(design: dict, points: list[Point], done: set[str]) -> str:
+    """`search status`'s line on a design: how many blocks, from the first, have every point complete (a study
+    stopped there is a balanced design), and whether their runs can estimate every main effect yet."""
+    complete = 0
+    for block in design["blocks"]:
+        chosen = set(block["configs"])
+        keys = [
+            p.grid_key
+            for p in points
+            if p.params["seed"] == block["seed"] and (p.kind == "baseline" or config_key(p.params) in chosen)
+        ]
+        if not all(key in done for key in keys):
+            break
+        complete += 1
+    runs = sum(len(b["configs"]) for b in design["blocks"][:complete])
+    parameters = 1 + sum(len(levels) - 1 for levels in design["factors"].values()) + max(complete - 1, 0)
+    can = (
+        f"enough for every main effect ({parameters} parameters from {runs} configurations per dataset × "
+        "architecture: search report gives them)"
+        if runs >= parameters + 2
+        else f"not yet enough for the main effects ({parameters} parameters)"
+    )
+    return f"design: {complete} of {len(design['blocks'])} blocks complete; {can}"

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.design import block_progress
 from search.grid import GridSpec
 from search.plan import build_plan
 from search.price import price
@@ -129,6 +130,9 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "artifacts": study.user_attrs.get("artifacts"),
         "stems": stems,
         "warning": chance_warning(trials),
+        "design": block_progress(spec.data["design"], spec.points, set(t.done))
+        if spec.data.get("design", {}).get("blocks")
+        else None,
     }
 
 
@@ -269,6 +273,8 @@ def format_status(info: dict[str, Any]) -> str:
         lines.append(
             f"  shared stems of the points left: {info['stems']['done']} done, {info['stems']['to_run']} to run"
         )
+    if info.get("design"):
+        lines.append(f"  {info['design']}")
     if info.get("warning"):
         lines.append(f"  {info['warning']}")
     return "\n".join(lines)

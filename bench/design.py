@@ -110,8 +110,12 @@ def run_study(study: int, sigma: float, configs: dict, fixed: dict, factors: lis
     for name, keys in protocols.items():
         gains = world.observe(keys, [0] * len(keys), sigma, rng)
         effects = analyse(world, factors, keys, [0] * len(keys), gains, quick)
-        picks = by_key(world, [b["settings"] for b in effects.best]) if effects.best else top_observed(keys, gains)
+        predicted = by_key(world, [b["settings"] for b in effects.best])
+        picks = predicted or top_observed(keys, gains)
         out[name] = (named(effects), world.best - world.confirm(picks, sigma, rng), len(keys) + BASELINES_PER_SEED)
+        if name == "design":  # the model's best two and the best seen (`search confirm --select both`)
+            both = list(dict.fromkeys([*predicted[: CONFIRM_TOP - 1], *top_observed(keys, gains)]))[:CONFIRM_TOP]
+            out["design-both"] = (named(effects), world.best - world.confirm(both, sigma, rng), out[name][2])
     levels = {f: sorted({json.dumps(c[f]) for c in configs.values() if f in c}) for f in factors}
     index = {json.dumps(c, sort_keys=True): k for k, c in configs.items()}
     for name, sampler in (

@@ -168,7 +168,9 @@ def confirm(
     study: str = typer.Option(..., help="the exploration study to confirm"),
     top: int = typer.Option(3, help="configurations per group, best first by the exploration's objective"),
     select: str = typer.Option(
-        "observed", help="observed: best by the objective's mean; model: best by the effects model (run or not)"
+        "observed",
+        help="observed: best by the objective's mean; model: best by the effects model (run or not); both: the "
+        "model's best TOP-1 and the best observed",
     ),
     per: str = typer.Option("dataset,architecture", help="the axes of a group, comma-separated"),
     seeds: int = typer.Option(10, help="fresh seeds per configuration, disjoint from the exploration's"),
@@ -201,10 +203,10 @@ def confirm(
             fail(f"{flag}: expected an integer of at least {low}, got {value}")
     if correction not in CORRECTIONS:
         fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
-    if select not in ("observed", "model"):
-        fail(f"--select: expected observed or model, got {select!r}")
-    if select == "model" and set(per.split(",")) != {"dataset", "architecture"}:
-        fail("--select model: the effects model is fitted per dataset × architecture; leave --per as it is")
+    if select not in ("observed", "model", "both"):
+        fail(f"--select: expected observed, model or both, got {select!r}")
+    if select != "observed" and set(per.split(",")) != {"dataset", "architecture"}:
+        fail(f"--select {select}: the effects model is fitted per dataset × architecture; leave --per as it is")
     study_dir(study), study_dir(confirm_name)
     confirm_storage = storage or default_storage(confirm_name)
     confirmation = _confirmation(
@@ -218,7 +220,7 @@ def confirm(
         correction,
         dry_run,
         allow_test_overlap=allow_test_overlap,
-        by_model=select == "model",
+        select=select,
     )
     flags = RunFlags(
         storage=confirm_storage,
@@ -298,11 +300,12 @@ def _confirmation(
     dry_run: bool,
     *,
     allow_test_overlap: bool,
-    by_model: bool,
+    select: str,
 ) -> GridSpec:
     """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
     `study` per group of `per`, printed with the effect the confirmation can detect."""
-    from search.confirm import confirmation_space, fresh_seed, paired_spread, select
+    from search.confirm import combine, confirmation_space, fresh_seed, paired_spread
+    from search.confirm import select as select_observed
     from search.progress import chance_warning
     from search.space import parse_space
     from search.status import load_study, load_trials
@@ -326,7 +329,9 @@ def _confirmation(
         _warn_if_unfinished(study, spec, trials)
         if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: said before it is paid for
             print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
-        selected = _model_selection(exploration, trials, top) if by_model else select(trials, spec, top, per_axes)
+        observed = select_observed(trials, spec, top, per_axes) if select != "model" else {}
+        predicted = _model_selection(exploration, trials, top) if select != "observed" else {}
+        selected = {"observed": observed, "model": predicted}.get(select) or combine(predicted, observed, top)
         made = exploration.user_attrs.get("confirmations") or []
         data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made))
         confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)

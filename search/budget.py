@@ -177,7 +177,7 @@ def describe(
         f"{CONFIRM_SEEDS} fresh seeds, each beside its matched baselines and two controls): ≈ {confirm:,.0f} "
         f"trials, ≈ {confirm_hours:,.1f} {run.unit} more; "
         + (
-            f"{(run.hours + confirm_hours) / naive.hours:.2%} of the whole grid from scratch in all"
+            f"{(run.hours + confirm_hours) / naive.hours:.2%} of the whole grid's naive cost in all"
             if naive.hours
             else ""
         )

@@ -143,3 +143,16 @@ def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tupl
                 spreads.append(statistics.stdev(values.values()))
         out[group] = math.sqrt(2) * statistics.median(spreads) if spreads else math.nan
     return out
+
+
+def combine(predicted: dict[tuple, list[dict]], observed: dict[tuple, list[dict]], top: int) -> dict[tuple, list[dict]]:
+    """Per group, a model's best `top` - 1 configurations and then the best observed ones not among them, `top` in
+    all: a hedge against an interaction the model does not carry (`search confirm --select both`)."""
+    out = {}
+    for group in sorted(set(predicted) | set(observed), key=str):
+        chosen: dict[str, dict] = {}
+        for config in [*predicted.get(group, [])[: top - 1], *observed.get(group, [])]:
+            key = json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=str)
+            chosen.setdefault(key, config)
+        out[group] = list(chosen.values())[:top]
+    return out

@@ -240,3 +240,20 @@ def assert_matched_at_every_step(root, confirmed) -> None:
             for control in ("none", "random_location", "matched_duplicate")
         }
         assert counts["none"] == counts["random_location"] == counts["matched_duplicate"], counts
+
+
+def test_both_takes_the_models_best_but_one_then_the_best_seen_without_repeats():
+    from search.confirm import combine
+
+    group = (("dataset", "digits"),)
+    predicted = {group: [{"threshold": 0.8, "_predicted": 2.0}, {"threshold": 0.6, "_predicted": 1.0}]}
+    observed = {group: [{"threshold": 0.8, "_mean": 0.9}, {"threshold": 0.2, "_mean": 0.8}]}
+    assert [c["threshold"] for c in combine(predicted, observed, 3)[group]] == [0.8, 0.6, 0.2]
+    assert [c["threshold"] for c in combine(predicted, observed, 2)[group]] == [0.8, 0.2]
+
+
+def test_confirm_refuses_an_unknown_selection_in_one_line(tmp_path):
+    done = search_cli("confirm", "--study", "none", "--select", "best", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--select" in done.stderr
+    per = search_cli("confirm", "--study", "none", "--select", "model", "--per", "threshold", cwd=tmp_path)
+    assert per.returncode == 2 and "dataset × architecture" in per.stderr and not (tmp_path / "runs").exists()

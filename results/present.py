@@ -45,6 +45,8 @@ class Shown:
     notes: list[str] = field(default_factory=list)
     keys: list[str] | None = None  # the columns that say which row is which: every part of a split table repeats
     # them (None: the leading text columns)
+    printed: list[str] | None = None  # the columns the LaTeX table prints, to stay on a portrait page (None: all);
+    # the others are in the CSV and Markdown, and a note under it says which
 
 
 def header(name: str) -> str:
@@ -123,7 +125,32 @@ def summary(name: str, table: pd.DataFrame, caption: str) -> Shown:
     ]
     if clipped:
         notes.append("Intervals of metrics bounded to [0, 1] are clipped to that range.")
-    return Shown(name, pd.DataFrame(rows), caption, notes, [header(k) for k in keys if k != "trials"])
+    shown_keys = [header(k) for k in keys if k != "trials"]
+    first = [header(metrics[0]), f"{header(metrics[0])} 95% CI"] if metrics else []
+    return Shown(name, pd.DataFrame(rows), caption, notes, shown_keys, [*shown_keys, *first])
+
+
+def effects(name: str, table: pd.DataFrame, caption: str) -> Shown:
+    """An effects table (`results.effects.effects_tables`): each `X_pp` with its `low_pp`/`high_pp` as one signed
+    figure and one interval, in percentage points; p-values and shares rounded."""
+    rows = []
+    for _, row in table.iterrows():
+        shown: dict[str, str] = {}
+        for column, value in row.items():
+            if column in ("low_pp", "high_pp"):
+                continue
+            if str(column).endswith("_pp"):
+                shown[f"{str(column)[:-3]} (pp)"] = f"{value:+.2f}"
+                if "low_pp" in row:
+                    shown["95% CI (pp)"] = f"[{row['low_pp']:+.2f}, {row['high_pp']:+.2f}]"
+            elif column in ("p", "p_holm"):
+                shown["p (Holm)" if column == "p_holm" else "p"] = p_value(value)
+            elif column == "share":
+                shown["share of variance"] = f"{value:.0%}"
+            else:
+                shown[header(str(column))] = MISSING if _missing(value) else str(value)
+        rows.append(shown)
+    return Shown(name, pd.DataFrame(rows), caption)
 
 
 def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -> Shown:
@@ -263,11 +290,18 @@ def to_latex(shown: Shown, study: str = "") -> str:
     """`table` floats that drop into a thesis unedited: booktabs, `\\caption`, `\\label{tab:<study>-<name>}` (two
     studies in one thesis never clash), the dataset or architecture said once in the caption when every row has the
     same, headers
-    broken over lines (`\\shortstack`), the body at \\footnotesize, on a landscape page (`sidewaystable`) when too
+    broken over lines (`\\shortstack`), only the `printed` columns when a table names them (the rest said in a
+    note), the body at \\footnotesize, on a landscape page (`sidewaystable`) when too
     wide for the text, and split into parts (the leading text columns repeated) when too wide for that too; the notes
     under the last part in its own width (the tabular is measured in a box). Nothing is scaled, so no text prints
     below the footnote size. Needs PACKAGES."""
     frame = shown.frame
+    notes = list(shown.notes)
+    if shown.printed is not None:
+        left = [c for c in frame.columns if c not in shown.printed]
+        if left:
+            frame = frame[[c for c in frame.columns if c in shown.printed]]
+            notes.append(f"Also in {shown.name}.csv and {shown.name}.md: {', '.join(left)}.")
     constant = [c for c in CAPTIONED if c in frame.columns and len(frame) > 1 and frame[c].nunique(dropna=False) == 1]
     caption = shown.caption
     if constant and len(constant) < len(frame.columns):
@@ -294,8 +328,8 @@ def to_latex(shown: Shown, study: str = "") -> str:
     for i, part in enumerate(parts, start=1):
         chosen = [*keys, *part] if part else keys
         title = caption if len(parts) == 1 else f"{caption} (part {i} of {len(parts)})"
-        notes = shown.notes if i == len(parts) else []
-        out.append(_float(frame[chosen], title, label if i == 1 else f"{label}-{i}", notes, widths))
+        said = notes if i == len(parts) else []
+        out.append(_float(frame[chosen], title, label if i == 1 else f"{label}-{i}", said, widths))
     return "\n".join(out)
 
 

@@ -153,6 +153,10 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
         "claims": f"The study's claims: each configuration {CLAIM} (one-sided paired t-tests, the largest of their "
         f"p-values; {correction} over every configuration of the study)",
         "by_dataset_architecture": "Per dataset and architecture",
+        "effects": "Each setting's effect on the paired gain over the matched baseline (exploratory: validation "
+        "objective, pp, against the mean over the setting's levels)",
+        "effect_axes": "Each setting tested as a whole (Wald F, clustered by configuration; Holm over the settings)",
+        "predicted_best": "The configurations the effects model predicts best (run or not): to confirm on fresh seeds",
     }
     shown = {
         "verdicts": present.verdicts(raw["verdicts"], correction, stage)
@@ -181,6 +185,8 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
                     "interval is a 95% t-interval over seeds, clipped to [0, 1]."
                 ],
             )
+        elif name in ("effects", "effect_axes", "predicted_best"):
+            shown[name] = present.effects(name, table, captions[name])
         else:
             shown[name] = present.plain(name, table, captions.get(name, name))
     return shown

@@ -91,6 +91,6 @@ def test_the_protocol_benchmark_runs_in_its_quick_form():
     )
     report = json.loads(done.stdout)
     low = report["sigma_0.5"]
-    assert set(low) == {"design", "random", "optuna-random", "optuna-tpe", "halving", "full"}
+    assert set(low) == {"design", "design-both", "random", "optuna-random", "optuna-tpe", "halving", "full"}
     assert low["design"]["both_real_axes_named"] >= 2 / 3
     assert low["design"]["total_share_with_confirmation"] <= 0.05 and low["design"]["exploration_share"] <= 0.02

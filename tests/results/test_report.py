@@ -182,7 +182,8 @@ def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex (.ci/run installs texlive-latex-recommended)")
-def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
+def latex_tables(study_dir) -> list:
+    """The report's .tex tables, the report built first when no test has built it yet."""
     tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
     if not tables:
         storage = f"sqlite:///{study_dir}/study.db"
@@ -190,6 +191,11 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
             load_study("tiny", storage), load_trials("tiny", storage), study_dir / "report", say=lambda _: None
         )
         tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
+    return tables
+
+
+def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
+    tables = latex_tables(study_dir)
     assert len(tables) >= 8
     document = tmp_path / "thesis.tex"
     document.write_text(
@@ -219,3 +225,42 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
         fonts = subprocess.run(["pdffonts", "thesis.pdf"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         sizes = [int(size) for size in re.findall(r"\+CM[A-Z]+(\d+)\s", fonts.stdout)]
         assert sizes and min(sizes) >= 7, fonts.stdout
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
+    reason="no pdflatex/pdftotext (.ci/run installs texlive-latex-recommended and poppler-utils)",
+)
+def test_every_part_of_a_split_latex_table_prints_every_key_column(study_dir, tmp_path):
+    """Rendered, not read as a string: each split table alone through pdflatex, then every page of it must show the
+    header of every key column of its first part (the leading text columns), so no part reads as rows of numbers
+    without the setting they belong to."""
+    split = [t for t in latex_tables(study_dir) if "(part 2 of" in t.read_text()]
+    assert split, "no table is split: the check would check nothing"
+    for table in split:
+        text = table.read_text()
+        align = re.search(r"\\begin\{tabular\}\{([lr]+)\}", text).group(1)
+        headers = re.findall(r"\\shortstack\[[lr]\]\{(.*?)\}(?: &| \\\\)", text.split("\\midrule")[0])
+        keys = [h.split("\\\\")[0] for h, a in zip(headers, align, strict=False) if a == "l"][: len(align)]
+        keys = keys[: next((i for i, a in enumerate(align) if a == "r"), len(keys))]
+        document = tmp_path / f"{table.stem}.tex"
+        document.write_text(
+            "\\documentclass{article}\n" + PACKAGES + f"\n\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n"
+        )
+        done = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-2000:]
+        pages = subprocess.run(
+            ["pdftotext", f"{table.stem}.pdf", "-"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        ).stdout.split("\f")
+        pages = [p for p in pages if p.strip()]
+        assert len(pages) >= 2 or text.count("(part ") >= 2
+        for number, page in enumerate(pages, start=1):  # a header is a line of its own (a caption's word is not)
+            lines = {line.strip() for line in page.splitlines()}
+            missing = [k for k in keys if k.replace("\\_", "_") not in lines]
+            assert not missing, f"{table.name}, page {number}: no {missing} in\n{page[:500]}"

@@ -130,6 +130,7 @@ def test_every_part_of_a_split_latex_table_repeats_its_key_columns_and_keeps_the
     """Item 2: part 2 of `by_threshold.tex` repeated only `architecture` (its rows read `test_efficientnet,
     test_efficientnet, test_resnet, test_resnet` with no threshold), and `verdicts.tex` put the verdict on another
     page than its p-values."""
+    import dataclasses
     import re
 
     import pandas as pd
@@ -149,7 +150,9 @@ def test_every_part_of_a_split_latex_table_repeats_its_key_columns_and_keeps_the
             rows.append(row)
     table = pd.DataFrame(rows).rename(columns={"setting_architecture": "architecture"})
     shown = present.summary("by_threshold", table, "By threshold")
-    latex = present.to_latex(shown, "s")
+    printed = present.to_latex(shown, "s")  # fewer columns instead of landscape: one portrait table, the rest named
+    assert printed.count(r"\end{tabular}") == 1 and "Also in by_threshold.csv" in printed
+    latex = present.to_latex(dataclasses.replace(shown, printed=None), "s")  # every column: split, keys repeated
     parts = latex.split(r"\end{tabular}")[:-1]
     assert len(parts) > 1  # wide enough to split
     for part in parts:

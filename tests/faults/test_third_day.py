@@ -151,7 +151,7 @@ def test_every_part_of_a_split_latex_table_repeats_its_key_columns_and_keeps_the
     table = pd.DataFrame(rows).rename(columns={"setting_architecture": "architecture"})
     shown = present.summary("by_threshold", table, "By threshold")
     printed = present.to_latex(shown, "s")  # fewer columns instead of landscape: one portrait table, the rest named
-    assert printed.count(r"\end{tabular}") == 1 and "Also in by_threshold.csv" in printed
+    assert printed.count(r"\end{tabular}") == 1 and r"Also in by\_threshold.csv" in printed
     latex = present.to_latex(dataclasses.replace(shown, printed=None), "s")  # every column: split, keys repeated
     parts = latex.split(r"\end{tabular}")[:-1]
     assert len(parts) > 1  # wide enough to split

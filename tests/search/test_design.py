@@ -198,3 +198,14 @@ def test_a_designed_run_resumes_extends_and_reports_its_effects(tmp_path):
         "confirm", "--study", "s", "--select", "model", "--top", "2", "--dry-run", "--allow-test-overlap", cwd=tmp_path
     )
     assert "predicted gain by the effects model" in confirm.stdout, confirm.stdout + confirm.stderr
+
+
+def test_a_control_among_the_designed_axes_is_left_to_the_confirmation_and_said():
+    methods = ["gradcam", "eigencam", "gradcamplusplus", "randomcam"]
+    grid = {"cam_method": methods, "threshold": [0.1, 0.2, 0.4, 0.6, 0.8, 0.9]}
+    spec = parse_space(space(grid=grid, repeats=2, baselines=[{"proxy_steps": "2"}]), Path("s.yaml"))
+    planned = plan_design(spec, "4configs", None, [], True, spec.resources)
+    kinds = Counter(p.kind for p in planned.spec.points)
+    assert kinds["control"] == 0 and kinds["baseline"] == 1 and kinds["proxy"] >= 4
+    assert {p.params["cam_method"] for p in planned.spec.points if p.kind == "proxy"} <= set(methods[:3])
+    assert any("unmatched control points left out" in line for line in planned.lines)

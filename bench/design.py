@@ -17,8 +17,8 @@ two matched controls: 60 trials), which picks the best confirmed mean:
   (noise σ/√fraction; 60 trials' cost), the best 3 confirmed;
 - full: the whole grid on 3 seeds (2,712 trials), same analysis, the best 3 by mean confirmed.
 
-    python bench/design.py --studies 500          # the closing note's figures (~10 min on 2 cores)
-    python bench/design.py --studies 20 --quick   # a quick form (the tests run one like it)
+    python bench/design.py            # the README's figures: 500 studies (~17 min on 2 cores)
+    python bench/design.py --quick    # 10 studies, interactions not tested (tests/test_bench.py runs it)
 """
 
 from __future__ import annotations
@@ -27,14 +27,12 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import emit
 
 from results.effects import analyse_family
 from search.design import configurations, design_factors, extend_design
@@ -182,8 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=500)
     parser.add_argument("--full-studies", type=int, default=20, help="studies that also run the full grid")
-    parser.add_argument("--quick", action="store_true", help="skip the interaction tests (the figures' own form)")
+    parser.add_argument("--quick", action="store_true", help="10 studies (1 with the full grid), no interaction tests")
     args = parser.parse_args()
+    if args.quick:
+        args.studies, args.full_studies = min(args.studies, 10), min(args.full_studies, 1)
     spec = load_space(Path(__file__).resolve().parent.parent / "spaces/thesis_grid.yaml", check_roots=False)
     family = [p for p in spec.points if p.params["dataset"] == "cifar100" and p.params["architecture"] == "resnet18"]
     configs = configurations(family)
@@ -199,7 +199,7 @@ def main() -> None:
         if fulls:
             report[f"sigma_{sigma}"]["full"] = summarise(fulls, factors)["full"]
     report["seconds"] = round(time.time() - start, 1)
-    print(json.dumps(report, indent=1))
+    emit(report)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ EXPECTED = {
     "artifacts.py": {"s3_overhead_fraction_of_epoch", "scratch_files_left"},
     "dry_run.py": {"thesis_grid_warm_s", "big_grid_s", "refusal"},
     "verdicts.py": {"studies", "cases"},
+    "design.py": {"sigma_0.5", "sigma_2.0", "seconds"},
 }
 
 
@@ -37,6 +38,10 @@ def test_quick_benchmark_prints_its_figures(script):
     assert EXPECTED[script] <= set(figures) and figures["machine"]["cores"] >= 1
     if script == "gpu_check.py":  # its CPU form: every case ran, none failed
         assert figures["ok"] and not figures["failed"] and not figures["skipped"], figures
+    if script == "design.py":  # every protocol side by side; the design within the cost
+        low = figures["sigma_0.5"]
+        assert set(low) == {"design", "design-both", "random", "optuna-random", "optuna-tpe", "halving", "full"}
+        assert low["design"]["total_share_with_confirmation"] <= 0.05 and low["design"]["exploration_share"] <= 0.02
 
 
 def test_the_device_check_prints_every_case_and_its_summary_whatever_happens():

@@ -1,18 +1,15 @@
 """The effects analysis of a design: known effects recovered with intervals, null axes not named, the predicted
-best found among configurations never run, interactions tested where the runs carry them; and the protocol
-benchmark in its quick form."""
+best found among configurations never run, interactions tested where the runs carry them. (The protocol benchmark,
+bench/design.py, runs in its quick form in tests/test_bench.py.)"""
 
 from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from results.effects import analyse_family
 
@@ -78,19 +75,3 @@ def test_too_few_runs_say_so_instead_of_fitting():
     rng = np.random.default_rng(3)
     effects = analyse_family(gains(candidates()[:5], [0], 0.5, rng), list(LEVELS), candidates())
     assert "too few" in effects.note and effects.best == []
-
-
-@pytest.mark.slow
-def test_the_protocol_benchmark_runs_in_its_quick_form():
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "design.py"), "--studies", "3", "--full-studies", "1", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    report = json.loads(done.stdout)
-    low = report["sigma_0.5"]
-    assert set(low) == {"design", "design-both", "random", "optuna-random", "optuna-tpe", "halving", "full"}
-    assert low["design"]["both_real_axes_named"] >= 2 / 3
-    assert low["design"]["total_share_with_confirmation"] <= 0.05 and low["design"]["exploration_share"] <= 0.02

@@ -31,12 +31,34 @@ def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> Grid
         recorded = (load_study(spec.name, options.storage).user_attrs.get("space") or {}).get("design")
         trials = load_trials(spec.name, options.storage)
     try:
-        planned = plan_design(spec, budget, recorded, trials, options.share, options.resources)
+        planned = plan_design(spec, budget, recorded, trials, options.share, options.resources, _spread(spec, options))
     except ProxySearchError as exc:
         fail(f"--budget: {exc}" if budget is not None else str(exc))
     for line in planned.lines:
         print(line)
     return planned.spec
+
+
+def _spread(spec: GridSpec, options: RunOptions) -> tuple[float, str] | None:
+    """The paired gain's spread the study has measured (the median over its dataset × architecture families of the
+    effects model's residual sd, `results.effects`), or None before it can be fitted."""
+    import statistics
+
+    from results.effects import study_effects
+    from results.load import load_study_data
+    from search.status import load_study, load_trials
+
+    try:
+        study, trials = load_study(spec.name, options.storage), load_trials(spec.name, options.storage)
+    except StudyError:
+        return None
+    if not any(t.state.name == "COMPLETE" for t in trials):
+        return None
+    fitted = study_effects(load_study_data(study, trials), interactions=False)
+    spreads = [f.spread_pp for f in fitted.values() if not math.isnan(f.spread_pp)]
+    if not spreads:
+        return None
+    return statistics.median(spreads), f"measured: this study's effects model, median over {len(spreads)} families"
 
 
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:

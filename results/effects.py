@@ -46,6 +46,7 @@ class FamilyEffects:
     best: list[dict[str, Any]] = field(default_factory=list)
     runs: int = 0
     note: str = ""
+    spread_pp: float = math.nan  # the residual standard deviation of a paired gain under the model
 
 
 def paired_gains(data: StudyData) -> pd.DataFrame:
@@ -128,7 +129,7 @@ def analyse_family(
         )
     )
     best = _predicted(model, table, columns, candidates, factors, top, alpha)
-    return FamilyEffects(levels, axes, pairs, best, len(table))
+    return FamilyEffects(levels, axes, pairs, best, len(table), spread_pp=math.sqrt(plain.scale))
 
 
 def _level_effects(fit: Any, table: pd.DataFrame, columns: list[str], alpha: float) -> pd.DataFrame:
@@ -220,7 +221,7 @@ def _predicted(
     ]
 
 
-def study_effects(data: StudyData, top: int = 3) -> dict[tuple, FamilyEffects]:
+def study_effects(data: StudyData, top: int = 3, interactions: bool = True) -> dict[tuple, FamilyEffects]:
     """`analyse_family` for every (dataset, architecture) of a study, over the design's factors (or the grid's
     when it ran whole), the predicted best chosen among every configuration of the grid."""
     whole = GridSpec(data.spec.name, {k: v for k, v in data.spec.data.items() if k != "design"})
@@ -231,18 +232,22 @@ def study_effects(data: StudyData, top: int = 3) -> dict[tuple, FamilyEffects]:
     if not len(gains):
         return out
     for family, group in gains.groupby(list(FAMILY), sort=True):
-        out[family] = analyse_family(group.reset_index(drop=True), factors, list(configs.values()), top)
+        rows = group.reset_index(drop=True)
+        out[family] = analyse_family(rows, factors, list(configs.values()), top, interactions=interactions)
     return out
 
 
 def effects_tables(effects: dict[tuple, FamilyEffects]) -> dict[str, pd.DataFrame]:
     """The analysis as flat tables, each row led by its dataset and architecture: `effects` (each level's effect
-    and interval, pp), `effect_axes` (each factor's test and share), `predicted_best`."""
-    levels, axes, best = [], [], []
+    and interval, pp), `effect_axes` (each factor's test and share), `interactions` (the two-way ones the runs
+    carry), `predicted_best`."""
+    levels, axes, pairs, best = [], [], [], []
     for (dataset, arch), family in effects.items():
         lead = {"dataset": dataset, "architecture": arch}
         levels += [{**lead, **row} for row in family.levels.to_dict("records")]
         axes += [{**lead, **row} for row in family.axes.to_dict("records")]
+        supported = family.interactions[family.interactions["supported"]] if len(family.interactions) else []
+        pairs += [{**lead, **row} for row in pd.DataFrame(supported).to_dict("records")]
         for rank, entry in enumerate(family.best, start=1):
             settings = ", ".join(f"{k}={v}" for k, v in sorted(entry["settings"].items()))
             best.append(
@@ -255,7 +260,12 @@ def effects_tables(effects: dict[tuple, FamilyEffects]) -> dict[str, pd.DataFram
                     "high_pp": entry["high_pp"],
                 }
             )
-    return {"effects": pd.DataFrame(levels), "effect_axes": pd.DataFrame(axes), "predicted_best": pd.DataFrame(best)}
+    return {
+        "effects": pd.DataFrame(levels),
+        "effect_axes": pd.DataFrame(axes),
+        "interactions": pd.DataFrame(pairs),
+        "predicted_best": pd.DataFrame(best),
+    }
 
 
 def effect_sentences(effects: dict[tuple, FamilyEffects], spec: GridSpec) -> list[str]:

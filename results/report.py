@@ -156,6 +156,8 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
         "effects": "Each setting's effect on the paired gain over the matched baseline (exploratory: validation "
         "objective, pp, against the mean over the setting's levels)",
         "effect_axes": "Each setting tested as a whole (Wald F, clustered by configuration; Holm over the settings)",
+        "interactions": "Two-way interactions the runs can estimate, each tested against the main-effects model (F; "
+        "Holm over those tested)",
         "predicted_best": "The configurations the effects model predicts best (run or not): to confirm on fresh seeds",
     }
     shown = {
@@ -185,7 +187,7 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
                     "interval is a 95% t-interval over seeds, clipped to [0, 1]."
                 ],
             )
-        elif name in ("effects", "effect_axes", "predicted_best"):
+        elif name in ("effects", "effect_axes", "interactions", "predicted_best"):
             shown[name] = present.effects(name, table, captions[name])
         else:
             shown[name] = present.plain(name, table, captions.get(name, name))
@@ -299,7 +301,11 @@ def _verdict_section(
         "every setting at once: main effects with 95% intervals clustered by configuration, each axis tested as a "
         "whole, Holm over the axes (results.effects).</p>",
         f"<ul>{sentences}</ul>",
-        *(_table(shown[name]) for name in ("effect_axes", "effects", "predicted_best") if name in shown),
+        *(
+            _table(shown[name])
+            for name in ("effect_axes", "effects", "interactions", "predicted_best")
+            if name in shown
+        ),
         "<h2>Exploratory comparisons</h2>",
         "<p class='stage'>Exploration: configurations are selected on validation only, and these comparisons are "
         f"exploratory, not findings. {counts}"

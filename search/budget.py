@@ -77,9 +77,11 @@ def plan_design(
     trials: list[FrozenTrial],
     share: bool,
     resources: dict[str, float],
+    spread: tuple[float, str] | None = None,
 ) -> DesignPlan:
     """The design `budget_text` (else the space's `design.budget`) buys for `spec`, on top of the design the study
-    `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none."""
+    `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none.
+    `spread`: the paired gain's spread measured so far (pp) and where it comes from, for the expected precision."""
     asked = dict(spec.data.get("design") or {})
     text = budget_text if budget_text is not None else asked.get("budget")
     if text is None and not recorded:
@@ -118,7 +120,10 @@ def plan_design(
             if cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target:
                 break
             design, fitted = trial_design, blocks
-        if fitted is not None and fitted >= available and full.measure(by_epochs) <= target:
+        whole_fits = (
+            budget.amount >= len(configs) * len(seeds) if budget.unit == "configs" else full.measure(by_epochs) <= target
+        )  # every configuration on every seed: the grid itself
+        if whole_fits:
             return DesignPlan(whole, [f"budget {text}: the whole grid fits ({_said(full, naive)}): running it whole"])
         if fitted is None and not recorded_blocks:
             one_block = designed(points, extend_design(configs, fixed, None, 1, seed, seeds))
@@ -134,7 +139,7 @@ def plan_design(
         design["budget"] = text
     designed_spec = GridSpec(spec.name, {**whole.data, "design": design})
     run = cost_of(whole, designed_spec.points, share, trials, resources)
-    lines += describe(designed_spec, points, configs, run, naive, full)
+    lines += describe(designed_spec, points, configs, run, naive, full, spread)
     return DesignPlan(designed_spec, lines)
 
 
@@ -148,15 +153,22 @@ def _said(cost: Cost, naive: Cost) -> str:
 
 
 def describe(
-    spec: GridSpec, points: list[Point], configs: dict[str, dict], run: Cost, naive: Cost, full: Cost
+    spec: GridSpec,
+    points: list[Point],
+    configs: dict[str, dict],
+    run: Cost,
+    naive: Cost,
+    full: Cost,
+    spread: tuple[float, str] | None = None,
 ) -> list[str]:
     """The design in words: its blocks and seeds, what it runs of the grid, its price beside the grid's, and the
-    precision of its main effects at an assumed spread."""
+    precision of its main effects at the `spread` measured so far (else an assumed one)."""
     design = spec.data["design"]
     chosen = [key for b in design["blocks"] for key in b["configs"]]
     seeds = sorted({b["seed"] for b in design["blocks"]})
     controls = sum(p.kind == "control" for p in points)
-    width = expected_halfwidth(design, configs, ASSUMED_SPREAD_PP)
+    sd, basis = spread or (ASSUMED_SPREAD_PP, "assumed; the report's effects table gives the measured intervals")
+    width = expected_halfwidth(design, configs, sd)
     lines = [
         f"design (budget {design.get('budget')}, seed {design['seed']}): {len(design['blocks'])} balanced "
         f"block{'s' if len(design['blocks']) > 1 else ''} of "
@@ -166,7 +178,7 @@ def describe(
         f"  price: the whole grid {naive.hours:,.0f} {run.unit} from scratch, {full.hours:,.0f} with shared stems; "
         f"this design {_said(run, naive)}",
         f"  expected precision: each main effect's 95% interval ±{width:.2f} pp at a paired-gain spread of "
-        f"{ASSUMED_SPREAD_PP:g} pp (assumed; the report's effects table gives the measured intervals)",
+        f"{sd:.2g} pp ({basis})",
     ]
     families = len({(p.params.get("dataset"), p.params.get("architecture")) for p in spec.points})
     baselines = sum(p.kind == "baseline" for p in spec.points) / max(len(seeds) * families, 1)

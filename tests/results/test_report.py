@@ -194,10 +194,9 @@ def latex_tables(study_dir) -> list:
     return tables
 
 
-def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
-    tables = latex_tables(study_dir)
-    assert len(tables) >= 8
-    document = tmp_path / "thesis.tex"
+def compile_tables(tables: list, folder, name: str) -> subprocess.CompletedProcess:
+    """`name`.pdf in `folder`: an article holding `tables`, each on its own page, through pdflatex."""
+    document = folder / f"{name}.tex"
     document.write_text(
         "\\documentclass{article}\n"
         + PACKAGES
@@ -205,13 +204,19 @@ def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
         + "".join(f"\\input{{{t}}}\n\\clearpage\n" for t in tables)
         + "\\end{document}\n"
     )
-    done = subprocess.run(
+    return subprocess.run(
         ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
+    tables = latex_tables(study_dir)
+    assert len(tables) >= 8
+    done = compile_tables(tables, tmp_path, "thesis")
     log = (tmp_path / "thesis.log").read_text(errors="replace")
     assert done.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
@@ -243,17 +248,7 @@ def test_every_part_of_a_split_latex_table_prints_every_key_column(study_dir, tm
         headers = re.findall(r"\\shortstack\[[lr]\]\{(.*?)\}(?: &| \\\\)", text.split("\\midrule")[0])
         keys = [h.split("\\\\")[0] for h, a in zip(headers, align, strict=False) if a == "l"][: len(align)]
         keys = keys[: next((i for i, a in enumerate(align) if a == "r"), len(keys))]
-        document = tmp_path / f"{table.stem}.tex"
-        document.write_text(
-            "\\documentclass{article}\n" + PACKAGES + f"\n\\begin{{document}}\n\\input{{{table}}}\n\\end{{document}}\n"
-        )
-        done = subprocess.run(
-            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        done = compile_tables([table], tmp_path, table.stem)
         assert done.returncode == 0, done.stdout[-2000:]
         pages = subprocess.run(
             ["pdftotext", f"{table.stem}.pdf", "-"], cwd=tmp_path, capture_output=True, text=True, timeout=120

@@ -184,7 +184,9 @@ def test_a_designed_run_resumes_extends_and_reports_its_effects(tmp_path):
     again = search_cli("run", str(path), "--executor", "local", cwd=tmp_path)  # no budget: the design is kept
     assert again.returncode == 0 and "kept" in again.stdout, again.stdout + again.stderr
     assert len(trials(tmp_path, "s")) == len(proxies) + 1  # nothing new: the block and its baseline
-    bigger = search_cli("run", str(path), "--budget", "20configs", "--executor", "local", cwd=tmp_path)
+    planned = search_cli("run", str(path), "--budget", "20configs", "--dry-run", cwd=tmp_path)
+    assert "2 balanced blocks" in planned.stdout and "measured: this study's effects model" in planned.stdout
+    bigger = search_cli("run", str(path), "--budget", "24configs", "--executor", "local", cwd=tmp_path)
     assert bigger.returncode == 0 and "running it whole" in bigger.stdout, bigger.stdout + bigger.stderr
     after = [t for t in trials(tmp_path, "s") if t.user_attrs.get("kind") == "proxy"]
     assert len(after) == 24 and len({t.user_attrs["grid_key"] for t in after}) == 24  # nothing ran twice

@@ -4,6 +4,7 @@ the study run."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,25 +14,37 @@ from search.driver import run_study
 from search.grid import GridSpec
 from search.options import RunOptions
 from search.spacecheck import root_problems
-from search.storage import StudyError, check_storage_url
+from search.storage import StudyError, check_readable, check_storage_url
 from search.store import probe_store
 from trainer.errors import ProxySearchError
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> GridSpec:
     """`spec` with the design `budget` buys (or its space's `design:` asks, or its study recorded), said in a few
-    lines; unchanged when there is none (`search.budget.plan_design`)."""
+    lines; unchanged when there is none (`search.budget.plan_design`). A run without any reads only the study's
+    stored space here (the driver reads the rest)."""
     import contextlib
 
     from search.budget import plan_design
     from search.status import load_study, load_trials
 
-    recorded, trials = None, []
-    with contextlib.suppress(StudyError):
-        recorded = (load_study(spec.name, options.storage).user_attrs.get("space") or {}).get("design")
-        trials = load_trials(spec.name, options.storage)
     try:
-        planned = plan_design(spec, budget, recorded, trials, options.share, options.resources, _spread(spec, options))
+        check_readable(options.storage)  # a locked database: said now, not after a reader's long wait
+    except StudyError as exc:
+        fail(str(exc))
+    study: optuna.Study | None = None
+    with contextlib.suppress(StudyError):  # a new study has no design
+        study = load_study(spec.name, options.storage)
+    recorded = ((study.user_attrs.get("space") or {}).get("design") if study is not None else None) or None
+    if budget is None and not spec.data.get("design") and not recorded:
+        return spec
+    trials = load_trials(spec.name, options.storage) if study is not None else []
+    try:
+        spread = _spread(study, trials) if study is not None else None
+        planned = plan_design(spec, budget, recorded, trials, options.share, options.resources, spread)
     except ProxySearchError as exc:
         fail(f"--budget: {exc}" if budget is not None else str(exc))
     for line in planned.lines:
@@ -39,19 +52,14 @@ def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> Grid
     return planned.spec
 
 
-def _spread(spec: GridSpec, options: RunOptions) -> tuple[float, str] | None:
-    """The paired gain's spread the study has measured (the median over its dataset × architecture families of the
+def _spread(study: optuna.Study, trials: list) -> tuple[float, str] | None:
+    """The paired gain's spread `study` has measured (the median over its dataset × architecture families of the
     effects model's residual sd, `results.effects`), or None before it can be fitted."""
     import statistics
 
     from results.effects import study_effects
     from results.load import load_study_data
-    from search.status import load_study, load_trials
 
-    try:
-        study, trials = load_study(spec.name, options.storage), load_trials(spec.name, options.storage)
-    except StudyError:
-        return None
     if not any(t.state.name == "COMPLETE" for t in trials):
         return None
     fitted = study_effects(load_study_data(study, trials), interactions=False)

@@ -121,7 +121,9 @@ def plan_design(
                 break
             design, fitted = trial_design, blocks
         whole_fits = (
-            budget.amount >= len(configs) * len(seeds) if budget.unit == "configs" else full.measure(by_epochs) <= target
+            budget.amount >= len(configs) * len(seeds)
+            if budget.unit == "configs"
+            else full.measure(by_epochs) <= target
         )  # every configuration on every seed: the grid itself
         if whole_fits:
             return DesignPlan(whole, [f"budget {text}: the whole grid fits ({_said(full, naive)}): running it whole"])

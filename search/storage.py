@@ -86,13 +86,29 @@ def check_database_file(path: Path) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
-            raise StudyError(
-                f"{path} is locked by another process for over {LOCK_WAIT:g} s ({_holders(path)}); wait for it "
-                "or stop it"
-            ) from None
+            raise StudyError(_locked(path)) from None
         raise StudyError(f"{path} cannot be opened: {exc}") from None
     except sqlite3.DatabaseError as exc:
         raise StudyError(_damaged(path, exc)) from None
+
+
+def check_readable(url: str) -> None:
+    """Before reading an existing SQLite study: a file another process holds locked is refused in `LOCK_WAIT` s,
+    naming the holder (a reader would wait its whole busy timeout, then fail less clearly). Other problems are left
+    to the reader that follows."""
+    path = _sqlite_path(url)
+    if path is None or not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True, timeout=LOCK_WAIT)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StudyError(_locked(path)) from None
+
+
+def _locked(path: Path) -> str:
+    return f"{path} is locked by another process for over {LOCK_WAIT:g} s ({_holders(path)}); wait for it or stop it"
 
 
 def _damaged(path: Path, exc: BaseException) -> str:

@@ -102,7 +102,7 @@ def check_readable(url: str) -> None:
     try:
         with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True, timeout=LOCK_WAIT)) as conn:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError as exc:
+    except sqlite3.DatabaseError as exc:  # a damaged file: said by the reader or the driver that follows
         if "locked" in str(exc) or "busy" in str(exc):
             raise StudyError(_locked(path)) from None
 

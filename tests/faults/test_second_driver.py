@@ -13,8 +13,8 @@ pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def test_second_driver_refused_then_allowed_after_a_kill(tmp_path):
-    space = write_space(tmp_path / "tiny.yaml")
-    first = start_driver(space, tmp_path, "local")
+    space = write_space(tmp_path / "tiny.yaml", repeats=3)  # 12 points: the first is still running when the
+    first = start_driver(space, tmp_path, "local")  # second starts (with 4 it could finish first on a busy machine)
     wait_for_complete(tmp_path, 1, first)
     second = subprocess.run(
         [sys.executable, "-m", "search", "run", str(space), "--executor", "local"],
@@ -36,4 +36,4 @@ def test_second_driver_refused_then_allowed_after_a_kill(tmp_path):
         timeout=300,
     )
     assert third.returncode == 0, third.stdout + third.stderr
-    assert_each_point_complete_once(tmp_path, 4)
+    assert_each_point_complete_once(tmp_path, 12)

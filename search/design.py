@@ -126,7 +126,9 @@ def _row_key(factors: list[Factor], row: tuple[int, ...], base: dict[str, Any]) 
 
 
 class _Block:
-    """One block being built: balanced columns, pair tables kept up to date under swaps."""
+    """One block being built: balanced columns, and each pair of factors' cell counts kept up to date under swaps
+    (J2, the sum over pairs of the squared cell counts, is what a swap lowers: it is least for an orthogonal
+    array)."""
 
     def __init__(self, levels: list[int], size: int, rng: np.random.Generator) -> None:
         self.levels, self.size = levels, size
@@ -136,12 +138,6 @@ class _Block:
         }
         for (a, b), table in self.pairs.items():
             np.add.at(table, (self.columns[:, a], self.columns[:, b]), 1)
-
-    def j2(self) -> float:
-        """Σ over pairs of factors of the squared departures of their cell counts from an orthogonal array's."""
-        return float(
-            sum(((t - self.size / t.size) ** 2).sum() for t in self.pairs.values())
-        )  # 0 exactly when every pair is orthogonal
 
     def swap_delta(self, column: int, i: int, k: int) -> float:
         """The change in `j2` if rows `i` and `k` swapped their values in `column`."""

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import typer
 
 from cli.app import console, fail
+from search.databind import Origin
 from search.dispatch import check_machine
 from search.driver import run_study
 from search.grid import GridSpec
-from search.options import RunOptions
+from search.options import RunFlags, RunOptions, resolve
 from search.spacecheck import root_problems
 from search.storage import StudyError, check_readable, check_storage_url
 from search.store import probe_store
@@ -20,6 +21,16 @@ from trainer.errors import ProxySearchError
 
 if TYPE_CHECKING:
     import optuna
+
+
+def resolved_options(
+    spec: GridSpec, flags: RunFlags, recorded: dict | None = None, origin: Origin | None = None
+) -> RunOptions:
+    """`search.options.resolve`, its refusal one line."""
+    try:
+        return resolve(spec, flags, recorded, origin)
+    except ProxySearchError as exc:
+        fail(str(exc))
 
 
 def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> GridSpec:

@@ -286,7 +286,7 @@ def test_confirm_of_an_unfinished_exploration_warns_with_the_numbers(tmp_path):
 
 def test_identical_seeds_are_no_spread_not_one_seed(capsys):
     """Item 11: configurations whose seeds gave identical scores were said to come from "one seed"."""
-    from cli.run import _print_selection
+    from cli.confirm import _print_selection
     from tests.search.helpers import spec
 
     group = (("architecture", "test_resnet"),)

@@ -23,7 +23,7 @@ def trial(
     threads: int = typer.Option(1, help="torch CPU threads (as `search run` gives a trial: its cpus_per_trial)"),
 ) -> None:
     """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
-    from trainer import TrialConfig, run_trial
+    from trainer import TrialConfig
     from trainer.config import MAX_THREADS
     from trainer.errors import ConfigError, DataError, ModelError
 
@@ -37,6 +37,8 @@ def trial(
             load_pretrained(Path(trial_config.pretrained_path))
     except (ConfigError, ModelError) as exc:
         fail(str(exc))
+    from trainer import run_trial  # torch, timm and grad-cam load only for a config worth running
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     logging.getLogger("trainer").addHandler(handler)

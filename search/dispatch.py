@@ -55,6 +55,8 @@ class Executor(Protocol):
 
     slots: int
 
+    def start(self) -> None: ...
+
     def submit(self, job: Job) -> None: ...
 
     def wait(self, timeout: float) -> list[Completion]: ...
@@ -175,6 +177,9 @@ class RayExecutor:
         self.slots = max(1, min(fits, max_concurrent) if max_concurrent else fits)
         self.inflight: dict[Any, Job] = {}
 
+    def start(self) -> None:
+        """Nothing: Ray starts its worker processes itself."""
+
     def submit(self, job: Job) -> None:
         job.gpus = job.gpus or self.gpus
         task = self.gpu_task if job.gpus else self.cpu_task
@@ -239,6 +244,11 @@ class LocalExecutor:
         self.fresh = gpus_per_trial > 0
         self.worker: subprocess.Popen | None = None
         self.running: tuple[Job, Path, Path] | None = None
+
+    def start(self) -> None:
+        """Start the worker now, so that its imports (torch, timm, grad-cam: ~5 s) overlap the driver's own start
+        (the decoded-image cache, the plan) instead of delaying the first job."""
+        self._worker()
 
     def submit(self, job: Job) -> None:
         from search.store import ArtifactStore

@@ -187,6 +187,8 @@ def run_job(job: Job, settings: Settings) -> Outcome:
 def serve() -> int:
     """`python -m search.worker`: the local executor's warm worker. Reads one job file per line of stdin, runs it
     with its output in the job's log, and writes its outcome (or its failure) next to the job file, atomically."""
+    import trainer.loop  # noqa: F401  (loaded while the driver prepares; importing torch leaves CUDA uninitialised)
+
     for line in sys.stdin:
         path = Path(line.strip())
         spec = json.loads(path.read_text())

@@ -118,19 +118,19 @@ def paired_comparisons(
     complete = data.complete
     axes = [a for a in sorted(set(data.axes) | {"dataset", "architecture"}) if f"setting_{a}" in complete]
     proxies, references = data.proxy_trials, data.reference_trials
+    columns = [metric, "epochs", "images_seen"]
+    # Each label's seed-indexed columns and its trials stopped by halving, once: a thesis family pairs thousands.
+    by_seed = {label: group.set_index("seed")[columns] for label, group in references.groupby("label", sort=True)}
     first = {label: group.iloc[0] for label, group in references.groupby("label", sort=True)}
+    trials = data.trials
+    pruned = trials[trials["state"] == "PRUNED"]["label"].value_counts() if len(trials) else pd.Series(dtype=int)
     rows = []
     for label, group in proxies.groupby("label", sort=True):
-        head = group.iloc[0]
+        head, mine = group.iloc[0], group.set_index("seed")[columns]
         for ref_label, ref_head in first.items():
             if not matches(ref_head, head, axes):
                 continue
-            ref = references[references["label"] == ref_label]
-            paired = (
-                group.set_index("seed")[[metric, "epochs", "images_seen"]]
-                .join(ref.set_index("seed")[[metric, "epochs", "images_seen"]], how="inner", rsuffix="_ref")
-                .dropna(subset=[metric, f"{metric}_ref"])
-            )
+            paired = mine.join(by_seed[ref_label], how="inner", rsuffix="_ref").dropna(subset=[metric, f"{metric}_ref"])
             comparison = stats.paired(paired[metric] - paired[f"{metric}_ref"])
             rows.append(
                 {
@@ -150,7 +150,7 @@ def paired_comparisons(
                     "epochs_reference": paired["epochs_ref"].mean(),
                     "images_config": paired["images_seen"].mean(),
                     "images_reference": paired["images_seen_ref"].mean(),
-                    "pruned_config": int(_pruned(data, label)),
+                    "pruned_config": int(pruned.get(label, 0)),
                     "_comparison": comparison,
                 }
             )
@@ -167,11 +167,6 @@ def _reference_kind(row: pd.Series) -> str:
         return "baseline"
     control = row.get("setting_control")
     return f"control ({control if not _missing(control) and control != 'none' else row['setting_cam_method']})"
-
-
-def _pruned(data: StudyData, label: str) -> int:
-    trials = data.trials
-    return int(((trials["label"] == label) & (trials["state"] == "PRUNED")).sum()) if len(trials) else 0
 
 
 def _budget_note(row) -> str:
@@ -205,11 +200,16 @@ def _correct(table: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame
         adjusted = stats.adjust(family["t_p"].tolist(), correction)
         called = sum(1 for p in adjusted if not math.isnan(p) and p < alpha)
         level = stats.interval_level(correction, size, called, alpha)
-        for i, p in zip(index, adjusted, strict=True):
-            comparison = table.at[i, "_comparison"]
-            low, high = comparison.interval(level)
-            table.loc[i, ["family_size", "p_adjusted", "ci_low", "ci_high", "ci_level"]] = [size, p, low, high, level]
-            table.at[i, "verdict"] = stats.verdict(comparison, p if not math.isnan(p) else 1.0, low, high, alpha)
+        intervals = [c.interval(level) for c in family["_comparison"]]
+        table.loc[index, "family_size"] = size
+        table.loc[index, "p_adjusted"] = adjusted
+        table.loc[index, "ci_low"] = [low for low, _ in intervals]
+        table.loc[index, "ci_high"] = [high for _, high in intervals]
+        table.loc[index, "ci_level"] = level
+        table.loc[index, "verdict"] = [
+            stats.verdict(c, p if not math.isnan(p) else 1.0, low, high, alpha)
+            for c, p, (low, high) in zip(family["_comparison"], adjusted, intervals, strict=True)
+        ]
     table = table.drop(columns=["_comparison"])
     return table.sort_values(["dataset", "architecture", "mean_diff"], ascending=[True, True, False], ignore_index=True)
 

@@ -23,10 +23,21 @@ from cli.app import (
     fail,
 )
 from cli.launch import launch, resolved_options, with_design
+from search.design import DesignError, parse_budget
 from search.options import RunFlags
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.storage import default_storage
 from trainer.errors import ProxySearchError
+
+
+def _checked_budget(text: str | None) -> str | None:
+    """A malformed --budget is refused before the space is read (the thesis grid takes seconds to load)."""
+    if text is not None:
+        try:
+            parse_budget(text)
+        except DesignError as exc:
+            fail(f"--budget: {exc}")
+    return text
 
 
 @app.command(short_help="Create or resume the study of SPACE and run it.")
@@ -50,7 +61,9 @@ def run(
     dry_run: bool = DRY_RUN,
     accept_data_change: bool = ACCEPT_DATA_CHANGE,
     budget: str | None = typer.Option(
-        None, help="run a designed fraction: 5% of the grid's cost, 1200 device-hours, or 120configs per family"
+        None,
+        help="run a designed fraction: 5% of the grid's cost, 1200 device-hours, or 120configs per family",
+        callback=_checked_budget,
     ),
 ) -> None:
     """Create or resume the study of SPACE and run every point that is not finished (with --budget or a

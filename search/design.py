@@ -29,14 +29,16 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from search.grid import DEFAULTS, Point, config_key
 from trainer.errors import ProxySearchError
 from trainer.prefix import DECIDERS, irrelevant
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FAMILY_AXES = ("dataset", "architecture")  # a design is the same fraction within each of their combinations
 SWAP_TRIES = 2000  # column swaps tried per block: a 60-run block of six factors stops improving by ~1,000
@@ -279,6 +281,8 @@ def factor_table(settings: list[dict[str, Any]], names: list[str]) -> pd.DataFra
     """The design's factors of each configuration as text columns, ready for a model. A setting some
     configurations cannot feel (`clear_every_step` under one proxy step) is nested in the axis that decides it:
     one column `proxy_steps × clear_every_step` whose levels say both, as its effect exists only there."""
+    import pandas as pd  # here, not at the top: every `search` command imports this module, few need pandas (1 s)
+
     frame = pd.DataFrame([{n: s.get(n) for n in names} for s in settings], columns=names).astype(object)
     columns: dict[str, pd.Series] = {}
     nested: dict[str, str] = {}

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from search.grid import DEFAULTS, Point, lasting_objects
 from trainer.prefix import CAM_GROUP_FIELDS, PROGRESS_SCHEDULERS, cam_group, prefix_signature
@@ -140,6 +139,8 @@ class _Columns:
         # each point's place in grid_key order: a node's first member is its stem's representative
         self.rank = np.empty(self.n, np.int64)
         self.rank[sorted(range(self.n), key=self.keys.__getitem__)] = np.arange(self.n)
+        import pandas as pd  # here, not at the top: every `search` command imports this module, few plan (1 s)
+
         frame = pd.DataFrame([p.params for p in points])  # a missing axis reads NaN, which factorize codes as -1
         self._zeros = np.zeros(self.n, np.int64)
         self._codes: dict[str, np.ndarray] = {}
@@ -301,6 +302,8 @@ def _shared_groups(columns: _Columns, schedules: list[Schedule], chains: _Chains
     combo = _unique_rows(np.column_stack([columns.codes(name) for name in CAM_GROUP_FIELDS]))[1]
     _, first = np.unique(combo, return_index=True)
     texts = [json.dumps(cam_group(columns.setting(i)), sort_keys=True) for i in first.tolist()]
+    import pandas as pd
+
     group = pd.factorize(pd.Series(texts))[0][combo]
     schedule = columns.codes("proxy_steps")
     due_table = np.zeros((len(schedules), max(chains.epoch) + 1), bool)

@@ -39,6 +39,12 @@ def thesis_configs(thesis) -> dict:
     return configurations(thesis.points)
 
 
+@pytest.fixture(scope="module")
+def five_percent(thesis):
+    """The thesis grid's design for a 5% budget (seconds to plan: made once for the tests that read it)."""
+    return plan_design(thesis, "5%", None, [], True, thesis.resources)
+
+
 @pytest.mark.parametrize(
     ("text", "amount", "unit"),
     [("5%", 0.05, "fraction"), ("1200", 1200, "hours"), ("0.5h", 0.5, "hours"), ("120configs", 120, "configs")],
@@ -115,8 +121,8 @@ def test_a_nested_setting_is_one_factor_with_the_axis_that_decides_it(thesis_con
     assert table["proxy_steps × clear_every_step"].nunique() == 3
 
 
-def test_a_budget_buys_blocks_within_it_or_refuses_with_the_smallest_that_works(thesis):
-    bought = plan_design(thesis, "5%", None, [], True, thesis.resources)
+def test_a_budget_buys_blocks_within_it_or_refuses_with_the_smallest_that_works(thesis, five_percent):
+    bought = five_percent
     blocks = len(bought.spec.data["design"]["blocks"])
     assert blocks >= 1 and "of the whole grid's epochs from scratch" in bought.lines[1]
     with pytest.raises(DesignError, match=r"smallest design .* costs"):
@@ -125,8 +131,8 @@ def test_a_budget_buys_blocks_within_it_or_refuses_with_the_smallest_that_works(
     assert "design" not in whole.spec.data and "running it whole" in whole.lines[0]
 
 
-def test_a_recorded_design_is_kept_without_a_budget_and_a_smaller_budget_removes_nothing(thesis):
-    recorded = plan_design(thesis, "5%", None, [], True, thesis.resources).spec.data["design"]
+def test_a_recorded_design_is_kept_without_a_budget_and_a_smaller_budget_removes_nothing(thesis, five_percent):
+    recorded = five_percent.spec.data["design"]
     again = plan_design(thesis, None, recorded, [], True, thesis.resources)
     assert again.spec.data["design"]["blocks"] == recorded["blocks"] and "kept" in again.lines[0]
     smaller = plan_design(thesis, "2%", recorded, [], True, thesis.resources)
@@ -168,6 +174,11 @@ def test_bad_budgets_on_the_command_line_are_one_line_and_create_nothing(tmp_pat
     done = search_cli("run", str(THESIS), "--budget", budget, "--dry-run", cwd=tmp_path)
     assert done.returncode == 2 and "--budget" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_malformed_budget_is_refused_before_the_space_is_read(tmp_path):
+    done = search_cli("run", str(tmp_path / "absent.yaml"), "--budget", "5 %", cwd=tmp_path)
+    assert done.returncode == 2 and "--budget" in done.stderr and "absent.yaml" not in done.stderr, done.stderr
 
 
 @pytest.mark.slow

@@ -158,3 +158,13 @@ def test_identity_covers_what_a_torchvision_root_holds(tmp_path):
     before = entry_key(identity(config, 32))
     (tmp_path / "cifar" / "data_batch_1").write_bytes(b"x")
     assert entry_key(identity(config, 32)) != before
+
+
+def test_the_bundled_digits_keep_the_name_studies_bound_them_to():
+    """The digits' source is read from the installed metadata (no scikit-learn import in the driver): the same text
+    as scikit-learn's own version gives, so a study bound before sees no data change."""
+    import sklearn
+
+    from trainer.data.identity import digits_source
+
+    assert digits_source() == f"scikit-learn {sklearn.__version__} load_digits"

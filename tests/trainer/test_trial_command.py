@@ -47,10 +47,17 @@ def test_trial_on_an_image_folder_writes_every_file_of_design_5(tmp_path, digit_
 
 
 @pytest.mark.slow
-def test_bad_config_is_one_line_and_exit_2(tmp_path):
+def test_bad_config_is_one_line_and_exit_2_before_torch_is_loaded(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"dataset": {"kind": "digits"}, "threshold": 3}))
-    done = search("trial", str(path), "--out", str(tmp_path / "t"))
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0 and "threshold: expected a number in [0, 1]" in done.stderr
+    done = subprocess.run(  # -X importtime: every module the command imported, on stderr
+        [sys.executable, "-X", "importtime", "-m", "search", "trial", str(path), "--out", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("import time")]
+    assert done.returncode == 2 and len(errors) == 1 and "threshold: expected a number in [0, 1]" in errors[0]
     assert not (tmp_path / "t").exists()
+    assert "search.design" in imported and not {"torch", "timm", "pandas"} & imported  # refused in a second

@@ -68,10 +68,10 @@ def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Conso
         except DataChanged as exc:
             raise StudyError(str(exc)) from None
     executor = _make_executor(options, settings)  # then: a trial that cannot fit is refused, nothing made
-    executor.start()
     for sig in (signal.SIGINT, signal.SIGTERM):  # again: ray.init installs its own
         signal.signal(sig, _request_stop)
     try:
+        executor.start()  # the local worker imports torch while the lock, the study and the caches are made
         stop_point()
         with DriverLock(options.storage, spec.name):  # then: a refused second driver makes nothing either
             store = ArtifactStore(settings.store)

@@ -158,8 +158,9 @@ class RayExecutor:
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, its own errors
                 where = f"join the Ray at {address}" if address else "start a local Ray"
                 raise ResourceError(f"cannot {where}: {one_line(str(exc) or type(exc).__name__, 300)}") from None
-            if not address:
-                self.record = record_started()  # what a later run ends if this one is killed
+            if not address:  # what a later run ends if this one is killed
+                node = ray._private.worker._global_node  # Ray's own name for the folder its processes write in
+                self.record = record_started(node.get_session_dir_path())  # type: ignore[attr-defined]
         protect_token_file()  # a local Ray has just written its token, readable by everyone
         try:
             nodes = cluster_capacity(ray)

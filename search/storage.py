@@ -3,6 +3,7 @@ across processes, and the lock that lets one driver at a time run a study."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -45,10 +46,13 @@ def open_storage(url: str, create: bool, writable: bool = False) -> optuna.stora
     if not create:
         if not path.exists():
             raise StudyError(f"no study database at {path} (run from the project folder, or pass --storage URL)")
+        check_readable(url)  # a locked file is named with its holder, never mistaken for one without a schema
         if not _initialized(path):
             wait_for_creator(url)
             if not _initialized(path):
                 raise StudyError(f"the study database at {path} has no Optuna schema (not made by `search run`?)")
+        if writable:
+            check_database_file(path)
         try:
             return _rdb_storage(url if writable else _read_only_url(path), create=False)
         except StudyError as exc:
@@ -68,10 +72,16 @@ LOCK_WAIT = 10.0
 
 
 def check_database_file(path: Path) -> None:
-    """Before a driver writes to an existing SQLite file: it must be a sound SQLite database, not locked by another
-    process, and hold Optuna's schema or nothing (never another application's tables). Raises `StudyError`."""
+    """Before a driver writes to an existing SQLite file: it must be a sound SQLite database with one name (a hard
+    link is another database to SQLite, and would pass the driver lock), not locked by another process, and hold
+    Optuna's schema or nothing (never another application's tables). Raises `StudyError`."""
     if not path.is_file():
         raise StudyError(f"storage {path} is not a file")
+    if (links := path.stat().st_nlink) > 1:
+        raise StudyError(
+            f"{path} has {links} hard links: SQLite takes each name for another database (its own -wal and locks), "
+            "so two drivers could write one study at once; keep one name (copy the file instead of linking it)"
+        )
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=LOCK_WAIT)) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -212,6 +222,8 @@ def _initialized(path: Path) -> bool:
     except sqlite3.DatabaseError as exc:
         if "malformed" in str(exc) or "not a database" in str(exc):
             raise StudyError(_damaged(path, exc)) from None
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StudyError(_locked(path)) from None
         return False
 
 
@@ -223,9 +235,37 @@ def _rdb_storage(url: str, create: bool) -> optuna.storages.RDBStorage:
             skip_table_creation=not create,
         )
         storage.get_all_studies()  # connect now: a file SQLite cannot open fails here, with its reason
-        return storage
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or an unreadable file
         raise StudyError(f"cannot open storage {url}: {exc}") from None
+    if (path := _sqlite_path(url)) is not None and "mode=ro" not in url and "immutable=1" not in url:
+        if not _WRITERS:
+            atexit.register(close_storages)
+        _WRITERS.append((storage, path))
+    return storage
+
+
+_WRITERS: list[tuple[optuna.storages.RDBStorage, Path]] = []
+
+
+def close_storages() -> None:
+    """Close every SQLite storage this process opened for writing and fold its write-ahead log into the database
+    file, so that the `.db` alone is the whole study (what a student copies, mails or backs up). Called when a
+    command exits; a process killed before that leaves the `-wal` beside the file, which SQLite replays at the next
+    open. Another process still reading or writing the same file keeps its own `-wal` (SQLite removes it with the
+    last connection)."""
+    while _WRITERS:
+        storage, path = _WRITERS.pop()
+        storage.engine.dispose()  # Optuna's pool holds connections open; the last one to close removes the -wal
+        checkpoint(path)
+
+
+def checkpoint(path: Path) -> None:
+    """Copy every committed page of `path`'s write-ahead log into the database and empty the log
+    (`PRAGMA wal_checkpoint(TRUNCATE)`); a database busy in another process is left to it."""
+    if not path.is_file():
+        return
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=LOCK_WAIT)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 class DriverLock:

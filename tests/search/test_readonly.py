@@ -3,7 +3,6 @@ writing anything beside the database (no -wal, no -shm) and without touching run
 
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 import uuid
@@ -11,6 +10,7 @@ import uuid
 import optuna
 import pytest
 
+from search.storage import close_storages
 from search.study import GridStudy
 from tests.search.helpers import spec
 
@@ -27,9 +27,7 @@ def read_only_copy(tmp_path):
     )
     for pending in grid.pending():
         grid.finish(grid.start(pending), {**METRICS, "seed": pending.point.params["seed"]})
-    grid.storage.engine.dispose()  # the driver has finished: its last connection closes and SQLite checkpoints
-    with sqlite3.connect(tmp_path / "s.db") as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    close_storages()  # what every command does as it exits: the `.db` alone is the study
     mount = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
     mount.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)

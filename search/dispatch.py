@@ -270,7 +270,7 @@ class LocalExecutor:
         """The warm worker, started anew when there is none or it died."""
         if self.worker is None or self.worker.poll() is not None:
             self.worker = subprocess.Popen(
-                [sys.executable, "-m", "search.worker"],
+                [sys.executable, "-P", "-m", "search.worker"],  # -P: never a `search/` of the cwd
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

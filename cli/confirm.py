@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ from cli.launch import launch, resolved_options
 from search.databind import Origin
 from search.grid import GridSpec
 from search.options import RunFlags
-from search.storage import StudyError, default_storage
+from search.storage import DriverLock, StudyError, default_storage
 from trainer.errors import ProxySearchError
 
 if TYPE_CHECKING:
@@ -81,20 +82,32 @@ def confirm(
     if select != "observed" and set(per.split(",")) != {"dataset", "architecture"}:
         fail(f"--select {select}: the effects model is fitted per dataset × architecture; leave --per as it is")
     study_dir(study), study_dir(confirm_name)
+    if confirm_name == study:
+        fail(f"--name: {study} is the exploration itself; name its confirmation otherwise (default {study}-confirm)")
     confirm_storage = storage or default_storage(confirm_name)
-    confirmation = _confirmation(
-        study,
-        storage or default_storage(study),
-        confirm_name,
-        confirm_storage,
-        top,
-        per,
-        seeds,
-        correction,
-        dry_run,
-        allow_test_overlap=allow_test_overlap,
-        select=select,
-    )
+    exploration_storage = storage or default_storage(study)
+    # Seeds are chosen and recorded on the exploration under its lock, before the first trial: two confirmations
+    # started together take different seeds, and a killed one's seeds stay spent.
+    try:
+        seeds_lock = nullcontext() if dry_run else DriverLock(exploration_storage, study, "seeds", wait=SEEDS_WAIT)
+        with seeds_lock:
+            confirmation, chosen_now = _confirmation(
+                study,
+                exploration_storage,
+                confirm_name,
+                confirm_storage,
+                top,
+                per,
+                seeds,
+                correction,
+                dry_run,
+                allow_test_overlap=allow_test_overlap,
+                select=select,
+            )
+            if chosen_now and not dry_run:
+                _record_confirmation(study, exploration_storage, confirmation)
+    except ProxySearchError as exc:
+        fail(str(exc))
     flags = RunFlags(
         storage=confirm_storage,
         executor=executor.value,
@@ -114,22 +127,25 @@ def confirm(
         except ProxySearchError as exc:
             fail(str(exc))
     options = resolved_options(confirmation, flags, origin=origin)
-    if existing is None and not dry_run:
-        _record_confirmation(study, storage or default_storage(study), confirmation)
     launch(confirmation, options, dry_run)
 
 
+SEEDS_WAIT = 120.0  # seconds a confirmation waits for another one choosing its seeds from the same exploration
+
+
 def _record_confirmation(study: str, storage: str, confirmation: GridSpec) -> None:
-    """The exploration keeps every confirmation made from it and the seeds it took: the next one takes others."""
+    """The exploration keeps every choice of seeds a confirmation made (one entry each, never replaced: a
+    confirmation killed and chosen again spent its first seeds too), so the next one takes others."""
     import optuna
 
     from search.storage import open_storage
 
     exploration = optuna.load_study(study_name=study, storage=open_storage(storage, create=False, writable=True))
-    made = [c for c in exploration.user_attrs.get("confirmations") or [] if c.get("name") != confirmation.name]
     data = confirmation.data
     entry = {"name": confirmation.name, "seeds_from": data["seeds_from"], "seeds": data["repeats"], "at": time.time()}
-    exploration.set_user_attr("confirmations", [*made, entry])
+    if data.get("test_overlap"):
+        entry["test_overlap"] = True
+    exploration.set_user_attr("confirmations", [*(exploration.user_attrs.get("confirmations") or []), entry])
 
 
 def _origin(study: str, storage: str) -> Origin:
@@ -164,9 +180,10 @@ def _confirmation(
     *,
     allow_test_overlap: bool,
     select: str,
-) -> GridSpec:
-    """The confirmation study's space: the one it was first made with (resumed), else the top configurations of
-    `study` per group of `per`, printed with the effect the confirmation can detect."""
+) -> tuple[GridSpec, bool]:
+    """The confirmation study's space and whether it was chosen now: the one it was first made with (resumed), else
+    the top configurations of `study` per group of `per` on fresh seeds, printed with the effect the confirmation
+    can detect."""
     from search.confirm import combine, confirmation_space, fresh_seed, paired_spread
     from search.confirm import select as select_observed
     from search.progress import chance_warning
@@ -187,8 +204,8 @@ def _confirmation(
         if existing is not None and existing.user_attrs.get("space", {}).get("confirms") == study:
             # Resumed: the selection stays as first made, whatever the exploration has done since.
             print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
-            return spec_of(existing, validate=not dry_run)
-        _check_test_part(study, spec, allow_test_overlap)
+            return spec_of(existing, validate=not dry_run), False
+        overlap = _check_test_part(study, spec, allow_test_overlap)
         _warn_if_unfinished(study, spec, trials)
         if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: said before it is paid for
             print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
@@ -196,30 +213,31 @@ def _confirmation(
         predicted = _model_selection(exploration, trials, top) if select != "observed" else {}
         selected = {"observed": observed, "model": predicted}.get(select) or combine(predicted, observed, top)
         made = exploration.user_attrs.get("confirmations") or []
-        data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made))
+        data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made), overlap)
         confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
     except ProxySearchError as exc:
         fail(str(exc))
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
     first = confirmation.data["seeds_from"]
     print(f"seeds {first}–{first + seeds - 1}: none used by {study} or by a confirmation made from it before")
-    return confirmation
+    return confirmation, True
 
 
-def _check_test_part(study: str, spec: GridSpec, allowed: bool) -> None:
+def _check_test_part(study: str, spec: GridSpec, allowed: bool) -> bool:
     """A confirmation tests on images no exploration trial selected on: the exploration's test part must be held
     out for every seed (`split: {test_seed: N}`) or the publisher's (`test: official`). With a test part drawn per
     seed, each exploration seed validated on images another seed tests on (measured: 49–56 of 160 test images)."""
     split = spec.data["fixed"].get("split") or {}
     if split.get("test") == "official" or split.get("test_seed") is not None:
-        return
+        return False
     message = (
         f"the exploration {study} drew its test part per seed, so the confirmation's test images include images "
         "its trials selected on (validation); run the exploration with split: {test_seed: 0} (or test: official)"
     )
     if not allowed:
         fail(message + ", or pass --allow-test-overlap (the report says so)")
-    print(f"warning: {message} (--allow-test-overlap: kept, and said in the report)", file=sys.stderr)
+    print(f"warning: {message} (--allow-test-overlap: kept, recorded and said in the report)", file=sys.stderr)
+    return True
 
 
 def _warn_if_unfinished(study: str, spec: GridSpec, trials: list) -> None:

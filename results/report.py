@@ -76,7 +76,7 @@ def build_report(
         say(f"{study.study_name}: no trial has run yet")
         return Report(path, {}, [])
     data = load_study_data(study, trials)
-    notes: list[str] = []
+    notes: list[str] = [TEST_OVERLAP] if data.spec.data.get("test_overlap") else []
     verdicts = tables.paired_comparisons(data, correction=correction)
     effects = study_effects(data) if data.stage == "exploration" else {}
     raw = {
@@ -114,6 +114,13 @@ def build_report(
     return Report(path, raw, figures, notes)
 
 
+TEST_OVERLAP = (
+    "Made with --allow-test-overlap: the exploration drew its test part per seed, so this confirmation's test "
+    "images include images the exploration's trials were selected on (their validation part); its test accuracies "
+    "are optimistic, and its claims rest on the validation objective only."
+)
+
+
 def confirmations_made(study: optuna.Study, storage: str | None, correction: str) -> present.Shown:
     """Every confirmation made from an exploration (recorded on it by `search confirm`), the seeds it took and its
     outcome: how many of its configurations are claimed, read from the confirmation study itself."""
@@ -121,7 +128,8 @@ def confirmations_made(study: optuna.Study, storage: str | None, correction: str
     from search.storage import StudyError, default_storage
 
     rows = []
-    for entry in study.user_attrs.get("confirmations") or []:
+    entries = [e for e in study.user_attrs.get("confirmations") or [] if isinstance(e, dict)]
+    for i, entry in enumerate(entries):
         name, outcome = str(entry.get("name")), "not found in this storage or runs/"
         for url in [u for u in (storage, default_storage(name)) if u]:
             try:
@@ -137,6 +145,10 @@ def confirmations_made(study: optuna.Study, storage: str | None, correction: str
             outcome = f"{len(complete)} trials complete; {shown} of {len(claimed)} configurations claimed {CLAIM}"
             break
         first, count = int(entry.get("seeds_from", 0)), int(entry.get("seeds", 0))
+        if any(later.get("name") == name for later in entries[i + 1 :]):
+            outcome = "chosen again later (these seeds stay spent)"
+        elif entry.get("test_overlap"):
+            outcome += " (--allow-test-overlap: its test images include ones this study selected on)"
         rows.append({"confirmation": name, "seeds": f"{first}–{first + count - 1}", "outcome": outcome})
     return present.plain("confirmations", pd.DataFrame(rows), "Confirmations made from this exploration")
 
@@ -288,6 +300,7 @@ def _verdict_section(
             "<h2>Verdicts (confirmation)</h2>",
             f"<p class='stage'>Confirmation of <b>{confirms}</b>: its selected configurations on fresh seeds, at full "
             f"budget, without halving, beside their matched baselines and controls.</p>",
+            *([f"<p class='warning'>{html.escape(TEST_OVERLAP)}</p>"] if data.spec.data.get("test_overlap") else []),
             f"<h3>What may be claimed</h3><ul>{sentences}</ul>",
             _table(shown["claims"]),
             f"<h3>Each comparison</h3><p>{counts}.</p>",

@@ -68,19 +68,57 @@ def select(
     return {g: [c for _, _, c in sorted(rows)[:top]] for g, rows in sorted(groups.items(), key=lambda kv: str(kv[0]))}
 
 
-def fresh_seed(space: dict, confirmations: list[dict]) -> int:
+def taken_seeds(confirmations: object) -> list[tuple[str, range]]:
+    """Every confirmation's seeds, as recorded on its exploration (`confirmations`: one entry each time a
+    confirmation chose its seeds, even one that never ran a trial): a seed taken once is spent for good. A record
+    that cannot be read is refused (`ProxySearchError`): guessing could spend a seed twice."""
+    if confirmations is None:
+        return []
+    taken = []
+    for entry in confirmations if isinstance(confirmations, list) else [confirmations]:
+        fields = entry if isinstance(entry, dict) else {}
+        first, count = fields.get("seeds_from"), fields.get("seeds")
+        if type(first) is not int or type(count) is not int or first < 0 or count < 1:
+            raise ProxySearchError(
+                f"the exploration's record of its confirmations (study attribute `confirmations`) holds {entry!r}, "
+                "not {name, seeds_from, seeds}: restore it, or confirm a copy of the exploration"
+            )
+        taken.append((str(fields.get("name")), range(first, first + count)))
+    return taken
+
+
+def fresh_seed(space: dict, confirmations: object) -> int:
     """The first seed no study of an exploration has used: past its own seeds and every confirmation's made from
-    it (recorded on the exploration as `confirmations`), so that no seed is spent twice."""
+    it (`taken_seeds`), so that no seed is spent twice."""
     ends = [space.get("seeds_from", 0) + space["repeats"]]
-    ends += [int(c["seeds_from"]) + int(c["seeds"]) for c in confirmations]
+    ends += [seeds.stop for _, seeds in taken_seeds(confirmations)]
     return max(ends)
 
 
+def check_seeds_unspent(space: dict, confirmations: object) -> None:
+    """An exploration never runs a seed a confirmation took (its test images judged the confirmation's claims):
+    raising `repeats` into them is refused (`ProxySearchError`), saying which."""
+    own = range(space.get("seeds_from", 0), space.get("seeds_from", 0) + space["repeats"])
+    for name, seeds in taken_seeds(confirmations):
+        if overlap := sorted(set(own) & set(seeds)):
+            raise ProxySearchError(
+                f"repeats: {space['repeats']} would run seeds {overlap[0]}–{overlap[-1]}, which the confirmation "
+                f"{name} took (seeds {seeds.start}–{seeds.stop - 1}); a confirmation's seeds are never explored: "
+                f"keep repeats at {min(seeds.start, own.stop) - own.start}, or explore in a new study (--study NAME)"
+            )
+
+
 def confirmation_space(
-    spec: GridSpec, selected: dict[tuple, list[dict]], seeds: int, name: str, seeds_from: int
+    spec: GridSpec,
+    selected: dict[tuple, list[dict]],
+    seeds: int,
+    name: str,
+    seeds_from: int,
+    test_overlap: bool = False,
 ) -> dict:
     """The space of the confirmation: every selected configuration with its matched baselines and controls, on
-    `seeds` fresh seeds from `seeds_from` (`fresh_seed`), no halving."""
+    `seeds` fresh seeds from `seeds_from` (`fresh_seed`), no halving; `test_overlap` records that its test images
+    may include images the exploration validated on (`search confirm --allow-test-overlap`)."""
     configs = [{k: v for k, v in c.items() if not k.startswith("_")} for chosen in selected.values() for c in chosen]
     blocks: list[dict[str, list]] = []
     for config in configs:
@@ -104,6 +142,7 @@ def confirmation_space(
         "grid": unique[0],
         "baselines": unique[1:],
         "confirms": spec.name,
+        **({"test_overlap": True} if test_overlap else {}),
         **({"artifacts": data["artifacts"]} if data.get("artifacts") else {}),
     }
 

@@ -46,6 +46,7 @@ TOP_KEYS = (
     "artifacts",
     "cache_dir",
     "confirms",
+    "test_overlap",
     "design",
 )
 # What a study may maximise or minimise: metrics every trial reports, per epoch too (for halving and live curves).
@@ -148,12 +149,15 @@ def parse_space(
         "artifacts": _location(raw, "artifacts", problem, base),
         "cache_dir": _location(raw, "cache_dir", problem, base),
         **({"confirms": raw["confirms"]} if "confirms" in raw else {}),
+        **({"test_overlap": raw["test_overlap"]} if raw.get("test_overlap") else {}),
         **({"design": raw["design"]} if raw.get("design") is not None else {}),
     }
     for key, message in design_problems(raw["design"]) if "design" in raw else []:
         problem(key, message)
     if "design" in raw and "confirms" in raw:
         problem("design", "a confirmation runs its few configurations whole: it has no design")
+    if "test_overlap" in raw and (not isinstance(raw["test_overlap"], bool) or "confirms" not in raw):
+        problem("test_overlap", "true or false, in a confirmation only (search confirm --allow-test-overlap)")
     if "confirms" in raw and study_name_problem(raw["confirms"]) is not None:
         problem("confirms", f"expected the name of the exploration study it confirms, got {raw['confirms']!r}")
     problem.raise_any()

@@ -271,30 +271,41 @@ def checkpoint(path: Path) -> None:
 class DriverLock:
     """An exclusive `flock` that belongs to the study (its database and name), wherever its outputs go: one
     driver per study, so two `search run --out A` / `--out B` of one space can never train a point twice. Beside an
-    SQLite file it is `<db>.<study>.driver-lock`, next to the database's real path, so every spelling of one file
+    SQLite file it is `<db>.<study>.<role>-lock`, next to the database's real path, so every spelling of one file
     (a symlink, `..`, a query string such as `?timeout=30`) finds the same lock; for another storage, a file keyed
     by URL and name in this user's cache folder (one machine). The kernel drops it when the holder dies, so a killed
-    driver never leaves a stale lock."""
+    driver never leaves a stale lock. `role` names what it guards (`driver`; `seeds`: a confirmation choosing and
+    recording the exploration's seeds); with `wait`, a held lock is waited for that many seconds before refusing."""
 
-    def __init__(self, storage_url: str, study: str) -> None:
+    def __init__(self, storage_url: str, study: str, role: str = "driver", wait: float = 0.0) -> None:
         path = _sqlite_path(storage_url)
         if path is not None:
             path = database_identity(path)
-            self.path = path.with_name(f"{path.name}.{study}.driver-lock")
+            self.path = path.with_name(f"{path.name}.{study}.{role}-lock")
         else:
-            digest = hashlib.sha256(f"{storage_url}\n{study}".encode()).hexdigest()[:24]
+            digest = hashlib.sha256(f"{storage_url}\n{study}\n{role}".encode()).hexdigest()[:24]
             self.path = default_cache_dir() / "driver-locks" / f"{digest}.lock"
+        self.role, self.wait = role, wait
         self.fd: int | None = None
 
     def __enter__(self) -> DriverLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 400, 0).decode(errors="replace").strip() or "another process"
-            os.close(self.fd)
-            raise StudyError(f"another driver is running this study ({holder}; lock {self.path})") from None
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                holder = os.pread(self.fd, 400, 0).decode(errors="replace").strip() or "another process"
+                os.close(self.fd)
+                what = "another driver is running this study"
+                if self.role != "driver":
+                    what = f"another process has held this study's {self.role} lock for {self.wait:g} s"
+                raise StudyError(f"{what} ({holder}; lock {self.path})") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {os.uname().nodename}, since {time.strftime('%H:%M:%S')}".encode(), 0)
         return self

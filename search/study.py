@@ -22,6 +22,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search.confirm import check_seeds_unspent
 from search.grid import GridSpec, Point
 from search.space import DEFAULT_MAX_POINTS, parse_space
 from search.storage import StudyError, creating, one_line, open_storage
@@ -113,6 +114,7 @@ class GridStudy:
         stored = study.user_attrs.get("space")
         if stored is not None:
             check_extension(GridSpec(spec.name, stored), spec)
+        check_seeds_unspent(spec.data, study.user_attrs.get("confirmations"))
         if study.metric_names != [spec.objective[0]]:  # optuna-dashboard names the objective, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

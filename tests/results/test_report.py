@@ -1,6 +1,7 @@
 """`search report` on a real (tiny) study: tables agree with the export, and the HTML renders in headless
 Chromium with no console errors, drawn SVG in every figure, and a screenshot that is not blank."""
 
+import html
 import io
 import re
 import shutil
@@ -181,7 +182,6 @@ def test_figures_go_to_optuna_dashboard_when_asked(study_dir):
     assert "learning-curves" in stored and '"data"' in stored["learning-curves"]
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex (.ci/run installs texlive-latex-recommended)")
 def latex_tables(study_dir) -> list:
     """The report's .tex tables, the report built first when no test has built it yet."""
     tables = sorted((study_dir / "report" / "tables").glob("*.tex"))
@@ -213,6 +213,7 @@ def compile_tables(tables: list, folder, name: str) -> subprocess.CompletedProce
     )
 
 
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex (.ci/run installs texlive-latex-recommended)")
 def test_every_latex_table_compiles_and_fits_the_page(study_dir, tmp_path):
     tables = latex_tables(study_dir)
     assert len(tables) >= 8
@@ -259,3 +260,21 @@ def test_every_part_of_a_split_latex_table_prints_every_key_column(study_dir, tm
             lines = {line.strip() for line in page.splitlines()}
             missing = [k for k in keys if k.replace("\\_", "_") not in lines]
             assert not missing, f"{table.name}, page {number}: no {missing} in\n{page[:500]}"
+
+
+def test_a_confirmation_made_with_test_overlap_says_so(tmp_path):
+    """Issue 42 item 9: `--allow-test-overlap` was not recorded, so the report never said that the exploration had
+    selected on some of the confirmation's test images."""
+    from results.report import TEST_OVERLAP
+    from tests.search.helpers import finished_study
+
+    confirmation = spec(
+        confirms="explored", test_overlap=True, repeats=3, seeds_from=2, baselines=[{"proxy_steps": "2"}]
+    )
+    storage = f"sqlite:///{tmp_path}/c.db"
+    finished_study(confirmation, storage, tmp_path / "out", lambda p: 0.5 + p.get("threshold", 0) / 10)
+    said: list[str] = []
+    made = build_report(load_study("tiny", storage), load_trials("tiny", storage), tmp_path / "report", say=said.append)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert TEST_OVERLAP in said and page.count(html.escape(TEST_OVERLAP)) == 2  # under the stage, and in the notes
+    assert made.html.exists()

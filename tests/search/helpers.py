@@ -127,3 +127,19 @@ def assert_orphans_resumed(cwd: Path) -> int:
             assert "resuming after epoch" in (folder / f"{done.number}-{key[:8]}" / "trial.log").read_text(), key
             resumed += 1
     return resumed
+
+
+def finished_study(spec: GridSpec, storage: str, out: Path, value=lambda params: 0.5):
+    """Every point of `spec` recorded COMPLETE through the driver's own path (`GridStudy.finish`), its objective
+    `value(params)`, without training: for tests of what reads a finished study. Returns the `GridStudy`."""
+    from search.storage import close_storages
+    from search.study import GridStudy
+
+    grid = GridStudy.open(spec, storage, out)
+    for pending in grid.pending():
+        params = pending.point.params
+        score = value(params)
+        metrics = {"val_accuracy": score, "val_accuracy_best": score, "test_accuracy": score, "epochs": 2}
+        grid.finish(grid.start(pending), {**metrics, "images_seen": 40, "seed": params["seed"]})
+    close_storages()
+    return grid

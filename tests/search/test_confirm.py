@@ -11,6 +11,7 @@ from results.stats import ALPHA, adjust, interval_level, minimum_detectable_effe
 from search.halving import Halving, decide, decide_configurations
 from tests.search.helpers import search_cli, trials, write_space
 from tests.tiny import TINY_FIXED
+from trainer.errors import ProxySearchError
 
 CONFIGS, SEEDS, FRESH_SEEDS, TOP, STUDIES = 27, 6, 10, 3, 500
 HALVING = Halving((10,), 1 / 3, "1/3", (), "val_accuracy", "maximize")
@@ -192,6 +193,7 @@ def test_confirm_refuses_bad_input_with_one_line_and_creates_nothing(tmp_path):
         (["--study", "tiny", "--seeds", "2"], "--seeds: expected an integer of at least 3"),
         (["--study", "tiny", "--per", "colour"], "--per: 'colour' is not an axis of tiny"),
         (["--study", "tiny", "--name", "../x"], "is not a valid study name"),
+        (["--study", "tiny", "--name", "tiny"], "--name: tiny is the exploration itself"),
         (["--study", "tiny", "--correction", "sidak"], "--correction: expected one of holm, bh, none"),
         (["--study", "nope"], "no study database at"),
         (["--study", "tiny"], "the exploration has no complete proxy trial to rank: run it first"),
@@ -257,3 +259,105 @@ def test_confirm_refuses_an_unknown_selection_in_one_line(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--select" in done.stderr
     per = search_cli("confirm", "--study", "none", "--select", "model", "--per", "threshold", cwd=tmp_path)
     assert per.returncode == 2 and "dataset × architecture" in per.stderr and not (tmp_path / "runs").exists()
+
+
+def explored(tmp_path, **changes):
+    """A finished exploration `tiny` in runs/tiny.db (2 seeds, a held-out test part), recorded without training."""
+    from tests.search.helpers import finished_study, spec
+
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    space = spec(
+        repeats=2,
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+        baselines=[{"proxy_steps": "2"}],
+        **{"fixed": {**TINY_FIXED, "split": {"test_seed": 0}}, **changes},
+    )
+    storage = f"sqlite:///{tmp_path}/runs/tiny.db"
+    finished_study(
+        space, storage, tmp_path / "runs" / "tiny", lambda p: 0.5 + p.get("threshold", 0) / 10 + p["seed"] / 100
+    )
+    return storage
+
+
+def confirmations_of(storage):
+    import optuna
+
+    return optuna.load_study(study_name="tiny", storage=storage).user_attrs.get("confirmations")
+
+
+def unreachable_confirm(tmp_path, name, *extra):
+    """`search confirm` that chooses and records its seeds, then fails to reach its Ray (nothing answers there):
+    what a confirmation killed before its first trial leaves."""
+    import subprocess
+    import sys
+
+    from tests.search.helpers import free_port
+
+    args = ["confirm", "--study", "tiny", "--name", name, "--top", "1", "--seeds", "3", *extra]
+    args += ["--executor", "ray", "--ray-address", f"127.0.0.1:{free_port()}"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "search", *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.slow
+def test_two_confirmations_started_together_take_different_seeds(tmp_path):
+    """Issue 42 item 3: `--name cA` and `--name cB` started half a second apart both ran seeds 2–4, and the
+    exploration recorded only one of them. Seeds are now chosen and recorded under the exploration's lock, before
+    the first trial; a confirmation chosen again (killed before its study held its space) keeps its first seeds
+    spent."""
+    storage = explored(tmp_path)
+    runs = [unreachable_confirm(tmp_path, name) for name in ("cA", "cB")]
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2 and "nothing answers at" in err, err
+    made = confirmations_of(storage)
+    assert sorted((c["name"], c["seeds_from"], c["seeds"]) for c in made) in (
+        [("cA", 2, 3), ("cB", 5, 3)],
+        [("cA", 5, 3), ("cB", 2, 3)],
+    )
+    again = unreachable_confirm(tmp_path, "cA")
+    again.communicate(timeout=300)
+    assert [(c["name"], c["seeds_from"]) for c in confirmations_of(storage)][-1] == ("cA", 8)
+    planned = search_cli(
+        "confirm", "--study", "tiny", "--name", "cC", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path
+    )
+    assert planned.returncode == 0 and "seeds 11–13: none used by tiny" in planned.stdout, planned.stdout
+
+
+def test_an_exploration_never_grows_into_a_confirmations_seeds(tmp_path):
+    """Issue 42 item 3: raising `repeats` from 3 to 5 on an exploration whose confirmation used seeds 3–5 planned
+    seeds 3–4 again."""
+    import optuna
+
+    from search.study import GridStudy
+    from tests.search.helpers import spec
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    GridStudy.open(spec(repeats=3), storage, tmp_path / "out")
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    study.set_user_attr("confirmations", [{"name": "tiny-confirm", "seeds_from": 3, "seeds": 3}])
+    with pytest.raises(ProxySearchError, match=r"repeats: 5 would run seeds 3–4, which the confirmation tiny-confirm"):
+        GridStudy.open(spec(repeats=5), storage, tmp_path / "out")
+    GridStudy.open(spec(repeats=3), storage, tmp_path / "out")  # its own seeds: fine
+
+
+def test_a_damaged_record_of_confirmations_is_refused_in_one_line(tmp_path):
+    from search.confirm import fresh_seed, taken_seeds
+
+    for damaged in ([{"name": "a", "seeds_from": "3", "seeds": 3}], [{"name": "a"}], ["a"], {"seeds_from": True}):
+        with pytest.raises(ProxySearchError, match="record of its confirmations"):
+            fresh_seed({"repeats": 3}, damaged)
+    assert taken_seeds(None) == [] and fresh_seed({"repeats": 3}, None) == 3
+
+
+@pytest.mark.slow
+def test_allow_test_overlap_is_recorded_on_both_studies(tmp_path):
+    """Issue 42 item 9: the flag was not recorded, so the report never said the exploration selected on those
+    images."""
+    storage = explored(tmp_path, fixed=TINY_FIXED)  # a test part drawn per seed
+    proc = unreachable_confirm(tmp_path, "ov", "--allow-test-overlap")
+    _, err = proc.communicate(timeout=300)
+    assert "allow-test-overlap: kept, recorded" in err, err
+    (entry,) = confirmations_of(storage)
+    assert entry["name"] == "ov" and entry["test_overlap"] is True

@@ -190,6 +190,7 @@ def _confirmation(
     from search.space import parse_space
     from search.status import load_study, load_trials
     from search.study import spec_of
+    from search.tally import foreign_note, of_the_grid
 
     try:
         exploration = load_study(study, storage)
@@ -206,6 +207,9 @@ def _confirmation(
             print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
             return spec_of(existing, validate=not dry_run), False
         overlap = _check_test_part(study, spec, allow_test_overlap)
+        trials, foreign = of_the_grid(spec, trials)  # a trial added by hand is never selected
+        if foreign:
+            print(f"warning: {foreign_note(foreign)}", file=sys.stderr)
         _warn_if_unfinished(study, spec, trials)
         if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: said before it is paid for
             print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)

@@ -9,7 +9,7 @@ B1… for baselines, C1… for controls — and `legend` says what each label is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from search.confirm import stage
 from search.grid import GridSpec, Point
 from search.store import ArtifactStore
 from search.study import spec_of
-from search.tally import INTERNAL_ATTRS, shown_state, trial_folder, trial_seed
+from search.tally import INTERNAL_ATTRS, of_the_grid, shown_state, trial_folder, trial_seed
 from trainer.folder import TrialFolder
 from trainer.prefix import CAM_AXES
 
@@ -37,6 +37,7 @@ class StudyData:
     trials: pd.DataFrame
     legend: pd.DataFrame
     store: ArtifactStore
+    foreign: list[int] = field(default_factory=list)  # numbers of the trials left out: no try of a grid point
 
     @property
     def axes(self) -> list[str]:
@@ -131,8 +132,10 @@ TABLE_METRICS = (
 
 
 def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData:
-    """The trial table of a study made by `search run` whose trials are `trials`."""
+    """The trial table of a study made by `search run` whose trials are `trials`; trials that are no try of a point
+    of its grid (`search.tally.of_the_grid`: added by hand) are left out, their numbers kept in `foreign`."""
     spec = spec_of(study)
+    trials, foreign = of_the_grid(spec, trials)
     points = {p.grid_key: p for p in spec.points}
     frame = pd.DataFrame(trial_rows(trials))
     if len(frame):
@@ -149,7 +152,7 @@ def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData
     store = ArtifactStore(
         study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir") or Path("runs") / study.study_name
     )
-    return StudyData(study.study_name, spec, frame, legend, store)
+    return StudyData(study.study_name, spec, frame, legend, store, foreign)
 
 
 def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:

@@ -25,6 +25,7 @@ from results.claims import CLAIM, claim_sentences, claims
 from results.effects import effect_sentences, effects_tables, study_effects
 from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
 from search.progress import chance_warning
+from search.tally import foreign_note
 from trainer.files import atomic_write_bytes
 
 STYLE = (
@@ -77,6 +78,9 @@ def build_report(
         return Report(path, {}, [])
     data = load_study_data(study, trials)
     notes: list[str] = [TEST_OVERLAP] if data.spec.data.get("test_overlap") else []
+    if data.foreign:
+        notes.append(foreign_note(data.foreign))
+        trials = [t for t in trials if t.number not in set(data.foreign)]  # Optuna's importances read them too
     verdicts = tables.paired_comparisons(data, correction=correction)
     effects = study_effects(data) if data.stage == "exploration" else {}
     raw = {

@@ -23,7 +23,7 @@ from search.progress import better, chance_warning, eta_seconds, format_seconds
 from search.spacecheck import root_problems
 from search.storage import StudyError, open_storage, wait_for_creator
 from search.study import check_extension, spec_of
-from search.tally import tally
+from search.tally import foreign_note, tally
 from search.trials import read_trials
 
 
@@ -78,6 +78,8 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     and ETA of `study`, whose trials are `trials`."""
     spec = spec_of(study)
     t = tally(spec, trials)
+    left_out = set(t.foreign)
+    trials = [trial for trial in trials if trial.number not in left_out]
     metric, direction = spec.objective
     durations = [
         (tr.datetime_complete - tr.datetime_start).total_seconds()
@@ -94,7 +96,12 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     best = (
         None
         if best_trial is None
-        else {"value": best_trial.value, "number": best_trial.number, "params": best_trial.params}
+        else {
+            "value": best_trial.value,
+            "number": best_trial.number,
+            "params": best_trial.params,
+            "kind": best_trial.user_attrs.get("kind"),
+        }
     )
     parallel = int(study.user_attrs.get("slots") or max(len(t.running), 1))
     pending = [p.point for p in t.pending]
@@ -130,6 +137,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "artifacts": study.user_attrs.get("artifacts"),
         "stems": stems,
         "warning": chance_warning(trials),
+        "foreign": t.foreign,
         "design": block_progress(spec.data["design"], spec.points, set(t.done))
         if spec.data.get("design", {}).get("blocks")
         else None,
@@ -260,7 +268,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def format_status(info: dict[str, Any]) -> str:
     """A few human lines for `search status`."""
     best = info["best"]
-    best_text = "–" if best is None else f"{best['value']:.4f} (trial {best['number']})"
+    best_text = "–" if best is None else f"{best['value']:.4f} (trial {best['number']}{_kind_of(best)})"
     eta = info["eta_seconds"]
     lines = [
         f"{info['study']}: {info['grid_size']} points · {info['complete']} complete · {info['pruned']} stopped "
@@ -277,4 +285,12 @@ def format_status(info: dict[str, Any]) -> str:
         lines.append(f"  {info['design']}")
     if info.get("warning"):
         lines.append(f"  {info['warning']}")
+    if info.get("foreign"):
+        lines.append(f"  {foreign_note(info['foreign'])}")
     return "\n".join(lines)
+
+
+def _kind_of(best: dict[str, Any]) -> str:
+    """", a baseline" / ", a control" / ", a proxy": what the best trial is (a baseline best is news)."""
+    kind = best.get("kind")
+    return f", a {kind}" if isinstance(kind, str) else ""

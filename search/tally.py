@@ -3,6 +3,7 @@ pending (and where its last try can resume from), given up. Pure reading: nothin
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,8 @@ class PendingPoint:
 
 @dataclass
 class Tally:
-    """Where each point of a space stands in a study."""
+    """Where each point of a space stands in a study; `foreign`: the numbers of trials that are no try of a point
+    (`of_the_grid`), left out of everything."""
 
     done: set[str]
     pruned: set[str]
@@ -58,11 +60,56 @@ class Tally:
     attempts: Counter
     pending: list[PendingPoint]
     given_up: list[Point]
+    foreign: list[int]
+
+
+def of_the_grid(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[list[FrozenTrial], list[int]]:
+    """The trials that are tries of `spec`'s points, and the numbers of the others. A study can be edited with
+    Optuna alone (`study.add_trial`, the dashboard, SQL): a trial counts only when its `grid_key` names a point of
+    the grid, its params and seed are that point's, its kind is the point's, and, COMPLETE, its objective is a
+    finite number. Anything else would count a point done that never ran, or break a table."""
+    kept, foreign = [], []
+    for trial in trials:
+        index = spec.order.get(trial.user_attrs.get("grid_key"))  # type: ignore[arg-type]
+        if index is not None and _is_try_of(trial, spec.points[index]):
+            kept.append(trial)
+        else:
+            foreign.append(trial.number)
+    return kept, foreign
+
+
+def _is_try_of(trial: FrozenTrial, point: Point) -> bool:
+    if trial.user_attrs.get("kind", point.kind) != point.kind:
+        return False
+    if trial.state == TrialState.COMPLETE:
+        value = trial.values[0] if trial.values else None
+        if not (isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)):
+            return False
+    settings = {**trial.params, "seed": trial_seed(trial)}
+    return settings.keys() == point.params.keys() and all(_same(settings[k], v) for k, v in point.params.items())
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as settings: numbers within rounding (Optuna stores floats), anything else exactly."""
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool) | isinstance(b, bool):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def foreign_note(foreign: list[int]) -> str:
+    """What `of_the_grid` left out, in one line."""
+    shown = ", ".join(map(str, foreign[:10])) + (", …" if len(foreign) > 10 else "")
+    return (
+        f"{len(foreign)} trial{'s' if len(foreign) > 1 else ''} not of this grid left out (numbers {shown}: params, "
+        "seed, kind or objective that no point of the space has; added outside `search run`?)"
+    )
 
 
 def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None = None) -> Tally:
     """Done (COMPLETE), pruned, running, attempts used (failures that count), pending (attempts left) and given-up
-    points. With a `store`, each pending point resumes from its latest try that got as far as a checkpoint."""
+    points, counting only the trials `of_the_grid`. With a `store`, each pending point resumes from its latest try
+    that got as far as a checkpoint."""
+    trials, foreign = of_the_grid(spec, trials)
     done: set[str] = set()
     pruned: set[str] = set()
     running: set[str] = set()
@@ -99,7 +146,7 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None
                 pending.append(PendingPoint(p, used + 1, last.get(key), key in whole_gpu))
             else:
                 given_up.append(p)
-    return Tally(done, pruned, running, attempts, pending, given_up)
+    return Tally(done, pruned, running, attempts, pending, given_up, foreign)
 
 
 def trial_folder(number: int, key: str) -> str:

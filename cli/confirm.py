@@ -69,18 +69,8 @@ def confirm(
     """Run the top configurations of an exploration again on fresh seeds, each beside its matched baselines and
     controls, at full budget and without halving: the study whose verdicts the thesis reports. It is bound to the
     data the exploration ran on. Run it again to resume (its selection stays as first made)."""
-    from results.stats import CORRECTIONS
-
     confirm_name = name or f"{study}-confirm"
-    for flag, value, low in (("--top", top, 1), ("--seeds", seeds, 3)):
-        if value < low:
-            fail(f"{flag}: expected an integer of at least {low}, got {value}")
-    if correction not in CORRECTIONS:
-        fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
-    if select not in ("observed", "model", "both"):
-        fail(f"--select: expected observed, model or both, got {select!r}")
-    if select != "observed" and set(per.split(",")) != {"dataset", "architecture"}:
-        fail(f"--select {select}: the effects model is fitted per dataset × architecture; leave --per as it is")
+    _check_flags(top, seeds, correction, select, per)
     study_dir(study), study_dir(confirm_name)
     if confirm_name == study:
         fail(f"--name: {study} is the exploration itself; name its confirmation otherwise (default {study}-confirm)")
@@ -131,6 +121,21 @@ def confirm(
 
 
 SEEDS_WAIT = 120.0  # seconds a confirmation waits for another one choosing its seeds from the same exploration
+
+
+def _check_flags(top: int, seeds: int, correction: str, select: str, per: str) -> None:
+    """The flags that need no study, each refused in one line."""
+    from results.stats import CORRECTIONS
+
+    for flag, value, low in (("--top", top, 1), ("--seeds", seeds, 3)):
+        if value < low:
+            fail(f"{flag}: expected an integer of at least {low}, got {value}")
+    if correction not in CORRECTIONS:
+        fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    if select not in ("observed", "model", "both"):
+        fail(f"--select: expected observed, model or both, got {select!r}")
+    if select != "observed" and set(per.split(",")) != {"dataset", "architecture"}:
+        fail(f"--select {select}: the effects model is fitted per dataset × architecture; leave --per as it is")
 
 
 def _record_confirmation(study: str, storage: str, confirmation: GridSpec) -> None:

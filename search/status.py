@@ -291,6 +291,6 @@ def format_status(info: dict[str, Any]) -> str:
 
 
 def _kind_of(best: dict[str, Any]) -> str:
-    """", a baseline" / ", a control" / ", a proxy": what the best trial is (a baseline best is news)."""
+    """ ", a baseline" / ", a control" / ", a proxy": what the best trial is (a baseline best is news)."""
     kind = best.get("kind")
     return f", a {kind}" if isinstance(kind, str) else ""

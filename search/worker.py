@@ -24,7 +24,9 @@ from typing import Any
 from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
 from trainer.data.identity import Binding
+from trainer.errors import DataError
 from trainer.failures import FailureKind, failure_kind
+from trainer.files import file_sha256
 from trainer.folder import LOG, SHARED, proxy_file, shared_input
 
 SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
@@ -142,7 +144,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
     def matched(step: int) -> Path | None:
         if job.matched is None:
             return None
-        return store.fetch(f"{job.matched}/{proxy_file(step)}", scratch / "matched" / job.folder)
+        return matched_step(store, job.matched, step, scratch / "matched" / job.folder)
 
     config = job.config
     try:
@@ -227,6 +229,26 @@ def _output_to(log: Path) -> Iterator[None]:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+
+
+def matched_step(store: ArtifactStore, configuration: str, step: int, scratch: Path) -> Path | None:
+    """A matched control's input: its configuration's proxy step `step`, fetched, and checked against the SHA-256
+    the configuration recorded in its `result.json` when it wrote the file: a file damaged or edited since (maps
+    zeroed, truncated) is named, never trained on. None when the file is missing. (A study made before the digest
+    was recorded is read unchecked; a file that cannot be read is named by the trainer.)"""
+    name = f"{configuration}/{proxy_file(step)}"
+    path = store.fetch(name, scratch)
+    if path is None:
+        return None  # the trainer says the step is missing
+    steps = (store.folder(configuration).read_result() or {}).get("proxy_steps")
+    recorded = steps[step].get("file_sha256") if isinstance(steps, list) and step < len(steps) else None
+    if isinstance(recorded, str) and file_sha256(path) != recorded:
+        raise DataError(
+            f"{store.uri}/{name} is not the file its configuration wrote (its SHA-256 differs from the one in "
+            f"{configuration}/result.json: damaged or edited since): restore it, or confirm anew under another "
+            "name (search confirm --name NEW)"
+        )
+    return path
 
 
 def _first_line(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -69,6 +70,12 @@ def load_checkpoint(source: Path | io.BytesIO) -> dict[str, Any]:
     import torch
 
     return torch.load(source, map_location="cpu", weights_only=True)  # noqa: TID251
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a block at a time."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def default_cache_dir() -> Path:

@@ -35,7 +35,7 @@ from trainer.data.split import make_split
 from trainer.device import batch_size_for, gpu_peaks, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import evaluate, make_optimizer, train_epoch
 from trainer.errors import DataError, ModelError, TrialError
-from trainer.files import atomic_write_bytes, atomic_write_json, load_checkpoint, write_jsonl
+from trainer.files import atomic_write_bytes, atomic_write_json, file_sha256, load_checkpoint, write_jsonl
 from trainer.modelcheck import check
 from trainer.models import create_model
 from trainer.outcome import TestScores, TrialFacts, result_record, trial_metrics
@@ -263,7 +263,9 @@ class Trial:
         picture = gallery(*step.shown)
         save_gallery(picture, self.workdir / layout.GALLERY)
         self.tensorboard.add_image("proxy/gallery", picture, index, dataformats="HWC")
-        stats = {**step.stats, "step": index, "epoch": boundary, "seconds": step.seconds}
+        stats: dict[str, Any] = {**step.stats, "step": index, "epoch": boundary, "seconds": step.seconds}
+        if self.keep_maps:  # its matched controls check that they read this very file (`search.worker.matched_step`)
+            stats["file_sha256"] = file_sha256(path)
         state.steps.append(stats)
         state.proxy_steps_done, state.proxy_files = index + 1, list(self.proxies)
         state.pending = {row: stats[name] for row, name in ROW_FIELDS.items()}

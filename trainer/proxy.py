@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from trainer.config import MASKLESS_METHODS, TrialConfig
 from trainer.data.batching import Part, batches, model_input, proxy_part
 from trainer.data.imageset import InMemory
 from trainer.data.rows import RowFile, SpooledRows, npz_rows, write_npz
+from trainer.errors import DataError
 from trainer.files import atomic_write_bytes
 
 PROXY_CHUNK = 64  # images per piece of a proxy step: bounds its memory (64 × 600 KB floats at 224 px)
@@ -258,9 +260,12 @@ def make_matched_proxies(train: Part, config: TrialConfig, step: int, path: Path
     configuration's dropped images stay dropped."""
     start = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with np.load(reference, allow_pickle=False) as data:
-        sources, dropped, has_maps = data["source_indices"], data["dropped_source_indices"], "maps" in data.files
-    maps = npz_rows(reference, "maps") if has_maps else None
+    try:
+        with np.load(reference, allow_pickle=False) as data:
+            sources, dropped, has_maps = data["source_indices"], data["dropped_source_indices"], "maps" in data.files
+        maps = npz_rows(reference, "maps") if has_maps else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{reference}: not a readable proxy step of the configuration ({exc})") from None
     if config.control == "random_location" and maps is None:
         raise ValueError(f"{reference} holds no maps: the configuration ran without keep_maps")
     position = {int(index): i for i, index in enumerate(train.indices)}

@@ -14,6 +14,7 @@ from search.dispatch import check_machine
 from search.driver import run_study
 from search.grid import GridSpec
 from search.options import RunFlags, RunOptions, resolve
+from search.progress import format_hours
 from search.spacecheck import root_problems
 from search.storage import StudyError, check_readable, check_storage_url
 from search.store import probe_store
@@ -104,41 +105,40 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
     raise typer.Exit(code)
 
 
-def _amount(hours: float) -> str:
-    """Device-hours as people read them: small amounts in minutes or seconds, not "0.000"."""
-    if hours >= 1:
-        return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}"
-    return f"{hours:.3f} ({hours * 60:.1f} min)" if hours >= 1 / 60 else f"{hours:.4f} ({hours * 3600:.0f} s)"
-
-
 def _wall(hours: float) -> str:
     """A wall time: hours, minutes or seconds."""
     return (
-        f"{_amount(hours)} h" if hours >= 1 else f"{hours * 60:.1f} min" if hours >= 1 / 60 else f"{hours * 3600:.0f} s"
+        f"{format_hours(hours)} h"
+        if hours >= 1
+        else f"{hours * 60:.1f} min"
+        if hours >= 1 / 60
+        else f"{hours * 3600:.0f} s"
     )
 
 
-def print_price(price: dict, share: bool) -> None:
-    """The plan's price: per (dataset, architecture) and in total, each rate's evidence said once."""
+def print_price(price: dict, share: bool, start_up: tuple[float, str] | None = None) -> None:
+    """The plan's price: per (dataset, architecture) and in total, each rate's evidence said once; the wall times
+    with the run's own `start_up` (seconds, evidence) added."""
     unit = price["unit"]
     print(f"price ({unit}; training epochs, plus {price['overhead']}):")
     for (dataset, arch), group in sorted(price["groups"].items(), key=str):
         hours = group["hours_shared"] if share else group["hours_naive"]
-        figure = "unknown" if math.isnan(hours) else _amount(hours)
+        figure = "unknown" if math.isnan(hours) else format_hours(hours)
         print(
             f"  {dataset} × {arch}: {group['naive']:,} epochs ({group['shared']:,} shared): {figure} {unit} "
             f"[{group['rate'].evidence}]"
         )
-    parts = [f"{_amount(price['hours_naive'])} each point from scratch"]
+    parts = [f"{format_hours(price['hours_naive'])} each point from scratch"]
     if share:
-        parts.append(f"{_amount(price['hours_shared'])} with shared stems")
+        parts.append(f"{format_hours(price['hours_shared'])} with shared stems")
     if price["hours_halving"] is not None:
-        parts.append(f"at most {_amount(price['hours_halving'])} with halving")
+        parts.append(f"at most {format_hours(price['hours_halving'])} with halving")
     best = price["hours_halving"] if price["hours_halving"] is not None else price["hours_shared"]
     device = "GPU" if unit == "GPU-hours" else "slot"
-    wall = ", ".join(f"{n} {device}{'s' if n > 1 else ''}: {_wall(best / n)}" for n in (1, 8, 32))
+    start, said = start_up or (0.0, "")
+    wall = ", ".join(f"{n} {device}{'s' if n > 1 else ''}: {_wall(best / n + start / 3600)}" for n in (1, 8, 32))
     left_out = f" (leaving out {price['unknown']} groups whose data is not there)" if price["unknown"] else ""
-    print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}")
+    print(f"  total {unit}{left_out}: " + ", ".join(parts) + f"; wall time on {wall}" + (f" ({said})" if said else ""))
 
 
 def print_plan(spec: GridSpec, options: RunOptions, problems: list[str]) -> None:
@@ -160,7 +160,7 @@ def print_plan(spec: GridSpec, options: RunOptions, problems: list[str]) -> None
     )
     if info["epochs_halving"] is not None:
         print(f"with halving: at most {info['epochs_halving']} epochs (against {info['epochs_shared']} without)")
-    print_price(info["price"], options.share)
+    print_price(info["price"], options.share, info["start_up"])
     print(f"storage: {info['storage']}\ntrial folders: {info['artifacts']}/trials/")
     for line in info["datasets"]:
         print(f"dataset {line}")

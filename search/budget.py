@@ -26,6 +26,7 @@ from search.design import (
 from search.grid import GridSpec, Point, designed
 from search.plan import build_plan
 from search.price import price
+from search.progress import format_hours
 from search.status import halving_bound
 
 CONFIRM_TOP, CONFIRM_SEEDS = 3, 10  # search confirm's defaults: what the dry-run prices on top of the design
@@ -149,8 +150,9 @@ def _said(cost: Cost, naive: Cost) -> str:
     """A cost beside the whole grid's from scratch: hours where known, epochs beside them."""
     known = f" ({naive.unknown} groups whose data is not there left out)" if naive.unknown else ""
     return (
-        f"{cost.hours:,.1f} {cost.unit}{known}, {cost.epochs:,} epochs: {cost.epochs / naive.epochs:.2%} of the "
-        f"whole grid's epochs from scratch ({naive.epochs:,}), {cost.hours / naive.hours:.2%} of its hours"
+        f"{format_hours(cost.hours)} {cost.unit}{known}, {cost.epochs:,} epochs: "
+        f"{cost.epochs / naive.epochs:.2%} of the whole grid's epochs from scratch ({naive.epochs:,}), "
+        f"{cost.hours / naive.hours:.2%} of its hours"
     )
 
 
@@ -177,7 +179,8 @@ def describe(
         f"{design['size']} configurations: {len(chosen):,} of the {len(configs):,} proxy configurations per "
         f"dataset × architecture, on seeds {', '.join(map(str, seeds))} (a block each), with the baselines on those "
         f"seeds: {len(spec.points):,} of the grid's {len(points):,} points",
-        f"  price: the whole grid {naive.hours:,.0f} {run.unit} from scratch, {full.hours:,.0f} with shared stems; "
+        f"  price: the whole grid {format_hours(naive.hours)} {run.unit} from scratch, {format_hours(full.hours)} with "
+        "shared stems; "
         f"this design {_said(run, naive)}",
         f"  expected precision: each main effect's 95% interval ±{width:.2f} pp at a paired-gain spread of "
         f"{sd:.2g} pp ({basis})",
@@ -189,7 +192,7 @@ def describe(
     lines.append(
         f"  then `search confirm --select model` (its top {CONFIRM_TOP} per dataset × architecture on "
         f"{CONFIRM_SEEDS} fresh seeds, each beside its matched baselines and two controls): ≈ {confirm:,.0f} "
-        f"trials, ≈ {confirm_hours:,.1f} {run.unit} more; "
+        f"trials, ≈ {format_hours(confirm_hours)} {run.unit} more; "
         + (
             f"{(run.hours + confirm_hours) / naive.hours:.2%} of the whole grid's naive cost in all"
             if naive.hours

@@ -26,7 +26,7 @@ from search.grid import GridSpec
 from search.halving import Halving, RungBook
 from search.options import RunOptions
 from search.plan import Plan, build_plan
-from search.progress import RunProgress, run_summary
+from search.progress import JobClock, RunProgress, run_summary
 from search.scheduler import PointState, Scheduler, State, StemState
 from search.storage import DriverLock, StudyError, one_line
 from search.store import ArtifactStore
@@ -114,6 +114,7 @@ class Run:
         self.spec, self.store = grid.spec, grid.store
         grid.study.set_user_attr("share", options.share)  # for `search status`: its stems, and its ETA
         grid.study.set_user_attr("slots", executor.slots)
+        self.clock = JobClock()
         self.tally = grid.tally()
         self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.data["fixed"], options.share)
         self.halving = Halving.of(self.spec.halving, self.spec.objective)
@@ -191,6 +192,8 @@ class Run:
                     f"interrupted: {stopped} running trials stopped{finished}; run the same command to resume"
                 )
                 return EXIT_INTERRUPTED
+        if (start_up := self.clock.start_up()) is not None:  # what the dry-run adds to a run's wall time
+            self.grid.study.set_user_attr("start_seconds", start_up)
         self.console.print(run_summary(self.spec, self.grid.trials(), self.plan, self.options.storage))
         if self.disk_full:
             self.console.print(
@@ -263,6 +266,7 @@ class Run:
         )
 
     def _submit(self, job: Job, state: State) -> None:
+        self.clock.start(job.folder)
         self.scheduler.started_job(state)
         self.inflight[job.folder] = state
         self.progress.started(job.label, job.until or job.config.epochs)
@@ -276,6 +280,7 @@ class Run:
         if done.failure is FailureKind.DISK_FULL and self.disk_full is None:
             self.disk_full = one_line(done.reason or "disk full", 200)
         state = self.inflight.pop(done.job.folder)
+        self.clock.end(done.job.folder)
         if isinstance(state, StemState):
             self._stem_finished(done, state)
         else:

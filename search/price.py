@@ -39,7 +39,18 @@ RELATIVE_COST = {
 # measured here on 2 CPU cores for the tiny models of the quickstart (~6 s); a study's own trials replace it.
 DEFAULT_TRIAL_OVERHEAD_S = 6.0
 # Images of the datasets whose size is known without reading them (train and official test parts pooled).
-KNOWN_IMAGES = {"digits": 1797, "fashion_mnist": 70000, "cifar10": 60000, "cifar100": 60000, "mnist": 70000}
+# (images, classes) of the datasets whose size is fixed: a `limit_per_class` keeps at most limit × classes.
+KNOWN_SIZES = {
+    "digits": (1797, 10),
+    "fashion_mnist": (70000, 10),
+    "mnist": (70000, 10),
+    "cifar10": (60000, 10),
+    "cifar100": (60000, 100),
+    "food101": (101000, 101),
+    "imagenette": (13394, 10),
+    "flowers102": (8189, 102),
+    "oxford_pets": (7349, 37),
+}
 
 
 @dataclass(frozen=True)
@@ -59,9 +70,10 @@ def calibration_file() -> Path:
 
 def dataset_images(dataset: dict) -> int | None:
     """The number of images of a dataset entry, when it can be known without decoding (None otherwise)."""
-    if dataset["kind"] in KNOWN_IMAGES:
+    if dataset["kind"] in KNOWN_SIZES:
+        images, classes = KNOWN_SIZES[dataset["kind"]]
         limit = dataset.get("limit_per_class")
-        return KNOWN_IMAGES[dataset["kind"]] if not limit else min(KNOWN_IMAGES[dataset["kind"]], limit * 10)
+        return images if not limit else min(images, limit * classes)
     if dataset["kind"] == "imagefolder" and dataset.get("root"):
         from trainer.data.imagefolder import summarize_folder
         from trainer.errors import FolderError
@@ -132,16 +144,25 @@ def measured_rates(trials: list[FrozenTrial], spec: GridSpec) -> dict[tuple, lis
 
 
 def trial_overhead(trials: list[FrozenTrial]) -> tuple[float, str]:
-    """Seconds a trial costs beyond its own training epochs, and the evidence: the median of this study's completed
-    trials (their wall time less their own compute), else `DEFAULT_TRIAL_OVERHEAD_S`."""
-    seen = [
-        max(0.0, float(a["trial_seconds"]) - float(a["own_compute_seconds"]))
-        for a in (t.user_attrs for t in trials if t.state == TrialState.COMPLETE)
-        if a.get("trial_seconds") is not None and a.get("own_compute_seconds") is not None
-    ]
+    """Seconds a trial or a stem costs beyond its own training epochs, and the evidence: the median, over this
+    study's completed trials, of the time the driver saw each take (from its start to its record: the job's
+    dispatch, process, data, proxy steps, evaluation) less its own epochs' training; else
+    `DEFAULT_TRIAL_OVERHEAD_S`."""
+    seen = []
+    for t in trials:
+        a = t.user_attrs
+        own = a.get("own_train_seconds", a.get("own_compute_seconds"))  # older trials: their whole own compute
+        if t.state != TrialState.COMPLETE or own is None or t.datetime_start is None or t.datetime_complete is None:
+            continue
+        seen.append(max(0.0, (t.datetime_complete - t.datetime_start).total_seconds() - float(own)))
     if seen:
-        return statistics.median(seen), f"{statistics.median(seen):.0f} s a trial beyond its epochs (measured)"
-    return DEFAULT_TRIAL_OVERHEAD_S, f"{DEFAULT_TRIAL_OVERHEAD_S:.0f} s a trial beyond its epochs (a default)"
+        return statistics.median(
+            seen
+        ), f"{statistics.median(seen):.1f} s a job (trial or stem) beyond its epochs (measured)"
+    return (
+        DEFAULT_TRIAL_OVERHEAD_S,
+        f"{DEFAULT_TRIAL_OVERHEAD_S:.0f} s a job (trial or stem) beyond its epochs (a default)",
+    )
 
 
 def load_calibration() -> dict | None:
@@ -180,7 +201,7 @@ def price(
         dataset = spec.dataset_of(point)
         group = groups.setdefault(
             (dataset, point.setting("architecture")),
-            {"naive": 0, "shared": 0, "seconds_naive": 0.0, "seconds_fixed": 0.0, "rate": None},
+            {"naive": 0, "shared": 0, "seconds_naive": 0.0, "seconds_fixed": 0.0, "seconds_stems": 0.0, "rate": None},
         )
         epochs = point.schedule.epochs
         group["naive"] += epochs
@@ -200,11 +221,13 @@ def price(
         if member is not None:
             dataset = spec.dataset_of(member)
             parent = plan.stems[stem.parent].epochs if stem.parent else 0
-            groups[(dataset, member.setting("architecture"))]["shared"] += stem.epochs - parent
+            group = groups[(dataset, member.setting("architecture"))]
+            group["shared"] += stem.epochs - parent
+            group["seconds_stems"] += overhead * group["rate"].share  # a stem is a job too: its start, its CAMs
     for group in groups.values():
         per_epoch = group["seconds_naive"] / group["naive"] if group["naive"] else math.nan
         group["hours_naive"] = (group["seconds_naive"] + group["seconds_fixed"]) / 3600
-        group["hours_shared"] = (group["shared"] * per_epoch + group["seconds_fixed"]) / 3600
+        group["hours_shared"] = (group["shared"] * per_epoch + group["seconds_fixed"] + group["seconds_stems"]) / 3600
     known = [g for g in groups.values() if not math.isnan(g["hours_naive"])]
     shared = sum(g["hours_shared"] for g in known)
     return {

@@ -32,7 +32,82 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def eta_seconds(durations: list[float], remaining: int, parallel: int) -> float | None:
+def format_hours(hours: float) -> str:
+    """Device-hours as people read them: "1,234", "12.3", and small amounts with minutes or seconds beside them
+    ("0.050 (3.0 min)", "0.0012 (4 s)"), never "0" or "0.0"."""
+    if hours >= 1:
+        return f"{hours:,.0f}" if hours >= 100 else f"{hours:.1f}"
+    return f"{hours:.3f} ({hours * 60:.1f} min)" if hours >= 1 / 60 else f"{hours:.4f} ({hours * 3600:.0f} s)"
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: its start time in /proc against the boot clock)."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic() - _IMPORTED
+
+
+_IMPORTED = time.monotonic()
+
+
+class JobClock:
+    """When each job of a run started and ended, for `start_up`: what a run costs besides its jobs."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.spans: list[tuple[float, float]] = []
+
+    def start(self, folder: str) -> None:
+        self.started[folder] = time.monotonic()
+
+    def end(self, folder: str) -> None:
+        if (start := self.started.pop(folder, None)) is not None:
+            self.spans.append((start, time.monotonic()))
+
+    def start_up(self) -> float | None:
+        """Seconds this run spent outside its jobs (the process's start, the study, the caches, the end) plus the
+        first job's warm-up beyond a typical one (the worker's first imports): None before two jobs ended."""
+        if len(self.spans) < 2:
+            return None
+        durations = sorted(e - s for s, e in self.spans)
+        first = min(self.spans)
+        warm_up = max(0.0, (first[1] - first[0]) - durations[len(durations) // 2])
+        busy, (start, end) = 0.0, sorted(self.spans)[0]
+        for s, e in sorted(self.spans):
+            if s > end:
+                busy, start = busy + end - start, s
+            end = max(end, e)
+        busy += end - start
+        return max(0.0, process_seconds() - busy) + warm_up
+
+
+def observed_concurrency(trials: list[FrozenTrial], last: int = 50) -> float | None:
+    """How many trials ran at once, as the clock saw it: over the `last` completed trials, their summed durations
+    over the time at least one of them ran (1.0 for one at a time). None with fewer than two: then only the slots
+    the run recorded can say, and they may be another run's."""
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete)
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.datetime_start and t.datetime_complete
+    )[-last:]
+    if len(spans) < 2:
+        return None
+    busy, total, (start, end) = 0.0, 0.0, spans[0]
+    for s, e in spans:
+        total += (e - s).total_seconds()
+        if s > end:
+            busy += (end - start).total_seconds()
+            start, end = s, e
+        else:
+            end = max(end, e)
+    busy += (end - start).total_seconds()
+    return max(1.0, total / busy) if busy > 0 else None
+
+
+def eta_seconds(durations: list[float], remaining: int, parallel: float) -> float | None:
     """The one ETA: the mean trial duration so far × the trials left ÷ how many run at once."""
     if not durations:
         return None

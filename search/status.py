@@ -19,7 +19,7 @@ from search.design import block_progress
 from search.grid import GridSpec
 from search.plan import build_plan
 from search.price import price
-from search.progress import better, chance_warning, eta_seconds, format_seconds
+from search.progress import better, chance_warning, eta_seconds, format_seconds, observed_concurrency
 from search.spacecheck import root_problems
 from search.storage import StudyError, open_storage, wait_for_creator
 from search.study import check_extension, spec_of
@@ -103,7 +103,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
             "kind": best_trial.user_attrs.get("kind"),
         }
     )
-    parallel = int(study.user_attrs.get("slots") or max(len(t.running), 1))
+    parallel = observed_concurrency(trials) or float(study.user_attrs.get("slots") or max(len(t.running), 1))
     pending = [p.point for p in t.pending]
     plan = build_plan(pending, spec.data["fixed"], bool(study.user_attrs.get("share", True)))
     # The ETA is the dry-run's price of what is left (epochs × this study's own seconds per epoch) over the slots;
@@ -111,7 +111,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     priced = price(spec, pending, plan, trials, None)
     work = priced["hours_shared"] * 3600 / (spec.resources["gpus_per_trial"] or 1.0)
     measured = all("measured" in g["rate"].evidence for g in priced["groups"].values())
-    eta = work / parallel if pending and measured and not priced["unknown"] else None
+    eta = work / parallel if pending and not priced["unknown"] else None
     stems = None
     if study.user_attrs.get("share") and study.user_attrs.get("artifacts"):
         from search.store import ArtifactStore
@@ -133,7 +133,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "best": best,
         "mean_trial_seconds": sum(durations) / len(durations) if durations else None,
         "eta_seconds": eta if eta is not None else eta_seconds(durations, waiting + len(t.running), parallel),
-        "eta_basis": "epochs left × this study's seconds per epoch" if eta is not None else "mean trial time",
+        "eta_basis": _eta_basis(eta is not None, measured, parallel),
         "artifacts": study.user_attrs.get("artifacts"),
         "stems": stems,
         "warning": chance_warning(trials),
@@ -142,6 +142,13 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         if spec.data.get("design", {}).get("blocks")
         else None,
     }
+
+
+def _eta_basis(priced: bool, measured: bool, parallel: float) -> str:
+    if not priced:
+        return "mean trial time"
+    rate = "this study's seconds per epoch" if measured else "a rate not yet measured here (no trial finished)"
+    return f"epochs left × {rate}, {parallel:.1f} trials at once"
 
 
 def dry_run_plan(
@@ -157,10 +164,13 @@ def dry_run_plan(
     trials = []
     with contextlib.suppress(StudyError):
         trials = load_trials(spec.name, storage_url)
+    start_up: float | None = None
     if trials:  # an existing study: refused here exactly as `search run` would refuse it
-        stored = load_study(spec.name, storage_url).user_attrs.get("space")
-        if stored is not None:
-            check_extension(GridSpec(spec.name, stored), spec)
+        attrs = load_study(spec.name, storage_url).user_attrs
+        if attrs.get("space") is not None:
+            check_extension(GridSpec(spec.name, attrs["space"]), spec)
+        start_up = attrs.get("start_seconds")
+    exploration = _exploration(spec, storage_url)
     t = tally(spec, trials)
     pending = [p.point for p in t.pending]
     plan = build_plan(pending, spec.data["fixed"], share)
@@ -179,16 +189,17 @@ def dry_run_plan(
         "epochs_naive": plan.naive_epochs,
         "epochs_shared": plan.shared_epochs,
         "epochs_halving": halving_epochs,
-        "price": price(spec, pending, plan, trials, halving_epochs, resources, _exploration(spec, storage_url)),
+        "price": price(spec, pending, plan, trials, halving_epochs, resources, exploration and exploration[:3]),
+        "start_up": _start_up(start_up if start_up is not None else exploration and exploration[3]),
         "first_points": [p.params for p in pending[:5]],
         "datasets": dataset_summaries(spec),
         "problems": root_problems(spec.data),
     }
 
 
-def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec] | None:
-    """A confirmation's exploration (its name, trials and space), from the confirmation's storage or its own default
-    one; None for another study, or when it cannot be read."""
+def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec, float | None] | None:
+    """A confirmation's exploration (its name, trials, space and measured start-up), from the confirmation's
+    storage or its own default one; None for another study, or when it cannot be read."""
     from search.storage import default_storage
     from search.study import spec_of
 
@@ -197,8 +208,19 @@ def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec]
         return None
     for url in (storage_url, default_storage(name)):
         with contextlib.suppress(StudyError):
-            return name, load_trials(name, url), spec_of(load_study(name, url))
+            study = load_study(name, url)
+            return name, load_trials(name, url), spec_of(study), study.user_attrs.get("start_seconds")
     return None
+
+
+DEFAULT_START_S = 10.0  # a run's own start (driver, study, caches) and its worker's first imports, on 2 CPU cores
+
+
+def _start_up(measured: object) -> tuple[float, str]:
+    """What a run costs besides its jobs, and the evidence: measured by the study's last run, else a default."""
+    if isinstance(measured, int | float) and math.isfinite(measured) and measured >= 0:
+        return float(measured), f"{measured:.0f} s to start (measured)"
+    return DEFAULT_START_S, f"{DEFAULT_START_S:.0f} s to start (a default)"
 
 
 def halving_bound(spec: GridSpec, pending: list, plan) -> int:
@@ -275,7 +297,7 @@ def format_status(info: dict[str, Any]) -> str:
         f"by halving · {info['running']} running · {info['failed']} failed · {info['waiting']} waiting · "
         f"{info['remaining']} remaining",
         f"  best {info['objective']['metric']}: {best_text} · ETA "
-        f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'}",
+        f"{format_seconds(eta) if eta is not None and math.isfinite(eta) else '?'} ({info['eta_basis']})",
     ]
     if info.get("stems"):
         lines.append(

@@ -38,6 +38,7 @@ TIMING = {
     "train_seconds",
     "proxy_seconds",
     "own_compute_seconds",
+    "own_train_seconds",
     "trial_seconds",
     "peak_rss_mb",
     "seconds",

@@ -70,6 +70,7 @@ def trial_metrics(
         "test_f1_macro": float(f1),
         "train_seconds": sum(r["seconds"] for r in history),
         "proxy_seconds": sum(s["seconds"] for s in steps),
+        "own_train_seconds": sum(r["seconds"] for r in history[run.shared_epochs :]),  # its own epochs' training
         "own_compute_seconds": sum(r["seconds"] for r in history[run.shared_epochs :])
         + sum(s["seconds"] for s in steps)
         - run.shared_seconds,

@@ -191,7 +191,7 @@ def _confirmation(
     can detect."""
     from search.confirm import combine, confirmation_space, fresh_seed, paired_spread
     from search.confirm import select as select_observed
-    from search.progress import chance_warning
+    from search.progress import chance_warnings
     from search.space import parse_space
     from search.status import load_study, load_trials
     from search.study import spec_of
@@ -216,7 +216,7 @@ def _confirmation(
         if foreign:
             print(f"warning: {foreign_note(foreign)}", file=sys.stderr)
         _warn_if_unfinished(study, spec, trials)
-        if (learned_nothing := chance_warning(trials)) is not None:  # a ranking of noise: said before it is paid for
+        for learned_nothing in chance_warnings(spec, trials):  # a ranking of noise: said before it is paid for
             print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
         observed = select_observed(trials, spec, top, per_axes) if select != "model" else {}
         predicted = _model_selection(exploration, trials, top) if select != "observed" else {}

@@ -24,7 +24,7 @@ from results import plots, present, tables
 from results.claims import CLAIM, claim_sentences, claims
 from results.effects import effect_sentences, effects_tables, study_effects
 from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
-from search.progress import chance_warning
+from search.progress import chance_warnings
 from search.tally import foreign_note
 from trainer.files import atomic_write_bytes
 
@@ -362,7 +362,7 @@ def _html(
         frame[frame["state"] == "FAIL"][["number", "label", "attempt", "fail_reason"]] if len(frame) else pd.DataFrame()
     )
     split = sorted(data.complete["test_part"].dropna().unique()) if "test_part" in data.complete else []
-    warning = chance_warning(trials)
+    warnings = chance_warnings(data.spec, trials)
     parts = [
         f"<h1>Study {html.escape(data.name)}</h1>",
         "<h2>The grid and what ran</h2>",
@@ -374,7 +374,7 @@ def _html(
         + ".</p>",
         f"<p>Axes: {html.escape(', '.join(data.axes))}.</p>",
         _table(_fixed_settings(data)),
-        f"<p class='warning'>{html.escape(warning)}</p>" if warning else "",
+        *(f"<p class='warning'>{html.escape(warning)}</p>" for warning in warnings),
         "<h2>What failed and why</h2>",
         _table(present.plain("failed", failed, "Failed tries")),
         *_verdict_section(data, raw, shown, correction, effects),

@@ -210,23 +210,35 @@ class RunProgress:
         return table
 
 
-def chance_warning(trials: list[FrozenTrial]) -> str | None:
-    """A warning when every complete trial is at chance accuracy (about 1 / classes): nothing was learned."""
-    rows = [t.user_attrs for t in trials if t.state == TrialState.COMPLETE]
-    scored = [
-        (r["val_accuracy"], r["num_classes"])
-        for r in rows
-        if r.get("num_classes") and r.get("val_accuracy") is not None
-    ]
+def chance_warnings(spec: GridSpec, trials: list[FrozenTrial]) -> list[str]:
+    """Warnings about models that learned nothing (validation accuracy at most 1.5 / classes): every complete trial,
+    or, per dataset × architecture, baselines: a gain over a reference at chance measures the reference, not proxy
+    attention."""
+    rows = [t for t in trials if t.state == TrialState.COMPLETE]
+    scored = [t for t in rows if t.user_attrs.get("num_classes") and t.user_attrs.get("val_accuracy") is not None]
     if not scored or len(scored) < len(rows):
-        return None
-    if all(a <= 1.5 / k for a, k in scored):
-        classes = sorted({k for _, k in scored})
-        return (
-            f"warning: every complete trial is at chance accuracy (val_accuracy ≤ 1.5 / {classes[0]} classes): "
+        return []
+    at_chance = [t for t in scored if t.user_attrs["val_accuracy"] <= 1.5 / t.user_attrs["num_classes"]]
+    if len(at_chance) == len(scored):
+        classes = min(t.user_attrs["num_classes"] for t in scored)
+        return [
+            f"warning: every complete trial is at chance accuracy (val_accuracy ≤ 1.5 / {classes} classes): "
             f"the models learned nothing; check the data, the learning rate and the number of epochs"
-        )
-    return None
+        ]
+    families: dict[tuple, list[bool]] = {}
+    for trial in scored:
+        index = spec.order.get(trial.user_attrs.get("grid_key"))  # type: ignore[arg-type]
+        if index is None or trial.user_attrs.get("kind") != "baseline":
+            continue
+        point = spec.points[index]
+        family = (spec.dataset_of(point), point.setting("architecture"))
+        families.setdefault(family, []).append(trial in at_chance)
+    return [
+        f"warning: {sum(flags)} of {len(flags)} baselines of {dataset} × {arch} are at chance accuracy: gains over "
+        "them measure a reference that learned nothing; give the baselines more epochs or a lower learning rate"
+        for (dataset, arch), flags in sorted(families.items(), key=str)
+        if any(flags)
+    ]
 
 
 def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: str) -> str:
@@ -254,8 +266,7 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
         parts.append(f"{plan.shared_epochs} of {plan.naive_epochs} epochs trained (shared prefixes)")
     storage_flag = "" if storage == f"sqlite:///runs/{spec.name}.db" else f" --storage {storage}"
     parts.append(f"report: {invoked_as()} report --study {spec.name}{storage_flag}")
-    warning = chance_warning(trials)
-    return " · ".join(parts) + (f"\n{warning}" if warning else "")
+    return "\n".join([" · ".join(parts), *chance_warnings(spec, trials)])
 
 
 def best_of(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:

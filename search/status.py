@@ -19,7 +19,7 @@ from search.design import block_progress
 from search.grid import GridSpec
 from search.plan import build_plan
 from search.price import price
-from search.progress import better, chance_warning, eta_seconds, format_seconds, observed_concurrency
+from search.progress import better, chance_warnings, eta_seconds, format_seconds, observed_concurrency
 from search.spacecheck import root_problems
 from search.storage import StudyError, open_storage, wait_for_creator
 from search.study import check_extension, spec_of
@@ -136,7 +136,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "eta_basis": _eta_basis(eta is not None, measured, parallel),
         "artifacts": study.user_attrs.get("artifacts"),
         "stems": stems,
-        "warning": chance_warning(trials),
+        "warnings": chance_warnings(spec, trials),
         "foreign": t.foreign,
         "design": block_progress(spec.data["design"], spec.points, set(t.done))
         if spec.data.get("design", {}).get("blocks")
@@ -305,8 +305,7 @@ def format_status(info: dict[str, Any]) -> str:
         )
     if info.get("design"):
         lines.append(f"  {info['design']}")
-    if info.get("warning"):
-        lines.append(f"  {info['warning']}")
+    lines += [f"  {warning}" for warning in info.get("warnings") or []]
     if info.get("foreign"):
         lines.append(f"  {foreign_note(info['foreign'])}")
     return "\n".join(lines)

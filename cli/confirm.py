@@ -17,6 +17,7 @@ from cli.app import (
     DRY_RUN,
     EXECUTOR,
     MAX_CONCURRENT,
+    MAX_TRIALS,
     NO_CACHE,
     NO_SHARE,
     RAY_ADDRESS,
@@ -54,6 +55,7 @@ def confirm(
     executor: ExecutorKind = EXECUTOR,
     ray_address: str | None = RAY_ADDRESS,
     max_concurrent: int | None = MAX_CONCURRENT,
+    max_trials: int | None = MAX_TRIALS,
     no_share: bool = NO_SHARE,
     cache_dir: Path | None = CACHE_DIR,
     no_cache: bool = NO_CACHE,
@@ -103,6 +105,7 @@ def confirm(
         executor=executor.value,
         ray_address=ray_address,
         max_concurrent=max_concurrent,
+        max_trials=max_trials,
         share=not no_share,
         cache_dir=cache_dir,
         no_cache=no_cache,
@@ -290,11 +293,14 @@ def _print_selection(
     factors = [math.sqrt(df / stats.chi2.ppf(q, df)) for q in (0.975, 0.025)]  # its 95 % interval, as multiples
     for group, chosen in selected.items():
         where = ", ".join(f"{a} {v}" for a, v in group) or "the study"
-        what = "predicted gain by the effects model" if chosen and "_predicted" in chosen[0] else "exploration's mean"
-        print(f"{where}: confirm {len(chosen)} configurations ({what} {spec.objective[0]}):")
+        print(f"{where}: confirm {len(chosen)} configurations (by {spec.objective[0]}, best first):")
         for config in chosen:
             shown = " ".join(f"{k}={v}" for k, v in config.items() if not k.startswith("_") and k not in per_axes)
-            value = f"{config['_predicted']:+.2f} pp" if "_predicted" in config else f"{config['_mean']:.4f}"
+            value = (
+                f"predicted gain {config['_predicted']:+.2f} pp"
+                if "_predicted" in config
+                else f"observed mean {_shown(config['_mean'], spec.objective[0])}"
+            )
             print(f"  {value}  {shown}")
         mde = minimum_detectable_effect(spread[group], seeds, family, correction)
         if not math.isnan(mde):
@@ -308,6 +314,11 @@ def _print_selection(
         else:
             power = "unknown (no spread between the exploration's seeds: each gave the same score)"
         print(f"  {seeds} seeds, claims in a family of {family} configurations: minimum detectable effect {power}")
+
+
+def _shown(value: float, metric: str) -> str:
+    """An objective's value in the unit the rest of the selection uses: an accuracy in %, a loss as it is."""
+    return f"{100 * value:.2f} %" if "accuracy" in metric else f"{value:.4f}"
 
 
 def _existing_study(name: str, storage: str):

@@ -272,7 +272,10 @@ def dataset_summaries(spec: GridSpec) -> list[str]:
             lines.append(f"{name}: {ds['kind']} {where}")
             continue
         try:
-            lines.append(f"{name}: {summarize_folder(Path(ds['root'])).describe()} in {ds['root']}")
+            lines.append(
+                f"{name}: {summarize_folder(Path(ds['root'])).describe()} in {ds['root']} (an image that cannot be "
+                "read is skipped too when trials read it, and counted with these: `skipped_files`)"
+            )
         except FolderError as exc:
             lines.append(f"{name}: {exc}")
     return lines

@@ -200,7 +200,7 @@ class Trial:
             Part(self.images, np.asarray(self.split[k])) for k in ("train", "val", "test")
         )
         log.info(
-            "data: %d train / %d val / %d test images, %d classes, %d unreadable files skipped%s",
+            "data: %d train / %d val / %d test images, %d classes, %d files skipped (not images, or unreadable)%s",
             len(self.train),
             len(self.val),
             len(self.test),

@@ -125,7 +125,7 @@ def test_relative_paths_in_a_space_are_relative_to_the_space_file(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     done = search_cli("run", "../project/my.yaml", "--dry-run", cwd=tmp_path / "elsewhere")
     assert done.returncode == 0, done.stderr
-    assert f"36 images, 12 images per class, 0 other files skipped in {project / 'imgs'}" in done.stdout
+    assert f"36 images, 12 images per class, 0 files skipped as not images in {project / 'imgs'}" in done.stdout
     assert f"trial folders: {project / 'out' / 'store'}/trials/" in done.stdout
 
 

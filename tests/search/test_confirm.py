@@ -361,3 +361,12 @@ def test_allow_test_overlap_is_recorded_on_both_studies(tmp_path):
     assert "allow-test-overlap: kept, recorded" in err, err
     (entry,) = confirmations_of(storage)
     assert entry["name"] == "ov" and entry["test_overlap"] is True
+
+
+def test_the_selection_speaks_one_unit_and_confirm_takes_max_trials(tmp_path):
+    """Issue 43 item 9: the list mixed "+18.28 pp" (model) with "0.5625" (observed); `confirm` had no --max-trials."""
+    explored(tmp_path)
+    planned = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "  observed mean 56.50 %  " in planned.stdout, planned.stdout  # threshold 0.6, seeds 0 and 1
+    assert "--max-trials" in search_cli("confirm", "--help", cwd=tmp_path).stdout

@@ -12,13 +12,31 @@ from trainer.data.split import make_split
 from trainer.errors import DataError
 
 
-def test_corrupt_and_foreign_files_are_skipped_and_counted(digit_folder):
+@pytest.mark.parametrize("cached", [False, True])
+def test_corrupt_and_foreign_files_are_skipped_and_counted(digit_folder, tmp_path, caplog, cached):
+    """Issue 43 item 8: the dry-run said "1 other file skipped", the run "1 unreadable file skipped" plus another
+    skip line, the trial recorded 2. Each skipped file is one line with its reason; the count is one number."""
+    from trainer.data.decode import NOT_AN_IMAGE, UNREADABLE
+    from trainer.data.imagefolder import summarize_folder
+
     (digit_folder / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     (digit_folder / "1" / "empty.jpg").write_bytes(b"")
     (digit_folder / "2" / "notes.txt").write_text("not an image")
     before = sorted(os.listdir(digit_folder / "0"))
-    images = load_images(DatasetConfig(kind="imagefolder", root=str(digit_folder)), 40)
+    caplog.set_level("WARNING")
+    images = load_images(
+        DatasetConfig(kind="imagefolder", root=str(digit_folder)), 40, tmp_path / "c" if cached else None
+    )
     assert images.skipped == 3 and len(images) == 36 and images.classes == ["0", "1", "2"]
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped ")]
+    assert sorted(skips) == sorted(
+        [
+            f"skipped {digit_folder / '0' / 'broken.png'}: {UNREADABLE}",
+            f"skipped {digit_folder / '1' / 'empty.jpg'}: {UNREADABLE}",
+            f"skipped {digit_folder / '2' / 'notes.txt'}: {NOT_AN_IMAGE}",
+        ]
+    )
+    assert "1 files skipped as not images" in summarize_folder(digit_folder).describe()
     img = images.image(0)
     assert img.shape == (3, 40, 40) and img.dtype.is_floating_point is False
     assert sorted(os.listdir(digit_folder / "0")) == before  # nothing written into the dataset

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.config import DatasetConfig
-from trainer.data.decode import decode_dataset, decode_image, folder_root, list_image_folder
+from trainer.data.decode import UNREADABLE, decode_dataset, decode_image, folder_root, list_image_folder
 from trainer.data.identity import Binding, check_binding, dataset_files, dataset_root, manifest
 from trainer.data.imagefolder import require_classes
 from trainer.data.imageset import ImageSet, load_uncached
@@ -305,7 +305,7 @@ def _decode_files(
             for i, pixels in zip(chunk, decoded, strict=True):
                 if pixels is None:
                     skipped += 1
-                    log.warning("skipped unreadable file %s", files[i])
+                    log.warning("skipped %s: %s", files[i], UNREADABLE)
                     continue
                 out.write(pixels)
                 kept_files.append(files[i])

@@ -142,6 +142,12 @@ def _fashion_mnist(root: Path, image_size: int) -> Decoded:
     return Decoded(classes, labels, _resize_gray(np.concatenate([train_x, test_x]), image_size), official)
 
 
+# Why a file of an image folder is not trained on: each skipped file is logged with one, and counted once
+# (`skipped_files`, the trial's "files skipped").
+NOT_AN_IMAGE = "not an image (by its suffix)"
+UNREADABLE = "an image that cannot be read"
+
+
 def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, list[str], int]:
     """Files, labels, classes and skipped count of `root/<class>/<image>`. Files without an image suffix are
     skipped; with `verify`, so are files PIL cannot parse (the cache instead skips what it cannot decode)."""
@@ -152,9 +158,13 @@ def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, 
     by_class: dict[str, list[str]] = {}
     for name, path in list_folder(root):
         by_class.setdefault(name, [])
-        if Path(path).suffix.lower() not in IMAGE_SUFFIXES or (verify and not _is_readable_image(path)):
+        if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
             skipped += 1
-            log.warning("skipped unreadable file %s", path)
+            log.warning("skipped %s: %s", path, NOT_AN_IMAGE)
+            continue
+        if verify and not _is_readable_image(path):
+            skipped += 1
+            log.warning("skipped %s: %s", path, UNREADABLE)
             continue
         by_class[name].append(path)
     for name, readable in by_class.items():
@@ -163,8 +173,6 @@ def list_image_folder(root: Path, verify: bool) -> tuple[list[str], np.ndarray, 
             classes.append(name)
             files += readable
     require_classes(root, len(classes))
-    if skipped:
-        log.warning("imagefolder %s: %d unreadable files skipped", root, skipped)
     return files, np.asarray(labels, dtype=np.int64), classes, skipped
 
 

@@ -32,7 +32,7 @@ class FolderSummary:
         names = ", ".join(list(self.images)[:6]) + (", …" if len(self.images) > 6 else "")
         return (
             f"{len(self.images)} classes ({names}), {sum(counts)} images, {spread}, "
-            f"{self.other_files} other files skipped"
+            f"{self.other_files} files skipped as not images"
         )
 
 

@@ -273,8 +273,8 @@ def effect_sentences(effects: dict[tuple, FamilyEffects], spec: GridSpec) -> lis
     best level, what is not ruled out for the others, and the predicted best configuration to confirm."""
     design = spec.data.get("design")
     what = (
-        f"a designed fraction ({sum(len(b['configs']) for b in design['blocks'])} configurations in "
-        f"{len(design['blocks'])} balanced blocks)"
+        f"a designed fraction ({len({k for b in design['blocks'] for k in b['configs']})} configurations in "
+        f"{len(design['blocks'])} blocks)"
         if design and design.get("blocks")
         else "the grid as run"
     )

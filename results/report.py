@@ -24,6 +24,7 @@ from results import plots, present, tables
 from results.claims import CLAIM, claim_sentences, claims
 from results.effects import effect_sentences, effects_tables, study_effects
 from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
+from results.methods import methods_text
 from search.progress import chance_warnings
 from search.tally import foreign_note
 from trainer.files import atomic_write_bytes
@@ -366,8 +367,7 @@ def _html(
     parts = [
         f"<h1>Study {html.escape(data.name)}</h1>",
         "<h2>The grid and what ran</h2>",
-        f"<p>{len(data.spec.points)} points ({data.spec.data['repeats']} seeds each); objective: {direction} "
-        f"{html.escape(metric)}. Trials: "
+        f"<p>{html.escape(methods_text(data))} Objective: {direction} {html.escape(metric)}. Trials by state: "
         + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         + ". Test set: "
         + (", ".join(TEST_PARTS.get(s, s) for s in split) or "–")

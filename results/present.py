@@ -92,14 +92,30 @@ def mean_sd(row: pd.Series, metric: str) -> str:
 def interval(low, high, metric: str, clipped: list[bool]) -> str:
     if _missing(low) or _missing(high):
         return MISSING
-    floor = -1.0 if metric == "difference" else 0.0  # a difference of accuracies lies in [-1, 1]
-    if (_bounded(metric) or metric == "difference") and (low < floor or high > 1):
+    if _bounded(metric) and (low < 0 or high > 1):
         clipped.append(True)
-        low, high = max(low, floor), min(high, 1.0)
+        low, high = max(low, 0.0), min(high, 1.0)
     d = digits_for(metric)
     if number(low, d) == number(high, d):  # every seed gave the same value: no spread to make an interval of
         return "no spread"
     return f"[{number(low, d)}, {number(high, d)}]"
+
+
+def _pp(value) -> str:
+    """A difference of accuracies in percentage points, signed."""
+    return MISSING if _missing(value) else f"{100 * value:+.1f}"
+
+
+def interval_pp(low, high, clipped: list[bool]) -> str:
+    """The interval of a difference of accuracies in percentage points, clipped to [-100, 100] where it lies."""
+    if _missing(low) or _missing(high):
+        return MISSING
+    if low < -1 or high > 1:
+        clipped.append(True)
+        low, high = max(low, -1.0), min(high, 1.0)
+    if _pp(low) == _pp(high):
+        return "no spread"
+    return f"[{_pp(low)}, {_pp(high)}]"
 
 
 def _missing(value) -> bool:
@@ -147,10 +163,16 @@ def effects(name: str, table: pd.DataFrame, caption: str) -> Shown:
                 shown["p (Holm)" if column == "p_holm" else "p"] = p_value(value)
             elif column == "share":
                 shown["share of variance"] = f"{value:.0%}"
+            elif isinstance(value, bool):
+                shown[header(str(column))] = "yes" if value else "no"
             else:
                 shown[header(str(column))] = MISSING if _missing(value) else str(value)
         rows.append(shown)
-    return Shown(name, pd.DataFrame(rows), caption)
+    frame = pd.DataFrame(rows)
+    return Shown(name, frame, caption, keys=[c for c in frame.columns if c in EFFECT_KEYS])
+
+
+EFFECT_KEYS = ("dataset", "architecture", "rank", "configuration", "factor", "level", "a", "b")  # what names a row
 
 
 def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -> Shown:
@@ -168,8 +190,8 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
                 "verdict": r["verdict"] + (" †" if r["budget_note"] else ""),
                 "n": number(r["n"]),
                 "accuracy": f"{number(r['mean_config'])} vs {number(r['mean_reference'])}",
-                "difference": number(r["mean_diff"]),
-                "adjusted CI": interval(r["ci_low"], r["ci_high"], "difference", clipped),
+                "difference (pp)": _pp(r["mean_diff"]),
+                "adjusted CI (pp)": interval_pp(r["ci_low"], r["ci_high"], clipped),
                 "p": p_value(r["t_p"]),
                 "p adjusted": p_value(r["p_adjusted"]),
                 "family": number(r["family_size"], 0),
@@ -191,7 +213,7 @@ def verdicts(table: pd.DataFrame, correction: str, stage: str = "exploration") -
         "† the two sides trained on budgets more than 5% apart (epochs or images seen).",
     ]
     if clipped:
-        notes.append("Intervals of a difference of accuracies are clipped to [-1, 1], where it lies.")
+        notes.append("Intervals of a difference of accuracies are clipped to [-100, 100] pp, where it lies.")
     if stage == "confirmation":
         caption = "Confirmatory verdicts: each selected configuration on fresh seeds against its matched references"
     else:
@@ -265,6 +287,8 @@ LATEX_ESCAPES = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",  # without fontenc's T1, a bare < prints as ¡
+    ">": r"\textgreater{}",
     "±": r"$\pm$",
     "†": r"\dag{}",
     "–": "--",
@@ -284,6 +308,9 @@ CAPTIONED = ("dataset", "architecture")  # said once in the caption when every r
 # Widths in points at \footnotesize (cmr8: about 4.6 pt a character, 12 pt of padding a column), against an
 # article's text width (345 pt) and text height (592 pt, the width of a landscape page).
 CHAR_PT, COLUMN_PT, TEXT_WIDTH_PT, LANDSCAPE_PT = 4.6, 12.0, 345.0, 592.0
+# Rows a float holds on one page at \footnotesize (9.5 pt a row), with its caption, header and rules: a float cannot
+# break across pages, so a longer table is split by rows, its header and key columns repeated in every part.
+ROWS_PORTRAIT, ROWS_LANDSCAPE = 45, 22
 
 
 def to_latex(shown: Shown, study: str = "") -> str:
@@ -324,13 +351,31 @@ def to_latex(shown: Shown, study: str = "") -> str:
             parts.append([])
         parts[-1].append(c)
     label = re.sub(r"[^a-z0-9]+", "-", f"{study}-{shown.name}".lower()).strip("-")
-    out = []
-    for i, part in enumerate(parts, start=1):
+    pieces = []  # (columns, first row, end row, notes) of each float
+    for j, part in enumerate(parts):
         chosen = [*keys, *part] if part else keys
-        title = caption if len(parts) == 1 else f"{caption} (part {i} of {len(parts)})"
-        said = notes if i == len(parts) else []
-        out.append(_float(frame[chosen], title, label if i == 1 else f"{label}-{i}", said, widths))
+        width = sum(widths[c] for c in chosen)
+        said = notes if j == len(parts) - 1 else []
+        note_rows = sum(math.ceil(len(n) * CHAR_PT / max(width, 200.0)) for n in said)
+        per_page = ROWS_PORTRAIT if width <= TEXT_WIDTH_PT else ROWS_LANDSCAPE
+        chunks = row_chunks(len(frame), per_page, note_rows)
+        pieces += [(chosen, lo, hi, said if hi == len(frame) else []) for lo, hi in chunks]
+    out = []
+    for i, (chosen, lo, hi, said) in enumerate(pieces, start=1):
+        rows = f"; rows {lo + 1}–{hi} of {len(frame)}" if hi - lo < len(frame) else ""
+        title = caption if len(pieces) == 1 else f"{caption} (part {i} of {len(pieces)}{rows})"
+        out.append(_float(frame[chosen].iloc[lo:hi], title, label if i == 1 else f"{label}-{i}", said, widths))
     return "\n".join(out)
+
+
+def row_chunks(total: int, per_page: int, note_rows: int = 0) -> list[tuple[int, int]]:
+    """[first, end) row ranges of at most `per_page` rows, the last leaving `note_rows` for the notes under it."""
+    chunks = [(lo, min(lo + per_page, total)) for lo in range(0, max(total, 1), per_page)]
+    lo, hi = chunks[-1]
+    room = max(1, per_page - note_rows)
+    if hi - lo > room:
+        chunks[-1:] = [(lo, hi - room), (hi - room, hi)] if hi - room > lo else [(lo, hi)]
+    return chunks
 
 
 def _header_lines(name: str, width: int = 12) -> list[str]:
@@ -385,7 +430,7 @@ def _float(frame: pd.DataFrame, caption: str, label: str, notes: list[str], widt
 
 def _numeric(column: pd.Series) -> bool:
     values = [v for v in column if v != MISSING]
-    return bool(values) and all(re.fullmatch(r"[<\-]?[\d.]+", str(v)) for v in values)
+    return bool(values) and all(re.fullmatch(r"[<+\-]?[\d.]+", str(v)) for v in values)
 
 
 def write(shown: Shown, raw: pd.DataFrame, folder, study: str = "") -> list:

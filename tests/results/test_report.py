@@ -278,3 +278,34 @@ def test_a_confirmation_made_with_test_overlap_says_so(tmp_path):
     page = (tmp_path / "report" / "report.html").read_text()
     assert TEST_OVERLAP in said and page.count(html.escape(TEST_OVERLAP)) == 2  # under the stage, and in the notes
     assert made.html.exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
+    reason="no pdflatex/pdftotext (.ci/run installs texlive-latex-recommended and poppler-utils)",
+)
+@pytest.mark.parametrize("columns", [4, 14])  # a portrait table, a landscape one
+def test_a_long_table_is_split_by_rows_and_every_part_fits_its_page(tmp_path, columns):
+    """Issue 43 item 3: `legend.tex` (149 rows) and `verdicts.tex` (289) were single floats taller than the page,
+    and `<0.001` printed as "¡0.001" without fontenc."""
+    from results.present import Shown, to_latex
+
+    rows = [
+        {"configuration": f"C{i}", "p": "<0.001", **{f"metric {j}": f"{i * j / 7:.3f}" for j in range(columns - 2)}}
+        for i in range(149)
+    ]
+    shown = Shown("long", pd.DataFrame(rows), "A long table", ["A note under the last part. " * 6], ["configuration"])
+    tex = to_latex(shown, "s")
+    parts = tex.count("\\begin{tabular}")
+    assert parts >= 4 and tex.count("\\toprule") == parts and "\\textless{}0.001" in tex
+    (tmp_path / "long.tex").write_text(tex)
+    done = compile_tables([tmp_path / "long.tex"], tmp_path, "thesis")
+    log = (tmp_path / "thesis.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert "Float too large" not in log and "Overfull \\hbox" not in log, log[-3000:]
+    text = subprocess.run(["pdftotext", "-layout", "thesis.pdf", "-"], cwd=tmp_path, capture_output=True, text=True)
+    pages = text.stdout.split("\f")
+    assert all(f"C{i} " in text.stdout or f"C{i}\n" in text.stdout for i in range(149))  # every row printed
+    assert "¡" not in text.stdout and "<0.001" in text.stdout
+    printed = [page for page in pages if page.strip()]
+    assert all("configuration" in page for page in printed)  # every page repeats the header

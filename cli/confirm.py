@@ -78,28 +78,19 @@ def confirm(
         fail(f"--name: {study} is the exploration itself; name its confirmation otherwise (default {study}-confirm)")
     confirm_storage = storage or default_storage(confirm_name)
     exploration_storage = storage or default_storage(study)
-    # Seeds are chosen and recorded on the exploration under its lock, before the first trial: two confirmations
-    # started together take different seeds, and a killed one's seeds stay spent.
-    try:
-        seeds_lock = nullcontext() if dry_run else DriverLock(exploration_storage, study, "seeds", wait=SEEDS_WAIT)
-        with seeds_lock:
-            confirmation, chosen_now = _confirmation(
-                study,
-                exploration_storage,
-                confirm_name,
-                confirm_storage,
-                top,
-                per,
-                seeds,
-                correction,
-                dry_run,
-                allow_test_overlap=allow_test_overlap,
-                select=select,
-            )
-            if chosen_now and not dry_run:
-                _record_confirmation(study, exploration_storage, confirmation)
-    except ProxySearchError as exc:
-        fail(str(exc))
+    confirmation = _choose(
+        study,
+        exploration_storage,
+        confirm_name,
+        confirm_storage,
+        top,
+        per,
+        seeds,
+        correction,
+        dry_run,
+        allow_test_overlap=allow_test_overlap,
+        select=select,
+    )
     flags = RunFlags(
         storage=confirm_storage,
         executor=executor.value,
@@ -124,6 +115,46 @@ def confirm(
 
 
 SEEDS_WAIT = 120.0  # seconds a confirmation waits for another one choosing its seeds from the same exploration
+
+
+def _choose(
+    study: str,
+    exploration_storage: str,
+    confirm_name: str,
+    confirm_storage: str,
+    top: int,
+    per: str,
+    seeds: int,
+    correction: str,
+    dry_run: bool,
+    *,
+    allow_test_overlap: bool,
+    select: str,
+) -> GridSpec:
+    """The confirmation's space (`_confirmation`), its seeds chosen and recorded on the exploration under the
+    exploration's `seeds` lock before the first trial: two confirmations started together take different seeds, and
+    a killed one's seeds stay spent. A dry run only looks."""
+    try:
+        seeds_lock = nullcontext() if dry_run else DriverLock(exploration_storage, study, "seeds", wait=SEEDS_WAIT)
+        with seeds_lock:
+            confirmation, chosen_now = _confirmation(
+                study,
+                exploration_storage,
+                confirm_name,
+                confirm_storage,
+                top,
+                per,
+                seeds,
+                correction,
+                dry_run,
+                allow_test_overlap=allow_test_overlap,
+                select=select,
+            )
+            if chosen_now and not dry_run:
+                _record_confirmation(study, exploration_storage, confirmation)
+    except ProxySearchError as exc:
+        fail(str(exc))
+    return confirmation
 
 
 def _check_flags(top: int, seeds: int, correction: str, select: str, per: str) -> None:

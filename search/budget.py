@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 
 from search.design import (
+    Budget,
     DesignError,
     block_size,
-    blocks_available,
     configurations,
     design_factors,
     expected_halfwidth,
@@ -96,7 +96,14 @@ def plan_design(
     naive = cost_of(whole, points, False, trials, resources)
     full = cost_of(whole, points, share, trials, resources)
     lines: list[str] = []
-    if text is None:  # a recorded design, run again without a budget: kept as it is
+    if recorded and "seed" in asked and asked["seed"] != seed:
+        lines.append(
+            f"design.seed {asked['seed']} not used: the study's design was drawn with seed {seed} and is kept (a new "
+            "seed is a new design: run it as a new study, --study NAME)"
+        )
+    if recorded and text == recorded.get("budget"):
+        text = None  # the same command again: the design chosen when this budget was given, never re-priced
+    if text is None:  # a recorded design, run again without a new budget: kept as it is
         design = dict(recorded or {})
         lines.append(f"design: the study's {len(design['blocks'])} blocks (budget {design.get('budget')}) kept")
     else:
@@ -104,8 +111,10 @@ def plan_design(
         factors = design_factors(configs)
         if not factors:
             extend_design(configs, fixed, None, 1, seed, seeds)  # raises the error that says why
-        size, available = block_size(factors), blocks_available(configs)
+        size = block_size(factors)
         recorded_blocks = len((recorded or {}).get("blocks", []))
+        taken = {k for b in (recorded or {}).get("blocks", []) for k in b["configs"]}
+        available = recorded_blocks + math.ceil(len(set(configs) - taken) / size)
         # A share of the grid is of its cost from scratch: in hours, or in epochs where a group's rate is unknown
         # (the design takes the same share of every group, so the two agree within the groups' spread).
         by_epochs = budget.unit == "fraction" and naive.unknown > 0
@@ -114,13 +123,15 @@ def plan_design(
             "fraction": budget.amount * naive.measure(by_epochs),
             "hours": budget.amount,
         }[budget.unit]
-        wanted = min(math.ceil(budget.amount / size), available) if budget.unit == "configs" else available
         design, fitted = dict(recorded or {}), None
-        for blocks in range(1, wanted + 1):
+        for blocks in range(1, available + 1):
             trial_design = extend_design(configs, fixed, design, blocks, seed, seeds)
+            chosen = sum(len(b["configs"]) for b in trial_design["blocks"])
             if cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target:
                 break
             design, fitted = trial_design, blocks
+            if budget.unit == "configs" and chosen >= budget.amount:
+                break
         whole_fits = (
             budget.amount >= len(configs) * len(seeds)
             if budget.unit == "configs"
@@ -137,13 +148,47 @@ def plan_design(
             )
         if not design.get("blocks"):
             raise DesignError(f"budget {text}: no configuration of the grid could be chosen")
-        if recorded_blocks > (fitted or 0):
-            lines.append(f"design: the study already holds {recorded_blocks} blocks; budget {text} removes none")
+        lines += _what_changed(recorded, design, configs, text, budget, fitted)
         design["budget"] = text
     designed_spec = GridSpec(spec.name, {**whole.data, "design": design})
     run = cost_of(whole, designed_spec.points, share, trials, resources)
     lines += describe(designed_spec, points, configs, run, naive, full, spread)
     return DesignPlan(designed_spec, lines)
+
+
+def _what_changed(
+    recorded: dict | None, design: dict, configs: dict, text: str, budget: Budget, fitted: int | None
+) -> list[str]:
+    """What a new budget did to the design, in words: grown from N to M blocks, over levels the grid gained, not
+    shrunk, bought nothing more (and what would spend it), or more configurations than asked (a block is the
+    smallest balanced unit)."""
+    lines = []
+    before, after = len((recorded or {}).get("blocks", [])), len(design["blocks"])
+    if recorded and recorded.get("factors") and recorded["factors"] != design["factors"]:
+        gained = {
+            k: [v for v in levels if v not in recorded["factors"].get(k, [])] for k, levels in design["factors"].items()
+        }
+        said = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in gained.items() if v)
+        lines.append(
+            f"design: the grid gained levels ({said or 'its factors changed'}); new blocks are drawn over them"
+        )
+    if before and after > before:
+        was = f", was {recorded['budget']}" if recorded and recorded.get("budget") else ""
+        lines.append(f"design: {before} → {after} blocks (budget {text}{was})")
+    elif before and before > (fitted or 0):
+        lines.append(f"design: the study already holds {before} blocks; budget {text} removes none")
+    chosen = {k for b in design["blocks"] for k in b["configs"]}
+    if before and after == before and chosen >= set(configs):
+        lines.append(
+            f"design: budget {text} buys nothing more: the design already holds every configuration of the grid on "
+            "its block seeds; more would buy more seeds of them (raise repeats) or a confirmation (search confirm)"
+        )
+    if budget.unit == "configs" and len(chosen) > budget.amount:
+        lines.append(
+            f"design: {len(chosen)} configurations per dataset × architecture, more than the {budget.amount:g} asked: "
+            f"a block ({design['size']}) is the smallest balanced unit"
+        )
+    return lines
 
 
 def _said(cost: Cost, naive: Cost) -> str:
@@ -173,11 +218,15 @@ def describe(
     controls = sum(p.kind == "control" for p in points)
     sd, basis = spread or (ASSUMED_SPREAD_PP, "assumed; the report's effects table gives the measured intervals")
     width = expected_halfwidth(design, configs, sd)
+    # Every level equally often in a block only when the block's size is a multiple of each factor's level count.
+    even = all(design["size"] % len(levels) == 0 for levels in design["factors"].values())
+    balance = "balanced " if even else "nearly balanced (a level at most once more than another) "
     lines = [
-        f"design (budget {design.get('budget')}, seed {design['seed']}): {len(design['blocks'])} balanced "
+        f"design (budget {design.get('budget')}, seed {design['seed']}): {len(design['blocks'])} {balance}"
         f"block{'s' if len(design['blocks']) > 1 else ''} of "
         f"{design['size']} configurations: {len(chosen):,} of the {len(configs):,} proxy configurations per "
-        f"dataset × architecture, on seeds {', '.join(map(str, seeds))} (a block each), with the baselines on those "
+        f"dataset × architecture, block by block on seeds {', '.join(str(b['seed']) for b in design['blocks'])}, with "
+        "the baselines on those "
         f"seeds: {len(spec.points):,} of the grid's {len(points):,} points",
         f"  price: the whole grid {format_hours(naive.hours)} {run.unit} from scratch, {format_hours(full.hours)} with "
         "shared stems; "

@@ -98,15 +98,26 @@ def configurations(points: list[Point]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def design_factors(configs: dict[str, dict[str, Any]]) -> list[Factor]:
-    """The axes that vary among the proxy configurations, with their levels in the order the space lists them."""
+def _levels(configs: dict[str, dict[str, Any]]) -> dict[str, list]:
+    """Each axis of the proxy configurations -> its levels, in the order the space lists them."""
     values: dict[str, list] = {}
     for settings in configs.values():
         for axis, value in settings.items():
             seen = values.setdefault(axis, [])
             if value not in seen:
                 seen.append(value)
-    return [Factor(axis, tuple(levels)) for axis, levels in sorted(values.items()) if len(levels) > 1]
+    return values
+
+
+def design_factors(configs: dict[str, dict[str, Any]]) -> list[Factor]:
+    """The axes that vary among the proxy configurations, with their levels in the order the space lists them."""
+    return [Factor(axis, tuple(levels)) for axis, levels in sorted(_levels(configs).items()) if len(levels) > 1]
+
+
+def design_constants(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The axes with one level among the proxy configurations (a fixed schedule written as an axis, a one-valued
+    `label_smoothing`, `control: [none]`): constants of the design, part of every configuration's key."""
+    return {axis: levels[0] for axis, levels in sorted(_levels(configs).items()) if len(levels) == 1}
 
 
 def block_size(factors: list[Factor]) -> int:
@@ -119,9 +130,9 @@ def block_size(factors: list[Factor]) -> int:
     return max(2 * parameters, max(len(f.levels) for f in factors))
 
 
-def _row_key(factors: list[Factor], row: tuple[int, ...], base: dict[str, Any]) -> str:
+def _row_key(factors: list[Factor], row: tuple[int, ...], base: dict[str, Any], constants: dict[str, Any]) -> str:
     """The configuration a design row stands for: its settings, less those it cannot feel (`irrelevant`)."""
-    settings = {f.name: f.levels[i] for f, i in zip(factors, row, strict=True)}
+    settings = {**constants, **{f.name: f.levels[i] for f, i in zip(factors, row, strict=True)}}
     deciders = {**base, **settings}
     drop, _ = irrelevant(*(str(deciders.get(n)) for n in DECIDERS))
     return config_key({k: v for k, v in settings.items() if k not in drop})
@@ -172,13 +183,19 @@ class _Block:
 
 
 def balanced_block(
-    factors: list[Factor], size: int, rng: np.random.Generator, allowed: set[str], taken: set[str], base: dict
+    factors: list[Factor],
+    size: int,
+    rng: np.random.Generator,
+    allowed: set[str],
+    taken: set[str],
+    base: dict,
+    constants: dict[str, Any] | None = None,
 ) -> list[str]:
     """A balanced, nearly orthogonal block of `size` rows over `factors`, as configuration keys: each in
     `allowed`, none in `taken`, none twice (a row that breaks one of these is penalised like `size` non-orthogonal
     cells, so swaps move it away while they can)."""
     block = _Block([len(f.levels) for f in factors], size, rng)
-    row_key = functools.lru_cache(maxsize=None)(lambda row: _row_key(factors, row, base))
+    row_key = functools.lru_cache(maxsize=None)(lambda row: _row_key(factors, row, base, constants or {}))
     keys = [row_key(tuple(int(v) for v in r)) for r in block.columns]
     counts = Counter(keys)
     penalty = float(size * size)
@@ -223,13 +240,18 @@ def extend_design(
             + " per dataset × architecture (run it whole)"
         )
     known, base = configs, {**DEFAULTS, **fixed}  # what `irrelevant` reads, as the grid reads it
+    constants = design_constants(configs)  # one-level axes: in every configuration's key, never a factor
     done = list((recorded or {}).get("blocks", []))
-    size = int((recorded or {}).get("size") or block_size(factors))
+    size = block_size(factors)  # new blocks over the grid's levels now (recorded ones are kept as they are)
     taken = {key for b in done for key in b["configs"]}
     while len(done) < blocks:
         entropy = int(hashlib.sha256(f"{seed}:{len(done)}".encode()).hexdigest()[:8], 16)
         rng = np.random.default_rng(entropy)
-        keys = [k for k in dict.fromkeys(balanced_block(factors, size, rng, set(known), taken, base)) if k in known]
+        keys = [
+            k
+            for k in dict.fromkeys(balanced_block(factors, size, rng, set(known), taken, base, constants))
+            if k in known
+        ]
         keys = [k for k in keys if k not in taken]
         if not keys:
             break  # every configuration is chosen: the design is the grid
@@ -242,12 +264,6 @@ def extend_design(
         "blocks": done,
         **({"budget": recorded["budget"]} if recorded and "budget" in recorded else {}),
     }
-
-
-def blocks_available(configs: dict[str, dict[str, Any]]) -> int:
-    """How many blocks the grid's configurations can fill (the last one maybe in part)."""
-    factors = design_factors(configs)
-    return math.ceil(len(configs) / block_size(factors)) if factors else 0
 
 
 def design_problems(raw: Any) -> list[tuple[str, str]]:

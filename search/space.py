@@ -103,6 +103,14 @@ def load_space(
         raw = read_space_file(path)
     except SpaceFileError as exc:
         raise SpaceError([str(exc)]) from None
+    design = raw.get("design") if isinstance(raw, dict) else None
+    if isinstance(design, dict) and (recorded := sorted(set(design) - {"budget", "seed"})):
+        raise SpaceError(
+            [
+                f"{path}: design.{recorded[0]}: the study's record of its design, written by `search run`, never by "
+                "hand; a space gives design: {budget: 5% | 1200h | 120configs, seed: INTEGER} only"
+            ]
+        )
     return parse_space(raw, path, study, check_roots, max_points)
 
 

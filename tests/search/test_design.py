@@ -222,3 +222,97 @@ def test_a_control_among_the_designed_axes_is_left_to_the_confirmation_and_said(
     assert kinds["control"] == 0 and kinds["baseline"] == 1 and kinds["proxy"] >= 4
     assert {p.params["cam_method"] for p in planned.spec.points if p.kind == "proxy"} <= set(methods[:3])
     assert any("unmatched control points left out" in line for line in planned.lines)
+
+
+GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.2, 0.5, 0.8], "multiply_weight": [0.2, 0.8]}
+
+
+def small(**changes) -> GridSpec:
+    return parse_space(space(grid={**GRID, **changes.pop("grid", {})}, repeats=2, **changes), Path("s.yaml"))
+
+
+@pytest.mark.parametrize(
+    "one_valued",
+    [{"proxy_steps": ["1,p,1"]}, {"label_smoothing": [0.1]}, {"control": ["none"]}],
+    ids=["fixed schedule", "one-valued label_smoothing", "control axis"],
+)
+@pytest.mark.parametrize("budget", ["50%", "75%", "6configs", "12configs"])
+def test_a_grid_with_a_one_valued_axis_can_be_designed(one_valued, budget):
+    """Issue 45 item 1: the one-level axis was in each configuration's key but not in the design row's, so every
+    budget failed with "no configuration of the grid could be chosen"."""
+    fixed = {k: v for k, v in TINY_FIXED.items() if k not in one_valued}
+    spec = small(grid=one_valued, fixed=fixed)
+    planned = plan_design(spec, budget, None, [], True, spec.resources)
+    keys = (
+        {k for b in planned.spec.data["design"]["blocks"] for k in b["configs"]}
+        if "design" in planned.spec.data
+        else set()
+    )
+    assert keys <= set(configurations(spec.points))
+    assert keys or "running it whole" in planned.lines[0]
+
+
+def test_the_same_budget_again_keeps_the_design_and_a_new_one_says_how_it_grew():
+    """Issue 45 item 2: the same command after Ctrl-C re-priced the budget with measured rates and grew the design
+    from 3 to 5 blocks, saying nothing."""
+    spec = small()
+    first = plan_design(spec, "1configs", None, [], True, spec.resources)
+    recorded = first.spec.data["design"]
+    again = plan_design(spec, "1configs", recorded, [], True, spec.resources)
+    assert again.spec.data["design"] == recorded and "kept" in again.lines[0]
+    assert not any("→" in line for line in again.lines)
+    grown = plan_design(spec, "11configs", recorded, [], True, spec.resources)
+    blocks = grown.spec.data["design"]["blocks"]
+    assert blocks[: len(recorded["blocks"])] == recorded["blocks"] and len(blocks) > len(recorded["blocks"])
+    assert f"design: {len(recorded['blocks'])} → {len(blocks)} blocks (budget 11configs, was 1configs)" in grown.lines
+    everything = plan_design(spec, "12configs", grown.spec.data["design"], [], True, spec.resources)
+    assert any("buys nothing more" in line and "raise repeats" in line for line in everything.lines)
+
+
+def test_a_budget_in_configurations_says_when_a_block_buys_more():
+    """Issue 45 item 5: `--budget 5configs` ran a whole 12-configuration block without saying so."""
+    spec = small()
+    planned = plan_design(spec, "1configs", None, [], True, spec.resources)
+    size = planned.spec.data["design"]["size"]
+    assert f"more than the 1 asked: a block ({size}) is the smallest balanced unit" in "\n".join(planned.lines)
+
+
+def test_a_grid_that_gained_a_level_gets_blocks_over_it():
+    """Issue 45 item 3: with a threshold level added, the block size was recomputed yet nothing was added and the
+    new level could never enter the design."""
+    spec = small()
+    recorded = plan_design(spec, "6configs", None, [], True, spec.resources).spec.data["design"]
+    wider = small(grid={"threshold": [0.2, 0.5, 0.8, 0.9]})
+    grown = plan_design(wider, "18configs", recorded, [], True, wider.resources)
+    design = grown.spec.data["design"]
+    assert design["blocks"][: len(recorded["blocks"])] == recorded["blocks"]
+    new = {k for b in design["blocks"][len(recorded["blocks"]) :] for k in b["configs"]}
+    configs = configurations(wider.points)
+    assert any(configs[k]["threshold"] == 0.9 for k in new)
+    assert any("the grid gained levels (threshold: 0.9)" in line for line in grown.lines)
+
+
+def test_a_changed_design_seed_is_said_not_silently_ignored():
+    spec = small()
+    recorded = plan_design(spec, "6configs", None, [], True, spec.resources).spec.data["design"]
+    reseeded = small(design={"budget": "6configs", "seed": 5})
+    again = plan_design(reseeded, None, recorded, [], True, reseeded.resources)
+    assert again.spec.data["design"]["blocks"] == recorded["blocks"]
+    assert any("design.seed 5 not used" in line for line in again.lines)
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        {"blocks": [{"seed": 0, "configs": ["0123456789abcdef"]}]},
+        {"budget": "5%", "size": -3},
+        {"factors": {"threshold": [0.2]}},
+    ],
+)
+def test_a_hand_written_design_record_is_refused_in_one_line(tmp_path, design):
+    """Issue 45 item 4: an unknown configuration key gave a plan of baselines only, a block seed outside the space's
+    seeds 0 points and exit 0, `size: -3` passed; then `status` failed with KeyError 'factors'."""
+    path = write_space(tmp_path / "s.yaml", design=design)
+    done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and "the study's record of its design, written by `search run`" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and not (tmp_path / "runs").exists()

@@ -172,7 +172,8 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
         "by_dataset_architecture": "Per dataset and architecture",
         "effects": "Each setting's effect on the paired gain over the matched baseline (exploratory: validation "
         "objective, pp, against the mean over the setting's levels)",
-        "effect_axes": "Each setting tested as a whole (Wald F, clustered by configuration; Holm over the settings)",
+        "effect_axes": "Each setting tested as a whole (Wald F; Holm over every setting of every dataset × "
+        "architecture of the study)",
         "interactions": "Two-way interactions the runs can estimate, each tested against the main-effects model (F; "
         "Holm over those tested)",
         "predicted_best": "The configurations the effects model predicts best (run or not): to confirm on fresh seeds",
@@ -316,8 +317,9 @@ def _verdict_section(
     parts = [
         "<h2>Effects of each setting (exploratory)</h2>",
         "<p>The paired gain (validation objective over the matched baseline on the same seed, pp) modelled on "
-        "every setting at once: main effects with 95% intervals clustered by configuration, each axis tested as a "
-        "whole, Holm over the axes (results.effects).</p>",
+        "every setting at once: main effects with 95% intervals whose variance includes the matched baselines' own "
+        "noise (gains that subtract one baseline trial share it), each axis tested as a whole, Holm over every "
+        "axis of the study (results.effects). The confirmation, not this model, is the result.</p>",
         f"<ul>{sentences}</ul>",
         *(
             _table(shown[name])

@@ -27,6 +27,11 @@ EXPECTED = {
     "dry_run.py": {"thesis_grid_warm_s", "big_grid_s", "refusal"},
     "verdicts.py": {"studies", "cases"},
     "design.py": {"sigma_0.5", "sigma_2.0", "seconds"},
+    "effects_null.py": {
+        "some_axis_named_study_wide_holm",
+        "some_axis_named_holm_per_family",
+        "proxy_steps_level_coverage",
+    },
 }
 
 

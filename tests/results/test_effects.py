@@ -134,3 +134,45 @@ def test_axes_are_named_under_holm_over_the_whole_study():
     name_study_wide(families)
     assert families[("d", "0")].axes["named"].tolist() == [True, False, False]
     assert families[("d", "0")].axes["p_holm"].iloc[0] == pytest.approx(45e-5)
+
+
+def test_the_report_says_the_schedule_axis_changes_its_reference(tmp_path):
+    """Issue 41, evidence 6: a study with two schedules, each beside its budget-matched baseline, fitted through the
+    report's own path (the study record → paired gains → effects → sentences)."""
+    from results.effects import effect_sentences, study_effects
+    from results.load import load_study_data
+    from search.status import load_study, load_trials
+    from search.study import GridStudy
+    from tests.search.helpers import spec
+
+    space = spec(
+        repeats=2,
+        grid={
+            "cam_method": ["gradcam", "eigencam"],
+            "threshold": [0.2, 0.4, 0.6, 0.8],
+            "proxy_steps": ["1,p,1", "1,p,1,p,1"],
+        },
+        fixed={k: v for k, v in spec().data["fixed"].items() if k != "proxy_steps"},
+        baselines=[{"proxy_steps": "2"}, {"proxy_steps": "3"}],
+    )
+    storage = f"sqlite:///{tmp_path}/s.db"
+    grid = GridStudy.open(space, storage, tmp_path / "out")
+    rng = np.random.default_rng(6)
+    for pending in grid.pending():
+        point = pending.point
+        value = 0.6 + rng.normal(0, 0.01)
+        metrics = {
+            "val_accuracy": value,
+            "epochs": point.schedule.epochs,
+            "num_classes": 10,
+            "seed": point.params["seed"],
+        }
+        grid.finish(grid.start(pending), metrics)
+    data = load_study_data(load_study("tiny", storage), load_trials("tiny", storage))
+    effects = study_effects(data, interactions=False)
+    (family,) = effects.values()
+    flags = family.axes.set_index("factor")["reference_changes"]
+    assert bool(flags.filter(like="proxy_steps").iloc[0]) and not flags.get("threshold", False)
+    (sentence,) = effect_sentences(effects, data.spec)
+    assert "its levels are compared with different baselines (budget-matched)" in sentence
+    assert "its interval includes their own noise" in sentence

@@ -317,7 +317,7 @@ def _print_selection(
     all, with the range the spread may have, estimated from the exploration's few seeds."""
     from scipy import stats
 
-    from results.stats import minimum_detectable_effect
+    from results.stats import claim_mde
 
     family = sum(len(chosen) for chosen in selected.values())
     df = max(int(spec.data["repeats"]) - 1, 1)  # the spread of each configuration is read from this many
@@ -333,12 +333,13 @@ def _print_selection(
                 else f"observed mean {_shown(config['_mean'], spec.objective[0])}"
             )
             print(f"  {value}  {shown}")
-        mde = minimum_detectable_effect(spread[group], seeds, family, correction)
+        mde = claim_mde(spread[group], seeds, family, correction)
         if not math.isnan(mde):
-            low, high = (100 * minimum_detectable_effect(spread[group] * f, seeds, family, correction) for f in factors)
+            low, high = (100 * claim_mde(spread[group] * f, seeds, family, correction) for f in factors)
             power = (
-                f"≈ {100 * mde:.2f} pp (80 % power, {correction}; spread {100 * spread[group]:.2f} pp from the "
-                f"exploration's {df + 1} seeds, so somewhere in {low:.1f}–{high:.1f} pp at 95 %)"
+                f"≈ {100 * mde:.2f} pp (80 % power for the claim over its baseline and both controls, {correction}; "
+                f"spread {100 * spread[group]:.2f} pp measured in the exploration, so somewhere in "
+                f"{low:.1f}–{high:.1f} pp at 95 %)"
             )
         elif math.isnan(spread[group]):
             power = "unknown (the exploration ran one seed of these configurations: no spread to plan from)"

@@ -168,9 +168,9 @@ def _matched_baselines(spec: GridSpec, config: dict) -> list[dict[str, list]]:
 def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tuple, list[dict]]) -> dict[tuple, float]:
     """Per group, the spread to plan the confirmation's power from: the median over the selected configurations
     of their objective's standard deviation over seeds, times √2 (a paired difference of two independent arms);
-    a configuration the exploration did not run (an effects model's pick) has none.
-    The objective is a validation metric: planning never reads the test set. A group whose configurations ran one
-    seed has no spread (NaN)."""
+    a configuration the exploration did not run, or ran on one seed, has none: then the effects model's residual
+    spread of a paired gain stands in (`_spread`, when the selection came from the model). The objective is a
+    validation metric: planning never reads the test set. Without either, NaN."""
     entries = configurations(trials, spec)
     out = {}
     for group, chosen in selected.items():
@@ -180,7 +180,10 @@ def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tupl
             values = entries.get(json.dumps(settings, sort_keys=True), {}).get("values", {})  # none: a model's pick
             if len(values) > 1:
                 spreads.append(statistics.stdev(values.values()))
-        out[group] = math.sqrt(2) * statistics.median(spreads) if spreads else math.nan
+        fitted = [c["_spread"] for c in chosen if isinstance(c.get("_spread"), float) and c["_spread"] > 0]
+        out[group] = (
+            math.sqrt(2) * statistics.median(spreads) if spreads else statistics.median(fitted) if fitted else math.nan
+        )
     return out
 
 

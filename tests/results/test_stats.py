@@ -38,3 +38,25 @@ def test_the_old_shortcut_understated_the_effect():
     shortcut = (stats.t.ppf(1 - level / 2, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / math.sqrt(n)
     exact = minimum_detectable_effect(sd, n, 15, "holm")
     assert exact / shortcut == pytest.approx(25.4 / 21.2, rel=0.01)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_the_claims_planned_power_is_the_power_it_has(n):
+    """Issue 41 item 4: the MDE was one two-sided test's, but a claim is an intersection–union of three one-sided
+    tests sharing the configuration's trials (power 0.745–0.769 at the printed MDE). At `claim_mde`, claims made
+    with the claims' own tests (one-sided paired t per part, the largest p, Holm's first step over 25) succeed 80 %
+    of the time, within 2 pp, in simulated studies independent of the planner's."""
+    from results.claims import one_sided
+    from results.stats import claim_mde, paired
+
+    family, sd = 25, 1.0
+    effect = claim_mde(sd, n, family, "holm")
+    rng = np.random.default_rng(n)
+    made = []
+    for _ in range(4000):
+        arms = rng.normal(0, sd / np.sqrt(2), (4, n))  # the configuration, its baseline, its two matched controls
+        arms[0] += effect
+        p = max(one_sided(float(np.mean(d)), paired(d).t_p) for d in (arms[0] - arms[k] for k in (1, 2, 3)))
+        made.append(p < 0.05 / family)
+    assert abs(np.mean(made) - 0.8) <= 0.02, (n, np.mean(made))

@@ -163,6 +163,8 @@ def effects(name: str, table: pd.DataFrame, caption: str) -> Shown:
                 shown["p (Holm)" if column == "p_holm" else "p"] = p_value(value)
             elif column == "share":
                 shown["share of variance"] = f"{value:.0%}"
+            elif column == "p_best":
+                shown["P(best)"] = f"{value:.0%}"
             elif isinstance(value, bool):
                 shown[header(str(column))] = "yes" if value else "no"
             else:

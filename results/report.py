@@ -176,7 +176,8 @@ def _presented(raw: dict[str, pd.DataFrame], correction: str, stage: str) -> dic
         "architecture of the study)",
         "interactions": "Two-way interactions the runs can estimate, each tested against the main-effects model (F; "
         "Holm over those tested)",
-        "predicted_best": "The configurations the effects model predicts best (run or not): to confirm on fresh seeds",
+        "predicted_best": "The configurations the effects model predicts best (run or not), with intervals that hold "
+        "after the choice (max-t over every prediction) and how often each is best: to confirm on fresh seeds",
     }
     shown = {
         "verdicts": present.verdicts(raw["verdicts"], correction, stage)

@@ -3,9 +3,11 @@ by the effects model, its seeds, its planned power, its record on the exploratio
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,7 +80,8 @@ def confirm(
         fail(f"--name: {study} is the exploration itself; name its confirmation otherwise (default {study}-confirm)")
     confirm_storage = storage or default_storage(confirm_name)
     exploration_storage = storage or default_storage(study)
-    confirmation = _choose(
+    choose = functools.partial(
+        _confirmation,
         study,
         exploration_storage,
         confirm_name,
@@ -91,6 +94,7 @@ def confirm(
         allow_test_overlap=allow_test_overlap,
         select=select,
     )
+    confirmation = _choose(study, exploration_storage, dry_run, choose)
     flags = RunFlags(
         storage=confirm_storage,
         executor=executor.value,
@@ -118,38 +122,15 @@ SEEDS_WAIT = 120.0  # seconds a confirmation waits for another one choosing its 
 
 
 def _choose(
-    study: str,
-    exploration_storage: str,
-    confirm_name: str,
-    confirm_storage: str,
-    top: int,
-    per: str,
-    seeds: int,
-    correction: str,
-    dry_run: bool,
-    *,
-    allow_test_overlap: bool,
-    select: str,
+    study: str, exploration_storage: str, dry_run: bool, choose: Callable[[], tuple[GridSpec, bool]]
 ) -> GridSpec:
-    """The confirmation's space (`_confirmation`), its seeds chosen and recorded on the exploration under the
-    exploration's `seeds` lock before the first trial: two confirmations started together take different seeds, and
-    a killed one's seeds stay spent. A dry run only looks."""
+    """The confirmation's space (`choose`: `_confirmation`), its seeds chosen and recorded on the exploration under
+    the exploration's `seeds` lock before the first trial: two confirmations started together take different seeds,
+    and a killed one's seeds stay spent. A dry run only looks."""
     try:
         seeds_lock = nullcontext() if dry_run else DriverLock(exploration_storage, study, "seeds", wait=SEEDS_WAIT)
         with seeds_lock:
-            confirmation, chosen_now = _confirmation(
-                study,
-                exploration_storage,
-                confirm_name,
-                confirm_storage,
-                top,
-                per,
-                seeds,
-                correction,
-                dry_run,
-                allow_test_overlap=allow_test_overlap,
-                select=select,
-            )
+            confirmation, chosen_now = choose()
             if chosen_now and not dry_run:
                 _record_confirmation(study, exploration_storage, confirmation)
     except ProxySearchError as exc:

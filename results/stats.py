@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,13 +154,7 @@ def claim_effect_for_power(n: int, level: float, parts: int) -> float:
         t = diffs.mean(axis=2) / (diffs.std(axis=2, ddof=1) / math.sqrt(n))
         return float((t > critical).all(axis=1).mean())
 
-    low, high = 0.0, 1.0
-    while power_at(high) < POWER:
-        low, high = high, high * 2
-    for _ in range(30):
-        middle = (low + high) / 2
-        low, high = (middle, high) if power_at(middle) < POWER else (low, middle)
-    return high
+    return _solve_increasing(power_at, POWER)
 
 
 def effect_for_power(n: int, level: float, power: float = POWER) -> float:
@@ -173,12 +168,17 @@ def effect_for_power(n: int, level: float, power: float = POWER) -> float:
         value = float(TTestPower().power(effect_size=effect, nobs=n, alpha=level))
         return value if math.isfinite(value) else _t_test_power(effect, n, level)
 
+    return _solve_increasing(power_at, power)
+
+
+def _solve_increasing(f: Callable[[float], float], target: float) -> float:
+    """The smallest x ≥ 0 with f(x) ≥ `target`, f increasing: doubling, then bisection to a relative 1e-10."""
     low, high = 0.0, 1.0
-    while power_at(high) < power:
+    while f(high) < target:
         low, high = high, high * 2
     for _ in range(100):
         middle = (low + high) / 2
-        low, high = (middle, high) if power_at(middle) < power else (low, middle)
+        low, high = (middle, high) if f(middle) < target else (low, middle)
         if high - low < 1e-10 * high:
             break
     return high

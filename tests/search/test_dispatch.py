@@ -7,6 +7,17 @@ from search.worker import Job, Settings
 from trainer.config import TrialConfig
 
 
+def a_failing_job(executor: LocalExecutor):
+    """Submit a job whose model does not exist (it fails at once, wherever it runs) and return its completion."""
+    config = TrialConfig.from_dict({"dataset": {"kind": "digits"}, "architecture": "no_such_model"})
+    executor.submit(Job("trial", "trial 0", config, "trials/0-x"))
+    deadline, done = time.monotonic() + 120, []
+    while not done and time.monotonic() < deadline:
+        done = executor.wait(timeout=1)
+    (completion,) = done
+    return completion
+
+
 def test_the_local_worker_started_with_the_run_serves_its_first_job(tmp_path):
     """`start` spawns the worker while the driver still prepares (its imports then overlap the driver's); the
     first job goes to that very process."""
@@ -15,12 +26,7 @@ def test_the_local_worker_started_with_the_run_serves_its_first_job(tmp_path):
         executor.start()
         worker = executor.worker
         assert worker is not None and worker.poll() is None  # running, no job given yet
-        config = TrialConfig.from_dict({"dataset": {"kind": "digits"}, "architecture": "no_such_model"})
-        executor.submit(Job("trial", "trial 0", config, "trials/0-x"))
-        deadline, done = time.monotonic() + 120, []
-        while not done and time.monotonic() < deadline:
-            done = executor.wait(timeout=1)
-        (completion,) = done
+        completion = a_failing_job(executor)
         assert completion.outcome is None and "no_such_model" in str(completion.reason)  # the job ran there
         assert executor.worker is worker and worker.poll() is None  # and the warm process stays for the next
     finally:
@@ -38,13 +44,7 @@ def test_the_local_worker_never_imports_a_search_folder_of_the_working_directory
     monkeypatch.chdir(planted.parent)
     executor = LocalExecutor(Settings(str(tmp_path / "store"), None), tmp_path / "logs")
     try:
-        config = TrialConfig.from_dict({"dataset": {"kind": "digits"}, "architecture": "no_such_model"})
-        executor.submit(Job("trial", "trial 0", config, "trials/0-x"))
-        deadline, done = time.monotonic() + 120, []
-        while not done and time.monotonic() < deadline:
-            done = executor.wait(timeout=1)
-        (completion,) = done
-        assert "no_such_model" in str(completion.reason)  # the installed worker ran the job
+        assert "no_such_model" in str(a_failing_job(executor).reason)  # the installed worker ran the job
     finally:
         executor.close()
     assert not marker.exists()

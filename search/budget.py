@@ -95,12 +95,7 @@ def plan_design(
     seeds = range(first, first + spec.data["repeats"])
     naive = cost_of(whole, points, False, trials, resources)
     full = cost_of(whole, points, share, trials, resources)
-    lines: list[str] = []
-    if recorded and "seed" in asked and asked["seed"] != seed:
-        lines.append(
-            f"design.seed {asked['seed']} not used: the study's design was drawn with seed {seed} and is kept (a new "
-            "seed is a new design: run it as a new study, --study NAME)"
-        )
+    lines = _unchanged_by(recorded, asked, seed)
     if recorded and text == recorded.get("budget"):
         text = None  # the same command again: the design chosen when this budget was given, never re-priced
     if text is None:  # a recorded design, run again without a new budget: kept as it is
@@ -154,6 +149,16 @@ def plan_design(
     run = cost_of(whole, designed_spec.points, share, trials, resources)
     lines += describe(designed_spec, points, configs, run, naive, full, spread)
     return DesignPlan(designed_spec, lines)
+
+
+def _unchanged_by(recorded: dict | None, asked: dict, seed: int) -> list[str]:
+    """What a space's `design:` asks that a recorded design does not take: another seed (said, not obeyed)."""
+    if recorded and "seed" in asked and asked["seed"] != seed:
+        return [
+            f"design.seed {asked['seed']} not used: the study's design was drawn with seed {seed} and is kept (a new "
+            "seed is a new design: run it as a new study, --study NAME)"
+        ]
+    return []
 
 
 def _what_changed(

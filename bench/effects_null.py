@@ -3,7 +3,7 @@
 
 A study is 15 families (5 architectures × 3 datasets), each one designed block's worth of configurations on one seed:
 4 thresholds × 3 weights × 3 CAM methods × 2 schedules (72), every gain over its schedule's budget-matched baseline
-(one trial per seed each, as noisy as a proxy trial), no true effect anywhere. `results.effects` names an axis under
+(one trial per seed each, as noisy as a proxy trial), no true effect anywhere. `analysis.effects` names an axis under
 Holm over every axis of the study (`name_study_wide`); the figure beside it is what Holm within each family alone
 named (what the report did before). Also each family's `proxy_steps` level intervals' coverage.
 
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from common import emit
 
-from results import stats
-from results.effects import analyse_family, name_study_wide
+from analysis import stats
+from analysis.effects import analyse_family, name_study_wide
 
 LEVELS = {
     "threshold": [0.2, 0.4, 0.6, 0.8],

@@ -26,7 +26,7 @@ import pandas as pd
 from common import emit
 from optuna.trial import TrialState
 
-from results import stats
+from analysis import stats
 from results.claims import CLAIM, claims
 from results.tables import _correct
 from search.confirm import select

@@ -140,7 +140,7 @@ def _choose(
 
 def _check_flags(top: int, seeds: int, correction: str, select: str, per: str) -> None:
     """The flags that need no study, each refused in one line."""
-    from results.stats import CORRECTIONS
+    from analysis.stats import CORRECTIONS
 
     for flag, value, low in (("--top", top, 1), ("--seeds", seeds, 3)):
         if value < low:
@@ -282,7 +282,7 @@ def _warn_if_unfinished(study: str, spec: GridSpec, trials: list) -> None:
 def _model_selection(exploration: optuna.Study, trials: list, top: int) -> dict[tuple, list[dict]]:
     """The configurations the exploration's effects model predicts best (`results.effects.model_selection`)."""
     from results.effects import model_selection
-    from results.load import load_study_data
+    from search.trialtable import load_study_data
 
     selected = model_selection(load_study_data(exploration, trials), top)
     if not any(selected.values()):
@@ -298,7 +298,7 @@ def _print_selection(
     all, with the range the spread may have, estimated from the exploration's few seeds."""
     from scipy import stats
 
-    from results.stats import claim_mde
+    from analysis.stats import claim_mde
 
     family = sum(len(chosen) for chosen in selected.values())
     df = max(int(spec.data["repeats"]) - 1, 1)  # the spread of each configuration is read from this many

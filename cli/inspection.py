@@ -83,8 +83,8 @@ def export(
     out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)"),
 ) -> None:
     """Write one CSV row per trial: number, state, attempt, every axis's setting, params, metrics, times, failure."""
-    from results.load import export_rows
     from search.status import load_study, load_trials, write_csv
+    from search.trialtable import export_rows
 
     study, storage = _one_study(study, storage)
     try:
@@ -105,8 +105,8 @@ def report(
     to_dashboard: bool = typer.Option(False, help="also save the figures to optuna-dashboard"),
 ) -> None:
     """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
+    from analysis.stats import CORRECTIONS
     from results.report import build_report
-    from results.stats import CORRECTIONS
     from search.status import load_study, load_trials
 
     if correction not in CORRECTIONS:

@@ -70,7 +70,7 @@ def _spread(study: optuna.Study, trials: list) -> tuple[float, str] | None:
     import statistics
 
     from results.effects import study_effects
-    from results.load import load_study_data
+    from search.trialtable import load_study_data
 
     if not any(t.state.name == "COMPLETE" for t in trials):
         return None

@@ -17,7 +17,7 @@ import math
 
 import pandas as pd
 
-from results import stats
+from analysis import stats
 from trainer.config import MATCHED_CONTROLS
 
 CLAIM = "better than its baseline and both matched controls"

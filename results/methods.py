@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from results.load import StudyData
+from search.trialtable import StudyData
 
 KIND_WORDS = {"proxy": "proxy", "baseline": "baseline", "control": "control"}
 

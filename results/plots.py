@@ -1,4 +1,4 @@
-"""plotly figures of a study: pure functions from the tables of `results.load` to `go.Figure`s.
+"""plotly figures of a study: pure functions from the tables of `search.trialtable` to `go.Figure`s.
 
 Every figure uses the same look: a white, print-friendly template, human axis titles, one fixed colour per kind of
 configuration (baseline, control, proxy attention), per CAM method and per architecture, numeric axes in numeric
@@ -13,9 +13,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
-from results.load import StudyData
 from results.present import header
 from results.tables import axis_trials, memory_metric
+from search.trialtable import StudyData
 from trainer.config import PROXY_METHODS
 
 TEMPLATE = "plotly_white"

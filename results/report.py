@@ -23,10 +23,10 @@ from plotly.offline import get_plotlyjs
 from results import plots, present, tables
 from results.claims import CLAIM, claim_sentences, claims
 from results.effects import effect_sentences, effects_tables, study_effects
-from results.load import StudyData, flatten, folder_of, load_curves, load_study_data
 from results.methods import methods_text
 from search.progress import chance_warnings
 from search.tally import foreign_note
+from search.trialtable import StudyData, flatten, folder_of, load_curves, load_study_data
 from trainer.files import atomic_write_bytes
 
 STYLE = (

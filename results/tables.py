@@ -7,7 +7,7 @@ every baseline (no proxies) that shares its dataset, architecture, augmentation 
 control (`randomcam`: the same steps with random maps; `duplicate`: the same wrong images, unmasked) that shares all
 its settings the control has. A family is every comparison of one kind of reference within one (dataset,
 architecture): the claims a thesis makes there ("on CIFAR-100 with ResNet-18, these configurations beat the
-baseline"). See `results.stats` for the tests, the corrections and the verdict.
+baseline"). See `analysis.stats` for the tests, the corrections and the verdict.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import math
 
 import pandas as pd
 
-from results import stats
-from results.load import PROXY_METRICS, StudyData
+from analysis import stats
+from analysis.gains import is_missing, matches
+from search.trialtable import PROXY_METRICS, StudyData
 from trainer.prefix import CAM_AXES
 
 BUDGET_TOLERANCE = 0.05  # paired budgets further apart than this are flagged
@@ -89,27 +90,6 @@ def dataset_architecture_table(data: StudyData) -> pd.DataFrame:
     return table.rename(columns={"setting_dataset": "dataset", "setting_architecture": "architecture"})
 
 
-def matches(reference: pd.Series, config: pd.Series, axes: list[str]) -> bool:
-    """Whether `reference` (a baseline or control configuration) is the one to compare `config` with. A matched
-    control (`control:` random_location, matched_duplicate) must share every setting, its CAM method included."""
-    matched = not _missing(reference.get("setting_control")) and reference.get("setting_control") != "none"
-    for axis in axes:
-        mine, theirs = config[f"setting_{axis}"], reference[f"setting_{axis}"]
-        if axis == "control" or (axis == "cam_method" and not matched):
-            continue
-        if reference["kind"] == "baseline" and (axis in CAM_AXES or axis == "proxy_steps"):
-            continue
-        if _missing(theirs):  # a setting the reference does not have (a control without a mask)
-            continue
-        if mine != theirs:
-            return False
-    return True
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def paired_comparisons(
     data: StudyData, metric: str = "test_accuracy", correction: str = "holm", alpha: float = stats.ALPHA
 ) -> pd.DataFrame:
@@ -166,7 +146,7 @@ def _reference_kind(row: pd.Series) -> str:
     if row["kind"] == "baseline":
         return "baseline"
     control = row.get("setting_control")
-    return f"control ({control if not _missing(control) and control != 'none' else row['setting_cam_method']})"
+    return f"control ({control if not is_missing(control) and control != 'none' else row['setting_cam_method']})"
 
 
 def _budget_note(row) -> str:

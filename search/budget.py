@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
+from analysis.coding import expected_halfwidth
 from search.design import (
     Budget,
     DesignError,
     block_size,
     configurations,
     design_factors,
-    expected_halfwidth,
     extend_design,
     parse_budget,
 )

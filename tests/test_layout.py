@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Each package may import those below it, never those above: the command line drives searches and reports, a
 # search drives trials, a report reads what searches stored.
-LAYERS = {"trainer": 0, "search": 1, "results": 2, "cli": 3}
+LAYERS = {"trainer": 0, "analysis": 1, "search": 2, "results": 3, "cli": 4}
 MAX_FUNCTION_LINES = 80
 
 

@@ -71,9 +71,9 @@ def test_the_summary_says_what_kind_the_best_is_and_how_to_type_the_report(monke
 def test_a_by_control_table_holds_the_controls(tmp_path):
     """Item 4: a confirmation's `tables/by_control.csv` had two rows, both `control=none`: a CAM axis was read among
     proxy trials only, and a matched control is a trial of kind control."""
-    from results.load import load_study_data
     from results.tables import axis_tables
     from search.study import GridStudy
+    from search.trialtable import load_study_data
     from tests.results.test_tables import fill, metrics
     from tests.search.helpers import spec
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results import stats
+from analysis import stats
 from results.claims import CLAIM, claim_sentences, claims, one_sided
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

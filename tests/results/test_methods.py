@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from results.load import load_study_data
 from results.methods import methods_text
 from search.budget import plan_design
 from search.status import load_study, load_trials
 from search.study import GridStudy
+from search.trialtable import load_study_data
 from tests.search.helpers import finished_study, spec
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.2, 0.5, 0.8], "multiply_weight": [0.2, 0.8]}

@@ -12,9 +12,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from results import present, stats
-from results.load import load_study_data
 from results.tables import axis_tables, best_configurations, family_summary, paired_comparisons, proxy_statistics
 from search.study import GridStudy
+from search.trialtable import load_study_data
 from tests.search.helpers import fixed_without, spec
 
 BASELINE = [0.80, 0.82, 0.78, 0.81]

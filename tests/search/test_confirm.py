@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from optuna.trial import TrialState
 
-from results.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
+from analysis.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
 from search.halving import Halving, decide, decide_configurations
 from tests.search.helpers import search_cli, trials, write_space
 from tests.tiny import TINY_FIXED

@@ -9,11 +9,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cli import app
-from results.load import trial_rows
 from search.driver import run_study
 from search.options import RunFlags, resolve
 from search.status import load_study, load_trials, study_status
 from search.tally import trial_folder
+from search.trialtable import trial_rows
 from tests.search.helpers import spec
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`

@@ -18,9 +18,9 @@ import psutil
 import pytest
 from optuna.trial import TrialState
 
-from results.load import load_curves, load_study_data
 from search.status import load_study, load_trials
 from search.store import ArtifactStore
+from search.trialtable import load_curves, load_study_data
 from tests.search.helpers import assert_each_point_complete_once, free_port, trials, write_space
 from tests.tiny import tiny_fixed
 

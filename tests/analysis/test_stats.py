@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.power import TTestPower
 
-from results.stats import minimum_detectable_effect
+from analysis.stats import minimum_detectable_effect
 
 
 @pytest.mark.parametrize("seeds", [3, 4, 5, 10, 20])
@@ -47,8 +47,8 @@ def test_the_claims_planned_power_is_the_power_it_has(n):
     tests sharing the configuration's trials (power 0.745–0.769 at the printed MDE). At `claim_mde`, claims made
     with the claims' own tests (one-sided paired t per part, the largest p, Holm's first step over 25) succeed 80 %
     of the time, within 2 pp, in simulated studies independent of the planner's."""
+    from analysis.stats import claim_mde, paired
     from results.claims import one_sided
-    from results.stats import claim_mde, paired
 
     family, sd = 25, 1.0
     effect = claim_mde(sd, n, family, "holm")

@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.coding import factor_table, model_formula
-from analysis.gains import changes_reference, reference_cov
+from analysis.gains import FAMILY, changes_reference, reference_cov
 
 
 @dataclass
@@ -221,3 +221,56 @@ def name_study_wide(families: dict[tuple, FamilyEffects], alpha: float = stats.A
     for family in fitted:
         family.axes["p_holm"] = [next(adjusted) for _ in range(len(family.axes))]
         family.axes["named"] = family.axes["p_holm"] < alpha
+
+
+def fit_families(
+    gains: pd.DataFrame, factors: list[str], candidates: list[dict[str, Any]], top: int = 3, interactions: bool = True
+) -> dict[tuple, FamilyEffects]:
+    """`analyse_family` for every (dataset, architecture) of `gains` (`analysis.gains.paired_gains`), named
+    study-wide (`name_study_wide`)."""
+    out: dict[tuple, FamilyEffects] = {}
+    if not len(gains):
+        return out
+    for family, group in gains.groupby(list(FAMILY), sort=True):
+        out[family] = analyse_family(group.reset_index(drop=True), factors, candidates, top, interactions=interactions)
+    name_study_wide(out)
+    return out
+
+
+def widest_halfwidth(families: dict[tuple, FamilyEffects]) -> float:
+    """The widest 95% half-width (pp) of any level's main effect in any fitted family: what `--precision` asks to
+    bring under its bound (infinite while a family cannot be fitted)."""
+    widths = [
+        float(((f.levels["high_pp"] - f.levels["low_pp"]) / 2).max()) if len(f.levels) else math.inf
+        for f in families.values()
+    ]
+    return max(widths, default=math.inf)
+
+
+def open_levels(families: dict[tuple, FamilyEffects], factors: dict[str, list]) -> dict[str, list]:
+    """The levels of each design factor that a further block should still explore: every level, except one that
+    every fitted family rules out — its axis named (study-wide), no named interaction involving it, and the level's
+    interval wholly below the best level's (their 95% intervals apart: a difference at p < 0.006). A design is the
+    same in every family, so a level stays while any family could still want it; a setting nested in another
+    (`clear_every_step` under one step) is never narrowed."""
+    fitted = [f for f in families.values() if not f.note and len(f.levels)]
+    out = {}
+    for name, levels in factors.items():
+        ruled = [_ruled_out(f, name) for f in fitted]
+        dropped = set.intersection(*ruled) if ruled else set()
+        kept = [level for level in levels if str(level) not in dropped]
+        out[name] = kept or list(levels)
+    return out
+
+
+def _ruled_out(family: FamilyEffects, factor: str) -> set[str]:
+    """The levels (as text) of `factor` that `family`'s fit puts clearly below its best level."""
+    named = family.axes[family.axes["factor"] == factor]
+    if not len(named) or not bool(named["named"].iloc[0]):
+        return set()
+    pairs = family.interactions
+    if len(pairs) and bool(pairs[(pairs["a"] == factor) | (pairs["b"] == factor)]["named"].astype(bool).any()):
+        return set()
+    levels = family.levels[family.levels["factor"] == factor]
+    best_low = float(levels["low_pp"].max())
+    return {str(row.level) for row in levels.itertuples() if row.high_pp < best_low}

@@ -34,7 +34,9 @@ def resolved_options(
         fail(str(exc))
 
 
-def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> GridSpec:
+def with_design(
+    spec: GridSpec, budget: str | None, options: RunOptions, precision: float | None = None, adapt: bool = False
+) -> GridSpec:
     """`spec` with the design `budget` buys (or its space's `design:` asks, or its study recorded), said in a few
     lines; unchanged when there is none (`search.budget.plan_design`). A run without any reads only the study's
     stored space here (the driver reads the rest)."""
@@ -51,14 +53,16 @@ def with_design(spec: GridSpec, budget: str | None, options: RunOptions) -> Grid
     with contextlib.suppress(StudyError):  # a new study has no design
         study = load_study(spec.name, options.storage)
     recorded = ((study.user_attrs.get("space") or {}).get("design") if study is not None else None) or None
-    if budget is None and not spec.data.get("design") and not recorded:
+    if budget is None and precision is None and not adapt and not spec.data.get("design") and not recorded:
         return spec
     trials = load_trials(spec.name, options.storage) if study is not None else []
     try:
         spread = _spread(study, trials) if study is not None else None
-        planned = plan_design(spec, budget, recorded, trials, options.share, options.resources, spread)
+        planned = plan_design(
+            spec, budget, recorded, trials, options.share, options.resources, spread, precision, adapt
+        )
     except ProxySearchError as exc:
-        fail(f"--budget: {exc}" if budget is not None else str(exc))
+        fail(f"--budget: {exc}" if budget is not None and not str(exc).startswith("--") else str(exc))
     for line in planned.lines:
         print(line)
     return planned.spec
@@ -99,7 +103,15 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
         print_plan(spec, options, problems)
         return
     try:
-        code = run_study(spec, options, console)
+        if (spec.data.get("design") or {}).get("adapt"):  # a design that learns: block by block (search.adaptive)
+            from search.adaptive import run_learning
+            from search.status import load_trials
+
+            code = run_learning(
+                spec, lambda s: run_study(s, options, console), lambda: load_trials(spec.name, options.storage)
+            )
+        else:
+            code = run_study(spec, options, console)
     except ProxySearchError as exc:
         fail(str(exc))
     raise typer.Exit(code)

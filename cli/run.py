@@ -23,11 +23,21 @@ from cli.app import (
     fail,
 )
 from cli.launch import launch, resolved_options, with_design
-from search.design import DesignError, parse_budget
+from search.design import DesignError, parse_budget, parse_precision
 from search.options import RunFlags
 from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
 from search.storage import default_storage
 from trainer.errors import ProxySearchError
+
+
+def _checked_precision(text: str | None) -> float | None:
+    """A malformed --precision is refused before the space is read."""
+    if text is None:
+        return None
+    try:
+        return parse_precision(text)
+    except DesignError as exc:
+        fail(f"--precision: {exc}")
 
 
 def _checked_budget(text: str | None) -> str | None:
@@ -65,6 +75,15 @@ def run(
         help="run a designed fraction: 5% of the grid's cost, 1200 device-hours, or 120configs per family",
         callback=_checked_budget,
     ),
+    precision: str | None = typer.Option(
+        None,
+        help="a design that learns until every main effect's 95%% half-width is within this (0.5pp), at most --budget",
+    ),
+    adapt: bool = typer.Option(
+        False,
+        "--adapt",
+        help="a design that learns: each block after the first aimed at what the ones before left open",
+    ),
 ) -> None:
     """Create or resume the study of SPACE and run every point that is not finished (with --budget or a
     `design:` block: a balanced fraction of its proxy configurations, block by block)."""
@@ -97,7 +116,7 @@ def run(
         accept_data_change=accept_data_change,
     )
     options = resolved_options(spec, flags)
-    launch(with_design(spec, budget, options), options, dry_run)
+    launch(with_design(spec, budget, options, _checked_precision(precision), adapt), options, dry_run)
 
 
 def _refuse_a_study_elsewhere(space: Path, name: str) -> None:

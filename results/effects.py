@@ -10,28 +10,16 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.effects import FamilyEffects, analyse_family, name_study_wide
-from analysis.gains import FAMILY, paired_gains
-from search.design import configurations, design_factors
+from analysis.effects import FamilyEffects
+from search.adaptive import study_fit
 from search.grid import GridSpec
 from search.trialtable import StudyData
 
 
 def study_effects(data: StudyData, top: int = 3, interactions: bool = True) -> dict[tuple, FamilyEffects]:
-    """`analyse_family` for every (dataset, architecture) of a study, over the design's factors (or the grid's
-    when it ran whole), the predicted best chosen among every configuration of the grid."""
-    whole = GridSpec(data.spec.name, {k: v for k, v in data.spec.data.items() if k != "design"})
-    configs = configurations(whole.points)
-    factors = [f.name for f in design_factors(configs)]
-    gains = paired_gains(data.complete, data.axes, data.spec.objective[1] == "maximize")
-    out: dict[tuple, FamilyEffects] = {}
-    if not len(gains):
-        return out
-    for family, group in gains.groupby(list(FAMILY), sort=True):
-        rows = group.reset_index(drop=True)
-        out[family] = analyse_family(rows, factors, list(configs.values()), top, interactions=interactions)
-    name_study_wide(out)
-    return out
+    """The effects model of every (dataset, architecture) of a study (`search.adaptive.study_fit`): over the
+    design's factors (or the grid's when it ran whole), the predicted best chosen among every configuration."""
+    return study_fit(data.spec, data.complete, top, interactions)
 
 
 def effects_tables(effects: dict[tuple, FamilyEffects]) -> dict[str, pd.DataFrame]:

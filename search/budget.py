@@ -22,6 +22,7 @@ from search.design import (
     design_factors,
     extend_design,
     parse_budget,
+    parse_precision,
 )
 from search.grid import GridSpec, Point, designed
 from search.plan import build_plan
@@ -79,12 +80,21 @@ def plan_design(
     share: bool,
     resources: dict[str, float],
     spread: tuple[float, str] | None = None,
+    precision: float | None = None,
+    adapt: bool = False,
 ) -> DesignPlan:
     """The design `budget_text` (else the space's `design.budget`) buys for `spec`, on top of the design the study
     `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none.
-    `spread`: the paired gain's spread measured so far (pp) and where it comes from, for the expected precision."""
+    `spread`: the paired gain's spread measured so far (pp) and where it comes from, for the expected precision.
+    `adapt` (or a `precision`, pp): a design that learns — its first block recorded now, each further one chosen
+    when the one before is done (`search.adaptive`), up to the blocks the budget buys or until every main effect's
+    half-width is within `precision`."""
     asked = dict(spec.data.get("design") or {})
     text = budget_text if budget_text is not None else asked.get("budget")
+    precision = precision if precision is not None else _precision_of(asked)
+    adapt = adapt or bool(asked.get("adapt")) or precision is not None
+    if text is None and precision is not None and not recorded:
+        text = "100%"  # a precision alone: blocks until it is reached, at most the whole grid's
     if text is None and not recorded:
         return DesignPlan(spec, [])
     whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
@@ -99,7 +109,7 @@ def plan_design(
     if recorded and text == recorded.get("budget"):
         text = None  # the same command again: the design chosen when this budget was given, never re-priced
     if text is None:  # a recorded design, run again without a new budget: kept as it is
-        design = dict(recorded or {})
+        design = blind = dict(recorded or {})
         lines.append(f"design: the study's {len(design['blocks'])} blocks (budget {design.get('budget')}) kept")
     else:
         budget = parse_budget(text)
@@ -122,7 +132,11 @@ def plan_design(
         for blocks in range(1, available + 1):
             trial_design = extend_design(configs, fixed, design, blocks, seed, seeds)
             chosen = sum(len(b["configs"]) for b in trial_design["blocks"])
-            if cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target:
+            unbounded = budget.unit == "fraction" and budget.amount >= 1  # no design costs more than its grid
+            if (
+                not unbounded
+                and cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target
+            ):
                 break
             design, fitted = trial_design, blocks
             if budget.unit == "configs" and chosen >= budget.amount:
@@ -132,7 +146,7 @@ def plan_design(
             if budget.unit == "configs"
             else full.measure(by_epochs) <= target
         )  # every configuration on every seed: the grid itself
-        if whole_fits:
+        if whole_fits and not adapt:
             return DesignPlan(whole, [f"budget {text}: the whole grid fits ({_said(full, naive)}): running it whole"])
         if fitted is None and not recorded_blocks:
             one_block = designed(points, extend_design(configs, fixed, None, 1, seed, seeds))
@@ -145,10 +159,42 @@ def plan_design(
             raise DesignError(f"budget {text}: no configuration of the grid could be chosen")
         lines += _what_changed(recorded, design, configs, text, budget, fitted)
         design["budget"] = text
+        blind = design
+        if adapt:
+            sd = (spread or (ASSUMED_SPREAD_PP, ""))[0]
+            design = learning(design, len((recorded or {}).get("blocks", [])), precision, sd, configs)
     designed_spec = GridSpec(spec.name, {**whole.data, "design": design})
-    run = cost_of(whole, designed_spec.points, share, trials, resources)
-    lines += describe(designed_spec, points, configs, run, naive, full, spread)
+    run = cost_of(whole, designed(points, blind), share, trials, resources)  # a design that learns: at most this
+    lines += describe(designed_spec, points, configs, run, naive, full, spread, blind)
     return DesignPlan(designed_spec, lines)
+
+
+def _precision_of(asked: dict) -> float | None:
+    return parse_precision(asked["precision"]) if "precision" in asked else None
+
+
+def learning(design: dict, recorded_blocks: int, precision: float | None, sd: float, configs: dict) -> dict:
+    """The record of a design that learns, from the blind `design` a budget buys: the blocks decided so far (the
+    recorded ones, else the first), `planned` (the blocks the budget buys: the most it will run) and the
+    `precision` it stops at. A precision the budget cannot buy even at the `sd` assumed is refused, with what it
+    would take."""
+    planned = len(design["blocks"])
+    if precision is not None:
+        widths = halfwidths_by_blocks(design, configs, sd)
+        if min(widths) > precision:
+            raise DesignError(
+                f"--precision {precision:g}pp: the budget ({design['budget']}, {planned} blocks) buys "
+                f"±{min(widths):.2f} pp at a paired-gain spread of {sd:.2g} pp; ask a coarser precision or a larger "
+                "budget"
+            )
+    kept = design["blocks"][: max(recorded_blocks, 1)]
+    return {
+        **design,
+        "blocks": kept,
+        "planned": planned,
+        "adapt": True,
+        **({"precision": precision} if precision else {}),
+    }
 
 
 def _unchanged_by(recorded: dict | None, asked: dict, seed: int) -> list[str]:
@@ -214,10 +260,13 @@ def describe(
     naive: Cost,
     full: Cost,
     spread: tuple[float, str] | None = None,
+    blind: dict | None = None,
 ) -> list[str]:
     """The design in words: its blocks and seeds, what it runs of the grid, its price beside the grid's, and the
-    precision of its main effects at the `spread` measured so far (else an assumed one)."""
-    design = spec.data["design"]
+    precision of its main effects at the `spread` measured so far (else an assumed one). A design that learns is
+    described by the `blind` one its budget buys (the most it runs), then how it learns."""
+    recorded = spec.data["design"]
+    design = blind or recorded
     chosen = [key for b in design["blocks"] for key in b["configs"]]
     seeds = sorted({b["seed"] for b in design["blocks"]})
     controls = sum(p.kind == "control" for p in points)
@@ -232,13 +281,15 @@ def describe(
         f"{design['size']} configurations: {len(chosen):,} of the {len(configs):,} proxy configurations per "
         f"dataset × architecture, block by block on seeds {', '.join(str(b['seed']) for b in design['blocks'])}, with "
         "the baselines on those "
-        f"seeds: {len(spec.points):,} of the grid's {len(points):,} points",
+        f"seeds: {len(designed(points, design)):,} of the grid's {len(points):,} points",
         f"  price: the whole grid {format_hours(naive.hours)} {run.unit} from scratch, {format_hours(full.hours)} with "
         "shared stems; "
         f"this design {_said(run, naive)}",
         f"  expected precision: each main effect's 95% interval ±{width:.2f} pp at a paired-gain spread of "
         f"{sd:.2g} pp ({basis})",
     ]
+    if recorded.get("adapt"):
+        lines += _learning_lines(recorded, design, configs, sd)
     families = len({(p.params.get("dataset"), p.params.get("architecture")) for p in spec.points})
     baselines = sum(p.kind == "baseline" for p in spec.points) / max(len(seeds) * families, 1)
     confirm = families * CONFIRM_SEEDS * (CONFIRM_TOP * 3 + baselines)  # each with its two matched controls
@@ -257,5 +308,31 @@ def describe(
         lines.append(
             f"  {controls:,} unmatched control points left out: `search confirm` runs controls matched to each "
             "configuration it confirms"
+        )
+    return lines
+
+
+def halfwidths_by_blocks(design: dict, configs: dict[str, dict], sd: float) -> list[float]:
+    """The widest main-effect half-width (pp) after each of `design`'s blocks, at a paired-gain spread `sd`."""
+    return [
+        expected_halfwidth({**design, "blocks": design["blocks"][:b]}, configs, sd)
+        for b in range(1, len(design["blocks"]) + 1)
+    ]
+
+
+def _learning_lines(recorded: dict, blind: dict, configs: dict[str, dict], sd: float) -> list[str]:
+    """How a design that learns goes on: the blocks decided so far of the most it runs, and when it stops."""
+    decided, planned = len(recorded["blocks"]), recorded.get("planned", len(recorded["blocks"]))
+    lines = [
+        f"  learns: {decided} of at most {planned} blocks decided; each further block is chosen when the ones before "
+        "are complete, balanced over the levels their effects have not ruled out (search.adaptive), and recorded"
+    ]
+    precision = recorded.get("precision")
+    if precision is not None:
+        widths = halfwidths_by_blocks(blind, configs, sd)
+        expected = next((b for b, w in enumerate(widths, start=1) if w <= precision), planned)
+        lines.append(
+            f"  stops when every main effect's 95% half-width is within ±{precision:g} pp: expected after {expected} "
+            f"block{'s' if expected > 1 else ''} at a paired-gain spread of {sd:.2g} pp (at most {planned})"
         )
     return lines

@@ -76,6 +76,22 @@ def parse_budget(text: str) -> Budget:
     return Budget(amount, unit, str(text).strip())
 
 
+PRECISION = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)pp\Z")
+FINEST_PRECISION = 0.01  # pp: below a validation set's resolution (1 image in 10,000) and never bought by any budget
+
+
+def parse_precision(text: Any) -> float:
+    """`--precision`: the widest 95% half-width (pp) a designed study's main effects may keep, as `0.5pp`."""
+    match = PRECISION.match(str(text)) if isinstance(text, (str, int, float)) else None
+    amount = float(match["amount"]) if match else math.nan
+    if not match or not FINEST_PRECISION <= amount < 100:
+        raise DesignError(
+            f"expected a half-width in percentage points from {FINEST_PRECISION}pp to below 100pp, written like "
+            f"0.5pp (no space), got {text!r}"
+        )
+    return amount
+
+
 @dataclass(frozen=True)
 class Factor:
     """One axis of the design and its levels, in the space's order."""
@@ -256,10 +272,13 @@ def extend_design(
     blocks: int,
     seed: int,
     seeds: range,
+    focus: dict[str, list] | None = None,
 ) -> dict:
     """The design with at least `blocks` blocks: the recorded one (kept as it is) plus new blocks, each drawn
     from its own seeded generator (the design's seed and the block's number) and avoiding every configuration
-    already chosen. Block b runs on the space's seeds in turn (`seeds[b mod len(seeds)]`)."""
+    already chosen. Block b runs on the space's seeds in turn (`seeds[b mod len(seeds)]`). `focus`: the levels of
+    each factor new blocks explore (`analysis.effects.open_levels`): a block balanced over those alone, of the
+    size they need, recording the levels it left out; a factor left one level is a constant of that block."""
     factors = design_factors(configs)
     if not factors:
         raise DesignError(
@@ -272,18 +291,20 @@ def extend_design(
     done = list((recorded or {}).get("blocks", []))
     size = block_size(factors)  # new blocks over the grid's levels now (recorded ones are kept as they are)
     taken = {key for b in done for key in b["configs"]}
+    kept = {f.name: [v for v in f.levels if v in focus.get(f.name, f.levels)] for f in factors} if focus else {}
+    narrowed = {f.name: kept[f.name] for f in factors if focus and len(kept[f.name]) < len(f.levels)}
+    aimed = [Factor(name, tuple(levels)) for name, levels in kept.items() if len(levels) > 1]
+    fixed_here = {**constants, **{name: levels[0] for name, levels in kept.items() if len(levels) == 1}}
     while len(done) < blocks:
         entropy = int(hashlib.sha256(f"{seed}:{len(done)}".encode()).hexdigest()[:8], 16)
         rng = np.random.default_rng(entropy)
-        keys = [
-            k
-            for k in dict.fromkeys(balanced_block(factors, size, rng, set(known), taken, base, constants)[0])
-            if k in known
-        ]
-        keys = [k for k in keys if k not in taken]
+        over, at, where = (aimed, block_size(aimed), fixed_here) if narrowed and aimed else (factors, size, constants)
+        drawn = balanced_block(over, at, rng, set(known), taken, base, where)[0]
+        keys = [k for k in dict.fromkeys(drawn) if k in known and k not in taken]
         if not keys:
             break  # every configuration is chosen: the design is the grid
-        done.append({"seed": seeds[len(done) % len(seeds)], "configs": sorted(keys)})
+        block = {"seed": seeds[len(done) % len(seeds)], "configs": sorted(keys)}
+        done.append({**block, "focus": narrowed} if narrowed and aimed else block)
         taken.update(keys)
     return {
         "seed": seed,
@@ -294,12 +315,22 @@ def extend_design(
     }
 
 
+DESIGN_KEYS = {"budget", "seed", "adapt", "precision", "size", "factors", "blocks", "planned"}
+
+
 def design_problems(raw: Any) -> list[tuple[str, str]]:
     """What is wrong with a space's `design:` block, as (key, message) pairs: `{budget: 5%, seed: 0}` as a user
-    writes it, with `size`, `factors` and `blocks` as a study records it."""
-    if not isinstance(raw, dict) or set(raw) - {"budget", "seed", "size", "factors", "blocks"}:
-        return [("design", "expected {budget: 5% | 1200h | 120configs, seed: INTEGER}")]
+    writes it (`adapt`, `precision` too), with `size`, `factors`, `blocks` and `planned` as a study records it."""
+    if not isinstance(raw, dict) or set(raw) - DESIGN_KEYS:
+        return [("design", "expected {budget: 5% | 1200h | 120configs, seed: INTEGER, adapt: BOOL, precision: 0.5pp}")]
     problems = []
+    if "precision" in raw:
+        try:
+            parse_precision(raw["precision"])
+        except DesignError as exc:
+            problems.append(("design.precision", str(exc)))
+    if not isinstance(raw.get("adapt", False), bool):
+        problems.append(("design.adapt", f"expected true or false, got {raw['adapt']!r}"))
     if "budget" in raw:
         try:
             parse_budget(raw["budget"])
@@ -311,7 +342,7 @@ def design_problems(raw: Any) -> list[tuple[str, str]]:
     blocks = raw.get("blocks", [])
     if not isinstance(blocks, list) or any(
         not isinstance(b, dict)
-        or set(b) != {"seed", "configs"}
+        or set(b) - {"focus"} != {"seed", "configs"}
         or not isinstance(b["configs"], list)
         or not all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{16}", k) for k in b["configs"])
         or not isinstance(b["seed"], int)

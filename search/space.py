@@ -104,11 +104,12 @@ def load_space(
     except SpaceFileError as exc:
         raise SpaceError([str(exc)]) from None
     design = raw.get("design") if isinstance(raw, dict) else None
-    if isinstance(design, dict) and (recorded := sorted(set(design) - {"budget", "seed"})):
+    if isinstance(design, dict) and (recorded := sorted(set(design) - {"budget", "seed", "precision", "adapt"})):
         raise SpaceError(
             [
                 f"{path}: design.{recorded[0]}: the study's record of its design, written by `search run`, never by "
-                "hand; a space gives design: {budget: 5% | 1200h | 120configs, seed: INTEGER} only"
+                "hand; a space gives design: {budget: 5% | 1200h | 120configs, seed: INTEGER, adapt: BOOL, "
+                "precision: 0.5pp} only"
             ]
         )
     return parse_space(raw, path, study, check_roots, max_points)

@@ -135,6 +135,16 @@ def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData
     """The trial table of a study made by `search run` whose trials are `trials`; trials that are no try of a point
     of its grid (`search.tally.of_the_grid`: added by hand) are left out, their numbers kept in `foreign`."""
     spec = spec_of(study)
+    frame, legend, foreign = trial_table(spec, trials)
+    store = ArtifactStore(
+        study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir") or Path("runs") / study.study_name
+    )
+    return StudyData(study.study_name, spec, frame, legend, store, foreign)
+
+
+def trial_table(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
+    """`trials` of a study of `spec` as one row per trial (its settings under `setting_<axis>`, its configuration's
+    label), the legend of the labels, and the numbers of the trials that are no try of a point of its grid."""
     trials, foreign = of_the_grid(spec, trials)
     points = {p.grid_key: p for p in spec.points}
     frame = pd.DataFrame(trial_rows(trials))
@@ -149,10 +159,7 @@ def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData
         labels = dict(zip(legend["configuration"], legend["label"], strict=True)) if len(legend) else {}
         frame["config"] = [_config_text(points.get(k)) for k in keys]
         frame["label"] = [labels.get(c) for c in frame["config"]]
-    store = ArtifactStore(
-        study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir") or Path("runs") / study.study_name
-    )
-    return StudyData(study.study_name, spec, frame, legend, store, foreign)
+    return frame, legend, foreign
 
 
 def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:

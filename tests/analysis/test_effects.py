@@ -154,3 +154,29 @@ def test_the_predicted_best_interval_covers_the_selected_configurations_true_gai
         bias.append(best["predicted_pp"] - truth)
         assert 0 <= best["p_best"] <= 1
     assert np.mean(covered) >= 0.9, (np.mean(covered), np.mean(bias))
+
+
+def test_a_level_is_left_out_only_when_every_family_rules_it_out():
+    """`open_levels`: a named axis's levels clearly below its best are ruled out in a family; a design (shared by
+    every family) leaves a level out only when every family rules it out; an axis in a named interaction keeps all."""
+    from analysis.effects import fit_families, open_levels
+
+    rng = np.random.default_rng(3)
+    configs = candidates()
+    frames = []
+    for family, strong in (("a", True), ("b", False)):
+        frame = gains(configs, [0, 1], 0.3, rng)
+        if not strong:  # no threshold effect in family b: its levels stay open there
+            frame["gain"] = rng.normal(0, 0.3, len(frame))
+        frames.append(frame.assign(dataset="d", architecture=family))
+    both = pd.concat(frames, ignore_index=True)
+    levels = {name: list(values) for name, values in LEVELS.items()}
+    only_a = fit_families(both[both["architecture"] == "a"], list(LEVELS), configs, interactions=False)
+    assert open_levels(only_a, levels)["threshold"] == [0.8]  # 1.5 pp above the next, at σ = 0.3
+    assert open_levels(only_a, levels)["weight"] == levels["weight"]  # no effect: nothing ruled out
+    fitted = fit_families(both, list(LEVELS), configs, interactions=False)
+    assert open_levels(fitted, levels)["threshold"] == levels["threshold"]  # family b could still want any
+    crossed = fit_families(both[both["architecture"] == "a"], list(LEVELS), configs, interactions=False)
+    family = next(iter(crossed.values()))
+    family.interactions = pd.DataFrame([{"a": "threshold", "b": "weight", "named": True}])
+    assert open_levels(crossed, levels)["threshold"] == levels["threshold"]

@@ -24,6 +24,7 @@ from search.design import (
 )
 from search.grid import DEFAULTS, GridSpec, config_key
 from search.space import SpaceError, load_space, parse_space
+from search.status import load_study
 from tests.search.helpers import search_cli, space, trials, write_space
 from tests.tiny import TINY_FIXED
 
@@ -342,3 +343,74 @@ def test_a_hand_written_design_record_is_refused_in_one_line(tmp_path, design):
     done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2 and "the study's record of its design, written by `search run`" in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_design_that_learns_runs_block_by_block_and_stops_at_its_precision(tmp_path):
+    """Issue 45 evidence 4: `--precision` on the digits: the first block runs, the fit's widest half-width is
+    within the precision, the run stops there (the budget would buy two); `--adapt` alone grows block by block to
+    the budget's blocks, each recorded before it runs, and a rerun keeps them."""
+    grid = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9], "multiply_weight": [0.2, 0.8]}
+    path = write_space(
+        tmp_path / "s.yaml", study="s", grid=grid, fixed=TINY_FIXED, repeats=2, baselines=[{"proxy_steps": "2"}]
+    )
+    coarse = search_cli(
+        "run", str(path), "--budget", "20configs", "--precision", "90pp", "--executor", "local", cwd=tmp_path
+    )
+    assert coarse.returncode == 0, coarse.stdout + coarse.stderr
+    assert "learns: 1 of at most 2 blocks decided" in coarse.stdout
+    assert "precision ±90 pp reached after 1 blocks" in coarse.stdout, coarse.stdout
+    design = load_study("s", f"sqlite:///{tmp_path}/runs/s.db").user_attrs["space"]["design"]
+    assert len(design["blocks"]) == 1 and design["planned"] == 2 and design["precision"] == 90
+
+    path = write_space(
+        tmp_path / "t.yaml", study="t", grid=grid, fixed=TINY_FIXED, repeats=2, baselines=[{"proxy_steps": "2"}]
+    )
+    grown = search_cli("run", str(path), "--budget", "20configs", "--adapt", "--executor", "local", cwd=tmp_path)
+    assert grown.returncode == 0, grown.stdout + grown.stderr
+    assert "design: block 2 of at most 2" in grown.stdout and "blocks of budget 20configs have run" in grown.stdout
+    recorded = load_study("t", f"sqlite:///{tmp_path}/runs/t.db").user_attrs["space"]["design"]
+    assert len(recorded["blocks"]) == 2 and {b["seed"] for b in recorded["blocks"]} == {0, 1}
+    proxies = [t for t in trials(tmp_path, "t") if t.user_attrs.get("kind") == "proxy"]
+    assert len(proxies) == sum(len(b["configs"]) for b in recorded["blocks"])
+    again = search_cli("run", str(path), "--budget", "20configs", "--adapt", "--executor", "local", cwd=tmp_path)
+    assert again.returncode == 0 and "kept" in again.stdout, again.stdout + again.stderr
+    assert load_study("t", f"sqlite:///{tmp_path}/runs/t.db").user_attrs["space"]["design"] == recorded
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--precision", "0"], "--precision: expected a half-width"),
+        (["--precision", "-1pp"], "--precision: expected a half-width"),
+        (["--precision", "nan"], "--precision: expected a half-width"),
+        (["--precision", "0.5 pp"], "(no space), got '0.5 pp'"),
+        (["--precision", "0.05pp", "--budget", "10configs"], "buys ±"),
+    ],
+)
+def test_a_bad_precision_is_one_line_and_creates_nothing(tmp_path, flags, said):
+    grid = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9], "multiply_weight": [0.2, 0.8]}
+    path = write_space(
+        tmp_path / "s.yaml", study="s", grid=grid, fixed=TINY_FIXED, repeats=2, baselines=[{"proxy_steps": "2"}]
+    )
+    done = search_cli("run", str(path), *flags, "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_focused_block_is_balanced_over_the_levels_left_open(thesis, thesis_configs):
+    """A block after the fit ruled levels out: balanced over the levels left, smaller, recorded with its focus,
+    never repeating a configuration."""
+    fixed = thesis.data["fixed"]
+    first = extend_design(thesis_configs, fixed, None, 1, 0, range(3))
+    focus = {name: list(levels) for name, levels in first["factors"].items()}
+    focus["cam_method"] = focus["cam_method"][:1]
+    focus["threshold"] = focus["threshold"][:2]
+    grown = extend_design(thesis_configs, fixed, first, 2, 0, range(3), focus)
+    block = grown["blocks"][1]
+    assert grown["blocks"][0] == first["blocks"][0] and block["seed"] == 1
+    assert block["focus"] == {"cam_method": focus["cam_method"], "threshold": focus["threshold"]}
+    settings = [thesis_configs[k] for k in block["configs"]]
+    assert {s["cam_method"] for s in settings} == set(focus["cam_method"])
+    assert Counter(s["threshold"] for s in settings) == dict.fromkeys(focus["threshold"], len(settings) // 2)
+    assert not set(block["configs"]) & set(first["blocks"][0]["configs"])

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from analysis import stats
 from analysis.coding import factor_table, model_formula
@@ -45,6 +46,8 @@ class FamilyEffects:
     runs: int = 0
     note: str = ""
     spread_pp: float = math.nan  # the residual standard deviation of a paired gain under the model
+    # The candidates that could still be the best: each one's 95% interval reaches the highest lower bound.
+    contenders: list[dict[str, Any]] = field(default_factory=list)
 
 
 def analyse_family(
@@ -96,9 +99,9 @@ def analyse_family(
     )
     kept = [f'C(Q("{a}"), Sum):C(Q("{b}"), Sum)' for a, b in pairs.loc[pairs["named"].astype(bool), ["a", "b"]].values]
     model = fit if not kept else smf.gls(formula + " + " + " + ".join(kept), table, sigma=omega).fit()
-    best = _predicted(model, table, columns, candidates, factors, top, alpha)
+    best, contenders = _predicted(model, table, columns, candidates, factors, top, alpha)
     spread = math.sqrt(fit.scale * float(np.mean(np.diag(omega))))  # a paired gain's own spread, its baseline's in
-    return FamilyEffects(levels, axes, pairs, best, len(table), spread_pp=spread)
+    return FamilyEffects(levels, axes, pairs, best, len(table), spread_pp=spread, contenders=contenders)
 
 
 def _level_effects(fit: Any, table: pd.DataFrame, columns: list[str], alpha: float) -> pd.DataFrame:
@@ -158,8 +161,9 @@ def _predicted(
     factors: list[str],
     top: int,
     alpha: float,
-) -> list[dict[str, Any]]:
-    """The `top` candidates by the model's prediction averaged over seeds (pp). Each interval holds after the
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The `top` candidates by the model's prediction averaged over seeds (pp), and the contenders (those whose
+    pointwise interval reaches the highest lower bound: `FamilyEffects.contenders`). Each interval holds after the
     maximum was taken: it is the simultaneous (max-t) band over every predicted candidate at 1 − `alpha`, so the
     selected one's covers its true gain whichever was selected (a pointwise interval covered 46–55 % after taking the
     best of up to 900). `p_best`: how often each is the best when the fit's coefficients are drawn from their
@@ -174,7 +178,7 @@ def _predicted(
         seen &= frame[column].isin(set(table[column])).to_numpy()
     rows = frame[seen].reset_index(drop=True)
     if not len(rows):
-        return []
+        return [], []
     rows["gain"], rows["seed"] = 0.0, table["seed"].iloc[0]
     exog = np.asarray(patsy.build_design_matrices([fit.model.data.model_spec], rows)[0], float)
     for i, name in enumerate(fit.model.exog_names):
@@ -189,7 +193,10 @@ def _predicted(
     winners = np.bincount(np.argmax(mean + spread, axis=1), minlength=len(mean)) / len(draws)
     order = np.argsort(-mean, kind="stable")[:top]
     kept = [c for c, ok in zip(candidates, seen, strict=True) if ok]
-    return [
+    # Where a design should look next (not a claim: pointwise, so it errs towards looking less widely).
+    pointwise = float(scipy_stats.t.ppf(1 - alpha / 2, fit.df_resid)) * se
+    contenders = [kept[i] for i in np.flatnonzero(mean + pointwise >= np.max(mean - pointwise))]
+    best = [
         {
             "settings": kept[i],
             "predicted_pp": float(mean[i]),
@@ -199,6 +206,7 @@ def _predicted(
         }
         for i in order
     ]
+    return best, contenders
 
 
 def _coefficient_draws(cov: np.ndarray, df: float, draws: int = 4000) -> np.ndarray:
@@ -248,29 +256,19 @@ def widest_halfwidth(families: dict[tuple, FamilyEffects]) -> float:
 
 
 def open_levels(families: dict[tuple, FamilyEffects], factors: dict[str, list]) -> dict[str, list]:
-    """The levels of each design factor that a further block should still explore: every level, except one that
-    every fitted family rules out — its axis named (study-wide), no named interaction involving it, and the level's
-    interval wholly below the best level's (their 95% intervals apart: a difference at p < 0.006). A design is the
-    same in every family, so a level stays while any family could still want it; a setting nested in another
-    (`clear_every_step` under one step) is never narrowed."""
-    fitted = [f for f in families.values() if not f.note and len(f.levels)]
-    out = {}
+    """The levels of each design factor a further block should still explore: those of the configurations that
+    could still be the best (`FamilyEffects.contenders`: each one's 95% interval under the fitted model, named
+    interactions included, reaches the highest lower bound) in any family — a design is the same in every family,
+    so a level stays while any family could still want it. A family not fitted keeps every level; so does a factor
+    some contender cannot feel (`clear_every_step` under one proxy step)."""
+    out = {name: list(levels) for name, levels in factors.items()}
+    fitted = [f for f in families.values() if not f.note and f.contenders]
+    if len(fitted) < len(families) or not fitted:
+        return out
     for name, levels in factors.items():
-        ruled = [_ruled_out(f, name) for f in fitted]
-        dropped = set.intersection(*ruled) if ruled else set()
-        kept = [level for level in levels if str(level) not in dropped]
-        out[name] = kept or list(levels)
+        settings = [c.get(name) for f in fitted for c in f.contenders]
+        if any(value is None for value in settings):
+            continue
+        wanted = {str(value) for value in settings}
+        out[name] = [level for level in levels if str(level) in wanted] or list(levels)
     return out
-
-
-def _ruled_out(family: FamilyEffects, factor: str) -> set[str]:
-    """The levels (as text) of `factor` that `family`'s fit puts clearly below its best level."""
-    named = family.axes[family.axes["factor"] == factor]
-    if not len(named) or not bool(named["named"].iloc[0]):
-        return set()
-    pairs = family.interactions
-    if len(pairs) and bool(pairs[(pairs["a"] == factor) | (pairs["b"] == factor)]["named"].astype(bool).any()):
-        return set()
-    levels = family.levels[family.levels["factor"] == factor]
-    best_low = float(levels["low_pp"].max())
-    return {str(row.level) for row in levels.itertuples() if row.high_pp < best_low}

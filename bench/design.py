@@ -1,24 +1,36 @@
-"""Protocols of the thesis grid's shape at equal cost, on simulated gains with a known truth (prints JSON).
+"""Protocols of the thesis grid's shape at equal cost, under several known truths (prints JSON).
 
-Each simulated study is one (dataset, architecture) of `spaces/thesis_grid.yaml`: its 900 proxy configurations.
-The true gain over the matched baseline is a main effect of `threshold` (levels spread over 3 pp) and of
-`multiply_weight` (1.5 pp), one two-way cell (+1 pp at one threshold × weight), the other axes nothing. A run
-observes the truth plus seed noise (σ) minus its baseline's seed noise (σ, shared by the seed's runs). Cost is in
-trials, baselines included (four per seed, as in the thesis grid), against the naive grid's 3,648 per family.
+Each simulated study is one (dataset, architecture) of `spaces/thesis_grid.yaml`: its 900 proxy configurations,
+and its references as the thesis has them — per seed, four baseline trials, of which each configuration is paired
+with its budget-matched one (39 epochs for the one-step schedule, 36 for the multi-step one), each a trial as noisy
+as a proxy trial. A run observes its configuration's true gain plus its own noise minus that baseline trial's
+noise (shared by every configuration of its schedule on that seed), σ = 1 pp. The truths:
 
-Protocols, each followed by the same confirmation (its top 3 on 5 fresh seeds beside matched baselines and the
-two matched controls: 60 trials), which picks the best confirmed mean:
-- design: one balanced block of 60 (`search.design.extend_design`), analysed by `results.effects.analyse_family`,
-  the model's top 3 confirmed;
-- random: 60 configurations drawn at random, same analysis;
-- optuna-random / optuna-tpe: Optuna's RandomSampler / TPESampler over the grid's categorical space, 60 trials,
-  their best 3 observed confirmed (the effects analysis applied to their trials for the naming figures);
-- halving: 180 random configurations at 1/9 of the epochs, the best third at 1/3, the best third of those in full
-  (noise σ/√fraction; 60 trials' cost), the best 3 confirmed;
-- full: the whole grid on 3 seeds (2,712 trials), same analysis, the best 3 by mean confirmed.
+- additive: `threshold` (levels spread over 3 pp) and `multiply_weight` (1.5 pp) main effects;
+- grouped: the same gain, but only under one `cam_method` (the others gain nothing);
+- crossover: the `threshold` effect's sign flips between two `cam_method`s (none under the third), plus the
+  `multiply_weight` effect: `threshold`'s main effect is zero, its interaction is not;
+- heavy: the additive truth with Student-t(3) noise of the same sd.
 
-    python bench/design.py            # the README's figures: 500 studies (~17 min on 2 cores)
-    python bench/design.py --quick    # 10 studies, interactions not tested (tests/test_bench.py runs it)
+Protocols, each spending the same exploration (about 128 trials: 120 proxy trials and the baselines of the seeds
+they use) and each followed by the same confirmation (its top 3 on 5 fresh seeds beside their budget-matched
+baselines; the best confirmed mean is kept):
+- design: two blind balanced blocks of 60 (`search.design.extend_design`), the effects model's top 3
+  (`analysis.effects`, the fit the report prints);
+- learning: one block, then blocks over the levels its fit left open (`analysis.effects.open_levels`, as
+  `search.adaptive` runs them) until the 120 proxy trials are spent; the model's top 3;
+- random: 120 configurations at random on two seeds, the same analysis;
+- optuna-tpe: Optuna's TPESampler over the grid's categorical space, 124 trials on one seed, its best 3 seen;
+- halving: 372 random configurations at 1/9 of the epochs, the best third at 1/3, the best third of those in
+  full (noise σ/√fraction), its best 3.
+
+Per truth: each protocol's mean regret (the best configuration's true gain minus the kept one's, pp) with its 95 %
+interval, its difference from `learning` paired by study with its interval, the share of studies naming every real
+axis (as a main effect or in a named interaction), and the share naming some null axis (an axis the truth does not
+involve: per study, at Holm's 5 %).
+
+    python bench/design.py            # the README's figures: 300 studies per truth (~25 min on 2 cores)
+    python bench/design.py --quick    # 4 studies per truth (tests/test_bench.py runs it)
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import statistics
 import time
 from pathlib import Path
@@ -34,171 +47,225 @@ import numpy as np
 import pandas as pd
 from common import emit
 
-from results.effects import analyse_family
+from analysis.effects import analyse_family, open_levels
 from search.design import configurations, design_factors, extend_design
 from search.space import load_space
 
-NAIVE_TRIALS = 3648  # per (dataset, architecture) in the thesis grid: 900 × 3 proxies, 312 × 3 controls, 12 baselines
-BASELINES_PER_SEED = 4
-EXPLORATION = 60
+SIGMA = 1.0
+BASELINES_PER_SEED = 4  # the thesis grid's: 40 epochs (none, flip) and the budget-matched 39 and 36
+PROXY_TRIALS = 120  # the exploration: two blocks of the thesis' 60
 CONFIRM_TOP, CONFIRM_SEEDS = 3, 5
-CONFIRM_TRIALS = CONFIRM_TOP * CONFIRM_SEEDS * 3 + CONFIRM_SEEDS * 3  # configs + 2 matched controls, 3 baselines
-REAL_AXES = ("threshold", "multiply_weight")
+TRUTHS = ("additive", "grouped", "crossover", "heavy")
+REAL = {  # the columns of the effects model each truth involves; the others are null
+    "additive": {"threshold", "multiply_weight"},
+    "grouped": {"cam_method", "threshold", "multiply_weight"},
+    "crossover": {"cam_method", "threshold", "multiply_weight"},
+    "heavy": {"threshold", "multiply_weight"},
+}
+SCHEDULE = "proxy_steps"
 
 
 class World:
-    """One simulated family: its configurations, factors and the true gain of each (pp)."""
+    """One simulated family under `truth`: the true gain of each configuration (pp), and its observation."""
 
-    def __init__(self, configs: dict[str, dict], rng: np.random.Generator) -> None:
-        self.configs, self.keys = configs, list(configs)
-        thresholds = sorted({c["threshold"] for c in configs.values()})
-        weights = sorted({c["multiply_weight"] for c in configs.values()})
-        t_effect = dict(zip(thresholds, rng.permutation(np.linspace(-1.5, 1.5, len(thresholds))), strict=True))
-        w_effect = dict(zip(weights, rng.permutation(np.linspace(-0.75, 0.75, len(weights))), strict=True))
-        cell = (rng.choice(thresholds), rng.choice(weights))
-        self.truth = {
-            k: t_effect[c["threshold"]]
-            + w_effect[c["multiply_weight"]]
-            + (1.0 if (c["threshold"], c["multiply_weight"]) == cell else 0.0)
-            for k, c in configs.items()
+    def __init__(self, configs: dict[str, dict], truth: str, rng: np.random.Generator) -> None:
+        self.configs, self.keys, self.kind, self.rng = configs, list(configs), truth, rng
+        level = {
+            a: sorted({str(c[a]) for c in configs.values()}) for a in ("threshold", "multiply_weight", "cam_method")
         }
+        t = dict(zip(level["threshold"], rng.permutation(np.linspace(-1.5, 1.5, 5)), strict=True))
+        w = dict(zip(level["multiply_weight"], rng.permutation(np.linspace(-0.75, 0.75, 5)), strict=True))
+        sign = dict(zip(level["cam_method"], rng.permutation([1.0, -1.0, 0.0]), strict=True))
+        chosen = level["cam_method"][int(rng.integers(3))]
+
+        def gain(c: dict) -> float:
+            threshold, weight, cam = t[str(c["threshold"])], w[str(c["multiply_weight"])], str(c["cam_method"])
+            if truth == "grouped":
+                return (threshold + weight) if cam == chosen else 0.0
+            if truth == "crossover":
+                return sign[cam] * threshold + weight
+            return threshold + weight
+
+        self.truth = {k: gain(c) for k, c in configs.items()}
         self.best = max(self.truth.values())
+        self.baselines: dict[tuple, float] = {}
 
-    def observe(self, keys: list[str], seed_of: list[int], sigma: float, rng: np.random.Generator, noise=1.0):
-        baseline = {s: rng.normal(0, sigma) for s in set(seed_of)}
-        return [self.truth[k] + rng.normal(0, sigma * noise) - baseline[s] for k, s in zip(keys, seed_of, strict=True)]
+    def noise(self, size: int | None = None, scale: float = 1.0):
+        if self.kind == "heavy":  # Student-t(3) has variance 3: scaled to σ
+            return self.rng.standard_t(3, size) * SIGMA * scale / math.sqrt(3)
+        return self.rng.normal(0, SIGMA * scale, size)
 
-    def confirm(self, picks: list[str], sigma: float, rng: np.random.Generator) -> float:
-        """The true gain of the pick the confirmation keeps: the best mean over fresh seeds, paired by seed."""
-        seeds = range(CONFIRM_SEEDS)
-        baseline = {s: rng.normal(0, sigma) for s in seeds}
-        means = {k: statistics.fmean(self.truth[k] + rng.normal(0, sigma) - baseline[s] for s in seeds) for k in picks}
-        return self.truth[max(means, key=means.__getitem__)]
+    def reference(self, seed: int, key: str) -> tuple[str, float]:
+        """The budget-matched baseline trial of `key`'s schedule on `seed`: its name and its noise (drawn once)."""
+        name = f"{self.configs[key][SCHEDULE]}@{seed}"
+        if name not in self.baselines:
+            self.baselines[name] = float(self.noise())
+        return name, self.baselines[name]
+
+    def observe(self, keys: list[str], seeds: list[int], scale: float = 1.0) -> pd.DataFrame:
+        """The paired gains of `keys` run on `seeds`, as `analysis.gains.paired_gains` makes them."""
+        rows = []
+        for key, seed in zip(keys, seeds, strict=True):
+            name, baseline = self.reference(seed, key)
+            gain = self.truth[key] + float(self.noise(scale=scale)) - baseline
+            rows.append({**self.configs[key], "config": key, "seed": seed, "gain": gain, "baselines": (name,)})
+        return pd.DataFrame(rows)
+
+    def confirm(self, picks: list[str]) -> float:
+        """The regret of what the confirmation keeps: the best mean paired gain over fresh seeds."""
+        fresh = range(100, 100 + CONFIRM_SEEDS)
+        means = {k: self.observe([k] * CONFIRM_SEEDS, list(fresh))["gain"].mean() for k in picks}
+        return self.best - self.truth[max(means, key=means.__getitem__)]
 
 
-def analyse(world: World, factors: list[str], keys: list[str], seeds: list[int], gains: list[float], quick: bool):
-    frame = pd.DataFrame([world.configs[k] for k in keys])
-    frame["config"], frame["seed"], frame["gain"] = keys, seeds, gains
-    return analyse_family(frame, factors, list(world.configs.values()), CONFIRM_TOP, interactions=not quick)
+def fit(world: World, factors: list[str], gains: pd.DataFrame):
+    """The report's fit: main effects, the two-way interactions the runs carry (the named ones kept for the
+    prediction), the predicted best."""
+    return analyse_family(gains, factors, list(world.configs.values()), CONFIRM_TOP)
+
+
+def picks_of(world: World, effects, gains: pd.DataFrame) -> list[str]:
+    """The model's top configurations, else (nothing fitted) the best seen."""
+    index = {json.dumps(c, sort_keys=True): k for k, c in world.configs.items()}
+    predicted = [index[json.dumps(b["settings"], sort_keys=True)] for b in effects.best]
+    return predicted or best_seen(gains)
+
+
+def best_seen(gains: pd.DataFrame) -> list[str]:
+    return list(gains.groupby("config")["gain"].mean().nlargest(CONFIRM_TOP).index)
 
 
 def named(effects) -> set[str]:
-    return set(effects.axes.loc[effects.axes["named"], "factor"]) if len(effects.axes) else set()
+    """The axes a fit names: as a main effect, or in a named interaction."""
+    axes = set(effects.axes.loc[effects.axes["named"], "factor"]) if len(effects.axes) else set()
+    pairs = effects.interactions
+    if len(pairs):
+        for row in pairs[pairs["named"].astype(bool)].itertuples():
+            axes |= {row.a, row.b}
+    return axes
 
 
-def by_key(world: World, settings: list[dict]) -> list[str]:
-    index = {json.dumps(c, sort_keys=True): k for k, c in world.configs.items()}
-    return [index[json.dumps(s, sort_keys=True)] for s in settings]
+def cost(gains: pd.DataFrame) -> int:
+    return len(gains) + BASELINES_PER_SEED * gains["seed"].nunique()
 
 
-def top_observed(keys: list[str], gains: list[float]) -> list[str]:
-    means = pd.Series(gains, index=keys).groupby(level=0).mean().sort_values(ascending=False)
-    return list(means.index[:CONFIRM_TOP])
+def blind(world: World, factors: list[str], fixed: dict, seed: int):
+    design = extend_design(world.configs, fixed, None, PROXY_TRIALS // 60, seed, range(3))
+    keys = [k for b in design["blocks"] for k in b["configs"]]
+    seeds = [b["seed"] for b in design["blocks"] for _ in b["configs"]]
+    gains = world.observe(keys, seeds)
+    effects = fit(world, factors, gains)
+    return effects, gains
 
 
-def run_study(study: int, sigma: float, configs: dict, fixed: dict, factors: list[str], quick: bool, full: bool):
+def learning(world: World, factors: list[str], fixed: dict, seed: int):
+    """`search.adaptive`'s loop: a block, a fit, the next block over the levels of the configurations that could
+    still be the best, while the proxy trials last."""
+    design = extend_design(world.configs, fixed, None, 1, seed, range(3))
+    gains = world.observe(design["blocks"][0]["configs"], [design["blocks"][0]["seed"]] * 60)
+    while True:
+        effects = fit(world, factors, gains)
+        focus = open_levels({("d", "a"): effects}, design["factors"])
+        grown = extend_design(world.configs, fixed, design, len(design["blocks"]) + 1, seed, range(3), focus)
+        block = grown["blocks"][-1]
+        if len(grown["blocks"]) == len(design["blocks"]) or len(gains) + len(block["configs"]) > PROXY_TRIALS:
+            return effects, gains
+        design = {**design, "blocks": grown["blocks"]}
+        gains = pd.concat([gains, world.observe(block["configs"], [block["seed"]] * len(block["configs"]))])
+
+
+def tpe(world: World, factors: list[str], study: int):
     import optuna
 
-    rng = np.random.default_rng([study, int(sigma * 100)])
-    world = World(configs, rng)
-    out = {}
-    design = extend_design(configs, fixed, None, 1, study, range(3))
-    chosen = design["blocks"][0]["configs"]
-    protocols = {"design": chosen, "random": list(rng.choice(world.keys, len(chosen), replace=False))}
-    for name, keys in protocols.items():
-        gains = world.observe(keys, [0] * len(keys), sigma, rng)
-        effects = analyse(world, factors, keys, [0] * len(keys), gains, quick)
-        predicted = by_key(world, [b["settings"] for b in effects.best])
-        picks = predicted or top_observed(keys, gains)
-        out[name] = (named(effects), world.best - world.confirm(picks, sigma, rng), len(keys) + BASELINES_PER_SEED)
-        if name == "design":  # the model's best two and the best seen (`search confirm --select both`)
-            both = list(dict.fromkeys([*predicted[: CONFIRM_TOP - 1], *top_observed(keys, gains)]))[:CONFIRM_TOP]
-            out["design-both"] = (named(effects), world.best - world.confirm(both, sigma, rng), out[name][2])
-    levels = {f: sorted({json.dumps(c[f]) for c in configs.values() if f in c}) for f in factors}
-    index = {json.dumps(c, sort_keys=True): k for k, c in configs.items()}
-    for name, sampler in (
-        ("optuna-random", optuna.samplers.RandomSampler(seed=study)),
-        ("optuna-tpe", optuna.samplers.TPESampler(seed=study)),
-    ):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        tuned = optuna.create_study(direction="maximize", sampler=sampler)
-        keys: list[str] = []
-        baseline = rng.normal(0, sigma)
-        for _ in range(EXPLORATION):
-            trial = tuned.ask()
-            settings = {f: json.loads(trial.suggest_categorical(f, levels[f])) for f in factors}
-            key = index.get(json.dumps(settings, sort_keys=True))
-            if key is None:  # a combination the grid merges (clear_every_step under one proxy step)
-                settings.pop("clear_every_step", None)
-                key = index[json.dumps(settings, sort_keys=True)]
-            gain = world.truth[key] + rng.normal(0, sigma) - baseline
-            tuned.tell(trial, gain)
-            keys.append(key)
-        gains = [t.value for t in tuned.trials]
-        effects = analyse(world, factors, keys, [0] * len(keys), gains, quick)
-        regret = world.best - world.confirm(top_observed(keys, gains), sigma, rng)
-        out[name] = (named(effects), regret, EXPLORATION + BASELINES_PER_SEED)
-    # Successive halving: rungs at 1/9, 1/3, 1 of the epochs, keeping a third; less training reads noisier.
-    keys = list(rng.choice(world.keys, 3 * EXPLORATION, replace=False))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    levels = {f: sorted({json.dumps(c[f]) for c in world.configs.values() if f in c}) for f in factors}
+    index = {json.dumps(c, sort_keys=True): k for k, c in world.configs.items()}
+    tuned = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=study))
+    keys, values = [], []
+    for _ in range(PROXY_TRIALS + BASELINES_PER_SEED):  # one seed: the baselines of one, the rest as trials
+        trial = tuned.ask()
+        settings = {f: json.loads(trial.suggest_categorical(f, levels[f])) for f in factors}
+        key = index.get(json.dumps(settings, sort_keys=True))
+        if key is None:  # a combination the grid merges (clear_every_step under one proxy step)
+            settings.pop("clear_every_step", None)
+            key = index[json.dumps(settings, sort_keys=True)]
+        values.append(float(world.observe([key], [0])["gain"].iloc[0]))
+        tuned.tell(trial, values[-1])
+        keys.append(key)
+    return pd.DataFrame({"config": keys, "seed": 0, "gain": values})
+
+
+def halving(world: World) -> pd.DataFrame:
+    keys = list(world.rng.choice(world.keys, 3 * (PROXY_TRIALS + BASELINES_PER_SEED), replace=False))
     for fraction in (1 / 9, 1 / 3, 1.0):
-        gains = world.observe(keys, [0] * len(keys), sigma, rng, noise=1 / math.sqrt(fraction))
+        gains = world.observe(keys, [0] * len(keys), scale=1 / math.sqrt(fraction))
         if fraction < 1:
-            keys = list(pd.Series(gains, index=keys).nlargest(len(keys) // 3).index)
-    out["halving"] = (set(), world.best - world.confirm(top_observed(keys, gains), sigma, rng), 64)
-    if full:
-        keys = [k for k in world.keys for _ in range(3)]
-        seeds = [s for _ in world.keys for s in range(3)]
-        gains = world.observe(keys, seeds, sigma, rng)
-        effects = analyse(world, factors, keys, seeds, gains, True)
-        out["full"] = (named(effects), world.best - world.confirm(top_observed(keys, gains), sigma, rng), 2712)
+            keys = list(gains.groupby("config")["gain"].mean().nlargest(len(keys) // 3).index)
+    return gains
+
+
+def run_study(args: tuple) -> dict:
+    """Every protocol on one world: (named axes, regret, cost) each."""
+    study, truth, configs, fixed, factors = args
+    out = {}
+    for name in ("design", "learning", "random", "optuna-tpe", "halving"):
+        world = World(configs, truth, np.random.default_rng([study, TRUTHS.index(truth)]))  # the same world each
+        world.rng = np.random.default_rng([study, TRUTHS.index(truth), len(out)])  # its own noise
+        if name in ("design", "learning"):
+            effects, gains = (blind if name == "design" else learning)(world, factors, fixed, study)
+            out[name] = (named(effects), world.confirm(picks_of(world, effects, gains)), cost(gains))
+        elif name == "random":
+            keys = list(world.rng.choice(world.keys, PROXY_TRIALS, replace=False))
+            gains = world.observe(keys, [i % 2 for i in range(PROXY_TRIALS)])
+            effects = fit(world, factors, gains)
+            out[name] = (named(effects), world.confirm(picks_of(world, effects, gains)), cost(gains))
+        else:
+            gains = tpe(world, factors, study) if name == "optuna-tpe" else halving(world)
+            spent = PROXY_TRIALS + 2 * BASELINES_PER_SEED  # one seed's baselines, the rest as trials
+            out[name] = (None, world.confirm(best_seen(gains)), spent)
     return out
 
 
-def summarise(results: list[dict], factors: list[str]) -> dict:
+def interval(values: list[float]) -> list[float]:
+    mean = statistics.fmean(values)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return [round(mean, 3), round(mean - half, 3), round(mean + half, 3)]
+
+
+def summarise(results: list[dict], truth: str) -> dict:
     table = {}
+    columns = {"cam_method", "multiply_weight", "proxy_steps × clear_every_step", "threshold", "wrong_subset"}
     for name in results[0]:
         rows = [r[name] for r in results]
-        cost = rows[0][2] + CONFIRM_TRIALS
-        analysed = name != "halving"
-        table[name] = {
+        entry = {
             "studies": len(rows),
-            "both_real_axes_named": statistics.fmean(set(REAL_AXES) <= r[0] for r in rows) if analysed else None,
-            "null_axis_named": statistics.fmean(
-                len(r[0] - set(REAL_AXES)) / (len(factors) - len(REAL_AXES)) for r in rows
-            )
-            if analysed
-            else None,
-            "median_regret_pp": statistics.median(r[1] for r in rows),
-            "mean_regret_pp": statistics.fmean(r[1] for r in rows),
-            "exploration_share": rows[0][2] / NAIVE_TRIALS,
-            "total_share_with_confirmation": cost / NAIVE_TRIALS,
+            "mean_regret_pp": interval([r[1] for r in rows]),
+            "minus_learning_pp": interval([r[1] - s["learning"][1] for r, s in zip(rows, results, strict=True)]),
+            "trials": statistics.fmean(r[2] for r in rows),
         }
+        if rows[0][0] is not None:
+            entry["every_real_axis_named"] = statistics.fmean(REAL[truth] <= r[0] for r in rows)
+            entry["some_null_axis_named"] = statistics.fmean(bool(r[0] & (columns - REAL[truth])) for r in rows)
+        table[name] = entry
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--studies", type=int, default=500)
-    parser.add_argument("--full-studies", type=int, default=20, help="studies that also run the full grid")
-    parser.add_argument("--quick", action="store_true", help="10 studies (1 with the full grid), no interaction tests")
+    parser.add_argument("--studies", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="4 studies per truth")
     args = parser.parse_args()
-    if args.quick:
-        args.studies, args.full_studies = min(args.studies, 10), min(args.full_studies, 1)
+    studies = min(args.studies, 4) if args.quick else args.studies
     spec = load_space(Path(__file__).resolve().parent.parent / "spaces/thesis_grid.yaml", check_roots=False)
     family = [p for p in spec.points if p.params["dataset"] == "cifar100" and p.params["architecture"] == "resnet18"]
     configs = configurations(family)
     factors = [f.name for f in design_factors(configs)]
     start, report = time.time(), {}
-    for sigma in (0.5, 2.0):
-        results = [
-            run_study(s, sigma, configs, spec.data["fixed"], factors, args.quick, s < args.full_studies)
-            for s in range(args.studies)
-        ]
-        report[f"sigma_{sigma}"] = summarise([{k: v for k, v in r.items() if k != "full"} for r in results], factors)
-        fulls = [{"full": r["full"]} for r in results if "full" in r]
-        if fulls:
-            report[f"sigma_{sigma}"]["full"] = summarise(fulls, factors)["full"]
-    report["seconds"] = round(time.time() - start, 1)
+    with multiprocessing.Pool(2) as pool:
+        for truth in TRUTHS:
+            jobs = [(s, truth, configs, spec.data["fixed"], factors) for s in range(studies)]
+            report[truth] = summarise(pool.map(run_study, jobs), truth)
+    report["sigma_pp"], report["seconds"] = SIGMA, round(time.time() - start, 1)
     emit(report)
 
 

@@ -3,11 +3,11 @@ blocks before it left open, until the blocks its budget buys have run or every m
 
 A blind design (`search.design`) draws every block at once over every level. Here the first block is drawn so,
 then, once every point of the recorded blocks is complete, the effects model is fitted (`analysis.effects`, the
-same fit the report prints) and the next block is balanced over the levels it has not ruled out
-(`analysis.effects.open_levels`: an axis named study-wide, no named interaction involving it, a level whose interval
-lies wholly below the best level's in every dataset × architecture). A block over fewer levels is a smaller block:
-the runs go where the answer is still open — the levels near the predicted best, and every level of an axis whose
-effect is unclear, interacts, or differs between families. This is sequential experimentation in the sense of
+same fit the report prints: main effects and the interactions it names) and the next block is balanced over the
+levels of the configurations that could still be the best (`analysis.effects.open_levels`: each one's interval
+reaches the highest lower bound, in some dataset × architecture). A block over fewer levels is a smaller block: the
+runs go where the answer is still open — the levels near the predicted best, every level of an axis whose effect
+is unclear, and the levels an interaction the fit named points to; a level some family could still want stays. This is sequential experimentation in the sense of
 response-surface practice (Box & Wilson, JRSS B 13, 1951: a first design, a fit, the next runs where the fit
 points) with a balanced, minimum-A2 block as each step; at equal cost it is compared with the blind design,
 random subsets, successive halving and Optuna's TPE in `bench/design.py`.

@@ -325,7 +325,8 @@ def _learning_lines(recorded: dict, blind: dict, configs: dict[str, dict], sd: f
     decided, planned = len(recorded["blocks"]), recorded.get("planned", len(recorded["blocks"]))
     lines = [
         f"  learns: {decided} of at most {planned} blocks decided; each further block is chosen when the ones before "
-        "are complete, balanced over the levels their effects have not ruled out (search.adaptive), and recorded"
+        "are complete, balanced over the levels of the configurations their fit says could still be best "
+        "(search.adaptive), and recorded"
     ]
     precision = recorded.get("precision")
     if precision is not None:

@@ -26,7 +26,7 @@ EXPECTED = {
     "artifacts.py": {"s3_overhead_fraction_of_epoch", "scratch_files_left"},
     "dry_run.py": {"thesis_grid_warm_s", "big_grid_s", "refusal"},
     "verdicts.py": {"studies", "cases"},
-    "design.py": {"sigma_0.5", "sigma_2.0", "seconds"},
+    "design.py": {"additive", "grouped", "crossover", "heavy", "seconds"},
     "effects_null.py": {
         "some_axis_named_study_wide_holm",
         "some_axis_named_holm_per_family",
@@ -43,10 +43,11 @@ def test_quick_benchmark_prints_its_figures(script):
     assert EXPECTED[script] <= set(figures) and figures["machine"]["cores"] >= 1
     if script == "gpu_check.py":  # its CPU form: every case ran, none failed
         assert figures["ok"] and not figures["failed"] and not figures["skipped"], figures
-    if script == "design.py":  # every protocol side by side; the design within the cost
-        low = figures["sigma_0.5"]
-        assert set(low) == {"design", "design-both", "random", "optuna-random", "optuna-tpe", "halving", "full"}
-        assert low["design"]["total_share_with_confirmation"] <= 0.05 and low["design"]["exploration_share"] <= 0.02
+    if script == "design.py":  # every protocol side by side under every truth, at equal cost (±8 trials of 128)
+        for truth in ("additive", "grouped", "crossover", "heavy"):
+            protocols = figures[truth]
+            assert set(protocols) == {"design", "learning", "random", "optuna-tpe", "halving"}
+            assert all(abs(p["trials"] - 128) <= 8 for p in protocols.values()), protocols
 
 
 def test_the_device_check_prints_every_case_and_its_summary_whatever_happens():

@@ -156,27 +156,26 @@ def test_the_predicted_best_interval_covers_the_selected_configurations_true_gai
     assert np.mean(covered) >= 0.9, (np.mean(covered), np.mean(bias))
 
 
-def test_a_level_is_left_out_only_when_every_family_rules_it_out():
-    """`open_levels`: a named axis's levels clearly below its best are ruled out in a family; a design (shared by
-    every family) leaves a level out only when every family rules it out; an axis in a named interaction keeps all."""
-    from analysis.effects import fit_families, open_levels
+def test_a_level_is_left_out_only_when_no_family_could_still_want_it():
+    """`open_levels`: the levels of the configurations that could still be the best (their intervals reach the
+    highest lower bound); a design is shared by every family, so a level stays while any family's contenders hold
+    it; a family that could not be fitted keeps every level."""
+    from analysis.effects import FamilyEffects, fit_families, open_levels
 
     rng = np.random.default_rng(3)
     configs = candidates()
     frames = []
     for family, strong in (("a", True), ("b", False)):
         frame = gains(configs, [0, 1], 0.3, rng)
-        if not strong:  # no threshold effect in family b: its levels stay open there
+        if not strong:  # no threshold effect in family b: every configuration could be its best
             frame["gain"] = rng.normal(0, 0.3, len(frame))
         frames.append(frame.assign(dataset="d", architecture=family))
     both = pd.concat(frames, ignore_index=True)
     levels = {name: list(values) for name, values in LEVELS.items()}
     only_a = fit_families(both[both["architecture"] == "a"], list(LEVELS), configs, interactions=False)
-    assert open_levels(only_a, levels)["threshold"] == [0.8]  # 1.5 pp above the next, at σ = 0.3
-    assert open_levels(only_a, levels)["weight"] == levels["weight"]  # no effect: nothing ruled out
+    opened = open_levels(only_a, levels)
+    assert opened["threshold"] == [0.8]  # 1 pp above the next, at σ = 0.3
+    assert opened["weight"] == levels["weight"] and opened["method"] == levels["method"]  # no effect: all open
     fitted = fit_families(both, list(LEVELS), configs, interactions=False)
     assert open_levels(fitted, levels)["threshold"] == levels["threshold"]  # family b could still want any
-    crossed = fit_families(both[both["architecture"] == "a"], list(LEVELS), configs, interactions=False)
-    family = next(iter(crossed.values()))
-    family.interactions = pd.DataFrame([{"a": "threshold", "b": "weight", "named": True}])
-    assert open_levels(crossed, levels)["threshold"] == levels["threshold"]
+    assert open_levels({**only_a, ("d", "c"): FamilyEffects(note="too few")}, levels) == levels

@@ -7,10 +7,11 @@ same fit the report prints: main effects and the interactions it names) and the 
 levels of the configurations that could still be the best (`analysis.effects.open_levels`: each one's interval
 reaches the highest lower bound, in some dataset × architecture). A block over fewer levels is a smaller block: the
 runs go where the answer is still open — the levels near the predicted best, every level of an axis whose effect
-is unclear, and the levels an interaction the fit named points to; a level some family could still want stays. This is sequential experimentation in the sense of
-response-surface practice (Box & Wilson, JRSS B 13, 1951: a first design, a fit, the next runs where the fit
-points) with a balanced, minimum-A2 block as each step; at equal cost it is compared with the blind design,
-random subsets, successive halving and Optuna's TPE in `bench/design.py`.
+is unclear, and the levels an interaction the fit named points to; a level some family could still want stays.
+This is sequential experimentation in the sense of response-surface practice (Box & Wilson, JRSS B 13, 1951: a
+first design, a fit, the next runs where the fit points) with a balanced, minimum-A2 block as each step; at equal
+cost it is compared with the blind design, random subsets, successive halving and Optuna's TPE in
+`bench/design.py`.
 
 Each decision is recorded in the study's space before its points run, so a rerun keeps it: a design changes only
 by a block being added, never by one being redrawn.

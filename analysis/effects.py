@@ -48,6 +48,7 @@ class FamilyEffects:
     spread_pp: float = math.nan  # the residual standard deviation of a paired gain under the model
     # The candidates that could still be the best: each one's 95% interval reaches the highest lower bound.
     contenders: list[dict[str, Any]] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)  # what the gains leave out or rest on (`gain_caveats`)
 
 
 def analyse_family(

@@ -95,3 +95,31 @@ def changes_reference(gains: pd.DataFrame, column: str) -> bool:
 
 def _plain(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def gain_caveats(complete: pd.DataFrame, gains: pd.DataFrame) -> dict[tuple, list[str]]:
+    """Per (dataset, architecture) of `complete` (as `paired_gains` reads it), what its paired `gains` leave out
+    or rest on, in words: proxy trials with no matched baseline on their seed (or no finite objective), baselines
+    at chance accuracy (validation accuracy ≤ 1.5 / classes: a gain over a reference that learned
+    nothing measures the reference)."""
+    out: dict[tuple, list[str]] = {}
+    if not len(complete) or not {"setting_dataset", "setting_architecture"} <= set(complete):
+        return out
+    used = gains.groupby(list(FAMILY)).size().to_dict() if len(gains) else {}
+    for family, group in complete.groupby(["setting_dataset", "setting_architecture"], sort=True):
+        proxies, baselines = group[group["kind"] == "proxy"], group[group["kind"] == "baseline"]
+        notes = []
+        if unpaired := len(proxies) - used.get(tuple(family), 0):
+            notes.append(f"{unpaired} proxy trials with no matched baseline on their seed left out")
+        if len(baselines) and {"val_accuracy", "num_classes"} <= set(baselines):
+            accuracy = pd.to_numeric(baselines["val_accuracy"], errors="coerce")
+            chance = accuracy <= 1.5 / pd.to_numeric(baselines["num_classes"], errors="coerce")
+            if chance.all():
+                notes.append(
+                    "every baseline is at chance accuracy: these gains measure a reference that learned nothing"
+                )
+            elif chance.any():
+                notes.append(f"{int(chance.sum())} of {len(baselines)} baselines at chance accuracy")
+        if notes:
+            out[tuple(family)] = notes
+    return out

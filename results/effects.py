@@ -19,7 +19,11 @@ from search.trialtable import StudyData
 def study_effects(data: StudyData, top: int = 3, interactions: bool = True) -> dict[tuple, FamilyEffects]:
     """The effects model of every (dataset, architecture) of a study (`search.adaptive.study_fit`): over the
     design's factors (or the grid's when it ran whole), the predicted best chosen among every configuration."""
-    return study_fit(data.spec, data.complete, top, interactions)
+    fitted = study_fit(data.spec, data.complete, top, interactions)
+    if data.foreign:  # trials no point of the grid made, or a non-finite objective: `search.tally.of_the_grid`
+        for family in fitted.values():
+            family.caveats.append(f"{len(data.foreign)} trials of the study left out (not a try of a grid point)")
+    return fitted
 
 
 def effects_tables(effects: dict[tuple, FamilyEffects]) -> dict[str, pd.DataFrame]:
@@ -66,8 +70,9 @@ def effect_sentences(effects: dict[tuple, FamilyEffects], spec: GridSpec) -> lis
     )
     lines = []
     for (dataset, arch), family in effects.items():
+        caveat = f" Caveats: {'; '.join(family.caveats)}." if family.caveats else ""
         if family.note:
-            lines.append(f"{dataset} × {arch}: no effects fitted ({family.note}).")
+            lines.append(f"{dataset} × {arch}: no effects fitted ({family.note}).{caveat}")
             continue
         named = family.axes[family.axes["named"]]
         said = []
@@ -105,7 +110,7 @@ def effect_sentences(effects: dict[tuple, FamilyEffects], spec: GridSpec) -> lis
         )
         lines.append(
             f"{dataset} × {arch}, from {what}, {family.runs} paired gains (exploratory, Holm over every axis of the "
-            f"study): {moves}{rest}.{reference}{predicted}"
+            f"study): {moves}{rest}.{reference}{predicted}{caveat}"
         )
     return lines
 

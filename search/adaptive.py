@@ -25,7 +25,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from analysis.effects import FamilyEffects, fit_families, open_levels, widest_halfwidth
-from analysis.gains import paired_gains
+from analysis.gains import gain_caveats, paired_gains
 from search.design import configurations, design_factors, extend_design
 from search.grid import GridSpec
 from search.trialtable import trial_table
@@ -44,7 +44,12 @@ def study_fit(
     configs = configurations(whole.points)
     factors = [f.name for f in design_factors(configs)]
     gains = paired_gains(complete, spec.axes, spec.objective[1] == "maximize")
-    return fit_families(gains, factors, list(configs.values()), top, interactions)
+    fitted = fit_families(gains, factors, list(configs.values()), top, interactions)
+    for family, caveats in gain_caveats(complete, gains).items():
+        fitted.setdefault(
+            family, FamilyEffects(note="no proxy trial has a matched baseline on its seed")
+        ).caveats = caveats
+    return fitted
 
 
 def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None, str]:

@@ -26,6 +26,7 @@ EXPECTED = {
     "artifacts.py": {"s3_overhead_fraction_of_epoch", "scratch_files_left"},
     "dry_run.py": {"thesis_grid_warm_s", "big_grid_s", "refusal"},
     "verdicts.py": {"studies", "cases"},
+    "predicted_best.py": {"blocks_1", "blocks_4", "seconds"},
     "design.py": {"additive", "grouped", "crossover", "heavy", "seconds"},
     "effects_null.py": {
         "some_axis_named_study_wide_holm",

@@ -222,14 +222,23 @@ def _coefficient_draws(cov: np.ndarray, df: float, draws: int = 4000) -> np.ndar
 
 
 def name_study_wide(families: dict[tuple, FamilyEffects], alpha: float = stats.ALPHA) -> None:
-    """Holm over every axis of every family of the study (the thesis grid: 15 families of ~5 axes), so that a study
-    with no real effect names none at the stated rate, as its claims do (`results.claims`); each family's own
-    adjustment would name some axis in most null studies. Sets `p_holm` and `named` in place."""
+    """Holm over every test of every family of the study — each axis and each two-way interaction the runs
+    carry (the thesis grid: 15 families of ~5 axes and ~10 pairs) — so that a study with no real effect names
+    none, axis or interaction, at the stated rate, as its claims do (`results.claims`); each family's own
+    adjustment would name something in most null studies. Sets `p_holm` and `named` in place (the prediction keeps
+    the interactions its family's own test chose: it is exploratory)."""
     fitted = [f for f in families.values() if len(f.axes)]
-    adjusted = iter(stats.adjust([p for f in fitted for p in f.axes["p"].tolist()], "holm"))
+    tests = [(f.axes, i) for f in fitted for i in range(len(f.axes))]
+    tests += [(f.interactions, i) for f in fitted for i in range(len(f.interactions))]
+    adjusted = stats.adjust([float(frame["p"].iloc[i]) for frame, i in tests], "holm")
+    for frame in {id(frame): frame for frame, _ in tests}.values():
+        frame["p_holm"] = math.nan
+    for (frame, i), p in zip(tests, adjusted, strict=True):
+        frame.iloc[i, frame.columns.get_loc("p_holm")] = p
     for family in fitted:
-        family.axes["p_holm"] = [next(adjusted) for _ in range(len(family.axes))]
-        family.axes["named"] = family.axes["p_holm"] < alpha
+        for frame in (family.axes, family.interactions):
+            if len(frame):
+                frame["named"] = frame["p_holm"] < alpha
 
 
 def fit_families(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,13 @@ def test_axes_are_named_under_holm_over_the_whole_study():
     name_study_wide(families)
     assert families[("d", "0")].axes["named"].tolist() == [True, False, False]
     assert families[("d", "0")].axes["p_holm"].iloc[0] == pytest.approx(45e-5)
+    # Interactions join the same family: a per-study null rate of 8–10 % (axes and pairs each at 5 %) falls to 5 %.
+    pairs = pd.DataFrame({"a": ["f0", "f1"], "b": ["f1", "f2"], "p": [0.004, math.nan], "named": [True, False]})
+    families[("d", "1")].interactions = pairs
+    name_study_wide(families)
+    assert families[("d", "0")].axes["p_holm"].iloc[0] == pytest.approx(46e-5)  # 45 axes and 1 pair tested
+    assert families[("d", "1")].interactions["named"].tolist() == [False, False]
+    assert math.isnan(families[("d", "1")].interactions["p_holm"].iloc[1])
 
 
 @pytest.mark.slow

@@ -250,20 +250,25 @@ def summarise(results: list[dict], truth: str) -> dict:
     return table
 
 
+def thesis_family() -> tuple[dict[str, dict], dict, list[str]]:
+    """One (dataset, architecture) of the thesis grid: its proxy configurations, fixed settings, design factors."""
+    spec = load_space(Path(__file__).resolve().parent.parent / "spaces/thesis_grid.yaml", check_roots=False)
+    family = [p for p in spec.points if p.params["dataset"] == "cifar100" and p.params["architecture"] == "resnet18"]
+    configs = configurations(family)
+    return configs, spec.data["fixed"], [f.name for f in design_factors(configs)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="4 studies per truth")
     args = parser.parse_args()
     studies = min(args.studies, 4) if args.quick else args.studies
-    spec = load_space(Path(__file__).resolve().parent.parent / "spaces/thesis_grid.yaml", check_roots=False)
-    family = [p for p in spec.points if p.params["dataset"] == "cifar100" and p.params["architecture"] == "resnet18"]
-    configs = configurations(family)
-    factors = [f.name for f in design_factors(configs)]
+    configs, fixed, factors = thesis_family()
     start, report = time.time(), {}
     with multiprocessing.Pool(2) as pool:
         for truth in TRUTHS:
-            jobs = [(s, truth, configs, spec.data["fixed"], factors) for s in range(studies)]
+            jobs = [(s, truth, configs, fixed, factors) for s in range(studies)]
             report[truth] = summarise(pool.map(run_study, jobs), truth)
     report["sigma_pp"], report["seconds"] = SIGMA, round(time.time() - start, 1)
     emit(report)

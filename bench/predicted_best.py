@@ -20,14 +20,12 @@ import math
 import multiprocessing
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 from common import emit
-from design import World, fit
+from design import World, fit, thesis_family
 
-from search.design import configurations, design_factors, extend_design
-from search.space import load_space
+from search.design import extend_design
 
 
 def one_study(args: tuple) -> tuple[bool, float, bool]:
@@ -50,14 +48,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     studies = 4 if args.quick else args.studies
-    spec = load_space(Path(__file__).resolve().parent.parent / "spaces/thesis_grid.yaml", check_roots=False)
-    family = [p for p in spec.points if p.params["dataset"] == "cifar100" and p.params["architecture"] == "resnet18"]
-    configs = configurations(family)
-    factors = [f.name for f in design_factors(configs)]
+    configs, fixed, factors = thesis_family()
     start, report = time.time(), {}
     with multiprocessing.Pool(2) as pool:
         for blocks in (1, 4):
-            rows = pool.map(one_study, [(s, blocks, configs, spec.data["fixed"], factors) for s in range(studies)])
+            rows = pool.map(one_study, [(s, blocks, configs, fixed, factors) for s in range(studies)])
             p = statistics.fmean(r[0] for r in rows)
             half = 1.96 * math.sqrt(p * (1 - p) / len(rows))
             report[f"blocks_{blocks}"] = {

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from common import emit
 
-from analysis.effects import analyse_family, open_levels
+from analysis.effects import analyse_family, name_study_wide, open_levels
 from search.design import configurations, design_factors, extend_design
 from search.space import load_space
 
@@ -121,7 +121,9 @@ class World:
 def fit(world: World, factors: list[str], gains: pd.DataFrame):
     """The report's fit: main effects, the two-way interactions the runs carry (the named ones kept for the
     prediction), the predicted best."""
-    return analyse_family(gains, factors, list(world.configs.values()), CONFIRM_TOP)
+    effects = analyse_family(gains, factors, list(world.configs.values()), CONFIRM_TOP)
+    name_study_wide({("d", "a"): effects})  # a study of one family: its axes and pairs in one Holm, as the report
+    return effects
 
 
 def picks_of(world: World, effects, gains: pd.DataFrame) -> list[str]:

@@ -44,6 +44,7 @@ def with_design(
 
     from search.budget import plan_design
     from search.status import load_study, load_trials
+    from search.study import spec_of
 
     try:
         check_readable(options.storage)  # a locked database: said now, not after a reader's long wait
@@ -57,32 +58,15 @@ def with_design(
         return spec
     trials = load_trials(spec.name, options.storage) if study is not None else []
     try:
-        spread = _spread(study, trials) if study is not None else None
+        stored = spec_of(study) if study is not None else None
         planned = plan_design(
-            spec, budget, recorded, trials, options.share, options.resources, spread, precision, adapt
+            spec, budget, recorded, trials, options.share, options.resources, stored, precision, adapt
         )
     except ProxySearchError as exc:
         fail(f"--budget: {exc}" if budget is not None and not str(exc).startswith("--") else str(exc))
     for line in planned.lines:
         print(line)
     return planned.spec
-
-
-def _spread(study: optuna.Study, trials: list) -> tuple[float, str] | None:
-    """The paired gain's spread `study` has measured (the median over its dataset × architecture families of the
-    effects model's residual sd, `results.effects`), or None before it can be fitted."""
-    import statistics
-
-    from results.effects import study_effects
-    from search.trialtable import load_study_data
-
-    if not any(t.state.name == "COMPLETE" for t in trials):
-        return None
-    fitted = study_effects(load_study_data(study, trials), interactions=False)
-    spreads = [f.spread_pp for f in fitted.values() if not math.isnan(f.spread_pp)]
-    if not spreads:
-        return None
-    return statistics.median(spreads), f"measured: this study's effects model, median over {len(spreads)} families"
 
 
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:

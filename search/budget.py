@@ -79,17 +79,19 @@ def plan_design(
     trials: list[FrozenTrial],
     share: bool,
     resources: dict[str, float],
-    spread: tuple[float, str] | None = None,
+    stored: GridSpec | None = None,
     precision: float | None = None,
     adapt: bool = False,
 ) -> DesignPlan:
     """The design `budget_text` (else the space's `design.budget`) buys for `spec`, on top of the design the study
     `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none.
-    `spread`: the paired gain's spread measured so far (pp) and where it comes from, for the expected precision.
+    `stored`: the space the study recorded, whose `trials` measure the paired gain's spread for the expected
+    precision (`measured_spread`).
     `adapt` (or a `precision`, pp): a design that learns — its first block recorded now, each further one chosen
     when the one before is done (`search.adaptive`), up to the blocks the budget buys or until every main effect's
     half-width is within `precision`."""
     asked = dict(spec.data.get("design") or {})
+    spread = measured_spread(stored, trials) if stored is not None else None
     text = budget_text if budget_text is not None else asked.get("budget")
     precision = precision if precision is not None else _precision_of(asked)
     adapt = adapt or bool(asked.get("adapt")) or precision is not None
@@ -167,6 +169,25 @@ def plan_design(
     run = cost_of(whole, designed(points, blind), share, trials, resources)  # a design that learns: at most this
     lines += describe(designed_spec, points, configs, run, naive, full, spread, blind)
     return DesignPlan(designed_spec, lines)
+
+
+def measured_spread(stored: GridSpec, trials: list[FrozenTrial]) -> tuple[float, str] | None:
+    """The paired gain's spread the study of `stored` has measured in `trials` (the median over its dataset ×
+    architecture families of the effects model's residual sd, `search.adaptive.study_fit`), or None before it can
+    be fitted."""
+    import statistics
+
+    from search.adaptive import study_fit  # pandas and statsmodels: only once a study has trials
+    from search.trialtable import trial_table
+
+    if not any(t.state.name == "COMPLETE" for t in trials):
+        return None
+    frame, _, _ = trial_table(stored, trials)
+    fitted = study_fit(stored, frame[frame["state"] == "COMPLETE"], interactions=False)
+    spreads = [f.spread_pp for f in fitted.values() if not math.isnan(f.spread_pp)]
+    if not spreads:
+        return None
+    return statistics.median(spreads), f"measured: this study's effects model, median over {len(spreads)} families"
 
 
 def _precision_of(asked: dict) -> float | None:

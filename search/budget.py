@@ -85,18 +85,12 @@ def plan_design(
 ) -> DesignPlan:
     """The design `budget_text` (else the space's `design.budget`) buys for `spec`, on top of the design the study
     `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none.
-    `stored`: the space the study recorded, whose `trials` measure the paired gain's spread for the expected
-    precision (`measured_spread`).
+    `stored`: the space the study recorded, whose `trials` measure the paired gain's spread (`measured_spread`).
     `adapt` (or a `precision`, pp): a design that learns — its first block recorded now, each further one chosen
     when the one before is done (`search.adaptive`), up to the blocks the budget buys or until every main effect's
     half-width is within `precision`."""
-    asked = dict(spec.data.get("design") or {})
+    asked, text, precision, adapt = _asked(spec, budget_text, precision, adapt, recorded)
     spread = measured_spread(stored, trials) if stored is not None else None
-    text = budget_text if budget_text is not None else asked.get("budget")
-    precision = precision if precision is not None else _precision_of(asked)
-    adapt = adapt or bool(asked.get("adapt")) or precision is not None
-    if text is None and precision is not None and not recorded:
-        text = "100%"  # a precision alone: blocks until it is reached, at most the whole grid's
     if text is None and not recorded:
         return DesignPlan(spec, [])
     whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
@@ -120,8 +114,6 @@ def plan_design(
             extend_design(configs, fixed, None, 1, seed, seeds)  # raises the error that says why
         size = block_size(factors)
         recorded_blocks = len((recorded or {}).get("blocks", []))
-        taken = {k for b in (recorded or {}).get("blocks", []) for k in b["configs"]}
-        available = recorded_blocks + math.ceil(len(set(configs) - taken) / size)
         # A share of the grid is of its cost from scratch: in hours, or in epochs where a group's rate is unknown
         # (the design takes the same share of every group, so the two agree within the groups' spread).
         by_epochs = budget.unit == "fraction" and naive.unknown > 0
@@ -130,24 +122,13 @@ def plan_design(
             "fraction": budget.amount * naive.measure(by_epochs),
             "hours": budget.amount,
         }[budget.unit]
-        design, fitted = dict(recorded or {}), None
-        for blocks in range(1, available + 1):
-            trial_design = extend_design(configs, fixed, design, blocks, seed, seeds)
-            chosen = sum(len(b["configs"]) for b in trial_design["blocks"])
-            unbounded = budget.unit == "fraction" and budget.amount >= 1  # no design costs more than its grid
-            if (
-                not unbounded
-                and cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target
-            ):
-                break
-            design, fitted = trial_design, blocks
-            if budget.unit == "configs" and chosen >= budget.amount:
-                break
+        design, fitted = _affordable(whole, recorded, seed, seeds, budget, target, by_epochs, share, trials, resources)
+        # Every configuration on every seed: the grid itself.
         whole_fits = (
             budget.amount >= len(configs) * len(seeds)
             if budget.unit == "configs"
             else full.measure(by_epochs) <= target
-        )  # every configuration on every seed: the grid itself
+        )
         if whole_fits and not adapt:
             return DesignPlan(whole, [f"budget {text}: the whole grid fits ({_said(full, naive)}): running it whole"])
         if fitted is None and not recorded_blocks:
@@ -171,6 +152,41 @@ def plan_design(
     return DesignPlan(designed_spec, lines)
 
 
+def _affordable(
+    whole: GridSpec,
+    recorded: dict | None,
+    seed: int,
+    seeds: range,
+    budget: Budget,
+    target: float,
+    by_epochs: bool,
+    share: bool,
+    trials: list[FrozenTrial],
+    resources: dict[str, float],
+) -> tuple[dict, int | None]:
+    """The `recorded` design of the grid `whole` with as many more blocks as cost at most `target` (a budget in
+    configurations: until it holds that many), and how many blocks that is (None: not one)."""
+    points = whole.points
+    configs, fixed = configurations(points), whole.data["fixed"]
+    taken = {k for b in (recorded or {}).get("blocks", []) for k in b["configs"]}
+    available = len((recorded or {}).get("blocks", [])) + math.ceil(
+        len(set(configs) - taken) / block_size(design_factors(configs))
+    )
+    unbounded = budget.unit == "fraction" and budget.amount >= 1  # no design costs more than its grid
+    design, fitted = dict(recorded or {}), None
+    for blocks in range(1, available + 1):
+        trial_design = extend_design(configs, fixed, design, blocks, seed, seeds)
+        if (
+            not unbounded
+            and cost_of(whole, designed(points, trial_design), share, trials, resources).measure(by_epochs) > target
+        ):
+            break
+        design, fitted = trial_design, blocks
+        if budget.unit == "configs" and sum(len(b["configs"]) for b in design["blocks"]) >= budget.amount:
+            break
+    return design, fitted
+
+
 def measured_spread(stored: GridSpec, trials: list[FrozenTrial]) -> tuple[float, str] | None:
     """The paired gain's spread the study of `stored` has measured in `trials` (the median over its dataset ×
     architecture families of the effects model's residual sd, `search.adaptive.study_fit`), or None before it can
@@ -190,8 +206,18 @@ def measured_spread(stored: GridSpec, trials: list[FrozenTrial]) -> tuple[float,
     return statistics.median(spreads), f"measured: this study's effects model, median over {len(spreads)} families"
 
 
-def _precision_of(asked: dict) -> float | None:
-    return parse_precision(asked["precision"]) if "precision" in asked else None
+def _asked(
+    spec: GridSpec, budget_text: str | None, precision: float | None, adapt: bool, recorded: dict | None
+) -> tuple[dict, str | None, float | None, bool]:
+    """What the command line, else the space's `design:`, asks: the space's design block, the budget, the
+    precision, whether the design learns (a precision implies it; a precision alone is a budget of the grid)."""
+    asked = dict(spec.data.get("design") or {})
+    text = budget_text if budget_text is not None else asked.get("budget")
+    if precision is None and "precision" in asked:
+        precision = parse_precision(asked["precision"])
+    if text is None and precision is not None and not recorded:
+        text = "100%"  # a precision alone: blocks until it is reached, at most the whole grid's
+    return asked, text, precision, adapt or bool(asked.get("adapt")) or precision is not None
 
 
 def learning(design: dict, recorded_blocks: int, precision: float | None, sd: float, configs: dict) -> dict:

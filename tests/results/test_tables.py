@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from results import present, stats
+from analysis import stats
+from results import present
 from results.tables import axis_tables, best_configurations, family_summary, paired_comparisons, proxy_statistics
 from search.study import GridStudy
 from search.trialtable import load_study_data

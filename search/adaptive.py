@@ -52,13 +52,18 @@ def study_fit(
     return fitted
 
 
+def trials_fit(spec: GridSpec, trials: list[FrozenTrial], interactions: bool = True) -> dict[tuple, FamilyEffects]:
+    """`study_fit` of a study of `spec` from its Optuna `trials` (their complete ones, as a trial table)."""
+    frame, _, _ = trial_table(spec, trials)
+    return study_fit(spec, frame[frame["state"] == "COMPLETE"] if len(frame) else frame, interactions=interactions)
+
+
 def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None, str]:
     """The recorded design of `spec` (one that learns, every block complete in `trials`) with its next block, or
     None when it is done; and a line saying which and why."""
     design = spec.data["design"]
     decided, planned, precision = len(design["blocks"]), design["planned"], design.get("precision")
-    frame, _, _ = trial_table(spec, trials)
-    families = study_fit(spec, frame[frame["state"] == "COMPLETE"] if len(frame) else frame)
+    families = trials_fit(spec, trials)
     widest = widest_halfwidth(families)
     reached = f"every main effect within ±{widest:.2f} pp" if widest < float("inf") else "no effects fitted yet"
     if precision is not None and widest <= precision:

@@ -189,17 +189,15 @@ def _affordable(
 
 def measured_spread(stored: GridSpec, trials: list[FrozenTrial]) -> tuple[float, str] | None:
     """The paired gain's spread the study of `stored` has measured in `trials` (the median over its dataset ×
-    architecture families of the effects model's residual sd, `search.adaptive.study_fit`), or None before it can
+    architecture families of the effects model's residual sd, `search.adaptive.trials_fit`), or None before it can
     be fitted."""
     import statistics
 
-    from search.adaptive import study_fit  # pandas and statsmodels: only once a study has trials
-    from search.trialtable import trial_table
+    from search.adaptive import trials_fit  # pandas and statsmodels: only once a study has trials
 
     if not any(t.state.name == "COMPLETE" for t in trials):
         return None
-    frame, _, _ = trial_table(stored, trials)
-    fitted = study_fit(stored, frame[frame["state"] == "COMPLETE"], interactions=False)
+    fitted = trials_fit(stored, trials, interactions=False)
     spreads = [f.spread_pp for f in fitted.values() if not math.isnan(f.spread_pp)]
     if not spreads:
         return None

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainer.prefix import CAM_AXES
+from trainer.prefix import CAM_AXES, PointKind
 
 FAMILY = ("dataset", "architecture")
 
@@ -25,7 +25,7 @@ def matches(reference: pd.Series, config: pd.Series, axes: list[str]) -> bool:
         mine, theirs = config[f"setting_{axis}"], reference[f"setting_{axis}"]
         if axis == "control" or (axis == "cam_method" and not matched):
             continue
-        if reference["kind"] == "baseline" and (axis in CAM_AXES or axis == "proxy_steps"):
+        if reference["kind"] == PointKind.BASELINE and (axis in CAM_AXES or axis == "proxy_steps"):
             continue
         if is_missing(theirs):  # a setting the reference does not have (a control without a mask)
             continue
@@ -45,11 +45,11 @@ def paired_gains(complete: pd.DataFrame, axes: list[str], maximize: bool) -> pd.
     architecture, config (its label), seed, every one of `axes`' settings, `gain` in pp (objective over the
     baseline's, better positive) and `baselines` (the baseline trials it subtracts)."""
     axes = [a for a in sorted(set(axes) | set(FAMILY)) if f"setting_{a}" in complete]
-    baselines = complete[complete["kind"] == "baseline"]
+    baselines = complete[complete["kind"] == PointKind.BASELINE]
     first = {label: group.iloc[0] for label, group in baselines.groupby("label", sort=True)}
     sign = 100.0 if maximize else -100.0
     rows = []
-    for _, group in complete[complete["kind"] == "proxy"].groupby("label", sort=True):
+    for _, group in complete[complete["kind"] == PointKind.PROXY].groupby("label", sort=True):
         head = group.iloc[0]
         refs = [label for label, ref in first.items() if matches(ref, head, axes)]
         same = [label for label in refs if first[label].get("epochs") == head.get("epochs")] or refs
@@ -107,7 +107,7 @@ def gain_caveats(complete: pd.DataFrame, gains: pd.DataFrame) -> dict[tuple, lis
         return out
     used = gains.groupby(list(FAMILY)).size().to_dict() if len(gains) else {}
     for family, group in complete.groupby(["setting_dataset", "setting_architecture"], sort=True):
-        proxies, baselines = group[group["kind"] == "proxy"], group[group["kind"] == "baseline"]
+        proxies, baselines = group[group["kind"] == PointKind.PROXY], group[group["kind"] == PointKind.BASELINE]
         notes = []
         if unpaired := len(proxies) - used.get(tuple(family), 0):
             notes.append(f"{unpaired} proxy trials with no matched baseline on their seed left out")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import emit
 
-from search.worker import Job, Settings, run_job
+from search.worker import Job, JobKind, Settings, run_job
 from trainer.config import TrialConfig
 
 
@@ -59,7 +59,7 @@ def timed_job(store: str, scratch: Path, epochs: int, n: int) -> float:
     }
     start = time.perf_counter()
     run_job(
-        Job("trial", f"trial {n}", TrialConfig.from_dict(config), f"trials/{n}-bench"),
+        Job(JobKind.TRIAL, f"trial {n}", TrialConfig.from_dict(config), f"trials/{n}-bench"),
         Settings(store, None, str(scratch)),
     )
     return time.perf_counter() - start

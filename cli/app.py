@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import enum
 import sys
-from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from cli.cluster import cluster_app
-from cli.errors import EXIT_BAD_INPUT, fail
-from search.names import study_name_problem
+from cli.errors import EXIT_BAD_INPUT, SaysNo
 
 # Plain help (rich_markup_mode=None): flags without a `<bool>` value, defaults never cut at 80 columns.
 app = typer.Typer(
+    cls=SaysNo,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
@@ -48,13 +47,6 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
     """Run, resume, inspect and report grids of Proxy Attention experiments."""
-
-
-def study_dir(study: str) -> Path:
-    """`runs/<study>`, for a valid study name only: names never become paths unchecked."""
-    if (why := study_name_problem(study)) is not None:
-        fail(why)
-    return Path("runs") / study
 
 
 EXECUTOR = typer.Option(ExecutorKind.ray, help="where trials run")

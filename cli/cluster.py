@@ -150,10 +150,7 @@ def worker(
 ) -> None:
     """Join this machine to the cluster whose head is at ADDRESS."""
     _auth(no_auth, head=False)
-    try:
-        check_cluster(address)  # a refused worker is one line, not `ray start`'s traceback
-    except AuthError as exc:
-        fail(str(exc))
+    check_cluster(address)  # a refused worker is one line, not `ray start`'s traceback
     _exec(ray_start_args(address, PORT, num_cpus, num_gpus, object_store, block, node_ip_address, temp_dir), scratch)
 
 

@@ -26,15 +26,14 @@ from cli.app import (
     SCRATCH,
     ExecutorKind,
     app,
-    fail,
-    study_dir,
 )
-from cli.launch import launch, resolved_options
+from cli.errors import fail
+from cli.launch import launch
 from search.databind import Origin
 from search.grid import GridSpec
-from search.options import RunFlags
-from search.storage import DriverLock, StudyError, default_storage
-from trainer.errors import ProxySearchError
+from search.options import RunFlags, resolve
+from search.paths import artifact_store_of, default_storage, run_dir
+from search.storage import DriverLock, StudyError
 
 if TYPE_CHECKING:
     import optuna
@@ -75,7 +74,7 @@ def confirm(
     data the exploration ran on. Run it again to resume (its selection stays as first made)."""
     confirm_name = name or f"{study}-confirm"
     _check_flags(top, seeds, correction, select, per)
-    study_dir(study), study_dir(confirm_name)
+    run_dir(study), run_dir(confirm_name)  # both names checked before anything is read
     if confirm_name == study:
         fail(f"--name: {study} is the exploration itself; name its confirmation otherwise (default {study}-confirm)")
     confirm_storage = storage or default_storage(confirm_name)
@@ -110,11 +109,8 @@ def confirm(
     existing = _existing_study(confirm_name, confirm_storage)
     origin = None
     if existing is None or not existing.user_attrs.get("data"):  # once bound, the confirmation keeps its own
-        try:
-            origin = _origin(study, storage or default_storage(study))
-        except ProxySearchError as exc:
-            fail(str(exc))
-    options = resolved_options(confirmation, flags, origin=origin)
+        origin = _origin(study, storage or default_storage(study))
+    options = resolve(confirmation, flags, origin=origin)
     launch(confirmation, options, dry_run)
 
 
@@ -127,14 +123,11 @@ def _choose(
     """The confirmation's space (`choose`: `_confirmation`), its seeds chosen and recorded on the exploration under
     the exploration's `seeds` lock before the first trial: two confirmations started together take different seeds,
     and a killed one's seeds stay spent. A dry run only looks."""
-    try:
-        seeds_lock = nullcontext() if dry_run else DriverLock(exploration_storage, study, "seeds", wait=SEEDS_WAIT)
-        with seeds_lock:
-            confirmation, chosen_now = choose()
-            if chosen_now and not dry_run:
-                _record_confirmation(study, exploration_storage, confirmation)
-    except ProxySearchError as exc:
-        fail(str(exc))
+    seeds_lock = nullcontext() if dry_run else DriverLock(exploration_storage, study, "seeds", wait=SEEDS_WAIT)
+    with seeds_lock:
+        confirmation, chosen_now = choose()
+        if chosen_now and not dry_run:
+            _record_confirmation(study, exploration_storage, confirmation)
     return confirmation
 
 
@@ -183,7 +176,7 @@ def _origin(study: str, storage: str) -> Origin:
         writable = optuna.load_study(study_name=study, storage=open_storage(storage, create=False, writable=True))
         writable.set_user_attr("data_changes", [*(writable.user_attrs.get("data_changes") or []), *changes])
 
-    where = exploration.user_attrs.get("artifacts") or exploration.user_attrs.get("out_dir") or str(study_dir(study))
+    where = artifact_store_of(study, exploration.user_attrs)
     return Origin(study, exploration.user_attrs.get("data") or {}, ArtifactStore(where), record)
 
 
@@ -212,35 +205,32 @@ def _confirmation(
     from search.study import spec_of
     from search.tally import foreign_note, of_the_grid
 
-    try:
-        exploration = load_study(study, storage)
-        spec = spec_of(exploration)
-        trials = load_trials(study, storage)
-        asked = [a for a in per.split(",") if a]
-        unknown = [a for a in asked if a not in (*spec.axes, "dataset", "architecture")]
-        if unknown:
-            fail(f"--per: {unknown[0]!r} is not an axis of {study} ({', '.join(spec.axes)})")
-        per_axes = tuple(a for a in asked if a in spec.axes)  # dataset, architecture: where the study has them
-        existing = _existing_study(confirm_name, confirm_storage)
-        if existing is not None and existing.user_attrs.get("space", {}).get("confirms") == study:
-            # Resumed: the selection stays as first made, whatever the exploration has done since.
-            print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
-            return spec_of(existing, validate=not dry_run), False
-        overlap = _check_test_part(study, spec, allow_test_overlap)
-        trials, foreign = of_the_grid(spec, trials)  # a trial added by hand is never selected
-        if foreign:
-            print(f"warning: {foreign_note(foreign)}", file=sys.stderr)
-        _warn_if_unfinished(study, spec, trials)
-        for learned_nothing in chance_warnings(spec, trials):  # a ranking of noise: said before it is paid for
-            print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
-        observed = select_observed(trials, spec, top, per_axes) if select != "model" else {}
-        predicted = _model_selection(exploration, trials, top) if select != "observed" else {}
-        selected = {"observed": observed, "model": predicted}.get(select) or combine(predicted, observed, top)
-        made = exploration.user_attrs.get("confirmations") or []
-        data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made), overlap)
-        confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
-    except ProxySearchError as exc:
-        fail(str(exc))
+    exploration = load_study(study, storage)
+    spec = spec_of(exploration)
+    trials = load_trials(study, storage)
+    asked = [a for a in per.split(",") if a]
+    unknown = [a for a in asked if a not in (*spec.axes, "dataset", "architecture")]
+    if unknown:
+        fail(f"--per: {unknown[0]!r} is not an axis of {study} ({', '.join(spec.axes)})")
+    per_axes = tuple(a for a in asked if a in spec.axes)  # dataset, architecture: where the study has them
+    existing = _existing_study(confirm_name, confirm_storage)
+    if existing is not None and existing.user_attrs.get("space", {}).get("confirms") == study:
+        # Resumed: the selection stays as first made, whatever the exploration has done since.
+        print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
+        return spec_of(existing, validate=not dry_run), False
+    overlap = _check_test_part(study, spec, allow_test_overlap)
+    trials, foreign = of_the_grid(spec, trials)  # a trial added by hand is never selected
+    if foreign:
+        print(f"warning: {foreign_note(foreign)}", file=sys.stderr)
+    _warn_if_unfinished(study, spec, trials)
+    for learned_nothing in chance_warnings(spec, trials):  # a ranking of noise: said before it is paid for
+        print(f"{learned_nothing}: the selection below ranks noise", file=sys.stderr)
+    observed = select_observed(trials, spec, top, per_axes) if select != "model" else {}
+    predicted = _model_selection(exploration, trials, top) if select != "observed" else {}
+    selected = {"observed": observed, "model": predicted}.get(select) or combine(predicted, observed, top)
+    made = exploration.user_attrs.get("confirmations") or []
+    data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made), overlap)
+    confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
     first = confirmation.data["seeds_from"]
     print(f"seeds {first}–{first + seeds - 1}: none used by {study} or by a confirmation made from it before")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import typer
 
-from cli.app import app, fail, study_dir
-from search.storage import StudyError, default_storage
+from cli.app import app
+from cli.errors import fail
+from search.paths import RUNS, default_storage, run_dir, study_dbs, study_dbs_shown
 
 
 @app.command(short_help="Where each study stands: counts, best value, ETA.")
@@ -25,43 +26,33 @@ def status(
     from search.status import format_status, load_study, load_trials, study_status
 
     infos = []
-    try:
-        for name, url in _studies(study, storage):
-            infos.append(study_status(load_study(name, url), load_trials(name, url)))
-    except StudyError as exc:
-        fail(str(exc))
+    for name, url in _studies(study, storage):
+        infos.append(study_status(load_study(name, url), load_trials(name, url)))
     if as_json:
         print(json.dumps(infos if study is None else infos[0], indent=2, default=str))
     elif infos:
         print("\n".join(format_status(i) for i in infos))
     else:
-        where = storage or f"{Path('runs').resolve()}/*.db"
+        where = storage or study_dbs_shown(RUNS.resolve())
         print(f"no studies in {where} (run from the project folder, or give --storage URL / --study NAME)")
 
 
 @app.command()
 def studies(storage: str | None = typer.Option(None, help="Optuna storage URL (default: runs/*.db)")) -> None:
     """List the studies in the storage."""
-    try:
-        for name, url in _studies(None, storage):
-            print(f"{name}\t{url}")
-    except StudyError as exc:
-        fail(str(exc))
+    for name, url in _studies(None, storage):
+        print(f"{name}\t{url}")
 
 
 def _one_study(study: str | None, storage: str | None) -> tuple[str, str]:
     """The study a command reads: the one named, or the only one in `storage` (or under runs/); a choice is asked
     for when there are several."""
     if study is not None:
-        study_dir(study)
         return study, storage or default_storage(study)
-    try:
-        found = _studies(None, storage)
-    except StudyError as exc:
-        fail(str(exc))
+    found = _studies(None, storage)
     if len(found) != 1:
         names = ", ".join(name for name, _ in found) or "none"
-        fail(f"give --study NAME: {len(found)} studies in {storage or 'runs/*.db'} ({names})")
+        fail(f"give --study NAME: {len(found)} studies in {storage or study_dbs_shown()} ({names})")
     return found[0]
 
 
@@ -70,9 +61,8 @@ def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
     from search.status import study_names
 
     if study:
-        study_dir(study)
         return [(study, storage or default_storage(study))]
-    urls = [storage] if storage else [f"sqlite:///{p}" for p in sorted(Path("runs").glob("*.db"))]
+    urls = [storage] if storage else [f"sqlite:///{p}" for p in study_dbs()]
     return [(name, url) for url in urls for name in study_names(url)]
 
 
@@ -87,11 +77,8 @@ def export(
     from search.trialtable import export_rows
 
     study, storage = _one_study(study, storage)
-    try:
-        rows = export_rows(load_study(study, storage), load_trials(study, storage))
-    except StudyError as exc:
-        fail(str(exc))
-    path = out or study_dir(study) / "trials.csv"
+    rows = export_rows(load_study(study, storage), load_trials(study, storage))
+    path = out or run_dir(study) / "trials.csv"
     write_csv(rows, path)
     print(f"{len(rows)} trials -> {path}")
 
@@ -112,14 +99,11 @@ def report(
     if correction not in CORRECTIONS:
         fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
     study, storage = _one_study(study, storage)
-    try:
-        loaded, trials = load_study(study, storage, writable=to_dashboard), load_trials(study, storage)
-    except StudyError as exc:
-        fail(str(exc))
+    loaded, trials = load_study(study, storage, writable=to_dashboard), load_trials(study, storage)
     made = build_report(
         loaded,
         trials,
-        out or study_dir(study) / "report",
+        out or run_dir(study) / "report",
         to_dashboard,
         correction,
         say=lambda line: print(line, file=sys.stderr),
@@ -142,10 +126,7 @@ def dashboard(
 
     if storage is None and study is None:
         fail("give --storage URL or --study NAME")
-    try:
-        backend = open_storage(storage or default_storage(study or ""), create=False)
-    except StudyError as exc:
-        fail(str(exc))
+    backend = open_storage(storage or default_storage(study or ""), create=False)
     if not 1 <= port <= 65535:
         fail(f"--port: expected a port in 1-65535, got {port}")
     try:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli.app import console, fail
-from search.databind import Origin
+from cli.app import console
+from cli.errors import fail
 from search.dispatch import check_machine
 from search.driver import run_study
 from search.grid import GridSpec
-from search.options import RunFlags, RunOptions, resolve
+from search.options import RunOptions
 from search.progress import format_hours
 from search.spacecheck import root_problems
 from search.storage import StudyError, check_readable, check_storage_url
@@ -22,16 +22,6 @@ from trainer.errors import ProxySearchError
 
 if TYPE_CHECKING:
     import optuna
-
-
-def resolved_options(
-    spec: GridSpec, flags: RunFlags, recorded: dict | None = None, origin: Origin | None = None
-) -> RunOptions:
-    """`search.options.resolve`, its refusal one line."""
-    try:
-        return resolve(spec, flags, recorded, origin)
-    except ProxySearchError as exc:
-        fail(str(exc))
 
 
 def with_design(
@@ -46,10 +36,7 @@ def with_design(
     from search.status import load_study, load_trials
     from search.study import spec_of
 
-    try:
-        check_readable(options.storage)  # a locked database: said now, not after a reader's long wait
-    except StudyError as exc:
-        fail(str(exc))
+    check_readable(options.storage)  # a locked database: said now, not after a reader's long wait
     study: optuna.Study | None = None
     with contextlib.suppress(StudyError):  # a new study has no design
         study = load_study(spec.name, options.storage)
@@ -72,11 +59,8 @@ def with_design(
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
     """Check where `options` (`search.options.resolve`) store things, then print the plan or run the study and exit
     with its code."""
-    try:
-        check_storage_url(options.storage)
-        probe_store(options.artifacts)
-    except ProxySearchError as exc:
-        fail(str(exc))
+    check_storage_url(options.storage)
+    probe_store(options.artifacts)
     if dry_run:
         problems = []
         if options.ray_address is None:  # the check the run makes of the Ray it starts (a cluster's: when joined)
@@ -86,18 +70,15 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
                 problems.append(str(exc))
         print_plan(spec, options, problems)
         return
-    try:
-        if (spec.data.get("design") or {}).get("adapt"):  # a design that learns: block by block (search.adaptive)
-            from search.adaptive import run_learning
-            from search.status import load_trials
+    if (spec.data.get("design") or {}).get("adapt"):  # a design that learns: block by block (search.adaptive)
+        from search.adaptive import run_learning
+        from search.status import load_trials
 
-            code = run_learning(
-                spec, lambda s: run_study(s, options, console), lambda: load_trials(spec.name, options.storage)
-            )
-        else:
-            code = run_study(spec, options, console)
-    except ProxySearchError as exc:
-        fail(str(exc))
+        code = run_learning(
+            spec, lambda s: run_study(s, options, console), lambda: load_trials(spec.name, options.storage)
+        )
+    else:
+        code = run_study(spec, options, console)
     raise typer.Exit(code)
 
 

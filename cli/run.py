@@ -20,14 +20,13 @@ from cli.app import (
     SCRATCH,
     ExecutorKind,
     app,
-    fail,
 )
-from cli.launch import launch, resolved_options, with_design
+from cli.errors import fail
+from cli.launch import launch, with_design
 from search.design import DesignError, parse_budget, parse_precision
-from search.options import RunFlags
-from search.space import DEFAULT_MAX_POINTS, SpaceError, load_space
-from search.storage import default_storage
-from trainer.errors import ProxySearchError
+from search.options import RunFlags, resolve
+from search.paths import RUNS, default_storage, run_dir, study_db
+from search.space import DEFAULT_MAX_POINTS, load_space
 
 
 def _checked_precision(text: str | None) -> float | None:
@@ -87,10 +86,7 @@ def run(
 ) -> None:
     """Create or resume the study of SPACE and run every point that is not finished (with --budget or a
     `design:` block: a balanced fraction of its proxy configurations, block by block)."""
-    try:
-        spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
-    except SpaceError as exc:
-        fail(str(exc))
+    spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     if storage is None:
         _refuse_a_study_elsewhere(space, spec.name)
     if spec.data.get("confirms"):  # fresh seeds, no halving and the selection recorded: only `search confirm`
@@ -115,22 +111,22 @@ def run(
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
-    options = resolved_options(spec, flags)
+    options = resolve(spec, flags)
     launch(with_design(spec, budget, options, _checked_precision(precision), adapt), options, dry_run)
 
 
 def _refuse_a_study_elsewhere(space: Path, name: str) -> None:
     """Run from another folder, `search run ../pa/mine.yaml` would start a new, empty study in ./runs while the
     study of that name lives beside the space file (or a folder above it): say where it is instead."""
-    here = Path("runs") / f"{name}.db"
+    here = study_db(name)
     if here.exists():
         return
     for folder in (space.resolve().parent, space.resolve().parent.parent):
-        found = folder / "runs" / f"{name}.db"
+        found = study_db(name, folder / RUNS)
         if found.exists() and found.resolve() != here.resolve():
             fail(
                 f"study {name} lives in {found}, not in this folder's runs/: run from {folder}, or pass --storage "
-                f"sqlite:///{found} --out {folder / 'runs' / name} to go on with it there"
+                f"sqlite:///{found} --out {run_dir(name, folder / RUNS)} to go on with it there"
             )
 
 
@@ -159,12 +155,9 @@ def resume(
     from search.status import load_study
     from search.study import spec_of
 
-    try:
-        storage = storage or default_storage(study)
-        stored = load_study(study, storage)
-        spec = spec_of(stored, validate=not dry_run, max_points=max_points)
-    except ProxySearchError as exc:
-        fail(str(exc))
+    storage = storage or default_storage(study)
+    stored = load_study(study, storage)
+    spec = spec_of(stored, validate=not dry_run, max_points=max_points)
     flags = RunFlags(
         storage=storage,
         out=out,
@@ -181,4 +174,4 @@ def resume(
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
-    launch(spec, resolved_options(spec, flags, stored.user_attrs), dry_run)
+    launch(spec, resolve(spec, flags, stored.user_attrs), dry_run)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from cli.app import CACHE_DIR, NO_CACHE, app, cache_app, fail
+from cli.app import CACHE_DIR, NO_CACHE, app, cache_app
+from cli.errors import fail
 from search.options import cache_location
 
 
@@ -25,18 +26,15 @@ def trial(
     """Run one trial in this process (no Optuna, no Ray): a debugging aid."""
     from trainer import TrialConfig
     from trainer.config import MAX_THREADS
-    from trainer.errors import ConfigError, DataError, ModelError
+    from trainer.errors import DataError, ModelError
 
     if not 1 <= threads <= MAX_THREADS:
         fail(f"--threads: expected an integer from 1 to {MAX_THREADS}, got {threads}")
-    try:
-        trial_config = TrialConfig.from_json_file(config)
-        if trial_config.pretrained_path:  # before the trial folder is made
-            from trainer.models import load_pretrained
+    trial_config = TrialConfig.from_json_file(config)
+    if trial_config.pretrained_path:  # before the trial folder is made
+        from trainer.models import load_pretrained
 
-            load_pretrained(Path(trial_config.pretrained_path))
-    except (ConfigError, ModelError) as exc:
-        fail(str(exc))
+        load_pretrained(Path(trial_config.pretrained_path))
     from trainer import run_trial  # torch, timm and grad-cam load only for a config worth running
 
     handler = logging.StreamHandler(sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from search.trialtable import StudyData
+from trainer.prefix import PointKind
 
 KIND_WORDS = {"proxy": "proxy", "baseline": "baseline", "control": "control"}
 
@@ -17,7 +18,7 @@ def methods_text(data: StudyData) -> str:
     done = data.complete
     parts = [f"The grid has {len(data.spec.points):,} points; {len(done):,} trials completed"]
     kinds = []
-    for kind in ("proxy", "baseline", "control"):
+    for kind in PointKind:
         rows = done[done["kind"] == kind] if len(done) else done
         if len(rows):
             seeds = rows.groupby("config")["seed"].nunique()
@@ -42,7 +43,7 @@ def _design_text(design: dict, done: pd.DataFrame, data: StudyData) -> str:
         f"{' or '.join(map(str, sizes))} proxy configurations per dataset × architecture (block seeds {seeds}; "
         f"{distinct} distinct configurations)."
     )
-    uneven = _uneven_levels(done[done["kind"] == "proxy"] if len(done) else done, data)
+    uneven = _uneven_levels(done[done["kind"] == PointKind.PROXY] if len(done) else done, data)
     if uneven:
         return text + " Among the proxy trials that completed, levels are not balanced on " + "; ".join(uneven) + "."
     return text + " Among the proxy trials that completed, every setting's levels are equally often on each seed."

@@ -17,6 +17,7 @@ from results.present import header
 from results.tables import axis_trials, memory_metric
 from search.trialtable import StudyData
 from trainer.config import PROXY_METHODS
+from trainer.prefix import PointKind
 
 TEMPLATE = "plotly_white"
 KIND_COLOURS = {"baseline": "#4c78a8", "control": "#54a24b", "proxy": "#f58518"}
@@ -113,7 +114,9 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
         return None
     # In memory: the evaluator reads the study again and again.
     study = optuna.create_study(direction=optuna.study.StudyDirection[data.spec.objective[1].upper()])
-    study.add_trials([t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("kind") == "proxy"])
+    study.add_trials(
+        [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("kind") == PointKind.PROXY]
+    )
     try:
         scores = optuna.importance.get_param_importances(study, params=params)
     except (RuntimeError, ValueError):  # too few distinct trials for the evaluator
@@ -172,7 +175,7 @@ def halving_curves(curves: pd.DataFrame, data: StudyData) -> go.Figure | None:
     metric = data.spec.objective[0]
     column = "val_loss" if metric == "val_loss" else "val_accuracy"
     fig = go.Figure()
-    for number, rows in curves[curves["kind"] == "proxy"].groupby("number"):
+    for number, rows in curves[curves["kind"] == PointKind.PROXY].groupby("number"):
         stopped = rows["state"].iloc[0] == "PRUNED"
         fig.add_trace(
             go.Scatter(

@@ -28,6 +28,7 @@ from search.progress import chance_warnings
 from search.tally import foreign_note
 from search.trialtable import StudyData, flatten, folder_of, load_curves, load_study_data
 from trainer.files import atomic_write_bytes
+from trainer.prefix import PointKind
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222;background:#fff}"
@@ -129,8 +130,9 @@ TEST_OVERLAP = (
 def confirmations_made(study: optuna.Study, storage: str | None, correction: str) -> present.Shown:
     """Every confirmation made from an exploration (recorded on it by `search confirm`), the seeds it took and its
     outcome: how many of its configurations are claimed, read from the confirmation study itself."""
+    from search.paths import default_storage
     from search.status import load_study, load_trials
-    from search.storage import StudyError, default_storage
+    from search.storage import StudyError
 
     rows = []
     entries = [e for e in study.user_attrs.get("confirmations") or [] if isinstance(e, dict)]
@@ -246,7 +248,7 @@ def _best_pair(data: StudyData) -> tuple[int | None, int | None]:
     metric, direction = data.spec.objective
     ascending = direction == "minimize"
     proxies = data.proxy_trials.sort_values(metric, ascending=ascending)
-    baselines = data.complete[data.complete["kind"] == "baseline"].sort_values(metric, ascending=ascending)
+    baselines = data.complete[data.complete["kind"] == PointKind.BASELINE].sort_values(metric, ascending=ascending)
     if proxies.empty or baselines.empty:
         return None, None
     best = proxies.iloc[0]

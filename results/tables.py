@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import stats
 from analysis.gains import is_missing, matches
 from search.trialtable import PROXY_METRICS, StudyData
-from trainer.prefix import CAM_AXES
+from trainer.prefix import CAM_AXES, PointKind
 
 BUDGET_TOLERANCE = 0.05  # paired budgets further apart than this are flagged
 
@@ -54,9 +54,9 @@ def axis_trials(complete: pd.DataFrame, axis: str) -> pd.DataFrame:
     control would mix in), the `control` axis among the configurations and their matched controls, any other axis
     among all."""
     if axis == "control":
-        return complete[complete["kind"] != "baseline"]
+        return complete[complete["kind"] != PointKind.BASELINE]
     if axis in CAM_AXES:
-        return complete[complete["kind"] == "proxy"]
+        return complete[complete["kind"] == PointKind.PROXY]
     return complete
 
 
@@ -143,7 +143,7 @@ def paired_comparisons(
 
 
 def _reference_kind(row: pd.Series) -> str:
-    if row["kind"] == "baseline":
+    if row["kind"] == PointKind.BASELINE:
         return "baseline"
     control = row.get("setting_control")
     return f"control ({control if not is_missing(control) and control != 'none' else row['setting_cam_method']})"
@@ -234,7 +234,7 @@ def proxy_statistics(data: StudyData) -> pd.DataFrame:
     kept), all-zero maps, and the shares of the trained proxies' pixels at or above the threshold and changed
     (means over seeds)."""
     columns = list(PROXY_METRICS)
-    trials = data.complete[data.complete["kind"] != "baseline"]
+    trials = data.complete[data.complete["kind"] != PointKind.BASELINE]
     present = [c for c in columns if c in trials]
     if not len(trials) or not present:
         return pd.DataFrame()

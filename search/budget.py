@@ -29,6 +29,7 @@ from search.plan import build_plan
 from search.price import price
 from search.progress import format_hours
 from search.status import halving_bound
+from trainer.prefix import PointKind
 
 CONFIRM_TOP, CONFIRM_SEEDS = 3, 10  # search confirm's defaults: what the dry-run prices on top of the design
 ASSUMED_SPREAD_PP = 1.0  # seed-to-seed sd of a paired gain, in pp, until a study has measured its own
@@ -314,7 +315,7 @@ def describe(
     design = blind or recorded
     chosen = [key for b in design["blocks"] for key in b["configs"]]
     seeds = sorted({b["seed"] for b in design["blocks"]})
-    controls = sum(p.kind == "control" for p in points)
+    controls = sum(p.kind == PointKind.CONTROL for p in points)
     sd, basis = spread or (ASSUMED_SPREAD_PP, "assumed; the report's effects table gives the measured intervals")
     width = expected_halfwidth(design, configs, sd)
     # Every level equally often in a block only when the block's size is a multiple of each factor's level count.
@@ -336,7 +337,7 @@ def describe(
     if recorded.get("adapt"):
         lines += _learning_lines(recorded, design, configs, sd)
     families = len({(p.params.get("dataset"), p.params.get("architecture")) for p in spec.points})
-    baselines = sum(p.kind == "baseline" for p in spec.points) / max(len(seeds) * families, 1)
+    baselines = sum(p.kind == PointKind.BASELINE for p in spec.points) / max(len(seeds) * families, 1)
     confirm = families * CONFIRM_SEEDS * (CONFIRM_TOP * 3 + baselines)  # each with its two matched controls
     confirm_hours = confirm * run.hours / max(len(spec.points), 1)
     lines.append(

@@ -23,7 +23,7 @@ from search.grid import GridSpec, block_values
 from search.tally import trial_seed
 from trainer.config import MATCHED_CONTROLS
 from trainer.errors import ProxySearchError
-from trainer.prefix import CAM_AXES
+from trainer.prefix import CAM_AXES, PointKind
 from trainer.schedule import parse_schedule
 
 
@@ -42,7 +42,7 @@ def configurations(trials: list[FrozenTrial], spec: GridSpec) -> dict[str, dict[
     "values": its objective per complete seed, "seeds"}."""
     out: dict[str, dict[str, Any]] = {}
     for t in trials:
-        if t.state != TrialState.COMPLETE or t.user_attrs.get("kind") != "proxy" or t.value is None:
+        if t.state != TrialState.COMPLETE or t.user_attrs.get("kind") != PointKind.PROXY or t.value is None:
             continue
         settings = {k: v for k, v in t.params.items() if k != "seed"}
         entry = out.setdefault(json.dumps(settings, sort_keys=True), {"settings": settings, "values": {}})

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from search.paths import dataset_manifest
 from search.store import ArtifactStore
 from trainer.data.identity import Binding, manifest
 from trainer.errors import ProxySearchError
@@ -73,7 +74,7 @@ def check_data(
             inherited.record(made)
     for name, now in current.items():
         if recorded.get(name, {}).get("digest") != now["digest"] or inherited is not None:
-            store.write_bytes(f"datasets/{name}-{now['digest']}.json", json.dumps(now["hashes"]).encode())
+            store.write_bytes(dataset_manifest(name, now["digest"]), json.dumps(now["hashes"]).encode())
             recorded[name] = {k: now[k] for k in ("digest", "files", "bytes")}
     study.set_user_attr("data", recorded)
     return accepted
@@ -117,7 +118,7 @@ def bindings(recorded: dict[str, dict]) -> dict[str, Binding]:
 
 def _describe(name: str, before: dict, now: dict, store: ArtifactStore) -> str:
     """`digits: 3 files removed (e.g. 0/1.png), 1 added, 2 modified` (counts only when the old list is gone)."""
-    old = store.folder("datasets").read_json(f"{name}-{before['digest']}.json")
+    old = store.folder("").read_json(dataset_manifest(name, before["digest"]))
     if not isinstance(old, dict):
         return f"{name}: {before['files']} files then, {now['files']} now, contents differ"
     new = now["hashes"]

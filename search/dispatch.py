@@ -23,9 +23,9 @@ from typing import Any, Protocol
 from search.leftovers import end_leftovers, record_started
 from search.rayauth import check_cluster, protect_token_file, require_token
 from search.storage import StudyError, one_line
-from search.worker import Job, Outcome, Settings, job_file, run_job
+from search.worker import Job, Outcome, OutcomeStatus, Settings, job_file, run_job
 from trainer.failures import FailureKind, failure_kind
-from trainer.folder import STDERR
+from trainer.folder import OUTCOME, STDERR
 
 OBJECT_STORE_BYTES = 256 * 2**20  # trials return a few kilobytes; their files go to the artifact store
 
@@ -182,7 +182,7 @@ class RayExecutor:
         """Nothing: Ray starts its worker processes itself."""
 
     def submit(self, job: Job) -> None:
-        job.gpus = job.gpus or self.gpus
+        job = job.with_gpus(self.gpus)
         task = self.gpu_task if job.gpus else self.cpu_task
         ref = task.options(num_cpus=self.cpus, num_gpus=job.gpus, max_retries=0).remote(
             job.to_data(), asdict(self.settings)
@@ -255,7 +255,7 @@ class LocalExecutor:
         from search.store import ArtifactStore
 
         store = ArtifactStore(self.settings.store)
-        job.gpus = job.gpus or self.gpus  # a job given no GPU hides them (`search.worker.run_job`)
+        job = job.with_gpus(self.gpus)  # a job given no GPU hides them (`search.worker.run_job`)
         log = store.local_path(job.folder) / STDERR if store.local else self.log_dir / f"{job.label}.log"
         folder = Path(tempfile.mkdtemp(prefix="pas-job-"))
         spec = job_file(job, self.settings, log, folder / "job.json")
@@ -285,7 +285,7 @@ class LocalExecutor:
             return []
         job, folder, log = self.running
         worker = self._worker() if self.worker is None else self.worker
-        outcome_file = folder / "outcome.json"
+        outcome_file = folder / OUTCOME
         deadline = time.monotonic() + timeout
         while not outcome_file.exists() and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -302,7 +302,7 @@ class LocalExecutor:
         if outcome is None:
             self.worker = None
             return [Completion.failed(job, _death(worker.returncode, log))]
-        if outcome.status == "error":
+        if outcome.status == OutcomeStatus.ERROR:
             return [Completion.failed(job, outcome.reason or "unknown error", outcome.failure or FailureKind.ERROR)]
         return [Completion(job, outcome=dataclasses.replace(outcome, node="local"))]
 

@@ -25,15 +25,16 @@ from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec
 from search.halving import Halving, RungBook
 from search.options import RunOptions
+from search.paths import trial_folder
 from search.plan import Plan, build_plan
 from search.progress import JobClock, RunProgress, run_summary
 from search.scheduler import PointState, Scheduler, State, StemState
 from search.storage import DriverLock, StudyError, one_line
 from search.store import ArtifactStore
 from search.study import GridStudy
-from search.tally import trial_folder
-from search.worker import Job, Settings
+from search.worker import Job, JobKind, OutcomeStatus, Settings
 from trainer.failures import FailureKind, failure_kind
+from trainer.prefix import PointKind
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 POLL_SECONDS = 3.0
@@ -228,7 +229,7 @@ class Run:
         point = self.points[stem.representative].pending.point
         groups = [self.points[k].pending.point.config() for k in stem.groups]
         return Job(
-            "stem",
+            JobKind.STEM,
             f"stem {stem.key[:8]}",
             point.config(),
             stem.folder,
@@ -244,13 +245,17 @@ class Run:
         point = state.pending.point
         start, stem = self.scheduler.start_of(state)
         total = point.schedule.epochs
-        until = self.halving.next_rung(len(state.history), total) if self.halving and point.kind == "proxy" else None
+        until = (
+            self.halving.next_rung(len(state.history), total)
+            if self.halving and point.kind == PointKind.PROXY
+            else None
+        )
         number = state.number
         if number is None:
             number = self.grid.start(state.pending)
             self.scheduler.opened(state, number, self.grid.report(number, state.history))
         return Job(
-            "trial",
+            JobKind.TRIAL,
             f"trial {number}",
             point.config(),
             trial_folder(number, point.grid_key),
@@ -309,7 +314,7 @@ class Run:
             raise RuntimeError(f"{job.label} finished without a trial of its own")
         if outcome is not None:
             self.scheduler.progressed(state, outcome.history)
-        if outcome is not None and outcome.status == "paused":
+        if outcome is not None and outcome.status == OutcomeStatus.PAUSED:
             self.scheduler.reported(state, self.grid.report(number, state.history, state.reported))
             self.scheduler.paused(state)
             self.progress.finished(
@@ -425,7 +430,7 @@ def matched_configurations(spec: GridSpec) -> dict[str, str]:
     configs = {
         p.config().digest(): p.grid_key
         for p in spec.points
-        if p.kind == "proxy" and p.setting("control") in (None, "none")
+        if p.kind == PointKind.PROXY and p.setting("control") in (None, "none")
     }
     out = {}
     for point in controls:

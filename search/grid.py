@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from trainer.config import TrialConfig
-from trainer.prefix import CAM_AXES, DECIDERS, irrelevant
+from trainer.prefix import CAM_AXES, DECIDERS, PointKind, irrelevant
 from trainer.schedule import Schedule, parse_schedule
 
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
@@ -41,7 +41,7 @@ class Point(NamedTuple):
     tuple: immutable, and made twice as fast as a frozen dataclass, which counts at a million points.)"""
 
     params: dict[str, Any]
-    kind: str
+    kind: PointKind
     grid_key: str
     dropped: tuple[str, ...]
     fixed: dict[str, Any]
@@ -50,7 +50,7 @@ class Point(NamedTuple):
     @property
     def baseline(self) -> bool:
         """A point without proxy steps."""
-        return self.kind == "baseline"
+        return self.kind == PointKind.BASELINE
 
     @property
     def resolved(self) -> dict[str, Any]:
@@ -106,13 +106,13 @@ def designed(points: list[Point], design: dict) -> list[Point]:
     ranked = []
     for point in points:
         seed = point.params["seed"]
-        if point.kind == "proxy":
+        if point.kind == PointKind.PROXY:
             key = _POINT_CONFIGS.get(point.grid_key)
             if key is None:  # a budget prices many designs of one grid: each point's configuration is found once
                 key = _POINT_CONFIGS[point.grid_key] = config_key(point.params)
             block = block_of.get((key, seed))
         else:
-            block = first_on.get(seed) if point.kind == "baseline" else None
+            block = first_on.get(seed) if point.kind == PointKind.BASELINE else None
         if block is not None:
             ranked.append((block, point.grid_key, point))
     return [point for _, _, point in sorted(ranked, key=lambda r: r[:2])]
@@ -169,8 +169,8 @@ def iter_points(data: dict) -> Iterator[Point]:
                 continue
             seen.add(signature)
             values = [[decided[n]] if n in decided else axes[n] for n in names]
-            # A point's key text is the join of its values' JSON in name order (what json.dumps(sort_keys=True)
-            # writes), the seed in its place: each value is encoded once.
+            # A point's key is `grid_key(params)`, built here from its values' JSON joined in name order (what
+            # json.dumps(sort_keys=True) writes), the seed in its place: each value is encoded once (tested equal).
             texts = [[f"{json.dumps(n)}: {json.dumps(v)}" for v in vs] for n, vs in zip(names, values, strict=True)]
             cut = bisect.bisect_left(names, "seed")
             dropped = tuple(n for n in sorted(axes) if n in drop)

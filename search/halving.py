@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, Point
+from search.paths import trial_folder
 from search.store import ArtifactStore
-from search.tally import trial_folder
+from trainer.prefix import PointKind
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class RungBook:
         self.out: dict[str, int] = {}  # grid_key -> rung from which it no longer takes part
         self.decided: set[tuple[tuple, int]] = set()
         for p in spec.points:
-            if p.kind == "proxy":
+            if p.kind == PointKind.PROXY:
                 group = halving.group(p)
                 self.groups.setdefault(group, set()).add(p.grid_key)
                 self.point_group[p.grid_key] = group

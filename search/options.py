@@ -11,8 +11,8 @@ from typing import Any
 
 from search.databind import Origin
 from search.grid import GridSpec
+from search.paths import default_storage, run_dir
 from search.space import resource_problem
-from search.storage import default_storage
 from search.store import resolve_uri
 from trainer.errors import ProxySearchError
 from trainer.files import default_cache_dir
@@ -83,7 +83,7 @@ def resolve(
         if count is not None and count < 1:
             raise OptionError(f"{flag}: expected a positive integer, got {count}")
     recorded = recorded or {}
-    out_dir = Path(flags.out or recorded.get("out_dir") or Path("runs") / spec.name).resolve()
+    out_dir = Path(flags.out or recorded.get("out_dir") or run_dir(spec.name)).resolve()
     resources = {
         key: value if (value := getattr(flags, key)) is not None else spec.resources[key]
         for key in ("gpus_per_trial", "cpus_per_trial")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from search.grid import DEFAULTS, Point, lasting_objects
+from search.paths import stem_folder
 from trainer.prefix import CAM_GROUP_FIELDS, PROGRESS_SCHEDULERS, cam_group, prefix_signature
 from trainer.schedule import Schedule, parse_schedule
 
@@ -42,7 +43,7 @@ class Stem:
 
     @property
     def folder(self) -> str:
-        return f"stems/{self.key}"
+        return stem_folder(self.key)
 
 
 @dataclass

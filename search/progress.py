@@ -18,8 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from search.grid import GridSpec
+from search.paths import default_storage
 from search.plan import Plan
 from search.tally import shown_state
+from trainer.prefix import PointKind
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -228,7 +230,7 @@ def chance_warnings(spec: GridSpec, trials: list[FrozenTrial]) -> list[str]:
     families: dict[tuple, list[bool]] = {}
     for trial in scored:
         index = spec.order.get(trial.user_attrs.get("grid_key"))  # type: ignore[arg-type]
-        if index is None or trial.user_attrs.get("kind") != "baseline":
+        if index is None or trial.user_attrs.get("kind") != PointKind.BASELINE:
             continue
         point = spec.points[index]
         family = (spec.dataset_of(point), point.setting("architecture"))
@@ -257,14 +259,14 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
         f"{sum(shown_state(t.state, t.user_attrs.get('fail_kind')) == 'FAIL' for t in trials)} failed tries",
     ]
     if best is not None:
-        kind = best.user_attrs.get("kind", "proxy")
+        kind = best.user_attrs.get("kind", PointKind.PROXY)
         parts.append(f"best {metric} {best.value:.4f} (trial {best.number}, a {kind})")
-        proxy = best_of([t for t in complete if t.user_attrs.get("kind") == "proxy"], direction)
-        if kind != "proxy" and proxy is not None:  # what the study is about, beside it
+        proxy = best_of([t for t in complete if t.user_attrs.get("kind") == PointKind.PROXY], direction)
+        if kind != PointKind.PROXY and proxy is not None:  # what the study is about, beside it
             parts.append(f"best proxy configuration {metric} {proxy.value:.4f} (trial {proxy.number})")
     if plan.stems:
         parts.append(f"{plan.shared_epochs} of {plan.naive_epochs} epochs trained (shared prefixes)")
-    storage_flag = "" if storage == f"sqlite:///runs/{spec.name}.db" else f" --storage {storage}"
+    storage_flag = "" if storage == default_storage(spec.name) else f" --storage {storage}"
     parts.append(f"report: {invoked_as()} report --study {spec.name}{storage_flag}")
     return "\n".join([" · ".join(parts), *chance_warnings(spec, trials)])
 

@@ -25,6 +25,7 @@ from search.storage import StudyError, open_storage, wait_for_creator
 from search.study import check_extension, spec_of
 from search.tally import foreign_note, tally
 from search.trials import read_trials
+from trainer.prefix import PointKind
 
 
 def load_study(name: str, storage_url: str, writable: bool = False) -> optuna.Study:
@@ -200,7 +201,7 @@ def dry_run_plan(
 def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec, float | None] | None:
     """A confirmation's exploration (its name, trials, space and measured start-up), from the confirmation's
     storage or its own default one; None for another study, or when it cannot be read."""
-    from search.storage import default_storage
+    from search.paths import default_storage
     from search.study import spec_of
 
     name = spec.data.get("confirms")
@@ -236,7 +237,7 @@ def halving_bound(spec: GridSpec, pending: list, plan) -> int:
     groups: dict[tuple, list[tuple[int, int]]] = {}
     for p in pending:
         span = (plan.start_epoch(p.grid_key), p.schedule.epochs)
-        if p.kind == "proxy":
+        if p.kind == PointKind.PROXY:
             groups.setdefault(halving.group(p), []).append(span)
         else:
             work += span[1] - span[0]

@@ -17,20 +17,12 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from search.names import study_name_problem
 from trainer.errors import ProxySearchError
 from trainer.files import default_cache_dir
 
 
 class StudyError(ProxySearchError, RuntimeError):
     """The study cannot be opened or run as asked; the message says why and what to do."""
-
-
-def default_storage(study: str) -> str:
-    """`sqlite:///runs/<study>.db`; a study name that is not a plain name never becomes a path."""
-    if (why := study_name_problem(study)) is not None:
-        raise StudyError(why)
-    return f"sqlite:///runs/{study}.db"
 
 
 def open_storage(url: str, create: bool, writable: bool = False) -> optuna.storages.RDBStorage:

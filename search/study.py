@@ -24,10 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.confirm import check_seeds_unspent
 from search.grid import GridSpec, Point
+from search.paths import trial_folder
 from search.space import DEFAULT_MAX_POINTS, parse_space
 from search.storage import StudyError, creating, one_line, open_storage
 from search.store import ArtifactStore
-from search.tally import PendingPoint, Tally, tally, trial_folder
+from search.tally import PendingPoint, Tally, tally
 from search.trials import read_trials
 from search.worker import result_tag
 from trainer.config import (

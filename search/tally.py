@@ -11,6 +11,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from search.grid import GridSpec, Point, lasting_objects
+from search.paths import trial_folder
 from search.store import ArtifactStore
 from trainer.failures import FailureKind
 
@@ -147,8 +148,3 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None
             else:
                 given_up.append(p)
     return Tally(done, pruned, running, attempts, pending, given_up, foreign)
-
-
-def trial_folder(number: int, key: str) -> str:
-    """`trials/<number>-<grid_key[:8]>`, relative to the artifact store."""
-    return f"trials/{number}-{key[:8]}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,13 +18,14 @@ from optuna.trial import FrozenTrial
 
 from search.confirm import stage
 from search.grid import GridSpec, Point
+from search.paths import artifact_store_of, trial_folder
 from search.store import ArtifactStore
 from search.study import spec_of
-from search.tally import INTERNAL_ATTRS, of_the_grid, shown_state, trial_folder, trial_seed
+from search.tally import INTERNAL_ATTRS, of_the_grid, shown_state, trial_seed
 from trainer.folder import TrialFolder
-from trainer.prefix import CAM_AXES
+from trainer.prefix import CAM_AXES, PointKind
 
-KIND_PREFIX = {"proxy": "P", "baseline": "B", "control": "C"}
+KIND_PREFIX = {PointKind.PROXY: "P", PointKind.BASELINE: "B", PointKind.CONTROL: "C"}
 
 
 @dataclass
@@ -58,12 +58,12 @@ class StudyData:
     @property
     def proxy_trials(self) -> pd.DataFrame:
         """Complete proxy-attention trials (not baselines, not controls)."""
-        return self.complete[self.complete["kind"] == "proxy"]
+        return self.complete[self.complete["kind"] == PointKind.PROXY]
 
     @property
     def reference_trials(self) -> pd.DataFrame:
         """Complete baselines and controls: what proxy attention is compared against."""
-        return self.complete[self.complete["kind"] != "proxy"]
+        return self.complete[self.complete["kind"] != PointKind.PROXY]
 
 
 RENAMED_METRICS = {"proxy_steps": "proxy_steps_done"}  # what studies recorded before the metric got its own name
@@ -136,9 +136,7 @@ def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData
     of its grid (`search.tally.of_the_grid`: added by hand) are left out, their numbers kept in `foreign`."""
     spec = spec_of(study)
     frame, legend, foreign = trial_table(spec, trials)
-    store = ArtifactStore(
-        study.user_attrs.get("artifacts") or study.user_attrs.get("out_dir") or Path("runs") / study.study_name
-    )
+    store = ArtifactStore(artifact_store_of(study.study_name, study.user_attrs))
     return StudyData(study.study_name, spec, frame, legend, store, foreign)
 
 
@@ -167,7 +165,7 @@ def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:
         return None
     if axis == "dataset":
         return spec.dataset_of(point)
-    if point.kind == "baseline" and axis in CAM_AXES:  # no proxy step: its CAM settings act on nothing
+    if point.kind == PointKind.BASELINE and axis in CAM_AXES:  # no proxy step: its CAM settings act on nothing
         return None
     return point.setting(axis)
 
@@ -248,7 +246,7 @@ def _effective(point: Point | None) -> dict[str, Any]:
     """A point's effective TrialConfig, flattened, as text; None where a setting cannot act on it."""
     if point is None:
         return {}
-    silent = set(point.dropped) | (set(CAM_AXES) if point.kind == "baseline" else set())
+    silent = set(point.dropped) | (set(CAM_AXES) if point.kind == PointKind.BASELINE else set())
     return {
         f"setting_{name}": None if name.split(".")[0] in silent or value is None else _text(value)
         for name, value in flatten(point.config().to_dict()).items()

@@ -9,6 +9,7 @@ it (`search.dispatch`). `python -m search.worker` is the local executor's warm w
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import json
 import logging
@@ -17,7 +18,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,33 @@ from trainer.data.identity import Binding
 from trainer.errors import DataError
 from trainer.failures import FailureKind, failure_kind
 from trainer.files import file_sha256
-from trainer.folder import LOG, SHARED, proxy_file, shared_input
+from trainer.folder import LOG, OUTCOME, SHARED, proxy_file, shared_input
 
 SCRATCH_ENV = "PROXY_ATTENTION_SCRATCH"
 
 
-@dataclass
-class Job:
-    """What to run: a trial (to its end, or to `until`) or a stem (its prefix, then its shared proxy inputs)."""
+class JobKind(enum.StrEnum):
+    """A job runs a trial (to its end, or to a halving rung) or a stem (a shared prefix, then its proxy inputs)."""
 
-    kind: str  # "trial" or "stem"
+    TRIAL = "trial"
+    STEM = "stem"
+
+
+class OutcomeStatus(enum.StrEnum):
+    """How a job ended where it ran."""
+
+    COMPLETE = "complete"
+    PAUSED = "paused"  # at a halving rung
+    STEM = "stem"  # a stem's work is in the store
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run: a trial (to its end, or to `until`) or a stem (its prefix, then its shared proxy inputs).
+    Frozen: an executor that decides a job's GPUs makes a new one (`with_gpus`)."""
+
+    kind: JobKind
     label: str  # "trial 12", "stem 3f2a…"
     config: TrialConfig
     folder: str  # in the store: trials/<n>-<key> or stems/<key>
@@ -51,6 +69,10 @@ class Job:
     matched: str | None = None  # a matched control's: its configuration's trial folder, whose proxies it takes
     keep_maps: bool = False  # a configuration whose matched controls will read its proxies' maps
 
+    def with_gpus(self, default: float) -> Job:
+        """This job on `default` GPUs unless it asked for its own (a whole one, after running out of GPU memory)."""
+        return self if self.gpus else replace(self, gpus=default)
+
     def to_data(self) -> dict[str, Any]:
         """Plain JSON-ready data: what crosses to a Ray task or the local worker process."""
         return asdict(self)
@@ -60,7 +82,8 @@ class Job:
         """The job `to_data` wrote, its configs validated again on this side."""
         groups = [TrialConfig.from_dict(g) for g in data.get("groups", [])]
         binding = Binding(**data["binding"]) if data.get("binding") else None
-        return cls(**{**data, "config": TrialConfig.from_dict(data["config"]), "groups": groups, "binding": binding})
+        config = TrialConfig.from_dict(data["config"])
+        return cls(**{**data, "kind": JobKind(data["kind"]), "config": config, "groups": groups, "binding": binding})
 
 
 @dataclass(frozen=True)
@@ -68,7 +91,7 @@ class Outcome:
     """How a job ended where it ran: what crosses back to the driver (a Ray task's return value, or the local
     worker's outcome file), as plain data at that edge (`to_data` / `from_data`)."""
 
-    status: str  # "complete", "paused" (at a halving rung), "stem" (a stem's work is in the store), "error"
+    status: OutcomeStatus
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)  # the trial's metrics.jsonl rows
     record: dict[str, Any] | None = None  # a stem's result
@@ -85,12 +108,13 @@ class Outcome:
     def from_data(cls, data: dict[str, Any]) -> Outcome:
         """The outcome `to_data` wrote."""
         failure = data.get("failure")
-        return cls(**{**data, "failure": None if failure is None else FailureKind.read(failure)})
+        status = OutcomeStatus(data["status"])
+        return cls(**{**data, "status": status, "failure": None if failure is None else FailureKind.read(failure)})
 
     @classmethod
     def error(cls, exc: BaseException) -> Outcome:
         """A job that raised `exc`: its one-line reason and its kind."""
-        return cls("error", reason=f"{type(exc).__name__}: {_first_line(exc)}", failure=failure_kind(exc))
+        return cls(OutcomeStatus.ERROR, reason=f"{type(exc).__name__}: {_first_line(exc)}", failure=failure_kind(exc))
 
 
 @dataclass
@@ -148,7 +172,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
 
     config = job.config
     try:
-        if job.kind == "stem":
+        if job.kind == JobKind.STEM:
             if job.until is None:
                 raise ValueError(f"{job.label} has no epoch to stop at")
             record = run_stem(
@@ -162,7 +186,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
                 threads=settings.threads,
                 binding=job.binding,
             )
-            return Outcome("stem", record=record)
+            return Outcome(OutcomeStatus.STEM, record=record)
         result = run_trial(
             config,
             workdir,
@@ -176,7 +200,8 @@ def run_job(job: Job, settings: Settings) -> Outcome:
             matched=matched,
             keep_maps=job.keep_maps,
         )
-        return Outcome("paused" if result.paused else "complete", result.metrics, result.history)
+        status = OutcomeStatus.PAUSED if result.paused else OutcomeStatus.COMPLETE
+        return Outcome(status, result.metrics, result.history)
     finally:
         if uploader is not None:
             uploader([LOG])
@@ -204,9 +229,9 @@ def serve() -> int:
                 print(f"trial failed: {outcome.reason}", file=sys.stderr)
             finally:
                 logging.getLogger("trainer").removeHandler(handler)
-        tmp = path.with_name("outcome.json.tmp")
+        tmp = path.with_name(OUTCOME + ".tmp")
         tmp.write_text(json.dumps(outcome.to_data()))
-        os.replace(tmp, path.with_name("outcome.json"))
+        os.replace(tmp, path.with_name(OUTCOME))
     return 0
 
 

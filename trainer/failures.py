@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from typing import TypeGuard
 
 ALLOCATION_FAILED = (
     "CUDA out of memory",
@@ -65,9 +66,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in ALLOCATION_FAILED)
 
 
+def is_disk_full(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether `exc` says no space or quota is left where a file was being written."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def failure_kind(exc: BaseException) -> FailureKind:
     """DISK_FULL (no space or quota left), OOM (out of GPU memory), else ERROR."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         return FailureKind.DISK_FULL
     if is_out_of_memory(exc):
         return FailureKind.OOM

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import json
@@ -13,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from trainer.failures import is_disk_full
 
 
 @contextlib.contextmanager
@@ -35,7 +36,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     except BaseException as exc:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
             raise OSError(exc.errno, f"disk full while writing {path} ({free} bytes free on that filesystem)") from None
         raise

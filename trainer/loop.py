@@ -10,7 +10,6 @@ exactly what an uninterrupted one would, whoever wrote the checkpoint: this tria
 from __future__ import annotations
 
 import dataclasses
-import errno
 import io
 import json
 import logging
@@ -35,6 +34,7 @@ from trainer.data.split import make_split
 from trainer.device import batch_size_for, gpu_peaks, precision, reset_peak_rss, select_device, set_threads
 from trainer.epoch import evaluate, make_optimizer, train_epoch
 from trainer.errors import DataError, ModelError, TrialError
+from trainer.failures import is_disk_full
 from trainer.files import atomic_write_bytes, atomic_write_json, file_sha256, load_checkpoint, write_jsonl
 from trainer.modelcheck import check
 from trainer.models import create_model
@@ -152,7 +152,7 @@ def run_trial(
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and "disk full" not in str(exc):  # say what filled up
+        if is_disk_full(exc) and "disk full" not in str(exc):  # say what filled up
             free = shutil.disk_usage(workdir).free
             raise OSError(exc.errno, f"disk full under {workdir} ({free} bytes free): {exc}") from None
         raise

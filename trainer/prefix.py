@@ -11,6 +11,7 @@ a trial resumes from any checkpoint whose key equals its own at that epoch: its 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import hashlib
 import json
@@ -130,15 +131,24 @@ def cam_group_key(config: TrialConfig, epochs: int) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
+class PointKind(enum.StrEnum):
+    """What a grid point is: a `baseline` (no proxy step), a `control` (the `duplicate` and `randomcam` methods, or
+    a matched control) or a `proxy` configuration. Stored on every trial as its plain value."""
+
+    PROXY = "proxy"
+    BASELINE = "baseline"
+    CONTROL = "control"
+
+
 def irrelevant(
     proxy_steps: str, cam_method: str, pixel_replacement: str, control: str = "none"
-) -> tuple[frozenset[str], str]:
+) -> tuple[frozenset[str], PointKind]:
     """The axes that cannot change a point with these settings, and its kind: `baseline` (no proxy step),
     `control` (the `duplicate` and `randomcam` methods, or a matched control) or `proxy`."""
     steps = parse_schedule(proxy_steps).steps
     if steps == 0:
-        return frozenset(CAM_AXES), "baseline"
-    kind = "control" if cam_method in UNMATCHED_CONTROLS or control != "none" else "proxy"
+        return frozenset(CAM_AXES), PointKind.BASELINE
+    kind = PointKind.CONTROL if cam_method in UNMATCHED_CONTROLS or control != "none" else PointKind.PROXY
     drop: set[str] = set()
     if cam_method in MASKLESS_METHODS:
         drop.update(MASK_AXES)  # no mask at all

@@ -184,7 +184,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached, m
     """Item 5: a file deleted after the binding was taken trained on 23 files while the study recorded 24 (and
     passed again once the file was back). A job carries the binding; the trial checks the count, and the contents
     where the image cache hashed them."""
-    from search.worker import Job, Settings, run_job
+    from search.worker import Job, JobKind, Settings, run_job
     from trainer import TrialConfig
     from trainer.data.identity import Binding, manifest
     from trainer.errors import DataError
@@ -193,7 +193,8 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached, m
     dataset = {"kind": "imagefolder", "root": str(root)}
     bound = manifest(dataset)
     config = TrialConfig.from_dict(tiny_config(dataset=dataset, proxy_steps="1"))
-    job = Job.from_data(Job("trial", "trial 0", config, "trials/0", binding=Binding(24, bound["digest"])).to_data())
+    made = Job(JobKind.TRIAL, "trial 0", config, "trials/0", binding=Binding(24, bound["digest"]))
+    job = Job.from_data(made.to_data())
     assert job.binding == Binding(24, bound["digest"])  # it crosses the process edge
     settings = Settings(str(tmp_path / "store"), str(tmp_path / "cache") if cached else None)
     # run_job hides the GPUs of a job given none (CUDA_VISIBLE_DEVICES=""): in this process, only for this test,

@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from search.paths import trial_folder
 from search.space import parse_space
 from search.status import load_trials
-from search.tally import trial_folder
 from search.trialtable import trial_rows
 from tests.conftest import write_digit_folder
 from tests.faults.conftest import run_in_process

@@ -3,14 +3,14 @@
 import time
 
 from search.dispatch import LocalExecutor
-from search.worker import Job, Settings
+from search.worker import Job, JobKind, Settings
 from trainer.config import TrialConfig
 
 
 def a_failing_job(executor: LocalExecutor):
     """Submit a job whose model does not exist (it fails at once, wherever it runs) and return its completion."""
     config = TrialConfig.from_dict({"dataset": {"kind": "digits"}, "architecture": "no_such_model"})
-    executor.submit(Job("trial", "trial 0", config, "trials/0-x"))
+    executor.submit(Job(JobKind.TRIAL, "trial 0", config, "trials/0-x"))
     deadline, done = time.monotonic() + 120, []
     while not done and time.monotonic() < deadline:
         done = executor.wait(timeout=1)

@@ -16,8 +16,8 @@ from rich.console import Console
 from search.dispatch import RayExecutor, run_task
 from search.driver import Run, run_study
 from search.options import RunFlags, resolve
+from search.paths import trial_folder
 from search.study import GridStudy
-from search.tally import trial_folder
 from search.worker import Settings
 from tests.search.helpers import spec, trials, write_space
 from trainer.config import TrialConfig
@@ -175,13 +175,13 @@ def test_the_local_executor_ends_a_gpu_job_s_process_whatever_its_outcome(tmp_pa
     """Issue 25, item 4: only a successful GPU job closed the local worker, so a sticky CUDA error (or reserved
     memory) of a failed one reached every later job."""
     from search.dispatch import LocalExecutor
-    from search.worker import Job
+    from search.worker import Job, JobKind
 
     executor = LocalExecutor(Settings(str(tmp_path / "store"), None), tmp_path / "logs")
     executor.fresh = True  # what gpus_per_trial > 0 sets (a CPU machine cannot make one: it has no CUDA)
     try:
         config = TrialConfig.from_dict({"dataset": {"kind": "digits"}, "architecture": "no_such_model"})
-        bad = Job("trial", "trial 0", config, "trials/0-x")
+        bad = Job(JobKind.TRIAL, "trial 0", config, "trials/0-x")
         executor.submit(bad)
         worker = executor.worker
         (done,) = _wait(executor)

@@ -12,7 +12,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.halving import Halving, decide
-from search.tally import trial_folder
+from search.paths import trial_folder
 from tests.search.helpers import fixed_without, free_port, start_driver, trials, write_space
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.1, 0.3, 0.5, 0.7, 0.8, 0.9]}  # 12 points

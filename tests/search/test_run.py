@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from cli import app
 from search.driver import run_study
 from search.options import RunFlags, resolve
+from search.paths import trial_folder
 from search.status import load_study, load_trials, study_status
-from search.tally import trial_folder
 from search.trialtable import trial_rows
 from tests.search.helpers import spec
 

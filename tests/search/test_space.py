@@ -10,6 +10,27 @@ def test_grid_key_ignores_order():
     assert [p.grid_key for p in a.points] == [p.grid_key for p in b.points]
 
 
+def test_a_points_key_is_grid_key_of_its_params():
+    """`iter_points` builds each key from its values' JSON joined by hand (each encoded once, for a million points):
+    it must be `grid_key(params)` itself, with dropped axes, nested and float values, baselines and seeds."""
+    s = spec(
+        repeats=2,
+        fixed=fixed_without("proxy_steps"),
+        grid={
+            "cam_method": ["gradcam", "duplicate"],
+            "threshold": [0.3, 0.65],
+            "pixel_replacement": ["blended", "black"],
+            "multiply_weight": [0.1, 0.5],
+            "proxy_steps": ["1,p,1", "1,p,1,p,1"],
+            "clear_every_step": [True, False],
+        },
+        baselines=[{"proxy_steps": "2", "augmentation": ["none", "flip"]}],
+    )
+    assert len(s.points) > 20 and any(p.dropped for p in s.points)
+    for point in s.points:
+        assert point.grid_key == grid_key(point.params), point.params
+
+
 def test_repeats_baselines_and_resolution():
     s = spec(
         repeats=3,

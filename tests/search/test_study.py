@@ -13,10 +13,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
+from search.paths import trial_folder
 from search.status import load_study
 from search.storage import DriverLock, StudyError, creating, open_storage
 from search.study import GridStudy
-from search.tally import trial_folder
 from search.worker import result_tag
 from tests.search.helpers import fixed_without, spec
 from trainer.config import PROXY_METHODS

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from search.worker import Job, Settings, run_job
+from search.worker import Job, JobKind, Settings, run_job
 from tests.tiny import tiny_config
 from trainer.config import TrialConfig
 from trainer.data.rows import write_npz
@@ -22,7 +22,7 @@ def job(control: str, number: int, keep_maps: bool = False) -> Job:
     config = TrialConfig.from_dict(tiny_config(threshold=0.3, control=control, proxy_steps="1,p,1"))
     matched = CONFIGURATION if control != "none" else None
     folder = CONFIGURATION if number == 0 else f"trials/{number}-x"
-    return Job("trial", f"trial {number}", config, folder, matched=matched, keep_maps=keep_maps)
+    return Job(JobKind.TRIAL, f"trial {number}", config, folder, matched=matched, keep_maps=keep_maps)
 
 
 @pytest.fixture

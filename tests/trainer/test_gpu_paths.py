@@ -59,10 +59,11 @@ def test_saliency_gradients_are_float32_and_non_zero_under_fp16_autocast():
 def test_allocation_failures_of_every_library_are_out_of_memory(text):
     """Item 6: cuBLAS and cuDNN allocation failures matched neither the probe nor the retry rule."""
     from search.dispatch import Completion
-    from search.worker import Job
+    from search.worker import Job, JobKind
 
     assert is_out_of_memory(RuntimeError(text))
-    shared = Job("trial", "trial 0", TrialConfig.from_dict({"dataset": {"kind": "digits"}}), "trials/0-x", gpus=0.5)
+    config = TrialConfig.from_dict({"dataset": {"kind": "digits"}})
+    shared = Job(JobKind.TRIAL, "trial 0", config, "trials/0-x", gpus=0.5)
     assert Completion.failed(shared, text, failure_kind(RuntimeError(text))).failure is FailureKind.OOM
     assert Completion.failed(shared, "bad", failure_kind(ValueError("bad value"))).failure is FailureKind.ERROR
     whole = dataclasses.replace(shared, gpus=1.0)  # out of memory on a whole GPU is the trial's own error

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
@@ -40,6 +39,7 @@ from trainer.data.imagefolder import require_classes
 from trainer.data.imageset import ImageSet, load_uncached
 from trainer.data.rows import RowFile
 from trainer.errors import DataError
+from trainer.failures import is_disk_full
 from trainer.files import atomic_write_json
 
 log = logging.getLogger("trainer")
@@ -238,7 +238,7 @@ def _build(config: DatasetConfig, image_size: int, ident: dict, folder: Path, pr
         os.replace(building, folder)
     except BaseException as exc:
         shutil.rmtree(building, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_disk_full(exc):
             raise OSError(exc.errno, f"disk full while building the decoded-image cache in {folder.parent}") from None
         raise
     log.info(

@@ -29,10 +29,11 @@ from cli.app import (
 )
 from cli.errors import fail
 from cli.launch import launch
+from search import record
 from search.databind import Origin
 from search.grid import GridSpec
 from search.options import RunFlags, resolve
-from search.paths import artifact_store_of, default_storage, run_dir
+from search.paths import default_storage, run_dir
 from search.storage import DriverLock, StudyError
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def confirm(
     )
     existing = _existing_study(confirm_name, confirm_storage)
     origin = None
-    if existing is None or not existing.user_attrs.get("data"):  # once bound, the confirmation keeps its own
+    if existing is None or not record.bound_data(existing):  # once bound, the confirmation keeps its own
         origin = _origin(study, storage or default_storage(study))
     options = resolve(confirmation, flags, origin=origin)
     launch(confirmation, options, dry_run)
@@ -158,7 +159,7 @@ def _record_confirmation(study: str, storage: str, confirmation: GridSpec) -> No
     entry = {"name": confirmation.name, "seeds_from": data["seeds_from"], "seeds": data["repeats"], "at": time.time()}
     if data.get("test_overlap"):
         entry["test_overlap"] = True
-    exploration.set_user_attr("confirmations", [*(exploration.user_attrs.get("confirmations") or []), entry])
+    record.add_confirmation(exploration, entry)
 
 
 def _origin(study: str, storage: str) -> Origin:
@@ -172,12 +173,12 @@ def _origin(study: str, storage: str) -> Origin:
 
     exploration = load_study(study, storage)
 
-    def record(changes: list[dict]) -> None:
+    def accepted(changes: list[dict]) -> None:
         writable = optuna.load_study(study_name=study, storage=open_storage(storage, create=False, writable=True))
-        writable.set_user_attr("data_changes", [*(writable.user_attrs.get("data_changes") or []), *changes])
+        record.add_data_changes(writable, changes)
 
-    where = artifact_store_of(study, exploration.user_attrs)
-    return Origin(study, exploration.user_attrs.get("data") or {}, ArtifactStore(where), record)
+    where = record.artifact_store_of(exploration)
+    return Origin(study, record.bound_data(exploration), ArtifactStore(where), accepted)
 
 
 def _confirmation(
@@ -214,7 +215,7 @@ def _confirmation(
         fail(f"--per: {unknown[0]!r} is not an axis of {study} ({', '.join(spec.axes)})")
     per_axes = tuple(a for a in asked if a in spec.axes)  # dataset, architecture: where the study has them
     existing = _existing_study(confirm_name, confirm_storage)
-    if existing is not None and existing.user_attrs.get("space", {}).get("confirms") == study:
+    if existing is not None and record.confirms(existing) == study:
         # Resumed: the selection stays as first made, whatever the exploration has done since.
         print(f"{confirm_name}: resuming the confirmation of {study} (its selection is kept)", file=sys.stderr)
         return spec_of(existing, validate=not dry_run), False
@@ -228,7 +229,7 @@ def _confirmation(
     observed = select_observed(trials, spec, top, per_axes) if select != "model" else {}
     predicted = _model_selection(exploration, trials, top) if select != "observed" else {}
     selected = {"observed": observed, "model": predicted}.get(select) or combine(predicted, observed, top)
-    made = exploration.user_attrs.get("confirmations") or []
+    made = record.confirmations(exploration)
     data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made), overlap)
     confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)

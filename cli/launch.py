@@ -10,6 +10,7 @@ import typer
 
 from cli.app import console
 from cli.errors import fail
+from search import record
 from search.dispatch import check_machine
 from search.driver import run_study
 from search.grid import GridSpec
@@ -40,7 +41,7 @@ def with_design(
     study: optuna.Study | None = None
     with contextlib.suppress(StudyError):  # a new study has no design
         study = load_study(spec.name, options.storage)
-    recorded = ((study.user_attrs.get("space") or {}).get("design") if study is not None else None) or None
+    recorded = record.stored_design(study)
     if budget is None and precision is None and not adapt and not spec.data.get("design") and not recorded:
         return spec
     trials = load_trials(spec.name, options.storage) if study is not None else []

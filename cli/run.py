@@ -174,4 +174,4 @@ def resume(
         scratch=scratch,
         accept_data_change=accept_data_change,
     )
-    launch(spec, resolve(spec, flags, stored.user_attrs), dry_run)
+    launch(spec, resolve(spec, flags, stored), dry_run)

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from results.present import header
 from results.tables import axis_trials, memory_metric
+from search import record
 from search.trialtable import StudyData
 from trainer.config import PROXY_METHODS
 from trainer.prefix import PointKind
@@ -114,9 +115,7 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
         return None
     # In memory: the evaluator reads the study again and again.
     study = optuna.create_study(direction=optuna.study.StudyDirection[data.spec.objective[1].upper()])
-    study.add_trials(
-        [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("kind") == PointKind.PROXY]
-    )
+    study.add_trials([t for t in trials if t.state == TrialState.COMPLETE and record.kind_of(t) == PointKind.PROXY])
     try:
         scores = optuna.importance.get_param_importances(study, params=params)
     except (RuntimeError, ValueError):  # too few distinct trials for the evaluator

@@ -24,6 +24,7 @@ from results import plots, present, tables
 from results.claims import CLAIM, claim_sentences, claims
 from results.effects import effect_sentences, effects_tables, study_effects
 from results.methods import methods_text
+from search import record
 from search.progress import chance_warnings
 from search.tally import foreign_note
 from search.trialtable import StudyData, flatten, folder_of, load_curves, load_study_data
@@ -111,7 +112,7 @@ def build_report(
         notes.append(f"{len(figures)} figures saved to optuna-dashboard")
     path = out_dir / "report.html"
     page = _html(data, raw, shown, figures, notes, trials, correction, effect_sentences(effects, data.spec))
-    if data.stage == "exploration" and study.user_attrs.get("confirmations"):
+    if data.stage == "exploration" and record.confirmations(study):
         made = _table(confirmations_made(study, storage, correction))
         page = page.replace("<h2>Figures</h2>", f"<h2>Confirmations made from this study</h2>{made}<h2>Figures</h2>", 1)
     atomic_write_bytes(path, page.encode())
@@ -135,7 +136,7 @@ def confirmations_made(study: optuna.Study, storage: str | None, correction: str
     from search.storage import StudyError
 
     rows = []
-    entries = [e for e in study.user_attrs.get("confirmations") or [] if isinstance(e, dict)]
+    entries = record.confirmations(study)
     for i, entry in enumerate(entries):
         name, outcome = str(entry.get("name")), "not found in this storage or runs/"
         for url in [u for u in (storage, default_storage(name)) if u]:

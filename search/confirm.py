@@ -19,8 +19,8 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
 from search.grid import GridSpec, block_values
-from search.tally import trial_seed
 from trainer.config import MATCHED_CONTROLS
 from trainer.errors import ProxySearchError
 from trainer.prefix import CAM_AXES, PointKind
@@ -42,11 +42,11 @@ def configurations(trials: list[FrozenTrial], spec: GridSpec) -> dict[str, dict[
     "values": its objective per complete seed, "seeds"}."""
     out: dict[str, dict[str, Any]] = {}
     for t in trials:
-        if t.state != TrialState.COMPLETE or t.user_attrs.get("kind") != PointKind.PROXY or t.value is None:
+        if t.state != TrialState.COMPLETE or record.kind_of(t) != PointKind.PROXY or t.value is None:
             continue
         settings = {k: v for k, v in t.params.items() if k != "seed"}
         entry = out.setdefault(json.dumps(settings, sort_keys=True), {"settings": settings, "values": {}})
-        entry["values"][trial_seed(t)] = t.value
+        entry["values"][record.seed_of(t)] = t.value
     return out
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from search import record
 from search.paths import dataset_manifest
 from search.store import ArtifactStore
 from trainer.data.identity import Binding, manifest
@@ -57,7 +58,7 @@ def check_data(
     """Compare each dataset's `current` manifest with what the study was run on (a new study with an `origin`:
     what the origin was run on), record it on a first run, and raise `DataChanged` on a difference unless `accept`
     (then the change is recorded, in the origin too, and returned, one line per dataset)."""
-    own = study.user_attrs.get("data")
+    own = record.bound_data(study)
     inherited = origin if origin is not None and not own else None  # a new study takes over its origin's binding
     recorded: dict[str, dict] = dict((inherited.data if inherited else own) or {})
     changes = changed(recorded, current)
@@ -69,14 +70,14 @@ def check_data(
             {"dataset": name, "from": old["digest"], "to": now["digest"], "at": time.time(), "by": study.study_name}
             for name, old, now in changes
         ]
-        study.set_user_attr("data_changes", [*(study.user_attrs.get("data_changes") or []), *made])
+        record.add_data_changes(study, made)
         if inherited:
             inherited.record(made)
     for name, now in current.items():
         if recorded.get(name, {}).get("digest") != now["digest"] or inherited is not None:
             store.write_bytes(dataset_manifest(name, now["digest"]), json.dumps(now["hashes"]).encode())
             recorded[name] = {k: now[k] for k in ("digest", "files", "bytes")}
-    study.set_user_attr("data", recorded)
+    record.record_data(study, recorded)
     return accepted
 
 

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from search import record
 from search.databind import DataChanged, bindings, check_data, check_origin, current_manifests
 from search.dispatch import Completion, Executor, LocalExecutor, RayExecutor
 from search.grid import GridSpec
@@ -113,8 +114,7 @@ class Run:
     def __init__(self, grid: GridStudy, executor: Executor, console: Console, options: RunOptions) -> None:
         self.grid, self.executor, self.console, self.options = grid, executor, console, options
         self.spec, self.store = grid.spec, grid.store
-        grid.study.set_user_attr("share", options.share)  # for `search status`: its stems, and its ETA
-        grid.study.set_user_attr("slots", executor.slots)
+        record.record_run(grid.study, options.share, executor.slots)
         self.clock = JobClock()
         self.tally = grid.tally()
         self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.data["fixed"], options.share)
@@ -125,7 +125,7 @@ class Run:
                 rungs.leave(point)
         complete = grid.trials((TrialState.COMPLETE,))
         self.folders = {  # the trial folder of each complete point: what a matched control reads
-            str(t.user_attrs["grid_key"]): trial_folder(t.number, str(t.user_attrs["grid_key"])) for t in complete
+            key: trial_folder(t.number, key) for t in complete if (key := record.grid_key_of(t)) is not None
         }
         self.waits_for = matched_configurations(self.spec)
         self.with_controls = set(self.waits_for.values())
@@ -145,10 +145,10 @@ class Run:
                 self.scheduler.resumed(state, self.store.folder(state.pending.previous).read_metrics())
         for stem_state in self.stems.values():
             folder = self.store.folder(stem_state.stem.folder)
-            record = folder.read_result()
-            if record is not None and record.get("stem", {}).get("epochs") == stem_state.stem.epochs:
+            stored = folder.read_result()
+            if stored is not None and stored.get("stem", {}).get("epochs") == stem_state.stem.epochs:
                 self.scheduler.stem_done(stem_state, folder.read_metrics())
-        self.bound = bindings(grid.study.user_attrs.get("data") or {})  # what every job must read
+        self.bound = bindings(record.bound_data(grid.study))  # what every job must read
         self.inflight: dict[str, State] = {}  # job folder -> whose job it is
         self.disk_full: str | None = None  # the first disk-full failure: nothing new starts after it
         self.failed_here: set[str] = set()
@@ -194,7 +194,7 @@ class Run:
                 )
                 return EXIT_INTERRUPTED
         if (start_up := self.clock.start_up()) is not None:  # what the dry-run adds to a run's wall time
-            self.grid.study.set_user_attr("start_seconds", start_up)
+            record.record_start_seconds(self.grid.study, start_up)
         self.console.print(run_summary(self.spec, self.grid.trials(), self.plan, self.options.storage))
         if self.disk_full:
             self.console.print(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
 from search.grid import GridSpec, Point
 from search.paths import trial_folder
 from search.store import ArtifactStore
@@ -125,7 +126,7 @@ class RungBook:
                 self.configuration_of[p.grid_key] = configuration(p)
         finished = {}
         for t in trials:
-            key = t.user_attrs.get("grid_key")
+            key = record.grid_key_of(t)
             if key in self.point_group and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 finished[key] = t
         for key, t in finished.items():
@@ -133,7 +134,7 @@ class RungBook:
                 if rung in t.intermediate_values:
                     self.values[(key, rung)] = t.intermediate_values[rung]
             if t.state == TrialState.PRUNED:
-                self.out[key] = int(t.user_attrs.get("pruned_at", 0)) + 1
+                self.out[key] = (record.pruned_at(t) or 0) + 1
             elif any((key, r) not in self.values for r in halving.rungs):
                 rows = store.folder(trial_folder(t.number, key)).read_metrics()
                 self.known_key(key, rows)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from search import record
 from search.databind import Origin
 from search.grid import GridSpec
 from search.paths import default_storage, run_dir
@@ -70,10 +70,10 @@ def cache_location(flag: str | Path | None, no_cache: bool, space: str | None = 
 
 
 def resolve(
-    spec: GridSpec, flags: RunFlags, recorded: dict[str, Any] | None = None, origin: Origin | None = None
+    spec: GridSpec, flags: RunFlags, stored: record.Attributed | None = None, origin: Origin | None = None
 ) -> RunOptions:
     """The options of a run of `spec`: each value from `flags` when given, else the space, else the default; the run
-    folder and the artifact store of a resumed study from `recorded` (its own record) before the space. Raises
+    folder and the artifact store of a resumed study from its own record (`stored`) before the space. Raises
     `OptionError` for a flag that cannot be used."""
     for key in ("gpus_per_trial", "cpus_per_trial"):
         value = getattr(flags, key)
@@ -82,8 +82,9 @@ def resolve(
     for flag, count in (("--max-concurrent", flags.max_concurrent), ("--max-trials", flags.max_trials)):
         if count is not None and count < 1:
             raise OptionError(f"{flag}: expected a positive integer, got {count}")
-    recorded = recorded or {}
-    out_dir = Path(flags.out or recorded.get("out_dir") or run_dir(spec.name)).resolve()
+    out_dir_was = record.recorded_out_dir(stored) if stored is not None else None
+    artifacts_were = record.recorded_artifacts(stored) if stored is not None else None
+    out_dir = Path(flags.out or out_dir_was or run_dir(spec.name)).resolve()
     resources = {
         key: value if (value := getattr(flags, key)) is not None else spec.resources[key]
         for key in ("gpus_per_trial", "cpus_per_trial")
@@ -91,9 +92,7 @@ def resolve(
     return RunOptions(
         storage=flags.storage or default_storage(spec.name),
         out_dir=out_dir,
-        artifacts=resolve_uri(
-            flags.artifacts or recorded.get("artifacts") or spec.data.get("artifacts") or str(out_dir)
-        ),
+        artifacts=resolve_uri(flags.artifacts or artifacts_were or spec.data.get("artifacts") or str(out_dir)),
         executor=flags.executor,
         ray_address=flags.ray_address,
         resources=resources,

@@ -18,7 +18,6 @@ from trainer.folder import OUTCOME
 __all__ = [
     "OUTCOME",
     "RUNS",
-    "artifact_store_of",
     "dataset_manifest",
     "default_storage",
     "run_dir",
@@ -62,12 +61,6 @@ def study_dbs_shown(root: Path = RUNS) -> str:
 def run_dir(study: str, root: Path = RUNS) -> Path:
     """`runs/<study>/` (under `root`): the default artifact store, and where reports and exports go."""
     return root / _checked(study)
-
-
-def artifact_store_of(study: str, attrs: dict) -> str:
-    """The artifact store a study recorded (`artifacts`; `out_dir` for studies made before it was recorded), else
-    its run folder."""
-    return str(attrs.get("artifacts") or attrs.get("out_dir") or run_dir(study))
 
 
 def trial_folder(number: int, key: str) -> str:

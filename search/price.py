@@ -17,6 +17,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
 from search.grid import GridSpec, Point
 from search.plan import Plan
 from trainer.files import default_cache_dir
@@ -133,8 +134,8 @@ def measured_rates(trials: list[FrozenTrial], spec: GridSpec) -> dict[tuple, lis
     points = {p.grid_key: p for p in spec.points}
     out: dict[tuple, list[float]] = {}
     for t in trials:
-        point = points.get(str(t.user_attrs.get("grid_key")))
-        seconds, epochs = t.user_attrs.get("train_seconds"), t.user_attrs.get("epochs")
+        point = points.get(str(record.grid_key_of(t)))
+        seconds, epochs = record.metric(t, "train_seconds"), record.metric(t, "epochs")
         if t.state != TrialState.COMPLETE or point is None or not seconds or not epochs:
             continue
         dataset = spec.dataset_of(point)
@@ -150,8 +151,8 @@ def trial_overhead(trials: list[FrozenTrial]) -> tuple[float, str]:
     `DEFAULT_TRIAL_OVERHEAD_S`."""
     seen = []
     for t in trials:
-        a = t.user_attrs
-        own = a.get("own_train_seconds", a.get("own_compute_seconds"))  # older trials: their whole own compute
+        own = record.metric(t, "own_train_seconds")
+        own = record.metric(t, "own_compute_seconds") if own is None else own  # older trials: their whole compute
         if t.state != TrialState.COMPLETE or own is None or t.datetime_start is None or t.datetime_complete is None:
             continue
         seen.append(max(0.0, (t.datetime_complete - t.datetime_start).total_seconds() - float(own)))

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from search import record
 from search.grid import GridSpec
 from search.paths import default_storage
 from search.plan import Plan
@@ -217,20 +218,20 @@ def chance_warnings(spec: GridSpec, trials: list[FrozenTrial]) -> list[str]:
     or, per dataset × architecture, baselines: a gain over a reference at chance measures the reference, not proxy
     attention."""
     rows = [t for t in trials if t.state == TrialState.COMPLETE]
-    scored = [t for t in rows if t.user_attrs.get("num_classes") and t.user_attrs.get("val_accuracy") is not None]
+    scored = [t for t in rows if record.metric(t, "num_classes") and record.metric(t, "val_accuracy") is not None]
     if not scored or len(scored) < len(rows):
         return []
-    at_chance = [t for t in scored if t.user_attrs["val_accuracy"] <= 1.5 / t.user_attrs["num_classes"]]
+    at_chance = [t for t in scored if record.metric(t, "val_accuracy") <= 1.5 / record.metric(t, "num_classes")]
     if len(at_chance) == len(scored):
-        classes = min(t.user_attrs["num_classes"] for t in scored)
+        classes = min(record.metric(t, "num_classes") for t in scored)
         return [
             f"warning: every complete trial is at chance accuracy (val_accuracy ≤ 1.5 / {classes} classes): "
             f"the models learned nothing; check the data, the learning rate and the number of epochs"
         ]
     families: dict[tuple, list[bool]] = {}
     for trial in scored:
-        index = spec.order.get(trial.user_attrs.get("grid_key"))  # type: ignore[arg-type]
-        if index is None or trial.user_attrs.get("kind") != PointKind.BASELINE:
+        index = spec.order.get(record.grid_key_of(trial))  # type: ignore[arg-type]
+        if index is None or record.kind_of(trial) != PointKind.BASELINE:
             continue
         point = spec.points[index]
         family = (spec.dataset_of(point), point.setting("architecture"))
@@ -246,8 +247,8 @@ def chance_warnings(spec: GridSpec, trials: list[FrozenTrial]) -> list[str]:
 def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: str) -> str:
     """The line every `search run` ends with: where the study stands, the best point, what sharing saved, and
     the command that reports it."""
-    keys = {t.user_attrs.get("grid_key") for t in trials if t.state == TrialState.COMPLETE}
-    pruned = {t.user_attrs.get("grid_key") for t in trials if t.state == TrialState.PRUNED}
+    keys = {record.grid_key_of(t) for t in trials if t.state == TrialState.COMPLETE}
+    pruned = {record.grid_key_of(t) for t in trials if t.state == TrialState.PRUNED}
     failing = len({p.grid_key for p in spec.points} - keys - pruned)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     metric, direction = spec.objective
@@ -256,12 +257,12 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
         f"{spec.name}: {len(keys)} of {len(spec.points)} points complete",
         f"{len(pruned)} stopped by halving",
         f"{failing} not complete",
-        f"{sum(shown_state(t.state, t.user_attrs.get('fail_kind')) == 'FAIL' for t in trials)} failed tries",
+        f"{sum(shown_state(t.state, record.recorded_fail_kind(t)) == 'FAIL' for t in trials)} failed tries",
     ]
     if best is not None:
-        kind = best.user_attrs.get("kind", PointKind.PROXY)
+        kind = record.kind_of(best, PointKind.PROXY)
         parts.append(f"best {metric} {best.value:.4f} (trial {best.number}, a {kind})")
-        proxy = best_of([t for t in complete if t.user_attrs.get("kind") == PointKind.PROXY], direction)
+        proxy = best_of([t for t in complete if record.kind_of(t) == PointKind.PROXY], direction)
         if kind != PointKind.PROXY and proxy is not None:  # what the study is about, beside it
             parts.append(f"best proxy configuration {metric} {proxy.value:.4f} (trial {proxy.number})")
     if plan.stems:

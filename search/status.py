@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
 from search.design import block_progress
 from search.grid import GridSpec
 from search.plan import build_plan
@@ -33,7 +34,7 @@ def load_study(name: str, storage_url: str, writable: bool = False) -> optuna.St
     `StudyError`, never created. A study that a starting driver is still creating is waited for."""
     storage = open_storage(storage_url, create=False, writable=True) if writable else _reader(storage_url)
     study = _existing(name, storage)
-    if study is None or "space" not in study.user_attrs:  # a driver creates the study, then stores its space
+    if study is None or record.stored_space(study) is None:  # a driver creates the study, then stores its space
         wait_for_creator(storage_url)
         study = _existing(name, storage)
     if study is None:
@@ -101,12 +102,12 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
             "value": best_trial.value,
             "number": best_trial.number,
             "params": best_trial.params,
-            "kind": best_trial.user_attrs.get("kind"),
+            "kind": record.kind_of(best_trial),
         }
     )
-    parallel = observed_concurrency(trials) or float(study.user_attrs.get("slots") or max(len(t.running), 1))
+    parallel = observed_concurrency(trials) or (record.slots(study) or max(len(t.running), 1))
     pending = [p.point for p in t.pending]
-    plan = build_plan(pending, spec.data["fixed"], bool(study.user_attrs.get("share", True)))
+    plan = build_plan(pending, spec.data["fixed"], record.shared(study) is not False)
     # The ETA is the dry-run's price of what is left (epochs × this study's own seconds per epoch) over the slots;
     # before any trial finished, or for data that cannot be counted, the mean trial time so far.
     priced = price(spec, pending, plan, trials, None)
@@ -114,10 +115,10 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     measured = all("measured" in g["rate"].evidence for g in priced["groups"].values())
     eta = work / parallel if pending and not priced["unknown"] else None
     stems = None
-    if study.user_attrs.get("share") and study.user_attrs.get("artifacts"):
+    if record.shared(study) and (artifacts := record.recorded_artifacts(study)):
         from search.store import ArtifactStore
 
-        store = ArtifactStore(study.user_attrs["artifacts"])
+        store = ArtifactStore(artifacts)
         done = sum(store.folder(stem.folder).read_result() is not None for stem in plan.stems.values())
         stems = {"to_run": len(plan.stems) - done, "done": done}
     return {
@@ -135,7 +136,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "mean_trial_seconds": sum(durations) / len(durations) if durations else None,
         "eta_seconds": eta if eta is not None else eta_seconds(durations, waiting + len(t.running), parallel),
         "eta_basis": _eta_basis(eta is not None, measured, parallel),
-        "artifacts": study.user_attrs.get("artifacts"),
+        "artifacts": record.recorded_artifacts(study),
         "stems": stems,
         "warnings": chance_warnings(spec, trials),
         "foreign": t.foreign,
@@ -167,10 +168,10 @@ def dry_run_plan(
         trials = load_trials(spec.name, storage_url)
     start_up: float | None = None
     if trials:  # an existing study: refused here exactly as `search run` would refuse it
-        attrs = load_study(spec.name, storage_url).user_attrs
-        if attrs.get("space") is not None:
-            check_extension(GridSpec(spec.name, attrs["space"]), spec)
-        start_up = attrs.get("start_seconds")
+        study = load_study(spec.name, storage_url)
+        if (stored := record.stored_space(study)) is not None:
+            check_extension(GridSpec(spec.name, stored), spec)
+        start_up = record.start_seconds(study)
     exploration = _exploration(spec, storage_url)
     t = tally(spec, trials)
     pending = [p.point for p in t.pending]
@@ -210,7 +211,7 @@ def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec,
     for url in (storage_url, default_storage(name)):
         with contextlib.suppress(StudyError):
             study = load_study(name, url)
-            return name, load_trials(name, url), spec_of(study), study.user_attrs.get("start_seconds")
+            return name, load_trials(name, url), spec_of(study), record.start_seconds(study)
     return None
 
 

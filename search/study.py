@@ -22,6 +22,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
 from search.confirm import check_seeds_unspent
 from search.grid import GridSpec, Point
 from search.paths import trial_folder
@@ -45,7 +46,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def optuna_params(point: Point) -> dict[str, Any]:
-    """A point's Optuna params: its settings without the seed (a repeat, a user attr: `trial_seed`)."""
+    """A point's Optuna params: its settings without the seed (a repeat, a user attr: `search.record.seed_of`)."""
     return {k: v for k, v in point.params.items() if k != "seed"}
 
 
@@ -112,10 +113,10 @@ class GridStudy:
             load_if_exists=True,
             direction=optuna.study.StudyDirection[spec.objective[1].upper()],
         )
-        stored = study.user_attrs.get("space")
+        stored = record.stored_space(study)
         if stored is not None:
             check_extension(GridSpec(spec.name, stored), spec)
-        check_seeds_unspent(spec.data, study.user_attrs.get("confirmations"))
+        check_seeds_unspent(spec.data, record.confirmations(study))
         if study.metric_names != [spec.objective[0]]:  # optuna-dashboard names the objective, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -124,10 +125,7 @@ class GridStudy:
         handle._check_categories()
         if check is not None:
             check(study)
-        study.set_user_attr("space", spec.data)
-        study.set_user_attr("spec_hash", spec.digest())
-        study.set_user_attr("out_dir", str(out_dir.resolve()))
-        study.set_user_attr("artifacts", store.uri)
+        record.record_space(study, spec.data, spec.digest(), str(out_dir.resolve()), store.uri)
         return handle
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
@@ -145,7 +143,7 @@ class GridStudy:
         FAIL with `reason` and `kind` (orphaned or interrupted: no attempt used). Returns (completed, failed)."""
         completed = failed = 0
         for trial in self.trials((TrialState.RUNNING,)):
-            key = str(trial.user_attrs.get("grid_key", ""))
+            key = record.grid_key_of(trial) or ""
             folder = self.store.folder(trial_folder(trial.number, key))
             result = folder.read_result()
             foreign = result is not None and self._foreign(result, trial.number, key)
@@ -197,14 +195,9 @@ class GridStudy:
             datetime_complete=None,
             params=optuna_params(point),
             distributions=self.distributions(point),
-            user_attrs={
-                "seed": point.params.get("seed"),
-                "grid_key": point.grid_key,
-                "attempt": pending.attempt,
-                "baseline": point.baseline,
-                "kind": point.kind,
-                "whole_gpu": pending.whole_gpu,
-            },
+            user_attrs=record.new_trial_attrs(
+                point.params.get("seed"), point.grid_key, pending.attempt, point.kind, pending.whole_gpu
+            ),
             system_attrs={},
             intermediate_values={},
             trial_id=-1,
@@ -250,16 +243,16 @@ class GridStudy:
         """Stop a trial at a halving rung: its values so far, the rung and the reason, then tell PRUNED."""
         self.report(number, history)
         trial_id = self._id(number)
-        self.storage.set_trial_user_attr(trial_id, "pruned_at", rung)
-        self.storage.set_trial_user_attr(trial_id, "prune_reason", reason)
+        for key, item in record.pruned_attrs(rung, reason).items():
+            self.storage.set_trial_user_attr(trial_id, key, item)
         self.study.tell(number, state=TrialState.PRUNED)
 
     def fail(self, number: int, reason: str, kind: FailureKind = FailureKind.ERROR) -> None:
         """Record the one-line `reason` and the `kind` (whether it used an attempt: `FailureKind.uses_attempt`),
         and tell FAIL."""
         trial_id = self._id(number)
-        self.storage.set_trial_user_attr(trial_id, "fail_reason", one_line(reason))
-        self.storage.set_trial_user_attr(trial_id, "fail_kind", kind.value)
+        for key, item in record.failed_attrs(one_line(reason), kind).items():
+            self.storage.set_trial_user_attr(trial_id, key, item)
         # Where Optuna's own tools (its CLI, optuna-dashboard) look for why a trial failed, kind first: an
         # interrupted or orphaned try is FAIL there, and this says it was stopped, not broken.
         line = one_line(reason)
@@ -347,7 +340,7 @@ def _differences(old: Any, new: Any, where: str) -> list[str]:
 
 def spec_of(study: optuna.Study, validate: bool = False, max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:
     """The space stored on a study; `validate` checks it again as `search resume` must (dataset roots exist…)."""
-    data = study.user_attrs.get("space")
+    data = record.stored_space(study)
     if data is None:
         raise StudyError(f"study {study.study_name!r} holds no space: it was not made by `search run`")
     if validate:

@@ -10,28 +10,11 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from search import record
 from search.grid import GridSpec, Point, lasting_objects
 from search.paths import trial_folder
 from search.store import ArtifactStore
 from trainer.failures import FailureKind
-
-# Attributes the driver keeps on each trial besides the metrics.
-INTERNAL_ATTRS = (
-    "grid_key",
-    "attempt",
-    "baseline",
-    "kind",
-    "fail_reason",
-    "fail_kind",
-    "pruned_at",
-    "prune_reason",
-    "whole_gpu",
-)
-
-
-def trial_seed(trial: FrozenTrial) -> Any:
-    """A trial's seed: a user attr (studies made before it moved out of the params keep it as a param)."""
-    return trial.params.get("seed", trial.user_attrs.get("seed"))
 
 
 def shown_state(state: TrialState, fail_kind: object) -> str:
@@ -71,7 +54,7 @@ def of_the_grid(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[list[FrozenT
     finite number. Anything else would count a point done that never ran, or break a table."""
     kept, foreign = [], []
     for trial in trials:
-        index = spec.order.get(trial.user_attrs.get("grid_key"))  # type: ignore[arg-type]
+        index = spec.order.get(record.grid_key_of(trial))  # type: ignore[arg-type]
         if index is not None and _is_try_of(trial, spec.points[index]):
             kept.append(trial)
         else:
@@ -80,13 +63,13 @@ def of_the_grid(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[list[FrozenT
 
 
 def _is_try_of(trial: FrozenTrial, point: Point) -> bool:
-    if trial.user_attrs.get("kind", point.kind) != point.kind:
+    if record.kind_of(trial, point.kind) != point.kind:
         return False
     if trial.state == TrialState.COMPLETE:
         value = trial.values[0] if trial.values else None
         if not (isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)):
             return False
-    settings = {**trial.params, "seed": trial_seed(trial)}
+    settings = {**trial.params, "seed": record.seed_of(trial)}
     return settings.keys() == point.params.keys() and all(_same(settings[k], v) for k, v in point.params.items())
 
 
@@ -118,7 +101,7 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None
     last: dict[str, str] = {}
     whole_gpu: set[str] = set()
     for trial in trials:
-        key = str(trial.user_attrs.get("grid_key"))
+        key = str(record.grid_key_of(trial))
         if trial.state == TrialState.COMPLETE:
             done.add(key)
         elif trial.state == TrialState.PRUNED:
@@ -126,9 +109,9 @@ def tally(spec: GridSpec, trials: list[FrozenTrial], store: ArtifactStore | None
         elif trial.state == TrialState.RUNNING:
             running.add(key)
         elif trial.state == TrialState.FAIL:
-            kind = FailureKind.read(trial.user_attrs.get("fail_kind"))
+            kind = record.fail_kind_of(trial)
             attempts[key] += kind.uses_attempt
-            if kind.whole_gpu_retry or trial.user_attrs.get("whole_gpu"):
+            if kind.whole_gpu_retry or record.on_whole_gpu(trial):
                 whole_gpu.add(key)
             if store is not None and key not in done:
                 rel = trial_folder(trial.number, key)

@@ -16,12 +16,13 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
+from search import record
 from search.confirm import stage
 from search.grid import GridSpec, Point
-from search.paths import artifact_store_of, trial_folder
+from search.paths import trial_folder
 from search.store import ArtifactStore
 from search.study import spec_of
-from search.tally import INTERNAL_ATTRS, of_the_grid, shown_state, trial_seed
+from search.tally import of_the_grid, shown_state
 from trainer.folder import TrialFolder
 from trainer.prefix import CAM_AXES, PointKind
 
@@ -74,29 +75,27 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     value, every metric (`proxy_steps_done`: the proxy steps a trial made, beside the `proxy_steps` param),
     start/complete times and duration, failure reason, rung where halving stopped it."""
     params = sorted({name for t in trials for name in t.params} - {"seed"})
-    metrics = sorted({name for t in trials for name in t.user_attrs} - set(INTERNAL_ATTRS) - {"seed"})
+    metrics = record.metric_names(trials)
     rows = []
     for trial in trials:
-        attrs = trial.user_attrs
+        attrs = record.trial_attrs(trial)
         row: dict[str, Any] = {
             "number": trial.number,
-            "grid_key": attrs.get("grid_key"),
-            "state": shown_state(trial.state, attrs.get("fail_kind")),
-            "attempt": attrs.get("attempt"),
-            "kind": attrs.get("kind"),
-            "baseline": attrs.get("baseline"),
+            "grid_key": attrs["grid_key"],
+            "state": shown_state(trial.state, attrs["fail_kind"]),
+            "attempt": attrs["attempt"],
+            "kind": attrs["kind"],
+            "baseline": attrs["baseline"],
         }
         row.update({name: trial.params.get(name) for name in params})
-        row["seed"] = trial_seed(trial)
+        row["seed"] = record.seed_of(trial)
         row["value"] = trial.value
-        row.update({RENAMED_METRICS.get(name, name): _scalar(attrs.get(name)) for name in metrics})
+        row.update({RENAMED_METRICS.get(name, name): _scalar(record.metric(trial, name)) for name in metrics})
         start, end = trial.datetime_start, trial.datetime_complete
         row["datetime_start"] = start.isoformat() if start else None
         row["datetime_complete"] = end.isoformat() if end else None
         row["duration_s"] = (end - start).total_seconds() if start and end else None
-        row["fail_reason"] = attrs.get("fail_reason")
-        row["pruned_at"] = attrs.get("pruned_at")
-        row["prune_reason"] = attrs.get("prune_reason")
+        row.update({key: attrs[key] for key in ("fail_reason", "pruned_at", "prune_reason")})
         rows.append(row)
     return rows
 
@@ -136,7 +135,7 @@ def load_study_data(study: optuna.Study, trials: list[FrozenTrial]) -> StudyData
     of its grid (`search.tally.of_the_grid`: added by hand) are left out, their numbers kept in `foreign`."""
     spec = spec_of(study)
     frame, legend, foreign = trial_table(spec, trials)
-    store = ArtifactStore(artifact_store_of(study.study_name, study.user_attrs))
+    store = ArtifactStore(record.artifact_store_of(study))
     return StudyData(study.study_name, spec, frame, legend, store, foreign)
 
 

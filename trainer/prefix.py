@@ -130,7 +130,6 @@ def cam_group_key(config: TrialConfig, epochs: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@functools.lru_cache(maxsize=4096)
 class PointKind(enum.StrEnum):
     """What a grid point is: a `baseline` (no proxy step), a `control` (the `duplicate` and `randomcam` methods, or
     a matched control) or a `proxy` configuration. Stored on every trial as its plain value."""
@@ -140,6 +139,7 @@ class PointKind(enum.StrEnum):
     CONTROL = "control"
 
 
+@functools.lru_cache(maxsize=4096)
 def irrelevant(
     proxy_steps: str, cam_method: str, pixel_replacement: str, control: str = "none"
 ) -> tuple[frozenset[str], PointKind]:

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import optuna
 import pytest
 
+from search import record
 from search.options import OptionError, RunFlags, resolve
 from tests.search.helpers import spec
 from trainer.files import default_cache_dir
@@ -42,7 +44,8 @@ def test_resources_and_folders_follow_the_same_precedence(tmp_path):
     assert options.artifacts == str(tmp_path / "space-store")
     assert options.out_dir == (tmp_path / "out").resolve() and options.storage == "sqlite:///runs/tiny.db"
     # A resumed study: its own record of where it lives comes before the space.
-    recorded = {"out_dir": str(tmp_path / "was"), "artifacts": str(tmp_path / "used")}
+    recorded = optuna.create_study(study_name="tiny")  # in memory: the record is what matters
+    record.record_space(recorded, s.data, s.digest(), str(tmp_path / "was"), str(tmp_path / "used"))
     resumed = resolve(s, RunFlags(), recorded)
     assert (resumed.out_dir, resumed.artifacts) == (tmp_path / "was", str(tmp_path / "used"))
     assert resolve(s, RunFlags(artifacts=str(tmp_path / "flag")), recorded).artifacts == str(tmp_path / "flag")

@@ -8,7 +8,6 @@ from typer.testing import CliRunner
 
 from cli import app
 from search.paths import (
-    artifact_store_of,
     dataset_manifest,
     default_storage,
     run_dir,
@@ -30,9 +29,6 @@ def test_every_path_of_a_study_is_built_here():
     assert trial_folder(12, "ab12cd34ef") == "trials/12-ab12cd34"
     assert stem_folder("k1") == "stems/k1"
     assert dataset_manifest("digits", "d1") == "datasets/digits-d1.json"
-    assert artifact_store_of("mine", {}) == "runs/mine"
-    assert artifact_store_of("mine", {"out_dir": "/o"}) == "/o"  # a study made before `artifacts` was recorded
-    assert artifact_store_of("mine", {"artifacts": "s3://b/p", "out_dir": "/o"}) == "s3://b/p"
 
 
 @pytest.mark.parametrize("name", ["../up", "a/b", "", ".hidden", "x" * 101, "a b"])

@@ -296,13 +296,13 @@ def _print_selection(
     factors = [math.sqrt(df / stats.chi2.ppf(q, df)) for q in (0.975, 0.025)]  # its 95 % interval, as multiples
     for group, chosen in selected.items():
         where = ", ".join(f"{a} {v}" for a, v in group) or "the study"
-        print(f"{where}: confirm {len(chosen)} configurations (by {spec.objective[0]}, best first):")
+        print(f"{where}: confirm {len(chosen)} configurations (by {spec.objective.metric}, best first):")
         for config in chosen:
             shown = " ".join(f"{k}={v}" for k, v in config.items() if not k.startswith("_") and k not in per_axes)
             value = (
                 f"predicted gain {config['_predicted']:+.2f} pp"
                 if "_predicted" in config
-                else f"observed mean {_shown(config['_mean'], spec.objective[0])}"
+                else f"observed mean {_shown(config['_mean'], spec.objective.metric)}"
             )
             print(f"  {value}  {shown}")
         mde = claim_mde(spread[group], seeds, family, correction)

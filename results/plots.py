@@ -114,7 +114,7 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
     if len(proxy) < 4 or not params:
         return None
     # In memory: the evaluator reads the study again and again.
-    study = optuna.create_study(direction=optuna.study.StudyDirection[data.spec.objective[1].upper()])
+    study = optuna.create_study(direction=optuna.study.StudyDirection[data.spec.objective.direction.upper()])
     study.add_trials([t for t in trials if t.state == TrialState.COMPLETE and record.kind_of(t) == PointKind.PROXY])
     try:
         scores = optuna.importance.get_param_importances(study, params=params)
@@ -135,7 +135,7 @@ def importances(trials: list[FrozenTrial], data: StudyData) -> go.Figure | None:
     fig.update_layout(yaxis={"autorange": "reversed"})
     return _style(
         fig,
-        f"Parameter importances for {header(data.spec.objective[0])} (fANOVA; n = {len(proxy)} trials, "
+        f"Parameter importances for {header(data.spec.objective.metric)} (fANOVA; n = {len(proxy)} trials, "
         f"{seeds} seeds){caveat}",
         "importance",
     )
@@ -171,7 +171,7 @@ def halving_curves(curves: pd.DataFrame, data: StudyData) -> go.Figure | None:
     halving = data.spec.halving
     if not halving or curves.empty:
         return None
-    metric = data.spec.objective[0]
+    metric = data.spec.objective.metric
     column = "val_loss" if metric == "val_loss" else "val_accuracy"
     fig = go.Figure()
     for number, rows in curves[curves["kind"] == PointKind.PROXY].groupby("number"):

@@ -246,8 +246,8 @@ def _figures(trials: list[FrozenTrial], data: StudyData, notes: list[str]) -> li
 def _best_pair(data: StudyData) -> tuple[int | None, int | None]:
     """The best baseline trial and the best proxy trial by the objective, the baseline on the proxy's dataset,
     architecture and seed when there is one."""
-    metric, direction = data.spec.objective
-    ascending = direction == "minimize"
+    metric = data.spec.objective.metric
+    ascending = not data.spec.objective.maximize
     proxies = data.proxy_trials.sort_values(metric, ascending=ascending)
     baselines = data.complete[data.complete["kind"] == PointKind.BASELINE].sort_values(metric, ascending=ascending)
     if proxies.empty or baselines.empty:

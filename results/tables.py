@@ -197,7 +197,7 @@ def _correct(table: pd.DataFrame, correction: str, alpha: float) -> pd.DataFrame
 def best_configurations(data: StudyData, top: int = 10) -> pd.DataFrame:
     """Per (dataset, architecture), the configurations with the highest mean of the study's objective (a
     validation metric, never a test one), with both validation accuracies and the test accuracy and its CI."""
-    metric, direction = data.spec.objective
+    metric = data.spec.objective.metric
     rows = []
     for (dataset, arch, label), group in data.complete.groupby(
         ["setting_dataset", "setting_architecture", "label"], sort=True
@@ -223,7 +223,7 @@ def best_configurations(data: StudyData, top: int = 10) -> pd.DataFrame:
         return table
     table = table.sort_values(
         ["dataset", "architecture", f"{metric}_mean"],
-        ascending=[True, True, direction == "minimize"],
+        ascending=[True, True, not data.spec.objective.maximize],
         ignore_index=True,
     )
     return table.groupby(["dataset", "architecture"], sort=False).head(top).reset_index(drop=True)

@@ -43,7 +43,7 @@ def study_fit(
     whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
     configs = configurations(whole.points)
     factors = [f.name for f in design_factors(configs)]
-    gains = paired_gains(complete, spec.axes, spec.objective[1] == "maximize")
+    gains = paired_gains(complete, spec.axes, spec.objective.maximize)
     fitted = fit_families(gains, factors, list(configs.values()), top, interactions)
     for family, caveats in gain_caveats(complete, gains).items():
         fitted.setdefault(

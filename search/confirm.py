@@ -55,7 +55,7 @@ def select(
 ) -> dict[tuple, list[dict[str, Any]]]:
     """The `top` configurations of each group of the `per` axes, best first by the objective's mean over seeds
     (ties broken by the settings, so the choice is reproducible)."""
-    sign = -1.0 if spec.objective[1] == "maximize" else 1.0
+    sign = -spec.objective.sign  # ascending: the best first
     groups: dict[tuple, list[tuple[float, str, dict]]] = {}
     fixed = spec.data["fixed"]
     for text, entry in configurations(trials, spec).items():

@@ -158,17 +158,15 @@ class Run:
     # -- the loop ------------------------------------------------------------------------------------------
     def drive(self) -> int:
         complete = [t.value for t in self.grid.trials((TrialState.COMPLETE,)) if t.value is not None]
-        metric, direction = self.spec.objective
-        best = (max if direction == "maximize" else min)(complete) if complete else None
+        best = self.spec.objective.best(complete)
         self.progress = RunProgress(
             self.console,
             self.spec.name,
             len(self.spec.points),
             len(complete),
-            metric,
+            self.spec.objective,
             self.executor.slots,
             best,
-            direction,
         )
         with self.progress:
             try:
@@ -334,13 +332,13 @@ class Run:
             self.scheduler.completed(state)
             self.folders[state.key] = job.folder
             self.ended_here.add(state.key)
-            value = outcome.metrics.get(self.spec.objective[0])
+            value = outcome.metrics.get(self.spec.objective.metric)
             self.progress.finished(
                 job.label,
                 True,
                 value,
                 self.progress.improves(value),
-                f"COMPLETE {self.spec.objective[0]}={value:.4f} · {shown}",
+                f"COMPLETE {self.spec.objective.metric}={value:.4f} · {shown}",
             )
             return
         self.failed_here.add(state.key)

@@ -214,6 +214,46 @@ def _by_key(point: Point) -> str:
     return point.grid_key
 
 
+class Objective(NamedTuple):
+    """What a study optimises: a metric of `trainer.outcome` and its direction. The one place that knows which way
+    is better and what the objective is at an epoch (`val_accuracy_best`: the best validation accuracy so far)."""
+
+    metric: str
+    direction: str  # "maximize" or "minimize"
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    @property
+    def sign(self) -> float:
+        """+1 when larger is better, −1 when smaller is: `sign * value` is larger for a better value."""
+        return 1.0 if self.maximize else -1.0
+
+    def better(self, value: float | None, than: float | None) -> bool:
+        """Whether `value` beats `than` (None: nothing yet, beaten by any value)."""
+        if value is None:
+            return False
+        return than is None or self.sign * value > self.sign * than
+
+    def best(self, values: list[float]) -> float | None:
+        """The best of `values`, or None."""
+        return (max if self.maximize else min)(values) if values else None
+
+    def by_epoch(self, history: list[dict]) -> list[tuple[int, float | None]]:
+        """The objective after each epoch of a trial's per-epoch rows (`metrics.jsonl`)."""
+        if self.metric != "val_accuracy_best":
+            return [(r["epoch"], r.get(self.metric)) for r in history]
+        out: list[tuple[int, float | None]] = []
+        best: float | None = None
+        for row in history:
+            value = row.get("val_accuracy")
+            if value is not None:  # an epoch without a value has none of its own
+                best = value if best is None else max(best, value)
+            out.append((row["epoch"], None if value is None else best))
+        return out
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """A validated space. `data` is its canonical form, stored on the study so `search resume` needs no YAML."""
@@ -222,8 +262,8 @@ class GridSpec:
     data: dict[str, Any]
 
     @property
-    def objective(self) -> tuple[str, str]:
-        return self.data["objective"]["metric"], self.data["objective"]["direction"]
+    def objective(self) -> Objective:
+        return Objective(self.data["objective"]["metric"], self.data["objective"]["direction"])
 
     @property
     def max_attempts(self) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record
-from search.grid import GridSpec, Point
+from search.grid import GridSpec, Objective, Point
 from search.paths import trial_folder
 from search.store import ArtifactStore
 from trainer.prefix import PointKind
@@ -38,14 +38,13 @@ class Halving:
     keep: float
     keep_text: str
     within: tuple[str, ...]
-    metric: str
-    direction: str
+    objective: Objective
 
     @classmethod
-    def of(cls, config: dict | None, objective: tuple[str, str]) -> Halving | None:
+    def of(cls, config: dict | None, objective: Objective) -> Halving | None:
         if not config:
             return None
-        return cls(tuple(config["rungs"]), config["keep"], config["keep_text"], tuple(config["within"]), *objective)
+        return cls(tuple(config["rungs"]), config["keep"], config["keep_text"], tuple(config["within"]), objective)
 
     def group(self, point: Point) -> tuple:
         """The group a point is ranked in."""
@@ -56,9 +55,7 @@ class Halving:
         rows = [r for r in history if r["epoch"] <= rung]
         if not rows or rows[-1]["epoch"] != rung:
             return None
-        if self.metric == "val_accuracy_best":
-            return max(r["val_accuracy"] for r in rows)
-        return rows[-1][self.metric]
+        return self.objective.by_epoch(rows)[-1][1]
 
     def next_rung(self, epochs_done: int, total: int) -> int | None:
         """Where a point that has done `epochs_done` of `total` epochs must stop next (None: run to the end)."""
@@ -69,7 +66,7 @@ def decide(halving: Halving, rung: int, values: dict[str, float]) -> dict[str, s
     """Which of the group's points (grid_key -> objective at `rung`) are stopped, each with its reason."""
     if not values:
         return {}
-    sign = -1.0 if halving.direction == "maximize" else 1.0
+    sign = -halving.objective.sign  # ascending: the best first
     ordered = sorted(values.items(), key=lambda kv: (sign * kv[1], kv[0]))
     kept = max(1, math.ceil(halving.keep * len(ordered)))
     cutoff = ordered[kept - 1][1]
@@ -77,7 +74,7 @@ def decide(halving: Halving, rung: int, values: dict[str, float]) -> dict[str, s
     for rank, (key, value) in enumerate(ordered, start=1):
         if sign * value > sign * cutoff:
             pruned[key] = (
-                f"stopped at epoch {rung}: {halving.metric} {value:.4f} ranks {rank} of {len(ordered)} in "
+                f"stopped at epoch {rung}: {halving.objective.metric} {value:.4f} ranks {rank} of {len(ordered)} in "
                 f"its group; the best {halving.keep_text} go on (cutoff {cutoff:.4f})"
             )
     return pruned

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from search import record
-from search.grid import GridSpec
+from search.grid import GridSpec, Objective
 from search.paths import default_storage
 from search.plan import Plan
 from search.tally import shown_state
@@ -117,13 +117,6 @@ def eta_seconds(durations: list[float], remaining: int, parallel: float) -> floa
     return sum(durations) / len(durations) * remaining / max(parallel, 1)
 
 
-def better(value: float | None, best: float | None, direction: str) -> bool:
-    """Whether `value` beats `best` for an objective that is maximised or minimised."""
-    if value is None:
-        return False
-    return best is None or (value > best if direction == "maximize" else value < best)
-
-
 class RunProgress:
     """Counts and running jobs of one `search run`; call `update` often and `finished` per job."""
 
@@ -133,13 +126,13 @@ class RunProgress:
         name: str,
         grid_size: int,
         done: int,
-        metric: str,
+        objective: Objective,
         slots: int,
         best: float | None,
-        direction: str,
     ) -> None:
-        self.console, self.name, self.grid_size, self.metric, self.slots = console, name, grid_size, metric, slots
-        self.done, self.failed, self.best, self.direction = done, 0, best, direction
+        self.console, self.name, self.grid_size, self.slots = console, name, grid_size, slots
+        self.metric, self.objective = objective.metric, objective
+        self.done, self.failed, self.best = done, 0, best
         self.left = 0
         self.durations: list[float] = []
         self.running: dict[str, list] = {}  # label -> [start, epochs done, epochs]
@@ -163,7 +156,7 @@ class RunProgress:
             self.running[label][1] = done
 
     def improves(self, value: float | None) -> bool:
-        return better(value, self.best, self.direction)
+        return self.objective.better(value, self.best)
 
     def finished(
         self,
@@ -251,8 +244,8 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
     pruned = {record.grid_key_of(t) for t in trials if t.state == TrialState.PRUNED}
     failing = len({p.grid_key for p in spec.points} - keys - pruned)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    metric, direction = spec.objective
-    best = best_of(complete, direction)
+    metric = spec.objective.metric
+    best = best_of(complete, spec.objective)
     parts = [
         f"{spec.name}: {len(keys)} of {len(spec.points)} points complete",
         f"{len(pruned)} stopped by halving",
@@ -262,7 +255,7 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
     if best is not None:
         kind = record.kind_of(best, PointKind.PROXY)
         parts.append(f"best {metric} {best.value:.4f} (trial {best.number}, a {kind})")
-        proxy = best_of([t for t in complete if record.kind_of(t) == PointKind.PROXY], direction)
+        proxy = best_of([t for t in complete if record.kind_of(t) == PointKind.PROXY], spec.objective)
         if kind != PointKind.PROXY and proxy is not None:  # what the study is about, beside it
             parts.append(f"best proxy configuration {metric} {proxy.value:.4f} (trial {proxy.number})")
     if plan.stems:
@@ -272,11 +265,11 @@ def run_summary(spec: GridSpec, trials: list[FrozenTrial], plan: Plan, storage: 
     return "\n".join([" · ".join(parts), *chance_warnings(spec, trials)])
 
 
-def best_of(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
-    """The trial with the best value in `direction`, or None."""
+def best_of(trials: list[FrozenTrial], objective: Objective) -> FrozenTrial | None:
+    """The trial with the best value for `objective`, or None."""
     best = None
     for trial in trials:
-        if better(trial.value, best.value if best else None, direction):
+        if objective.better(trial.value, best.value if best else None):
             best = trial
     return best
 

@@ -20,7 +20,7 @@ from search.design import block_progress
 from search.grid import GridSpec
 from search.plan import build_plan
 from search.price import price
-from search.progress import better, chance_warnings, eta_seconds, format_seconds, observed_concurrency
+from search.progress import best_of, chance_warnings, eta_seconds, format_seconds, observed_concurrency
 from search.spacecheck import root_problems
 from search.storage import StudyError, open_storage, wait_for_creator
 from search.study import check_extension, spec_of
@@ -89,12 +89,7 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         if tr.state == TrialState.COMPLETE and tr.datetime_start and tr.datetime_complete
     ]
     waiting = len(t.pending) - len(t.running & {p.point.grid_key for p in t.pending})
-    best_trial = None
-    for trial in trials:
-        if trial.state == TrialState.COMPLETE and better(
-            trial.value, best_trial.value if best_trial else None, direction
-        ):
-            best_trial = trial
+    best_trial = best_of([tr for tr in trials if tr.state == TrialState.COMPLETE], spec.objective)
     best = (
         None
         if best_trial is None

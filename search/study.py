@@ -111,16 +111,16 @@ class GridStudy:
             storage=storage,
             study_name=spec.name,
             load_if_exists=True,
-            direction=optuna.study.StudyDirection[spec.objective[1].upper()],
+            direction=optuna.study.StudyDirection[spec.objective.direction.upper()],
         )
         stored = record.stored_space(study)
         if stored is not None:
             check_extension(GridSpec(spec.name, stored), spec)
         check_seeds_unspent(spec.data, record.confirmations(study))
-        if study.metric_names != [spec.objective[0]]:  # optuna-dashboard names the objective, not "Objective 0"
+        if study.metric_names != [spec.objective.metric]:  # optuna-dashboard names the objective, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                study.set_metric_names([spec.objective[0]])
+                study.set_metric_names([spec.objective.metric])
         handle = cls(study, storage, spec, store)
         handle._check_categories()
         if check is not None:
@@ -208,22 +208,17 @@ class GridStudy:
     def report(self, number: int, history: list[dict], after: int = 0) -> int:
         """Store the objective of each epoch of `history` after epoch `after` as the trial's intermediate values
         (optuna-dashboard draws them live); returns the last epoch reported."""
-        metric = self.spec.objective[0]
         trial_id = self._id(number)
-        best = -math.inf if self.spec.objective[1] == "maximize" else math.inf
-        for row in history:
-            value = row.get(metric if metric != "val_accuracy_best" else "val_accuracy")
-            if metric == "val_accuracy_best" and value is not None:
-                best = value = max(best, value)
-            if row["epoch"] > after and isinstance(value, (int, float)) and math.isfinite(value):
-                self.storage.set_trial_intermediate_value(trial_id, row["epoch"], float(value))
+        for epoch, value in self.spec.objective.by_epoch(history):
+            if epoch > after and isinstance(value, (int, float)) and math.isfinite(value):
+                self.storage.set_trial_intermediate_value(trial_id, epoch, float(value))
         return max([after, *(r["epoch"] for r in history)])
 
     def finish(self, number: int, metrics: dict[str, Any], history: list[dict] | None = None) -> str | None:
         """Store the per-epoch values and `metrics` as user attrs, then tell COMPLETE with the objective; FAIL if
         the objective is missing or not finite (Optuna would raise and leave the trial RUNNING). Returns None, or
         the failure reason."""
-        metric = self.spec.objective[0]
+        metric = self.spec.objective.metric
         value = metrics.get(metric)
         if history:
             self.report(number, history)

@@ -257,7 +257,7 @@ def thesis_family() -> tuple[dict[str, dict], dict, list[str]]:
     spec = load_space(Path(__file__).resolve().parent.parent / "spaces/thesis_grid.yaml", check_roots=False)
     family = [p for p in spec.points if p.params["dataset"] == "cifar100" and p.params["architecture"] == "resnet18"]
     configs = configurations(family)
-    return configs, spec.data["fixed"], [f.name for f in design_factors(configs)]
+    return configs, spec.fixed, [f.name for f in design_factors(configs)]
 
 
 def main() -> None:

@@ -32,8 +32,8 @@ from cli.launch import launch
 from search import record
 from search.databind import Origin
 from search.grid import GridSpec
-from search.options import RunFlags, resolve
-from search.paths import default_storage, run_dir
+from search.options import RunFlags, resolve, storage_of
+from search.paths import run_dir
 from search.storage import DriverLock, StudyError
 
 if TYPE_CHECKING:
@@ -78,8 +78,8 @@ def confirm(
     run_dir(study), run_dir(confirm_name)  # both names checked before anything is read
     if confirm_name == study:
         fail(f"--name: {study} is the exploration itself; name its confirmation otherwise (default {study}-confirm)")
-    confirm_storage = storage or default_storage(confirm_name)
-    exploration_storage = storage or default_storage(study)
+    confirm_storage = storage_of(confirm_name, storage)
+    exploration_storage = storage_of(study, storage)
     choose = functools.partial(
         _confirmation,
         study,
@@ -110,7 +110,7 @@ def confirm(
     existing = _existing_study(confirm_name, confirm_storage)
     origin = None
     if existing is None or not record.bound_data(existing):  # once bound, the confirmation keeps its own
-        origin = _origin(study, storage or default_storage(study))
+        origin = _origin(study, storage_of(study, storage))
     options = resolve(confirmation, flags, origin=origin)
     launch(confirmation, options, dry_run)
 
@@ -155,9 +155,9 @@ def _record_confirmation(study: str, storage: str, confirmation: GridSpec) -> No
     from search.storage import open_storage
 
     exploration = optuna.load_study(study_name=study, storage=open_storage(storage, create=False, writable=True))
-    data = confirmation.data
-    entry = {"name": confirmation.name, "seeds_from": data["seeds_from"], "seeds": data["repeats"], "at": time.time()}
-    if data.get("test_overlap"):
+    seeds = confirmation.seeds
+    entry = {"name": confirmation.name, "seeds_from": seeds.start, "seeds": len(seeds), "at": time.time()}
+    if confirmation.test_overlap:
         entry["test_overlap"] = True
     record.add_confirmation(exploration, entry)
 
@@ -230,10 +230,10 @@ def _confirmation(
     predicted = _model_selection(exploration, trials, top) if select != "observed" else {}
     selected = {"observed": observed, "model": predicted}.get(select) or combine(predicted, observed, top)
     made = record.confirmations(exploration)
-    data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.data, made), overlap)
+    data = confirmation_space(spec, selected, seeds, confirm_name, fresh_seed(spec.seeds, made), overlap)
     confirmation = parse_space(data, Path(f"<confirmation of {study}>"), confirm_name, check_roots=not dry_run)
     _print_selection(spec, selected, paired_spread(trials, spec, selected), per_axes, seeds, correction)
-    first = confirmation.data["seeds_from"]
+    first = confirmation.seeds.start
     print(f"seeds {first}–{first + seeds - 1}: none used by {study} or by a confirmation made from it before")
     return confirmation, True
 
@@ -242,7 +242,7 @@ def _check_test_part(study: str, spec: GridSpec, allowed: bool) -> bool:
     """A confirmation tests on images no exploration trial selected on: the exploration's test part must be held
     out for every seed (`split: {test_seed: N}`) or the publisher's (`test: official`). With a test part drawn per
     seed, each exploration seed validated on images another seed tests on (measured: 49–56 of 160 test images)."""
-    split = spec.data["fixed"].get("split") or {}
+    split = spec.fixed.get("split") or {}
     if split.get("test") == "official" or split.get("test_seed") is not None:
         return False
     message = (
@@ -292,7 +292,7 @@ def _print_selection(
     from analysis.stats import claim_mde
 
     family = sum(len(chosen) for chosen in selected.values())
-    df = max(int(spec.data["repeats"]) - 1, 1)  # the spread of each configuration is read from this many
+    df = max(len(spec.seeds) - 1, 1)  # the spread of each configuration is read from this many
     factors = [math.sqrt(df / stats.chi2.ppf(q, df)) for q in (0.975, 0.025)]  # its 95 % interval, as multiples
     for group, chosen in selected.items():
         where = ", ".join(f"{a} {v}" for a, v in group) or "the study"

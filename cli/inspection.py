@@ -13,7 +13,8 @@ import typer
 
 from cli.app import app
 from cli.errors import fail
-from search.paths import RUNS, default_storage, run_dir, study_dbs, study_dbs_shown
+from search.options import storage_of
+from search.paths import RUNS, run_dir, study_dbs, study_dbs_shown
 
 
 @app.command(short_help="Where each study stands: counts, best value, ETA.")
@@ -48,7 +49,7 @@ def _one_study(study: str | None, storage: str | None) -> tuple[str, str]:
     """The study a command reads: the one named, or the only one in `storage` (or under runs/); a choice is asked
     for when there are several."""
     if study is not None:
-        return study, storage or default_storage(study)
+        return study, storage_of(study, storage)
     found = _studies(None, storage)
     if len(found) != 1:
         names = ", ".join(name for name, _ in found) or "none"
@@ -61,7 +62,7 @@ def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
     from search.status import study_names
 
     if study:
-        return [(study, storage or default_storage(study))]
+        return [(study, storage_of(study, storage))]
     urls = [storage] if storage else [f"sqlite:///{p}" for p in study_dbs()]
     return [(name, url) for url in urls for name in study_names(url)]
 
@@ -126,7 +127,7 @@ def dashboard(
 
     if storage is None and study is None:
         fail("give --storage URL or --study NAME")
-    backend = open_storage(storage or default_storage(study or ""), create=False)
+    backend = open_storage(storage_of(study or "", storage), create=False)
     if not 1 <= port <= 65535:
         fail(f"--port: expected a port in 1-65535, got {port}")
     try:

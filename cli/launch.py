@@ -42,7 +42,7 @@ def with_design(
     with contextlib.suppress(StudyError):  # a new study has no design
         study = load_study(spec.name, options.storage)
     recorded = record.stored_design(study)
-    if budget is None and precision is None and not adapt and not spec.data.get("design") and not recorded:
+    if budget is None and precision is None and not adapt and not spec.design and not recorded:
         return spec
     trials = load_trials(spec.name, options.storage) if study is not None else []
     try:
@@ -71,7 +71,7 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
                 problems.append(str(exc))
         print_plan(spec, options, problems)
         return
-    if (spec.data.get("design") or {}).get("adapt"):  # a design that learns: block by block (search.adaptive)
+    if (spec.design or {}).get("adapt"):  # a design that learns: block by block (search.adaptive)
         from search.adaptive import run_learning
         from search.status import load_trials
 
@@ -127,7 +127,7 @@ def print_plan(spec: GridSpec, options: RunOptions, problems: list[str]) -> None
     try:
         info = dry_run_plan(spec, options.storage, options.out_dir, options.artifacts, options.share, options.resources)
     except StudyError as exc:  # a missing dataset root first: it is often why the datasets look changed
-        fail("; ".join([*root_problems(spec.data), str(exc)]))
+        fail("; ".join([*root_problems(spec.to_data()), str(exc)]))
     ratio = info["epochs_naive"] / max(info["epochs_shared"], 1)
     saving = f" ({ratio:.2f}x fewer)" if info["epochs_shared"] else ""
     print(

@@ -24,8 +24,8 @@ from cli.app import (
 from cli.errors import fail
 from cli.launch import launch, with_design
 from search.design import DesignError, parse_budget, parse_precision
-from search.options import RunFlags, resolve
-from search.paths import RUNS, default_storage, run_dir, study_db
+from search.options import RunFlags, resolve, storage_of
+from search.paths import RUNS, run_dir, study_db
 from search.space import DEFAULT_MAX_POINTS, load_space
 
 
@@ -89,9 +89,9 @@ def run(
     spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     if storage is None:
         _refuse_a_study_elsewhere(space, spec.name)
-    if spec.data.get("confirms"):  # fresh seeds, no halving and the selection recorded: only `search confirm`
+    if spec.confirms:  # fresh seeds, no halving and the selection recorded: only `search confirm`
         fail(
-            f"{space}: confirms: a confirmation is made by `search confirm --study {spec.data['confirms']}` (fresh "
+            f"{space}: confirms: a confirmation is made by `search confirm --study {spec.confirms}` (fresh "
             "seeds no study of the exploration used, no halving, recorded in the exploration), not written by hand; "
             "resume one with `search confirm` or `search resume`"
         )
@@ -155,7 +155,7 @@ def resume(
     from search.status import load_study
     from search.study import spec_of
 
-    storage = storage or default_storage(study)
+    storage = storage_of(study, storage)
     stored = load_study(study, storage)
     spec = spec_of(stored, validate=not dry_run, max_points=max_points)
     flags = RunFlags(

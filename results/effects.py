@@ -61,7 +61,7 @@ def effects_tables(effects: dict[tuple, FamilyEffects]) -> dict[str, pd.DataFram
 def effect_sentences(effects: dict[tuple, FamilyEffects], spec: GridSpec) -> list[str]:
     """What the effects show, a plain sentence per (dataset, architecture): which axes move the gain and their
     best level, what is not ruled out for the others, and the predicted best configuration to confirm."""
-    design = spec.data.get("design")
+    design = spec.design
     what = (
         f"a designed fraction ({len({k for b in design['blocks'] for k in b['configs']})} configurations in "
         f"{len(design['blocks'])} blocks)"

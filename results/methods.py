@@ -27,7 +27,7 @@ def methods_text(data: StudyData) -> str:
             )
             kinds.append(f"{len(rows):,} {KIND_WORDS[kind]} trials of {len(seeds):,} configurations ({each})")
     text = parts[0] + (": " + "; ".join(kinds) if kinds else "") + "."
-    design = data.spec.data.get("design")
+    design = data.spec.design
     if design and design.get("blocks"):
         text += " " + _design_text(design, done, data)
     return text

@@ -80,7 +80,7 @@ def build_report(
         say(f"{study.study_name}: no trial has run yet")
         return Report(path, {}, [])
     data = load_study_data(study, trials)
-    notes: list[str] = [TEST_OVERLAP] if data.spec.data.get("test_overlap") else []
+    notes: list[str] = [TEST_OVERLAP] if data.spec.test_overlap else []
     if data.foreign:
         notes.append(foreign_note(data.foreign))
         trials = [t for t in trials if t.number not in set(data.foreign)]  # Optuna's importances read them too
@@ -284,7 +284,7 @@ def _table(shown: present.Shown) -> str:
 
 def _fixed_settings(data: StudyData) -> present.Shown:
     """The space's fixed settings as a two-column table (nested ones dotted)."""
-    flat = flatten(data.spec.data["fixed"])
+    flat = flatten(data.spec.fixed)
     frame = pd.DataFrame({"setting": list(flat), "value": [str(v) for v in flat.values()]})
     return present.Shown("fixed", frame, "Fixed settings (every point; defaults in the README's field table)")
 
@@ -304,13 +304,13 @@ def _verdict_section(
         f"reference), corrected by {html.escape(correction)}; complete trials only"
     )
     if data.stage == "confirmation":
-        confirms = html.escape(str(data.spec.data.get("confirms")))
+        confirms = html.escape(str(data.spec.confirms))
         sentences = "".join(f"<li>{html.escape(line)}</li>" for line in claim_sentences(raw["claims"], correction))
         return [
             "<h2>Verdicts (confirmation)</h2>",
             f"<p class='stage'>Confirmation of <b>{confirms}</b>: its selected configurations on fresh seeds, at full "
             f"budget, without halving, beside their matched baselines and controls.</p>",
-            *([f"<p class='warning'>{html.escape(TEST_OVERLAP)}</p>"] if data.spec.data.get("test_overlap") else []),
+            *([f"<p class='warning'>{html.escape(TEST_OVERLAP)}</p>"] if data.spec.test_overlap else []),
             f"<h3>What may be claimed</h3><ul>{sentences}</ul>",
             _table(shown["claims"]),
             f"<h3>Each comparison</h3><p>{counts}.</p>",

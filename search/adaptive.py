@@ -40,7 +40,7 @@ def study_fit(
     one."""
     if not len(complete):
         return {}
-    whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
+    whole = spec.with_design(None)
     configs = configurations(whole.points)
     factors = [f.name for f in design_factors(configs)]
     gains = paired_gains(complete, spec.axes, spec.objective.maximize)
@@ -61,7 +61,7 @@ def trials_fit(spec: GridSpec, trials: list[FrozenTrial], interactions: bool = T
 def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None, str]:
     """The recorded design of `spec` (one that learns, every block complete in `trials`) with its next block, or
     None when it is done; and a line saying which and why."""
-    design = spec.data["design"]
+    design = spec.design or {}
     decided, planned, precision = len(design["blocks"]), design["planned"], design.get("precision")
     families = trials_fit(spec, trials)
     widest = widest_halfwidth(families)
@@ -70,12 +70,10 @@ def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None,
         return None, f"design: precision ±{precision:g} pp reached after {decided} blocks ({reached}): done"
     if decided >= planned:
         return None, f"design: the {planned} blocks of budget {design.get('budget')} have run ({reached}): done"
-    whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
+    whole = spec.with_design(None)
     configs = configurations(whole.points)
     focus = open_levels(families, design["factors"])
-    first = spec.data.get("seeds_from", 0)
-    seeds = range(first, first + spec.data["repeats"])
-    grown = extend_design(configs, spec.data["fixed"], design, decided + 1, design["seed"], seeds, focus)
+    grown = extend_design(configs, spec.fixed, design, decided + 1, design["seed"], spec.seeds, focus)
     if len(grown["blocks"]) == decided:
         return None, f"design: every configuration of the grid has run ({reached}): done"
     grown = {**design, "blocks": grown["blocks"]}
@@ -99,4 +97,4 @@ def run_learning(spec: GridSpec, run: Callable[[GridSpec], int], trials: Callabl
         print(line)
         if design is None:
             return code
-        spec = GridSpec(spec.name, {**spec.data, "design": design})
+        spec = spec.with_design(design)

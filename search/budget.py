@@ -54,7 +54,7 @@ def cost_of(
     spec: GridSpec, points: list[Point], share: bool, trials: list[FrozenTrial], resources: dict[str, float]
 ) -> Cost:
     """The cost of running `points` of `spec`: with shared stems when `share`, at most that with halving."""
-    plan = build_plan(points, spec.data["fixed"], share)
+    plan = build_plan(points, spec.fixed, share)
     halving_epochs = halving_bound(spec, points, plan) if spec.halving else None
     priced = price(spec, points, plan, trials, halving_epochs, resources)
     if halving_epochs is not None:
@@ -94,12 +94,11 @@ def plan_design(
     spread = measured_spread(stored, trials) if stored is not None else None
     if text is None and not recorded:
         return DesignPlan(spec, [])
-    whole = GridSpec(spec.name, {k: v for k, v in spec.data.items() if k != "design"})
+    whole = spec.with_design(None)
     points = whole.points
-    configs, fixed = configurations(points), whole.data["fixed"]
+    configs, fixed = configurations(points), whole.fixed
     seed = int((recorded or {}).get("seed", asked.get("seed", 0)) or 0)
-    first = spec.data.get("seeds_from", 0)
-    seeds = range(first, first + spec.data["repeats"])
+    seeds = spec.seeds
     naive = cost_of(whole, points, False, trials, resources)
     full = cost_of(whole, points, share, trials, resources)
     lines = _unchanged_by(recorded, asked, seed)
@@ -147,7 +146,7 @@ def plan_design(
         if adapt:
             sd = (spread or (ASSUMED_SPREAD_PP, ""))[0]
             design = learning(design, len((recorded or {}).get("blocks", [])), precision, sd, configs)
-    designed_spec = GridSpec(spec.name, {**whole.data, "design": design})
+    designed_spec = whole.with_design(design)
     run = cost_of(whole, designed(points, blind), share, trials, resources)  # a design that learns: at most this
     lines += describe(designed_spec, points, configs, run, naive, full, spread, blind)
     return DesignPlan(designed_spec, lines)
@@ -168,7 +167,7 @@ def _affordable(
     """The `recorded` design of the grid `whole` with as many more blocks as cost at most `target` (a budget in
     configurations: until it holds that many), and how many blocks that is (None: not one)."""
     points = whole.points
-    configs, fixed = configurations(points), whole.data["fixed"]
+    configs, fixed = configurations(points), whole.fixed
     taken = {k for b in (recorded or {}).get("blocks", []) for k in b["configs"]}
     available = len((recorded or {}).get("blocks", [])) + math.ceil(
         len(set(configs) - taken) / block_size(design_factors(configs))
@@ -210,7 +209,7 @@ def _asked(
 ) -> tuple[dict, str | None, float | None, bool]:
     """What the command line, else the space's `design:`, asks: the space's design block, the budget, the
     precision, whether the design learns (a precision implies it; a precision alone is a budget of the grid)."""
-    asked = dict(spec.data.get("design") or {})
+    asked = dict(spec.design or {})
     text = budget_text if budget_text is not None else asked.get("budget")
     if precision is None and "precision" in asked:
         precision = parse_precision(asked["precision"])
@@ -311,7 +310,7 @@ def describe(
     """The design in words: its blocks and seeds, what it runs of the grid, its price beside the grid's, and the
     precision of its main effects at the `spread` measured so far (else an assumed one). A design that learns is
     described by the `blind` one its budget buys (the most it runs), then how it learns."""
-    recorded = spec.data["design"]
+    recorded = spec.design or {}
     design = blind or recorded
     chosen = [key for b in design["blocks"] for key in b["configs"]]
     seeds = sorted({b["seed"] for b in design["blocks"]})

@@ -27,12 +27,6 @@ from trainer.prefix import CAM_AXES, PointKind
 from trainer.schedule import parse_schedule
 
 
-def stage(space: dict) -> str:
-    """ "confirmation" for a study made by `search confirm` (its space names the study it confirms), else
-    "exploration"."""
-    return "confirmation" if space.get("confirms") else "exploration"
-
-
 class ConfirmError(ProxySearchError, ValueError):
     """The exploration cannot give a confirmation as asked; the message says why."""
 
@@ -57,7 +51,7 @@ def select(
     (ties broken by the settings, so the choice is reproducible)."""
     sign = -spec.objective.sign  # ascending: the best first
     groups: dict[tuple, list[tuple[float, str, dict]]] = {}
-    fixed = spec.data["fixed"]
+    fixed = spec.fixed
     for text, entry in configurations(trials, spec).items():
         settings = entry["settings"]
         group = tuple((axis, settings.get(axis, fixed.get(axis))) for axis in per)
@@ -87,22 +81,21 @@ def taken_seeds(confirmations: object) -> list[tuple[str, range]]:
     return taken
 
 
-def fresh_seed(space: dict, confirmations: object) -> int:
-    """The first seed no study of an exploration has used: past its own seeds and every confirmation's made from
+def fresh_seed(own: range, confirmations: object) -> int:
+    """The first seed no study of an exploration has used: past its `own` seeds and every confirmation's made from
     it (`taken_seeds`), so that no seed is spent twice."""
-    ends = [space.get("seeds_from", 0) + space["repeats"]]
+    ends = [own.stop]
     ends += [seeds.stop for _, seeds in taken_seeds(confirmations)]
     return max(ends)
 
 
-def check_seeds_unspent(space: dict, confirmations: object) -> None:
+def check_seeds_unspent(own: range, confirmations: object) -> None:
     """An exploration never runs a seed a confirmation took (its test images judged the confirmation's claims):
-    raising `repeats` into them is refused (`ProxySearchError`), saying which."""
-    own = range(space.get("seeds_from", 0), space.get("seeds_from", 0) + space["repeats"])
+    raising `repeats` (its `own` seeds) into them is refused (`ProxySearchError`), saying which."""
     for name, seeds in taken_seeds(confirmations):
         if overlap := sorted(set(own) & set(seeds)):
             raise ProxySearchError(
-                f"repeats: {space['repeats']} would run seeds {overlap[0]}–{overlap[-1]}, which the confirmation "
+                f"repeats: {len(own)} would run seeds {overlap[0]}–{overlap[-1]}, which the confirmation "
                 f"{name} took (seeds {seeds.start}–{seeds.stop - 1}); a confirmation's seeds are never explored: "
                 f"keep repeats at {min(seeds.start, own.stop) - own.start}, or explore in a new study (--study NAME)"
             )
@@ -129,7 +122,7 @@ def confirmation_space(
     for block in blocks:  # two configurations share their baselines
         if block not in unique:
             unique.append(block)
-    data = spec.data
+    data = spec.to_data()
     return {
         "study": name,
         "objective": data["objective"],
@@ -151,8 +144,8 @@ def _matched_baselines(spec: GridSpec, config: dict) -> list[dict[str, list]]:
     """The exploration's baselines (`baselines:` entries without proxy steps) at this configuration's settings."""
     shared = {a: [v] for a, v in config.items() if a not in CAM_AXES and a != "proxy_steps"}
     out = []
-    for entry in spec.data["baselines"]:
-        if any(parse_schedule(str(s)).steps for s in block_values(entry, spec.data["fixed"], "proxy_steps")):
+    for entry in spec.baselines:
+        if any(parse_schedule(str(s)).steps for s in block_values(entry, spec.fixed, "proxy_steps")):
             continue  # a control entry: the confirmation has its matched ones
         block = {**shared, **{a: v for a, v in entry.items() if a not in shared}}
         for axis, values in entry.items():  # an entry's list for one of the config's axes: only the config's value

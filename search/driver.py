@@ -63,7 +63,7 @@ def run_study(spec: GridSpec, options: RunOptions, console: Console) -> int:
 
 
 def _run(spec: GridSpec, options: RunOptions, settings: Settings, console: Console) -> int:
-    current = current_manifests(spec.data["datasets"], stop_point)  # first: unreadable data, before anything is made
+    current = current_manifests(spec.datasets, stop_point)  # first: unreadable data, before anything is made
     if options.origin is not None and not options.accept_data_change:
         try:
             check_origin(spec.name, options.origin, current)  # a new confirmation: refused before it exists
@@ -114,10 +114,10 @@ class Run:
     def __init__(self, grid: GridStudy, executor: Executor, console: Console, options: RunOptions) -> None:
         self.grid, self.executor, self.console, self.options = grid, executor, console, options
         self.spec, self.store = grid.spec, grid.store
-        record.record_run(grid.study, options.share, executor.slots)
+        record.record_run(grid.study, options.share, executor.slots, options.resources)
         self.clock = JobClock()
         self.tally = grid.tally()
-        self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.data["fixed"], options.share)
+        self.plan: Plan = build_plan([p.point for p in self.tally.pending], self.spec.fixed, options.share)
         self.halving = Halving.of(self.spec.halving, self.spec.objective)
         rungs = RungBook(self.halving, self.spec, grid.trials(), self.store) if self.halving else None
         if rungs is not None:

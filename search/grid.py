@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import copy
 import dataclasses
 import functools
 import gc
@@ -266,6 +267,66 @@ class GridSpec:
         return Objective(self.data["objective"]["metric"], self.data["objective"]["direction"])
 
     @property
+    def fixed(self) -> dict[str, Any]:
+        """`fixed:`: the settings every point shares."""
+        return self.data["fixed"]
+
+    @property
+    def datasets(self) -> dict[str, dict]:
+        """`datasets:` by name, as data (`trainer.config.DatasetConfig`'s fields)."""
+        return self.data["datasets"]
+
+    @property
+    def baselines(self) -> list[dict]:
+        """`baselines:`: the baseline blocks."""
+        return self.data["baselines"]
+
+    @property
+    def seeds(self) -> range:
+        """The seeds every point runs on: `repeats` of them from `seeds_from` (a confirmation's are fresh)."""
+        first = self.data.get("seeds_from", 0)
+        return range(first, first + self.data["repeats"])
+
+    @property
+    def design(self) -> dict | None:
+        """`design:` (a budget asked for, or the blocks the study recorded), or None."""
+        return self.data.get("design") or None
+
+    @property
+    def confirms(self) -> str | None:
+        """The exploration this space confirms (`search confirm` made it), or None."""
+        return self.data.get("confirms") or None
+
+    @property
+    def stage(self) -> str:
+        """ "confirmation" for a space `search confirm` made (it names the study it confirms), else "exploration"."""
+        return "confirmation" if self.confirms else "exploration"
+
+    @property
+    def test_overlap(self) -> bool:
+        """Whether a confirmation was allowed to share its exploration's per-seed test images."""
+        return bool(self.data.get("test_overlap"))
+
+    @property
+    def artifacts(self) -> str | None:
+        """`artifacts:` (where trial folders go), or None."""
+        return self.data.get("artifacts")
+
+    @property
+    def cache_dir(self) -> str | None:
+        """`cache_dir:`, or None."""
+        return self.data.get("cache_dir")
+
+    def to_data(self) -> dict[str, Any]:
+        """The space as plain data (a copy): what the study stores, and what `GridSpec(name, data)` reads back."""
+        return copy.deepcopy(self.data)
+
+    def with_design(self, design: dict | None) -> GridSpec:
+        """This space with `design` (None: without one, every point of the grid)."""
+        data = {k: v for k, v in self.data.items() if k != "design"}
+        return GridSpec(self.name, data if design is None else {**data, "design": design})
+
+    @property
     def max_attempts(self) -> int:
         return self.data["max_attempts"]
 
@@ -277,10 +338,13 @@ class GridSpec:
     def halving(self) -> dict[str, Any] | None:
         return self.data.get("halving")
 
+    def lasting(self) -> dict[str, Any]:
+        """What must not change within a study: `fixed:`, the datasets and the objective, by section."""
+        return {k: self.data[k] for k in ("fixed", "datasets", "objective")}
+
     def digest(self) -> str:
-        """Hash of what must not change within a study: `fixed:`, the datasets and the objective."""
-        keep = {k: self.data[k] for k in ("fixed", "datasets", "objective")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of `lasting`."""
+        return hashlib.sha256(json.dumps(self.lasting(), sort_keys=True).encode()).hexdigest()[:16]
 
     @functools.cached_property
     def points(self) -> list[Point]:

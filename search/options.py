@@ -69,6 +69,12 @@ def cache_location(flag: str | Path | None, no_cache: bool, space: str | None = 
     return str(flag or space or default_cache_dir())
 
 
+def storage_of(study: str, flag: str | None) -> str:
+    """The storage every command reads or writes `study` in: `--storage` when given, else the study's default
+    (`search.paths.default_storage`). The one place that decides it."""
+    return flag or default_storage(study)
+
+
 def resolve(
     spec: GridSpec, flags: RunFlags, stored: record.Attributed | None = None, origin: Origin | None = None
 ) -> RunOptions:
@@ -90,16 +96,16 @@ def resolve(
         for key in ("gpus_per_trial", "cpus_per_trial")
     }
     return RunOptions(
-        storage=flags.storage or default_storage(spec.name),
+        storage=storage_of(spec.name, flags.storage),
         out_dir=out_dir,
-        artifacts=resolve_uri(flags.artifacts or artifacts_were or spec.data.get("artifacts") or str(out_dir)),
+        artifacts=resolve_uri(flags.artifacts or artifacts_were or spec.artifacts or str(out_dir)),
         executor=flags.executor,
         ray_address=flags.ray_address,
         resources=resources,
         max_concurrent=flags.max_concurrent,
         max_trials=flags.max_trials,
         share=flags.share,
-        cache_dir=cache_location(flags.cache_dir, flags.no_cache, spec.data.get("cache_dir")),
+        cache_dir=cache_location(flags.cache_dir, flags.no_cache, spec.cache_dir),
         scratch=flags.scratch,
         accept_data_change=flags.accept_data_change,
         origin=origin,

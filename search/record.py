@@ -32,6 +32,7 @@ class StudyAttr(enum.StrEnum):
     CONFIRMATIONS = "confirmations"  # one entry per confirmation made from this exploration
     SHARE = "share"  # whether the last run shared prefixes
     SLOTS = "slots"  # the jobs the last run could hold at once
+    RESOURCES = "resources"  # the last run's resources per trial (its flags, else the space's)
     START_SECONDS = "start_seconds"  # the last run's start-up
 
 
@@ -134,6 +135,13 @@ def slots(study: Attributed) -> float | None:
     return float(value) if value else None
 
 
+def run_resources(study: Attributed) -> dict[str, float] | None:
+    """The resources per trial the last run used (`--gpus-per-trial`, `--cpus-per-trial`, else the space's), or
+    None before a run recorded them."""
+    value = study.user_attrs.get(StudyAttr.RESOURCES)
+    return dict(value) if isinstance(value, dict) else None
+
+
 def start_seconds(study: Attributed) -> float | None:
     """The last run's start-up in seconds, or None."""
     value = study.user_attrs.get(StudyAttr.START_SECONDS)
@@ -148,10 +156,11 @@ def record_space(study: _Writable, data: dict, digest: str, out_dir: str, artifa
     study.set_user_attr(StudyAttr.ARTIFACTS, artifacts)
 
 
-def record_run(study: _Writable, share: bool, slots: int) -> None:
-    """Store how this run runs (for `search status`: its stems and its ETA)."""
+def record_run(study: _Writable, share: bool, slots: int, resources: dict[str, float]) -> None:
+    """Store how this run runs (for `search status`: its stems and its ETA at the run's own resources)."""
     study.set_user_attr(StudyAttr.SHARE, share)
     study.set_user_attr(StudyAttr.SLOTS, slots)
+    study.set_user_attr(StudyAttr.RESOURCES, dict(resources))
 
 
 def record_start_seconds(study: _Writable, seconds: float) -> None:

@@ -102,11 +102,12 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
     )
     parallel = observed_concurrency(trials) or (record.slots(study) or max(len(t.running), 1))
     pending = [p.point for p in t.pending]
-    plan = build_plan(pending, spec.data["fixed"], record.shared(study) is not False)
+    plan = build_plan(pending, spec.fixed, record.shared(study) is not False)
     # The ETA is the dry-run's price of what is left (epochs × this study's own seconds per epoch) over the slots;
     # before any trial finished, or for data that cannot be counted, the mean trial time so far.
-    priced = price(spec, pending, plan, trials, None)
-    work = priced["hours_shared"] * 3600 / (spec.resources["gpus_per_trial"] or 1.0)
+    resources = record.run_resources(study) or spec.resources  # the run's own flags, once it ran
+    priced = price(spec, pending, plan, trials, None, resources)
+    work = priced["hours_shared"] * 3600 / (resources["gpus_per_trial"] or 1.0)
     measured = all("measured" in g["rate"].evidence for g in priced["groups"].values())
     eta = work / parallel if pending and not priced["unknown"] else None
     stems = None
@@ -135,8 +136,8 @@ def study_status(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, An
         "stems": stems,
         "warnings": chance_warnings(spec, trials),
         "foreign": t.foreign,
-        "design": block_progress(spec.data["design"], spec.points, set(t.done))
-        if spec.data.get("design", {}).get("blocks")
+        "design": block_progress(spec.design, spec.points, set(t.done))
+        if spec.design and spec.design.get("blocks")
         else None,
     }
 
@@ -170,7 +171,7 @@ def dry_run_plan(
     exploration = _exploration(spec, storage_url)
     t = tally(spec, trials)
     pending = [p.point for p in t.pending]
-    plan = build_plan(pending, spec.data["fixed"], share)
+    plan = build_plan(pending, spec.fixed, share)
     halving_epochs = halving_bound(spec, pending, plan) if spec.halving else None
     return {
         "study": spec.name,
@@ -190,7 +191,7 @@ def dry_run_plan(
         "start_up": _start_up(start_up if start_up is not None else exploration and exploration[3]),
         "first_points": [p.params for p in pending[:5]],
         "datasets": dataset_summaries(spec),
-        "problems": root_problems(spec.data),
+        "problems": root_problems(spec.to_data()),
     }
 
 
@@ -200,7 +201,7 @@ def _exploration(spec: GridSpec, storage_url: str) -> tuple[str, list, GridSpec,
     from search.paths import default_storage
     from search.study import spec_of
 
-    name = spec.data.get("confirms")
+    name = spec.confirms
     if not isinstance(name, str):
         return None
     for url in (storage_url, default_storage(name)):
@@ -255,7 +256,7 @@ def dataset_summaries(spec: GridSpec) -> list[str]:
     from trainer.errors import FolderError
 
     lines = []
-    for name, ds in spec.data["datasets"].items():
+    for name, ds in spec.datasets.items():
         if ds["kind"] != "imagefolder":
             root = Path(ds["root"]) if ds["root"] else None
             if ds["kind"] == "digits":

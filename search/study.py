@@ -116,7 +116,7 @@ class GridStudy:
         stored = record.stored_space(study)
         if stored is not None:
             check_extension(GridSpec(spec.name, stored), spec)
-        check_seeds_unspent(spec.data, record.confirmations(study))
+        check_seeds_unspent(spec.seeds, record.confirmations(study))
         if study.metric_names != [spec.objective.metric]:  # optuna-dashboard names the objective, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -125,7 +125,7 @@ class GridStudy:
         handle._check_categories()
         if check is not None:
             check(study)
-        record.record_space(study, spec.data, spec.digest(), str(out_dir.resolve()), store.uri)
+        record.record_space(study, spec.to_data(), spec.digest(), str(out_dir.resolve()), store.uri)
         return handle
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
@@ -309,8 +309,9 @@ def check_extension(old: GridSpec, new: GridSpec) -> None:
     field that differs (old → new). `search run` and its `--dry-run` refuse alike."""
     advice = "run it as a new study (--study NEW_NAME)"
     if old.digest() != new.digest():
-        sections = [k for k in ("fixed", "datasets", "objective") if old.data[k] != new.data[k]]
-        changed = [line for k in sections for line in _differences(old.data[k], new.data[k], k)]
+        was, now = old.lasting(), new.lasting()
+        sections = [k for k in was if was[k] != now[k]]
+        changed = [line for k in sections for line in _differences(was[k], now[k], k)]
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise StudyError(f"study {new.name!r} was created with different {', '.join(sections)} ({shown}): {advice}")
     new_keys = {p.grid_key for p in new.points}

@@ -17,7 +17,6 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from search import record
-from search.confirm import stage
 from search.grid import GridSpec, Point
 from search.paths import trial_folder
 from search.store import ArtifactStore
@@ -49,7 +48,7 @@ class StudyData:
     def stage(self) -> str:
         """ "exploration" (a grid: selection on validation, comparisons exploratory) or "confirmation" (made by
         `search confirm`: the study whose verdicts a thesis reports)."""
-        return stage(self.spec.data)
+        return self.spec.stage
 
     @property
     def complete(self) -> pd.DataFrame:
@@ -237,7 +236,7 @@ def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str
     frame.insert(0, "stage", data.stage)
     frame.insert(0, "study", data.name)
     frame = pd.concat([frame, settings], axis=1)
-    frame["datasets"] = json.dumps(data.spec.data["datasets"], sort_keys=True)
+    frame["datasets"] = json.dumps(data.spec.datasets, sort_keys=True)
     return frame.to_dict("records")
 
 

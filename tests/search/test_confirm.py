@@ -211,7 +211,7 @@ def test_every_confirmation_takes_seeds_no_study_of_its_exploration_used():
     could confirm until a run said what they liked."""
     from search.confirm import fresh_seed
 
-    space = {"repeats": 3, "seeds_from": 0}
+    space = range(3)
     assert fresh_seed(space, []) == 3
     made = [{"name": "a", "seeds_from": 3, "seeds": 10}, {"name": "b", "seeds_from": 13, "seeds": 5}]
     assert fresh_seed(space, made) == 18
@@ -347,8 +347,8 @@ def test_a_damaged_record_of_confirmations_is_refused_in_one_line(tmp_path):
 
     for damaged in ([{"name": "a", "seeds_from": "3", "seeds": 3}], [{"name": "a"}], ["a"], {"seeds_from": True}):
         with pytest.raises(ProxySearchError, match="record of its confirmations"):
-            fresh_seed({"repeats": 3}, damaged)
-    assert taken_seeds(None) == [] and fresh_seed({"repeats": 3}, None) == 3
+            fresh_seed(range(3), damaged)
+    assert taken_seeds(None) == [] and fresh_seed(range(3), None) == 3
 
 
 @pytest.mark.slow

@@ -20,13 +20,14 @@ def test_a_study_record_reads_back_typed_with_defaults_for_old_studies():
     assert record.shared(study) is None and record.slots(study) is None and record.bound_data(study) == {}
     assert record.artifact_store_of(study) == "runs/mine"
     record.record_space(study, {"grid": {}}, "d1", "/out", "s3://b/p")
-    record.record_run(study, False, 3)
+    record.record_run(study, False, 3, {"gpus_per_trial": 0.5, "cpus_per_trial": 2})
     record.add_confirmation(study, {"name": "c1"})
     record.add_confirmation(study, {"name": "c2"})
     record.add_data_changes(study, [{"dataset": "x"}])
     assert record.stored_space(study) == {"grid": {}} and record.artifact_store_of(study) == "s3://b/p"
     assert [c["name"] for c in record.confirmations(study)] == ["c1", "c2"]
     assert record.shared(study) is False and record.slots(study) == 3.0
+    assert record.run_resources(study) == {"gpus_per_trial": 0.5, "cpus_per_trial": 2}
     assert record.data_changes(study) == [{"dataset": "x"}]
     study.set_user_attr(StudyAttr.ARTIFACTS, None)  # a study made before the store was recorded: its out_dir
     assert record.artifact_store_of(study) == "/out"

@@ -11,6 +11,7 @@ import typer
 from cli.app import console
 from cli.errors import fail
 from search import record
+from search.design import Budget
 from search.dispatch import check_machine
 from search.driver import run_study
 from search.grid import GridSpec
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def with_design(
-    spec: GridSpec, budget: str | None, options: RunOptions, precision: float | None = None, adapt: bool = False
+    spec: GridSpec, budget: Budget | None, options: RunOptions, precision: float | None = None, adapt: bool = False
 ) -> GridSpec:
     """`spec` with the design `budget` buys (or its space's `design:` asks, or its study recorded), said in a few
     lines; unchanged when there is none (`search.budget.plan_design`). A run without any reads only the study's

@@ -23,7 +23,7 @@ from cli.app import (
 )
 from cli.errors import fail
 from cli.launch import launch, with_design
-from search.design import DesignError, parse_budget, parse_precision
+from search.design import Budget, DesignError, parse_budget, parse_precision
 from search.options import RunFlags, resolve, storage_of
 from search.paths import RUNS, run_dir, study_db
 from search.space import DEFAULT_MAX_POINTS, load_space
@@ -39,14 +39,15 @@ def _checked_precision(text: str | None) -> float | None:
         fail(f"--precision: {exc}")
 
 
-def _checked_budget(text: str | None) -> str | None:
-    """A malformed --budget is refused before the space is read (the thesis grid takes seconds to load)."""
-    if text is not None:
-        try:
-            parse_budget(text)
-        except DesignError as exc:
-            fail(f"--budget: {exc}")
-    return text
+def _checked_budget(text: str | None) -> Budget | None:
+    """--budget parsed, once; a malformed one is refused before the space is read (the thesis grid takes seconds
+    to load)."""
+    if text is None:
+        return None
+    try:
+        return parse_budget(text)
+    except DesignError as exc:
+        fail(f"--budget: {exc}")
 
 
 @app.command(short_help="Create or resume the study of SPACE and run it.")
@@ -72,7 +73,6 @@ def run(
     budget: str | None = typer.Option(
         None,
         help="run a designed fraction: 5% of the grid's cost, 1200 device-hours, or 120configs per family",
-        callback=_checked_budget,
     ),
     precision: str | None = typer.Option(
         None,
@@ -86,6 +86,7 @@ def run(
 ) -> None:
     """Create or resume the study of SPACE and run every point that is not finished (with --budget or a
     `design:` block: a balanced fraction of its proxy configurations, block by block)."""
+    parsed, precise = _checked_budget(budget), _checked_precision(precision)
     spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     if storage is None:
         _refuse_a_study_elsewhere(space, spec.name)
@@ -112,7 +113,7 @@ def run(
         accept_data_change=accept_data_change,
     )
     options = resolve(spec, flags)
-    launch(with_design(spec, budget, options, _checked_precision(precision), adapt), options, dry_run)
+    launch(with_design(spec, parsed, options, precise, adapt), options, dry_run)
 
 
 def _refuse_a_study_elsewhere(space: Path, name: str) -> None:

@@ -75,7 +75,7 @@ class DesignPlan:
 
 def plan_design(
     spec: GridSpec,
-    budget_text: str | None,
+    budget: Budget | None,
     recorded: dict | None,
     trials: list[FrozenTrial],
     share: bool,
@@ -84,13 +84,15 @@ def plan_design(
     precision: float | None = None,
     adapt: bool = False,
 ) -> DesignPlan:
-    """The design `budget_text` (else the space's `design.budget`) buys for `spec`, on top of the design the study
-    `recorded` (never less); no budget: the recorded design as it is, or `spec` unchanged when there is none.
+    """The design `budget` (`--budget`, parsed once by the caller; else the space's `design.budget`) buys for
+    `spec`, on top of the design the study `recorded` (never less); no budget: the recorded design as it is, or
+    `spec` unchanged when there is none.
     `stored`: the space the study recorded, whose `trials` measure the paired gain's spread (`measured_spread`).
     `adapt` (or a `precision`, pp): a design that learns — its first block recorded now, each further one chosen
     when the one before is done (`search.adaptive`), up to the blocks the budget buys or until every main effect's
     half-width is within `precision`."""
-    asked, text, precision, adapt = _asked(spec, budget_text, precision, adapt, recorded)
+    asked, chosen, precision, adapt = _asked(spec, budget, precision, adapt, recorded)
+    text = chosen.text if chosen is not None else None
     spread = measured_spread(stored, trials) if stored is not None else None
     if text is None and not recorded:
         return DesignPlan(spec, [])
@@ -104,11 +106,11 @@ def plan_design(
     lines = _unchanged_by(recorded, asked, seed)
     if recorded and text == recorded.get("budget"):
         text = None  # the same command again: the design chosen when this budget was given, never re-priced
-    if text is None:  # a recorded design, run again without a new budget: kept as it is
+    if text is None or chosen is None:  # a recorded design, run again without a new budget: kept as it is
         design = blind = dict(recorded or {})
         lines.append(f"design: the study's {len(design['blocks'])} blocks (budget {design.get('budget')}) kept")
     else:
-        budget = parse_budget(text)
+        budget = chosen
         factors = design_factors(configs)
         if not factors:
             extend_design(configs, fixed, None, 1, seed, seeds)  # raises the error that says why
@@ -205,17 +207,18 @@ def measured_spread(stored: GridSpec, trials: list[FrozenTrial]) -> tuple[float,
 
 
 def _asked(
-    spec: GridSpec, budget_text: str | None, precision: float | None, adapt: bool, recorded: dict | None
-) -> tuple[dict, str | None, float | None, bool]:
+    spec: GridSpec, budget: Budget | None, precision: float | None, adapt: bool, recorded: dict | None
+) -> tuple[dict, Budget | None, float | None, bool]:
     """What the command line, else the space's `design:`, asks: the space's design block, the budget, the
     precision, whether the design learns (a precision implies it; a precision alone is a budget of the grid)."""
     asked = dict(spec.design or {})
-    text = budget_text if budget_text is not None else asked.get("budget")
+    if budget is None and asked.get("budget") is not None:
+        budget = parse_budget(asked["budget"])
     if precision is None and "precision" in asked:
         precision = parse_precision(asked["precision"])
-    if text is None and precision is not None and not recorded:
-        text = "100%"  # a precision alone: blocks until it is reached, at most the whole grid's
-    return asked, text, precision, adapt or bool(asked.get("adapt")) or precision is not None
+    if budget is None and precision is not None and not recorded:
+        budget = parse_budget("100%")  # a precision alone: blocks until it is reached, at most the whole grid's
+    return asked, budget, precision, adapt or bool(asked.get("adapt")) or precision is not None
 
 
 def learning(design: dict, recorded_blocks: int, precision: float | None, sd: float, configs: dict) -> dict:

@@ -8,13 +8,14 @@ import pytest
 from optuna.trial import TrialState
 
 from analysis.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
+from search.grid import Objective
 from search.halving import Halving, decide, decide_configurations
 from tests.search.helpers import search_cli, trials, write_space
 from tests.tiny import TINY_FIXED
 from trainer.errors import ProxySearchError
 
 CONFIGS, SEEDS, FRESH_SEEDS, TOP, STUDIES = 27, 6, 10, 3, 500
-HALVING = Halving((10,), 1 / 3, "1/3", (), "val_accuracy", "maximize")
+HALVING = Halving((10,), 1 / 3, "1/3", (), Objective("val_accuracy", "maximize"))
 
 
 def family_calls_better(diffs: list[np.ndarray]) -> bool:

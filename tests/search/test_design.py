@@ -45,7 +45,7 @@ def thesis_configs(thesis) -> dict:
 @pytest.fixture(scope="module")
 def five_percent(thesis):
     """The thesis grid's design for a 5% budget (seconds to plan: made once for the tests that read it)."""
-    return plan_design(thesis, "5%", None, [], True, thesis.resources)
+    return plan_design(thesis, parse_budget("5%"), None, [], True, thesis.resources)
 
 
 @pytest.mark.parametrize(
@@ -148,8 +148,8 @@ def test_a_budget_buys_blocks_within_it_or_refuses_with_the_smallest_that_works(
     blocks = len(bought.spec.data["design"]["blocks"])
     assert blocks >= 1 and "of the whole grid's epochs from scratch" in bought.lines[1]
     with pytest.raises(DesignError, match=r"smallest design .* costs"):
-        plan_design(thesis, "0.1%", None, [], True, thesis.resources)
-    whole = plan_design(thesis, "100%", None, [], True, thesis.resources)
+        plan_design(thesis, parse_budget("0.1%"), None, [], True, thesis.resources)
+    whole = plan_design(thesis, parse_budget("100%"), None, [], True, thesis.resources)
     assert "design" not in whole.spec.data and "running it whole" in whole.lines[0]
 
 
@@ -157,7 +157,7 @@ def test_a_recorded_design_is_kept_without_a_budget_and_a_smaller_budget_removes
     recorded = five_percent.spec.data["design"]
     again = plan_design(thesis, None, recorded, [], True, thesis.resources)
     assert again.spec.data["design"]["blocks"] == recorded["blocks"] and "kept" in again.lines[0]
-    smaller = plan_design(thesis, "2%", recorded, [], True, thesis.resources)
+    smaller = plan_design(thesis, parse_budget("2%"), recorded, [], True, thesis.resources)
     assert smaller.spec.data["design"]["blocks"] == recorded["blocks"] and "removes none" in smaller.lines[0]
 
 
@@ -165,7 +165,7 @@ def test_a_grid_without_proxy_axes_cannot_be_designed():
     fixed = {k: v for k, v in TINY_FIXED.items() if k != "proxy_steps"}
     baselines_only = parse_space(space(grid={"proxy_steps": ["2", "3"]}, fixed=fixed), Path("s.yaml"))
     with pytest.raises(DesignError, match="no proxy configuration"):
-        plan_design(baselines_only, "50%", None, [], True, baselines_only.resources)
+        plan_design(baselines_only, parse_budget("50%"), None, [], True, baselines_only.resources)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +244,7 @@ def test_a_control_among_the_designed_axes_is_left_to_the_confirmation_and_said(
     methods = ["gradcam", "eigencam", "gradcamplusplus", "randomcam"]
     grid = {"cam_method": methods, "threshold": [0.1, 0.2, 0.4, 0.6, 0.8, 0.9]}
     spec = parse_space(space(grid=grid, repeats=2, baselines=[{"proxy_steps": "2"}]), Path("s.yaml"))
-    planned = plan_design(spec, "4configs", None, [], True, spec.resources)
+    planned = plan_design(spec, parse_budget("4configs"), None, [], True, spec.resources)
     kinds = Counter(p.kind for p in planned.spec.points)
     assert kinds["control"] == 0 and kinds["baseline"] == 1 and kinds["proxy"] >= 4
     assert {p.params["cam_method"] for p in planned.spec.points if p.kind == "proxy"} <= set(methods[:3])
@@ -269,7 +269,7 @@ def test_a_grid_with_a_one_valued_axis_can_be_designed(one_valued, budget):
     budget failed with "no configuration of the grid could be chosen"."""
     fixed = {k: v for k, v in TINY_FIXED.items() if k not in one_valued}
     spec = small(grid=one_valued, fixed=fixed)
-    planned = plan_design(spec, budget, None, [], True, spec.resources)
+    planned = plan_design(spec, parse_budget(budget), None, [], True, spec.resources)
     keys = (
         {k for b in planned.spec.data["design"]["blocks"] for k in b["configs"]}
         if "design" in planned.spec.data
@@ -283,23 +283,23 @@ def test_the_same_budget_again_keeps_the_design_and_a_new_one_says_how_it_grew()
     """Issue 45 item 2: the same command after Ctrl-C re-priced the budget with measured rates and grew the design
     from 3 to 5 blocks, saying nothing."""
     spec = small()
-    first = plan_design(spec, "1configs", None, [], True, spec.resources)
+    first = plan_design(spec, parse_budget("1configs"), None, [], True, spec.resources)
     recorded = first.spec.data["design"]
-    again = plan_design(spec, "1configs", recorded, [], True, spec.resources)
+    again = plan_design(spec, parse_budget("1configs"), recorded, [], True, spec.resources)
     assert again.spec.data["design"] == recorded and "kept" in again.lines[0]
     assert not any("→" in line for line in again.lines)
-    grown = plan_design(spec, "11configs", recorded, [], True, spec.resources)
+    grown = plan_design(spec, parse_budget("11configs"), recorded, [], True, spec.resources)
     blocks = grown.spec.data["design"]["blocks"]
     assert blocks[: len(recorded["blocks"])] == recorded["blocks"] and len(blocks) > len(recorded["blocks"])
     assert f"design: {len(recorded['blocks'])} → {len(blocks)} blocks (budget 11configs, was 1configs)" in grown.lines
-    everything = plan_design(spec, "12configs", grown.spec.data["design"], [], True, spec.resources)
+    everything = plan_design(spec, parse_budget("12configs"), grown.spec.data["design"], [], True, spec.resources)
     assert any("buys nothing more" in line and "raise repeats" in line for line in everything.lines)
 
 
 def test_a_budget_in_configurations_says_when_a_block_buys_more():
     """Issue 45 item 5: `--budget 5configs` ran a whole 12-configuration block without saying so."""
     spec = small()
-    planned = plan_design(spec, "1configs", None, [], True, spec.resources)
+    planned = plan_design(spec, parse_budget("1configs"), None, [], True, spec.resources)
     size = planned.spec.data["design"]["size"]
     assert f"more than the 1 asked: a block ({size}) is the smallest balanced unit" in "\n".join(planned.lines)
 
@@ -308,9 +308,9 @@ def test_a_grid_that_gained_a_level_gets_blocks_over_it():
     """Issue 45 item 3: with a threshold level added, the block size was recomputed yet nothing was added and the
     new level could never enter the design."""
     spec = small()
-    recorded = plan_design(spec, "6configs", None, [], True, spec.resources).spec.data["design"]
+    recorded = plan_design(spec, parse_budget("6configs"), None, [], True, spec.resources).spec.data["design"]
     wider = small(grid={"threshold": [0.2, 0.5, 0.8, 0.9]})
-    grown = plan_design(wider, "18configs", recorded, [], True, wider.resources)
+    grown = plan_design(wider, parse_budget("18configs"), recorded, [], True, wider.resources)
     design = grown.spec.data["design"]
     assert design["blocks"][: len(recorded["blocks"])] == recorded["blocks"]
     new = {k for b in design["blocks"][len(recorded["blocks"]) :] for k in b["configs"]}
@@ -321,7 +321,7 @@ def test_a_grid_that_gained_a_level_gets_blocks_over_it():
 
 def test_a_changed_design_seed_is_said_not_silently_ignored():
     spec = small()
-    recorded = plan_design(spec, "6configs", None, [], True, spec.resources).spec.data["design"]
+    recorded = plan_design(spec, parse_budget("6configs"), None, [], True, spec.resources).spec.data["design"]
     reseeded = small(design={"budget": "6configs", "seed": 5})
     again = plan_design(reseeded, None, recorded, [], True, reseeded.resources)
     assert again.spec.data["design"]["blocks"] == recorded["blocks"]

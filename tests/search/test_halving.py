@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from optuna.trial import TrialState
 
+from search.grid import Objective
 from search.halving import Halving, decide
 from search.paths import trial_folder
 from tests.search.helpers import fixed_without, free_port, start_driver, trials, write_space
@@ -21,7 +22,7 @@ HALVING = {"rungs": [2], "keep": "1/3"}
 
 
 def halving(direction="maximize"):
-    return Halving((2,), 1 / 3, "1/3", (), "val_accuracy", direction)
+    return Halving((2,), 1 / 3, "1/3", (), Objective("val_accuracy", direction))
 
 
 def test_decisions_keep_the_best_third_and_every_tie_with_the_cutoff():

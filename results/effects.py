@@ -6,7 +6,6 @@ model's picks for `search confirm --select model`.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import pandas as pd
 
@@ -113,17 +112,3 @@ def effect_sentences(effects: dict[tuple, FamilyEffects], spec: GridSpec) -> lis
             f"study): {moves}{rest}.{reference}{predicted}{caveat}"
         )
     return lines
-
-
-def model_selection(data: StudyData, top: int) -> dict[tuple, list[dict[str, Any]]]:
-    """The `top` configurations per (dataset, architecture) the effects model predicts best, run or not, in the
-    form `search.confirm.select` gives (`_predicted`: the predicted gain, pp; `_spread`: the fit's paired-gain
-    spread, what a confirmation of picks run on one seed plans its power from)."""
-    out: dict[tuple, list[dict[str, Any]]] = {}
-    for (dataset, arch), family in study_effects(data, top).items():
-        group = tuple((a, v) for a, v in (("dataset", dataset), ("architecture", arch)) if a in data.spec.axes)
-        spread = family.spread_pp / 100  # the fit's paired-gain spread, in the objective's units
-        out[group] = [
-            {**dict(group), **e["settings"], "_predicted": e["predicted_pp"], "_spread": spread} for e in family.best
-        ]
-    return out

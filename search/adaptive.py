@@ -52,10 +52,12 @@ def study_fit(
     return fitted
 
 
-def trials_fit(spec: GridSpec, trials: list[FrozenTrial], interactions: bool = True) -> dict[tuple, FamilyEffects]:
+def trials_fit(
+    spec: GridSpec, trials: list[FrozenTrial], top: int = 3, interactions: bool = True
+) -> dict[tuple, FamilyEffects]:
     """`study_fit` of a study of `spec` from its Optuna `trials` (their complete ones, as a trial table)."""
     frame, _, _ = trial_table(spec, trials)
-    return study_fit(spec, frame[frame["state"] == "COMPLETE"] if len(frame) else frame, interactions=interactions)
+    return study_fit(spec, frame[frame["state"] == "COMPLETE"] if len(frame) else frame, top, interactions)
 
 
 def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None, str]:

@@ -62,43 +62,10 @@ def select(
     return {g: [c for _, _, c in sorted(rows)[:top]] for g, rows in sorted(groups.items(), key=lambda kv: str(kv[0]))}
 
 
-def taken_seeds(confirmations: object) -> list[tuple[str, range]]:
-    """Every confirmation's seeds, as recorded on its exploration (`confirmations`: one entry each time a
-    confirmation chose its seeds, even one that never ran a trial): a seed taken once is spent for good. A record
-    that cannot be read is refused (`ProxySearchError`): guessing could spend a seed twice."""
-    if confirmations is None:
-        return []
-    taken = []
-    for entry in confirmations if isinstance(confirmations, list) else [confirmations]:
-        fields = entry if isinstance(entry, dict) else {}
-        first, count = fields.get("seeds_from"), fields.get("seeds")
-        if type(first) is not int or type(count) is not int or first < 0 or count < 1:
-            raise ProxySearchError(
-                f"the exploration's record of its confirmations (study attribute `confirmations`) holds {entry!r}, "
-                "not {name, seeds_from, seeds}: restore it, or confirm a copy of the exploration"
-            )
-        taken.append((str(fields.get("name")), range(first, first + count)))
-    return taken
-
-
-def fresh_seed(own: range, confirmations: object) -> int:
+def fresh_seed(own: range, taken: list[tuple[str, range]]) -> int:
     """The first seed no study of an exploration has used: past its `own` seeds and every confirmation's made from
-    it (`taken_seeds`), so that no seed is spent twice."""
-    ends = [own.stop]
-    ends += [seeds.stop for _, seeds in taken_seeds(confirmations)]
-    return max(ends)
-
-
-def check_seeds_unspent(own: range, confirmations: object) -> None:
-    """An exploration never runs a seed a confirmation took (its test images judged the confirmation's claims):
-    raising `repeats` (its `own` seeds) into them is refused (`ProxySearchError`), saying which."""
-    for name, seeds in taken_seeds(confirmations):
-        if overlap := sorted(set(own) & set(seeds)):
-            raise ProxySearchError(
-                f"repeats: {len(own)} would run seeds {overlap[0]}–{overlap[-1]}, which the confirmation "
-                f"{name} took (seeds {seeds.start}–{seeds.stop - 1}); a confirmation's seeds are never explored: "
-                f"keep repeats at {min(seeds.start, own.stop) - own.start}, or explore in a new study (--study NAME)"
-            )
+    it (`search.record.taken_seeds`), so that no seed is spent twice."""
+    return max([own.stop, *(seeds.stop for _, seeds in taken)])
 
 
 def confirmation_space(

@@ -99,7 +99,7 @@ def _choose(ask: Ask, dry_run: bool) -> ConfirmationPlan:
     observed = select_observed(trials, spec, ask.top, per_axes) if ask.select != "model" else {}
     predicted = model_selection(exploration, trials, ask.top) if ask.select != "observed" else {}
     selected = {"observed": observed, "model": predicted}.get(ask.select) or combine(predicted, observed, ask.top)
-    seeds_from = fresh_seed(spec.seeds, record.confirmations(exploration))
+    seeds_from = fresh_seed(spec.seeds, record.taken_seeds(exploration))
     data = confirmation_space(spec, selected, ask.seeds, ask.name, seeds_from, overlap)
     made = parse_space(data, Path(f"<confirmation of {ask.study}>"), ask.name, check_roots=not dry_run)
     spread = paired_spread(trials, spec, selected)

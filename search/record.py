@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from optuna.trial import FrozenTrial
 
 from search.paths import run_dir
+from trainer.errors import ProxySearchError
 from trainer.failures import FailureKind
 from trainer.prefix import PointKind
 
@@ -121,6 +122,26 @@ def data_changes(study: Attributed) -> list:
 def confirmations(study: Attributed) -> list[dict]:
     """The confirmations made from an exploration, oldest first (entries that are no mapping left out)."""
     return [e for e in study.user_attrs.get(StudyAttr.CONFIRMATIONS) or [] if isinstance(e, dict)]
+
+
+def taken_seeds(study: Attributed) -> list[tuple[str, range]]:
+    """Every confirmation's seeds, as recorded on the exploration `study` (`confirmations`: one entry each time a
+    confirmation chose its seeds, even one that never ran a trial): a seed taken once is spent for good. A record
+    that cannot be read is refused (`ProxySearchError`): guessing could spend a seed twice."""
+    confirmations = study.user_attrs.get(StudyAttr.CONFIRMATIONS)
+    if confirmations is None:
+        return []
+    taken = []
+    for entry in confirmations if isinstance(confirmations, list) else [confirmations]:
+        fields = entry if isinstance(entry, dict) else {}
+        first, count = fields.get("seeds_from"), fields.get("seeds")
+        if type(first) is not int or type(count) is not int or first < 0 or count < 1:
+            raise ProxySearchError(
+                f"the exploration's record of its confirmations (study attribute `confirmations`) holds {entry!r}, "
+                "not {name, seeds_from, seeds}: restore it, or confirm a copy of the exploration"
+            )
+        taken.append((str(fields.get("name")), range(first, first + count)))
+    return taken
 
 
 def shared(study: Attributed) -> bool | None:

@@ -23,7 +23,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from search import record
-from search.confirm import check_seeds_unspent
 from search.grid import GridSpec, Point
 from search.paths import trial_folder
 from search.space import DEFAULT_MAX_POINTS, parse_space
@@ -116,7 +115,7 @@ class GridStudy:
         stored = record.stored_space(study)
         if stored is not None:
             check_extension(GridSpec(spec.name, stored), spec)
-        check_seeds_unspent(spec.seeds, record.confirmations(study))
+        check_seeds_unspent(spec.seeds, record.taken_seeds(study))
         if study.metric_names != [spec.objective.metric]:  # optuna-dashboard names the objective, not "Objective 0"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -332,6 +331,18 @@ def _differences(old: Any, new: Any, where: str) -> list[str]:
             for line in _differences(old.get(k), new.get(k), f"{where}.{k}")
         ]
     return [] if old == new else [f"{where}: {old!r} → {new!r}"]
+
+
+def check_seeds_unspent(own: range, taken: list[tuple[str, range]]) -> None:
+    """An exploration never runs a seed a confirmation took (its test images judged the confirmation's claims):
+    raising `repeats` (its `own` seeds) into them is refused (`StudyError`), saying which."""
+    for name, seeds in taken:
+        if overlap := sorted(set(own) & set(seeds)):
+            raise StudyError(
+                f"repeats: {len(own)} would run seeds {overlap[0]}–{overlap[-1]}, which the confirmation "
+                f"{name} took (seeds {seeds.start}–{seeds.stop - 1}); a confirmation's seeds are never explored: "
+                f"keep repeats at {min(seeds.start, own.stop) - own.start}, or explore in a new study (--study NAME)"
+            )
 
 
 def spec_of(study: optuna.Study, validate: bool = False, max_points: int = DEFAULT_MAX_POINTS) -> GridSpec:

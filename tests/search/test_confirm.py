@@ -4,6 +4,7 @@ true effect), and a real confirmation of a real exploration (matched references,
 import math
 
 import numpy as np
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -214,7 +215,7 @@ def test_every_confirmation_takes_seeds_no_study_of_its_exploration_used():
 
     space = range(3)
     assert fresh_seed(space, []) == 3
-    made = [{"name": "a", "seeds_from": 3, "seeds": 10}, {"name": "b", "seeds_from": 13, "seeds": 5}]
+    made = [("a", range(3, 13)), ("b", range(13, 18))]
     assert fresh_seed(space, made) == 18
 
 
@@ -344,12 +345,16 @@ def test_an_exploration_never_grows_into_a_confirmations_seeds(tmp_path):
 
 
 def test_a_damaged_record_of_confirmations_is_refused_in_one_line(tmp_path):
-    from search.confirm import fresh_seed, taken_seeds
+    from search import record
+    from search.confirm import fresh_seed
 
+    exploration = optuna.create_study(study_name="x")
     for damaged in ([{"name": "a", "seeds_from": "3", "seeds": 3}], [{"name": "a"}], ["a"], {"seeds_from": True}):
+        exploration.set_user_attr(record.StudyAttr.CONFIRMATIONS, damaged)
         with pytest.raises(ProxySearchError, match="record of its confirmations"):
-            fresh_seed(range(3), damaged)
-    assert taken_seeds(None) == [] and fresh_seed(range(3), None) == 3
+            record.taken_seeds(exploration)
+    fresh = optuna.create_study(study_name="y")
+    assert record.taken_seeds(fresh) == [] and fresh_seed(range(3), record.taken_seeds(fresh)) == 3
 
 
 @pytest.mark.slow

@@ -281,3 +281,9 @@ def pruned_attrs(rung: int, reason: str) -> dict[str, Any]:
 def failed_attrs(reason: str, kind: FailureKind) -> dict[str, Any]:
     """What a failed trial records: its one-line reason and its kind."""
     return {TrialAttr.FAIL_REASON: reason, TrialAttr.FAIL_KIND: kind.value}
+
+
+def result_tag(number: int | None, grid_key: str | None) -> dict[str, Any]:
+    """What a trial's `result.json` carries to say whose it is (checked when a stopped driver's trials are
+    reconciled: a result copied in from another trial's folder is not taken)."""
+    return {"trial_number": number, "grid_key": grid_key}

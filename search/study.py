@@ -30,7 +30,6 @@ from search.storage import StudyError, creating, one_line, open_storage
 from search.store import ArtifactStore
 from search.tally import PendingPoint, Tally, tally
 from search.trials import read_trials
-from search.worker import result_tag
 from trainer.config import (
     AUGMENTATIONS,
     CONTROL_CHOICES,
@@ -167,7 +166,7 @@ class GridStudy:
             return f"grid_key {key[:8]} is not a point of this space"
         if result.get("config_digest") != point.config().digest():
             return "another config's digest"
-        if result.get("tag") != result_tag(number, key):
+        if result.get("tag") != record.result_tag(number, key):
             return f"written for {result.get('tag')!r}"
         if not isinstance(result.get("metrics"), dict):
             return "no metrics"

@@ -134,12 +134,6 @@ def scratch_root(settings: Settings) -> Path:
     return Path(root) / hashlib.sha256(settings.store.encode()).hexdigest()[:12]
 
 
-def result_tag(number: int | None, grid_key: str | None) -> dict[str, Any]:
-    """What a trial's `result.json` carries to say whose it is (checked when a stopped driver's trials are
-    reconciled: a result copied in from another trial's folder is not taken)."""
-    return {"trial_number": number, "grid_key": grid_key}
-
-
 def run_job(job: Job, settings: Settings) -> Outcome:
     """Run `job`; return its outcome ("complete", "paused" or "stem"). Raises what the trainer raises (the executor
     turns it into a failure)."""
@@ -175,7 +169,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
         if job.kind == JobKind.STEM:
             if job.until is None:
                 raise ValueError(f"{job.label} has no epoch to stop at")
-            record = run_stem(
+            stem_record = run_stem(
                 config,
                 workdir,
                 job.until,
@@ -186,7 +180,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
                 threads=settings.threads,
                 binding=job.binding,
             )
-            return Outcome(OutcomeStatus.STEM, record=record)
+            return Outcome(OutcomeStatus.STEM, record=stem_record)
         result = run_trial(
             config,
             workdir,
@@ -195,7 +189,7 @@ def run_job(job: Job, settings: Settings) -> Outcome:
             shared=shared,
             on_saved=uploader,
             threads=settings.threads,
-            tag=result_tag(job.number, job.grid_key),
+            tag=record.result_tag(job.number, job.grid_key),
             binding=job.binding,
             matched=matched,
             keep_maps=job.keep_maps,

@@ -14,10 +14,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from search.paths import trial_folder
+from search.record import result_tag
 from search.status import load_study
 from search.storage import DriverLock, StudyError, creating, open_storage
 from search.study import GridStudy
-from search.worker import result_tag
 from tests.search.helpers import fixed_without, spec
 from trainer.config import PROXY_METHODS
 from trainer.files import atomic_write_json

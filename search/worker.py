@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from search import record
 from search.store import ArtifactStore, Uploader
 from trainer.config import TrialConfig
 from trainer.data.identity import Binding

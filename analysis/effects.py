@@ -1,5 +1,5 @@
 """The effects model: how each proxy setting moves the paired gain (`analysis.gains`), per (dataset,
-architecture), from a designed fraction (`search.design`) or a full grid alike.
+architecture), from a designed fraction (`search.space.design`) or a full grid alike.
 
 The model regresses the gain on the design's factors, sum-coded (a level's effect is its departure from the mean
 over levels), with each seed a block (`analysis.coding`). Gains that subtract the same baseline trial share its
@@ -12,7 +12,8 @@ is its type-II sum of squares over the total (a description). The two-way intera
 tested one at a time against the main-effects model. The predicted best configuration is the model's best over
 every configuration of the grid, run or not, with an interval that holds after the maximum was taken — a
 prediction to confirm on fresh seeds, never a verdict. `widest_interval` and `open_levels` are what a design
-learns from a fit: how precise its main effects are, and which levels are not yet ruled out (`search.adaptive`).
+learns from a fit: how precise its main effects are, and which levels are not yet ruled out
+(`search.planning.adaptive`).
 Everything here reads the objective (a validation metric): choosing from it never reads the test set.
 """
 

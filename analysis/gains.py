@@ -1,7 +1,7 @@
 """The paired gain: what every effect, claim and verdict is made of. A proxy trial's objective minus its matched
 baseline's on the same seed (the baselines sharing its settings, those with as many epochs when there are: the
 budget-matched ones), in percentage points, better positive; and the covariance gains share when they subtract the
-same baseline trial (`reference_cov`). Pure functions of the trial table `search.trialtable` reads.
+same baseline trial (`reference_cov`). Pure functions of the trial table `search.records.trialtable` reads.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def is_missing(value: Any) -> bool:
 
 
 def paired_gains(complete: pd.DataFrame, axes: list[str], maximize: bool) -> pd.DataFrame:
-    """One row per complete proxy trial of `complete` (a study's complete trials, as `search.trialtable` reads
+    """One row per complete proxy trial of `complete` (a study's complete trials, as `search.records.trialtable` reads
     them: kind, label, seed, value, epochs, `setting_<axis>`) that has a matched baseline on its seed: dataset,
     architecture, config (its label), seed, every one of `axes`' settings, `gain` in pp (objective over the
     baseline's, better positive) and `baselines` (the baseline trials it subtracts)."""

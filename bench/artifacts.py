@@ -1,4 +1,4 @@
-"""What the artifact store costs a trial: the quickstart trial run as a job (`search.worker.run_job`) with its
+"""What the artifact store costs a trial: the quickstart trial run as a job (`search.run.worker.run_job`) with its
 folder in a local store, then in an S3 store (moto's server: a real local S3 endpoint).
 
     python bench/artifacts.py           # 4 epochs of the quickstart trial, 3 runs each, medians
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import emit
 
-from search.worker import Job, JobKind, Settings, run_job
+from search.run.worker import Job, JobKind, Settings, run_job
 from trainer.config import TrialConfig
 
 

@@ -15,10 +15,10 @@ noise (shared by every configuration of its schedule on that seed), σ = 1 pp. T
 Protocols, each spending the same exploration (about 128 trials: 120 proxy trials and the baselines of the seeds
 they use) and each followed by the same confirmation (its top 3 on 5 fresh seeds beside their budget-matched
 baselines; the best confirmed mean is kept):
-- design: two blind balanced blocks of 60 (`search.design.extend_design`), the effects model's top 3
+- design: two blind balanced blocks of 60 (`search.space.design.extend_design`), the effects model's top 3
   (`analysis.effects`, the fit the report prints);
 - learning: one block, then blocks over the levels its fit left open (`analysis.effects.open_levels`, as
-  `search.adaptive` runs them) until the 120 proxy trials are spent; the model's top 3;
+  `search.planning.adaptive` runs them) until the 120 proxy trials are spent; the model's top 3;
 - random: 120 configurations at random on two seeds, the same analysis;
 - optuna-tpe: Optuna's TPESampler over the grid's categorical space, 124 trials on one seed, its best 3 seen;
 - halving: 372 random configurations at 1/9 of the epochs, the best third at 1/3, the best third of those in
@@ -48,8 +48,8 @@ import pandas as pd
 from common import emit
 
 from analysis.effects import analyse_family, name_study_wide, open_levels
-from search.design import configurations, design_factors, extend_design
-from search.space import load_space
+from search.space.design import configurations, design_factors, extend_design
+from search.space.parse import load_space
 
 SIGMA = 1.0
 BASELINES_PER_SEED = 4  # the thesis grid's: 40 epochs (none, flip) and the budget-matched 39 and 36
@@ -161,7 +161,8 @@ def blind(world: World, factors: list[str], fixed: dict, seed: int):
 
 
 def learning(world: World, factors: list[str], fixed: dict, seed: int):
-    """`search.adaptive`'s loop: a block, a fit, the next block over the levels of the configurations that could
+    """`search.planning.adaptive`'s loop: a block, a fit, the next block over the levels of the configurations that
+    could
     still be the best, while the proxy trials last."""
     design = extend_design(world.configs, fixed, None, 1, seed, range(3))
     gains = world.observe(design["blocks"][0]["configs"], [design["blocks"][0]["seed"]] * 60)

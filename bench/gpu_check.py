@@ -146,7 +146,7 @@ class Check:
         }
         space.write_text(yaml.safe_dump(data))
         # Without a GPU the searches run on the local executor: Ray's GPU dispatch is what they check, and a CPU
-        # has none to dispatch (tests/search/test_gpu.py covers it with GPUs declared to Ray).
+        # has none to dispatch (tests/search/run/test_gpu.py covers it with GPUs declared to Ray).
         executor = [] if self.gpu else ["--executor", "local"]
         args = [sys.executable, "-m", "search", "run", str(space), "--cache-dir", str(self.cache), *executor, *flags]
         try:
@@ -156,8 +156,8 @@ class Check:
             code, tail = done.returncode, (done.stdout + done.stderr)[-1500:]
         except subprocess.TimeoutExpired as exc:
             code, tail = None, f"timed out: {str(exc.stderr or '')[-1500:]}"
-        from search.status import load_trials
-        from search.storage import StudyError
+        from search.planning.status import load_trials
+        from search.records.storage import StudyError
 
         try:
             trials = load_trials(name, f"sqlite:///{self.workdir}/runs/{name}.db")
@@ -192,7 +192,7 @@ class Check:
 
     def stems(self) -> dict:
         fixed = {"batch_size": 32, "mixed_precision": True, "proxy_steps": "2,p,1"}
-        # On a CPU one stem and its two branches, shared only (tests/search/test_sharing.py compares the two).
+        # On a CPU one stem and its two branches, shared only (tests/search/run/test_sharing.py compares the two).
         grid = {"cam_method": ["gradcam", "gradcamplusplus"] if self.gpu else ["gradcam"], "threshold": [0.3, 0.6]}
         points = len(grid["cam_method"]) * len(grid["threshold"])
         shared = self.search("stems", fixed, grid, 0.5)
@@ -248,7 +248,7 @@ def bare_amp_loop(arch: str, size: int, batch: int, steps: int) -> float | None:
 
 def calibrate(results: list[dict]) -> None:
     """The steady-state images/s of each architecture this GPU trained, for `search run --dry-run`'s price."""
-    from search.price import calibration_file
+    from search.planning.price import calibration_file
     from trainer.files import atomic_write_json
 
     rows = [

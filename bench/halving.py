@@ -23,7 +23,7 @@ import yaml
 from common import emit
 from optuna.trial import TrialState
 
-from search.status import load_trials
+from search.planning.status import load_trials
 from tests.tiny import tiny_fixed
 from trainer.folder import LOG
 

@@ -20,8 +20,8 @@ import numpy as np
 from common import ROOT, emit, median_seconds, time_search
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import parse_space
-from search.study import GridStudy, optuna_params
+from search.records.study import GridStudy, optuna_params
+from search.space.parse import parse_space
 
 METRICS = (
     "val_accuracy",

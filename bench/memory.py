@@ -25,8 +25,8 @@ DRIVER = """
 import resource, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from search.space import parse_space
-from search.study import GridStudy
+from search.space.parse import parse_space
+from search.records.study import GridStudy
 points = {points}
 raw = {{"study": "mem", "repeats": points // 10, "datasets": {{"digits": {{"kind": "digits"}}}},
        "fixed": {{"image_size": 64, "architecture": "test_resnet"}},

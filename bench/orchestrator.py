@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 from common import ROOT, emit, time_search
 
-from search.space import load_space
-from search.status import load_trials
+from search.planning.status import load_trials
+from search.space.parse import load_space
 from tests.tiny import tiny_space
 from trainer.folder import CONFIG
 

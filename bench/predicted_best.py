@@ -25,7 +25,7 @@ import numpy as np
 from common import emit
 from design import World, fit, thesis_family
 
-from search.design import extend_design
+from search.space.design import extend_design
 
 
 def one_study(args: tuple) -> tuple[bool, float, bool]:

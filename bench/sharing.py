@@ -23,8 +23,8 @@ from pathlib import Path
 import yaml
 from common import ROOT, emit
 
-from search.space import load_space, parse_space
-from search.status import dry_run_plan
+from search.planning.status import dry_run_plan
+from search.space.parse import load_space, parse_space
 from tests.tiny import TIMING, tiny_fixed
 from trainer.folder import LOG, RESULT
 

@@ -25,9 +25,9 @@ import yaml
 from common import ROOT  # noqa: F401  (puts the project on the path)
 from optuna.trial import TrialState
 
-from search.paths import trial_folder
-from search.status import load_trials
-from search.storage import StudyError
+from search.planning.status import load_trials
+from search.records.paths import trial_folder
+from search.records.storage import StudyError
 from tests.tiny import tiny_fixed
 from trainer.folder import CHECKPOINT, LOG
 

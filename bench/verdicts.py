@@ -5,7 +5,7 @@
 
 Each study: 5 architectures × 27 proxy configurations explored on 3 seeds (validation and test accuracy per trial
 correlated as measured on real trials, 0.57, and as first assumed, 0.8; each arm's own noise per seed 1 or 2 pp on
-top of a seed effect shared by every arm, 1.5 pp); `search.confirm.select` keeps the top 5 per
+top of a seed effect shared by every arm, 1.5 pp); `search.planning.confirm.select` keeps the top 5 per
 architecture by mean validation accuracy; each is confirmed on 10 fresh seeds beside its baseline and its two
 matched controls. The confirmation's paired comparisons go through `results.tables._correct` (one Holm family per
 dataset, architecture and kind of reference: the verdicts before the combined claim) and `results.claims.claims`
@@ -29,8 +29,8 @@ from optuna.trial import TrialState
 from analysis import stats
 from results.claims import CLAIM, claims
 from results.tables import _correct
-from search.confirm import select
-from search.grid import GridSpec
+from search.planning.confirm import select
+from search.space.grid import GridSpec
 
 ARCHITECTURES, CONFIGS, TOP, EXPLORE_SEEDS, CONFIRM_SEEDS = 5, 27, 5, 3, 10
 SEED_SD = 0.015  # a seed's shared effect on every arm (accuracy units); each arm's own noise is a case's `noise`

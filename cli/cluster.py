@@ -1,7 +1,7 @@
 """`search cluster`: start and stop a Ray cluster over several machines, and write a Slurm batch script.
 
 Thin wrappers over `ray start` / `ray stop` with this workload's defaults: Ray's token authentication on
-(`search.rayauth`; `--no-auth` is the explicit opt-out), no Ray dashboard (it would listen on every interface), a
+(`search.run.rayauth`; `--no-auth` is the explicit opt-out), no Ray dashboard (it would listen on every interface), a
 small object store (trials return a few kilobytes; their files go to the artifact store), and a per-node scratch
 folder where trials work when the artifact store is remote (`--scratch`, exported to the node's workers as
 $PROXY_ATTENTION_SCRATCH). `search run --ray-address HEAD:PORT` then dispatches to the cluster.
@@ -20,10 +20,10 @@ from pathlib import Path
 import typer
 
 from cli.errors import fail
-from search.dispatch import OBJECT_STORE_BYTES
-from search.leftovers import end_leftovers
-from search.rayauth import AuthError, check_cluster, require_token, token_source, worker_token
-from search.worker import SCRATCH_ENV
+from search.run.dispatch import OBJECT_STORE_BYTES
+from search.run.leftovers import end_leftovers
+from search.run.rayauth import AuthError, check_cluster, require_token, token_source, worker_token
+from search.run.worker import SCRATCH_ENV
 
 cluster_app = typer.Typer(
     no_args_is_help=True, rich_markup_mode=None, help="Start and stop a Ray cluster; write a Slurm script."
@@ -96,7 +96,7 @@ NO_AUTH = typer.Option(
 
 
 def _auth(no_auth: bool, head: bool) -> None:
-    """Token authentication for a node this command starts (see `search.rayauth`), or the explicit opt-out."""
+    """Token authentication for a node this command starts (see `search.run.rayauth`), or the explicit opt-out."""
     if no_auth:
         os.environ["RAY_AUTH_MODE"] = "disabled"
     try:

@@ -24,10 +24,10 @@ from cli.app import (
 )
 from cli.errors import fail
 from cli.launch import launch
-from search import record
-from search.confirmation import Ask, ConfirmationPlan, data_origin, existing_study, plan_confirmation
-from search.options import RunFlags, resolve, storage_of
-from search.paths import run_dir
+from search.planning.confirmation import Ask, ConfirmationPlan, data_origin, existing_study, plan_confirmation
+from search.planning.options import RunFlags, resolve, storage_of
+from search.records import record
+from search.records.paths import run_dir
 
 
 @app.command(short_help="Confirm the best configurations on fresh seeds.")

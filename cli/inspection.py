@@ -13,8 +13,8 @@ import typer
 
 from cli.app import app
 from cli.errors import fail
-from search.options import storage_of
-from search.paths import RUNS, run_dir, study_dbs, study_dbs_shown
+from search.planning.options import storage_of
+from search.records.paths import RUNS, run_dir, study_dbs, study_dbs_shown
 
 
 @app.command(short_help="Where each study stands: counts, best value, ETA.")
@@ -24,7 +24,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Grid size, complete / stopped / running / failed / waiting / remaining, best value and ETA of each study."""
-    from search.status import format_status, load_study, load_trials, study_status
+    from search.planning.status import format_status, load_study, load_trials, study_status
 
     infos = []
     for name, url in _studies(study, storage):
@@ -59,7 +59,7 @@ def _one_study(study: str | None, storage: str | None) -> tuple[str, str]:
 
 def _studies(study: str | None, storage: str | None) -> list[tuple[str, str]]:
     """(name, storage URL) pairs: one named study, or every study in `storage` or in `runs/*.db`."""
-    from search.status import study_names
+    from search.planning.status import study_names
 
     if study:
         return [(study, storage_of(study, storage))]
@@ -74,8 +74,8 @@ def export(
     out: Path | None = typer.Option(None, help="CSV file (default runs/<study>/trials.csv)"),
 ) -> None:
     """Write one CSV row per trial: number, state, attempt, every axis's setting, params, metrics, times, failure."""
-    from search.status import load_study, load_trials, write_csv
-    from search.trialtable import export_rows
+    from search.planning.status import load_study, load_trials, write_csv
+    from search.records.trialtable import export_rows
 
     study, storage = _one_study(study, storage)
     rows = export_rows(load_study(study, storage), load_trials(study, storage))
@@ -95,7 +95,7 @@ def report(
     """Comparison tables (CSV, Markdown, LaTeX) and a self-contained HTML report of plotly figures."""
     from analysis.stats import CORRECTIONS
     from results.report import build_report
-    from search.status import load_study, load_trials
+    from search.planning.status import load_study, load_trials
 
     if correction not in CORRECTIONS:
         fail(f"--correction: expected one of {', '.join(CORRECTIONS)}, got {correction!r}")
@@ -123,7 +123,7 @@ def dashboard(
     """Serve optuna-dashboard on the study database (127.0.0.1 unless --host says otherwise)."""
     from optuna_dashboard import run_server
 
-    from search.storage import open_storage
+    from search.records.storage import open_storage
 
     if storage is None and study is None:
         fail("give --storage URL or --study NAME")

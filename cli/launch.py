@@ -10,16 +10,16 @@ import typer
 
 from cli.app import console
 from cli.errors import fail
-from search import record
-from search.design import Budget
-from search.dispatch import check_machine
-from search.driver import run_study
-from search.grid import GridSpec
-from search.options import RunOptions
-from search.progress import format_hours
-from search.spacecheck import root_problems
-from search.storage import StudyError, check_readable, check_storage_url
-from search.store import probe_store
+from search.planning.options import RunOptions
+from search.planning.progress import format_hours
+from search.records import record
+from search.records.storage import StudyError, check_readable, check_storage_url
+from search.records.store import probe_store
+from search.run.dispatch import check_machine
+from search.run.driver import run_study
+from search.space.design import Budget
+from search.space.grid import GridSpec
+from search.space.spacecheck import root_problems
 from trainer.errors import ProxySearchError
 
 if TYPE_CHECKING:
@@ -30,13 +30,13 @@ def with_design(
     spec: GridSpec, budget: Budget | None, options: RunOptions, precision: float | None = None, adapt: bool = False
 ) -> GridSpec:
     """`spec` with the design `budget` buys (or its space's `design:` asks, or its study recorded), said in a few
-    lines; unchanged when there is none (`search.budget.plan_design`). A run without any reads only the study's
+    lines; unchanged when there is none (`search.planning.budget.plan_design`). A run without any reads only the study's
     stored space here (the driver reads the rest)."""
     import contextlib
 
-    from search.budget import plan_design
-    from search.status import load_study, load_trials
-    from search.study import spec_of
+    from search.planning.budget import plan_design
+    from search.planning.status import load_study, load_trials
+    from search.records.study import spec_of
 
     check_readable(options.storage)  # a locked database: said now, not after a reader's long wait
     study: optuna.Study | None = None
@@ -59,7 +59,8 @@ def with_design(
 
 
 def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
-    """Check where `options` (`search.options.resolve`) store things, then print the plan or run the study and exit
+    """Check where `options` (`search.planning.options.resolve`) store things, then print the plan or run the study and
+    exit
     with its code."""
     check_storage_url(options.storage)
     probe_store(options.artifacts)
@@ -72,9 +73,9 @@ def launch(spec: GridSpec, options: RunOptions, dry_run: bool) -> None:
                 problems.append(str(exc))
         print_plan(spec, options, problems)
         return
-    if (spec.design or {}).get("adapt"):  # a design that learns: block by block (search.adaptive)
-        from search.adaptive import run_learning
-        from search.status import load_trials
+    if (spec.design or {}).get("adapt"):  # a design that learns: block by block (search.planning.adaptive)
+        from search.planning.adaptive import run_learning
+        from search.planning.status import load_trials
 
         code = run_learning(
             spec, lambda s: run_study(s, options, console), lambda: load_trials(spec.name, options.storage)
@@ -123,7 +124,7 @@ def print_price(price: dict, share: bool, start_up: tuple[float, str] | None = N
 def print_plan(spec: GridSpec, options: RunOptions, problems: list[str]) -> None:
     """What `--dry-run` prints: the points, epochs, stems, price (with the run's resources), where things go, and
     the problems to fix (the space's, and `problems` found of the machine), exiting 2 when there are any."""
-    from search.status import dry_run_plan
+    from search.planning.status import dry_run_plan
 
     try:
         info = dry_run_plan(spec, options.storage, options.out_dir, options.artifacts, options.share, options.resources)

@@ -23,10 +23,10 @@ from cli.app import (
 )
 from cli.errors import fail
 from cli.launch import launch, with_design
-from search.design import Budget, DesignError, parse_budget, parse_precision
-from search.options import RunFlags, resolve, storage_of
-from search.paths import RUNS, run_dir, study_db
-from search.space import DEFAULT_MAX_POINTS, load_space
+from search.planning.options import RunFlags, resolve, storage_of
+from search.records.paths import RUNS, run_dir, study_db
+from search.space.design import Budget, DesignError, parse_budget, parse_precision
+from search.space.parse import DEFAULT_MAX_POINTS, load_space
 
 
 def _checked_precision(text: str | None) -> float | None:
@@ -153,8 +153,8 @@ def resume(
 ) -> None:
     """Run the rest of a study, reading its space back from the study itself (no YAML needed); every `search run`
     option applies."""
-    from search.status import load_study
-    from search.study import spec_of
+    from search.planning.status import load_study
+    from search.records.study import spec_of
 
     storage = storage_of(study, storage)
     stored = load_study(study, storage)

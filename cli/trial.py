@@ -11,7 +11,7 @@ import typer
 
 from cli.app import CACHE_DIR, NO_CACHE, app, cache_app
 from cli.errors import fail
-from search.options import cache_location
+from search.planning.options import cache_location
 
 
 @app.command(short_help="Run one trial in this process (no Optuna, no Ray).")

@@ -10,16 +10,16 @@ import math
 import pandas as pd
 
 from analysis.effects import FamilyEffects
-from search.adaptive import study_fit
-from search.grid import GridSpec
-from search.trialtable import StudyData
+from search.planning.adaptive import study_fit
+from search.records.trialtable import StudyData
+from search.space.grid import GridSpec
 
 
 def study_effects(data: StudyData, top: int = 3, interactions: bool = True) -> dict[tuple, FamilyEffects]:
-    """The effects model of every (dataset, architecture) of a study (`search.adaptive.study_fit`): over the
+    """The effects model of every (dataset, architecture) of a study (`search.planning.adaptive.study_fit`): over the
     design's factors (or the grid's when it ran whole), the predicted best chosen among every configuration."""
     fitted = study_fit(data.spec, data.complete, top, interactions)
-    if data.foreign:  # trials no point of the grid made, or a non-finite objective: `search.tally.of_the_grid`
+    if data.foreign:  # trials no point of the grid made, or a non-finite objective: `search.records.tally.of_the_grid`
         for family in fitted.values():
             family.caveats.append(f"{len(data.foreign)} trials of the study left out (not a try of a grid point)")
     return fitted

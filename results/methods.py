@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from search.trialtable import StudyData
+from search.records.trialtable import StudyData
 from trainer.prefix import PointKind
 
 KIND_WORDS = {"proxy": "proxy", "baseline": "baseline", "control": "control"}

@@ -1,4 +1,4 @@
-"""plotly figures of a study: pure functions from the tables of `search.trialtable` to `go.Figure`s.
+"""plotly figures of a study: pure functions from the tables of `search.records.trialtable` to `go.Figure`s.
 
 Every figure uses the same look: a white, print-friendly template, human axis titles, one fixed colour per kind of
 configuration (baseline, control, proxy attention), per CAM method and per architecture, numeric axes in numeric
@@ -15,8 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from results.present import header
 from results.tables import axis_trials, memory_metric
-from search import record
-from search.trialtable import StudyData
+from search.records import record
+from search.records.trialtable import StudyData
 from trainer.config import PROXY_METHODS
 from trainer.prefix import PointKind
 

@@ -24,10 +24,10 @@ from results import plots, present, tables
 from results.claims import CLAIM, claim_sentences, claims
 from results.effects import effect_sentences, effects_tables, study_effects
 from results.methods import methods_text
-from search import record
-from search.progress import chance_warnings
-from search.tally import foreign_note
-from search.trialtable import StudyData, flatten, folder_of, load_curves, load_study_data
+from search.planning.progress import chance_warnings
+from search.records import record
+from search.records.tally import foreign_note
+from search.records.trialtable import StudyData, flatten, folder_of, load_curves, load_study_data
 from trainer.files import atomic_write_bytes
 from trainer.prefix import PointKind
 
@@ -131,9 +131,9 @@ TEST_OVERLAP = (
 def confirmations_made(study: optuna.Study, storage: str | None, correction: str) -> present.Shown:
     """Every confirmation made from an exploration (recorded on it by `search confirm`), the seeds it took and its
     outcome: how many of its configurations are claimed, read from the confirmation study itself."""
-    from search.paths import default_storage
-    from search.status import load_study, load_trials
-    from search.storage import StudyError
+    from search.planning.status import load_study, load_trials
+    from search.records.paths import default_storage
+    from search.records.storage import StudyError
 
     rows = []
     entries = record.confirmations(study)

@@ -23,7 +23,7 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="pas-test-cache-")
 RAY_ARGS = {
     "address": "local",
     "num_cpus": 2,
-    "num_gpus": 2,  # declared, none present: the GPU dispatch runs as on a GPU machine (tests/search/test_gpu.py)
+    "num_gpus": 2,  # declared, none present: the GPU dispatch runs as on a GPU machine (tests/search/run/test_gpu.py)
     "include_dashboard": False,
     "object_store_memory": 100 * 2**20,
     "log_to_driver": False,

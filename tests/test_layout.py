@@ -93,6 +93,32 @@ def test_packages_import_only_downwards():
     assert not upward, upward
 
 
+# search's own parts, bottom up: the space (what a grid and its design mean), the study's record (its database,
+# store, attributes, trials), planning (what runs, at what price, how a design grows, the confirmation), the run.
+SEARCH_LAYERS = {"space": 0, "records": 1, "planning": 2, "run": 3}
+
+
+def _search_upward(graph: dict[str, set[str]]) -> list[str]:
+    def layer(name: str) -> int | None:
+        parts = name.split(".")
+        return SEARCH_LAYERS.get(parts[1]) if parts[0] == "search" and len(parts) > 1 else None
+
+    return [
+        f"{a} imports {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if layer(a) is not None and layer(b) is not None and layer(b) > layer(a)  # type: ignore[operator]
+    ]
+
+
+def test_search_is_its_parts_each_importing_only_those_below():
+    modules = _modules()
+    loose = [n for n in modules if n.startswith("search.") and n.split(".")[1] not in SEARCH_LAYERS]
+    assert not loose, f"every module of search belongs to one of its parts {list(SEARCH_LAYERS)}: {loose}"
+    upward = _search_upward(_imports(modules))
+    assert not upward, upward
+
+
 def test_the_trainer_knows_nothing_of_optuna_or_ray():
     offenders = []
     for name, path in _modules().items():
@@ -168,6 +194,9 @@ def test_the_layout_checks_can_fail(tmp_path):
     assert _cycles(graph) == [["trainer.a", "trainer.b"]]
     assert "search.c" in graph["trainer.b"] and LAYERS["search"] > LAYERS["trainer"]
     assert _parses_a_schedule(ast.parse(made["search.c"]).body[0])
+    assert _search_upward({"search.space.grid": {"search.run.driver"}}) == [
+        "search.space.grid imports search.run.driver"
+    ]
 
 
 def test_the_checks_reach_into_subpackages(tmp_path):

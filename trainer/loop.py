@@ -264,7 +264,9 @@ class Trial:
         save_gallery(picture, self.workdir / layout.GALLERY)
         self.tensorboard.add_image("proxy/gallery", picture, index, dataformats="HWC")
         stats: dict[str, Any] = {**step.stats, "step": index, "epoch": boundary, "seconds": step.seconds}
-        if self.keep_maps:  # its matched controls check that they read this very file (`search.worker.matched_step`)
+        if (
+            self.keep_maps
+        ):  # its matched controls check that they read this very file (`search.run.worker.matched_step`)
             stats["file_sha256"] = file_sha256(path)
         state.steps.append(stats)
         state.proxy_steps_done, state.proxy_files = index + 1, list(self.proxies)

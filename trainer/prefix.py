@@ -3,7 +3,8 @@
 Every `TrialConfig` field has a scope (`SCOPES`): it acts from the first epoch, from the first proxy step, from the
 second proxy step, through the schedule, or never on training. `prefix_signature` says exactly what can change the
 model, optimiser and proxies after a number of epochs and proxy steps; `prefix_key` hashes it for one config, and
-the planner (`search.plan`) groups a grid's points by it, so two configs with the same key at `e` hold bit-for-bit
+the planner (`search.planning.plan`) groups a grid's points by it, so two configs with the same key at `e` hold
+bit-for-bit
 the same checkpoint there (every epoch's randomness derives from (seed, epoch)). A checkpoint records its key, and
 a trial resumes from any checkpoint whose key equals its own at that epoch: its own, a retry's, or a shared stem's.
 """

@@ -4,8 +4,8 @@ import os
 
 from rich.console import Console
 
-from search.driver import run_study
-from search.options import RunFlags, resolve
+from search.planning.options import RunFlags, resolve
+from search.run.driver import run_study
 
 
 def run_in_process(spec, tmp_path, executor="ray", out=None, cache_dir=None):

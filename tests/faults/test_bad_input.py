@@ -1,5 +1,5 @@
-"""Bad input beyond the 40 malformed spaces of tests/search/bad_spaces/: dataset folders and trial configs. Each is
-refused with exit 2, its message, no traceback, nothing written; folders that are merely messy still train."""
+"""Bad input beyond the 40 malformed spaces of tests/search/space/bad_spaces/: dataset folders and trial configs. Each
+is refused with exit 2, its message, no traceback, nothing written; folders that are merely messy still train."""
 
 import json
 import os

@@ -11,7 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.paths import trial_folder
+from search.records.paths import trial_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import mounted_tmpfs, spec
 

@@ -1,6 +1,6 @@
 """The hostile pass: each test reproduces one defect it found (the item number in its docstring) and checks the fix.
-Spaces refused by their content are in tests/search/bad_spaces/ (items 6, 9, 13, 22, 23, 25); Ray's token and the
-Slurm script in test_ray_auth.py (11, 12); a copied result.json in tests/search/test_study.py (5); the disk that
+Spaces refused by their content are in tests/search/space/bad_spaces/ (items 6, 9, 13, 22, 23, 25); Ray's token and the
+Slurm script in test_ray_auth.py (11, 12); a copied result.json in tests/search/records/test_study.py (5); the disk that
 fills up in test_disk_full.py (25)."""
 
 import os
@@ -18,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 from PIL import Image
 
-from search.store import resolve_uri
+from search.records.store import resolve_uri
 from tests.conftest import tiny_config, write_digit_folder
 from tests.search.helpers import free_port, mounted_tmpfs, search_cli, space, spec, trials, write_space
 from trainer import TrialConfig
@@ -55,7 +55,7 @@ def test_a_second_driver_with_another_out_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import time; from search.storage import DriverLock\n"
+            "import time; from search.records.storage import DriverLock\n"
             "with DriverLock('sqlite:///runs/tiny.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)",
         ],
         cwd=tmp_path,
@@ -92,7 +92,7 @@ def test_a_changed_dataset_is_refused_then_accepted_and_recorded(tmp_path):
     accepted = search_cli("run", str(path), "--executor", "local", "--accept-data-change", cwd=tmp_path, timeout=300)
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert "data changed, accepted" in accepted.stdout
-    from search.status import load_study
+    from search.planning.status import load_study
 
     study = load_study("tiny", f"sqlite:///{tmp_path}/runs/tiny.db")
     assert [c["dataset"] for c in study.user_attrs["data_changes"]] == ["f"]
@@ -101,7 +101,7 @@ def test_a_changed_dataset_is_refused_then_accepted_and_recorded(tmp_path):
 
 def test_touching_a_file_is_not_a_change_but_new_contents_are(tmp_path):
     """Item 2: the binding is by content, so a copy on another machine (other times, other inodes) is the same."""
-    from search.databind import manifest
+    from search.planning.databind import manifest
 
     write_digit_folder(tmp_path / "imgs", classes=2, per_class=3)
     dataset = {"kind": "imagefolder", "root": str(tmp_path / "imgs")}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cli.cluster import slurm_script
-from search.rayauth import protect_token_file, require_token
+from search.run.rayauth import protect_token_file, require_token
 from tests.search.helpers import python_process, search_cli
 
 CLIENT = (
@@ -36,8 +36,8 @@ def connect(address: str, env: dict) -> str:
 DRIVER = (
     "import os, time\n"
     "os.environ.pop('RAY_AUTH_MODE', None)  # what a user's shell has: the executor turns the token on itself\n"
-    "from search.dispatch import RayExecutor\n"
-    "from search.worker import Settings\n"
+    "from search.run.dispatch import RayExecutor\n"
+    "from search.run.worker import Settings\n"
     "executor = RayExecutor(None, 1, 0, None, Settings({store!r}, None))\n"
     "import ray\n"
     "print(ray.get_runtime_context().gcs_address, os.environ['RAY_AUTH_MODE'], flush=True)\n"
@@ -89,7 +89,7 @@ def test_a_cluster_head_makes_a_token_and_a_worker_without_one_is_refused(tmp_pa
         [
             sys.executable,
             "-c",
-            "from cli.cluster import _ray; from search.rayauth import require_token, token_source\n"
+            "from cli.cluster import _ray; from search.run.rayauth import require_token, token_source\n"
             "print(require_token(_ray()), token_source())",
         ],
         env=env,

@@ -23,7 +23,7 @@ def hold_lock(cwd, storage: str, study: str = "tiny") -> subprocess.Popen:
         [
             sys.executable,
             "-c",
-            "import time; from search.storage import DriverLock\n"
+            "import time; from search.records.storage import DriverLock\n"
             f"with DriverLock({storage!r}, {study!r}):\n    print('held', flush=True); time.sleep(60)",
         ],
         cwd=cwd,
@@ -59,7 +59,7 @@ def test_a_second_driver_is_refused_under_every_spelling_of_one_database(tmp_pat
 
 def test_a_storage_url_is_read_as_sqlalchemy_reads_it(tmp_path):
     """Item 1: the query string is not part of the file's name; an SQLite URI filename is refused."""
-    from search.storage import DriverLock, StudyError, check_storage_url
+    from search.records.storage import DriverLock, StudyError, check_storage_url
 
     first = DriverLock("sqlite:///runs/a.db?timeout=30", "a").path
     assert first == DriverLock("sqlite:///runs/a.db", "a").path
@@ -184,7 +184,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached, m
     """Item 5: a file deleted after the binding was taken trained on 23 files while the study recorded 24 (and
     passed again once the file was back). A job carries the binding; the trial checks the count, and the contents
     where the image cache hashed them."""
-    from search.worker import Job, JobKind, Settings, run_job
+    from search.run.worker import Job, JobKind, Settings, run_job
     from trainer import TrialConfig
     from trainer.data.identity import Binding, manifest
     from trainer.errors import DataError
@@ -237,8 +237,8 @@ def test_an_accepted_change_is_recorded_in_the_confirmation_and_its_exploration(
     bound to the new data from then on."""
     import optuna
 
-    from search.databind import DataChanged, Origin, check_data, current_manifests
-    from search.store import ArtifactStore
+    from search.planning.databind import DataChanged, Origin, check_data, current_manifests
+    from search.records.store import ArtifactStore
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=4)
     datasets = {"f": {"kind": "imagefolder", "root": str(root)}}
@@ -288,14 +288,17 @@ def test_confirm_of_an_unfinished_exploration_warns_with_the_numbers(tmp_path):
 def test_identical_seeds_are_no_spread_not_one_seed(capsys):
     """Item 11: configurations whose seeds gave identical scores were said to come from "one seed"."""
     from cli.confirm import _print_selection
+    from search.planning.confirmation import ConfirmationPlan
     from tests.search.helpers import spec
 
     group = (("architecture", "test_resnet"),)
     chosen = [{"threshold": 0.3, "_mean": 0.5}]
-    _print_selection(spec(), {group: chosen}, {group: 0.0}, ("architecture",), 3, "holm")
-    assert "no spread between the exploration's seeds" in capsys.readouterr().out
-    _print_selection(spec(), {group: chosen}, {group: float("nan")}, ("architecture",), 3, "holm")
-    assert "ran one seed of these configurations" in capsys.readouterr().out
+    for spread in (0.0, float("nan")):
+        plan = ConfirmationPlan(spec(), True, spec(), {group: chosen}, {group: spread}, ("architecture",))
+        _print_selection(plan, 3, "holm")
+        said = capsys.readouterr().out
+        assert ("no spread between the exploration's seeds" in said) == (spread == 0.0), said
+        assert ("ran one seed of these configurations" in said) == (spread != spread), said
 
 
 # -- 10. the dry-run checks and prices what the run would do -----------------------------------------------------------
@@ -348,8 +351,8 @@ def test_every_refused_join_of_a_ray_cluster_is_one_line(tmp_path, gpu_head):
 # -- 13. what a killed driver leaves is ended by the next run ---------------------------------------------------------
 DRIVER = (
     "import os, time\n"
-    "from search.dispatch import RayExecutor\n"
-    "from search.worker import Settings\n"
+    "from search.run.dispatch import RayExecutor\n"
+    "from search.run.worker import Settings\n"
     "executor = RayExecutor(None, 1, 0, None, Settings({store!r}, None))\n"
     "print(executor.record, flush=True)\n"
     "time.sleep(300)\n"
@@ -361,7 +364,7 @@ def test_the_ray_processes_a_killed_driver_left_are_ended_by_pid(tmp_path):
     """Item 13: after a SIGKILL of the driver, Ray's DashboardAgent and RuntimeEnvAgent stayed alive 2–3 minutes,
     still listening. The driver records what it started (PID and start time); the next run and `search cluster
     stop` end what a dead driver recorded, and nothing else."""
-    from search.leftovers import end_leftovers, start_time
+    from search.run.leftovers import end_leftovers, start_time
 
     driver = python_process(DRIVER.format(store=str(tmp_path / "store")))
     record = Path(driver.stdout.readline().strip())

@@ -13,11 +13,11 @@ import pytest
 from optuna.trial import TrialState
 from rich.console import Console
 
-from search.dispatch import LocalExecutor
-from search.driver import Run
-from search.options import RunFlags, resolve
-from search.study import GridStudy
-from search.worker import Job, Settings
+from search.planning.options import RunFlags, resolve
+from search.records.study import GridStudy
+from search.run.dispatch import LocalExecutor
+from search.run.driver import Run
+from search.run.worker import Job, Settings
 from tests.search.helpers import (
     assert_each_point_complete_once,
     spec,

@@ -42,8 +42,8 @@ def test_the_summary_says_what_kind_the_best_is_and_how_to_type_the_report(monke
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState, create_trial
 
-    from search.plan import Plan
-    from search.progress import invoked_as, run_summary
+    from search.planning.plan import Plan
+    from search.planning.progress import invoked_as, run_summary
     from tests.search.helpers import spec
 
     s = spec()
@@ -72,8 +72,8 @@ def test_a_by_control_table_holds_the_controls(tmp_path):
     """Item 4: a confirmation's `tables/by_control.csv` had two rows, both `control=none`: a CAM axis was read among
     proxy trials only, and a matched control is a trial of kind control."""
     from results.tables import axis_tables
-    from search.study import GridStudy
-    from search.trialtable import load_study_data
+    from search.records.study import GridStudy
+    from search.records.trialtable import load_study_data
     from tests.results.test_tables import fill, metrics
     from tests.search.helpers import spec
 
@@ -90,7 +90,7 @@ def test_a_by_control_table_holds_the_controls(tmp_path):
 def test_optuna_s_tools_see_why_a_try_was_stopped(tmp_path):
     """Item 9: an interrupted try is FAIL in Optuna but INTERRUPTED in the export; the reason was only a user attr
     of ours. It is now where Optuna itself keeps a failed trial's reason (its `fail_reason` system attr)."""
-    from search.study import GridStudy
+    from search.records.study import GridStudy
     from tests.search.helpers import spec
     from trainer.failures import FailureKind
 

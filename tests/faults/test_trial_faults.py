@@ -8,10 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.paths import trial_folder
-from search.space import parse_space
-from search.status import load_trials
-from search.trialtable import trial_rows
+from search.planning.status import load_trials
+from search.records.paths import trial_folder
+from search.records.trialtable import trial_rows
+from search.space.parse import parse_space
 from tests.conftest import write_digit_folder
 from tests.faults.conftest import run_in_process
 from tests.search.helpers import space

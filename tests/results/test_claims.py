@@ -62,7 +62,7 @@ def test_one_sided_p_values():
 
 @pytest.mark.slow
 def test_claims_keep_false_findings_under_5_percent_across_the_study_and_find_a_real_gain():
-    """Simulated through `search.confirm.select`, `results.tables._correct` and `results.claims.claims`
+    """Simulated through `search.planning.confirm.select`, `results.tables._correct` and `results.claims.claims`
     (bench/verdicts.py): 5 architectures × top 5 with matched controls, validation–test correlation 0.57 (as
     measured). Per-family verdicts call a false "better" in some family of many studies; the claim keeps it under
     5 % and still finds a true +2 pp gain."""

@@ -10,9 +10,9 @@ def test_the_report_says_the_schedule_axis_changes_its_reference(tmp_path):
     """Issue 41, evidence 6: a study with two schedules, each beside its budget-matched baseline, fitted through the
     report's own path (the study record → paired gains → effects → sentences)."""
     from results.effects import effect_sentences, study_effects
-    from search.status import load_study, load_trials
-    from search.study import GridStudy
-    from search.trialtable import load_study_data
+    from search.planning.status import load_study, load_trials
+    from search.records.study import GridStudy
+    from search.records.trialtable import load_study_data
     from tests.search.helpers import spec
 
     space = spec(
@@ -54,9 +54,9 @@ def test_what_the_gains_leave_out_or_rest_on_is_said_beside_the_effects(tmp_path
     import sqlalchemy
 
     from results.effects import effect_sentences, study_effects
-    from search.status import load_study, load_trials
-    from search.study import GridStudy
-    from search.trialtable import load_study_data
+    from search.planning.status import load_study, load_trials
+    from search.records.study import GridStudy
+    from search.records.trialtable import load_study_data
     from tests.search.helpers import spec
 
     grid = {"threshold": [0.2, 0.4, 0.6, 0.8], "cam_method": ["gradcam", "eigencam"]}

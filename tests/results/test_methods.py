@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from results.methods import methods_text
-from search.budget import plan_design
-from search.status import load_study, load_trials
-from search.study import GridStudy
-from search.trialtable import load_study_data
+from search.planning.budget import plan_design
+from search.planning.status import load_study, load_trials
+from search.records.study import GridStudy
+from search.records.trialtable import load_study_data
+from search.space.design import parse_budget
 from tests.search.helpers import finished_study, spec
 
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.2, 0.5, 0.8], "multiply_weight": [0.2, 0.8]}
@@ -32,7 +33,7 @@ def test_the_seeds_said_are_the_seeds_each_configuration_ran_on(tmp_path):
 
 def test_a_designed_study_says_its_blocks_and_what_ran_of_them(tmp_path):
     whole = spec(repeats=2, grid=GRID, baselines=[{"proxy_steps": "2"}])
-    designed = plan_design(whole, "12configs", None, [], True, whole.resources).spec
+    designed = plan_design(whole, parse_budget("12configs"), None, [], True, whole.resources).spec
     blocks = designed.data["design"]["blocks"]
     storage = f"sqlite:///{tmp_path}/s.db"
     finished_study(designed, storage, tmp_path / "out")

@@ -16,9 +16,9 @@ from rich.console import Console
 
 from results.present import PACKAGES
 from results.report import build_report
-from search.driver import run_study
-from search.options import RunFlags, resolve
-from search.status import load_study, load_trials
+from search.planning.options import RunFlags, resolve
+from search.planning.status import load_study, load_trials
+from search.run.driver import run_study
 from tests.search.helpers import spec
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`

@@ -14,8 +14,8 @@ from scipy import stats as scipy_stats
 from analysis import stats
 from results import present
 from results.tables import axis_tables, best_configurations, family_summary, paired_comparisons, proxy_statistics
-from search.study import GridStudy
-from search.trialtable import load_study_data
+from search.records.study import GridStudy
+from search.records.trialtable import load_study_data
 from tests.search.helpers import fixed_without, spec
 
 BASELINE = [0.80, 0.82, 0.78, 0.81]

@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 from optuna.trial import TrialState
 
-from search.grid import GridSpec
-from search.space import parse_space
+from search.space.grid import GridSpec
+from search.space.parse import parse_space
 from tests.tiny import TINY_SPACE, tiny_space
 
 BASE = TINY_SPACE
@@ -78,8 +78,8 @@ def mounted_tmpfs(folder: Path, options: str):
 
 def trials(cwd: Path, name: str = "tiny") -> list:
     """The trials of the study under `cwd/runs/`, [] while it does not exist."""
-    from search.status import load_study
-    from search.storage import StudyError
+    from search.planning.status import load_study
+    from search.records.storage import StudyError
 
     try:
         return load_study(name, f"sqlite:///{cwd}/runs/{name}.db").get_trials(deepcopy=False)
@@ -132,8 +132,8 @@ def assert_orphans_resumed(cwd: Path) -> int:
 def finished_study(spec: GridSpec, storage: str, out: Path, value=lambda params: 0.5):
     """Every point of `spec` recorded COMPLETE through the driver's own path (`GridStudy.finish`), its objective
     `value(params)`, without training: for tests of what reads a finished study. Returns the `GridStudy`."""
-    from search.storage import close_storages
-    from search.study import GridStudy
+    from search.records.storage import close_storages
+    from search.records.study import GridStudy
 
     grid = GridStudy.open(spec, storage, out)
     for pending in grid.pending():

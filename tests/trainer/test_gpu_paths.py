@@ -58,8 +58,8 @@ def test_saliency_gradients_are_float32_and_non_zero_under_fp16_autocast():
 )
 def test_allocation_failures_of_every_library_are_out_of_memory(text):
     """Item 6: cuBLAS and cuDNN allocation failures matched neither the probe nor the retry rule."""
-    from search.dispatch import Completion
-    from search.worker import Job, JobKind
+    from search.run.dispatch import Completion
+    from search.run.worker import Job, JobKind
 
     assert is_out_of_memory(RuntimeError(text))
     config = TrialConfig.from_dict({"dataset": {"kind": "digits"}})

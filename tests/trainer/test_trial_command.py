@@ -60,4 +60,4 @@ def test_bad_config_is_one_line_and_exit_2_before_torch_is_loaded(tmp_path):
     errors = [line for line in done.stderr.splitlines() if not line.startswith("import time")]
     assert done.returncode == 2 and len(errors) == 1 and "threshold: expected a number in [0, 1]" in errors[0]
     assert not (tmp_path / "t").exists()
-    assert "search.design" in imported and not {"torch", "timm", "pandas"} & imported  # refused in a second
+    assert "search.space.design" in imported and not {"torch", "timm", "pandas"} & imported  # refused in a second

@@ -1,4 +1,5 @@
-"""Which files make up a dataset: the one answer for the study's data binding (`search.databind`), the decoded-image
+"""Which files make up a dataset: the one answer for the study's data binding (`search.planning.databind`), the
+decoded-image
 cache's identity (`trainer.data.cache`) and a trial's check that it reads what the study bound. Torch-free."""
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from trainer.errors import DataError
 
 @dataclass(frozen=True)
 class Binding:
-    """What a study bound a dataset to (`search.databind`): its number of files and the digest of their contents.
+    """What a study bound a dataset to (`search.planning.databind`): its number of files and the digest of their
+    contents.
     A trial checks that it reads the same (`check_binding`)."""
 
     files: int

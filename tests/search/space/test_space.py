@@ -1,0 +1,68 @@
+from search.space.grid import grid_key
+from tests.search.helpers import fixed_without, spec
+from trainer.prefix import CAM_AXES
+
+
+def test_grid_key_ignores_order():
+    assert grid_key({"a": 1, "b": "x"}) == grid_key({"b": "x", "a": 1})
+    a = spec(grid={"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6]})
+    b = spec(grid={"threshold": [0.6, 0.3], "cam_method": ["eigencam", "gradcam"]})
+    assert [p.grid_key for p in a.points] == [p.grid_key for p in b.points]
+
+
+def test_a_points_key_is_grid_key_of_its_params():
+    """`iter_points` builds each key from its values' JSON joined by hand (each encoded once, for a million points):
+    it must be `grid_key(params)` itself, with dropped axes, nested and float values, baselines and seeds."""
+    s = spec(
+        repeats=2,
+        fixed=fixed_without("proxy_steps"),
+        grid={
+            "cam_method": ["gradcam", "duplicate"],
+            "threshold": [0.3, 0.65],
+            "pixel_replacement": ["blended", "black"],
+            "multiply_weight": [0.1, 0.5],
+            "proxy_steps": ["1,p,1", "1,p,1,p,1"],
+            "clear_every_step": [True, False],
+        },
+        baselines=[{"proxy_steps": "2", "augmentation": ["none", "flip"]}],
+    )
+    assert len(s.points) > 20 and any(p.dropped for p in s.points)
+    for point in s.points:
+        assert point.grid_key == grid_key(point.params), point.params
+
+
+def test_repeats_baselines_and_resolution():
+    s = spec(
+        repeats=3,
+        fixed=fixed_without("architecture"),
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6], "architecture": ["test_resnet"]},
+        baselines=[{"proxy_steps": "2", "augmentation": ["none", "flip"]}],
+    )
+    grid = [p for p in s.points if not p.baseline]
+    baselines = [p for p in s.points if p.baseline]
+    assert len(grid) == 2 * 3 and len(baselines) == 2 * 3
+    assert {p.params["seed"] for p in s.points} == {0, 1, 2}
+    for point in baselines:
+        assert not set(point.params) & set(CAM_AXES)  # a baseline has no CAM axes…
+        assert point.params["architecture"] == "test_resnet"  # …but keeps the other grid axes
+        config = point.config()
+        assert config.proxy_steps == "2" and config.schedule.steps == 0
+    config = grid[0].config()
+    assert config.image_size == 64 and config.dataset.kind == "digits" and config.proxy_steps == "1,p,1"
+
+
+def test_the_spec_digest_covers_fixed_only():
+    assert spec().digest() == spec(grid={"threshold": [0.1]}).digest()
+    assert spec().digest() != spec(fixed={**fixed_without("image_size"), "image_size": 96}).digest()
+
+
+def test_every_shipped_space_is_valid():
+    """The spaces in spaces/ are what users copy: each one parses (dataset roots aside: users bring their data)."""
+    from pathlib import Path
+
+    from search.space.parse import load_space
+
+    shipped = sorted((Path(__file__).resolve().parents[3] / "spaces").glob("*.yaml"))
+    assert {p.name for p in shipped} >= {"quickstart.yaml", "imagefolder.yaml", "thesis_grid.yaml", "compare.yaml"}
+    for path in shipped:
+        assert load_space(path, check_roots=False).points, path

@@ -1,13 +1,18 @@
 """What a new user meets first: the cache commands, a dry run that says what the real run would say, a folder
 pointed one level too high, `search status` outside a project, and help that lists the choices."""
 
+import json
 import re
+import subprocess
+import time
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from cli import app
-from tests.conftest import write_digit_folder
+from tests.conftest import tiny_config, write_digit_folder
+from tests.search.helpers import SEARCH, free_port, mounted_tmpfs, refused, search_cli, space, spec, write_space
 from trainer.config import DatasetConfig
 from trainer.data.cache import ensure, entries
 
@@ -151,10 +156,102 @@ def test_the_dry_run_refuses_what_the_run_refuses_naming_the_fields(tmp_path):
 
 def test_one_wrong_value_gives_one_error(tmp_path):
     """Issue 24: `image_size: 48px` in fixed: also blamed grid.cam_method, grid.threshold and a baseline."""
-    from tests.search.helpers import search_cli, space, write_space
+    from tests.search.helpers import search_cli, write_space
 
     fixed = {**space()["fixed"], "image_size": "48px"}
     path = write_space(tmp_path / "s.yaml", fixed=fixed, baselines=[{"proxy_steps": "2"}])
     done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "fixed.image_size: expected an integer" in done.stderr, done.stderr
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder even root cannot write: a read-only tmpfs."""
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=1m")
+
+
+def test_a_read_only_folder_is_one_line_not_a_traceback(tmp_path, read_only_folder):
+    """Item 20: export, report and run in a read-only project folder were EROFS tracebacks."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="s", storage=storage).set_user_attr("space", spec().data)
+    for args in (
+        ["export", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "t.csv")],
+        ["report", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "report")],
+        ["run", str(write_space(tmp_path / "s.yaml")), "--executor", "local"],
+    ):
+        done = search_cli(*args, cwd=read_only_folder)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Traceback" not in done.stderr and done.stderr.startswith("error: "), done.stderr
+        assert "Read-only file system" in done.stderr or "cannot write" in done.stderr, done.stderr
+
+
+def test_a_dashboard_that_cannot_listen_says_why(tmp_path):
+    """Item 21: an unresolvable host, a port in use and port 99999 were tracebacks; item 25: `127.1` (loopback)
+    was warned about as reachable from other machines."""
+    import socket
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    optuna.create_study(study_name="s", storage=storage)
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        for args, message in (
+            (["--host", "no-such-host.invalid"], "does not resolve"),
+            (["--port", "99999"], "expected a port in 1-65535"),
+            (["--port", str(busy.getsockname()[1])], "is in use"),
+        ):
+            refused(search_cli("dashboard", "--storage", storage, *args, cwd=tmp_path), message)
+    finally:
+        busy.close()
+    port = free_port()
+    loopback = subprocess.Popen(
+        [*SEARCH, "dashboard", "--storage", storage, "--host", "127.1", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+    finally:
+        loopback.terminate()
+        _, err = loopback.communicate(timeout=30)
+    assert "reachable from other machines" not in err and "optuna-dashboard on http://127.1" in err
+
+
+@pytest.mark.parametrize("threads", ["0", "100000", "99999999999"])
+def test_search_trial_threads_are_bounded_before_anything_is_written(tmp_path, threads):
+    """Item 9: `--threads 100000` was a MemoryError traceback inside logging; 99999999999 an OverflowError after the
+    trial folder was written."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_config()))
+    done = search_cli("trial", str(config), "--out", "t", "--threads", threads, cwd=tmp_path)
+    refused(done, f"--threads: expected an integer from 1 to 1024, got {threads}")
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_study_beside_its_space_file_is_found_from_another_folder(tmp_path):
+    """Item 6: from another folder, `search run ../pa/mine.yaml` planned a new, empty study in ./runs while the real
+    one sat beside the space file."""
+    from tests.search.helpers import write_space
+
+    project = tmp_path / "pa"
+    project.mkdir()
+    path = write_space(project / "mine.yaml")
+    assert search_cli("run", str(path), "--executor", "local", "--max-trials", "1", cwd=project).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for extra in ((), ("--dry-run",)):
+        done = search_cli("run", "../pa/mine.yaml", "--executor", "local", *extra, cwd=elsewhere)
+        refused(done, f"study tiny lives in {project}/runs/tiny.db, not in this folder's runs/")
+    assert list(elsewhere.iterdir()) == []

@@ -3,6 +3,8 @@ is refused with exit 2, its message, no traceback, nothing written; folders that
 
 import json
 import os
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.conftest import write_digit_folder
+from tests.search.helpers import SEARCH, folder_space, refused
 
 FIXED = {"image_size": 64, "architecture": "test_resnet", "proxy_steps": "1,p,1"}
 
@@ -152,3 +155,29 @@ def test_messy_folder_still_trains_and_counts_what_it_skipped(tmp_path):
     split = json.loads((tmp_path / "trial" / "split.json").read_text())
     assert len(split["train"]) + len(split["val"]) + len(split["test"]) == 3 * 8 + 1 + 5
     assert split["classes"] == ["0", "1", "2"]
+
+
+DROP_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def unprivileged(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """`args` held to files' modes (as root: without the capabilities that override them)."""
+    prefix = DROP_DAC if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_an_unreadable_class_folder_or_file_refuses_the_run_and_creates_nothing(tmp_path, what):
+    """Items 6 and 7: `chmod 000` on a class folder dropped the class silently (exit 0, 2 classes, `skipped_files 0`,
+    a dry-run showing "0–8 images per class"), and an unreadable file refused the first run with exit 2 but left an
+    empty study in the database."""
+    path = folder_space(tmp_path)
+    target = tmp_path / "imgs" / "1" if what == "folder" else tmp_path / "imgs" / "1" / "4.png"
+    target.chmod(0)
+    try:
+        for extra in ((), ("--dry-run",)):
+            done = unprivileged([*SEARCH, "run", str(path), "--executor", "local", *extra], tmp_path)
+            refused(done, f"cannot read {target} (Permission denied")
+        assert not (tmp_path / "runs").exists()
+    finally:
+        target.chmod(0o755)

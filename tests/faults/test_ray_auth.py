@@ -14,7 +14,7 @@ import pytest
 
 from cli.cluster import slurm_script
 from search.run.rayauth import protect_token_file, require_token
-from tests.search.helpers import python_process, search_cli
+from tests.search.helpers import python_process, refused, search_cli, write_space
 
 CLIENT = (
     "import logging, ray\n"
@@ -121,3 +121,44 @@ def test_no_user_value_adds_a_line_to_the_slurm_script():
     assert "'my space;$(touch x).yaml'" in script and "'a b;c'" in script  # quoted: one argument each
     done = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_slurm_script_honours_the_umask(tmp_path):
+    """Item 12: under `umask 077` the script was written 0755."""
+    (tmp_path / "s.yaml").write_text("study: s\n")
+    done = subprocess.run(
+        ["bash", "-c", f"umask 077 && {sys.executable} -m search cluster slurm s.yaml --nodes 1 --gpus-per-node 1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s.sbatch").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.slow
+def test_every_refused_join_of_a_ray_cluster_is_one_line(tmp_path, gpu_head):
+    """Item 8: `search run --ray-address` without a token was a 56-line AuthenticationError traceback, with a wrong
+    one ~20 lines of Ray warnings and "cannot write or read Failed to connect"; `search cluster worker` with
+    `RAY_AUTH_TOKEN_PATH=/nonexistent` passed the token check (the head even printed "token from /nonexistent"), and
+    a refused worker was a 64-line traceback."""
+    path = write_space(tmp_path / "s.yaml")
+    home = tmp_path / "home"  # a machine without the head's token
+    home.mkdir()
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(home)}
+    wrong = bare | {"RAY_AUTH_TOKEN": "0" * 64}
+    missing = bare | {"RAY_AUTH_TOKEN_PATH": "/nonexistent"}
+    cases = [
+        (["run", str(path), "--ray-address", gpu_head], bare, "no Ray token on this machine to join"),
+        (["run", str(path), "--ray-address", gpu_head], wrong, f"the Ray at {gpu_head} refused this machine's token"),
+        (["run", str(path), "--ray-address", gpu_head], missing, "RAY_AUTH_TOKEN_PATH names /nonexistent, which is"),
+        (["run", str(path), "--ray-address", "127.0.0.1:1"], dict(os.environ), "nothing answers at 127.0.0.1:1"),
+        (["run", str(path), "--ray-address", "no-port"], dict(os.environ), "expected HOST:PORT"),
+        (["cluster", "worker", gpu_head, "--num-cpus", "1"], missing, "RAY_AUTH_TOKEN_PATH names /nonexistent"),
+        (["cluster", "worker", gpu_head, "--num-cpus", "1"], wrong, "refused this machine's token"),
+        (["cluster", "head", "--port", "1"], missing, "RAY_AUTH_TOKEN_PATH names /nonexistent"),
+    ]
+    for args, env, message in cases:
+        refused(search_cli(*args, cwd=tmp_path, env=env, timeout=120), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "s.yaml"]

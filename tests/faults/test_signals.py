@@ -19,7 +19,9 @@ from search.run.dispatch import LocalExecutor
 from search.run.driver import Run
 from search.run.worker import Job, Settings
 from tests.search.helpers import (
+    SEARCH,
     assert_each_point_complete_once,
+    space,
     spec,
     start_driver,
     trials,
@@ -113,3 +115,46 @@ def test_a_signal_between_creating_and_submitting_a_trial_leaves_nothing_running
     assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.FAIL]
     assert done[1].user_attrs["fail_kind"] == "interrupted"
     assert len(grid.pending()) == 3 and all(p.attempt == 1 for p in grid.pending())  # an interruption uses none
+
+
+@pytest.mark.slow
+def test_five_quick_sigterms_end_as_cleanly_as_one(tmp_path):
+    """Item 24: five quick SIGTERMs gave exit 143, no "interrupted" line, and a trial left RUNNING."""
+    import signal
+
+    from tests.search.helpers import start_driver
+
+    path = write_space(tmp_path / "s.yaml", fixed={**space()["fixed"], "proxy_steps": "3,p,3"})
+    driver = start_driver(path, tmp_path, "local", "--no-share")
+    deadline = time.monotonic() + 120
+    while not any(t.state == TrialState.RUNNING for t in trials(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for _ in range(5):
+        driver.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, out
+    assert "interrupted:" in out and "Traceback" not in out
+    assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_a_driver_whose_shell_ignored_sigint_still_stops_on_it(tmp_path):
+    """Issue 24: a driver started with `&` from a script inherits SIGINT ignored, so `kill -INT` did nothing."""
+    import signal
+
+    path = write_space(tmp_path / "s.yaml", fixed={**space()["fixed"], "proxy_steps": "3,p,3"})
+    driver = subprocess.Popen(
+        [*SEARCH, "run", str(path), "--executor", "local", "--no-share"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # what `&` in a script does
+    )
+    deadline = time.monotonic() + 120
+    while not any(t.state == TrialState.RUNNING for t in trials(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "interrupted:" in out, out

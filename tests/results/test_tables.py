@@ -335,3 +335,94 @@ def test_a_study_whose_trials_lack_some_metrics_still_gives_its_tables(tmp_path)
     assert len(best) == 2 and best["val_accuracy_best_mean"].isna().all()
     assert best["test_accuracy_mean"].tolist() == pytest.approx([0.8, 0.8])
     assert len(proxy_statistics(data)) == 1
+
+
+def test_a_by_control_table_holds_the_controls(tmp_path):
+    """Item 4: a confirmation's `tables/by_control.csv` had two rows, both `control=none`: a CAM axis was read among
+    proxy trials only, and a matched control is a trial of kind control."""
+    from results.tables import axis_tables
+    from search.records.study import GridStudy
+    from search.records.trialtable import load_study_data
+    from tests.results.test_tables import fill, metrics
+    from tests.search.helpers import spec
+
+    s = spec(repeats=3, grid={"cam_method": ["gradcam"], "threshold": [0.5], "control": ["none", "random_location"]})
+    grid = GridStudy.open(s, f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    fill(grid, lambda point: metrics(0.8 + 0.01 * point.params["seed"], seed=point.params["seed"]))
+    table = axis_tables(load_study_data(grid.study, grid.trials()))["by_control"]
+    assert sorted(zip(table["control"], table["kind"], strict=True)) == [
+        ("none", "proxy"),
+        ("random_location", "control"),
+    ]
+
+
+def test_an_interval_of_identical_seeds_says_so():
+    """Item 10: two seeds with one value gave a "95% CI [0.931, 0.931]" of zero width."""
+    from results.present import interval
+
+    assert interval(0.931, 0.931, "test_accuracy", []) == "no spread"
+    assert interval(0.92, 0.94, "test_accuracy", []) == "[0.920, 0.940]"
+
+
+def test_every_part_of_a_split_latex_table_repeats_its_key_columns_and_keeps_the_verdict_with_its_numbers():
+    """Item 2: part 2 of `by_threshold.tex` repeated only `architecture` (its rows read `test_efficientnet,
+    test_efficientnet, test_resnet, test_resnet` with no threshold), and `verdicts.tex` put the verdict on another
+    page than its p-values."""
+    import dataclasses
+    import re
+
+    import pandas as pd
+
+    from results import present
+
+    rows = []
+    for arch in ("test_resnet", "test_efficientnet"):
+        for threshold in (0.3, 0.6):
+            row = {"dataset": "digits", "setting_architecture": arch, "threshold": threshold, "kind": "proxy"}
+            row["seeds"] = 3
+            row["trials"] = 3
+            for metric in ("test_accuracy", "test_f1_macro", "train_seconds", "peak_rss_mb", "val_accuracy"):
+                row.update(
+                    {f"{metric}_mean": 0.5, f"{metric}_sd": 0.1, f"{metric}_ci_low": 0.4, f"{metric}_ci_high": 0.6}
+                )
+            rows.append(row)
+    table = pd.DataFrame(rows).rename(columns={"setting_architecture": "architecture"})
+    shown = present.summary("by_threshold", table, "By threshold")
+    printed = present.to_latex(shown, "s")  # fewer columns instead of landscape: one portrait table, the rest named
+    assert printed.count(r"\end{tabular}") == 1 and r"Also in by\_threshold.csv" in printed
+    latex = present.to_latex(dataclasses.replace(shown, printed=None), "s")  # every column: split, keys repeated
+    parts = latex.split(r"\end{tabular}")[:-1]
+    assert len(parts) > 1  # wide enough to split
+    for part in parts:
+        head = part.split(r"\midrule")[0]
+        for key in ("architecture", "threshold", "kind"):
+            assert re.search(rf"\\shortstack\[[lr]\]{{{key}}}", head), (key, head)
+    verdicts = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "architecture": "a",
+                "configuration": "P1",
+                "reference": "B1",
+                "n": 5,
+                "mean_config": 0.8,
+                "mean_reference": 0.7,
+                "mean_diff": 0.1,
+                "ci_low": 0.01,
+                "ci_high": 0.2,
+                "t_p": 0.01,
+                "p_adjusted": 0.02,
+                "family_size": 2,
+                "mde_pp": 5.0,
+                "wilcoxon_p": float("nan"),
+                "epochs_config": 4,
+                "epochs_reference": 4,
+                "images_config": 400,
+                "images_reference": 400,
+                "verdict": "better",
+                "budget_note": "",
+            }
+        ]
+    )
+    first = present.to_latex(present.verdicts(verdicts, "holm", "confirmation")).split(r"\end{tabular}")[0]
+    assert "better" in first and "0.020" in first  # the verdict and its adjusted p in one part

@@ -9,11 +9,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 from optuna.trial import TrialState
 
 from search.space.grid import GridSpec
 from search.space.parse import parse_space
+from tests.conftest import write_digit_folder
 from tests.tiny import TINY_SPACE, tiny_space
 
 BASE = TINY_SPACE
@@ -66,7 +68,6 @@ def search_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = N
 def mounted_tmpfs(folder: Path, options: str):
     """Mount a tmpfs with `options` (`size=16m`, `ro,size=1m`) on `folder` (made here), yield it, unmount it; skip
     the test where mounting needs root and this is not."""
-    import pytest
 
     folder.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
@@ -149,3 +150,41 @@ def finished_study(spec: GridSpec, storage: str, out: Path, value=lambda params:
         grid.finish(grid.start(pending), {**metrics, "images_seen": 40, "seed": params["seed"]})
     close_storages()
     return grid
+
+
+SEARCH = [sys.executable, "-m", "search"]
+
+
+def refused(done: subprocess.CompletedProcess, message: str) -> None:
+    """Exit 2, one `error:` line holding `message`, no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") <= 2, done.stderr
+
+
+def folder_space(tmp_path: Path, **changes) -> Path:
+    """A one-point space on a digit image folder (`imgs/`), 1 epoch, no proxy step."""
+    write_digit_folder(tmp_path / "imgs", classes=3, per_class=20)
+    data = space(datasets={"f": {"kind": "imagefolder", "root": str(tmp_path / "imgs")}}, grid={"threshold": [0.3]})
+    data["fixed"]["proxy_steps"] = "1"
+    data.update(changes)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def hold_lock(cwd, storage: str, study: str = "tiny") -> subprocess.Popen:
+    """A process holding the driver lock of `study` in `storage`, as a running driver does."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from search.records.storage import DriverLock\n"
+            f"with DriverLock({storage!r}, {study!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    return holder

@@ -21,6 +21,7 @@ from trainer.config import DatasetConfig
 from trainer.data.batching import Part, batches
 from trainer.data.cache import LABELS, META, PIXELS, ensure, entries, entry_key, identity
 from trainer.data.load import load_images
+from trainer.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,3 +169,56 @@ def test_the_bundled_digits_keep_the_name_studies_bound_them_to():
     from trainer.data.identity import digits_source
 
     assert digits_source() == f"scikit-learn {sklearn.__version__} load_digits"
+
+
+def test_the_cache_key_changes_when_contents_are_swapped_and_mtimes_restored(tmp_path):
+    """Item 3a: two same-size PNGs swapped, mtimes put back with `touch -r`, or the folder swapped by `mv` for
+    another with the same listing: the key stayed the same and trials trained on the old pixels."""
+    from trainer.data.cache import entry_key, identity
+
+    root = tmp_path / "imgs"
+    write_digit_folder(root, classes=2, per_class=3)
+    config = DatasetConfig(kind="imagefolder", root=str(root))
+    key = entry_key(identity(config, 32))
+    a, b = root / "0" / "0.png", root / "0" / "1.png"
+    stat_a, stat_b = a.stat(), b.stat()
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b[: len(data_a)].ljust(len(data_a), b"\0"))
+    b.write_bytes(data_a[: len(data_b)].ljust(len(data_b), b"\0"))
+    os.utime(a, ns=(stat_a.st_atime_ns, stat_a.st_mtime_ns))
+    os.utime(b, ns=(stat_b.st_atime_ns, stat_b.st_mtime_ns))
+    assert (a.stat().st_size, a.stat().st_mtime_ns) == (stat_a.st_size, stat_a.st_mtime_ns)
+    assert entry_key(identity(config, 32)) != key
+    key = entry_key(identity(config, 32))
+    twin = tmp_path / "twin"
+    write_digit_folder(twin, classes=2, per_class=3)
+    root.rename(tmp_path / "old")
+    twin.rename(root)
+    assert entry_key(identity(config, 32)) != key
+
+
+def test_a_cache_entry_changed_where_no_checksum_samples_is_caught(tmp_path):
+    """Item 3b: the sampled checksums covered 18.7 % of the file; inverted unsampled bytes and labels shifted by
+    one class both passed, and a trial trained on them."""
+    from trainer.data.cache import LABELS, PIXELS, _verified, ensure, open_cached
+
+    config = DatasetConfig(kind="digits", limit_per_class=None)
+    entry = ensure(config, 64, tmp_path)
+    labels = np.load(entry.folder / LABELS)
+    np.save(entry.folder / LABELS, (labels + 1) % 10)
+    assert _verified(entry.folder, entry.key) is None  # rebuilt, not trusted
+    entry = ensure(config, 64, tmp_path)
+    pixels = entry.folder / PIXELS
+    size = pixels.stat().st_size
+    with open(pixels, "r+b") as f:  # between the first two sampled blocks
+        f.seek(size // 126)
+        byte = f.read(1)
+        f.seek(size // 126)
+        f.write(bytes([255 - byte[0]]))
+    assert _verified(entry.folder, entry.key) is not None  # the cheap check cannot see it…
+    images = open_cached(config, 64, tmp_path)
+    with pytest.raises(DataError, match="does not match its hashes"):
+        images.take(np.arange(len(images)))  # …the first read of that chunk does
+    assert not entry.folder.exists()  # set aside: the next trial rebuilds it
+    rebuilt = open_cached(config, 64, tmp_path)
+    assert len(rebuilt.take(np.arange(len(rebuilt)))) == len(labels)

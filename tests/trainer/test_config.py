@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -58,10 +59,37 @@ def test_bad_proxy_steps(text):
 def test_the_readme_documents_every_field():
     """The README's table of fields is `trainer.fields.fields_table()`: a field added without a meaning, or a
     README not regenerated, fails here (paste the printed table into the README)."""
-    from pathlib import Path
 
     from trainer.fields import MEANINGS, fields_table, leaf_fields
 
     assert {name for name, _ in leaf_fields()} == set(MEANINGS)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert fields_table() in readme, fields_table()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"optimizer": {"name": "sgd", "weight_decay": -1}}, "optimizer.weight_decay: expected a non-negative"),
+        ({"optimizer": {"name": "sgd", "weight_decay": float("inf")}}, "expected a finite number"),
+        ({"optimizer": {"name": "sgd", "momentum": -5}}, "optimizer.momentum: expected a number in [0, 1)"),
+        ({"class_loss_weight": float("inf")}, "class_loss_weight: expected a finite number"),
+        ({"target_val_accuracy": float("nan")}, "target_val_accuracy: expected"),
+        ({"target_val_accuracy": 2}, "target_val_accuracy: expected an accuracy in [0, 1]"),
+        ({"scheduler": {"name": "step", "gamma": 0}}, "scheduler.gamma: expected a factor in (0, 1]"),
+        ({"pretrained_path": " "}, "pretrained_path: expected a file path"),
+    ],
+)
+def test_every_number_is_checked_when_the_config_is_built(change, message):
+    with pytest.raises(ConfigError) as caught:
+        TrialConfig.from_dict(tiny_config(**change))
+    assert message in str(caught.value)
+
+
+def test_a_pretrained_path_that_is_not_a_checkpoint_is_said_so(tmp_path):
+    """Item 23: `pretrained_path: /etc/passwd` was an IndexError inside the trial."""
+    from trainer.modelcheck import ModelError
+    from trainer.models import create_model
+
+    with pytest.raises(ModelError, match="is not a PyTorch state dict"):
+        create_model("test_resnet", 3, 64, pretrained_path="/etc/passwd")

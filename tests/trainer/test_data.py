@@ -1,12 +1,21 @@
 import gzip
 import os
 import struct
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from tests.conftest import write_digit_folder
+from tests.search.helpers import (
+    folder_space,
+    refused,
+    search_cli,
+)
 from trainer.config import DatasetConfig, SplitConfig
-from trainer.data.decode import read_idx
+from trainer.data.decode import decode_image, read_idx
 from trainer.data.load import load_images
 from trainer.data.split import make_split
 from trainer.errors import DataError
@@ -115,3 +124,95 @@ def test_fashion_mnist_idx_files(tmp_path):
 def test_torchvision_dataset_missing_offline_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="set download: true"):
         load_images(DatasetConfig(kind="cifar10", root=str(tmp_path)), 32)
+
+
+def test_touching_a_file_is_not_a_change_but_new_contents_are(tmp_path):
+    """Item 2: the binding is by content, so a copy on another machine (other times, other inodes) is the same."""
+    from search.planning.databind import manifest
+
+    write_digit_folder(tmp_path / "imgs", classes=2, per_class=3)
+    dataset = {"kind": "imagefolder", "root": str(tmp_path / "imgs")}
+    before = manifest(dataset)
+    os.utime(tmp_path / "imgs" / "0" / "1.png", (1, 1))
+    assert manifest(dataset)["digest"] == before["digest"]
+    first, second = tmp_path / "imgs" / "0" / "1.png", tmp_path / "imgs" / "1" / "1.png"
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    assert manifest(dataset)["digest"] != before["digest"]
+
+
+@pytest.mark.parametrize("mode", ["gray16", "rgb16", "rgba16"])
+def test_16_bit_pngs_keep_their_grey_levels(tmp_path, mode):
+    """Item 4: a 16-bit grayscale PNG decoded to only 0 and 255."""
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    path = tmp_path / f"{mode}.png"
+    if mode == "gray16":
+        Image.fromarray(ramp).save(path)
+    else:
+        import cv2  # writes 16-bit colour PNGs, which Pillow cannot
+
+        channels = 3 if mode == "rgb16" else 4
+        cv2.imwrite(str(path), np.stack([ramp] * channels, axis=-1))
+    pixels = decode_image(str(path), 64)
+    assert len(np.unique(pixels)) > 200
+    expected = np.round(ramp.astype(float) * 255 / 65535)
+    assert np.abs(pixels[0].astype(float) - expected).max() <= 2
+
+
+def png_bomb(path: Path, side: int = 30000) -> None:
+    """A valid 1-bit PNG of side × side black pixels: 110 KB on disk, 900 M pixels decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\0" + b"\0" * ((side + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_decompression_bomb_is_skipped_and_counted(tmp_path, cached):
+    """Item 18: a 30000×30000 PNG killed the driver while it built the cache."""
+    from trainer.data.load import load_images
+
+    root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=6)
+    png_bomb(root / "0" / "bomb.png")
+    images = load_images(DatasetConfig(kind="imagefolder", root=str(root)), 32, tmp_path / "cache" if cached else None)
+    assert images.skipped == 1 and len(images) == 12
+    assert images.take(np.arange(len(images))).shape == (12, 3, 32, 32)
+
+
+def test_a_link_leading_out_of_the_dataset_is_refused_with_one_line(tmp_path):
+    """Item 3: a symlink to a file outside the root crashed the run with a ValueError traceback ("is not in the
+    subpath of") and left an empty study."""
+    path = folder_space(tmp_path)
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes((tmp_path / "imgs" / "0" / "1.png").read_bytes())
+    (tmp_path / "imgs" / "0" / "link.png").symlink_to(outside)
+    for extra in ((), ("--dry-run",)):
+        done = search_cli("run", str(path), "--executor", "local", *extra, cwd=tmp_path)
+        refused(done, f"imgs/0/link.png is a link to {outside}, outside the dataset's folder")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_link_inside_the_dataset_is_one_more_file_everywhere(tmp_path):
+    """Item 3: a symlink inside the folder (two names, one file) was counted by the dry-run (25 images) but not by
+    the binding (24 files, digest unchanged). Now the link is a file under its own name for the dry-run, the binding,
+    the cache and the trial alike."""
+    from trainer.config import DatasetConfig
+    from trainer.data.identity import manifest
+    from trainer.data.imagefolder import summarize_folder
+    from trainer.data.load import load_images
+
+    root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=12)
+    dataset = {"kind": "imagefolder", "root": str(root)}
+    before = manifest(dataset)
+    (root / "1" / "again.png").symlink_to(root / "1" / "3.png")
+    after = manifest(dataset)
+    assert (before["files"], after["files"]) == (24, 25) and after["digest"] != before["digest"]
+    assert sum(summarize_folder(root).images.values()) == 25
+    for cache in (tmp_path / "cache", None):
+        assert len(load_images(DatasetConfig(**dataset), 32, cache)) == 25

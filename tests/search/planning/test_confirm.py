@@ -1,17 +1,22 @@
 """The two-stage protocol: simulations with the project's own decision and test functions (no true effect, then a
 true effect), and a real confirmation of a real exploration (matched references, fresh seeds, stage labels)."""
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from analysis.stats import ALPHA, adjust, interval_level, minimum_detectable_effect, paired, verdict
 from search.planning.halving import Halving, decide, decide_configurations
 from search.space.grid import Objective
-from tests.search.helpers import search_cli, trials, write_space
+from tests.conftest import write_digit_folder
+from tests.search.helpers import folder_space, refused, search_cli, space, trials, write_space
 from tests.tiny import TINY_FIXED
 from trainer.errors import ProxySearchError
 
@@ -221,7 +226,6 @@ def test_every_confirmation_takes_seeds_no_study_of_its_exploration_used():
 
 def assert_matched_at_every_step(root, confirmed) -> None:
     """Per seed, the configuration and both matched controls trained the same images at each proxy step."""
-    import json
 
     folders = {}
     for t in confirmed:
@@ -290,8 +294,6 @@ def confirmations_of(storage):
 def unreachable_confirm(tmp_path, name, *extra):
     """`search confirm` that chooses and records its seeds, then fails to reach its Ray (nothing answers there):
     what a confirmation killed before its first trial leaves."""
-    import subprocess
-    import sys
 
     from tests.search.helpers import free_port
 
@@ -376,3 +378,82 @@ def test_the_selection_speaks_one_unit_and_confirm_takes_max_trials(tmp_path):
     assert planned.returncode == 0, planned.stderr
     assert "  observed mean 56.50 %  " in planned.stdout, planned.stdout  # threshold 0.6, seeds 0 and 1
     assert "--max-trials" in search_cli("confirm", "--help", cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_confirm_refuses_data_that_changed_since_the_exploration(tmp_path):
+    """Item 2: after a file was removed, `search run` refused ("run on other data") but `search confirm` bound the
+    confirmation to the new digest without a word."""
+    path = folder_space(tmp_path, grid={"threshold": [0.3]}, repeats=2)
+    data = yaml.safe_load(path.read_text())
+    data["fixed"].update(proxy_steps="1,p,1", split={"test_seed": 0})
+    path.write_text(yaml.safe_dump(data))
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=600).returncode == 0
+    (tmp_path / "imgs" / "0" / "1.png").unlink()
+    done = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--executor", "local", cwd=tmp_path)
+    refused(done, "study 'tiny', which 'tiny-confirm' confirms, was run on other data: f: 1 files removed")
+    assert "--accept-data-change" in done.stderr
+    assert not (tmp_path / "runs" / "tiny-confirm.db").exists()
+
+
+def test_an_accepted_change_is_recorded_in_the_confirmation_and_its_exploration(tmp_path):
+    """Item 2: `--accept-data-change` on a confirmation records the change in both studies; the confirmation is
+    bound to the new data from then on."""
+    import optuna
+
+    from search.planning.databind import DataChanged, Origin, check_data, current_manifests
+    from search.records.store import ArtifactStore
+
+    root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=4)
+    datasets = {"f": {"kind": "imagefolder", "root": str(root)}}
+    storage = f"sqlite:///{tmp_path}/s.db"
+    store = ArtifactStore(str(tmp_path / "store"))
+    exploration = optuna.create_study(study_name="e", storage=storage)
+    check_data(exploration, current_manifests(datasets), store, accept=False)
+    (root / "0" / "1.png").unlink()
+
+    def origin() -> Origin:
+        loaded = optuna.load_study(study_name="e", storage=storage)
+
+        def record(changes: list[dict]) -> None:
+            loaded.set_user_attr("data_changes", [*(loaded.user_attrs.get("data_changes") or []), *changes])
+
+        return Origin("e", loaded.user_attrs["data"], store, record)
+
+    confirmation = optuna.create_study(study_name="e-confirm", storage=storage)
+    with pytest.raises(DataChanged, match="1 files removed"):
+        check_data(confirmation, current_manifests(datasets), store, accept=False, origin=origin())
+    assert "data" not in confirmation.user_attrs
+    lines = check_data(confirmation, current_manifests(datasets), store, accept=True, origin=origin())
+    assert lines == ["f: 1 files removed (e.g. 0/1.png)"]
+    for name in ("e", "e-confirm"):
+        changes = optuna.load_study(study_name=name, storage=storage).user_attrs["data_changes"]
+        assert [(c["dataset"], c["by"]) for c in changes] == [("f", "e-confirm")]
+    confirmation = optuna.load_study(study_name="e-confirm", storage=storage)
+    assert check_data(confirmation, current_manifests(datasets), store, accept=False, origin=origin()) == []
+
+
+@pytest.mark.slow
+def test_confirm_of_an_unfinished_exploration_warns_with_the_numbers(tmp_path):
+    """Item 11: `search confirm` on an exploration with 29 of 100 points done selected silently."""
+    path = write_space(
+        tmp_path / "s.yaml",
+        grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
+        fixed={**TINY_FIXED, "split": {"test_seed": 0}},
+    )
+    done = search_cli("run", str(path), "--executor", "local", "--max-trials", "1", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    planned = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "warning: the exploration tiny is unfinished: 1 of 2 points ended (1 complete" in planned.stderr
+
+
+def test_a_confirmation_of_an_exploration_that_learned_nothing_says_so(tmp_path):
+    """Item 7: `search confirm` on a study where every trial sat at chance selected a configuration without a word."""
+    path = tmp_path / "s.yaml"
+    data = space(grid={"cam_method": ["gradcam"], "threshold": [0.3]}, repeats=2)
+    data["fixed"] = {**data["fixed"], "optimizer": {"name": "sgd", "lr": 1e-9}, "split": {"test_seed": 0}}
+    path.write_text(yaml.safe_dump(data))
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=600).returncode == 0
+    done = search_cli("confirm", "--study", "tiny", "--top", "1", "--seeds", "3", "--dry-run", cwd=tmp_path)
+    assert "warning: every complete trial is at chance accuracy" in done.stderr and "ranks noise" in done.stderr

@@ -7,7 +7,7 @@ import pytest
 
 from search.planning.options import OptionError, RunFlags, resolve
 from search.records import record
-from tests.search.helpers import spec
+from tests.search.helpers import refused, search_cli, spec, write_space
 from trainer.files import default_cache_dir
 
 
@@ -62,3 +62,22 @@ def test_resources_and_folders_follow_the_same_precedence(tmp_path):
 def test_a_flag_that_cannot_be_used_is_named(flags, message):
     with pytest.raises(OptionError, match=message):
         resolve(spec(), flags)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--cpus-per-trial", "nan", "--cpus-per-trial: expected a positive finite number, got nan"),
+        ("--gpus-per-trial", "nan", "--gpus-per-trial: expected a non-negative finite number, got nan"),
+        ("--cpus-per-trial", "inf", "--cpus-per-trial: expected a positive finite number, got inf"),
+        ("--cpus-per-trial", "100000", "--cpus-per-trial: at most 1024"),
+    ],
+)
+def test_resource_flags_refuse_nan_inf_and_absurd_values(tmp_path, flag, value, message):
+    """Item 9: `--cpus-per-trial nan` was a traceback with Ray and silently taken by the local executor;
+    `--gpus-per-trial nan` passed every comparison of the resource check."""
+    path = write_space(tmp_path / "s.yaml")
+    for executor in ("local", "ray"):
+        done = search_cli("run", str(path), flag, value, "--executor", executor, "--dry-run", cwd=tmp_path)
+        refused(done, message)
+    assert list(tmp_path.iterdir()) == [path]

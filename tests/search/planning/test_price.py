@@ -1,12 +1,15 @@
 """The price of a plan: epochs × seconds per epoch, with the evidence of each rate."""
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 
 from search.planning.plan import build_plan
 from search.planning.price import DEFAULT_TRIAL_OVERHEAD_S, ROUGH_CPU_IMAGES_PER_S, calibration_file, price
-from tests.search.helpers import search_cli, spec
+from tests.search.helpers import search_cli, spec, write_space
 
 
 def plan_of(s):
@@ -65,7 +68,6 @@ def test_a_gpu_fraction_does_not_shrink_the_gpu_hours_but_a_measured_rate_counts
 
 
 def test_the_thesis_grid_dry_run_prints_its_price(tmp_path):
-    from pathlib import Path
 
     root = Path(__file__).resolve().parents[3]
     done = search_cli("run", str(root / "spaces" / "thesis_grid.yaml"), "--dry-run", cwd=tmp_path)
@@ -117,7 +119,6 @@ def test_the_dry_run_predicts_the_runs_wall_time_within_30_percent(tmp_path):
     stems, no start-up), and `status` divided by 2 slots while the local executor ran one trial at a time. Three
     trials measure the rates; the dry-run then prices the other six, which run while the test holds the clock."""
     import re
-    import time
 
     import optuna
 
@@ -145,3 +146,21 @@ def test_the_dry_run_predicts_the_runs_wall_time_within_30_percent(tmp_path):
     actual = time.monotonic() - started
     assert rest.returncode == 0, rest.stderr
     assert 0.7 <= predicted / actual <= 1.3, (predicted, actual, planned.stdout)
+
+
+def test_the_dry_run_prices_the_flags_and_refuses_what_the_run_refuses(tmp_path):
+    """Item 10: `--dry-run --gpus-per-trial 0.0001` ignored the flag and priced CPU-slot-hours; `gpus_per_trial:
+    0.0001` in the space passed the dry-run on a GPU-less machine while the run refused it."""
+    no_gpu = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # a machine without one, wherever the test runs
+    path = write_space(tmp_path / "s.yaml")
+    done = search_cli("run", str(path), "--dry-run", "--gpus-per-trial", "0.0001", cwd=tmp_path, env=no_gpu)
+    assert "price (GPU-hours;" in done.stdout, done.stdout
+    refused_run = search_cli(
+        "run", str(path), "--gpus-per-trial", "0.0001", "--executor", "local", cwd=tmp_path, env=no_gpu
+    )
+    for outcome in (done, refused_run):
+        assert outcome.returncode == 2 and "has no GPU" in outcome.stderr, outcome.stderr
+    in_space = write_space(tmp_path / "g.yaml", resources={"gpus_per_trial": 0.0001, "cpus_per_trial": 1})
+    planned = search_cli("run", str(in_space), "--dry-run", cwd=tmp_path, env=no_gpu)
+    assert planned.returncode == 2 and "gpus_per_trial is 0.0001 but the Ray cluster has no GPU" in planned.stderr
+    assert not (tmp_path / "runs").exists()

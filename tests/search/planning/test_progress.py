@@ -30,3 +30,35 @@ def test_baselines_at_chance_are_named_per_family(tmp_path):
     fine = lambda p: 0.5  # noqa: E731
     finished_study(spec(**{**SPACE, "study": "fine"}), f"sqlite:///{tmp_path}/f.db", tmp_path / "f", fine)
     assert chance_warnings(spec(**SPACE), load_trials("fine", f"sqlite:///{tmp_path}/f.db")) == []
+
+
+def test_the_summary_says_what_kind_the_best_is_and_how_to_type_the_report(monkeypatch):
+    """Items 5 and 6: the quickstart's "best val_accuracy 0.9250 (trial 3)" was its baseline; and the suggested
+    `search report` was not on PATH when the environment was not activated."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from search.planning.plan import Plan
+    from search.planning.progress import invoked_as, run_summary
+    from tests.search.helpers import spec
+
+    s = spec()
+    made = [
+        create_trial(
+            value=value,
+            params={"threshold": 0.3},
+            distributions={"threshold": FloatDistribution(0, 1)},
+            user_attrs={"kind": kind, "grid_key": key},
+            state=TrialState.COMPLETE,
+        )
+        for value, kind, key in ((0.92, "baseline", "b"), (0.90, "proxy", "p"), (0.85, "proxy", "q"))
+    ]
+    for number, trial in enumerate(made):
+        trial.number = number
+    line = run_summary(s, made, Plan(), "sqlite:///runs/tiny.db")
+    assert "best val_accuracy 0.9200 (trial 0, a baseline)" in line
+    assert "best proxy configuration val_accuracy 0.9000 (trial 1)" in line
+    monkeypatch.setattr("sys.argv", [".venv/bin/search", "run", "s.yaml"])
+    assert invoked_as() == ".venv/bin/search"
+    monkeypatch.setattr("sys.argv", ["/x/search/__main__.py"])
+    assert invoked_as() == "search"

@@ -15,7 +15,7 @@ import pytest
 
 from search.records.storage import DriverLock, StudyError, check_database_file, close_storages, open_storage
 from search.records.study import GridStudy
-from tests.search.helpers import search_cli, spec, write_space
+from tests.search.helpers import hold_lock, refused, search_cli, space, spec, write_space
 
 METRICS = {"val_accuracy": 0.5, "val_accuracy_best": 0.5, "test_accuracy": 0.4, "epochs": 2, "images_seen": 40}
 
@@ -104,3 +104,116 @@ def test_a_locked_database_is_called_locked_by_every_reader(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_second_driver_with_another_out_is_refused(tmp_path):
+    """Item 1: `--out runs/A` and `--out runs/B` of one study were two drivers, every point COMPLETE twice."""
+    path = write_space(tmp_path / "two.yaml")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from search.records.storage import DriverLock\n"
+            "with DriverLock('sqlite:///runs/tiny.db', 'tiny'):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = search_cli("run", str(path), "--out", "runs/B", "--executor", "local", cwd=tmp_path)
+        refused(done, f"another driver is running this study (pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "runs" / "B").exists()
+
+
+def test_another_application_s_database_is_never_written(tmp_path):
+    """Item 10: 13 Optuna tables were added to a DB holding `customers`, and it was switched to WAL."""
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+    before = db.read_bytes()
+    done = search_cli("run", str(write_space(tmp_path / "s.yaml")), "--storage", f"sqlite:///{db}", cwd=tmp_path)
+    refused(done, "holds another application's tables (customers)")
+    assert db.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_locked_database_is_named_with_its_holder(tmp_path):
+    """Item 15: a DB held by `BEGIN EXCLUSIVE` made `run` wait 120 s, then print a traceback."""
+    db = tmp_path / "s.db"
+    sqlite3.connect(db).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sqlite3, time\nc = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        done = search_cli("run", str(write_space(tmp_path / "s.yaml")), "--storage", f"sqlite:///{db}", cwd=tmp_path)
+        refused(done, f"is locked by another process for over 10 s (pid {holder.pid} (python")
+        assert time.monotonic() - started < 60
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_a_truncated_database_is_called_damaged(tmp_path):
+    """Item 19: `run` on a truncated DB printed "database disk image is malformed" with a traceback; `status`
+    blamed a missing schema."""
+    path = write_space(tmp_path / "s.yaml", grid={"threshold": [0.3]}, fixed={**space()["fixed"], "proxy_steps": "1"})
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=300).returncode == 0
+    db = tmp_path / "runs" / "tiny.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2])
+    for args in (["run", str(path), "--executor", "local"], ["status", "--study", "tiny"]):
+        done = search_cli(*args, cwd=tmp_path)
+        refused(done, "is damaged")
+        assert ".recover" in done.stderr and "--study NEW_NAME" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["sqlite:///link.db", "sqlite:///runs/tiny.db?timeout=30", "sqlite:///runs/../runs/./tiny.db", "absolute"],
+)
+def test_a_second_driver_is_refused_under_every_spelling_of_one_database(tmp_path, spelling):
+    """Item 1: a symlink to the database, or a query string, got a second driver past the lock (every point
+    COMPLETE twice), and `?timeout=30` made a stray file named `tiny.db?timeout=30`."""
+    path = write_space(tmp_path / "s.yaml")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "link.db").symlink_to(tmp_path / "runs" / "tiny.db")
+    if spelling == "absolute":
+        spelling = f"sqlite:///{tmp_path}/runs/tiny.db"
+    holder = hold_lock(tmp_path, "sqlite:///runs/tiny.db")
+    try:
+        done = search_cli("run", str(path), "--storage", spelling, "--executor", "local", cwd=tmp_path)
+        refused(done, f"another driver is running this study (pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny.db.tiny.driver-lock"]
+
+
+def test_a_storage_url_is_read_as_sqlalchemy_reads_it(tmp_path):
+    """Item 1: the query string is not part of the file's name; an SQLite URI filename is refused."""
+    from search.records.storage import DriverLock, StudyError, check_storage_url
+
+    first = DriverLock("sqlite:///runs/a.db?timeout=30", "a").path
+    assert first == DriverLock("sqlite:///runs/a.db", "a").path
+    assert "?" not in str(first)
+    with pytest.raises(StudyError, match="URI filenames"):
+        check_storage_url("sqlite:///file:runs/a.db?uri=true")
+    with pytest.raises(StudyError, match="in-memory"):
+        check_storage_url("sqlite://")

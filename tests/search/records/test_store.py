@@ -19,9 +19,16 @@ import pytest
 from optuna.trial import TrialState
 
 from search.planning.status import load_study, load_trials
-from search.records.store import ArtifactStore
+from search.records.store import ArtifactStore, resolve_uri
 from search.records.trialtable import load_curves, load_study_data
-from tests.search.helpers import assert_each_point_complete_once, free_port, trials, write_space
+from tests.search.helpers import (
+    assert_each_point_complete_once,
+    free_port,
+    refused,
+    search_cli,
+    trials,
+    write_space,
+)
 from tests.tiny import tiny_fixed
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
@@ -314,3 +321,42 @@ def test_the_slurm_script_is_valid_and_its_commands_run_a_study(tmp_path):
     assert again.returncode == 0 and "nothing to run" in again.stdout  # the next allocation resumes the study
     shutil.rmtree(tmp_path / "node-tmp", ignore_errors=True)
     assert json.loads(search("status", "--study", "tiny", "--json", cwd=tmp_path).stdout)["complete"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--artifacts", "memory://x"], "memory:// is gone when this process ends"),
+        (["--storage", "sqlite:///:memory:"], "an in-memory database is gone when the run ends"),
+        (["--storage", "sqlite://"], "an in-memory database is gone when the run ends"),
+        (["--artifacts", "bogus://x"], "artifact store bogus://x"),
+        (["--artifacts", "gs://bucket/x"], "artifact store gs://bucket/x"),
+        (["--artifacts", "file:///proc/x"], "cannot write in /proc"),
+        (["--artifacts", "afile"], "is a file, not a folder"),
+        (["--artifacts", "afile/under"], "is a file, not a folder"),
+        (["--artifacts", "s3://no-such-bucket/x"], "artifact store s3://no-such-bucket/x is not writable"),
+        (["--study", "x" * 300], "a study name has at most 100 characters"),
+        (["--study", ""], "is not a valid study name"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_stores_that_vanish_or_cannot_be_used_are_refused_before_anything_is_made(tmp_path, args, message, dry_run):
+    """Items 7 and 16: `memory://` reported success and kept nothing; every bad `--artifacts` was a 43-line
+    traceback (and `--dry-run` accepted them all); a 300-character name failed inside the filesystem."""
+    path = write_space(tmp_path / "s.yaml")
+    (tmp_path / "afile").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = search_cli("run", str(path), "--executor", "local", *args, *(["--dry-run"] if dry_run else []), cwd=tmp_path)
+    refused(done, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_relative_artifacts_path_is_stored_absolute(tmp_path):
+    """Item 8: `--artifacts ../relart` was stored as typed, so a resume from another folder wrote a second store."""
+    (tmp_path / "project").mkdir()
+    assert resolve_uri("../relart").startswith("/")
+    path = write_space(tmp_path / "s.yaml")
+    done = search_cli("run", str(path), "--artifacts", "../relart", "--dry-run", cwd=tmp_path / "project")
+    assert done.returncode == 0, done.stderr
+    assert f"trial folders: {tmp_path / 'relart'}/trials/" in done.stdout
+    assert resolve_uri("file:///a/b") == "/a/b" and resolve_uri("s3://b/p") == "s3://b/p"

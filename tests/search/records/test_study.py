@@ -250,3 +250,17 @@ def test_the_objective_has_its_metric_s_name(tmp_path):
     open_study(tmp_path)
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/s.db")
     assert loaded.metric_names == ["val_accuracy"]
+
+
+def test_optuna_s_tools_see_why_a_try_was_stopped(tmp_path):
+    """Item 9: an interrupted try is FAIL in Optuna but INTERRUPTED in the export; the reason was only a user attr
+    of ours. It is now where Optuna itself keeps a failed trial's reason (its `fail_reason` system attr)."""
+    from search.records.study import GridStudy
+    from tests.search.helpers import spec
+    from trainer.failures import FailureKind
+
+    grid = GridStudy.open(spec(), f"sqlite:///{tmp_path}/s.db", tmp_path / "out")
+    number = grid.start(grid.pending()[0])
+    grid.fail(number, "interrupted: the driver was stopped", FailureKind.INTERRUPTED)
+    (trial,) = grid.study.get_trials(deepcopy=False)
+    assert trial.system_attrs["fail_reason"] == "interrupted: the driver was stopped"

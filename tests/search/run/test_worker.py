@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from search.run.worker import Job, JobKind, Settings, run_job
-from tests.tiny import tiny_config
+from tests.conftest import tiny_config, write_digit_folder
 from trainer.config import TrialConfig
 from trainer.data.rows import write_npz
 from trainer.errors import DataError
@@ -62,3 +62,39 @@ def test_a_damaged_step_file_is_named_never_trained_on(configuration):
     (folder / "result.json").write_text(json.dumps(result))
     with pytest.raises(DataError, match=r"step-0.npz: not a readable proxy step of the configuration"):
         run_job(job("matched_duplicate", 4), settings)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached, monkeypatch):
+    """Item 5: a file deleted after the binding was taken trained on 23 files while the study recorded 24 (and
+    passed again once the file was back). A job carries the binding; the trial checks the count, and the contents
+    where the image cache hashed them."""
+    from search.run.worker import Job, JobKind, Settings, run_job
+    from trainer import TrialConfig
+    from trainer.data.identity import Binding, manifest
+    from trainer.errors import DataError
+
+    root = write_digit_folder(tmp_path / "imgs", classes=3, per_class=8)
+    dataset = {"kind": "imagefolder", "root": str(root)}
+    bound = manifest(dataset)
+    config = TrialConfig.from_dict(tiny_config(dataset=dataset, proxy_steps="1"))
+    made = Job(JobKind.TRIAL, "trial 0", config, "trials/0", binding=Binding(24, bound["digest"]))
+    job = Job.from_data(made.to_data())
+    assert job.binding == Binding(24, bound["digest"])  # it crosses the process edge
+    settings = Settings(str(tmp_path / "store"), str(tmp_path / "cache") if cached else None)
+    # run_job hides the GPUs of a job given none (CUDA_VISIBLE_DEVICES=""): in this process, only for this test,
+    # or the next Ray this test process starts with declared GPUs refuses to.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so that the end of the test restores it
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    (root / "2" / "7.png").unlink()
+    with pytest.raises(DataError, match="23 files now, 24 when the study bound it"):
+        run_job(job, settings)
+    # Same count, other contents: only the cache, which hashes every file it decodes, can tell.
+    (root / "2" / "7.png").write_bytes((root / "1" / "1.png").read_bytes())
+    if cached:
+        with pytest.raises(DataError, match=r"contents .* when the study bound it"):
+            run_job(job, settings)
+    (root / "2" / "7.png").unlink()
+    write_digit_folder(tmp_path / "again", classes=3, per_class=8)
+    (root / "2" / "7.png").write_bytes((tmp_path / "again" / "2" / "7.png").read_bytes())
+    assert run_job(job, settings).status == "complete"

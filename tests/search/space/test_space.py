@@ -1,5 +1,10 @@
+from pathlib import Path
+
+import yaml
+
 from search.space.grid import grid_key
-from tests.search.helpers import fixed_without, spec
+from tests.conftest import write_digit_folder
+from tests.search.helpers import fixed_without, refused, search_cli, space, spec, write_space
 from trainer.prefix import CAM_AXES
 
 
@@ -58,7 +63,6 @@ def test_the_spec_digest_covers_fixed_only():
 
 def test_every_shipped_space_is_valid():
     """The spaces in spaces/ are what users copy: each one parses (dataset roots aside: users bring their data)."""
-    from pathlib import Path
 
     from search.space.parse import load_space
 
@@ -66,3 +70,30 @@ def test_every_shipped_space_is_valid():
     assert {p.name for p in shipped} >= {"quickstart.yaml", "imagefolder.yaml", "thesis_grid.yaml", "compare.yaml"}
     for path in shipped:
         assert load_space(path, check_roots=False).points, path
+
+
+def test_a_bad_fixed_value_is_reported_once_at_its_own_key(tmp_path):
+    """Item 22: `optimizer.lr: .nan` in fixed: was reported again for every axis (grid.threshold…)."""
+    path = write_space(tmp_path / "s.yaml", fixed={**space()["fixed"], "optimizer": {"name": "adamw", "lr": ".nan"}})
+    path.write_text(path.read_text().replace("lr: .nan", "lr: .nan").replace("'.nan'", ".nan"))
+    done = search_cli("run", str(path), "--dry-run", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("optimizer.lr") == 1 and "grid.threshold" not in done.stderr, done.stderr
+
+
+def test_a_misspelled_root_is_reported_as_missing_first(tmp_path):
+    """Item 1: a misspelled root in a space whose study exists gave "created with different datasets … run it as a
+    new study", advice that makes it worse; the missing path came last, after a full plan."""
+    write_digit_folder(tmp_path / "data" / "my_images", classes=3, per_class=12)
+    data = space(datasets={"f": {"kind": "imagefolder", "root": "data/my_images"}}, grid={"threshold": [0.3]})
+    data["fixed"]["proxy_steps"] = "1"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert search_cli("run", str(path), "--executor", "local", cwd=tmp_path).returncode == 0
+    path.write_text(path.read_text().replace("my_images", "my_image"))
+    for extra in ((), ("--dry-run",)):
+        done = search_cli("run", str(path), "--executor", "local", *extra, cwd=tmp_path)
+        assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr
+        first = done.stderr.removeprefix("error: ").split(";")[0]
+        assert "data/my_image does not exist" in first, done.stderr
+    refused(done, "does not exist")

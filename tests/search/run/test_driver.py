@@ -107,7 +107,7 @@ def test_a_failing_point_uses_its_attempts_then_is_given_up_and_the_rest_go_on(t
             return Completion.failed(job, "RuntimeError: boom")
         return complete(job, tries)
 
-    code, grid, executor = drive(tmp_path, script, max_attempts=2)
+    code, grid, _ = drive(tmp_path, script, max_attempts=2)
     assert code == EXIT_FAILED
     failed = [t for t in grid.trials() if t.state == TrialState.FAIL]
     assert len(failed) == 2 * len(grid.spec.seeds)  # two attempts per seed of the failing point, no more

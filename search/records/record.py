@@ -246,6 +246,11 @@ def pruned_at(trial: FrozenTrial) -> int | None:
     return None if value is None else int(value)
 
 
+def placement(node: str | None, gpu_ids: list[str]) -> dict[str, Any]:
+    """Where a trial ran, recorded beside its metrics (`trainer.outcome.METRICS`): its Ray node, its GPUs."""
+    return {"ray_node": node, "gpu_ids": gpu_ids}
+
+
 def metric(trial: FrozenTrial, name: str) -> Any:
     """A metric the trial recorded (`trainer.outcome.METRICS`), or None."""
     return trial.user_attrs.get(name)

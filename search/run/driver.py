@@ -322,7 +322,7 @@ class Run:
             self._decide_rungs()
             return
         if outcome is not None:  # where it ran, beside what it measured
-            metrics = {**outcome.metrics, "ray_node": outcome.node, "gpu_ids": outcome.gpu_ids}
+            metrics = {**outcome.metrics, **record.placement(outcome.node, outcome.gpu_ids)}
             reason = self.grid.finish(number, metrics, state.history)
         else:
             reason = done.reason or "unknown failure"

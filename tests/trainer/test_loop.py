@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import tiny_config, without_timing
 from trainer import TrialConfig, TrialError, run_trial
 from trainer.config import AUGMENTATIONS
+from trainer.outcome import METRICS
 from trainer.proxy import load_proxies
 
 
@@ -40,6 +41,14 @@ def test_proxies_enter_training_only(tmp_path):
     assert result.metrics["val_accuracy"] == rows[-1]["val_accuracy"]  # the final model's, like test_accuracy
     assert result.metrics["train_split_images"] == len(split["train"])
     assert result.metrics["images_seen"] == sum(r["train_images"] for r in rows)
+    assert list(result.metrics) == list(METRICS)  # the registry is what a trial records, name for name
+
+
+def test_the_tables_read_only_metrics_a_trial_records():
+    """`search.records.trialtable`'s columns are names of `trainer.outcome.METRICS` (or where a trial ran)."""
+    from search.records.trialtable import TABLE_METRICS
+
+    assert set(TABLE_METRICS) <= set(METRICS)
 
 
 @pytest.mark.slow

@@ -46,6 +46,15 @@ class TrialFacts:
     peak_gpu: tuple[float, float]  # allocated and reserved MB, over every segment of the trial
 
 
+# What a trial's proxy steps made (summed or averaged over its steps).
+PROXY_METRICS = (
+    "proxy_images",
+    "proxy_unchanged",
+    "proxy_unchanged_fraction",
+    "proxy_zero_maps",
+    "proxy_hot_fraction",
+    "proxy_changed_fraction",
+)
 # Every metric a finished trial records (`trial_metrics`'s keys; a test keeps the two equal): the names the study's
 # attributes, the export and the tables use.
 METRICS = (
@@ -63,12 +72,7 @@ METRICS = (
     "own_train_seconds",
     "own_compute_seconds",
     "proxy_steps_done",
-    "proxy_images",
-    "proxy_unchanged",
-    "proxy_unchanged_fraction",
-    "proxy_zero_maps",
-    "proxy_hot_fraction",
-    "proxy_changed_fraction",
+    *PROXY_METRICS,
     "epochs",
     "num_classes",
     "images_seen",

@@ -23,6 +23,7 @@ from search.records.study import spec_of
 from search.records.tally import of_the_grid, shown_state
 from search.space.grid import GridSpec, Point
 from trainer.folder import TrialFolder
+from trainer.outcome import PROXY_METRICS
 from trainer.prefix import CAM_AXES, PointKind
 
 KIND_PREFIX = {PointKind.PROXY: "P", PointKind.BASELINE: "B", PointKind.CONTROL: "C"}
@@ -103,15 +104,6 @@ def _scalar(value: Any) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
-# What a trial's proxy steps made (summed or averaged over its steps: `trainer.outcome.trial_metrics`).
-PROXY_METRICS = (
-    "proxy_images",
-    "proxy_unchanged",
-    "proxy_unchanged_fraction",
-    "proxy_zero_maps",
-    "proxy_hot_fraction",
-    "proxy_changed_fraction",
-)
 # The metrics the tables and figures read: a study whose trials lack some (made by an earlier version, or filled
 # by hand) gets empty columns for them instead of failing.
 TABLE_METRICS = (

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 
@@ -25,29 +27,21 @@ from cli.errors import fail
 from cli.launch import launch, with_design
 from search.planning.options import RunFlags, resolve, storage_of
 from search.records.paths import RUNS, run_dir, study_db
-from search.space.design import Budget, DesignError, parse_budget, parse_precision
+from search.space.design import DesignError, parse_budget, parse_precision
 from search.space.parse import DEFAULT_MAX_POINTS, load_space
 
+T = TypeVar("T")
 
-def _checked_precision(text: str | None) -> float | None:
-    """A malformed --precision is refused before the space is read."""
+
+def _parsed(flag: str, parse: Callable[[str], T], text: str | None) -> T | None:
+    """`text` of `flag` parsed once, before the space is read (the thesis grid takes seconds to load); a malformed
+    one is refused in one line naming the flag."""
     if text is None:
         return None
     try:
-        return parse_precision(text)
+        return parse(text)
     except DesignError as exc:
-        fail(f"--precision: {exc}")
-
-
-def _checked_budget(text: str | None) -> Budget | None:
-    """--budget parsed, once; a malformed one is refused before the space is read (the thesis grid takes seconds
-    to load)."""
-    if text is None:
-        return None
-    try:
-        return parse_budget(text)
-    except DesignError as exc:
-        fail(f"--budget: {exc}")
+        fail(f"{flag}: {exc}")
 
 
 @app.command(short_help="Create or resume the study of SPACE and run it.")
@@ -86,7 +80,7 @@ def run(
 ) -> None:
     """Create or resume the study of SPACE and run every point that is not finished (with --budget or a
     `design:` block: a balanced fraction of its proxy configurations, block by block)."""
-    parsed, precise = _checked_budget(budget), _checked_precision(precision)
+    parsed, precise = _parsed("--budget", parse_budget, budget), _parsed("--precision", parse_precision, precision)
     spec = load_space(space, study, check_roots=not dry_run, max_points=max_points)
     if storage is None:
         _refuse_a_study_elsewhere(space, spec.name)

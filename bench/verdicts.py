@@ -34,7 +34,7 @@ from search.space.grid import GridSpec
 
 ARCHITECTURES, CONFIGS, TOP, EXPLORE_SEEDS, CONFIRM_SEEDS = 5, 27, 5, 3, 10
 SEED_SD = 0.015  # a seed's shared effect on every arm (accuracy units); each arm's own noise is a case's `noise`
-SPEC = GridSpec("sim", {"objective": {"metric": "val_accuracy", "direction": "maximize"}, "fixed": {}})
+SPEC = GridSpec.from_data("sim", {"objective": {"metric": "val_accuracy", "direction": "maximize"}, "fixed": {}})
 
 
 def explore(rng: np.random.Generator, gains: np.ndarray, correlation: float, noise: float) -> list[SimpleNamespace]:

@@ -12,7 +12,6 @@ comparisons each, so corrections leave power; `minimum_detectable_effect` says h
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from search.records import record
-from search.space.grid import GridSpec, block_values
+from search.space.grid import Configuration, GridSpec, block_values
 from trainer.config import MATCHED_CONTROLS
 from trainer.errors import ProxySearchError
 from trainer.prefix import CAM_AXES, PointKind
@@ -32,14 +31,14 @@ class ConfirmError(ProxySearchError, ValueError):
 
 
 def configurations(trials: list[FrozenTrial], spec: GridSpec) -> dict[str, dict[str, Any]]:
-    """Each proxy configuration of the exploration (its settings without the seed, as JSON) -> {"settings",
+    """Each proxy configuration of the exploration (`Configuration.name`) -> {"settings": its params without the seed,
     "values": its objective per complete seed, "seeds"}."""
     out: dict[str, dict[str, Any]] = {}
     for t in trials:
         if t.state != TrialState.COMPLETE or record.kind_of(t) != PointKind.PROXY or t.value is None:
             continue
-        settings = {k: v for k, v in t.params.items() if k != "seed"}
-        entry = out.setdefault(json.dumps(settings, sort_keys=True), {"settings": settings, "values": {}})
+        configuration = Configuration.of(t.params)
+        entry = out.setdefault(configuration.name, {"settings": configuration.params, "values": {}})
         entry["values"][record.seed_of(t)] = t.value
     return out
 
@@ -136,8 +135,7 @@ def paired_spread(trials: list[FrozenTrial], spec: GridSpec, selected: dict[tupl
     for group, chosen in selected.items():
         spreads = []
         for config in chosen:
-            settings = {k: v for k, v in config.items() if not k.startswith("_")}
-            values = entries.get(json.dumps(settings, sort_keys=True), {}).get("values", {})  # none: a model's pick
+            values = entries.get(_configuration(config).name, {}).get("values", {})  # none: a model's pick
             if len(values) > 1:
                 spreads.append(statistics.stdev(values.values()))
         fitted = [c["_spread"] for c in chosen if isinstance(c.get("_spread"), float) and c["_spread"] > 0]
@@ -154,7 +152,11 @@ def combine(predicted: dict[tuple, list[dict]], observed: dict[tuple, list[dict]
     for group in sorted(set(predicted) | set(observed), key=str):
         chosen: dict[str, dict] = {}
         for config in [*predicted.get(group, [])[: top - 1], *observed.get(group, [])]:
-            key = json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True, default=str)
-            chosen.setdefault(key, config)
+            chosen.setdefault(_configuration(config).name, config)
         out[group] = list(chosen.values())[:top]
     return out
+
+
+def _configuration(selected: dict[str, Any]) -> Configuration:
+    """The configuration of a selected entry (its settings, less the `_mean`, `_spread`… the selection adds)."""
+    return Configuration.of({k: v for k, v in selected.items() if not k.startswith("_")})

@@ -19,6 +19,7 @@ from typing import Any
 from search.records import record
 from search.records.paths import dataset_manifest
 from search.records.store import ArtifactStore
+from trainer.config import DatasetConfig
 from trainer.data.identity import Binding, manifest
 from trainer.errors import ProxySearchError
 
@@ -27,7 +28,9 @@ class DataChanged(ProxySearchError, RuntimeError):
     """A study's data differs from what it was run on; the message says what changed and the ways out."""
 
 
-def current_manifests(datasets: dict[str, dict], between: Callable[[], None] = lambda: None) -> dict[str, dict]:
+def current_manifests(
+    datasets: dict[str, DatasetConfig], between: Callable[[], None] = lambda: None
+) -> dict[str, dict]:
     """Each dataset's manifest (every file read once), before anything is created: a dataset that cannot be read is
     refused here. Datasets not there yet (`download: true` fetches them in the first trial) are left out: they are
     bound on the next run. `between` is called before each dataset (the driver stops there when asked)."""
@@ -35,7 +38,7 @@ def current_manifests(datasets: dict[str, dict], between: Callable[[], None] = l
     for name, dataset in sorted(datasets.items()):
         between()
         now = manifest(dataset)
-        if now["files"] or dataset["kind"] == "digits":
+        if now["files"] or dataset.kind == "digits":
             current[name] = now
     return current
 

@@ -17,7 +17,6 @@ JMLR 18, 2018.)
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -80,11 +79,6 @@ def decide(halving: Halving, rung: int, values: dict[str, float]) -> dict[str, s
     return pruned
 
 
-def configuration(point: Point) -> str:
-    """A point's configuration: its settings without the seed (what halving keeps or stops as a whole)."""
-    return json.dumps({k: v for k, v in point.params.items() if k != "seed"}, sort_keys=True, default=str)
-
-
 def decide_configurations(
     halving: Halving, rung: int, values: dict[str, float], configuration_of: dict[str, str]
 ) -> dict[str, str]:
@@ -120,7 +114,7 @@ class RungBook:
                 group = halving.group(p)
                 self.groups.setdefault(group, set()).add(p.grid_key)
                 self.point_group[p.grid_key] = group
-                self.configuration_of[p.grid_key] = configuration(p)
+                self.configuration_of[p.grid_key] = p.configuration.name
         finished = {}
         for t in trials:
             key = record.grid_key_of(t)

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.planning.plan import Plan
 from search.records import record
 from search.space.grid import GridSpec, Point
+from trainer.config import DatasetConfig
 from trainer.files import default_cache_dir
 
 CALIBRATION = "calibration.json"
@@ -69,18 +70,18 @@ def calibration_file() -> Path:
     return default_cache_dir() / CALIBRATION
 
 
-def dataset_images(dataset: dict) -> int | None:
+def dataset_images(dataset: DatasetConfig) -> int | None:
     """The number of images of a dataset entry, when it can be known without decoding (None otherwise)."""
-    if dataset["kind"] in KNOWN_SIZES:
-        images, classes = KNOWN_SIZES[dataset["kind"]]
-        limit = dataset.get("limit_per_class")
+    if dataset.kind in KNOWN_SIZES:
+        images, classes = KNOWN_SIZES[dataset.kind]
+        limit = dataset.limit_per_class
         return images if not limit else min(images, limit * classes)
-    if dataset["kind"] == "imagefolder" and dataset.get("root"):
+    if dataset.kind == "imagefolder" and dataset.root:
         from trainer.data.imagefolder import summarize_folder
         from trainer.errors import FolderError
 
         try:
-            return sum(summarize_folder(Path(dataset["root"])).images.values())
+            return sum(summarize_folder(Path(dataset.root)).images.values())
         except FolderError:
             return None
     return None
@@ -107,7 +108,7 @@ def rate(
     there = elsewhere[1].get((dataset, arch, size)) if elsewhere else None
     if there and elsewhere:
         return Rate(statistics.median(there), f"measured: {len(there)} completed trials of {elsewhere[0]}", share)
-    images = dataset_images(point.dataset)
+    images = dataset_images(spec.datasets[dataset])
     if images is None:
         return None
     split = point.setting("split") or {}

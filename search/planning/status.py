@@ -166,7 +166,7 @@ def dry_run_plan(
     if trials:  # an existing study: refused here exactly as `search run` would refuse it
         study = load_study(spec.name, storage_url)
         if (stored := record.stored_space(study)) is not None:
-            check_extension(GridSpec(spec.name, stored), spec)
+            check_extension(GridSpec.from_data(spec.name, stored), spec)
         start_up = record.start_seconds(study)
     exploration = _exploration(spec, storage_url)
     t = tally(spec, trials)
@@ -257,21 +257,21 @@ def dataset_summaries(spec: GridSpec) -> list[str]:
 
     lines = []
     for name, ds in spec.datasets.items():
-        if ds["kind"] != "imagefolder":
-            root = Path(ds["root"]) if ds["root"] else None
-            if ds["kind"] == "digits":
+        if ds.kind != "imagefolder":
+            root = Path(ds.root) if ds.root else None
+            if ds.kind == "digits":
                 where = "bundled with scikit-learn: present"
             elif root is not None and root.is_dir() and any(root.iterdir()):
                 where = f"in {root}: present"
-            elif ds.get("download"):
+            elif ds.download:
                 where = f"in {root}: not there yet (download: true fetches it in the first trial)"
             else:
                 where = f"in {root}: missing"
-            lines.append(f"{name}: {ds['kind']} {where}")
+            lines.append(f"{name}: {ds.kind} {where}")
             continue
         try:
             lines.append(
-                f"{name}: {summarize_folder(Path(ds['root'])).describe()} in {ds['root']} (an image that cannot be "
+                f"{name}: {summarize_folder(Path(ds.root or '.')).describe()} in {ds.root} (an image that cannot be "
                 "read is skipped too when trials read it, and counted with these: `skipped_files`)"
             )
         except FolderError as exc:

@@ -24,7 +24,7 @@ from trainer.prefix import PointKind
 class StudyAttr(enum.StrEnum):
     """The keys of a study's user attributes."""
 
-    SPACE = "space"  # the validated space as data (`GridSpec.data`)
+    SPACE = "space"  # the validated space as data (`GridSpec.to_data`)
     SPEC_HASH = "spec_hash"
     OUT_DIR = "out_dir"
     ARTIFACTS = "artifacts"  # the artifact store's URI

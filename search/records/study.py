@@ -114,7 +114,7 @@ class GridStudy:
         )
         stored = record.stored_space(study)
         if stored is not None:
-            check_extension(GridSpec(spec.name, stored), spec)
+            check_extension(GridSpec.from_data(spec.name, stored), spec)
         check_seeds_unspent(spec.seeds, record.taken_seeds(study))
         if study.metric_names != [spec.objective.metric]:  # optuna-dashboard names the objective, not "Objective 0"
             with warnings.catch_warnings():
@@ -352,4 +352,4 @@ def spec_of(study: optuna.Study, validate: bool = False, max_points: int = DEFAU
         raise StudyError(f"study {study.study_name!r} holds no space: it was not made by `search run`")
     if validate:
         return parse_space(dict(data), Path(f"<study {study.study_name}>"), study.study_name, max_points=max_points)
-    return GridSpec(study.study_name, data)
+    return GridSpec.from_data(study.study_name, data)

@@ -8,6 +8,7 @@ B1… for baselines, C1… for controls — and `legend` says what each label is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,7 +146,7 @@ def trial_table(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[pd.DataFrame
         for axis in sorted(set(spec.axes) | {"dataset", "architecture", "proxy_steps"}):
             frame[f"setting_{axis}"] = [_setting(points.get(k), axis, spec) for k in keys]
         labels = dict(zip(legend["configuration"], legend["label"], strict=True)) if len(legend) else {}
-        frame["config"] = [_config_text(points.get(k)) for k in keys]
+        frame["config"] = [points[k].configuration.text if k in points else None for k in keys]
         frame["label"] = [labels.get(c) for c in frame["config"]]
     return frame, legend, foreign
 
@@ -160,18 +161,11 @@ def _setting(point: Point | None, axis: str, spec: GridSpec) -> Any:
     return point.setting(axis)
 
 
-def _config_text(point: Point | None) -> str | None:
-    """A configuration: the point's params without the seed, as `k=v` text (its seeds are its repeats)."""
-    if point is None:
-        return None
-    return ", ".join(f"{k}={v}" for k, v in sorted(point.params.items()) if k != "seed") or "(fixed)"
-
-
 def _legend(spec: GridSpec) -> pd.DataFrame:
     """One row per configuration: its short label, kind and full settings (labels numbered per kind)."""
     seen: dict[str, Point] = {}
     for point in spec.points:
-        seen.setdefault(_config_text(point) or "", point)
+        seen.setdefault(point.configuration.text, point)
     rows, counts = [], dict.fromkeys(KIND_PREFIX, 0)
     for text, point in sorted(seen.items(), key=lambda kv: (list(KIND_PREFIX).index(kv[1].kind), kv[0])):
         counts[point.kind] += 1
@@ -228,7 +222,7 @@ def export_rows(study: optuna.Study, trials: list[FrozenTrial]) -> list[dict[str
     frame.insert(0, "stage", data.stage)
     frame.insert(0, "study", data.name)
     frame = pd.concat([frame, settings], axis=1)
-    frame["datasets"] = json.dumps(data.spec.datasets, sort_keys=True)
+    frame["datasets"] = json.dumps({n: dataclasses.asdict(d) for n, d in data.spec.datasets.items()}, sort_keys=True)
     return frame.to_dict("records")
 
 

@@ -236,7 +236,7 @@ class Run:
             groups=groups,
             start_from=folder,
             stem=folder,
-            gpus=1.0 if state.whole_gpu else 0.0,
+            whole_gpu=state.whole_gpu,
             binding=self.bound.get(self.spec.dataset_of(point)),
         )
 
@@ -261,7 +261,7 @@ class Run:
             until=until,
             start_from=start,
             stem=stem,
-            gpus=1.0 if state.pending.whole_gpu else 0.0,
+            whole_gpu=state.pending.whole_gpu,
             number=number,
             grid_key=point.grid_key,
             binding=self.bound.get(self.spec.dataset_of(point)),

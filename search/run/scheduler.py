@@ -178,9 +178,8 @@ class Scheduler:
 
     def stem_failed(self, state: StemState, kind: FailureKind) -> bool:
         """A stem's try failed with `kind` (only the stem's own errors use an attempt; out of memory on a shared GPU
-        is retried on a whole one, once); whether it is out of attempts."""
-        if kind.whole_gpu_retry and state.whole_gpu:
-            kind = FailureKind.ERROR  # a whole GPU was not enough either
+        is retried on a whole one: `FailureKind.on_gpus`, applied by `Completion.failed`, makes it the stem's own
+        error on a whole GPU); whether it is out of attempts."""
         state.attempts += kind.uses_attempt
         state.whole_gpu = state.whole_gpu or kind.whole_gpu_retry
         self._set(state, Status.FAILED if state.attempts >= self.max_attempts else Status.WAITING)

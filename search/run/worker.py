@@ -64,7 +64,8 @@ class Job:
     groups: list[TrialConfig] = field(default_factory=list)  # a stem's CAM groups (one config each)
     start_from: str | None = None  # the folder to continue when this one has no checkpoint
     stem: str | None = None  # the stem whose shared/ holds this job's proxy-step inputs
-    gpus: float = 0.0
+    whole_gpu: bool = False  # out of GPU memory on a share before: at least a whole GPU this time
+    gpus: float = 0.0  # what the executor gives it (`with_gpus`)
     number: int | None = None  # the Optuna trial (trials only)
     grid_key: str | None = None
     binding: Binding | None = None  # what the study bound its dataset to: the trial checks it reads the same
@@ -72,8 +73,9 @@ class Job:
     keep_maps: bool = False  # a configuration whose matched controls will read its proxies' maps
 
     def with_gpus(self, default: float) -> Job:
-        """This job on `default` GPUs unless it asked for its own (a whole one, after running out of GPU memory)."""
-        return self if self.gpus else replace(self, gpus=default)
+        """This job on the executor's `default` GPUs per trial, or a whole GPU if it ran out of memory on a share
+        (never a GPU on a run without them: a study resumed with `--gpus-per-trial 0`)."""
+        return replace(self, gpus=max(default, 1.0) if self.whole_gpu and default else default)
 
     def to_data(self) -> dict[str, Any]:
         """Plain JSON-ready data: what crosses to a Ray task or the local worker process."""

@@ -37,7 +37,6 @@ from search.space.grid import DEFAULTS, Point, config_key
 from trainer.errors import ProxySearchError
 from trainer.prefix import DECIDERS, PointKind, irrelevant
 
-FAMILY_AXES = ("dataset", "architecture")  # a design is the same fraction within each of their combinations
 SWAP_TRIES = 20000  # column swaps tried per block: the thesis' 60-run block reaches A2 ≤ 0.064 (0.09 s)
 BUDGET = re.compile(r"(?P<amount>[0-9]+(?:\.[0-9]+)?)(?P<unit>%|h|configs)?\Z")
 
@@ -101,14 +100,8 @@ class Factor:
 
 
 def configurations(points: list[Point]) -> dict[str, dict[str, Any]]:
-    """Each proxy configuration (`config_key`) -> its settings without dataset, architecture and seed."""
-    out = {}
-    for point in points:
-        if point.kind == PointKind.PROXY:
-            key = config_key(point.params)
-            if key not in out:
-                out[key] = {k: v for k, v in point.params.items() if k not in (*FAMILY_AXES, "seed")}
-    return out
+    """Each proxy configuration's key -> its settings (`Configuration`: without dataset, architecture and seed)."""
+    return {c.key: c.settings for c in (p.configuration for p in points if p.kind == PointKind.PROXY)}
 
 
 def _levels(configs: dict[str, dict[str, Any]]) -> dict[str, list]:
@@ -361,7 +354,7 @@ def block_progress(design: dict, points: list[Point], done: set[str]) -> str:
         keys = [
             p.grid_key
             for p in points
-            if p.params["seed"] == block["seed"] and (p.kind == PointKind.BASELINE or config_key(p.params) in chosen)
+            if p.params["seed"] == block["seed"] and (p.kind == PointKind.BASELINE or p.configuration.key in chosen)
         ]
         if not all(key in done for key in keys):
             break

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from trainer.config import TrialConfig
+from trainer.config import DatasetConfig, TrialConfig
 from trainer.prefix import CAM_AXES, DECIDERS, PointKind, irrelevant
 from trainer.schedule import Schedule, parse_schedule
 
@@ -75,16 +75,56 @@ class Point(NamedTuple):
             return self.params[name]
         return self.fixed.get(name, DEFAULTS.get(name))
 
+    @property
+    def configuration(self) -> Configuration:
+        """What this point's seeds repeat (found once per point: a budget prices many designs of one grid)."""
+        found = _CONFIGURATIONS.get(self.grid_key)
+        if found is None:
+            found = _CONFIGURATIONS[self.grid_key] = Configuration.of(self.params)
+        return found
+
+
+FAMILY_AXES = ("dataset", "architecture")  # a design is the same fraction within each of their combinations
+
+
+class Configuration(NamedTuple):
+    """A configuration: a point's params without the seed (what its seeds repeat). `family` is its dataset ×
+    architecture (a design chooses the same configurations in every family), `settings` every other axis, `key`
+    the hash of the settings (the name a recorded design gives it), `name` the params as canonical JSON (one
+    configuration in one family: what halving stops and a confirmation selects), `text` the same as `k=v` text
+    (the tables' `config` column)."""
+
+    family: tuple[tuple[str, Any], ...]
+    settings: dict[str, Any]
+    key: str
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Configuration:
+        """The configuration of a point's (or a trial's) params."""
+        settings = {k: v for k, v in params.items() if k not in FAMILY_AXES and k != "seed"}
+        return cls(tuple((a, params[a]) for a in FAMILY_AXES if a in params), settings, config_key(settings))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The params without the seed: family and settings."""
+        return {**dict(self.family), **self.settings}
+
+    @property
+    def name(self) -> str:
+        return json.dumps(self.params, sort_keys=True, default=str)
+
+    @property
+    def text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) or "(fixed)"
+
 
 def grid_key(params: dict[str, Any]) -> str:
     """The canonical hash of a point's params."""
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def config_key(params: dict[str, Any]) -> str:
-    """The hash of a configuration as a design names it: a point's params without dataset, architecture and seed
-    (a design chooses the same configurations in every dataset × architecture, each block on one seed)."""
-    settings = {k: v for k, v in params.items() if k not in ("dataset", "architecture", "seed")}
+def config_key(settings: dict[str, Any]) -> str:
+    """The hash of a configuration's settings (`Configuration.settings`: without dataset, architecture and seed)."""
     text = json.dumps(settings, sort_keys=True)
     found = _CONFIG_KEYS.get(text)
     if found is None:  # a grid has few configurations and many points: each is hashed once
@@ -93,7 +133,7 @@ def config_key(params: dict[str, Any]) -> str:
 
 
 _CONFIG_KEYS: dict[str, str] = {}
-_POINT_CONFIGS: dict[str, str] = {}  # grid_key -> config_key (a grid_key hashes the params, so it is one forever)
+_CONFIGURATIONS: dict[str, Configuration] = {}  # grid_key -> its configuration (a grid_key hashes the params)
 
 
 def designed(points: list[Point], design: dict) -> list[Point]:
@@ -108,10 +148,7 @@ def designed(points: list[Point], design: dict) -> list[Point]:
     for point in points:
         seed = point.params["seed"]
         if point.kind == PointKind.PROXY:
-            key = _POINT_CONFIGS.get(point.grid_key)
-            if key is None:  # a budget prices many designs of one grid: each point's configuration is found once
-                key = _POINT_CONFIGS[point.grid_key] = config_key(point.params)
-            block = block_of.get((key, seed))
+            block = block_of.get((point.configuration.key, seed))
         else:
             block = first_on.get(seed) if point.kind == PointKind.BASELINE else None
         if block is not None:
@@ -257,45 +294,51 @@ class Objective(NamedTuple):
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A validated space. `data` is its canonical form, stored on the study so `search resume` needs no YAML."""
+    """A validated space (`search.space.parse.parse_space` makes one), read through typed properties. Its canonical
+    form as plain data (`to_data`) is stored on the study, so `search resume` needs no YAML (`from_data`)."""
 
     name: str
-    data: dict[str, Any]
+    _data: dict[str, Any]
+
+    @classmethod
+    def from_data(cls, name: str, data: dict[str, Any]) -> GridSpec:
+        """The space `to_data` wrote (a copy: the spec never shares its data with the caller)."""
+        return cls(name, copy.deepcopy(data))
 
     @property
     def objective(self) -> Objective:
-        return Objective(self.data["objective"]["metric"], self.data["objective"]["direction"])
+        return Objective(self._data["objective"]["metric"], self._data["objective"]["direction"])
 
     @property
     def fixed(self) -> dict[str, Any]:
         """`fixed:`: the settings every point shares."""
-        return self.data["fixed"]
+        return self._data["fixed"]
 
-    @property
-    def datasets(self) -> dict[str, dict]:
-        """`datasets:` by name, as data (`trainer.config.DatasetConfig`'s fields)."""
-        return self.data["datasets"]
+    @functools.cached_property
+    def datasets(self) -> dict[str, DatasetConfig]:
+        """`datasets:` by name."""
+        return {name: DatasetConfig(**entry) for name, entry in self._data["datasets"].items()}
 
     @property
     def baselines(self) -> list[dict]:
         """`baselines:`: the baseline blocks."""
-        return self.data["baselines"]
+        return self._data["baselines"]
 
     @property
     def seeds(self) -> range:
         """The seeds every point runs on: `repeats` of them from `seeds_from` (a confirmation's are fresh)."""
-        first = self.data.get("seeds_from", 0)
-        return range(first, first + self.data["repeats"])
+        first = self._data.get("seeds_from", 0)
+        return range(first, first + self._data["repeats"])
 
     @property
     def design(self) -> dict | None:
         """`design:` (a budget asked for, or the blocks the study recorded), or None."""
-        return self.data.get("design") or None
+        return self._data.get("design") or None
 
     @property
     def confirms(self) -> str | None:
         """The exploration this space confirms (`search confirm` made it), or None."""
-        return self.data.get("confirms") or None
+        return self._data.get("confirms") or None
 
     @property
     def stage(self) -> str:
@@ -305,42 +348,42 @@ class GridSpec:
     @property
     def test_overlap(self) -> bool:
         """Whether a confirmation was allowed to share its exploration's per-seed test images."""
-        return bool(self.data.get("test_overlap"))
+        return bool(self._data.get("test_overlap"))
 
     @property
     def artifacts(self) -> str | None:
         """`artifacts:` (where trial folders go), or None."""
-        return self.data.get("artifacts")
+        return self._data.get("artifacts")
 
     @property
     def cache_dir(self) -> str | None:
         """`cache_dir:`, or None."""
-        return self.data.get("cache_dir")
+        return self._data.get("cache_dir")
 
     def to_data(self) -> dict[str, Any]:
-        """The space as plain data (a copy): what the study stores, and what `GridSpec(name, data)` reads back."""
-        return copy.deepcopy(self.data)
+        """The space as plain data (a copy): what the study stores, and what `from_data` reads back."""
+        return copy.deepcopy(self._data)
 
     def with_design(self, design: dict | None) -> GridSpec:
         """This space with `design` (None: without one, every point of the grid)."""
-        data = {k: v for k, v in self.data.items() if k != "design"}
+        data = copy.deepcopy({k: v for k, v in self._data.items() if k != "design"})
         return GridSpec(self.name, data if design is None else {**data, "design": design})
 
     @property
     def max_attempts(self) -> int:
-        return self.data["max_attempts"]
+        return self._data["max_attempts"]
 
     @property
     def resources(self) -> dict[str, float]:
-        return self.data["resources"]
+        return self._data["resources"]
 
     @property
     def halving(self) -> dict[str, Any] | None:
-        return self.data.get("halving")
+        return self._data.get("halving")
 
     def lasting(self) -> dict[str, Any]:
         """What must not change within a study: `fixed:`, the datasets and the objective, by section."""
-        return {k: self.data[k] for k in ("fixed", "datasets", "objective")}
+        return {k: self._data[k] for k in ("fixed", "datasets", "objective")}
 
     def digest(self) -> str:
         """Hash of `lasting`."""
@@ -350,8 +393,8 @@ class GridSpec:
     def points(self) -> list[Point]:
         """Every distinct point, sorted by grid_key; with a recorded design (`design.blocks`), the points it runs,
         block by block (`designed`)."""
-        points = expand(self.data)
-        design = self.data.get("design")
+        points = expand(self._data)
+        design = self._data.get("design")
         return designed(points, design) if design and design.get("blocks") else points
 
     @functools.cached_property
@@ -361,9 +404,9 @@ class GridSpec:
 
     def dataset_of(self, point: Point) -> str:
         """The name of the dataset `point` trains on (the space's only one when `dataset` is not an axis)."""
-        return point.params.get("dataset") or next(iter(self.data["datasets"]))
+        return point.params.get("dataset") or next(iter(self._data["datasets"]))
 
     @property
     def axes(self) -> list[str]:
         """The axes of the space (the seed aside), sorted."""
-        return sorted({name for axes in blocks(self.data) for name in axes})
+        return sorted({name for axes in blocks(self._data) for name in axes})

@@ -92,12 +92,12 @@ def test_export_and_report_read_the_only_study_without_being_told(tmp_path):
     from tests.search.helpers import search_cli, spec
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    optuna.create_study(study_name="only", storage=storage).set_user_attr("space", spec().data)
+    optuna.create_study(study_name="only", storage=storage).set_user_attr("space", spec().to_data())
     exported = search_cli("export", "--storage", storage, "--out", str(tmp_path / "t.csv"), cwd=tmp_path)
     assert exported.returncode == 0 and "-> " in exported.stdout, exported.stderr
     reported = search_cli("report", "--storage", storage, "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert reported.returncode == 0 and (tmp_path / "report" / "report.html").exists(), reported.stderr
-    optuna.create_study(study_name="second", storage=storage).set_user_attr("space", spec().data)
+    optuna.create_study(study_name="second", storage=storage).set_user_attr("space", spec().to_data())
     two = search_cli("export", "--storage", storage, cwd=tmp_path)
     assert two.returncode == 2 and "give --study NAME: 2 studies" in two.stderr and "only" in two.stderr
 
@@ -145,9 +145,9 @@ def test_the_dry_run_refuses_what_the_run_refuses_naming_the_fields(tmp_path):
     storage = f"sqlite:///{tmp_path}/runs/tiny.db"
     (tmp_path / "runs").mkdir()
     study = optuna.create_study(study_name="tiny", storage=storage)
-    study.set_user_attr("space", first.data)
+    study.set_user_attr("space", first.to_data())
     study.enqueue_trial({"threshold": 0.3})  # an existing trial: the study has run
-    changed = write_space(tmp_path / "tiny.yaml", fixed={**first.data["fixed"], "proxy_steps": "2,p,2"})
+    changed = write_space(tmp_path / "tiny.yaml", fixed={**first.fixed, "proxy_steps": "2,p,2"})
     for extra in (["--dry-run"], ["--executor", "local"]):
         done = search_cli("run", str(changed), *extra, cwd=tmp_path)
         assert done.returncode == 2, (extra, done.stdout, done.stderr)
@@ -176,7 +176,7 @@ def test_a_read_only_folder_is_one_line_not_a_traceback(tmp_path, read_only_fold
     import optuna
 
     storage = f"sqlite:///{tmp_path}/s.db"
-    optuna.create_study(study_name="s", storage=storage).set_user_attr("space", spec().data)
+    optuna.create_study(study_name="s", storage=storage).set_user_attr("space", spec().to_data())
     for args in (
         ["export", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "t.csv")],
         ["report", "--study", "s", "--storage", storage, "--out", str(read_only_folder / "report")],

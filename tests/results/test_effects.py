@@ -22,7 +22,7 @@ def test_the_report_says_the_schedule_axis_changes_its_reference(tmp_path):
             "threshold": [0.2, 0.4, 0.6, 0.8],
             "proxy_steps": ["1,p,1", "1,p,1,p,1"],
         },
-        fixed={k: v for k, v in spec().data["fixed"].items() if k != "proxy_steps"},
+        fixed={k: v for k, v in spec().fixed.items() if k != "proxy_steps"},
         baselines=[{"proxy_steps": "2"}, {"proxy_steps": "3"}],
     )
     storage = f"sqlite:///{tmp_path}/s.db"

@@ -34,7 +34,7 @@ def test_the_seeds_said_are_the_seeds_each_configuration_ran_on(tmp_path):
 def test_a_designed_study_says_its_blocks_and_what_ran_of_them(tmp_path):
     whole = spec(repeats=2, grid=GRID, baselines=[{"proxy_steps": "2"}])
     designed = plan_design(whole, parse_budget("12configs"), None, [], True, whole.resources).spec
-    blocks = designed.data["design"]["blocks"]
+    blocks = designed.design["blocks"]
     storage = f"sqlite:///{tmp_path}/s.db"
     finished_study(designed, storage, tmp_path / "out")
     text = methods_text(data_of(storage))

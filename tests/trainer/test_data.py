@@ -131,7 +131,7 @@ def test_touching_a_file_is_not_a_change_but_new_contents_are(tmp_path):
     from search.planning.databind import manifest
 
     write_digit_folder(tmp_path / "imgs", classes=2, per_class=3)
-    dataset = {"kind": "imagefolder", "root": str(tmp_path / "imgs")}
+    dataset = DatasetConfig("imagefolder", str(tmp_path / "imgs"))
     before = manifest(dataset)
     os.utime(tmp_path / "imgs" / "0" / "1.png", (1, 1))
     assert manifest(dataset)["digest"] == before["digest"]
@@ -208,11 +208,11 @@ def test_a_link_inside_the_dataset_is_one_more_file_everywhere(tmp_path):
     from trainer.data.load import load_images
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=12)
-    dataset = {"kind": "imagefolder", "root": str(root)}
+    dataset = DatasetConfig("imagefolder", str(root))
     before = manifest(dataset)
     (root / "1" / "again.png").symlink_to(root / "1" / "3.png")
     after = manifest(dataset)
     assert (before["files"], after["files"]) == (24, 25) and after["digest"] != before["digest"]
     assert sum(summarize_folder(root).images.values()) == 25
     for cache in (tmp_path / "cache", None):
-        assert len(load_images(DatasetConfig(**dataset), 32, cache)) == 25
+        assert len(load_images(dataset, 32, cache)) == 25

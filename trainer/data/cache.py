@@ -17,7 +17,6 @@ Where the cache directory cannot be written (read-only, full), trials fall back 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -67,11 +66,11 @@ def identity(config: DatasetConfig, image_size: int) -> dict:
     """What a cache entry is built from; any change to it (a file added, removed or modified) changes the key. The
     files are the dataset's as `trainer.data.identity.dataset_files` lists them (as the study's binding does)."""
     ident: dict = {"format": FORMAT, "kind": config.kind, "image_size": image_size}
-    files = dataset_files(dataclasses.asdict(config))
+    files = dataset_files(config)
     if isinstance(files, str):
         ident["source"] = files
     else:
-        ident["root"] = os.path.realpath(dataset_root(dataclasses.asdict(config)))
+        ident["root"] = os.path.realpath(dataset_root(config))
         ident["files"] = [[name, *_stat(str(path))] for name, path in files.items()]
     return ident
 
@@ -102,12 +101,12 @@ def open_cached(
     except OSError as exc:
         log.warning("decoded-image cache unusable in %s (%s): decoding images without it", cache_dir, exc)
         if binding is not None:
-            check_binding(dataclasses.asdict(config), binding)
+            check_binding(config, binding)
         return load_uncached(config, image_size)
     if binding is not None:
         # The entry's key was just computed from a fresh listing of the files: its count is today's.
         listed = entry.meta.get("identity_files") if config.kind != "digits" else None
-        check_binding(dataclasses.asdict(config), binding, entry.meta.get("content_digest"), listed)
+        check_binding(config, binding, entry.meta.get("content_digest"), listed)
     return _image_set(entry, image_size)
 
 
@@ -286,7 +285,7 @@ def _write_entry(config: DatasetConfig, image_size: int, ident: dict, folder: Pa
         "built_by": os.getpid(),
         "identity_files": len(ident.get("files", [])),
         # The study's data binding digests the same way: a trial compares the two (`trainer.data.identity`).
-        "content_digest": manifest(dataclasses.asdict(config))["digest"],
+        "content_digest": manifest(config)["digest"],
     }
     atomic_write_json(folder / META, meta)
     return meta

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.config import FASHION_MNIST_ROOT
+from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
 from trainer.data.imagefolder import folder_listing
 from trainer.errors import DataError
 
@@ -48,18 +48,17 @@ def fashion_mnist_files(root: Path) -> list[Path]:
     return found
 
 
-def dataset_root(dataset: dict) -> Path:
+def dataset_root(dataset: DatasetConfig) -> Path:
     """The folder a dataset entry reads (Fashion-MNIST's default is Debian's)."""
-    root = dataset.get("root")
-    return Path(root or (FASHION_MNIST_ROOT if dataset["kind"] == "fashion_mnist" else "."))
+    return Path(dataset.root or (FASHION_MNIST_ROOT if dataset.kind == "fashion_mnist" else "."))
 
 
-def dataset_files(dataset: dict) -> dict[str, Path] | str:
+def dataset_files(dataset: DatasetConfig) -> dict[str, Path] | str:
     """The files a dataset is made of, by their name inside its root (the real path of the root: a link inside it is
     a file under its own name); for the bundled digits, their source. {} while the root does not exist yet (a
     download fetches it). Raises `FolderError` for an image folder that cannot be read as it is (an unreadable
     folder or file, a link leading outside it), `DataError` for Fashion-MNIST without its four files."""
-    kind = dataset["kind"]
+    kind = dataset.kind
     if kind == "digits":
         return digits_source()
     root = dataset_root(dataset)
@@ -75,7 +74,7 @@ def dataset_files(dataset: dict) -> dict[str, Path] | str:
     return {str(p.relative_to(base)): p for p in paths}
 
 
-def manifest(dataset: dict) -> dict[str, Any]:
+def manifest(dataset: DatasetConfig) -> dict[str, Any]:
     """{"digest", "files", "bytes", "hashes": {name: content hash}} of a dataset: every file read once. A file
     that cannot be read is a `DataError` naming it."""
     files = dataset_files(dataset)
@@ -93,7 +92,9 @@ def manifest(dataset: dict) -> dict[str, Any]:
     return {"digest": digest, "files": len(hashes), "bytes": total, "hashes": hashes}
 
 
-def check_binding(dataset: dict, binding: Binding, digest: str | None = None, count: int | None = None) -> None:
+def check_binding(
+    dataset: DatasetConfig, binding: Binding, digest: str | None = None, count: int | None = None
+) -> None:
     """Refuse to train on other data than the study bound: another number of files (a file removed or added since
     the binding was taken), or, given the `digest` of what was read (the image cache hashes every file it decodes),
     other contents. `count`: the files just listed (the image cache lists them to find its entry), else they are
@@ -108,6 +109,6 @@ def check_binding(dataset: dict, binding: Binding, digest: str | None = None, co
         found = f"contents {digest}, {binding.digest} when the study bound it"
     if found is not None:
         raise DataError(
-            f"dataset {dataset.get('root') or dataset['kind']} changed after this run checked it ({found}): run "
+            f"dataset {dataset.root or dataset.kind} changed after this run checked it ({found}): run "
             "the same command again, which says what changed"
         )

@@ -4,7 +4,6 @@ no cache can be written, from memory (small datasets) or the image files (decode
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ def load_images(
         images = open_cached(config, image_size, Path(cache_dir), binding=binding)
     else:
         if binding is not None:
-            check_binding(dataclasses.asdict(config), binding)
+            check_binding(config, binding)
         images = load_uncached(config, image_size)
     if config.limit_per_class:
         keep = np.concatenate(

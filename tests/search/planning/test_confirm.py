@@ -191,9 +191,9 @@ def test_confirm_refuses_bad_input_with_one_line_and_creates_nothing(tmp_path):
 
     (tmp_path / "runs").mkdir()
     storage = f"sqlite:///{tmp_path}/runs/tiny.db"
-    held_out = spec(fixed={**TINY_FIXED, "split": {"test_seed": 0}}).data
+    held_out = spec(fixed={**TINY_FIXED, "split": {"test_seed": 0}}).to_data()
     optuna.create_study(study_name="tiny", storage=storage).set_user_attr("space", held_out)
-    optuna.create_study(study_name="random-test", storage=storage).set_user_attr("space", spec().data)
+    optuna.create_study(study_name="random-test", storage=storage).set_user_attr("space", spec().to_data())
     before = sorted(p.name for p in (tmp_path / "runs").iterdir())
     for args, message in (
         (["--study", "tiny", "--top", "0"], "--top: expected an integer of at least 1"),
@@ -403,9 +403,10 @@ def test_an_accepted_change_is_recorded_in_the_confirmation_and_its_exploration(
 
     from search.planning.databind import DataChanged, Origin, check_data, current_manifests
     from search.records.store import ArtifactStore
+    from trainer.config import DatasetConfig
 
     root = write_digit_folder(tmp_path / "imgs", classes=2, per_class=4)
-    datasets = {"f": {"kind": "imagefolder", "root": str(root)}}
+    datasets = {"f": DatasetConfig("imagefolder", str(root))}
     storage = f"sqlite:///{tmp_path}/s.db"
     store = ArtifactStore(str(tmp_path / "store"))
     exploration = optuna.create_study(study_name="e", storage=storage)

@@ -12,10 +12,7 @@ from trainer.files import default_cache_dir
 
 
 def with_cache(cache_dir: str | None):
-    s = spec()
-    if cache_dir is not None:
-        s.data["cache_dir"] = cache_dir
-    return s
+    return spec() if cache_dir is None else spec(cache_dir=cache_dir)
 
 
 @pytest.mark.parametrize(
@@ -31,21 +28,20 @@ def with_cache(cache_dir: str | None):
 )
 def test_the_cache_is_the_flag_then_the_space_then_the_default_and_no_cache_wins(space, flag, no_cache, expected):
     """Issue 35: `cache_dir_of` never returned None without `--no-cache`, and `launch` then took
-    `options.cache_dir or spec.data.get("cache_dir")`."""
+    `options.cache_dir or spec.data.get("cache_dir")` (as the space's data was read then)."""
     options = resolve(with_cache(space), RunFlags(cache_dir=flag and Path(flag), no_cache=no_cache))
     assert options.cache_dir == (str(default_cache_dir()) if expected == "default" else expected)
 
 
 def test_resources_and_folders_follow_the_same_precedence(tmp_path):
-    s = spec(resources={"gpus_per_trial": 0, "cpus_per_trial": 2})
-    s.data["artifacts"] = str(tmp_path / "space-store")
+    s = spec(resources={"gpus_per_trial": 0, "cpus_per_trial": 2}, artifacts=str(tmp_path / "space-store"))
     options = resolve(s, RunFlags(cpus_per_trial=1, out=tmp_path / "out"))
     assert options.resources == {"gpus_per_trial": 0, "cpus_per_trial": 1}
     assert options.artifacts == str(tmp_path / "space-store")
     assert options.out_dir == (tmp_path / "out").resolve() and options.storage == "sqlite:///runs/tiny.db"
     # A resumed study: its own record of where it lives comes before the space.
     recorded = optuna.create_study(study_name="tiny")  # in memory: the record is what matters
-    record.record_space(recorded, s.data, s.digest(), str(tmp_path / "was"), str(tmp_path / "used"))
+    record.record_space(recorded, s.to_data(), s.digest(), str(tmp_path / "was"), str(tmp_path / "used"))
     resumed = resolve(s, RunFlags(), recorded)
     assert (resumed.out_dir, resumed.artifacts) == (tmp_path / "was", str(tmp_path / "used"))
     assert resolve(s, RunFlags(artifacts=str(tmp_path / "flag")), recorded).artifacts == str(tmp_path / "flag")

@@ -21,7 +21,7 @@ def sharing_spec(**changes):
 
 def test_stems_nest_where_points_share_more():
     s = sharing_spec()
-    plan = build_plan(s.points, s.data["fixed"])
+    plan = build_plan(s.points, s.fixed)
     roots = [st for st in plan.stems.values() if st.parent is None]
     children = [st for st in plan.stems.values() if st.parent is not None]
     assert len(roots) == 1 and roots[0].epochs == 2 and len(roots[0].members) == 8
@@ -34,38 +34,38 @@ def test_stems_nest_where_points_share_more():
 
 def test_no_share_plans_every_point_from_scratch():
     s = sharing_spec()
-    plan = build_plan(s.points, s.data["fixed"], share=False)
+    plan = build_plan(s.points, s.fixed, share=False)
     assert not plan.stems and plan.shared_epochs == plan.naive_epochs == 32
     assert set(plan.stem_of.values()) == {None}
 
 
 def test_a_stem_with_one_child_and_no_point_is_merged():
     s = spec(fixed={**fixed_without("proxy_steps"), "proxy_steps": "2,p,1,p,1"}, grid={"threshold": [0.3]}, repeats=1)
-    assert not build_plan(s.points, s.data["fixed"]).stems  # one point: nothing to share
+    assert not build_plan(s.points, s.fixed).stems  # one point: nothing to share
     s = sharing_spec(grid={"cam_method": ["gradcam"], "threshold": [0.3], "clear_every_step": [True, False]})
-    plan = build_plan(s.points, s.data["fixed"])
+    plan = build_plan(s.points, s.fixed)
     assert [st.epochs for st in plan.stems.values()] == [3]  # not a stem at 2 holding only the stem at 3
 
 
 def test_stem_names_do_not_depend_on_which_points_are_left():
     s = sharing_spec()
-    full = build_plan(s.points, s.data["fixed"])
-    part = build_plan(s.points[3:], s.data["fixed"])
+    full = build_plan(s.points, s.fixed)
+    part = build_plan(s.points[3:], s.fixed)
     assert set(part.stems) <= set(full.stems)
 
 
 def test_baselines_share_when_the_learning_rate_does_not_read_the_total():
     s = spec(baselines=[{"proxy_steps": "2"}])  # "1,p,1" points and a "2" baseline, scheduler none
-    plan = build_plan(s.points, s.data["fixed"])
+    plan = build_plan(s.points, s.fixed)
     (stem,) = plan.stems.values()
     assert stem.epochs == 1 and len(stem.members) == 5
     onecycle = spec(fixed={**fixed_without(), "scheduler": {"name": "onecycle"}}, baselines=[{"proxy_steps": "3"}])
-    assert all(len(st.members) == 4 for st in build_plan(onecycle.points, onecycle.data["fixed"]).stems.values())
+    assert all(len(st.members) == 4 for st in build_plan(onecycle.points, onecycle.fixed).stems.values())
 
 
 def test_the_thesis_grid_shares_at_least_half_again():
     s = load_space(ROOT / "spaces" / "thesis_grid.yaml", check_roots=False)
-    plan = build_plan(s.points, s.data["fixed"])
+    plan = build_plan(s.points, s.fixed)
     assert plan.naive_epochs / plan.shared_epochs >= 1.5
 
 
@@ -76,7 +76,7 @@ def test_the_planner_and_the_trainer_agree_on_every_point_of_the_thesis_grid():
     a stem's members hold one key at its epoch, two stems at one epoch hold two keys, every point starts from a
     stem with its own key there, and points that agree where their own proxy step is due share a stem."""
     s = load_space(ROOT / "spaces" / "thesis_grid.yaml", check_roots=False)
-    plan = build_plan(s.points, s.data["fixed"])
+    plan = build_plan(s.points, s.fixed)
     configs = {p.grid_key: p.config() for p in s.points}
     key_of_stem, stems_at = {}, defaultdict(set)
     for stem in plan.stems.values():

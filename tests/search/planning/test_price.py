@@ -14,7 +14,7 @@ from tests.search.helpers import search_cli, spec, write_space
 
 def plan_of(s):
     pending = s.points
-    return pending, build_plan(pending, s.data["fixed"], True)
+    return pending, build_plan(pending, s.fixed, True)
 
 
 def test_the_rough_default_is_images_times_pixels_over_a_stated_speed():
@@ -95,7 +95,7 @@ def test_status_s_eta_is_the_price_of_what_is_left_at_this_study_s_own_rate(tmp_
         load_study("tiny", f"sqlite:///{tmp_path}/s.db"), load_trials("tiny", f"sqlite:///{tmp_path}/s.db")
     )
     pending = [p for p in s.points if p.grid_key != first.point.grid_key]
-    plan = build_plan(pending, s.data["fixed"], True)
+    plan = build_plan(pending, s.fixed, True)
     assert info["eta_basis"] == "epochs left × this study's seconds per epoch, 2.0 trials at once"
     # Issue 36, item 8: a trial's fixed cost counts too (the default here: the finished one recorded none).
     fixed = (len(pending) + len(plan.stems)) * DEFAULT_TRIAL_OVERHEAD_S  # trials and stems alike
@@ -105,12 +105,13 @@ def test_status_s_eta_is_the_price_of_what_is_left_at_this_study_s_own_rate(tmp_
 def test_a_class_limit_counts_the_datasets_own_classes():
     """Issue 43 item 6: CIFAR-100 with `limit_per_class: 50` was priced as 500 images (10 classes), not 5,000."""
     from search.planning.price import dataset_images
+    from trainer.config import DatasetConfig
 
-    assert dataset_images({"kind": "cifar100", "limit_per_class": 50}) == 5000
-    assert dataset_images({"kind": "cifar10", "limit_per_class": 50}) == 500
-    assert dataset_images({"kind": "food101", "limit_per_class": 10}) == 1010
-    assert dataset_images({"kind": "digits", "limit_per_class": 1000}) == 1797  # never above the dataset
-    assert dataset_images({"kind": "cifar100"}) == 60000
+    assert dataset_images(DatasetConfig("cifar100", limit_per_class=50)) == 5000
+    assert dataset_images(DatasetConfig("cifar10", limit_per_class=50)) == 500
+    assert dataset_images(DatasetConfig("food101", limit_per_class=10)) == 1010
+    assert dataset_images(DatasetConfig("digits", limit_per_class=1000)) == 1797  # never above the dataset
+    assert dataset_images(DatasetConfig("cifar100")) == 60000
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def test_closing_the_storages_leaves_the_whole_study_in_the_db_file(tmp_path):
 @pytest.mark.slow
 def test_a_finished_run_leaves_the_whole_study_in_its_db_file(tmp_path):
     """What a student backs up or mails is the `.db`: after `search run` exits, it alone is the study."""
-    path = write_space(tmp_path / "s.yaml", grid={"threshold": [0.3, 0.6]}, fixed={**spec().data["fixed"]})
+    path = write_space(tmp_path / "s.yaml", grid={"threshold": [0.3, 0.6]}, fixed={**spec().fixed})
     done = search_cli("run", str(path), "--executor", "local", cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     db = tmp_path / "runs" / "tiny.db"

@@ -203,7 +203,7 @@ def test_study_direction_and_space_are_stored(tmp_path):
     grid = open_study(tmp_path)
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/s.db")
     assert loaded.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert loaded.user_attrs["space"] == grid.spec.data and loaded.user_attrs["spec_hash"] == grid.spec.digest()
+    assert loaded.user_attrs["space"] == grid.spec.to_data() and loaded.user_attrs["spec_hash"] == grid.spec.digest()
 
 
 def in_thread(fn):

@@ -124,7 +124,8 @@ def test_out_of_memory_on_a_shared_gpu_is_retried_on_a_whole_one_without_using_a
     code, grid, executor = drive(tmp_path, script, max_attempts=1)
     assert code == EXIT_OK  # one attempt each, and the out-of-memory tries did not spend it
     retried = [j for j in executor.submitted if j.config.threshold == 0.3]
-    assert [j.gpus for j in retried] == [0.0] * len(grid.spec.seeds) + [1.0] * len(grid.spec.seeds)
+    seeds = len(grid.spec.seeds)
+    assert [j.with_gpus(0.5).gpus for j in retried] == [0.5] * seeds + [1.0] * seeds  # the retry: a whole GPU
     oom = [t for t in grid.trials() if t.state == TrialState.FAIL]
     assert {t.user_attrs["fail_kind"] for t in oom} == {"oom"}
 

@@ -12,7 +12,7 @@ from trainer.failures import FailureKind
 def scheduler(max_attempts=2, max_trials=None, **changes):
     s = spec(**changes)
     pending = [PendingPoint(p, 1, None) for p in s.points]
-    return Scheduler(pending, build_plan(s.points, s.data["fixed"]), max_attempts, max_trials, None)
+    return Scheduler(pending, build_plan(s.points, s.fixed), max_attempts, max_trials, None)
 
 
 def test_stems_start_first_and_their_points_wait_for_them():
@@ -47,7 +47,7 @@ def test_a_stem_out_of_memory_on_a_shared_gpu_is_retried_on_a_whole_one_once():
     assert not run.stem_failed(stem, FailureKind.OOM)
     assert (stem.attempts, stem.whole_gpu, stem.status) == (0, True, Status.WAITING)
     run.started_job(stem)
-    assert not run.stem_failed(stem, FailureKind.OOM)  # on a whole GPU: the stem's own error
+    assert not run.stem_failed(stem, FailureKind.OOM.on_gpus(1.0))  # on a whole GPU: the stem's own error
     assert stem.attempts == 1
     for kind in (FailureKind.DISK_FULL, FailureKind.ERROR):
         run.started_job(stem)

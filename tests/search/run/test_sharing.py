@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
 
 def write(tmp_path: Path) -> Path:
-    data = sharing_spec().data
+    data = sharing_spec().to_data()
     return write_space(tmp_path / "tiny.yaml", fixed=data["fixed"], grid=data["grid"])
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from search.run.worker import Job, JobKind, Settings, run_job
 from tests.conftest import tiny_config, write_digit_folder
-from trainer.config import TrialConfig
+from trainer.config import DatasetConfig, TrialConfig
 from trainer.data.rows import write_npz
 from trainer.errors import DataError
 from trainer.files import file_sha256
@@ -23,6 +23,15 @@ def job(control: str, number: int, keep_maps: bool = False) -> Job:
     matched = CONFIGURATION if control != "none" else None
     folder = CONFIGURATION if number == 0 else f"trials/{number}-x"
     return Job(JobKind.TRIAL, f"trial {number}", config, folder, matched=matched, keep_maps=keep_maps)
+
+
+def test_a_job_gets_the_runs_share_of_a_gpu_or_a_whole_one_after_running_out_of_memory_on_a_share():
+    shared = job("none", 1)
+    whole = Job(JobKind.TRIAL, "trial 2", shared.config, "trials/2-x", whole_gpu=True)
+    assert [shared.with_gpus(g).gpus for g in (0.0, 0.25, 2.0)] == [0.0, 0.25, 2.0]
+    assert [whole.with_gpus(g).gpus for g in (0.25, 1.0, 2.0)] == [1.0, 1.0, 2.0]
+    assert whole.with_gpus(0.0).gpus == 0.0  # resumed with --gpus-per-trial 0: never asks a CPU run for a GPU
+    assert whole.with_gpus(0.25).with_gpus(0.25).gpus == 1.0 and whole.gpus == 0.0  # a copy, decided once
 
 
 @pytest.fixture
@@ -76,7 +85,7 @@ def test_a_trial_refuses_data_that_changed_after_the_binding(tmp_path, cached, m
 
     root = write_digit_folder(tmp_path / "imgs", classes=3, per_class=8)
     dataset = {"kind": "imagefolder", "root": str(root)}
-    bound = manifest(dataset)
+    bound = manifest(DatasetConfig(**dataset))
     config = TrialConfig.from_dict(tiny_config(dataset=dataset, proxy_steps="1"))
     made = Job(JobKind.TRIAL, "trial 0", config, "trials/0", binding=Binding(24, bound["digest"]))
     job = Job.from_data(made.to_data())

@@ -23,7 +23,7 @@ from search.space.design import (
     extend_design,
     parse_budget,
 )
-from search.space.grid import DEFAULTS, GridSpec, config_key
+from search.space.grid import DEFAULTS, GridSpec
 from search.space.parse import SpaceError, load_space, parse_space
 from tests.search.helpers import search_cli, space, trials, write_space
 from tests.tiny import TINY_FIXED
@@ -75,7 +75,7 @@ def test_a_bad_budget_says_what_is_expected(text, said):
 
 
 def test_each_block_is_balanced_distinct_and_the_union_too(thesis, thesis_configs):
-    design = extend_design(thesis_configs, thesis.data["fixed"], None, 3, 0, range(3))
+    design = extend_design(thesis_configs, thesis.fixed, None, 3, 0, range(3))
     factors = design_factors(thesis_configs)
     assert [b["seed"] for b in design["blocks"]] == [0, 1, 2]
     chosen = [k for b in design["blocks"] for k in b["configs"]]
@@ -88,7 +88,7 @@ def test_each_block_is_balanced_distinct_and_the_union_too(thesis, thesis_config
 
 
 def test_swaps_make_blocks_more_orthogonal_than_a_random_subset(thesis, thesis_configs):
-    design = extend_design(thesis_configs, thesis.data["fixed"], None, 1, 0, range(3))
+    design = extend_design(thesis_configs, thesis.fixed, None, 1, 0, range(3))
     rng = np.random.default_rng(0)
     random_widths = []
     for _ in range(10):
@@ -104,7 +104,7 @@ def test_the_thesis_block_is_nearly_orthogonal_by_weighted_j2(thesis, thesis_con
     0.042 (25 cells of a 5 × 5 pair cannot share 60 runs evenly)."""
     factors = design_factors(thesis_configs)
     levels = [len(f.levels) for f in factors]
-    base = {**DEFAULTS, **thesis.data["fixed"]}
+    base = {**DEFAULTS, **thesis.fixed}
     for seed in range(5):
         keys, rows = balanced_block(
             factors, 60, np.random.default_rng(seed), set(thesis_configs), set(), base, design_constants(thesis_configs)
@@ -118,7 +118,7 @@ def test_the_thesis_block_is_nearly_orthogonal_by_weighted_j2(thesis, thesis_con
 
 
 def test_a_larger_budget_extends_the_design_and_never_changes_it(thesis, thesis_configs):
-    fixed = thesis.data["fixed"]
+    fixed = thesis.fixed
     one = extend_design(thesis_configs, fixed, None, 1, 7, range(3))
     three = extend_design(thesis_configs, fixed, one, 3, 7, range(3))
     assert three["blocks"][0] == one["blocks"][0]
@@ -127,14 +127,14 @@ def test_a_larger_budget_extends_the_design_and_never_changes_it(thesis, thesis_
 
 
 def test_a_design_runs_its_configurations_on_their_seeds_with_baselines_and_no_unmatched_controls(thesis):
-    design = extend_design(configurations(thesis.points), thesis.data["fixed"], None, 2, 0, range(3))
-    spec = GridSpec(thesis.name, {**thesis.data, "design": design})
+    design = extend_design(configurations(thesis.points), thesis.fixed, None, 2, 0, range(3))
+    spec = thesis.with_design(design)
     kinds = Counter(p.kind for p in spec.points)
     assert kinds == {"proxy": 2 * 60 * 15, "baseline": 2 * 4 * 15}  # 15 families, 4 baselines per seed
     blocks = [0 if p.params["seed"] == 0 else 1 for p in spec.points]
     assert blocks == sorted(blocks)  # block by block: a study stopped after a block holds it whole
     first = set(design["blocks"][0]["configs"])
-    assert all(config_key(p.params) in first for p in spec.points if p.kind == "proxy" and p.params["seed"] == 0)
+    assert all(p.configuration.key in first for p in spec.points if p.kind == "proxy" and p.params["seed"] == 0)
 
 
 def test_a_nested_setting_is_one_factor_with_the_axis_that_decides_it(thesis_configs):
@@ -145,20 +145,20 @@ def test_a_nested_setting_is_one_factor_with_the_axis_that_decides_it(thesis_con
 
 def test_a_budget_buys_blocks_within_it_or_refuses_with_the_smallest_that_works(thesis, five_percent):
     bought = five_percent
-    blocks = len(bought.spec.data["design"]["blocks"])
+    blocks = len(bought.spec.design["blocks"])
     assert blocks >= 1 and "of the whole grid's epochs from scratch" in bought.lines[1]
     with pytest.raises(DesignError, match=r"smallest design .* costs"):
         plan_design(thesis, parse_budget("0.1%"), None, [], True, thesis.resources)
     whole = plan_design(thesis, parse_budget("100%"), None, [], True, thesis.resources)
-    assert "design" not in whole.spec.data and "running it whole" in whole.lines[0]
+    assert whole.spec.design is None and "running it whole" in whole.lines[0]
 
 
 def test_a_recorded_design_is_kept_without_a_budget_and_a_smaller_budget_removes_nothing(thesis, five_percent):
-    recorded = five_percent.spec.data["design"]
+    recorded = five_percent.spec.design
     again = plan_design(thesis, None, recorded, [], True, thesis.resources)
-    assert again.spec.data["design"]["blocks"] == recorded["blocks"] and "kept" in again.lines[0]
+    assert again.spec.design["blocks"] == recorded["blocks"] and "kept" in again.lines[0]
     smaller = plan_design(thesis, parse_budget("2%"), recorded, [], True, thesis.resources)
-    assert smaller.spec.data["design"]["blocks"] == recorded["blocks"] and "removes none" in smaller.lines[0]
+    assert smaller.spec.design["blocks"] == recorded["blocks"] and "removes none" in smaller.lines[0]
 
 
 def test_a_grid_without_proxy_axes_cannot_be_designed():
@@ -271,9 +271,7 @@ def test_a_grid_with_a_one_valued_axis_can_be_designed(one_valued, budget):
     spec = small(grid=one_valued, fixed=fixed)
     planned = plan_design(spec, parse_budget(budget), None, [], True, spec.resources)
     keys = (
-        {k for b in planned.spec.data["design"]["blocks"] for k in b["configs"]}
-        if "design" in planned.spec.data
-        else set()
+        {k for b in planned.spec.design["blocks"] for k in b["configs"]} if planned.spec.design is not None else set()
     )
     assert keys <= set(configurations(spec.points))
     assert keys or "running it whole" in planned.lines[0]
@@ -284,15 +282,15 @@ def test_the_same_budget_again_keeps_the_design_and_a_new_one_says_how_it_grew()
     from 3 to 5 blocks, saying nothing."""
     spec = small()
     first = plan_design(spec, parse_budget("1configs"), None, [], True, spec.resources)
-    recorded = first.spec.data["design"]
+    recorded = first.spec.design
     again = plan_design(spec, parse_budget("1configs"), recorded, [], True, spec.resources)
-    assert again.spec.data["design"] == recorded and "kept" in again.lines[0]
+    assert again.spec.design == recorded and "kept" in again.lines[0]
     assert not any("→" in line for line in again.lines)
     grown = plan_design(spec, parse_budget("11configs"), recorded, [], True, spec.resources)
-    blocks = grown.spec.data["design"]["blocks"]
+    blocks = grown.spec.design["blocks"]
     assert blocks[: len(recorded["blocks"])] == recorded["blocks"] and len(blocks) > len(recorded["blocks"])
     assert f"design: {len(recorded['blocks'])} → {len(blocks)} blocks (budget 11configs, was 1configs)" in grown.lines
-    everything = plan_design(spec, parse_budget("12configs"), grown.spec.data["design"], [], True, spec.resources)
+    everything = plan_design(spec, parse_budget("12configs"), grown.spec.design, [], True, spec.resources)
     assert any("buys nothing more" in line and "raise repeats" in line for line in everything.lines)
 
 
@@ -300,7 +298,7 @@ def test_a_budget_in_configurations_says_when_a_block_buys_more():
     """Issue 45 item 5: `--budget 5configs` ran a whole 12-configuration block without saying so."""
     spec = small()
     planned = plan_design(spec, parse_budget("1configs"), None, [], True, spec.resources)
-    size = planned.spec.data["design"]["size"]
+    size = planned.spec.design["size"]
     assert f"more than the 1 asked: a block ({size}) is the smallest balanced unit" in "\n".join(planned.lines)
 
 
@@ -308,10 +306,10 @@ def test_a_grid_that_gained_a_level_gets_blocks_over_it():
     """Issue 45 item 3: with a threshold level added, the block size was recomputed yet nothing was added and the
     new level could never enter the design."""
     spec = small()
-    recorded = plan_design(spec, parse_budget("6configs"), None, [], True, spec.resources).spec.data["design"]
+    recorded = plan_design(spec, parse_budget("6configs"), None, [], True, spec.resources).spec.design
     wider = small(grid={"threshold": [0.2, 0.5, 0.8, 0.9]})
     grown = plan_design(wider, parse_budget("18configs"), recorded, [], True, wider.resources)
-    design = grown.spec.data["design"]
+    design = grown.spec.design
     assert design["blocks"][: len(recorded["blocks"])] == recorded["blocks"]
     new = {k for b in design["blocks"][len(recorded["blocks"]) :] for k in b["configs"]}
     configs = configurations(wider.points)
@@ -321,10 +319,10 @@ def test_a_grid_that_gained_a_level_gets_blocks_over_it():
 
 def test_a_changed_design_seed_is_said_not_silently_ignored():
     spec = small()
-    recorded = plan_design(spec, parse_budget("6configs"), None, [], True, spec.resources).spec.data["design"]
+    recorded = plan_design(spec, parse_budget("6configs"), None, [], True, spec.resources).spec.design
     reseeded = small(design={"budget": "6configs", "seed": 5})
     again = plan_design(reseeded, None, recorded, [], True, reseeded.resources)
-    assert again.spec.data["design"]["blocks"] == recorded["blocks"]
+    assert again.spec.design["blocks"] == recorded["blocks"]
     assert any("design.seed 5 not used" in line for line in again.lines)
 
 
@@ -401,7 +399,7 @@ def test_a_bad_precision_is_one_line_and_creates_nothing(tmp_path, flags, said):
 def test_a_focused_block_is_balanced_over_the_levels_left_open(thesis, thesis_configs):
     """A block after the fit ruled levels out: balanced over the levels left, smaller, recorded with its focus,
     never repeating a configuration."""
-    fixed = thesis.data["fixed"]
+    fixed = thesis.fixed
     first = extend_design(thesis_configs, fixed, None, 1, 0, range(3))
     focus = {name: list(levels) for name, levels in first["factors"].items()}
     focus["cam_method"] = focus["cam_method"][:1]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import yaml
 
-from search.space.grid import grid_key
+from search.space.grid import Configuration, grid_key
 from tests.conftest import write_digit_folder
 from tests.search.helpers import fixed_without, refused, search_cli, space, spec, write_space
 from trainer.prefix import CAM_AXES
@@ -34,6 +34,29 @@ def test_a_points_key_is_grid_key_of_its_params():
     assert len(s.points) > 20 and any(p.dropped for p in s.points)
     for point in s.points:
         assert point.grid_key == grid_key(point.params), point.params
+
+
+def test_a_configuration_is_a_point_without_its_seed_split_into_family_and_settings():
+    """One `Configuration` serves the design (its `key`: the settings without dataset and architecture), halving and
+    the confirmation (its `name`: one configuration in one family) and the tables (its `text`)."""
+    s = spec(
+        repeats=3,
+        fixed=fixed_without("architecture"),
+        grid={"architecture": ["resnet18", "efficientnet_b0"], "threshold": [0.3, 0.6]},
+    )
+    proxy = [p for p in s.points if p.kind == "proxy"]
+    by_name: dict[str, set[int]] = {}
+    for point in proxy:
+        c = point.configuration
+        assert c == Configuration.of(point.params) and "seed" not in c.params
+        assert dict(c.family)["architecture"] == point.params["architecture"]
+        assert c.params == {k: v for k, v in point.params.items() if k != "seed"}
+        by_name.setdefault(c.name, set()).add(point.params["seed"])
+    assert len(by_name) == 4 and all(seeds == {0, 1, 2} for seeds in by_name.values())  # its seeds are its repeats
+    keys = {p.configuration.key for p in proxy}
+    assert len(keys) == 2  # the same settings in two architectures: one configuration of a design
+    texts = {p.configuration.text for p in proxy}
+    assert len(texts) == 4 and all("seed=" not in t and "threshold=" in t for t in texts)
 
 
 def test_repeats_baselines_and_resolution():

@@ -11,8 +11,8 @@ Holm-adjusted together (`name_study_wide`); an axis whose levels change the refe
 is its type-II sum of squares over the total (a description). The two-way interactions the design can estimate are
 tested one at a time against the main-effects model. The predicted best configuration is the model's best over
 every configuration of the grid, run or not, with an interval that holds after the maximum was taken — a
-prediction to confirm on fresh seeds, never a verdict. `widest_interval` and `open_levels` are what a design
-learns from a fit: how precise its main effects are, and which levels are not yet ruled out
+prediction to confirm on fresh seeds, never a verdict. `widest_halfwidth` and `FamilyEffects.chances` are what a
+design learns from a fit: how precise its main effects are, and how likely each configuration is to be the best
 (`search.planning.adaptive`).
 Everything here reads the objective (a validation metric): choosing from it never reads the test set.
 """
@@ -47,8 +47,9 @@ class FamilyEffects:
     runs: int = 0
     note: str = ""
     spread_pp: float = math.nan  # the residual standard deviation of a paired gain under the model
-    # The candidates that could still be the best: each one's 95% interval reaches the highest lower bound.
-    contenders: list[dict[str, Any]] = field(default_factory=list)
+    # Every candidate's chance of being the best under the hedged fit (`_predicted`): {"settings", "p_best",
+    # "upper_pp"}, most likely first; what a design that learns draws its next block from.
+    chances: list[dict[str, Any]] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)  # what the gains leave out or rest on (`gain_caveats`)
 
 
@@ -104,14 +105,16 @@ def analyse_family(
     # the bench's grouped truth); the confirmation on fresh seeds, not either model, decides between them.
     named = pairs[pairs["named"].astype(bool)] if len(pairs) else pairs
     loose = pairs[pairs["p"] < alpha] if len(pairs) else pairs
-    best, contenders = _predicted(
+    best, chances = _predicted(
         _with(fit, formula, table, omega, named), table, columns, candidates, factors, top, alpha
     )
     if len(loose) > len(named):
-        hedge, _ = _predicted(_with(fit, formula, table, omega, loose), table, columns, candidates, factors, top, alpha)
+        hedge, chances = _predicted(
+            _with(fit, formula, table, omega, loose), table, columns, candidates, factors, top, alpha
+        )
         best = _interleave(best, hedge, top)
     spread = math.sqrt(fit.scale * float(np.mean(np.diag(omega))))  # a paired gain's own spread, its baseline's in
-    return FamilyEffects(levels, axes, pairs, best, len(table), spread_pp=spread, contenders=contenders)
+    return FamilyEffects(levels, axes, pairs, best, len(table), spread_pp=spread, chances=chances)
 
 
 def _with(plain: Any, formula: str, table: pd.DataFrame, omega: np.ndarray, pairs: pd.DataFrame) -> Any:
@@ -191,8 +194,8 @@ def _predicted(
     top: int,
     alpha: float,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The `top` candidates by the model's prediction averaged over seeds (pp), and the contenders (those whose
-    pointwise interval reaches the highest lower bound: `FamilyEffects.contenders`). Each interval holds after the
+    """The `top` candidates by the model's prediction averaged over seeds (pp), and every candidate's chance of
+    being the best (`FamilyEffects.chances`: `p_best` and its pointwise upper bound). Each interval holds after the
     maximum was taken: it is the simultaneous (max-t) band over every predicted candidate at 1 − `alpha`, so the
     selected one's covers its true gain whichever was selected (a pointwise interval covered 46–55 % after taking the
     best of up to 900). `p_best`: how often each is the best when the fit's coefficients are drawn from their
@@ -222,11 +225,11 @@ def _predicted(
     winners = np.bincount(np.argmax(mean + spread, axis=1), minlength=len(mean)) / len(draws)
     order = np.argsort(-mean, kind="stable")[:top]
     kept = [c for c, ok in zip(candidates, seen, strict=True) if ok]
-    # Where a design should look next (not a claim: pointwise, so it errs towards looking less widely). The fewest
-    # candidates holding 95% of the draws' argmax was tried (bench/design.py, 300 studies per truth): no lower regret
-    # than the blind design under any truth, and the second block's narrower levels named fewer real axes.
-    pointwise = float(scipy_stats.t.ppf(1 - alpha / 2, fit.df_resid)) * se
-    contenders = [kept[i] for i in np.flatnonzero(mean + pointwise >= np.max(mean - pointwise))]
+    upper = mean + float(scipy_stats.t.ppf(1 - alpha / 2, fit.df_resid)) * se  # orders those no draw chose
+    chances = [
+        {"settings": kept[i], "p_best": float(winners[i]), "upper_pp": float(upper[i])}
+        for i in np.lexsort((-upper, -winners))
+    ]
     best = [
         {
             "settings": kept[i],
@@ -237,7 +240,7 @@ def _predicted(
         }
         for i in order
     ]
-    return best, contenders
+    return best, chances
 
 
 def _coefficient_draws(cov: np.ndarray, df: float, draws: int = 4000) -> np.ndarray:
@@ -293,22 +296,3 @@ def widest_halfwidth(families: dict[tuple, FamilyEffects]) -> float:
         for f in families.values()
     ]
     return max(widths, default=math.inf)
-
-
-def open_levels(families: dict[tuple, FamilyEffects], factors: dict[str, list]) -> dict[str, list]:
-    """The levels of each design factor a further block should still explore: those of the configurations that
-    could still be the best (`FamilyEffects.contenders`: each one's 95% interval under the fitted model, named
-    interactions included, reaches the highest lower bound) in any family — a design is the same in every family,
-    so a level stays while any family could still want it. A family not fitted keeps every level; so does a factor
-    some contender cannot feel (`clear_every_step` under one proxy step)."""
-    out = {name: list(levels) for name, levels in factors.items()}
-    fitted = [f for f in families.values() if not f.note and f.contenders]
-    if len(fitted) < len(families) or not fitted:
-        return out
-    for name, levels in factors.items():
-        settings = [c.get(name) for f in fitted for c in f.contenders]
-        if any(value is None for value in settings):
-            continue
-        wanted = {str(value) for value in settings}
-        out[name] = [level for level in levels if str(level) in wanted] or list(levels)
-    return out

@@ -17,8 +17,9 @@ they use) and each followed by the same confirmation (its top 3 on 5 fresh seeds
 baselines; the best confirmed mean is kept):
 - design: two blind balanced blocks of 60 (`search.space.design.extend_design`), the effects model's top 3
   (`analysis.effects`, the fit the report prints);
-- learning: one block, then blocks over the levels its fit left open (`analysis.effects.open_levels`, as
-  `search.planning.adaptive` runs them) until the 120 proxy trials are spent; the model's top 3;
+- learning: one balanced block of 60, then blocks of 10 drawn by each configuration's chance of being the best
+  under the fit (`search.planning.adaptive.drawn_by_chance`, as `search run --adapt` draws them) on the two seeds
+  the blind design uses, until the 120 proxy trials are spent; the model's top 3;
 - random: 120 configurations at random on two seeds, the same analysis;
 - optuna-tpe: Optuna's TPESampler over the grid's categorical space, 124 trials on one seed, its best 3 seen;
 - halving: 372 random configurations at 1/9 of the epochs, the best third at 1/3, the best third of those in
@@ -47,8 +48,10 @@ import numpy as np
 import pandas as pd
 from common import emit
 
-from analysis.effects import analyse_family, name_study_wide, open_levels
-from search.space.design import configurations, design_factors, extend_design
+from analysis.effects import analyse_family, name_study_wide
+from search.planning.adaptive import drawn_by_chance
+from search.planning.budget import learning as learning_record
+from search.space.design import block_rng, configurations, design_factors, extend_design
 from search.space.parse import load_space
 
 SIGMA = 1.0
@@ -161,20 +164,19 @@ def blind(world: World, factors: list[str], fixed: dict, seed: int):
 
 
 def learning(world: World, factors: list[str], fixed: dict, seed: int):
-    """`search.planning.adaptive`'s loop: a block, a fit, the next block over the levels of the configurations that
-    could
-    still be the best, while the proxy trials last."""
-    design = extend_design(world.configs, fixed, None, 1, seed, range(3))
-    gains = world.observe(design["blocks"][0]["configs"], [design["blocks"][0]["seed"]] * 60)
-    while True:
+    """`search.planning.adaptive`'s loop: the balanced first block of the blind design the budget buys, a fit, the
+    next block drawn by chance of being the best, while the proxy trials last."""
+    blind = extend_design(world.configs, fixed, None, PROXY_TRIALS // 60, seed, range(3))
+    design = learning_record({**blind, "budget": f"{PROXY_TRIALS}configs"}, 0, None, SIGMA, world.configs)
+    first = design["blocks"][0]
+    gains = world.observe(first["configs"], [first["seed"]] * len(first["configs"]))
+    for block in range(1, design["planned"]):
         effects = fit(world, factors, gains)
-        focus = open_levels({("d", "a"): effects}, design["factors"])
-        grown = extend_design(world.configs, fixed, design, len(design["blocks"]) + 1, seed, range(3), focus)
-        block = grown["blocks"][-1]
-        if len(grown["blocks"]) == len(design["blocks"]) or len(gains) + len(block["configs"]) > PROXY_TRIALS:
-            return effects, gains
-        design = {**design, "blocks": grown["blocks"]}
-        gains = pd.concat([gains, world.observe(block["configs"], [block["seed"]] * len(block["configs"]))])
+        taken = set(gains["config"])
+        keys = drawn_by_chance({("d", "a"): effects}, world.configs, taken, design["step"], block_rng(seed, block))
+        on = design["seeds"][block % len(design["seeds"])]
+        gains = pd.concat([gains, world.observe(keys, [on] * len(keys))], ignore_index=True)
+    return fit(world, factors, gains), gains
 
 
 def tpe(world: World, factors: list[str], study: int):

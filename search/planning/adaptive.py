@@ -1,34 +1,37 @@
-"""Blocks that learn: a design grown one block at a time while it runs, each further block chosen from what the
-blocks before it left open, until the blocks its budget buys have run or every main effect is as precise as asked.
+"""Blocks that learn: a design grown one block at a time while it runs, each further block drawn where the blocks
+before it leave the best configuration unclear, until the configurations its budget buys have run or every main
+effect is as precise as asked.
 
-A blind design (`search.space.design`) draws every block at once over every level. Here the first block is drawn so,
-then, once every point of the recorded blocks is complete, the effects model is fitted (`analysis.effects`, the
-same fit the report prints: main effects and the interactions it names) and the next block is balanced over the
-levels of the configurations that could still be the best (`analysis.effects.open_levels`: each one's interval
-reaches the highest lower bound, in some dataset × architecture). A block over fewer levels is a smaller block: the
-runs go where the answer is still open — the levels near the predicted best, every level of an axis whose effect
-is unclear, and the levels an interaction the fit named points to; a level some family could still want stays.
-This is sequential experimentation in the sense of response-surface practice (Box & Wilson, JRSS B 13, 1951: a
-first design, a fit, the next runs where the fit points) with a balanced, minimum-A2 block as each step; at equal
-cost it is compared with the blind design, random subsets, successive halving and Optuna's TPE in
-`bench/design.py`.
+A blind design (`search.space.design`) draws every block at once over every level. Here the first block is drawn so
+(balanced: every main effect and the interactions the fit can test), then, once every point of the recorded blocks
+is complete, the effects model is fitted (`analysis.effects`, the report's fit with the hedged interactions: the
+named ones and every one at p < 0.05) and the next, smaller block (`step` configurations, a sixth of a balanced
+block) is drawn by each configuration's chance of being the best (`FamilyEffects.chances`: the share of the fit's
+coefficient draws whose argmax it is, averaged over the dataset × architecture families, since a design is the same
+in every family), without replacement: batch Thompson sampling (Thompson, Biometrika 25, 1933; Russo & Van Roy,
+"Learning to Optimize via Posterior Sampling", Math. Oper. Res. 39, 2014, arXiv:1301.2609). A configuration no draw
+chose comes after, by its interval's upper bound. At equal cost it is compared with the blind design, balanced
+blocks over the levels left open (the previous rule), random subsets, successive halving and Optuna's TPE in
+`bench/design.py`: under a gain confined to one CAM method it is the one below TPE's regret.
 
-Each decision is recorded in the study's space before its points run, so a rerun keeps it: a design changes only
-by a block being added, never by one being redrawn.
+The further blocks run on the seeds the budget's balanced blocks would have used, in turn, so the design never costs
+more baselines than the price said. Each decision is recorded in the study's space before its points run, so a
+rerun keeps it: a design changes only by a block being added, never by one being redrawn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from analysis.effects import FamilyEffects, fit_families, open_levels, widest_halfwidth
+from analysis.effects import FamilyEffects, fit_families, widest_halfwidth
 from analysis.gains import gain_caveats, paired_gains
 from search.records.trialtable import trial_table
-from search.space.design import configurations, design_factors, extend_design
-from search.space.grid import GridSpec
+from search.space.design import block_rng, configurations, design_factors
+from search.space.grid import GridSpec, config_key
 
 
 def study_fit(
@@ -60,6 +63,29 @@ def trials_fit(
     return study_fit(spec, frame[frame["state"] == "COMPLETE"] if len(frame) else frame, top, interactions)
 
 
+def drawn_by_chance(
+    families: dict[tuple, FamilyEffects], configs: dict[str, dict], taken: set[str], size: int, rng: np.random.Generator
+) -> list[str]:
+    """Up to `size` keys of `configs` (key -> settings) outside `taken`, drawn without replacement with probability
+    their chance of being the best averaged over `families` (`FamilyEffects.chances`), then, past those some draw
+    chose, by their mean rank of the interval's upper bound. A family not fitted counts every configuration alike."""
+    keys = [k for k in configs if k not in taken]
+    if not keys or size <= 0:
+        return []
+    chance, rank = dict.fromkeys(keys, 0.0), dict.fromkeys(keys, 0.0)
+    for family in families.values():
+        scored = {config_key(c["settings"]): c for c in family.chances}
+        by_upper = sorted(keys, key=lambda k: (k not in scored, -scored[k]["upper_pp"] if k in scored else 0.0))
+        for order, key in enumerate(by_upper):
+            chance[key] += scored[key]["p_best"] if key in scored else 1 / len(configs)
+            rank[key] += order
+    some = [k for k in keys if chance[k] > 0]
+    weights = np.array([chance[k] for k in some])
+    drawn = list(rng.choice(some, min(size, len(some)), replace=False, p=weights / weights.sum())) if some else []
+    rest = sorted((k for k in keys if k not in set(drawn)), key=rank.__getitem__)
+    return [str(k) for k in drawn] + rest[: size - len(drawn)]
+
+
 def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None, str]:
     """The recorded design of `spec` (one that learns, every block complete in `trials`) with its next block, or
     None when it is done; and a line saying which and why."""
@@ -72,20 +98,21 @@ def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None,
         return None, f"design: precision ±{precision:g} pp reached after {decided} blocks ({reached}): done"
     if decided >= planned:
         return None, f"design: the {planned} blocks of budget {design.get('budget')} have run ({reached}): done"
-    whole = spec.with_design(None)
-    configs = configurations(whole.points)
-    focus = open_levels(families, design["factors"])
-    grown = extend_design(configs, spec.fixed, design, decided + 1, design["seed"], spec.seeds, focus)
-    if len(grown["blocks"]) == decided:
+    configs = configurations(spec.with_design(None).points)
+    taken = {k for b in design["blocks"] for k in b["configs"]}
+    step = design.get("step") or len(design["blocks"][0]["configs"])  # a record of an earlier version: blocks as big
+    keys = drawn_by_chance(families, configs, taken, step, block_rng(design["seed"], decided))
+    if not keys:
         return None, f"design: every configuration of the grid has run ({reached}): done"
-    grown = {**design, "blocks": grown["blocks"]}
-    left = grown["blocks"][-1].get("focus") or {}
-    aimed = (
-        "; ".join(f"{k} at {', '.join(map(str, v))}" for k, v in left.items())
-        if left
-        else "every level (none ruled out yet)"
+    seeds = design.get("seeds") or sorted({b["seed"] for b in design["blocks"]})
+    block = {"seed": seeds[decided % len(seeds)], "configs": sorted(keys)}
+    likely = sum(
+        c["p_best"] for f in families.values() for c in f.chances if config_key(c["settings"]) in set(keys)
+    ) / max(len(families), 1)
+    return {**design, "blocks": [*design["blocks"], block]}, (
+        f"design: block {decided + 1} of at most {planned} ({reached} so far): {len(keys)} configurations drawn by "
+        f"their chance of being the best ({likely:.0%} of it, averaged over {len(families)} dataset × architecture)"
     )
-    return grown, f"design: block {decided + 1} of at most {planned} ({reached} so far), over {aimed}"
 
 
 def run_learning(spec: GridSpec, run: Callable[[GridSpec], int], trials: Callable[[], list[FrozenTrial]]) -> int:

@@ -226,26 +226,36 @@ def _asked(
 
 def learning(design: dict, recorded_blocks: int, precision: float | None, sd: float, configs: dict) -> dict:
     """The record of a design that learns, from the blind `design` a budget buys: the blocks decided so far (the
-    recorded ones, else the first), `planned` (the blocks the budget buys: the most it will run) and the
-    `precision` it stops at. A precision the budget cannot buy even at the `sd` assumed is refused, with what it
-    would take."""
-    planned = len(design["blocks"])
+    recorded ones, else the first), the `step` (configurations per further block: a sixth of the first, at least 2),
+    `planned` (the blocks that spend the configurations the budget buys: the most it will run), the `seeds` its
+    further blocks take in turn (those of the budget's blocks: no more baselines than priced) and the `precision`
+    it stops at. A precision the budget cannot buy even at the `sd` assumed is refused, with what it would take."""
     if precision is not None:
         widths = halfwidths_by_blocks(design, configs, sd)
         if min(widths) > precision:
             raise DesignError(
-                f"--precision {precision:g}pp: the budget ({design['budget']}, {planned} blocks) buys "
+                f"--precision {precision:g}pp: the budget ({design['budget']}, {len(design['blocks'])} blocks) buys "
                 f"±{min(widths):.2f} pp at a paired-gain spread of {sd:.2g} pp; ask a coarser precision or a larger "
                 "budget"
             )
     kept = design["blocks"][: max(recorded_blocks, 1)]
+    step = design.get("step") or max(2, math.ceil(len(kept[0]["configs"]) / 6))
     return {
         **design,
         "blocks": kept,
-        "planned": planned,
+        "planned": learning_blocks(design["blocks"], kept, step),
+        "step": step,
+        "seeds": list(dict.fromkeys(b["seed"] for b in design["blocks"])),
         "adapt": True,
         **({"precision": precision} if precision else {}),
     }
+
+
+def learning_blocks(bought: list[dict], kept: list[dict], step: int) -> int:
+    """The blocks of a design that learns which spend the configurations of the blocks `bought`: those `kept`, then
+    blocks of `step`."""
+    left = sum(len(b["configs"]) for b in bought) - sum(len(b["configs"]) for b in kept)
+    return len(kept) + math.ceil(max(left, 0) / step)
 
 
 def _unchanged_by(recorded: dict | None, asked: dict, seed: int) -> list[str]:
@@ -375,16 +385,18 @@ def _learning_lines(recorded: dict, blind: dict, configs: dict[str, dict], sd: f
     """How a design that learns goes on: the blocks decided so far of the most it runs, and when it stops."""
     decided, planned = len(recorded["blocks"]), recorded.get("planned", len(recorded["blocks"]))
     lines = [
-        f"  learns: {decided} of at most {planned} blocks decided; each further block is chosen when the ones before "
-        "are complete, balanced over the levels of the configurations their fit says could still be best "
-        "(search.planning.adaptive), and recorded"
+        f"  learns: {decided} of at most {planned} blocks decided; each further block ({recorded.get('step')} "
+        "configurations) is drawn when the ones before are complete, by each configuration's chance of being the "
+        "best under their fit (search.planning.adaptive), and recorded"
     ]
     precision = recorded.get("precision")
     if precision is not None:
         widths = halfwidths_by_blocks(blind, configs, sd)
-        expected = next((b for b, w in enumerate(widths, start=1) if w <= precision), planned)
+        balanced = next((b for b, w in enumerate(widths, start=1) if w <= precision), len(widths))
+        expected = min(learning_blocks(blind["blocks"][:balanced], blind["blocks"][:1], recorded["step"]), planned)
         lines.append(
             f"  stops when every main effect's 95% half-width is within ±{precision:g} pp: expected after {expected} "
-            f"block{'s' if expected > 1 else ''} at a paired-gain spread of {sd:.2g} pp (at most {planned})"
+            f"block{'s' if expected > 1 else ''} at a paired-gain spread of {sd:.2g} pp if they were balanced "
+            f"(blocks drawn by chance aim at the best, not at precision: it may take more; at most {planned})"
         )
     return lines

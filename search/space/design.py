@@ -258,6 +258,12 @@ def aberration(rows: np.ndarray, levels: list[int]) -> float:
     return total
 
 
+def block_rng(seed: int, block: int) -> np.random.Generator:
+    """The generator block number `block` of a design drawn with `seed` is drawn from: the same block on every
+    rerun."""
+    return np.random.default_rng(int(hashlib.sha256(f"{seed}:{block}".encode()).hexdigest()[:8], 16))
+
+
 def extend_design(
     configs: dict[str, dict[str, Any]],
     fixed: dict[str, Any],
@@ -265,13 +271,10 @@ def extend_design(
     blocks: int,
     seed: int,
     seeds: range,
-    focus: dict[str, list] | None = None,
 ) -> dict:
     """The design with at least `blocks` blocks: the recorded one (kept as it is) plus new blocks, each drawn
     from its own seeded generator (the design's seed and the block's number) and avoiding every configuration
-    already chosen. Block b runs on the space's seeds in turn (`seeds[b mod len(seeds)]`). `focus`: the levels of
-    each factor new blocks explore (`analysis.effects.open_levels`): a block balanced over those alone, of the
-    size they need, recording the levels it left out; a factor left one level is a constant of that block."""
+    already chosen. Block b runs on the space's seeds in turn (`seeds[b mod len(seeds)]`)."""
     factors = design_factors(configs)
     if not factors:
         raise DesignError(
@@ -284,20 +287,12 @@ def extend_design(
     done = list((recorded or {}).get("blocks", []))
     size = block_size(factors)  # new blocks over the grid's levels now (recorded ones are kept as they are)
     taken = {key for b in done for key in b["configs"]}
-    kept = {f.name: [v for v in f.levels if v in focus.get(f.name, f.levels)] for f in factors} if focus else {}
-    narrowed = {f.name: kept[f.name] for f in factors if focus and len(kept[f.name]) < len(f.levels)}
-    aimed = [Factor(name, tuple(levels)) for name, levels in kept.items() if len(levels) > 1]
-    fixed_here = {**constants, **{name: levels[0] for name, levels in kept.items() if len(levels) == 1}}
     while len(done) < blocks:
-        entropy = int(hashlib.sha256(f"{seed}:{len(done)}".encode()).hexdigest()[:8], 16)
-        rng = np.random.default_rng(entropy)
-        over, at, where = (aimed, block_size(aimed), fixed_here) if narrowed and aimed else (factors, size, constants)
-        drawn = balanced_block(over, at, rng, set(known), taken, base, where)[0]
+        drawn = balanced_block(factors, size, block_rng(seed, len(done)), set(known), taken, base, constants)[0]
         keys = [k for k in dict.fromkeys(drawn) if k in known and k not in taken]
         if not keys:
             break  # every configuration is chosen: the design is the grid
-        block = {"seed": seeds[len(done) % len(seeds)], "configs": sorted(keys)}
-        done.append({**block, "focus": narrowed} if narrowed and aimed else block)
+        done.append({"seed": seeds[len(done) % len(seeds)], "configs": sorted(keys)})
         taken.update(keys)
     return {
         "seed": seed,
@@ -308,7 +303,7 @@ def extend_design(
     }
 
 
-DESIGN_KEYS = {"budget", "seed", "adapt", "precision", "size", "factors", "blocks", "planned"}
+DESIGN_KEYS = {"budget", "seed", "adapt", "precision", "size", "factors", "blocks", "planned", "step", "seeds"}
 
 
 def design_problems(raw: Any) -> list[tuple[str, str]]:
@@ -335,7 +330,7 @@ def design_problems(raw: Any) -> list[tuple[str, str]]:
     blocks = raw.get("blocks", [])
     if not isinstance(blocks, list) or any(
         not isinstance(b, dict)
-        or set(b) - {"focus"} != {"seed", "configs"}
+        or set(b) - {"focus"} != {"seed", "configs"}  # "focus": the levels an earlier version's block was over
         or not isinstance(b["configs"], list)
         or not all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{16}", k) for k in b["configs"])
         or not isinstance(b["seed"], int)

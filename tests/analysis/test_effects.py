@@ -164,26 +164,18 @@ def test_the_predicted_best_interval_covers_the_selected_configurations_true_gai
     assert np.mean(covered) >= 0.9, (np.mean(covered), np.mean(bias))
 
 
-def test_a_level_is_left_out_only_when_no_family_could_still_want_it():
-    """`open_levels`: the levels of the configurations that could still be the best (their intervals reach the
-    highest lower bound); a design is shared by every family, so a level stays while any family's contenders hold
-    it; a family that could not be fitted keeps every level."""
-    from analysis.effects import FamilyEffects, fit_families, open_levels
-
+def test_each_configuration_s_chance_of_being_the_best_is_a_probability_led_by_the_real_best():
+    """`FamilyEffects.chances` (what a design that learns draws from): every candidate once, most likely first,
+    chances summing to 1; a 1 pp step between threshold levels at σ = 0.3 puts them on the best threshold's
+    configurations; with no effect they spread over many."""
     rng = np.random.default_rng(3)
     configs = candidates()
-    frames = []
-    for family, strong in (("a", True), ("b", False)):
-        frame = gains(configs, [0, 1], 0.3, rng)
-        if not strong:  # no threshold effect in family b: every configuration could be its best
-            frame["gain"] = rng.normal(0, 0.3, len(frame))
-        frames.append(frame.assign(dataset="d", architecture=family))
-    both = pd.concat(frames, ignore_index=True)
-    levels = {name: list(values) for name, values in LEVELS.items()}
-    only_a = fit_families(both[both["architecture"] == "a"], list(LEVELS), configs, interactions=False)
-    opened = open_levels(only_a, levels)
-    assert opened["threshold"] == [0.8]  # 1 pp above the next, at σ = 0.3
-    assert opened["weight"] == levels["weight"] and opened["method"] == levels["method"]  # no effect: all open
-    fitted = fit_families(both, list(LEVELS), configs, interactions=False)
-    assert open_levels(fitted, levels)["threshold"] == levels["threshold"]  # family b could still want any
-    assert open_levels({**only_a, ("d", "c"): FamilyEffects(note="too few")}, levels) == levels
+    strong = analyse_family(gains(configs, [0, 1], 0.3, rng), list(LEVELS), configs, interactions=False)
+    chances = [c["p_best"] for c in strong.chances]
+    assert len(chances) == len(configs) and math.isclose(sum(chances), 1) and chances == sorted(chances, reverse=True)
+    assert sum(c["p_best"] for c in strong.chances if c["settings"]["threshold"] == 0.8) > 0.99
+    unchosen = [c["upper_pp"] for c in strong.chances if c["p_best"] == 0]
+    assert unchosen == sorted(unchosen, reverse=True)  # those no draw chose: by their interval's upper bound
+    null = gains(configs, [0, 1], 0.3, rng).assign(gain=lambda f: rng.normal(0, 0.3, len(f)))
+    flat = analyse_family(null, list(LEVELS), configs, interactions=False)
+    assert max(c["p_best"] for c in flat.chances) < 0.5 and sum(c["p_best"] > 0 for c in flat.chances) > 5

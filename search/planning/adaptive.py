@@ -3,16 +3,16 @@ before it leave the best configuration unclear, until the configurations its bud
 effect is as precise as asked.
 
 A blind design (`search.space.design`) draws every block at once over every level. Here the first block is drawn so
-(balanced: every main effect and the interactions the fit can test), then, once every point of the recorded blocks
-is complete, the effects model is fitted (`analysis.effects`, the report's fit with the hedged interactions: the
-named ones and every one at p < 0.05) and the next, smaller block (`step` configurations, a sixth of a balanced
-block) is drawn by each configuration's chance of being the best (`FamilyEffects.chances`: the share of the fit's
-coefficient draws whose argmax it is, averaged over the dataset × architecture families, since a design is the same
-in every family), without replacement: batch Thompson sampling (Thompson, Biometrika 25, 1933; Russo & Van Roy,
-"Learning to Optimize via Posterior Sampling", Math. Oper. Res. 39, 2014, arXiv:1301.2609). A configuration no draw
-chose comes after, by its interval's upper bound. At equal cost it is compared with the blind design, balanced
-blocks over the levels left open (the previous rule), random subsets, successive halving and Optuna's TPE in
-`bench/design.py`: under a gain confined to one CAM method it is the one below TPE's regret.
+(balanced: every main effect and the interactions the fit can test); then, once every point of the recorded blocks
+is complete, the effects model is fitted (`analysis.effects`, the report's fit) and the next block is chosen. With a
+`--precision` it is the budget's next balanced block (what narrows every main effect fastest), until the precision
+is reached. Otherwise it is a smaller block (`step` configurations: a sixth of a balanced one) drawn by each
+configuration's chance of being the best (`FamilyEffects.chances`: the share of the hedged fit's coefficient draws
+whose argmax it is, averaged over the dataset × architecture families, since a design is the same in every family),
+without replacement: batch Thompson sampling (Thompson, Biometrika 25, 1933; Russo & Van Roy, "Learning to Optimize
+via Posterior Sampling", Math. Oper. Res. 39, 2014, arXiv:1301.2609). A configuration no draw chose comes after, by
+its interval's upper bound. At equal cost it is compared with the blind design, random subsets, successive halving
+and Optuna's TPE in `bench/design.py`.
 
 The further blocks run on the seeds the budget's balanced blocks would have used, in turn, so the design never costs
 more baselines than the price said. Each decision is recorded in the study's space before its points run, so a
@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial
 from analysis.effects import FamilyEffects, fit_families, widest_halfwidth
 from analysis.gains import gain_caveats, paired_gains
 from search.records.trialtable import trial_table
-from search.space.design import block_rng, configurations, design_factors
+from search.space.design import block_rng, configurations, design_factors, extend_design
 from search.space.grid import GridSpec, config_key
 
 
@@ -98,20 +98,24 @@ def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None,
         return None, f"design: precision ±{precision:g} pp reached after {decided} blocks ({reached}): done"
     if decided >= planned:
         return None, f"design: the {planned} blocks of budget {design.get('budget')} have run ({reached}): done"
-    configs = configurations(spec.with_design(None).points)
-    taken = {k for b in design["blocks"] for k in b["configs"]}
-    step = design.get("step") or len(design["blocks"][0]["configs"])  # a record of an earlier version: blocks as big
-    keys = drawn_by_chance(families, configs, taken, step, block_rng(design["seed"], decided))
+    whole = spec.with_design(None)
+    configs = configurations(whole.points)
+    seeds = design.get("seeds") or list(spec.seeds)  # a record of an earlier version: the space's seeds
+    if precision is not None or "step" not in design:  # what buys a precision: the next balanced block
+        grown = extend_design(configs, whole.fixed, design, decided + 1, design["seed"], seeds)
+        keys, why = (grown["blocks"][-1]["configs"] if len(grown["blocks"]) > decided else []), "balanced"
+    else:
+        taken = {k for b in design["blocks"] for k in b["configs"]}
+        keys = drawn_by_chance(families, configs, taken, design["step"], block_rng(design["seed"], decided))
+        likely = sum(
+            c["p_best"] for f in families.values() for c in f.chances if config_key(c["settings"]) in set(keys)
+        ) / max(len(families), 1)
+        why = f"drawn by their chance of being the best ({likely:.0%} of it, mean over {len(families)} families)"
     if not keys:
         return None, f"design: every configuration of the grid has run ({reached}): done"
-    seeds = design.get("seeds") or sorted({b["seed"] for b in design["blocks"]})
     block = {"seed": seeds[decided % len(seeds)], "configs": sorted(keys)}
-    likely = sum(
-        c["p_best"] for f in families.values() for c in f.chances if config_key(c["settings"]) in set(keys)
-    ) / max(len(families), 1)
     return {**design, "blocks": [*design["blocks"], block]}, (
-        f"design: block {decided + 1} of at most {planned} ({reached} so far): {len(keys)} configurations drawn by "
-        f"their chance of being the best ({likely:.0%} of it, averaged over {len(families)} dataset × architecture)"
+        f"design: block {decided + 1} of at most {planned} ({reached} so far): {len(keys)} configurations, {why}"
     )
 
 

@@ -226,7 +226,8 @@ def _asked(
 
 def learning(design: dict, recorded_blocks: int, precision: float | None, sd: float, configs: dict) -> dict:
     """The record of a design that learns, from the blind `design` a budget buys: the blocks decided so far (the
-    recorded ones, else the first), the `step` (configurations per further block: a sixth of the first, at least 2),
+    recorded ones, else the first), the `step` (configurations per further block: with a precision, a balanced
+    block's; else a sixth of the first, at least 2),
     `planned` (the blocks that spend the configurations the budget buys: the most it will run), the `seeds` its
     further blocks take in turn (those of the budget's blocks: no more baselines than priced) and the `precision`
     it stops at. A precision the budget cannot buy even at the `sd` assumed is refused, with what it would take."""
@@ -239,7 +240,8 @@ def learning(design: dict, recorded_blocks: int, precision: float | None, sd: fl
                 "budget"
             )
     kept = design["blocks"][: max(recorded_blocks, 1)]
-    step = design.get("step") or max(2, math.ceil(len(kept[0]["configs"]) / 6))
+    # A precision is bought fastest by balanced blocks (every level alike); the best is found by aiming at it.
+    step = design.get("step") or (design["size"] if precision else max(2, math.ceil(len(kept[0]["configs"]) / 6)))
     return {
         **design,
         "blocks": kept,
@@ -384,19 +386,19 @@ def halfwidths_by_blocks(design: dict, configs: dict[str, dict], sd: float) -> l
 def _learning_lines(recorded: dict, blind: dict, configs: dict[str, dict], sd: float) -> list[str]:
     """How a design that learns goes on: the blocks decided so far of the most it runs, and when it stops."""
     decided, planned = len(recorded["blocks"]), recorded.get("planned", len(recorded["blocks"]))
+    precision = recorded.get("precision")
+    how = "balanced, the next of the budget's" if precision is not None else "drawn by each configuration's chance "
+    how += "" if precision is not None else "of being the best under their fit"
     lines = [
         f"  learns: {decided} of at most {planned} blocks decided; each further block ({recorded.get('step')} "
-        "configurations) is drawn when the ones before are complete, by each configuration's chance of being the "
-        "best under their fit (search.planning.adaptive), and recorded"
+        f"configurations, {how}) is chosen when the ones before are complete (search.planning.adaptive), and "
+        "recorded"
     ]
-    precision = recorded.get("precision")
     if precision is not None:
         widths = halfwidths_by_blocks(blind, configs, sd)
-        balanced = next((b for b, w in enumerate(widths, start=1) if w <= precision), len(widths))
-        expected = min(learning_blocks(blind["blocks"][:balanced], blind["blocks"][:1], recorded["step"]), planned)
+        expected = next((b for b, w in enumerate(widths, start=1) if w <= precision), planned)
         lines.append(
             f"  stops when every main effect's 95% half-width is within ±{precision:g} pp: expected after {expected} "
-            f"block{'s' if expected > 1 else ''} at a paired-gain spread of {sd:.2g} pp if they were balanced "
-            f"(blocks drawn by chance aim at the best, not at precision: it may take more; at most {planned})"
+            f"block{'s' if expected > 1 else ''} at a paired-gain spread of {sd:.2g} pp (at most {planned})"
         )
     return lines

@@ -28,6 +28,7 @@ import itertools
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,7 +271,7 @@ def extend_design(
     recorded: dict | None,
     blocks: int,
     seed: int,
-    seeds: range,
+    seeds: Sequence[int],
 ) -> dict:
     """The design with at least `blocks` blocks: the recorded one (kept as it is) plus new blocks, each drawn
     from its own seeded generator (the design's seed and the block's number) and avoiding every configuration

@@ -356,10 +356,11 @@ def test_a_design_that_learns_runs_block_by_block_and_stops_at_its_precision(tmp
         "run", str(path), "--budget", "20configs", "--precision", "90pp", "--executor", "local", cwd=tmp_path
     )
     assert coarse.returncode == 0, coarse.stdout + coarse.stderr
-    assert "learns: 1 of at most 2 blocks decided" in coarse.stdout  # the first of 10, then the 2 left (steps of 2)
+    assert "learns: 1 of at most 2 blocks decided" in coarse.stdout  # the first of 10, then the 2 left
     assert "precision ±90 pp reached after 1 blocks" in coarse.stdout, coarse.stdout
     design = load_study("s", f"sqlite:///{tmp_path}/runs/s.db").user_attrs["space"]["design"]
     assert len(design["blocks"]) == 1 and design["planned"] == 2 and design["precision"] == 90
+    assert design["step"] == design["size"] == 10  # a precision grows by balanced blocks: they narrow every effect
 
     path = write_space(
         tmp_path / "t.yaml", study="t", grid=grid, fixed=TINY_FIXED, repeats=2, baselines=[{"proxy_steps": "2"}]
@@ -368,7 +369,7 @@ def test_a_design_that_learns_runs_block_by_block_and_stops_at_its_precision(tmp
     assert grown.returncode == 0, grown.stdout + grown.stderr
     assert "design: block 2 of at most 2" in grown.stdout
     assert "the 2 blocks of budget 20configs have run" in grown.stdout
-    assert "configurations drawn by their chance of being the best" in grown.stdout
+    assert "2 configurations, drawn by their chance of being the best" in grown.stdout
     recorded = load_study("t", f"sqlite:///{tmp_path}/runs/t.db").user_attrs["space"]["design"]
     assert [len(b["configs"]) for b in recorded["blocks"]] == [10, 2] and recorded["step"] == 2
     assert [b["seed"] for b in recorded["blocks"]] == recorded["seeds"] == [0, 1]  # the budget's blocks' seeds

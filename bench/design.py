@@ -31,7 +31,7 @@ axis (as a main effect or in a named interaction), and the share naming some nul
 involve: per study, at Holm's 5 %).
 
     python bench/design.py            # the README's figures: 300 studies per truth (~25 min on 2 cores)
-    python bench/design.py --quick    # 4 studies per truth (tests/test_bench.py runs it)
+    python bench/design.py --quick    # 2 studies per truth (tests/test_bench.py runs it)
 """
 
 from __future__ import annotations
@@ -266,9 +266,9 @@ def thesis_family() -> tuple[dict[str, dict], dict, list[str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=300)
-    parser.add_argument("--quick", action="store_true", help="4 studies per truth")
+    parser.add_argument("--quick", action="store_true", help="2 studies per truth")
     args = parser.parse_args()
-    studies = min(args.studies, 4) if args.quick else args.studies
+    studies = min(args.studies, 2) if args.quick else args.studies
     configs, fixed, factors = thesis_family()
     start, report = time.time(), {}
     with multiprocessing.Pool(2) as pool:

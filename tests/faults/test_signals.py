@@ -34,14 +34,14 @@ pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 
 
-def interrupt_after_the_first_trial(tmp_path: Path, signum: signal.Signals) -> Path:
-    """Start a run, send `signum` once a trial has completed, check the clean stop; the space file is returned."""
-    space = write_space(tmp_path / "tiny.yaml", grid=GRID)
+def interrupt_after_a_trial(space: Path, tmp_path: Path, signum: signal.Signals) -> None:
+    """Start a run of `space`, send `signum` once one more trial has completed, check the clean stop."""
+    before = len([t for t in trials(tmp_path) if t.state == TrialState.COMPLETE])
     # Unshared, each point trains on its own: after the first finishes, seconds of work remain for the signal
     # (shared, the branches of a trained stem can all finish before it lands).
     driver = start_driver(space, tmp_path, "ray", "--no-share")
-    ended = max(t.datetime_complete for t in wait_for_complete(tmp_path, 1, driver))
-    # The signal must find a trial running: one the driver opened after the first finished (the other slot's may
+    ended = max(t.datetime_complete for t in wait_for_complete(tmp_path, before + 1, driver))
+    # The signal must find a trial running: one the driver opened after that one finished (the other slot's may
     # finish with it, and a signal that lands before the driver opens the next would stop nothing).
     deadline = time.monotonic() + 120
     while not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING and t.datetime_start >= ended]:
@@ -53,16 +53,14 @@ def interrupt_after_the_first_trial(tmp_path: Path, signum: signal.Signals) -> P
     assert "run the same command to resume" in output
     assert not [t for t in trials(tmp_path) if t.state == TrialState.RUNNING]
     assert all(t.user_attrs["fail_kind"] == "interrupted" for t in trials(tmp_path) if t.state == TrialState.FAIL)
-    return space
 
 
-def test_sigterm_stops_cleanly_with_130(tmp_path):
-    interrupt_after_the_first_trial(tmp_path, signal.SIGTERM)
-
-
-def test_ctrl_c_stops_cleanly_with_130_and_the_next_run_resumes(tmp_path):
-    # SIGTERM becomes the same KeyboardInterrupt in the driver, so resuming after one signal covers both.
-    space = interrupt_after_the_first_trial(tmp_path, signal.SIGINT)
+def test_sigterm_and_ctrl_c_stop_cleanly_with_130_and_the_next_run_resumes(tmp_path):
+    """SIGTERM to a run, then Ctrl-C (SIGINT) to the same command run again: each stops cleanly; a third run
+    finishes the study, every point once."""
+    space = write_space(tmp_path / "tiny.yaml", grid=GRID)
+    interrupt_after_a_trial(space, tmp_path, signal.SIGTERM)
+    interrupt_after_a_trial(space, tmp_path, signal.SIGINT)
     again = subprocess.run(
         [sys.executable, "-m", "search", "run", str(space)], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )

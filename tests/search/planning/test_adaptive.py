@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.effects import FamilyEffects, fit_families
-from search.planning.adaptive import drawn_by_chance
+from search.planning.adaptive import chosen_by_results, drawn_by_chance
 from search.space.grid import config_key
 from tests.analysis.test_effects import LEVELS, candidates, gains
 
@@ -52,3 +52,13 @@ def test_a_family_not_fitted_keeps_every_configuration_in_the_draw_and_nothing_i
     keys = drawn_by_chance(families, CONFIGS, set(), len(CONFIGS), np.random.default_rng(1))
     assert sorted(keys) == sorted(CONFIGS)
     assert drawn_by_chance(families, CONFIGS, set(CONFIGS), 5, np.random.default_rng(1)) == []
+
+
+def test_a_fit_of_blocks_drawn_from_results_says_its_tests_are_exploratory():
+    """Runs chosen from earlier results break the tests' assumption of blind runs (bench/design.py: a null axis named
+    in up to 9 % of studies): the fit of such a design says so; a blind or a precision (balanced) design does not."""
+    blocks = [{"seed": 0, "configs": ["0" * 16]}, {"seed": 1, "configs": ["1" * 16]}]
+    assert "exploratory" in chosen_by_results({"size": 60, "step": 10, "blocks": blocks})
+    assert chosen_by_results({"size": 60, "step": 10, "blocks": blocks[:1]}) is None  # the first block: blind
+    assert chosen_by_results({"size": 60, "step": 60, "blocks": blocks}) is None  # balanced blocks (a precision)
+    assert chosen_by_results({"size": 60, "blocks": blocks}) is None and chosen_by_results(None) is None

@@ -332,6 +332,7 @@ def test_a_changed_design_seed_is_said_not_silently_ignored():
         {"blocks": [{"seed": 0, "configs": ["0123456789abcdef"]}]},
         {"budget": "5%", "size": -3},
         {"factors": {"threshold": [0.2]}},
+        {"budget": "5%", "adapt": True, "step": 1, "seeds": [7]},  # a learning design's record: the tool's
     ],
 )
 def test_a_hand_written_design_record_is_refused_in_one_line(tmp_path, design):

@@ -10,6 +10,7 @@ resume, a report and a later run see the same one; a larger budget extends it, a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
@@ -126,7 +127,9 @@ def plan_design(
             "fraction": budget.amount * naive.measure(by_epochs),
             "hours": budget.amount,
         }[budget.unit]
-        design, fitted = _affordable(whole, recorded, seed, seeds, budget, target, by_epochs, share, trials, resources)
+        design, fitted = _affordable(
+            whole, configs, recorded, seed, seeds, budget, target, by_epochs, share, trials, resources
+        )
         # Every configuration on every seed: the grid itself.
         whole_fits = (
             budget.amount >= len(configs) * len(seeds)
@@ -158,6 +161,7 @@ def plan_design(
 
 def _affordable(
     whole: GridSpec,
+    configs: dict[str, dict],
     recorded: dict | None,
     seed: int,
     seeds: range,
@@ -168,10 +172,9 @@ def _affordable(
     trials: list[FrozenTrial],
     resources: dict[str, float],
 ) -> tuple[dict, int | None]:
-    """The `recorded` design of the grid `whole` with as many more blocks as cost at most `target` (a budget in
-    configurations: until it holds that many), and how many blocks that is (None: not one)."""
-    points = whole.points
-    configs, fixed = configurations(points), whole.fixed
+    """The `recorded` design of the grid `whole` (its proxy `configs`) with as many more blocks as cost at most
+    `target` (a budget in configurations: until it holds that many), and how many blocks that is (None: not one)."""
+    points, fixed = whole.points, whole.fixed
     taken = {k for b in (recorded or {}).get("blocks", []) for k in b["configs"]}
     available = len((recorded or {}).get("blocks", [])) + math.ceil(
         len(set(configs) - taken) / block_size(design_factors(configs))
@@ -232,11 +235,11 @@ def learning(design: dict, recorded_blocks: int, precision: float | None, sd: fl
     further blocks take in turn (those of the budget's blocks: no more baselines than priced) and the `precision`
     it stops at. A precision the budget cannot buy even at the `sd` assumed is refused, with what it would take."""
     if precision is not None:
-        widths = halfwidths_by_blocks(design, configs, sd)
-        if min(widths) > precision:
+        finest = expected_halfwidth(design, configs, sd)  # after every block: a block added never widens an interval
+        if finest > precision:
             raise DesignError(
                 f"--precision {precision:g}pp: the budget ({design['budget']}, {len(design['blocks'])} blocks) buys "
-                f"±{min(widths):.2f} pp at a paired-gain spread of {sd:.2g} pp; ask a coarser precision or a larger "
+                f"±{finest:.2f} pp at a paired-gain spread of {sd:.2g} pp; ask a coarser precision or a larger "
                 "budget"
             )
     kept = design["blocks"][: max(recorded_blocks, 1)]
@@ -375,12 +378,11 @@ def describe(
     return lines
 
 
-def halfwidths_by_blocks(design: dict, configs: dict[str, dict], sd: float) -> list[float]:
-    """The widest main-effect half-width (pp) after each of `design`'s blocks, at a paired-gain spread `sd`."""
-    return [
-        expected_halfwidth({**design, "blocks": design["blocks"][:b]}, configs, sd)
-        for b in range(1, len(design["blocks"]) + 1)
-    ]
+def halfwidths_by_blocks(design: dict, configs: dict[str, dict], sd: float) -> Iterator[float]:
+    """The widest main-effect half-width (pp) after each of `design`'s blocks, at a paired-gain spread `sd`, one
+    block at a time (a reader that stops at the first narrow enough computes no more)."""
+    for b in range(1, len(design["blocks"]) + 1):
+        yield expected_halfwidth({**design, "blocks": design["blocks"][:b]}, configs, sd)
 
 
 def _learning_lines(recorded: dict, blind: dict, configs: dict[str, dict], sd: float) -> list[str]:

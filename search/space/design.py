@@ -227,11 +227,12 @@ def balanced_block(
         key_i, key_k = row_key(tuple(row_i)), row_key(tuple(row_k))
         delta = block.swap_delta(column, i, k)
         if (key_i, key_k) != (keys[i], keys[k]):
-            change = Counter([key_i, key_k])
-            change.subtract([keys[i], keys[k]])
-            delta += penalty * sum(
-                clashes(key, counts[key] + n) - clashes(key, counts[key]) for key, n in change.items()
-            )
+            change: dict[str, int] = {}  # a dict, not a Counter: this runs 20,000 times a block
+            for key, n in ((key_i, 1), (key_k, 1), (keys[i], -1), (keys[k], -1)):
+                change[key] = change.get(key, 0) + n
+            for key, n in change.items():
+                if n:
+                    delta += penalty * (clashes(key, counts[key] + n) - clashes(key, counts[key]))
         if delta > 0:
             return
         block.swap(column, i, k)

@@ -40,7 +40,7 @@ FLAGS = [
 def study_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     s = spec(
-        repeats=3,
+        repeats=2,  # two seeds: every paired comparison has a spread; each more seed is 7 more trials
         # 40 images a class: with fewer, every tiny model sits at chance and a comparison has no variance.
         datasets={"digits": {"kind": "digits", "limit_per_class": 40}},
         grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},

@@ -92,18 +92,16 @@ def plan_design(
     `stored`: the space the study recorded, whose `trials` measure the paired gain's spread (`measured_spread`).
     `adapt` (or a `precision`, pp): a design that learns — its first block recorded now, each further one chosen
     when the one before is done (`search.planning.adaptive`), up to the blocks the budget buys or until every main
-    effect's
-    half-width is within `precision`."""
+    effect's half-width is within `precision`."""
     asked, chosen, precision, adapt = _asked(spec, budget, precision, adapt, recorded)
     text = chosen.text if chosen is not None else None
     spread = measured_spread(stored, trials) if stored is not None else None
     if text is None and not recorded:
         return DesignPlan(spec, [])
     whole = spec.with_design(None)
-    points = whole.points
+    points, seeds = whole.points, spec.seeds
     configs, fixed = configurations(points), whole.fixed
     seed = int((recorded or {}).get("seed", asked.get("seed", 0)) or 0)
-    seeds = spec.seeds
     naive = cost_of(whole, points, False, trials, resources)
     full = cost_of(whole, points, share, trials, resources)
     lines = _unchanged_by(recorded, asked, seed)

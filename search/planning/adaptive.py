@@ -100,7 +100,8 @@ def drawn_by_chance(
     some = [k for k in keys if chance[k] > 0]
     weights = np.array([chance[k] for k in some])
     drawn = list(rng.choice(some, min(size, len(some)), replace=False, p=weights / weights.sum())) if some else []
-    rest = sorted((k for k in keys if k not in set(drawn)), key=rank.__getitem__)
+    chosen = set(drawn)
+    rest = sorted((k for k in keys if k not in chosen), key=rank.__getitem__)
     return [str(k) for k in drawn] + rest[: size - len(drawn)]
 
 
@@ -125,8 +126,9 @@ def next_design(spec: GridSpec, trials: list[FrozenTrial]) -> tuple[dict | None,
     else:
         taken = {k for b in design["blocks"] for k in b["configs"]}
         keys = drawn_by_chance(families, configs, taken, design["step"], block_rng(design["seed"], decided))
+        drawn = set(keys)
         likely = sum(
-            c["p_best"] for f in families.values() for c in f.chances if config_key(c["settings"]) in set(keys)
+            c["p_best"] for f in families.values() for c in f.chances if config_key(c["settings"]) in drawn
         ) / max(len(families), 1)
         why = f"drawn by their chance of being the best ({likely:.0%} of it, mean over {len(families)} families)"
     if not keys:

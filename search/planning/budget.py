@@ -228,10 +228,10 @@ def _asked(
 def learning(design: dict, recorded_blocks: int, precision: float | None, sd: float, configs: dict) -> dict:
     """The record of a design that learns, from the blind `design` a budget buys: the blocks decided so far (the
     recorded ones, else the first), the `step` (configurations per further block: with a precision, a balanced
-    block's; else a sixth of the first, at least 2),
-    `planned` (the blocks that spend the configurations the budget buys: the most it will run), the `seeds` its
-    further blocks take in turn (those of the budget's blocks: no more baselines than priced) and the `precision`
-    it stops at. A precision the budget cannot buy even at the `sd` assumed is refused, with what it would take."""
+    block's; else a sixth of the first, at least 2), `planned` (the blocks that spend the configurations the budget
+    buys: the most it will run), the `seeds` its further blocks take in turn (those of the budget's blocks: no more
+    baselines than priced) and the `precision` it stops at. A precision the budget cannot buy even at the `sd`
+    assumed is refused, with what it would take."""
     if precision is not None:
         finest = expected_halfwidth(design, configs, sd)  # after every block: a block added never widens an interval
         if finest > precision:
@@ -387,8 +387,11 @@ def _learning_lines(recorded: dict, blind: dict, configs: dict[str, dict], sd: f
     """How a design that learns goes on: the blocks decided so far of the most it runs, and when it stops."""
     decided, planned = len(recorded["blocks"]), recorded.get("planned", len(recorded["blocks"]))
     precision = recorded.get("precision")
-    how = "balanced, the next of the budget's" if precision is not None else "drawn by each configuration's chance "
-    how += "" if precision is not None else "of being the best under their fit"
+    how = (
+        "balanced, the next of the budget's"
+        if precision is not None
+        else "drawn by each configuration's chance of being the best under their fit"
+    )
     lines = [
         f"  learns: {decided} of at most {planned} blocks decided; each further block ({recorded.get('step')} "
         f"configurations, {how}) is chosen when the ones before are complete (search.planning.adaptive), and "

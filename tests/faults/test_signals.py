@@ -34,12 +34,13 @@ pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 GRID = {"cam_method": ["gradcam", "eigencam"], "threshold": [0.3, 0.6, 0.9]}
 
 
-def interrupt_after_a_trial(space: Path, tmp_path: Path, signum: signal.Signals) -> None:
-    """Start a run of `space`, send `signum` once one more trial has completed, check the clean stop."""
+def interrupt_after_a_trial(space: Path, tmp_path: Path, signum: signal.Signals, executor: str) -> None:
+    """Start a run of `space` on `executor`, send `signum` once one more trial has completed, check the clean
+    stop."""
     before = len([t for t in trials(tmp_path) if t.state == TrialState.COMPLETE])
     # Unshared, each point trains on its own: after the first finishes, seconds of work remain for the signal
     # (shared, the branches of a trained stem can all finish before it lands).
-    driver = start_driver(space, tmp_path, "ray", "--no-share")
+    driver = start_driver(space, tmp_path, executor, "--no-share")
     ended = max(t.datetime_complete for t in wait_for_complete(tmp_path, before + 1, driver))
     # The signal must find a trial running: one the driver opened after that one finished (the other slot's may
     # finish with it, and a signal that lands before the driver opens the next would stop nothing).
@@ -56,13 +57,13 @@ def interrupt_after_a_trial(space: Path, tmp_path: Path, signum: signal.Signals)
 
 
 def test_sigterm_and_ctrl_c_stop_cleanly_with_130_and_the_next_run_resumes(tmp_path):
-    """SIGTERM to a run, then Ctrl-C (SIGINT) to the same command run again: each stops cleanly; a third run
-    finishes the study, every point once."""
+    """SIGTERM to a run on Ray, then Ctrl-C (SIGINT) to the same command run again on the local executor: each
+    stops cleanly; a third run finishes the study, every point once."""
     space = write_space(tmp_path / "tiny.yaml", grid=GRID)
-    interrupt_after_a_trial(space, tmp_path, signal.SIGTERM)
-    interrupt_after_a_trial(space, tmp_path, signal.SIGINT)
+    interrupt_after_a_trial(space, tmp_path, signal.SIGTERM, "ray")
+    interrupt_after_a_trial(space, tmp_path, signal.SIGINT, "local")
     again = subprocess.run(
-        [sys.executable, "-m", "search", "run", str(space)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [*SEARCH, "run", str(space), "--executor", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert_each_point_complete_once(tmp_path, 6)

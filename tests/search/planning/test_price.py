@@ -10,6 +10,10 @@ import pytest
 from search.planning.plan import build_plan
 from search.planning.price import DEFAULT_TRIAL_OVERHEAD_S, ROUGH_CPU_IMAGES_PER_S, calibration_file, price
 from tests.search.helpers import search_cli, spec, write_space
+from tests.tiny import TINY_SPACE
+
+
+DIGITS = 10 * TINY_SPACE["datasets"]["digits"]["limit_per_class"]  # the tiny space's images: 10 classes
 
 
 def plan_of(s):
@@ -22,7 +26,7 @@ def test_the_rough_default_is_images_times_pixels_over_a_stated_speed():
     pending, plan = plan_of(s)
     priced = price(s, pending, plan, [], None)
     ((_, group),) = priced["groups"].items()
-    train = 200 * (1 - 0.15 - 0.15)  # digits, 20 a class, the default split
+    train = DIGITS * (1 - 0.15 - 0.15)  # the default split
     per_epoch = train / (ROUGH_CPU_IMAGES_PER_S * (224 / 64) ** 2)
     assert group["naive"] == plan.naive_epochs and group["shared"] == plan.shared_epochs
     fixed = len(pending) * DEFAULT_TRIAL_OVERHEAD_S  # each trial's start and evaluation, beyond its epochs
@@ -47,7 +51,7 @@ def test_a_calibration_from_the_device_check_is_preferred_and_named():
         calibration_file().unlink()
     ((_, group),) = priced["groups"].items()
     assert group["rate"].evidence == "calibrated on NVIDIA H200 by bench/gpu_check.py"
-    per_epoch = 200 * 0.7 / 1400
+    per_epoch = DIGITS * 0.7 / 1400
     # A whole GPU's rate: on half a GPU an epoch takes about twice as long, so it costs the same GPU time.
     fixed = len(pending) * DEFAULT_TRIAL_OVERHEAD_S
     assert group["hours_naive"] == pytest.approx((plan.naive_epochs * per_epoch + fixed) / 3600)

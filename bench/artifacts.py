@@ -2,7 +2,7 @@
 folder in a local store, then in an S3 store (moto's server: a real local S3 endpoint).
 
     python bench/artifacts.py           # 4 epochs of the quickstart trial, 3 runs each, medians
-    python bench/artifacts.py --quick   # 2 epochs, 1 run each
+    python bench/artifacts.py --quick   # 2 epochs, 1 run each, 30 digits a class (80 in the full form)
 
 A local or shared-path store is written in place (nothing to upload). A remote store's job works in node-local
 scratch and uploads each checkpoint and metrics.jsonl after every epoch in a background thread, the rest at the end.
@@ -47,9 +47,9 @@ def moto_server() -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
-def timed_job(store: str, scratch: Path, epochs: int, n: int) -> float:
+def timed_job(store: str, scratch: Path, epochs: int, n: int, per_class: int) -> float:
     config = {
-        "dataset": {"kind": "digits", "limit_per_class": 80},
+        "dataset": {"kind": "digits", "limit_per_class": per_class},
         "image_size": 64,
         "batch_size": 32,
         "architecture": "test_resnet",
@@ -69,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    epochs, repeats = (2, 1) if args.quick else (4, 3)
+    epochs, repeats, per_class = (2, 1, 30) if args.quick else (4, 3, 80)
     server, endpoint = moto_server()
     os.environ.update(
         {
@@ -88,9 +88,9 @@ def main() -> None:
         s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("bench")
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            timed_job(str(tmp / "warmup"), tmp / "scratch", 1 + 1, 0)  # imports, model build caches
-            local = [timed_job(str(tmp / "local"), tmp / "scratch", epochs, i + 1) for i in range(repeats)]
-            remote = [timed_job("s3://bench/run", tmp / "scratch", epochs, i + 1) for i in range(repeats)]
+            timed_job(str(tmp / "warmup"), tmp / "scratch", 1 + 1, 0, per_class)  # imports, model build caches
+            local = [timed_job(str(tmp / "local"), tmp / "scratch", epochs, i + 1, per_class) for i in range(repeats)]
+            remote = [timed_job("s3://bench/run", tmp / "scratch", epochs, i + 1, per_class) for i in range(repeats)]
             epoch_s = statistics.median(local) / epochs
             leftovers = [p for p in (tmp / "scratch").rglob("*") if p.is_file() and "shared" not in p.parts]
         overhead = (statistics.median(remote) - statistics.median(local)) / epochs

@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     arch, repeats = ("test_resnet", 2) if args.quick else ("resnet18", 5)
-    data = load_images(DatasetConfig(kind="digits"), 64)
+    data = load_images(DatasetConfig(kind="digits", limit_per_class=4), 64)  # 40 images: the batch is 32
     x01 = to_unit(data.take(range(32)), torch.device("cpu"))
     y = torch.from_numpy(data.labels[:32])
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """Successive halving against the full grid, side by side in one run: 27 points, keep 1/3 at one rung.
 
     python bench/halving.py           # 27 points of "1,p,4" (5 epochs), rung at epoch 2, resnet18 on 600 digits
-    python bench/halving.py --quick   # 3 of those points (gradcam, one multiply_weight), test_resnet on 200 digits,
+    python bench/halving.py --quick   # 3 of those points (gradcam, one multiply_weight), test_resnet on 120 digits,
                                       # local executor
 
 Prints one JSON object: epochs computed (counted in the logs) and wall seconds of each run, the points stopped,
@@ -31,7 +31,7 @@ from trainer.folder import LOG
 def space(quick: bool, halving: bool) -> dict:
     data = {
         "study": "halving",
-        "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
+        "datasets": {"digits": {"kind": "digits", "limit_per_class": 12 if quick else 60}},
         "fixed": tiny_fixed(architecture="test_resnet" if quick else "resnet18", proxy_steps="1,p,4"),
         "grid": {
             "cam_method": ["gradcam"] if quick else ["gradcam", "gradcamplusplus", "eigencam"],

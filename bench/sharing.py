@@ -1,7 +1,7 @@
 """Shared-prefix execution: the same grid run with shared stems and with --no-share, side by side in one run.
 
     python bench/sharing.py           # 16 points of "3,p,1,p,1" (5 epochs), resnet18 at 64 px on 600 digits
-    python bench/sharing.py --quick   # 2 points (one stem, two branches), test_resnet on 200 digits, local executor
+    python bench/sharing.py --quick   # 2 points (one stem, two branches), test_resnet on 120 digits, local executor
 
 Prints one JSON object: wall seconds of each run (`search run`, local Ray, 2 trials at once on 2 cores), epochs
 computed (counted in every trial's and stem's log), the speedup (goal ≥ 2×), whether every point's metrics are
@@ -41,7 +41,7 @@ def space(quick: bool) -> dict:
         }
     return {
         "study": "sharing",
-        "datasets": {"digits": {"kind": "digits", "limit_per_class": 20 if quick else 60}},
+        "datasets": {"digits": {"kind": "digits", "limit_per_class": 12 if quick else 60}},
         "fixed": tiny_fixed(architecture="test_resnet" if quick else "resnet18", proxy_steps="3,p,1,p,1"),
         "grid": grid,
     }

@@ -12,7 +12,6 @@ from search.planning.price import DEFAULT_TRIAL_OVERHEAD_S, ROUGH_CPU_IMAGES_PER
 from tests.search.helpers import search_cli, spec, write_space
 from tests.tiny import TINY_SPACE
 
-
 DIGITS = 10 * TINY_SPACE["datasets"]["digits"]["limit_per_class"]  # the tiny space's images: 10 classes
 
 

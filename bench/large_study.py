@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.records.study import GridStudy, optuna_params
 from search.space.parse import parse_space
-from trainer.outcome import METRICS as ALL_METRICS
+from trainer.metrics import METRICS as ALL_METRICS
 
 METRICS = ALL_METRICS[:12]  # a trial's first 12 metrics: as many as this benchmark was first measured with
 

@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import stats
 from analysis.gains import is_missing, matches
 from search.records.trialtable import StudyData
-from trainer.outcome import PROXY_METRICS
+from trainer.metrics import PROXY_METRICS
 from trainer.prefix import CAM_AXES, PointKind
 
 BUDGET_TOLERANCE = 0.05  # paired budgets further apart than this are flagged

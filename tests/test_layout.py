@@ -1,9 +1,12 @@
 """The shape of the house (issue 23): layers that import only downwards and never in a circle, no function longer
-than a screen and a half, and one function that parses a schedule. Read from the source with `ast`: nothing runs."""
+than a screen and a half, and one function that parses a schedule, read from the source with `ast`; and what
+reading a study imports, in one subprocess."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -133,6 +136,17 @@ def test_the_trainer_knows_nothing_of_optuna_or_ray():
                 )
                 offenders += [f"{name} imports {r}" for r in roots if r in ("optuna", "ray")]
     assert not offenders, offenders
+
+
+def test_reading_a_study_imports_neither_torch_nor_scikit_learn():
+    """`search status`, `export` and `report` (and the dashboard, a driver's planning) read names and records: each
+    paid ~2 CPU-s importing torch and scikit-learn for a tuple of metric names (`trainer.metrics`)."""
+    code = (
+        "import sys, cli, cli.inspection, results.report, search.records.trialtable, search.run.driver\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'timm', 'pytorch_grad_cam'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 def _long_functions(paths: list[Path]) -> list[str]:

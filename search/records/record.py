@@ -4,7 +4,7 @@ A study records its space (`space`, `spec_hash`), where its files went (`out_dir
 (`data`, `data_changes`), the confirmations made from it (`confirmations`) and how its last run ran (`share`,
 `slots`, `start_seconds`). A trial records which point it is a try of (`grid_key`, `seed`, `kind`, `baseline`,
 `attempt`, `whole_gpu`), how it ended when it did not complete (`fail_reason`, `fail_kind`, `pruned_at`,
-`prune_reason`), and its metrics (`trainer.outcome.METRICS`). Every key is named once, here; readers get typed
+`prune_reason`), and its metrics (`trainer.metrics.METRICS`). Every key is named once, here; readers get typed
 values and a default for a study or a trial made before the key existed.
 """
 
@@ -247,12 +247,12 @@ def pruned_at(trial: FrozenTrial) -> int | None:
 
 
 def placement(node: str | None, gpu_ids: list[str]) -> dict[str, Any]:
-    """Where a trial ran, recorded beside its metrics (`trainer.outcome.METRICS`): its Ray node, its GPUs."""
+    """Where a trial ran, recorded beside its metrics (`trainer.metrics.METRICS`): its Ray node, its GPUs."""
     return {"ray_node": node, "gpu_ids": gpu_ids}
 
 
 def metric(trial: FrozenTrial, name: str) -> Any:
-    """A metric the trial recorded (`trainer.outcome.METRICS`), or None."""
+    """A metric the trial recorded (`trainer.metrics.METRICS`), or None."""
     return trial.user_attrs.get(name)
 
 

@@ -24,7 +24,7 @@ from search.records.study import spec_of
 from search.records.tally import of_the_grid, shown_state
 from search.space.grid import GridSpec, Point
 from trainer.folder import TrialFolder
-from trainer.outcome import PROXY_METRICS
+from trainer.metrics import PROXY_METRICS
 from trainer.prefix import CAM_AXES, PointKind
 
 KIND_PREFIX = {PointKind.PROXY: "P", PointKind.BASELINE: "B", PointKind.CONTROL: "C"}

@@ -253,7 +253,7 @@ def _by_key(point: Point) -> str:
 
 
 class Objective(NamedTuple):
-    """What a study optimises: a metric of `trainer.outcome` and its direction. The one place that knows which way
+    """What a study optimises: a metric of `trainer.metrics` and its direction. The one place that knows which way
     is better and what the objective is at an epoch (`val_accuracy_best`: the best validation accuracy so far)."""
 
     metric: str

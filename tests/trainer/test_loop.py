@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import tiny_config, without_timing
 from trainer import TrialConfig, TrialError, run_trial
 from trainer.config import AUGMENTATIONS
-from trainer.outcome import METRICS
+from trainer.metrics import METRICS
 from trainer.proxy import load_proxies
 
 
@@ -45,7 +45,7 @@ def test_proxies_enter_training_only(tmp_path):
 
 
 def test_the_tables_read_only_metrics_a_trial_records():
-    """`search.records.trialtable`'s columns are names of `trainer.outcome.METRICS` (or where a trial ran)."""
+    """`search.records.trialtable`'s columns are names of `trainer.metrics.METRICS` (or where a trial ran)."""
     from search.records.trialtable import TABLE_METRICS
 
     assert set(TABLE_METRICS) <= set(METRICS)

@@ -1,7 +1,7 @@
 """The data path at thesis scale: decoding per trial (today's path) against the per-machine decoded-image cache.
 
     python bench/data.py           # 5,000 JPEGs (256×256) read at 224 px; trials on 20,000 images at 224 px
-    python bench/data.py --quick   # CI-sized: 300 JPEGs at 64 px, trials on 500 images
+    python bench/data.py --quick   # CI-sized: 300 JPEGs at 64 px, trials on 200 images, proxy steps on 100 and 300
 
 Prints one JSON object:
 - loader throughput, images/s delivered to the model input (uint8 → normalised float), one process each: the files
@@ -144,8 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    files, size, n_rss, rss_size = (300, 64, 500, 64) if args.quick else (5000, 224, 20000, 224)
-    proxy_sizes = (200, 600) if args.quick else (1000, 4000)
+    files, size, n_rss, rss_size = (300, 64, 200, 64) if args.quick else (5000, 224, 20000, 224)
+    proxy_sizes = (100, 300) if args.quick else (1000, 4000)
     figures: dict = {"benchmark": "data", "jpegs": files, "image_size": size}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

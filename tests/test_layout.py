@@ -138,11 +138,13 @@ def test_the_trainer_knows_nothing_of_optuna_or_ray():
     assert not offenders, offenders
 
 
-def test_reading_a_study_imports_neither_torch_nor_scikit_learn():
-    """`search status`, `export` and `report` (and the dashboard, a driver's planning) read names and records: each
-    paid ~2 CPU-s importing torch and scikit-learn for a tuple of metric names (`trainer.metrics`)."""
+def test_reading_a_study_or_driving_a_run_imports_neither_torch_nor_scikit_learn():
+    """`search status`, `export` and `report` read names and records: each paid ~2 CPU-s importing torch and
+    scikit-learn for a tuple of metric names (`trainer.metrics`). A run's driver checks its image caches and sends
+    jobs: it paid ~1.7 CPU-s for torch, which only its workers (and a cache being built) need."""
     code = (
         "import sys, cli, cli.inspection, results.report, search.records.trialtable, search.run.driver\n"
+        "import trainer.data.cache, search.run.dispatch\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'timm', 'pytorch_grad_cam'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from trainer.config import FASHION_MNIST_ROOT, DatasetConfig
@@ -105,6 +103,9 @@ def decode_dataset(config: DatasetConfig, image_size: int) -> Decoded:
 def _resize_gray(gray: np.ndarray, image_size: int, chunk: int = 256) -> np.ndarray:
     """(N, h, w) uint8 grayscale -> (N, 3, S, S) uint8, resized bilinearly, a chunk at a time: the float copy of a
     whole dataset at 224 px would be four times its uint8 size (13 GB for Fashion-MNIST)."""
+    import torch  # here: a driver whose caches are built already never loads torch (~1.2 CPU-s)
+    import torch.nn.functional as F
+
     out = np.empty((len(gray), 3, image_size, image_size), dtype=np.uint8)
     for lo in range(0, len(gray), chunk):
         t = torch.from_numpy(gray[lo : lo + chunk]).float().unsqueeze(1)

@@ -5,13 +5,15 @@ either way)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from trainer.config import DatasetConfig
 from trainer.data.decode import decode_dataset, decode_image, folder_root, list_image_folder
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Rows(Protocol):
@@ -61,6 +63,8 @@ class ImageSet:
 
     def take(self, indices: np.ndarray | list[int]) -> torch.Tensor:
         """Images `indices` as uint8 (B, 3, S, S), in that order."""
+        import torch  # here: a driver that only checks its caches never loads torch (~1.2 CPU-s)
+
         indices = np.asarray(indices, dtype=np.int64)
         rows = indices if self.rows is None else self.rows[indices]
         return torch.from_numpy(np.ascontiguousarray(self.source.take(rows)))

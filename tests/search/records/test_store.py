@@ -123,11 +123,11 @@ def scratch_files(tmp_path):
     ]
 
 
-def check_store(tmp_path, store_uri, storage, points):
+def check_store(tmp_path, store_uri, study_name, points):
     """Every trial folder complete in the store, nothing left in scratch, the report's curves for every trial."""
-    store = ArtifactStore(store_uri)
-    study = load_study("tiny", storage)
-    done = [t for t in load_trials("tiny", storage) if t.state == TrialState.COMPLETE]
+    store, storage = ArtifactStore(store_uri), f"sqlite:///{tmp_path}/runs/{study_name}.db"
+    study = load_study(study_name, storage)
+    done = [t for t in load_trials(study_name, storage) if t.state == TrialState.COMPLETE]
     assert len(done) == points
     for t in done:
         folder = store.folder(f"trials/{t.number}-{t.user_attrs['grid_key'][:8]}")
@@ -137,21 +137,9 @@ def check_store(tmp_path, store_uri, storage, points):
         assert folder.read_result()["metrics"]["val_accuracy"] == t.value
     assert len({t.user_attrs["ray_node"] for t in done}) == 2  # both nodes ran trials
     assert scratch_files(tmp_path) == []
-    data = load_study_data(study, load_trials("tiny", storage))
+    data = load_study_data(study, load_trials(study_name, storage))
     curves = load_curves(data)
     assert set(curves["number"]) == {t.number for t in done}
-
-
-def test_trial_folders_go_to_a_shared_store_and_scratch_is_cleaned(tmp_path, cluster):
-    address, env, _, _ = cluster()
-    space = write_space(tmp_path / "tiny.yaml", grid=GRID, baselines=[{"proxy_steps": "2"}])
-    store = tmp_path / "store"
-    done = search("run", str(space), "--ray-address", address, "--artifacts", str(store), cwd=tmp_path, env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    check_store(tmp_path, str(store), f"sqlite:///{tmp_path}/runs/tiny.db", 4)
-    assert not (tmp_path / "runs" / "tiny" / "trials").exists()  # the run folder holds no trial folder
-    report = search("report", "--study", "tiny", cwd=tmp_path, env=env)
-    assert report.returncode == 0 and "CAM comparison skipped" not in report.stderr
 
 
 @pytest.fixture
@@ -193,14 +181,22 @@ def s3(tmp_path):
     server.wait(timeout=30)
 
 
-def test_an_s3_store(tmp_path, cluster, s3):
+def test_trial_folders_go_to_a_shared_store_or_to_s3_and_scratch_is_cleaned(tmp_path, cluster, s3):
+    """One two-node cluster (each node's start is a head or a worker and their Ray daemons), two studies: one whose
+    store is a folder both nodes see, one in S3."""
     address, env, _, _ = cluster(s3)
-    space = write_space(tmp_path / "tiny.yaml", grid=GRID)
-    done = search(
-        "run", str(space), "--ray-address", address, "--artifacts", "s3://runs-bucket/tiny", cwd=tmp_path, env=env
-    )
+    space = write_space(tmp_path / "tiny.yaml", grid=GRID, baselines=[{"proxy_steps": "2"}])
+    store = tmp_path / "store"
+    done = search("run", str(space), "--ray-address", address, "--artifacts", str(store), cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    check_store(tmp_path, "s3://runs-bucket/tiny", f"sqlite:///{tmp_path}/runs/tiny.db", 3)
+    check_store(tmp_path, str(store), "tiny", 4)
+    assert not (tmp_path / "runs" / "tiny" / "trials").exists()  # the run folder holds no trial folder
+    report = search("report", "--study", "tiny", cwd=tmp_path, env=env)
+    assert report.returncode == 0 and "CAM comparison skipped" not in report.stderr
+    in_s3 = ["--study", "ins3", "--artifacts", "s3://runs-bucket/tiny"]
+    done = search("run", str(space), "--ray-address", address, *in_s3, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_store(tmp_path, "s3://runs-bucket/tiny", "ins3", 4)
 
 
 def trial_run_by(node: Node) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from search.planning.plan import build_plan
 from search.planning.price import DEFAULT_TRIAL_OVERHEAD_S, ROUGH_CPU_IMAGES_PER_S, calibration_file, price
 from tests.search.helpers import search_cli, spec, write_space
-from tests.tiny import TINY_SPACE
+from tests.tiny import TINY_FIXED, TINY_SPACE
 
 DIGITS = 10 * TINY_SPACE["datasets"]["digits"]["limit_per_class"]  # the tiny space's images: 10 classes
 
@@ -26,7 +26,7 @@ def test_the_rough_default_is_images_times_pixels_over_a_stated_speed():
     priced = price(s, pending, plan, [], None)
     ((_, group),) = priced["groups"].items()
     train = DIGITS * (1 - 0.15 - 0.15)  # the default split
-    per_epoch = train / (ROUGH_CPU_IMAGES_PER_S * (224 / 64) ** 2)
+    per_epoch = train / (ROUGH_CPU_IMAGES_PER_S * (224 / TINY_FIXED["image_size"]) ** 2)
     assert group["naive"] == plan.naive_epochs and group["shared"] == plan.shared_epochs
     fixed = len(pending) * DEFAULT_TRIAL_OVERHEAD_S  # each trial's start and evaluation, beyond its epochs
     assert group["hours_naive"] == pytest.approx((plan.naive_epochs * per_epoch + fixed) / 3600)
@@ -40,7 +40,10 @@ def test_a_calibration_from_the_device_check_is_preferred_and_named():
     calibration_file().parent.mkdir(parents=True, exist_ok=True)
     calibration_file().write_text(
         json.dumps(
-            {"device": "NVIDIA H200", "rows": [{"architecture": "test_resnet", "image_size": 64, "images_per_s": 1400}]}
+            {
+                "device": "NVIDIA H200",
+                "rows": [{"architecture": "test_resnet", "image_size": TINY_FIXED["image_size"], "images_per_s": 1400}],
+            }
         )
     )
     try:

@@ -20,6 +20,7 @@ from search.planning.options import RunFlags, resolve
 from search.planning.status import load_study, load_trials
 from search.run.driver import run_study
 from tests.search.helpers import spec
+from tests.tiny import TINY_FIXED
 
 pytestmark = pytest.mark.slow  # the quick tier is `pytest -m 'not slow'`
 
@@ -79,7 +80,7 @@ def test_report_tables_agree_with_the_export(study_dir):
     export = pd.read_csv(study_dir / "trials.csv")
     assert set(export["setting_proxy_steps"]) == {"1,p,1", "2"}  # text that survives read_csv, for every trial
     # Every row's effective settings (issue 24: `fixed_*` columns showed the study's, not the row's).
-    assert export["setting_image_size"].eq(64).all() and export["study"].eq("tiny").all()
+    assert export["setting_image_size"].eq(TINY_FIXED["image_size"]).all() and export["study"].eq("tiny").all()
     assert export.loc[export["kind"] == "baseline", "setting_threshold"].isna().all()  # no mask: no threshold
     assert "proxy_steps_done" in export and "stage" in export
     export = export[(export["state"] == "COMPLETE") & (export["kind"] != "control")]

@@ -118,7 +118,9 @@ def test_the_dry_run_prints_the_epochs_with_and_without_halving(tmp_path):
 
 @pytest.mark.slow
 def test_the_dashboard_shows_intermediate_values_of_running_and_finished_trials(tmp_path):
-    space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.3, 0.6]}, fixed={**FIXED, "proxy_steps": "1,p,5"})
+    # At 64 px, not the tiny 48: trials long enough for the dashboard to see one running.
+    fixed = {**FIXED, "proxy_steps": "1,p,5", "image_size": 64}
+    space = write_space(tmp_path / "tiny.yaml", grid={"threshold": [0.3, 0.6]}, fixed=fixed)
     driver = start_driver(space, tmp_path, "local")
     port = free_port()
     dashboard = None

@@ -218,7 +218,7 @@ def test_a_killed_worker_node_is_retried_on_the_head_from_the_stores_checkpoint(
     space = write_space(
         tmp_path / "tiny.yaml",
         grid={"threshold": [0.3, 0.6]},
-        fixed=tiny_fixed(batch_size=8, proxy_steps="3,p,4"),
+        fixed=tiny_fixed(batch_size=8, proxy_steps="3,p,4", image_size=64),  # long enough to be killed mid-trial
     )
     store = tmp_path / "store"
     driver = subprocess.Popen(

@@ -1,7 +1,7 @@
 """How long `search run --dry-run` takes: the thesis grid (54,720 points) and a 1,000,000-point grid.
 
     python bench/dry_run.py           # the thesis grid, cold and warm; a grid of 100 × 100 × 100 points
-    python bench/dry_run.py --quick   # the thesis grid; a grid of 10 × 100 × 100 points
+    python bench/dry_run.py --quick   # the thesis grid; a grid of 10 × 10 × 100 points
 
 Cold: a fresh user cache (the model checks import torch and timm and build each model once on the meta device).
 Warm: the model checks answered from the cache, as for every later run of the same space. Goals: the thesis grid
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    sizes = (10, 100, 100) if args.quick else (100, 100, 100)
+    sizes = (10, 10, 100) if args.quick else (100, 100, 100)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         thesis = tmp / "thesis_grid.yaml"
